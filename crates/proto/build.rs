@@ -1,0 +1,22 @@
+//! Compiles `proto/` with protox (a pure-Rust protobuf compiler), so a fresh
+//! machine builds with cargo alone: no `protoc` binary is needed.
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let files = [
+        "misim/entra/v1/directory.proto",
+        "misim/imds/v1/control.proto",
+        "misim/arm/v1/authorization.proto",
+    ];
+    for f in &files {
+        println!("cargo:rerun-if-changed={}", root.join(f).display());
+    }
+    let fds = protox::compile(files, [&root])?;
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    // The descriptor set feeds tonic-reflection, so grpcurl works against every server.
+    std::fs::write(out.join("misim_descriptor.bin"), prost::Message::encode_to_vec(&fds))?;
+    tonic_prost_build::configure().compile_fds(fds)?;
+    Ok(())
+}

@@ -1,0 +1,34 @@
+//! gRPC contracts between the misim services.
+//!
+//! Generated code stays at the edge: services convert these messages to their
+//! own domain types on receipt. [`status`] maps domain error codes to gRPC.
+
+pub mod entra {
+    //! `misim.entra.v1`: the directory (service principals, tokens, keys).
+    pub mod v1 {
+        #![allow(clippy::all, missing_docs, rust_2018_idioms)]
+        tonic::include_proto!("misim.entra.v1");
+    }
+}
+
+pub mod imds {
+    //! `misim.imds.v1`: per-VM identity configuration pushed by ARM.
+    pub mod v1 {
+        #![allow(clippy::all, missing_docs, rust_2018_idioms)]
+        tonic::include_proto!("misim.imds.v1");
+    }
+}
+
+pub mod arm {
+    //! `misim.arm.v1`: RBAC decisions for data planes.
+    pub mod v1 {
+        #![allow(clippy::all, missing_docs, rust_2018_idioms)]
+        tonic::include_proto!("misim.arm.v1");
+    }
+}
+
+/// Encoded `FileDescriptorSet` of every misim proto, for tonic-reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("misim_descriptor");
+
+mod status;
+pub use status::{ProtocolError, code_to_status, required, status_to_code};

@@ -1,0 +1,104 @@
+//! Serving on listeners the caller has already bound.
+//!
+//! The caller binds (binaries bind configured addresses; the sandbox and tests
+//! bind `127.0.0.1:0` and read the port first), so nothing here picks a port.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+use crate::Shutdown;
+
+/// The peer address of an HTTP connection, inserted as a request extension.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// The local address a connection was accepted on, inserted as a request
+/// extension (IMDS tells VMs apart by the listener they call in per-VM mode).
+#[derive(Debug, Clone, Copy)]
+pub struct LocalAddr(pub SocketAddr);
+
+/// Serves `router` on `listener` until `shutdown` fires, over TLS when `tls`
+/// is given. In-flight requests finish before this returns.
+pub async fn serve_http(
+    listener: TcpListener,
+    router: Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: Shutdown,
+) -> std::io::Result<()> {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let local = listener.local_addr()?;
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Accept errors (e.g. EMFILE) are transient; keep serving.
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let router = router
+            .clone()
+            .layer(axum::Extension(PeerAddr(peer)))
+            .layer(axum::Extension(LocalAddr(local)));
+        let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+            let mut router = router.clone();
+            async move {
+                use tower::Service;
+                router.call(req.map(axum::body::Body::new)).await
+            }
+        });
+        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        match &acceptor {
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    let tls = match acceptor.accept(stream).await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::debug!(%peer, error = %e, "tls handshake failed");
+                            return;
+                        }
+                    };
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+                    let _ = watcher.watch(conn.into_owned()).await;
+                });
+            }
+            None => {
+                let conn = builder
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .into_owned();
+                let fut = graceful.watch(conn);
+                tokio::spawn(async move {
+                    let _ = fut.await;
+                });
+            }
+        }
+    }
+    drop(listener);
+    // Give in-flight requests a bounded time to finish.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), graceful.shutdown()).await;
+    Ok(())
+}
+
+/// Serves a tonic router (with health and reflection already added by the
+/// caller) on `listener` until `shutdown` fires.
+pub async fn serve_grpc(
+    listener: TcpListener,
+    router: tonic::transport::server::Router,
+    shutdown: Shutdown,
+) -> Result<(), tonic::transport::Error> {
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    router
+        .serve_with_incoming_shutdown(incoming, async move { shutdown.cancelled().await })
+        .await
+}

@@ -1,0 +1,232 @@
+//! Persistence for the misim services.
+//!
+//! This is the only crate that depends on `sled`: services see named
+//! [`Table`]s of serde values, so the engine can be swapped in one place.
+//!
+//! Durability rule: every write method returns only after the write is flushed
+//! to disk, so a reply that acknowledges a change never outlives the change.
+//! Values are stored as one version byte followed by JSON, so a record type can
+//! evolve with a migration instead of a wipe.
+
+use std::marker::PhantomData;
+use std::path::Path;
+
+use misim_types::ErrorCode;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Version byte written in front of every value.
+const FORMAT_V1: u8 = 1;
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The engine failed (disk full, corruption, IO).
+    #[error("storage engine error: {0}")]
+    Engine(#[from] sled::Error),
+    /// A stored value could not be decoded.
+    #[error("corrupt record in table {table} under key {key:?}: {reason}")]
+    Corrupt {
+        /// Table name.
+        table: String,
+        /// Key, lossily decoded.
+        key: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A value could not be encoded.
+    #[error("cannot encode record: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+impl StoreError {
+    /// Storage failures are never the caller's fault.
+    pub fn code(&self) -> ErrorCode {
+        ErrorCode::Internal
+    }
+}
+
+/// Result alias for this crate.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// An open database: one per service process.
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: sled::Db,
+}
+
+impl Store {
+    /// Opens (or creates) the database in `dir`.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let db = sled::Config::new().path(dir).mode(sled::Mode::HighThroughput).open()?;
+        Ok(Self { db })
+    }
+
+    /// A database that lives in memory and vanishes on drop (component tests).
+    pub fn memory() -> Result<Self> {
+        let db = sled::Config::new().temporary(true).open()?;
+        Ok(Self { db })
+    }
+
+    /// Opens the named table.
+    pub fn table<V>(&self, name: &str) -> Result<Table<V>> {
+        Ok(Table {
+            name: name.to_owned(),
+            tree: self.db.open_tree(name)?,
+            db: self.db.clone(),
+            _v: PhantomData,
+        })
+    }
+
+    /// Flushes everything (on shutdown).
+    pub async fn flush(&self) -> Result<()> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+}
+
+/// A named table of `V` values under string keys.
+///
+/// Keys are caller-built; resource ids should be lower-cased first (ARM ids are
+/// case-insensitive) and laid out so that listing is a prefix scan.
+#[derive(Debug)]
+pub struct Table<V> {
+    name: String,
+    tree: sled::Tree,
+    db: sled::Db,
+    _v: PhantomData<fn() -> V>,
+}
+
+impl<V> Clone for Table<V> {
+    fn clone(&self) -> Self {
+        Self {
+            name: self.name.clone(),
+            tree: self.tree.clone(),
+            db: self.db.clone(),
+            _v: PhantomData,
+        }
+    }
+}
+
+impl<V: Serialize + DeserializeOwned> Table<V> {
+    fn decode(&self, key: &[u8], bytes: &[u8]) -> Result<V> {
+        let corrupt = |reason: String| StoreError::Corrupt {
+            table: self.name.clone(),
+            key: String::from_utf8_lossy(key).into_owned(),
+            reason,
+        };
+        match bytes.split_first() {
+            Some((&FORMAT_V1, json)) => serde_json::from_slice(json).map_err(|e| corrupt(e.to_string())),
+            Some((v, _)) => Err(corrupt(format!("unknown format version {v}"))),
+            None => Err(corrupt("empty value".into())),
+        }
+    }
+
+    fn encode(value: &V) -> Result<Vec<u8>> {
+        let mut out = vec![FORMAT_V1];
+        serde_json::to_writer(&mut out, value)?;
+        Ok(out)
+    }
+
+    /// Reads one value.
+    pub fn get(&self, key: &str) -> Result<Option<V>> {
+        match self.tree.get(key.as_bytes())? {
+            Some(b) => Ok(Some(self.decode(key.as_bytes(), &b)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes one value and waits until it is durable.
+    pub async fn put(&self, key: &str, value: &V) -> Result<()> {
+        self.tree.insert(key.as_bytes(), Self::encode(value)?)?;
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Writes one value only if the key is absent; returns false (and writes
+    /// nothing) when it exists. Durable on return.
+    pub async fn insert_new(&self, key: &str, value: &V) -> Result<bool> {
+        let swapped = self
+            .tree
+            .compare_and_swap(key.as_bytes(), None as Option<&[u8]>, Some(Self::encode(value)?))?;
+        if swapped.is_ok() {
+            self.db.flush_async().await?;
+        }
+        Ok(swapped.is_ok())
+    }
+
+    /// Removes one value and waits until the removal is durable. Returns the
+    /// old value.
+    pub async fn remove(&self, key: &str) -> Result<Option<V>> {
+        let old = self.tree.remove(key.as_bytes())?;
+        self.db.flush_async().await?;
+        match old {
+            Some(b) => Ok(Some(self.decode(key.as_bytes(), &b)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// All values whose key starts with `prefix`, in key order.
+    pub fn scan_prefix(&self, prefix: &str) -> Result<Vec<(String, V)>> {
+        let mut out = Vec::new();
+        for kv in self.tree.scan_prefix(prefix.as_bytes()) {
+            let (k, v) = kv?;
+            let value = self.decode(&k, &v)?;
+            out.push((String::from_utf8_lossy(&k).into_owned(), value));
+        }
+        Ok(out)
+    }
+
+    /// Every value, in key order.
+    pub fn all(&self) -> Result<Vec<(String, V)>> {
+        self.scan_prefix("")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Rec {
+        name: String,
+        n: u32,
+    }
+
+    #[tokio::test]
+    async fn values_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            let t = s.table::<Rec>("recs").unwrap();
+            t.put("a/1", &Rec { name: "x".into(), n: 1 }).await.unwrap();
+            t.put("b/1", &Rec { name: "y".into(), n: 2 }).await.unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        let t = s.table::<Rec>("recs").unwrap();
+        assert_eq!(t.get("a/1").unwrap(), Some(Rec { name: "x".into(), n: 1 }));
+        assert_eq!(t.scan_prefix("b/").unwrap().len(), 1);
+        assert_eq!(t.all().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn insert_new_refuses_existing_keys() {
+        let s = Store::memory().unwrap();
+        let t = s.table::<Rec>("recs").unwrap();
+        assert!(t.insert_new("k", &Rec { name: "a".into(), n: 1 }).await.unwrap());
+        assert!(!t.insert_new("k", &Rec { name: "b".into(), n: 2 }).await.unwrap());
+        assert_eq!(t.get("k").unwrap().unwrap().name, "a");
+        assert_eq!(t.remove("k").await.unwrap().unwrap().n, 1);
+        assert_eq!(t.get("k").unwrap(), None);
+    }
+
+    #[test]
+    fn corrupt_values_are_errors_not_panics() {
+        let s = Store::memory().unwrap();
+        let t = s.table::<Rec>("recs").unwrap();
+        t.tree.insert("bad", vec![9u8, b'{']).unwrap();
+        t.tree.insert("bad2", vec![1u8, b'{']).unwrap();
+        assert!(matches!(t.get("bad"), Err(StoreError::Corrupt { .. })));
+        assert!(matches!(t.get("bad2"), Err(StoreError::Corrupt { .. })));
+    }
+}

@@ -1,0 +1,99 @@
+//! Tokens and the keys behind them.
+//!
+//! - [`RsaSigner`]: an RSA key parsed **once** that signs RS256 JWTs (Entra's
+//!   access tokens, IMDS's client assertions). Signing never re-parses a key.
+//! - [`cert`]: RSA key generation and self-signed X.509 certificates
+//!   (managed-identity credentials, Entra's signing certificate).
+//! - [`verify`]: access-token verification against a key set (ARM, Key Vault)
+//!   and client-assertion verification against a registered certificate (Entra).
+//! - [`jwks`]: the JSON Web Key Set document.
+
+pub mod cert;
+pub mod jwks;
+mod signer;
+pub mod verify;
+
+pub use signer::RsaSigner;
+
+use base64::Engine;
+
+/// Errors of this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// A key or certificate could not be generated or parsed.
+    #[error("key error: {0}")]
+    Key(String),
+    /// The token is not a well-formed JWT.
+    #[error("malformed token: {0}")]
+    Malformed(String),
+    /// The signature does not verify, or the key is unknown.
+    #[error("invalid signature: {0}")]
+    Signature(String),
+    /// A claim is missing or has the wrong value.
+    #[error("invalid claim {claim}: {reason}")]
+    Claim {
+        /// The claim name.
+        claim: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The token is expired or not yet valid.
+    #[error("token expired or not yet valid: {0}")]
+    Lifetime(String),
+}
+
+impl TokenError {
+    /// Maps to the shared vocabulary: bad tokens are authentication failures,
+    /// key problems are internal.
+    pub fn code(&self) -> misim_types::ErrorCode {
+        match self {
+            TokenError::Key(_) => misim_types::ErrorCode::Internal,
+            _ => misim_types::ErrorCode::Unauthenticated,
+        }
+    }
+}
+
+/// base64url without padding (JOSE).
+pub fn b64url(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Decodes base64 leniently: URL-safe or standard alphabet, padding optional.
+/// Clients disagree on how they encode `x5t` (spec §4.2).
+pub fn b64_lenient(s: &str) -> Option<Vec<u8>> {
+    let cleaned: String = s.trim_end_matches('=').replace('+', "-").replace('/', "_");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cleaned).ok()
+}
+
+/// SHA-1 of bytes (certificate thumbprints; SHA-1 is what `x5t` means).
+pub fn sha1(bytes: &[u8]) -> Vec<u8> {
+    ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, bytes)
+        .as_ref()
+        .to_vec()
+}
+
+/// SHA-256 of bytes (`x5t#S256`).
+pub fn sha256(bytes: &[u8]) -> Vec<u8> {
+    ring::digest::digest(&ring::digest::SHA256, bytes).as_ref().to_vec()
+}
+
+/// Upper-case hex.
+pub fn hex_upper(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02X}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lenient_base64_accepts_every_x5t_spelling() {
+        let raw = sha1(b"cert");
+        let std_padded = base64::engine::general_purpose::STANDARD.encode(&raw);
+        let url_padded = base64::engine::general_purpose::URL_SAFE.encode(&raw);
+        for s in [std_padded, url_padded, b64url(&raw)] {
+            assert_eq!(b64_lenient(&s).as_deref(), Some(raw.as_slice()), "{s}");
+        }
+        assert!(b64_lenient("%%%").is_none());
+    }
+}
