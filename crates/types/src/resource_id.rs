@@ -102,7 +102,7 @@ impl ResourceId {
             .iter()
             .rposition(|s| s.eq_ignore_ascii_case("providers"))?;
         let rest = &segs[pos + 1..];
-        if rest.len() < 3 || rest.len() % 2 == 0 {
+        if rest.len() < 3 || rest.len().is_multiple_of(2) {
             return None;
         }
         let ns = rest[0];

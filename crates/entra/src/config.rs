@@ -1,0 +1,238 @@
+//! Entra's configuration: plain data, validated before anything binds, and
+//! the launcher's environment reading (through [`EnvSource`], never the
+//! process environment directly, so tests stay hermetic).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use misim_types::EnvSource;
+
+use crate::EntraError;
+
+/// Listen address of the HTTPS token/discovery endpoint.
+pub const ENV_HTTP_ADDR: &str = "MISIM_ENTRA_HTTP_ADDR";
+/// Listen address of the `misim.entra.v1.Directory` gRPC server.
+pub const ENV_GRPC_ADDR: &str = "MISIM_ENTRA_GRPC_ADDR";
+/// Data directory (the store lives in `<dir>/entra`, TLS material in `<dir>/tls`).
+pub const ENV_DATA_DIR: &str = "MISIM_DATA_DIR";
+/// The tenant id (GUID).
+pub const ENV_TENANT_ID: &str = "MISIM_TENANT_ID";
+/// The authority host as clients reach it, e.g. `https://localhost:40001`.
+pub const ENV_PUBLIC_URL: &str = "MISIM_ENTRA_PUBLIC_URL";
+/// Comma-separated extra resources (App ID URIs) Entra issues tokens for.
+pub const ENV_EXTRA_RESOURCES: &str = "MISIM_ENTRA_EXTRA_RESOURCES";
+/// Bootstrap administrator application: app (client) id.
+pub const ENV_ADMIN_APP_ID: &str = "MISIM_ADMIN_APP_ID";
+/// Bootstrap administrator application: object id.
+pub const ENV_ADMIN_OBJECT_ID: &str = "MISIM_ADMIN_OBJECT_ID";
+/// Bootstrap administrator application: display name (default `misim-admin`).
+pub const ENV_ADMIN_DISPLAY_NAME: &str = "MISIM_ADMIN_DISPLAY_NAME";
+/// Bootstrap administrator application: client secret.
+pub const ENV_ADMIN_SECRET: &str = "MISIM_ADMIN_SECRET";
+
+const DEFAULT_HTTP_ADDR: &str = "0.0.0.0:40001";
+const DEFAULT_GRPC_ADDR: &str = "0.0.0.0:40002";
+
+/// Entra's configuration (one tenant).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Config {
+    /// The tenant id (GUID): the `tid` claim and the first path segment of every URL.
+    pub tenant_id: String,
+    /// The authority host as clients reach it, without a trailing slash
+    /// (`https://localhost:40001`). Discovery documents are built from it.
+    pub public_url: String,
+    /// Resources beyond `misim_types::audiences::KNOWN` that tokens may be
+    /// issued for (Key Vault's challenge resource `https://vault.localhost:{port}`).
+    pub extra_resources: Vec<String>,
+    /// An application principal ensured at every open (the sandbox administrator).
+    pub admin: Option<AdminBootstrap>,
+}
+
+/// The bootstrap administrator application.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminBootstrap {
+    /// App (client) id.
+    pub app_id: String,
+    /// Object id of its service principal.
+    pub object_id: String,
+    /// Display name.
+    pub display_name: String,
+    /// The client secret (stored hashed, never logged).
+    pub secret: String,
+}
+
+impl std::fmt::Debug for AdminBootstrap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminBootstrap")
+            .field("app_id", &self.app_id)
+            .field("object_id", &self.object_id)
+            .field("display_name", &self.display_name)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+/// True for a hyphenated GUID (any case).
+pub(crate) fn is_guid(s: &str) -> bool {
+    s.len() == 36
+        && s.char_indices().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => c == '-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
+
+impl Config {
+    /// Checks the configuration before anything binds.
+    pub fn validate(&self) -> Result<(), EntraError> {
+        let bad = |m: String| Err(EntraError::Config(m));
+        if !is_guid(&self.tenant_id) {
+            return bad(format!("tenant id {:?} is not a GUID", self.tenant_id));
+        }
+        let rest = self
+            .public_url
+            .strip_prefix("https://")
+            .or_else(|| self.public_url.strip_prefix("http://"));
+        match rest {
+            Some(host) if !host.is_empty() && !host.contains('/') => {}
+            _ => {
+                return bad(format!(
+                    "public url {:?} must be http(s)://host[:port] without a path or trailing slash",
+                    self.public_url
+                ));
+            }
+        }
+        if self.extra_resources.iter().any(|r| r.trim().is_empty()) {
+            return bad("extra resources must not be empty".into());
+        }
+        if let Some(a) = &self.admin
+            && (a.app_id.is_empty() || a.object_id.is_empty() || a.secret.is_empty())
+        {
+            return bad("admin application needs an app id, an object id and a secret".into());
+        }
+        Ok(())
+    }
+
+    /// The v1 issuer, `https://sts.windows.net/{tid}/`: every access token carries it.
+    pub fn issuer_v1(&self) -> String {
+        format!("https://sts.windows.net/{}/", self.tenant_id)
+    }
+
+    /// The v2 issuer, `{public_url}/{tid}/v2.0`.
+    pub fn issuer_v2(&self) -> String {
+        format!("{}/{}/v2.0", self.public_url, self.tenant_id)
+    }
+}
+
+/// What the `misim-entra` binary needs: addresses, data directory and [`Config`].
+#[derive(Debug, Clone)]
+pub struct LaunchConfig {
+    /// HTTPS listen address.
+    pub http_addr: SocketAddr,
+    /// gRPC listen address.
+    pub grpc_addr: SocketAddr,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// The service configuration (validated).
+    pub config: Config,
+}
+
+impl LaunchConfig {
+    /// Reads and validates the launcher configuration from `env`.
+    pub fn from_env(env: &dyn EnvSource) -> Result<Self, EntraError> {
+        let addr = |key: &str, default: &str| -> Result<SocketAddr, EntraError> {
+            let v = env.get(key).unwrap_or_else(|| default.to_owned());
+            v.parse()
+                .map_err(|_| EntraError::Config(format!("{key}={v:?} is not a socket address")))
+        };
+        let http_addr = addr(ENV_HTTP_ADDR, DEFAULT_HTTP_ADDR)?;
+        let grpc_addr = addr(ENV_GRPC_ADDR, DEFAULT_GRPC_ADDR)?;
+        let data_dir = PathBuf::from(env.get(ENV_DATA_DIR).unwrap_or_else(|| "./data".into()));
+        let tenant_id = env
+            .get(ENV_TENANT_ID)
+            .ok_or_else(|| EntraError::Config(format!("{ENV_TENANT_ID} is required")))?;
+        let public_url = env
+            .get(ENV_PUBLIC_URL)
+            .unwrap_or_else(|| format!("https://localhost:{}", http_addr.port()));
+        let extra_resources = env
+            .get(ENV_EXTRA_RESOURCES)
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let admin = match (
+            env.get(ENV_ADMIN_APP_ID),
+            env.get(ENV_ADMIN_OBJECT_ID),
+            env.get(ENV_ADMIN_SECRET),
+        ) {
+            (None, None, None) => None,
+            (Some(app_id), Some(object_id), Some(secret)) => Some(AdminBootstrap {
+                app_id,
+                object_id,
+                display_name: env
+                    .get(ENV_ADMIN_DISPLAY_NAME)
+                    .unwrap_or_else(|| "misim-admin".into()),
+                secret,
+            }),
+            _ => {
+                return Err(EntraError::Config(format!(
+                    "{ENV_ADMIN_APP_ID}, {ENV_ADMIN_OBJECT_ID} and {ENV_ADMIN_SECRET} go together"
+                )));
+            }
+        };
+        let config = Config {
+            tenant_id,
+            public_url: public_url.trim_end_matches('/').to_owned(),
+            extra_resources,
+            admin,
+        };
+        config.validate()?;
+        Ok(Self {
+            http_addr,
+            grpc_addr,
+            data_dir,
+            config,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use misim_types::MapEnv;
+
+    const TID: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+
+    #[test]
+    fn env_defaults_and_admin() {
+        let env = MapEnv::from_pairs([
+            (ENV_TENANT_ID, TID),
+            (ENV_ADMIN_APP_ID, "a"),
+            (ENV_ADMIN_OBJECT_ID, "o"),
+            (ENV_ADMIN_SECRET, "s3cret"),
+            (ENV_EXTRA_RESOURCES, "https://vault.localhost:1, ,https://x"),
+        ]);
+        let c = LaunchConfig::from_env(&env).unwrap();
+        assert_eq!(c.config.public_url, "https://localhost:40001");
+        assert_eq!(c.config.extra_resources.len(), 2);
+        assert!(!format!("{:?}", c.config.admin).contains("s3cret"));
+    }
+
+    #[test]
+    fn rejects_bad_config() {
+        assert!(LaunchConfig::from_env(&MapEnv::default()).is_err());
+        let env = MapEnv::from_pairs([(ENV_TENANT_ID, TID), (ENV_ADMIN_APP_ID, "a")]);
+        assert!(LaunchConfig::from_env(&env).is_err());
+        let env = MapEnv::from_pairs([(ENV_TENANT_ID, "contoso"), (ENV_PUBLIC_URL, "https://h")]);
+        assert!(LaunchConfig::from_env(&env).is_err());
+        let c = Config {
+            tenant_id: TID.into(),
+            public_url: "https://localhost:1/".into(),
+            ..Config::default()
+        };
+        assert!(c.validate().is_err());
+    }
+}

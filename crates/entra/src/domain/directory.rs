@@ -1,0 +1,231 @@
+//! The tenant's service principals in the store: principals by object id,
+//! plus the indexes app id → object id and request id → object id.
+
+use misim_store::{Store, Table};
+use misim_types::{ResourceId, SharedClock, SharedIds};
+
+use super::principal::{KeyCredential, Principal, PrincipalKind, mi_alternative_names};
+use crate::EntraError;
+
+/// A principal to create.
+#[derive(Debug, Clone)]
+pub struct NewPrincipal {
+    /// Idempotency key.
+    pub request_id: String,
+    /// Display name.
+    pub display_name: String,
+    /// Kind.
+    pub kind: PrincipalKind,
+    /// Required for managed identities.
+    pub managed_identity_resource_id: Option<ResourceId>,
+}
+
+/// An application with a known id and secret (bootstrap).
+#[derive(Debug, Clone)]
+pub struct EnsureApp<'a> {
+    /// App id.
+    pub app_id: &'a str,
+    /// Object id.
+    pub object_id: &'a str,
+    /// Display name.
+    pub display_name: &'a str,
+    /// Client secret (hashed before it is stored).
+    pub secret: &'a str,
+}
+
+/// Principals and their indexes.
+#[derive(Debug)]
+pub(crate) struct Directory {
+    principals: Table<Principal>,
+    by_app: Table<String>,
+    by_request: Table<String>,
+    /// Serialises writes so index updates never interleave.
+    write: tokio::sync::Mutex<()>,
+    clock: SharedClock,
+    ids: SharedIds,
+}
+
+fn key(id: &str) -> String {
+    id.to_ascii_lowercase()
+}
+
+/// Upper-case hex SHA-256 of a secret.
+pub(crate) fn hash_secret(secret: &str) -> String {
+    misim_token::hex_upper(&misim_token::sha256(secret.as_bytes()))
+}
+
+/// Compares two strings without an early exit.
+pub(crate) fn constant_time_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+impl Directory {
+    pub(crate) fn open(
+        store: &Store,
+        clock: SharedClock,
+        ids: SharedIds,
+    ) -> Result<Self, EntraError> {
+        Ok(Self {
+            principals: store.table("principals")?,
+            by_app: store.table("principals_by_app_id")?,
+            by_request: store.table("principals_by_request_id")?,
+            write: tokio::sync::Mutex::new(()),
+            clock,
+            ids,
+        })
+    }
+
+    pub(crate) fn get(&self, object_id: &str) -> Result<Option<Principal>, EntraError> {
+        Ok(self.principals.get(&key(object_id))?)
+    }
+
+    pub(crate) fn get_by_app(&self, app_id: &str) -> Result<Option<Principal>, EntraError> {
+        match self.by_app.get(&key(app_id))? {
+            Some(oid) => self.get(&oid),
+            None => Ok(None),
+        }
+    }
+
+    pub(crate) fn list(&self) -> Result<Vec<Principal>, EntraError> {
+        Ok(self.principals.all()?.into_iter().map(|(_, p)| p).collect())
+    }
+
+    /// Creates a principal, or returns the one created earlier with the same request id.
+    pub(crate) async fn create(&self, new: NewPrincipal) -> Result<Principal, EntraError> {
+        let _w = self.write.lock().await;
+        if let Some(oid) = self.by_request.get(&key(&new.request_id))?
+            && let Some(p) = self.get(&oid)?
+        {
+            return Ok(p);
+        }
+        let (alternative_names, mi_id) = match (new.kind, &new.managed_identity_resource_id) {
+            (PrincipalKind::ManagedIdentity, Some(id)) => {
+                (mi_alternative_names(id), Some(id.as_str().to_owned()))
+            }
+            (PrincipalKind::ManagedIdentity, None) => {
+                return Err(EntraError::InvalidRequest(
+                    "managed_identity_resource_id is required for a managed identity".into(),
+                ));
+            }
+            (PrincipalKind::Application, _) => (Vec::new(), None),
+        };
+        let p = Principal {
+            object_id: self.ids.guid(),
+            app_id: self.ids.guid(),
+            display_name: new.display_name,
+            kind: new.kind,
+            alternative_names,
+            created_unix: self.clock.unix(),
+            managed_identity_resource_id: mi_id,
+            request_id: Some(new.request_id.clone()),
+            secret_sha256: None,
+            key_credentials: Vec::new(),
+        };
+        // Principal first, indexes after: an index never points at nothing
+        // that a retry could not repair.
+        self.principals.put(&key(&p.object_id), &p).await?;
+        self.by_app.put(&key(&p.app_id), &key(&p.object_id)).await?;
+        self.by_request
+            .put(&key(&new.request_id), &key(&p.object_id))
+            .await?;
+        Ok(p)
+    }
+
+    /// Creates or updates an application principal with fixed ids and a secret.
+    pub(crate) async fn ensure_application(
+        &self,
+        app: EnsureApp<'_>,
+    ) -> Result<Principal, EntraError> {
+        let _w = self.write.lock().await;
+        if let Some(other) = self.by_app.get(&key(app.app_id))?
+            && other != key(app.object_id)
+        {
+            return Err(EntraError::Conflict(format!(
+                "app id {} belongs to service principal {other}",
+                app.app_id
+            )));
+        }
+        let p = match self.get(app.object_id)? {
+            Some(existing) => {
+                if existing.kind != PrincipalKind::Application
+                    || !existing.app_id.eq_ignore_ascii_case(app.app_id)
+                {
+                    return Err(EntraError::Conflict(format!(
+                        "object id {} belongs to another service principal",
+                        app.object_id
+                    )));
+                }
+                Principal {
+                    display_name: app.display_name.to_owned(),
+                    secret_sha256: Some(hash_secret(app.secret)),
+                    ..existing
+                }
+            }
+            None => Principal {
+                object_id: app.object_id.to_owned(),
+                app_id: app.app_id.to_owned(),
+                display_name: app.display_name.to_owned(),
+                kind: PrincipalKind::Application,
+                alternative_names: Vec::new(),
+                created_unix: self.clock.unix(),
+                managed_identity_resource_id: None,
+                request_id: None,
+                secret_sha256: Some(hash_secret(app.secret)),
+                key_credentials: Vec::new(),
+            },
+        };
+        self.principals.put(&key(&p.object_id), &p).await?;
+        self.by_app.put(&key(&p.app_id), &key(&p.object_id)).await?;
+        Ok(p)
+    }
+
+    /// Deletes a principal, its indexes and credentials. False when absent.
+    pub(crate) async fn delete(&self, object_id: &str) -> Result<bool, EntraError> {
+        let _w = self.write.lock().await;
+        let Some(p) = self.get(object_id)? else {
+            return Ok(false);
+        };
+        // Indexes first, so a crash midway leaves an unreachable record rather
+        // than a reachable half-deleted one.
+        self.by_app.remove(&key(&p.app_id)).await?;
+        if let Some(r) = &p.request_id {
+            self.by_request.remove(&key(r)).await?;
+        }
+        self.principals.remove(&key(&p.object_id)).await?;
+        Ok(true)
+    }
+
+    /// Registers a certificate; idempotent on its thumbprint.
+    pub(crate) async fn add_key_credential(
+        &self,
+        object_id: &str,
+        der: &[u8],
+    ) -> Result<KeyCredential, EntraError> {
+        let info = misim_token::cert::parse_rsa_cert(der)
+            .map_err(|e| EntraError::BadCertificate(e.to_string()))?;
+        let _w = self.write.lock().await;
+        let mut p = self
+            .get(object_id)?
+            .ok_or_else(|| EntraError::PrincipalNotFound(object_id.to_owned()))?;
+        let sha1 = misim_token::hex_upper(&info.sha1);
+        if let Some(k) = p.key_credentials.iter().find(|k| k.thumbprint_sha1 == sha1) {
+            return Ok(k.clone());
+        }
+        let k = KeyCredential {
+            key_id: self.ids.guid(),
+            certificate_der: der.to_vec(),
+            rsa_public_key: info.rsa_public_key,
+            thumbprint_sha1: sha1,
+            thumbprint_sha256: misim_token::hex_upper(&info.sha256),
+            start_unix: info.not_before,
+            end_unix: info.not_after,
+        };
+        p.key_credentials.push(k.clone());
+        self.principals.put(&key(&p.object_id), &p).await?;
+        Ok(k)
+    }
+}

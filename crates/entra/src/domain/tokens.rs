@@ -1,0 +1,287 @@
+//! Token issuance: client authentication (secret or certificate assertion),
+//! resource check and the v1 access-token claims (spec §4.5).
+
+use misim_token::TokenError;
+use misim_token::verify::{assertion_header, verify_client_assertion};
+use misim_types::{SharedClock, SharedIds, audiences};
+use serde::Serialize;
+
+use super::directory::{Directory, constant_time_eq, hash_secret};
+use super::principal::{Principal, PrincipalKind};
+use super::signing::SigningKey;
+use crate::EntraError;
+
+/// Lifetime of managed-identity tokens (spec §4.5).
+pub const MI_LIFETIME_SECS: i64 = 86400;
+/// Lifetime of application tokens.
+pub const APP_LIFETIME_SECS: i64 = 3600;
+
+/// How the client proves who it is.
+#[derive(Clone, Copy)]
+pub(crate) enum ClientCredential<'a> {
+    /// A client secret (`appidacr` "1").
+    Secret(&'a str),
+    /// A certificate-signed client assertion (`appidacr` "2").
+    Assertion(&'a str),
+}
+
+/// An issued access token.
+#[derive(Debug, Clone)]
+pub(crate) struct Issued {
+    pub(crate) access_token: String,
+    pub(crate) iat: i64,
+    pub(crate) nbf: i64,
+    pub(crate) exp: i64,
+    pub(crate) resource: String,
+}
+
+#[derive(Serialize)]
+struct AccessClaims<'a> {
+    aud: &'a str,
+    iss: &'a str,
+    iat: i64,
+    nbf: i64,
+    exp: i64,
+    aio: &'a str,
+    appid: &'a str,
+    appidacr: &'a str,
+    idp: &'a str,
+    idtyp: &'a str,
+    oid: &'a str,
+    rh: &'a str,
+    sub: &'a str,
+    tid: &'a str,
+    uti: &'a str,
+    ver: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    xms_mirid: Option<String>,
+}
+
+/// Issues tokens for one tenant.
+#[derive(Debug)]
+pub(crate) struct Issuer {
+    tenant_id: String,
+    issuer_v1: String,
+    /// Normalised extra resources.
+    extra_resources: Vec<String>,
+    /// Lower-case accepted assertion audience paths.
+    assertion_paths: [String; 2],
+    pub(crate) signing: SigningKey,
+    clock: SharedClock,
+    ids: SharedIds,
+}
+
+/// The path of a URL (`https://host/a/b?q` → `/a/b`); the whole string when it has no scheme.
+fn url_path(url: &str) -> &str {
+    let rest = match url.find("://") {
+        Some(i) => &url[i + 3..],
+        None => return url,
+    };
+    let path = rest.find('/').map_or("", |i| &rest[i..]);
+    path.split(['?', '#']).next().unwrap_or("")
+}
+
+impl Issuer {
+    pub(crate) fn new(
+        config: &crate::Config,
+        signing: SigningKey,
+        clock: SharedClock,
+        ids: SharedIds,
+    ) -> Self {
+        let tid = config.tenant_id.to_ascii_lowercase();
+        Self {
+            tenant_id: config.tenant_id.clone(),
+            issuer_v1: config.issuer_v1(),
+            extra_resources: config
+                .extra_resources
+                .iter()
+                .map(|r| audiences::normalize(r))
+                .collect(),
+            assertion_paths: [
+                format!("/{tid}/oauth2/v2.0/token"),
+                format!("/{tid}/oauth2/token"),
+            ],
+            signing,
+            clock,
+            ids,
+        }
+    }
+
+    /// Fails with `UnknownResource` unless tokens may be issued for `resource`.
+    pub(crate) fn check_resource(&self, resource: &str) -> Result<(), EntraError> {
+        let norm = audiences::normalize(resource);
+        if !resource.is_empty()
+            && (audiences::known(resource).is_some() || self.extra_resources.contains(&norm))
+        {
+            Ok(())
+        } else {
+            Err(EntraError::UnknownResource {
+                resource: resource.to_owned(),
+                tenant: self.tenant_id.clone(),
+            })
+        }
+    }
+
+    fn assertion_aud_ok(&self, aud: &str) -> bool {
+        let path = url_path(aud).to_ascii_lowercase();
+        self.assertion_paths.contains(&path)
+    }
+
+    /// Authenticates the client; returns its principal and `appidacr`.
+    pub(crate) fn authenticate(
+        &self,
+        dir: &Directory,
+        client_id: &str,
+        credential: ClientCredential<'_>,
+    ) -> Result<(Principal, &'static str), EntraError> {
+        let p = dir
+            .get_by_app(client_id)?
+            .ok_or_else(|| EntraError::UnknownApplication {
+                client_id: client_id.to_owned(),
+                tenant: self.tenant_id.clone(),
+            })?;
+        match credential {
+            ClientCredential::Secret(secret) => {
+                let ok = p.kind == PrincipalKind::Application
+                    && p.secret_sha256
+                        .as_deref()
+                        .is_some_and(|h| constant_time_eq(h, &hash_secret(secret)));
+                if !ok {
+                    return Err(EntraError::InvalidSecret {
+                        client_id: client_id.to_owned(),
+                    });
+                }
+                Ok((p, "1"))
+            }
+            ClientCredential::Assertion(assertion) => {
+                self.verify_assertion(&p, client_id, assertion)?;
+                Ok((p, "2"))
+            }
+        }
+    }
+
+    fn verify_assertion(
+        &self,
+        p: &Principal,
+        client_id: &str,
+        assertion: &str,
+    ) -> Result<(), EntraError> {
+        let invalid = |reason: String| EntraError::InvalidAssertion { reason };
+        let header = assertion_header(assertion).map_err(|e| invalid(e.to_string()))?;
+        let sha1 = header.x5t.as_deref().map(misim_token::hex_upper);
+        let sha256 = header.x5t_s256.as_deref().map(misim_token::hex_upper);
+        let cred = p
+            .key_credentials
+            .iter()
+            .find(|k| {
+                sha1.as_deref() == Some(&k.thumbprint_sha1)
+                    || sha256.as_deref() == Some(&k.thumbprint_sha256)
+            })
+            .ok_or_else(|| {
+                invalid(format!(
+                    "no certificate registered for {client_id} matches the assertion's x5t"
+                ))
+            })?;
+        let now = self.clock.unix();
+        if now < cred.start_unix || now > cred.end_unix {
+            return Err(EntraError::AssertionExpired {
+                reason: format!(
+                    "certificate {} is outside its validity window",
+                    cred.thumbprint_sha1
+                ),
+            });
+        }
+        verify_client_assertion(
+            assertion,
+            &header,
+            &cred.rsa_public_key,
+            client_id,
+            now,
+            |aud| self.assertion_aud_ok(aud),
+        )
+        .map_err(|e| match e {
+            TokenError::Lifetime(r) => EntraError::AssertionExpired { reason: r },
+            other => invalid(other.to_string()),
+        })
+    }
+
+    /// Authenticates the client, checks the resource and signs a v1 access token.
+    pub(crate) fn issue(
+        &self,
+        dir: &Directory,
+        client_id: &str,
+        credential: ClientCredential<'_>,
+        resource: &str,
+    ) -> Result<Issued, EntraError> {
+        let (p, appidacr) = self.authenticate(dir, client_id, credential)?;
+        self.check_resource(resource)?;
+        self.sign_for(&p, appidacr, resource)
+    }
+
+    fn sign_for(
+        &self,
+        p: &Principal,
+        appidacr: &str,
+        resource: &str,
+    ) -> Result<Issued, EntraError> {
+        let iat = self.clock.unix();
+        let lifetime = match p.kind {
+            PrincipalKind::ManagedIdentity => MI_LIFETIME_SECS,
+            PrincipalKind::Application => APP_LIFETIME_SECS,
+        };
+        let exp = iat + lifetime;
+        let opaque = |g: String| misim_token::b64url(g.as_bytes());
+        let uti = opaque(self.ids.guid());
+        let aio = opaque(self.ids.guid());
+        let rh = format!("0.A{}", opaque(self.tenant_id.clone()));
+        let claims = AccessClaims {
+            aud: resource,
+            iss: &self.issuer_v1,
+            iat,
+            nbf: iat,
+            exp,
+            aio: &aio,
+            appid: &p.app_id,
+            appidacr,
+            idp: &self.issuer_v1,
+            idtyp: "app",
+            oid: &p.object_id,
+            rh: &rh,
+            sub: &p.object_id,
+            tid: &self.tenant_id,
+            uti: &uti,
+            ver: "1.0",
+            xms_mirid: p.xms_mirid(),
+        };
+        let access_token = self.signing.signer.sign(&claims)?;
+        Ok(Issued {
+            access_token,
+            iat,
+            nbf: iat,
+            exp,
+            resource: resource.to_owned(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_paths() {
+        assert_eq!(
+            url_path("https://h:1/t/oauth2/token?x=1"),
+            "/t/oauth2/token"
+        );
+        assert_eq!(url_path("https://h"), "");
+        assert_eq!(url_path("/t/oauth2/token"), "/t/oauth2/token");
+    }
+
+    #[test]
+    fn constant_time_compare() {
+        assert!(constant_time_eq("abc", "abc"));
+        assert!(!constant_time_eq("abc", "abd"));
+        assert!(!constant_time_eq("abc", "ab"));
+    }
+}

@@ -1,0 +1,241 @@
+//! `misim.entra.v1.Directory`: the only module that sees the generated types.
+
+use misim_proto::entra::v1 as pb;
+use misim_proto::required;
+use misim_types::ResourceId;
+use tonic::{Request, Response, Status};
+
+use crate::domain::directory::{EnsureApp, NewPrincipal};
+use crate::domain::principal::{KeyCredential, Principal, PrincipalKind};
+use crate::domain::tokens::ClientCredential;
+use crate::{Entra, EntraError};
+
+fn key_to_pb(k: &KeyCredential) -> pb::KeyCredential {
+    pb::KeyCredential {
+        key_id: k.key_id.clone(),
+        certificate_der: k.certificate_der.clone(),
+        thumbprint_sha1: k.thumbprint_sha1.clone(),
+        start_unix: k.start_unix,
+        end_unix: k.end_unix,
+    }
+}
+
+fn principal_to_pb(p: &Principal) -> pb::ServicePrincipal {
+    pb::ServicePrincipal {
+        object_id: p.object_id.clone(),
+        app_id: p.app_id.clone(),
+        display_name: p.display_name.clone(),
+        r#type: match p.kind {
+            PrincipalKind::Application => pb::ServicePrincipalType::Application,
+            PrincipalKind::ManagedIdentity => pb::ServicePrincipalType::ManagedIdentity,
+        } as i32,
+        alternative_names: p.alternative_names.clone(),
+        key_credentials: p.key_credentials.iter().map(key_to_pb).collect(),
+        created_unix: p.created_unix,
+        managed_identity_resource_id: p.managed_identity_resource_id.clone().unwrap_or_default(),
+    }
+}
+
+/// Logs an error where it is handled: server faults at ERROR, client mistakes at INFO.
+fn status(method: &'static str, e: EntraError) -> Status {
+    match e.code() {
+        misim_types::ErrorCode::Internal | misim_types::ErrorCode::Unavailable => {
+            tracing::error!(method, error = %e, "directory call failed");
+        }
+        _ => tracing::info!(method, error = %e, "directory call refused"),
+    }
+    e.into()
+}
+
+impl Entra {
+    fn directory(&self) -> &crate::domain::directory::Directory {
+        &self.inner.directory
+    }
+}
+
+#[tonic::async_trait]
+impl pb::directory_server::Directory for Entra {
+    async fn get_tenant(
+        &self,
+        _: Request<pb::GetTenantRequest>,
+    ) -> Result<Response<pb::Tenant>, Status> {
+        let c = &self.inner.config;
+        Ok(Response::new(pb::Tenant {
+            tenant_id: c.tenant_id.clone(),
+            issuer_v1: c.issuer_v1(),
+            issuer_v2: c.issuer_v2(),
+        }))
+    }
+
+    async fn create_service_principal(
+        &self,
+        request: Request<pb::CreateServicePrincipalRequest>,
+    ) -> Result<Response<pb::ServicePrincipal>, Status> {
+        let r = request.into_inner();
+        let request_id = required("request_id", &r.request_id)?.to_owned();
+        let kind = match pb::ServicePrincipalType::try_from(r.r#type) {
+            Ok(pb::ServicePrincipalType::Application) => PrincipalKind::Application,
+            Ok(pb::ServicePrincipalType::ManagedIdentity) => PrincipalKind::ManagedIdentity,
+            _ => {
+                return Err(Status::invalid_argument(format!(
+                    "invalid service principal type {}",
+                    r.r#type
+                )));
+            }
+        };
+        let mi_id = match kind {
+            PrincipalKind::ManagedIdentity => {
+                let raw = required(
+                    "managed_identity_resource_id",
+                    &r.managed_identity_resource_id,
+                )?;
+                Some(ResourceId::parse(raw).map_err(|e| Status::invalid_argument(e.to_string()))?)
+            }
+            PrincipalKind::Application => None,
+        };
+        let p = self
+            .directory()
+            .create(NewPrincipal {
+                request_id,
+                display_name: r.display_name,
+                kind,
+                managed_identity_resource_id: mi_id,
+            })
+            .await
+            .map_err(|e| status("CreateServicePrincipal", e))?;
+        Ok(Response::new(principal_to_pb(&p)))
+    }
+
+    async fn get_service_principal(
+        &self,
+        request: Request<pb::GetServicePrincipalRequest>,
+    ) -> Result<Response<pb::ServicePrincipal>, Status> {
+        let r = request.into_inner();
+        let (found, id) = match (r.object_id.is_empty(), r.app_id.is_empty()) {
+            (false, true) => (self.directory().get(&r.object_id), r.object_id),
+            (true, false) => (self.directory().get_by_app(&r.app_id), r.app_id),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "exactly one of object_id and app_id must be set",
+                ));
+            }
+        };
+        match found.map_err(|e| status("GetServicePrincipal", e))? {
+            Some(p) => Ok(Response::new(principal_to_pb(&p))),
+            None => Err(status(
+                "GetServicePrincipal",
+                EntraError::PrincipalNotFound(id),
+            )),
+        }
+    }
+
+    async fn list_service_principals(
+        &self,
+        _: Request<pb::ListServicePrincipalsRequest>,
+    ) -> Result<Response<pb::ListServicePrincipalsResponse>, Status> {
+        let all = self
+            .directory()
+            .list()
+            .map_err(|e| status("ListServicePrincipals", e))?;
+        Ok(Response::new(pb::ListServicePrincipalsResponse {
+            service_principals: all.iter().map(principal_to_pb).collect(),
+        }))
+    }
+
+    async fn delete_service_principal(
+        &self,
+        request: Request<pb::DeleteServicePrincipalRequest>,
+    ) -> Result<Response<pb::DeleteServicePrincipalResponse>, Status> {
+        let r = request.into_inner();
+        let oid = required("object_id", &r.object_id)?;
+        let existed = self
+            .directory()
+            .delete(oid)
+            .await
+            .map_err(|e| status("DeleteServicePrincipal", e))?;
+        Ok(Response::new(pb::DeleteServicePrincipalResponse {
+            existed,
+        }))
+    }
+
+    async fn add_key_credential(
+        &self,
+        request: Request<pb::AddKeyCredentialRequest>,
+    ) -> Result<Response<pb::KeyCredential>, Status> {
+        let r = request.into_inner();
+        let oid = required("object_id", &r.object_id)?;
+        if r.certificate_der.is_empty() {
+            return Err(misim_proto::ProtocolError::Missing("certificate_der").into());
+        }
+        let k = self
+            .directory()
+            .add_key_credential(oid, &r.certificate_der)
+            .await
+            .map_err(|e| status("AddKeyCredential", e))?;
+        Ok(Response::new(key_to_pb(&k)))
+    }
+
+    async fn ensure_application(
+        &self,
+        request: Request<pb::EnsureApplicationRequest>,
+    ) -> Result<Response<pb::ServicePrincipal>, Status> {
+        let r = request.into_inner();
+        let p = self
+            .directory()
+            .ensure_application(EnsureApp {
+                app_id: required("app_id", &r.app_id)?,
+                object_id: required("object_id", &r.object_id)?,
+                display_name: &r.display_name,
+                secret: required("client_secret", &r.client_secret)?,
+            })
+            .await
+            .map_err(|e| status("EnsureApplication", e))?;
+        Ok(Response::new(principal_to_pb(&p)))
+    }
+
+    async fn issue_token(
+        &self,
+        request: Request<pb::IssueTokenRequest>,
+    ) -> Result<Response<pb::IssuedToken>, Status> {
+        let r = request.into_inner();
+        let client_id = required("client_id", &r.client_id)?;
+        let assertion = required("client_assertion", &r.client_assertion)?;
+        let resource = required("resource", &r.resource)?;
+        let issued = self
+            .inner
+            .issuer
+            .issue(
+                self.directory(),
+                client_id,
+                ClientCredential::Assertion(assertion),
+                resource,
+            )
+            .map_err(|e| {
+                tracing::info!(client_id, resource, error = %e, "token request refused");
+                Status::from(e)
+            })?;
+        Ok(Response::new(pb::IssuedToken {
+            access_token: issued.access_token,
+            issued_at_unix: issued.iat,
+            not_before_unix: issued.nbf,
+            expires_on_unix: issued.exp,
+            resource: issued.resource,
+        }))
+    }
+
+    async fn get_signing_keys(
+        &self,
+        _: Request<pb::GetSigningKeysRequest>,
+    ) -> Result<Response<pb::SigningKeys>, Status> {
+        let k = &self.inner.issuer.signing;
+        Ok(Response::new(pb::SigningKeys {
+            keys: vec![pb::SigningKey {
+                kid: k.kid().to_owned(),
+                modulus: k.modulus.clone(),
+                exponent: k.exponent.clone(),
+                certificate_der: k.certificate_der.clone(),
+            }],
+            tenant_id: self.inner.config.tenant_id.clone(),
+        }))
+    }
+}

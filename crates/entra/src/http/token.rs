@@ -1,0 +1,176 @@
+//! `POST /{tenant}/oauth2/token` (v1) and `/{tenant}/oauth2/v2.0/token` (v2):
+//! the client-credentials grant with a secret or a certificate assertion.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use http::HeaderMap;
+
+use super::error::oauth_error;
+use crate::domain::tokens::{ClientCredential, Issued};
+use crate::{Entra, EntraError};
+
+const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Version {
+    V1,
+    V2,
+}
+
+/// The form fields we read; MSAL's extras (`client_info`, ...) are ignored.
+struct Form(Vec<(String, String)>);
+
+impl Form {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn require(&self, name: &'static str) -> Result<&str, EntraError> {
+        self.get(name).ok_or(EntraError::MissingParameter(name))
+    }
+}
+
+/// `<resource>/.default` → `<resource>`; OIDC scopes that MSAL may add are ignored.
+fn resource_from_scope(scope: &str) -> Result<&str, EntraError> {
+    let mut resources = scope
+        .split_whitespace()
+        .filter(|s| !matches!(*s, "openid" | "profile" | "offline_access"));
+    match (resources.next(), resources.next()) {
+        (Some(s), None) => s
+            .strip_suffix("/.default")
+            .filter(|r| !r.is_empty())
+            .ok_or_else(|| EntraError::InvalidScope(scope.to_owned())),
+        _ => Err(EntraError::InvalidScope(scope.to_owned())),
+    }
+}
+
+fn handle(
+    entra: &Entra,
+    tenant: &str,
+    body: &[u8],
+    version: Version,
+) -> Result<Issued, EntraError> {
+    entra.check_tenant(tenant)?;
+    let form = Form(serde_urlencoded::from_bytes(body).map_err(|e| {
+        EntraError::InvalidRequest(format!("the request body is not a valid form: {e}"))
+    })?);
+    let grant = form.require("grant_type")?;
+    if grant != "client_credentials" {
+        return Err(EntraError::UnsupportedGrantType(grant.to_owned()));
+    }
+    let client_id = form.require("client_id")?;
+    let resource = match version {
+        Version::V1 => form.require("resource")?,
+        Version::V2 => resource_from_scope(form.require("scope")?)?,
+    };
+    let credential = match (form.get("client_secret"), form.get("client_assertion")) {
+        (Some(secret), None) => ClientCredential::Secret(secret),
+        (None, Some(assertion)) => {
+            let ty = form.require("client_assertion_type")?;
+            if ty != JWT_BEARER {
+                return Err(EntraError::InvalidRequest(format!(
+                    "client_assertion_type must be {JWT_BEARER}"
+                )));
+            }
+            ClientCredential::Assertion(assertion)
+        }
+        (Some(_), Some(_)) => {
+            return Err(EntraError::InvalidRequest(
+                "only one of client_secret and client_assertion may be sent".into(),
+            ));
+        }
+        (None, None) => {
+            return Err(EntraError::MissingParameter(
+                "client_assertion' or 'client_secret",
+            ));
+        }
+    };
+    entra
+        .inner
+        .issuer
+        .issue(&entra.inner.directory, client_id, credential, resource)
+}
+
+fn respond(
+    entra: &Entra,
+    headers: &HeaderMap,
+    tenant: &str,
+    body: &[u8],
+    version: Version,
+) -> Response {
+    match handle(entra, tenant, body, version) {
+        Ok(t) => {
+            let expires_in = t.exp - entra.inner.clock.unix();
+            let json = match version {
+                Version::V1 => serde_json::json!({
+                    "token_type": "Bearer",
+                    "expires_in": expires_in.to_string(),
+                    "ext_expires_in": expires_in.to_string(),
+                    "expires_on": t.exp.to_string(),
+                    "not_before": t.nbf.to_string(),
+                    "resource": t.resource,
+                    "access_token": t.access_token,
+                }),
+                Version::V2 => serde_json::json!({
+                    "token_type": "Bearer",
+                    "expires_in": expires_in,
+                    "ext_expires_in": expires_in,
+                    "access_token": t.access_token,
+                }),
+            };
+            (
+                [(http::header::CACHE_CONTROL, "no-store, no-cache")],
+                Json(json),
+            )
+                .into_response()
+        }
+        Err(e) => {
+            // Refusals are the client's business, so INFO; the message never holds a secret.
+            tracing::info!(tenant, error = %e, "token request refused");
+            oauth_error(entra, headers, &e)
+        }
+    }
+}
+
+pub(crate) async fn token_v1(
+    State(entra): State<Entra>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    respond(&entra, &headers, &tenant, &body, Version::V1)
+}
+
+pub(crate) async fn token_v2(
+    State(entra): State<Entra>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    respond(&entra, &headers, &tenant, &body, Version::V2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes() {
+        assert_eq!(
+            resource_from_scope("https://vault.azure.net/.default").unwrap(),
+            "https://vault.azure.net"
+        );
+        assert_eq!(
+            resource_from_scope("https://management.azure.com//.default offline_access").unwrap(),
+            "https://management.azure.com/"
+        );
+        assert!(resource_from_scope("https://vault.azure.net").is_err());
+        assert!(resource_from_scope("a/.default b/.default").is_err());
+    }
+}

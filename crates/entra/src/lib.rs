@@ -1,0 +1,148 @@
+//! misim's Entra ID: one tenant.
+//!
+//! - Service principals (applications and managed identities) with their key
+//!   credentials, kept in the store and served over `misim.entra.v1.Directory`.
+//! - Token issuance: the OAuth2 client-credentials grant over HTTPS (v1 and v2
+//!   endpoints, secret or certificate assertion) and `Directory.IssueToken`
+//!   for IMDS. Tokens are always v1 access tokens (spec §4.5), signed by one
+//!   RSA key generated on first open and parsed once.
+//! - OIDC discovery, JWKS and MSAL instance discovery.
+
+mod config;
+mod domain;
+mod error;
+mod grpc;
+mod http;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use misim_types::{SharedClock, SharedIds};
+use tokio::net::TcpListener;
+
+pub use config::{AdminBootstrap, Config, LaunchConfig};
+pub use config::{
+    ENV_ADMIN_APP_ID, ENV_ADMIN_DISPLAY_NAME, ENV_ADMIN_OBJECT_ID, ENV_ADMIN_SECRET, ENV_DATA_DIR,
+    ENV_EXTRA_RESOURCES, ENV_GRPC_ADDR, ENV_HTTP_ADDR, ENV_PUBLIC_URL, ENV_TENANT_ID,
+};
+pub use domain::tokens::{APP_LIFETIME_SECS, MI_LIFETIME_SECS};
+pub use error::EntraError;
+
+use domain::directory::{Directory, EnsureApp};
+use domain::tokens::Issuer;
+
+/// What Entra needs from its host.
+#[derive(Debug, Clone)]
+pub struct Deps {
+    /// The store (principals, signing key).
+    pub store: misim_store::Store,
+    /// Time source.
+    pub clock: SharedClock,
+    /// GUID source.
+    pub ids: SharedIds,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: Config,
+    directory: Directory,
+    issuer: Issuer,
+    clock: SharedClock,
+    ids: SharedIds,
+}
+
+/// The Entra service: a cheap, cloneable handle.
+#[derive(Debug, Clone)]
+pub struct Entra {
+    inner: Arc<Inner>,
+}
+
+impl Entra {
+    /// Opens the tenant: validates `config`, loads (or generates) the signing
+    /// key and ensures the bootstrap administrator application.
+    pub async fn open(config: Config, deps: Deps) -> Result<Self, EntraError> {
+        config.validate()?;
+        let signing = domain::signing::load_or_create(&deps.store, deps.clock.as_ref()).await?;
+        let directory = Directory::open(&deps.store, deps.clock.clone(), deps.ids.clone())?;
+        if let Some(admin) = &config.admin {
+            directory
+                .ensure_application(EnsureApp {
+                    app_id: &admin.app_id,
+                    object_id: &admin.object_id,
+                    display_name: &admin.display_name,
+                    secret: &admin.secret,
+                })
+                .await?;
+        }
+        let issuer = Issuer::new(&config, signing, deps.clock.clone(), deps.ids.clone());
+        tracing::info!(tenant = %config.tenant_id, kid = issuer.signing.kid(), "entra tenant open");
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                directory,
+                issuer,
+                clock: deps.clock,
+                ids: deps.ids,
+            }),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The key id of the token-signing key.
+    pub fn signing_kid(&self) -> &str {
+        self.inner.issuer.signing.kid()
+    }
+
+    /// The HTTP surface (token endpoints, discovery, JWKS), without TLS.
+    pub fn http_router(&self) -> axum::Router {
+        http::router(self.clone())
+    }
+
+    /// The gRPC surface: `Directory`, gRPC health and reflection.
+    pub fn grpc_router(&self) -> tonic::transport::server::Router {
+        use misim_proto::entra::v1::directory_server::DirectoryServer;
+        let (reporter, health) = tonic_health::server::health_reporter();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move { reporter.set_serving::<DirectoryServer<Entra>>().await });
+        }
+        let mut server = tonic::transport::Server::builder();
+        let router = server
+            .add_service(health)
+            .add_service(DirectoryServer::new(self.clone()));
+        match tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(misim_proto::FILE_DESCRIPTOR_SET)
+            .build_v1()
+        {
+            Ok(reflection) => router.add_service(reflection),
+            Err(e) => {
+                tracing::error!(error = %e, "grpc reflection unavailable");
+                router
+            }
+        }
+    }
+}
+
+/// Serves `svc` on already-bound listeners (HTTPS when `tls` is given) until
+/// `shutdown` fires.
+pub async fn serve(
+    svc: Entra,
+    http: TcpListener,
+    grpc: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: misim_runtime::Shutdown,
+) -> anyhow::Result<()> {
+    let http_fut = misim_runtime::serve::serve_http(http, svc.http_router(), tls, shutdown.clone());
+    let grpc_fut = misim_runtime::serve::serve_grpc(grpc, svc.grpc_router(), shutdown.clone());
+    let result = tokio::try_join!(
+        async { http_fut.await.context("entra https server") },
+        async { grpc_fut.await.context("entra grpc server") },
+    );
+    if result.is_err() {
+        shutdown.cancel();
+    }
+    result.map(|_| ())
+}

@@ -1,0 +1,131 @@
+//! The server-side token cache (spec §1.5: Entra is called only on a miss).
+//!
+//! Keyed by client id, then by normalised resource, so a hit looks both up by
+//! `&str` without allocating. Values are `Arc`s: readers hold the read lock
+//! only for a clone.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+/// Minimum lifetime a served token keeps: 15 minutes. Clients refresh when
+/// 5 minutes remain (Rust `TokenCache`, MSAL), so they must never be handed a
+/// token that close to expiry, or they would ask again at once.
+pub const MIN_REMAINING: i64 = 15 * 60;
+
+/// Until when (Unix seconds) a token issued at `issued_at` and expiring at
+/// `expires_on` may be served from the cache.
+///
+/// Policy: reuse while at least a quarter of the lifetime, and never less
+/// than [`MIN_REMAINING`], is left. A 24 h managed-identity token is served
+/// for 18 h and always has at least 6 h left; a 1 h token is served for 45 min.
+/// A token shorter than the margin is never reused.
+pub fn reuse_until(issued_at: i64, expires_on: i64) -> i64 {
+    let lifetime = (expires_on - issued_at).max(0);
+    let keep = (lifetime / 4).max(MIN_REMAINING);
+    (expires_on - keep).max(issued_at)
+}
+
+/// A token as Entra issued it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedToken {
+    pub access_token: String,
+    pub issued_at: i64,
+    pub not_before: i64,
+    pub expires_on: i64,
+    /// Precomputed [`reuse_until`].
+    pub reuse_until: i64,
+}
+
+impl CachedToken {
+    /// Builds a cache entry, computing the reuse deadline.
+    pub fn new(access_token: String, issued_at: i64, not_before: i64, expires_on: i64) -> Self {
+        Self {
+            access_token,
+            issued_at,
+            not_before,
+            expires_on,
+            reuse_until: reuse_until(issued_at, expires_on),
+        }
+    }
+}
+
+/// Lower case, no trailing slash; borrows when already normal.
+pub fn normalize_resource(r: &str) -> Cow<'_, str> {
+    let t = r.trim_end_matches('/');
+    if t.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(t.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(t)
+    }
+}
+
+/// Tokens by client id and resource.
+#[derive(Debug, Default)]
+pub struct TokenCache {
+    map: RwLock<HashMap<String, HashMap<String, Arc<CachedToken>>>>,
+}
+
+impl TokenCache {
+    /// A token still worth serving at `now`.
+    pub fn get(&self, client_id: &str, resource: &str, now: i64) -> Option<Arc<CachedToken>> {
+        let r = normalize_resource(resource);
+        let map = self.map.read();
+        let t = map.get(client_id)?.get(r.as_ref())?;
+        (now < t.reuse_until).then(|| t.clone())
+    }
+
+    /// Stores a freshly issued token.
+    pub fn put(&self, client_id: &str, resource: &str, token: Arc<CachedToken>) {
+        let r = normalize_resource(resource).into_owned();
+        self.map.write().entry(client_id.to_owned()).or_default().insert(r, token);
+    }
+
+    /// Forgets every token of an identity (removed from a VM, or replaced).
+    pub fn purge(&self, client_id: &str) {
+        self.map.write().remove(client_id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn managed_identity_tokens_are_reused_for_three_quarters_of_their_life() {
+        let iat = 1_000_000;
+        assert_eq!(reuse_until(iat, iat + 86400), iat + 64800);
+        assert_eq!(reuse_until(iat, iat + 3600), iat + 2700);
+        // Short tokens keep at least 15 minutes.
+        assert_eq!(reuse_until(iat, iat + 1800), iat + 900);
+        // Tokens shorter than the margin are never reused.
+        assert_eq!(reuse_until(iat, iat + 600), iat);
+        assert_eq!(reuse_until(iat, iat - 5), iat);
+    }
+
+    #[test]
+    fn a_served_token_never_triggers_a_client_refresh() {
+        // Clients refresh at 5 minutes remaining: everything served has more.
+        for lifetime in [300, 900, 1800, 3600, 7200, 86400] {
+            let iat = 50;
+            let until = reuse_until(iat, iat + lifetime);
+            if until > iat {
+                assert!(iat + lifetime - (until - 1) > 300, "lifetime {lifetime}");
+            }
+        }
+    }
+
+    #[test]
+    fn cache_hits_misses_and_purges() {
+        let c = TokenCache::default();
+        c.put("c1", "https://Management.azure.com/", Arc::new(CachedToken::new("t".into(), 0, 0, 3600)));
+        assert!(c.get("c1", "https://management.azure.com", 10).is_some());
+        assert!(c.get("c1", "https://management.azure.com", 2700).is_none());
+        assert!(c.get("c2", "https://management.azure.com", 10).is_none());
+        c.purge("c1");
+        assert!(c.get("c1", "https://management.azure.com", 10).is_none());
+        assert!(matches!(normalize_resource("https://x"), Cow::Borrowed(_)));
+    }
+}

@@ -1,0 +1,216 @@
+//! The `misim` command line.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::{Ports, Sandbox, SandboxConfig};
+
+/// misim: Azure's managed-identity control plane (ARM, Entra ID, IMDS, Key Vault) on your machine.
+#[derive(Debug, Parser)]
+#[command(name = "misim", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run every service in this process until Ctrl-C.
+    Up {
+        /// Where state lives (one sled database per service, the CA, misim.env).
+        #[arg(long, env = "MISIM_DATA_DIR", default_value_os_t = default_data_dir())]
+        data_dir: PathBuf,
+        /// Bind every listener to a free port instead of the fixed defaults
+        /// (ARM 8443, Entra 8444, Key Vault 8445, gRPC 50051-50053).
+        #[arg(long)]
+        random_ports: bool,
+    },
+    /// Print the environment file of a running (or last) sandbox.
+    Env {
+        /// The sandbox's data directory.
+        #[arg(long, env = "MISIM_DATA_DIR", default_value_os_t = default_data_dir())]
+        data_dir: PathBuf,
+    },
+    /// VM commands.
+    Vm {
+        #[command(subcommand)]
+        command: VmCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum VmCommand {
+    /// Run a command "inside" a VM: its managed-identity clients reach that VM's own IMDS.
+    Exec {
+        /// VM name (or full resource id).
+        vm: String,
+        /// Use the VM's App Service-style endpoint (IDENTITY_ENDPOINT + IDENTITY_HEADER)
+        /// instead of IMDS (AZURE_POD_IDENTITY_AUTHORITY_HOST). The Rust SDK needs this.
+        #[arg(long)]
+        app_service: bool,
+        /// The sandbox's data directory.
+        #[arg(long, env = "MISIM_DATA_DIR", default_value_os_t = default_data_dir())]
+        data_dir: PathBuf,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// List VMs with their IMDS endpoints and identities.
+    List {
+        /// The sandbox's data directory.
+        #[arg(long, env = "MISIM_DATA_DIR", default_value_os_t = default_data_dir())]
+        data_dir: PathBuf,
+    },
+}
+
+/// `$XDG_DATA_HOME/misim`, else `~/.local/share/misim`, else `./misim-data`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(x).join("misim");
+    }
+    if let Some(h) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(h).join(".local/share/misim");
+    }
+    PathBuf::from("misim-data")
+}
+
+/// Runs the command line; the binary's `main` only calls this.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Up { data_dir, random_ports } => up(data_dir, random_ports).await,
+        Command::Env { data_dir } => {
+            print!("{}", read_env_file(&data_dir)?.join("\n"));
+            println!();
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Vm { command } => match command {
+            VmCommand::Exec {
+                vm,
+                app_service,
+                data_dir,
+                command,
+            } => vm_exec(&data_dir, &vm, app_service, &command).await,
+            VmCommand::List { data_dir } => vm_list(&data_dir).await,
+        },
+    }
+}
+
+async fn up(data_dir: PathBuf, random_ports: bool) -> anyhow::Result<ExitCode> {
+    let mut config = SandboxConfig::new(&data_dir);
+    if !random_ports {
+        config.ports = Ports::DEFAULT;
+    }
+    let mut sandbox = Sandbox::start(config).await?;
+    let env_path = sandbox.write_env_file()?;
+    println!("misim is up (data in {})", data_dir.display());
+    println!("  ARM          {}", sandbox.arm_url);
+    println!("  Entra        {}/{}", sandbox.entra_url, sandbox.bootstrap.tenant_id);
+    println!("  Key Vault    {}", sandbox.vault_url("<vault>"));
+    println!("  CA bundle    {}", sandbox.ca_path.display());
+    println!("  environment  {}  (source it: set -a; . {0}; set +a)", env_path.display());
+    let stop = misim_runtime::Shutdown::new();
+    let signal = tokio::spawn(misim_runtime::cancel_on_signal(stop.clone()));
+    let failed = tokio::select! {
+        _ = stop.cancelled() => None,
+        r = sandbox.wait_for_failure() => Some(r),
+    };
+    signal.abort();
+    sandbox.shutdown().await?;
+    match failed {
+        Some(Err(e)) => Err(e.context("a service failed")),
+        _ => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// Reads `KEY=VALUE` lines of `<data dir>/misim.env`.
+fn read_env_file(data_dir: &Path) -> anyhow::Result<Vec<String>> {
+    let path = data_dir.join("misim.env");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading {} (is `misim up` running with this --data-dir?)", path.display()))?;
+    Ok(text.lines().filter(|l| l.contains('=')).map(str::to_owned).collect())
+}
+
+fn env_value(lines: &[String], key: &str) -> anyhow::Result<String> {
+    lines
+        .iter()
+        .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+        .map(str::to_owned)
+        .with_context(|| format!("{key} missing from misim.env"))
+}
+
+async fn find_vm(
+    data_dir: &Path,
+    vm: &str,
+) -> anyhow::Result<(Vec<String>, misim_proto::imds::v1::Vm)> {
+    let env = read_env_file(data_dir)?;
+    let url = env_value(&env, "MISIM_IMDS_GRPC_URL")?;
+    let mut control = misim_proto::imds::v1::control_client::ControlClient::new(misim_runtime::lazy_channel(&url)?);
+    let vms = control
+        .list_vms(misim_proto::imds::v1::ListVmsRequest {})
+        .await
+        .context("asking IMDS for its VMs (is `misim up` running?)")?
+        .into_inner()
+        .vms;
+    let mut matches: Vec<_> = vms
+        .into_iter()
+        .filter(|v| {
+            v.metadata.as_ref().is_some_and(|m| {
+                m.name.eq_ignore_ascii_case(vm) || m.resource_id.eq_ignore_ascii_case(vm)
+            })
+        })
+        .collect();
+    match matches.len() {
+        0 => anyhow::bail!("no VM named {vm}"),
+        1 => Ok((env, matches.remove(0))),
+        n => anyhow::bail!("{n} VMs are named {vm}: pass the full resource id"),
+    }
+}
+
+async fn vm_exec(data_dir: &Path, vm: &str, app_service: bool, command: &[String]) -> anyhow::Result<ExitCode> {
+    let (env, vm) = find_vm(data_dir, vm).await?;
+    anyhow::ensure!(!vm.imds_endpoint.is_empty(), "this VM's IMDS is not on a loopback listener");
+    let ca = env_value(&env, "MISIM_CA_BUNDLE")?;
+    let mut cmd = tokio::process::Command::new(&command[0]);
+    cmd.args(&command[1..]);
+    for line in &env {
+        if let Some((k, v)) = line.split_once('=') {
+            cmd.env(k, v);
+        }
+    }
+    cmd.env("REQUESTS_CA_BUNDLE", &ca)
+        .env("SSL_CERT_FILE", &ca)
+        .env("CURL_CA_BUNDLE", &ca)
+        .env("AZURE_CORE_INSTANCE_DISCOVERY", "false")
+        .env("MISIM_VM_IMDS_ENDPOINT", &vm.imds_endpoint);
+    if app_service {
+        cmd.env("IDENTITY_ENDPOINT", format!("{}/msi/token", vm.imds_endpoint))
+            .env("IDENTITY_HEADER", &vm.identity_header);
+    } else {
+        cmd.env("AZURE_POD_IDENTITY_AUTHORITY_HOST", &vm.imds_endpoint);
+    }
+    let status = cmd.status().await.with_context(|| format!("running {}", command[0]))?;
+    Ok(ExitCode::from(status.code().unwrap_or(1).clamp(0, 255) as u8))
+}
+
+async fn vm_list(data_dir: &Path) -> anyhow::Result<ExitCode> {
+    let env = read_env_file(data_dir)?;
+    let url = env_value(&env, "MISIM_IMDS_GRPC_URL")?;
+    let mut control = misim_proto::imds::v1::control_client::ControlClient::new(misim_runtime::lazy_channel(&url)?);
+    let vms = control
+        .list_vms(misim_proto::imds::v1::ListVmsRequest {})
+        .await
+        .context("asking IMDS for its VMs (is `misim up` running?)")?
+        .into_inner()
+        .vms;
+    for vm in vms {
+        let m = vm.metadata.unwrap_or_default();
+        println!("{}\t{}\t{}", m.name, vm.imds_endpoint, m.resource_id);
+        for i in vm.identities {
+            println!("\t{:?}\tclient_id={}\tobject_id={}\t{}", i.kind(), i.client_id, i.object_id, i.resource_id);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,347 @@
+//! The whole misim control plane in one process.
+//!
+//! [`Sandbox::start`] boots Entra, IMDS, ARM and Key Vault on loopback, each
+//! with its own sled database under the data directory, talking to each other
+//! over real gRPC, with HTTPS from the sandbox CA. `misim up` runs it; the
+//! end-to-end tests (and users' own tests) start one per test on port 0.
+
+mod bootstrap;
+pub mod cli;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use misim_proto::entra::v1::directory_client::DirectoryClient;
+use misim_proto::imds::v1::control_client::ControlClient;
+use misim_runtime::Shutdown;
+use misim_store::Store;
+use misim_types::{SharedClock, SharedIds};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+pub use bootstrap::{Bootstrap, write_atomically};
+
+/// Ports to bind; 0 picks a free one.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ports {
+    /// ARM HTTPS.
+    pub arm: u16,
+    /// Entra HTTPS.
+    pub entra: u16,
+    /// Key Vault HTTPS.
+    pub keyvault: u16,
+    /// Entra gRPC.
+    pub entra_grpc: u16,
+    /// ARM gRPC.
+    pub arm_grpc: u16,
+    /// IMDS gRPC.
+    pub imds_grpc: u16,
+}
+
+impl Ports {
+    /// The fixed ports `misim up` uses by default, so URLs stay the same across restarts.
+    pub const DEFAULT: Ports = Ports {
+        arm: 8443,
+        entra: 8444,
+        keyvault: 8445,
+        entra_grpc: 50051,
+        arm_grpc: 50052,
+        imds_grpc: 50053,
+    };
+}
+
+/// How to start a sandbox.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    /// Where every service keeps its state (one sled directory each) and the CA.
+    pub data_dir: PathBuf,
+    /// Loopback address to bind (VM IMDS listeners bind here too).
+    pub bind_ip: IpAddr,
+    /// Ports.
+    pub ports: Ports,
+    /// Time source for every service.
+    pub clock: SharedClock,
+    /// GUID source for every service.
+    pub ids: SharedIds,
+}
+
+impl SandboxConfig {
+    /// Port-0 loopback sandbox in `data_dir` with the real clock and random ids.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            ports: Ports::default(),
+            clock: std::sync::Arc::new(misim_types::SystemClock),
+            ids: std::sync::Arc::new(misim_types::RandomIds),
+        }
+    }
+}
+
+/// The vault DNS suffix in the embedded sandbox: `https://{vault}.vault.localhost:{port}/`.
+pub const VAULT_DNS_SUFFIX: &str = "vault.localhost";
+
+/// A running sandbox.
+#[derive(Debug)]
+pub struct Sandbox {
+    /// Tenant, subscription and administrator.
+    pub bootstrap: Bootstrap,
+    /// ARM base URL (`https://localhost:{port}`).
+    pub arm_url: String,
+    /// Entra authority host (`https://localhost:{port}`).
+    pub entra_url: String,
+    /// Key Vault HTTPS address (vault URLs are `https://{name}.vault.localhost:{port}/`).
+    pub keyvault_addr: SocketAddr,
+    /// gRPC URL of Entra's Directory service.
+    pub entra_grpc_url: String,
+    /// gRPC URL of ARM's Authorization service.
+    pub arm_grpc_url: String,
+    /// gRPC URL of IMDS's Control service.
+    pub imds_grpc_url: String,
+    /// Path of the sandbox CA certificate (PEM) that clients must trust.
+    pub ca_path: PathBuf,
+    /// PEM of the sandbox CA.
+    pub ca_pem: String,
+    data_dir: PathBuf,
+    shutdown: Shutdown,
+    tasks: JoinSet<anyhow::Result<()>>,
+    stores: Vec<Store>,
+}
+
+async fn bind(ip: IpAddr, port: u16, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind((ip, port))
+        .await
+        .with_context(|| format!("binding {what} on {ip}:{port}"))
+}
+
+fn open_store(data_dir: &Path, name: &str) -> anyhow::Result<Store> {
+    let dir = data_dir.join(name);
+    Store::open(&dir).with_context(|| format!("opening {name} store in {}", dir.display()))
+}
+
+impl Sandbox {
+    /// Boots every service. Returns once all of them accept requests.
+    pub async fn start(config: SandboxConfig) -> anyhow::Result<Sandbox> {
+        let SandboxConfig {
+            data_dir,
+            bind_ip,
+            ports,
+            clock,
+            ids,
+        } = config;
+        std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+        let bootstrap = Bootstrap::load_or_create(&data_dir, ids.as_ref())?;
+        let tls = misim_runtime::tls::load_or_create(&data_dir.join("tls"), &[], clock.now())?;
+        let server_tls = Some(tls.server_config.clone());
+
+        let entra_http = bind(bind_ip, ports.entra, "entra https").await?;
+        let entra_grpc = bind(bind_ip, ports.entra_grpc, "entra grpc").await?;
+        let arm_http = bind(bind_ip, ports.arm, "arm https").await?;
+        let arm_grpc = bind(bind_ip, ports.arm_grpc, "arm grpc").await?;
+        let imds_grpc = bind(bind_ip, ports.imds_grpc, "imds grpc").await?;
+        let kv_http = bind(bind_ip, ports.keyvault, "key vault https").await?;
+
+        let entra_url = format!("https://localhost:{}", entra_http.local_addr()?.port());
+        let arm_url = format!("https://localhost:{}", arm_http.local_addr()?.port());
+        let keyvault_addr = kv_http.local_addr()?;
+        let grpc_url = |l: &TcpListener| -> anyhow::Result<String> { Ok(format!("http://{}", l.local_addr()?)) };
+        let entra_grpc_url = grpc_url(&entra_grpc)?;
+        let arm_grpc_url = grpc_url(&arm_grpc)?;
+        let imds_grpc_url = grpc_url(&imds_grpc)?;
+        let vault_challenge_resource = format!("https://{VAULT_DNS_SUFFIX}:{}", keyvault_addr.port());
+
+        let directory = DirectoryClient::new(misim_runtime::lazy_channel(&entra_grpc_url)?);
+        let imds_control = ControlClient::new(misim_runtime::lazy_channel(&imds_grpc_url)?);
+        let authz = misim_proto::arm::v1::authorization_client::AuthorizationClient::new(
+            misim_runtime::lazy_channel(&arm_grpc_url)?,
+        );
+        let shutdown = Shutdown::new();
+        let mut tasks = JoinSet::new();
+        let mut stores = Vec::new();
+
+        // Entra first: the others verify tokens against its keys.
+        let store = open_store(&data_dir, "entra")?;
+        stores.push(store.clone());
+        let entra = misim_entra::Entra::open(
+            misim_entra::Config {
+                tenant_id: bootstrap.tenant_id.clone(),
+                public_url: entra_url.clone(),
+                extra_resources: vec![vault_challenge_resource.clone()],
+                admin: Some(misim_entra::AdminBootstrap {
+                    app_id: bootstrap.admin_client_id.clone(),
+                    object_id: bootstrap.admin_object_id.clone(),
+                    display_name: "misim-admin".into(),
+                    secret: bootstrap.admin_client_secret.clone(),
+                }),
+            },
+            misim_entra::Deps {
+                store,
+                clock: clock.clone(),
+                ids: ids.clone(),
+            },
+        )
+        .await
+        .context("opening entra")?;
+        tasks.spawn(misim_entra::serve(entra, entra_http, entra_grpc, server_tls.clone(), shutdown.clone()));
+
+        let store = open_store(&data_dir, "imds")?;
+        stores.push(store.clone());
+        let imds = misim_imds::Imds::open(
+            misim_imds::Config {
+                tenant_id: bootstrap.tenant_id.clone(),
+                entra_authority: entra_url.clone(),
+                addressing: misim_imds::VmAddressing::PerVmListener { bind_ip },
+            },
+            misim_imds::Deps {
+                store,
+                clock: clock.clone(),
+                ids: ids.clone(),
+                directory: directory.clone(),
+                shutdown: shutdown.clone(),
+            },
+        )
+        .await
+        .context("opening imds")?;
+        tasks.spawn(misim_imds::serve(imds, None, imds_grpc, shutdown.clone()));
+
+        let keys = misim_proto::keys::EntraKeys::new(directory.clone());
+        let store = open_store(&data_dir, "arm")?;
+        stores.push(store.clone());
+        let arm = misim_arm::Arm::open(
+            misim_arm::Config {
+                subscription_id: bootstrap.subscription_id.clone(),
+                subscription_display_name: "misim subscription".into(),
+                tenant_id: bootstrap.tenant_id.clone(),
+                public_url: arm_url.clone(),
+                entra_authority: entra_url.clone(),
+                keyvault_dns_suffix: VAULT_DNS_SUFFIX.into(),
+                keyvault_port: Some(keyvault_addr.port()),
+                bootstrap_assignments: vec![
+                    (bootstrap.admin_object_id.clone(), ROLE_OWNER.into()),
+                    (bootstrap.admin_object_id.clone(), ROLE_KEY_VAULT_SECRETS_OFFICER.into()),
+                ],
+            },
+            misim_arm::Deps {
+                store,
+                clock: clock.clone(),
+                ids: ids.clone(),
+                keys: keys.clone(),
+                directory: directory.clone(),
+                imds: imds_control,
+            },
+        )
+        .await
+        .context("opening arm")?;
+        tasks.spawn(misim_arm::serve(arm, arm_http, arm_grpc, server_tls.clone(), shutdown.clone()));
+
+        let store = open_store(&data_dir, "keyvault")?;
+        stores.push(store.clone());
+        let kv = misim_keyvault::KeyVault::open(
+            misim_keyvault::Config {
+                tenant_id: bootstrap.tenant_id.clone(),
+                authority: entra_url.clone(),
+                dns_suffix: VAULT_DNS_SUFFIX.into(),
+                challenge_resource: vault_challenge_resource,
+            },
+            misim_keyvault::Deps {
+                store,
+                clock: clock.clone(),
+                ids: ids.clone(),
+                keys,
+                authz,
+            },
+        )
+        .await
+        .context("opening key vault")?;
+        tasks.spawn(misim_keyvault::serve(kv, kv_http, server_tls, shutdown.clone()));
+
+        Ok(Sandbox {
+            bootstrap,
+            arm_url,
+            entra_url,
+            keyvault_addr,
+            entra_grpc_url,
+            arm_grpc_url,
+            imds_grpc_url,
+            ca_path: tls.ca_path.clone(),
+            ca_pem: tls.ca_pem.clone(),
+            data_dir,
+            shutdown,
+            tasks,
+            stores,
+        })
+    }
+
+    /// The URL of vault `name`, as ARM reports it in `properties.vaultUri`.
+    pub fn vault_url(&self, name: &str) -> String {
+        format!("https://{name}.{VAULT_DNS_SUFFIX}:{}/", self.keyvault_addr.port())
+    }
+
+    /// A client of IMDS's control API (VM endpoints, configured identities).
+    pub fn imds_control(&self) -> anyhow::Result<ControlClient<tonic::transport::Channel>> {
+        Ok(ControlClient::new(misim_runtime::lazy_channel(&self.imds_grpc_url)?))
+    }
+
+    /// A client of Entra's directory API (service principals, keys).
+    pub fn directory(&self) -> anyhow::Result<DirectoryClient<tonic::transport::Channel>> {
+        Ok(DirectoryClient::new(misim_runtime::lazy_channel(&self.entra_grpc_url)?))
+    }
+
+    /// The `misim.env` file: what clients need to reach this sandbox.
+    pub fn env_file(&self) -> String {
+        let b = &self.bootstrap;
+        let vars = [
+            ("MISIM_ARM_URL", self.arm_url.clone()),
+            ("MISIM_ENTRA_URL", self.entra_url.clone()),
+            ("MISIM_CA_BUNDLE", self.ca_path.display().to_string()),
+            ("MISIM_TENANT_ID", b.tenant_id.clone()),
+            ("MISIM_SUBSCRIPTION_ID", b.subscription_id.clone()),
+            ("MISIM_ADMIN_CLIENT_ID", b.admin_client_id.clone()),
+            ("MISIM_ADMIN_OBJECT_ID", b.admin_object_id.clone()),
+            ("MISIM_ADMIN_CLIENT_SECRET", b.admin_client_secret.clone()),
+            ("MISIM_KEYVAULT_DNS_SUFFIX", VAULT_DNS_SUFFIX.into()),
+            ("MISIM_KEYVAULT_PORT", self.keyvault_addr.port().to_string()),
+            ("MISIM_ENTRA_GRPC_URL", self.entra_grpc_url.clone()),
+            ("MISIM_ARM_GRPC_URL", self.arm_grpc_url.clone()),
+            ("MISIM_IMDS_GRPC_URL", self.imds_grpc_url.clone()),
+        ];
+        vars.iter().map(|(k, v)| format!("{k}={v}\n")).collect()
+    }
+
+    /// Writes [`Sandbox::env_file`] to `<data dir>/misim.env` and returns its path.
+    pub fn write_env_file(&self) -> anyhow::Result<PathBuf> {
+        let path = self.data_dir.join("misim.env");
+        write_atomically(&path, &self.env_file())?;
+        Ok(path)
+    }
+
+    /// Stops every service, waits for in-flight requests and flushes all stores.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        let mut first_err = None;
+        while let Some(r) = self.tasks.join_next().await {
+            let r = r.map_err(anyhow::Error::from).and_then(|r| r);
+            if let Err(e) = r {
+                first_err.get_or_insert(e);
+            }
+        }
+        for s in &self.stores {
+            s.flush().await?;
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Resolves when a service task ends on its own (a crash), with its error.
+    pub async fn wait_for_failure(&mut self) -> anyhow::Result<()> {
+        match self.tasks.join_next().await {
+            Some(r) => r.map_err(anyhow::Error::from).and_then(|r| r).and(Err(anyhow::anyhow!("a service stopped"))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Owner.
+pub const ROLE_OWNER: &str = "8e3af657-a8ff-443c-a75c-2fe8c4bcb635";
+/// Key Vault Secrets Officer.
+pub const ROLE_KEY_VAULT_SECRETS_OFFICER: &str = "b86a8fe4-44ce-4948-aee5-eccb2c155cd7";

@@ -1,0 +1,241 @@
+use std::time::{Duration, UNIX_EPOCH};
+
+use misim_sandbox::{Sandbox, SandboxConfig};
+use misim_token::verify::{AccessClaims, KeySet};
+use serde_json::{Value, json};
+
+pub const KV_SECRETS_USER: &str = "4633458b-17de-408a-b874-0445c86b69e6";
+pub const VAULT_AUD: &str = "https://vault.azure.net";
+
+/// A running sandbox plus an HTTPS client that trusts its CA and resolves the
+/// vault host names to the loopback Key Vault listener.
+pub struct World {
+    pub sb: Sandbox,
+    pub http: reqwest::Client,
+    pub dir: tempfile::TempDir,
+    pub admin_arm: String,
+}
+
+pub async fn start() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    start_in(dir).await
+}
+
+pub async fn start_in(dir: tempfile::TempDir) -> World {
+    let sb = Sandbox::start(SandboxConfig::new(dir.path())).await.expect("sandbox starts");
+    let http = client(&sb);
+    let mut w = World {
+        sb,
+        http,
+        dir,
+        admin_arm: String::new(),
+    };
+    w.admin_arm = w.admin_token("https://management.azure.com/.default").await;
+    w
+}
+
+pub fn client(sb: &Sandbox) -> reqwest::Client {
+    let ca = reqwest::Certificate::from_pem(sb.ca_pem.as_bytes()).unwrap();
+    let mut b = reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .no_proxy()
+        .timeout(Duration::from_secs(30));
+    for vault in ["kv1", "kv2"] {
+        b = b.resolve(&format!("{vault}.vault.localhost"), sb.keyvault_addr);
+    }
+    b.build().unwrap()
+}
+
+impl World {
+    pub fn sub(&self) -> &str {
+        &self.sb.bootstrap.subscription_id
+    }
+
+    pub fn tid(&self) -> &str {
+        &self.sb.bootstrap.tenant_id
+    }
+
+    pub fn rg_id(&self, rg: &str) -> String {
+        format!("/subscriptions/{}/resourceGroups/{rg}", self.sub())
+    }
+
+    pub fn vm_id(&self, rg: &str, vm: &str) -> String {
+        format!("{}/providers/Microsoft.Compute/virtualMachines/{vm}", self.rg_id(rg))
+    }
+
+    pub fn uami_id(&self, rg: &str, name: &str) -> String {
+        format!("{}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}", self.rg_id(rg))
+    }
+
+    pub fn vault_id(&self, rg: &str, name: &str) -> String {
+        format!("{}/providers/Microsoft.KeyVault/vaults/{name}", self.rg_id(rg))
+    }
+
+    /// Client-credentials token for the bootstrap administrator (v2 endpoint).
+    pub async fn admin_token(&self, scope: &str) -> String {
+        let url = format!("{}/{}/oauth2/v2.0/token", self.sb.entra_url, self.tid());
+        let r = self
+            .http
+            .post(url)
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", self.sb.bootstrap.admin_client_id.as_str()),
+                ("client_secret", self.sb.bootstrap.admin_client_secret.as_str()),
+                ("scope", scope),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "admin token");
+        let v: Value = r.json().await.unwrap();
+        assert!(v["expires_in"].is_i64(), "v2 expires_in is an integer: {v}");
+        v["access_token"].as_str().unwrap().to_owned()
+    }
+
+    /// `METHOD {arm}{path}?api-version=..` with a bearer token; returns status and JSON body.
+    pub async fn arm(&self, method: &str, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let url = format!("{}{path}{sep}api-version=2024-11-01", self.sb.arm_url);
+        let mut req = self
+            .http
+            .request(method.parse().unwrap(), url)
+            .bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        let v = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        (status, v)
+    }
+
+    pub async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.arm(method, path, &self.admin_arm, body).await
+    }
+
+    pub async fn create_rg(&self, rg: &str) {
+        let (s, v) = self.admin("PUT", &self.rg_id(rg), Some(json!({"location": "eastus"}))).await;
+        assert!(s == 200 || s == 201, "create rg: {s} {v}");
+    }
+
+    pub async fn create_vault(&self, rg: &str, name: &str) -> Value {
+        let body = json!({"location": "eastus", "properties": {"tenantId": self.tid(),
+            "sku": {"family": "A", "name": "standard"}, "enableRbacAuthorization": true}});
+        let (s, v) = self.admin("PUT", &self.vault_id(rg, name), Some(body)).await;
+        assert!(s == 200 || s == 201, "create vault: {s} {v}");
+        v
+    }
+
+    pub async fn create_vm(&self, rg: &str, name: &str, identity: Value) -> Value {
+        let body = json!({"location": "eastus", "identity": identity, "properties": {
+            "hardwareProfile": {"vmSize": "Standard_B1s"},
+            "storageProfile": {"imageReference": {"publisher": "Canonical", "offer": "0001-com-ubuntu-server-jammy", "sku": "22_04-lts-gen2", "version": "latest"}},
+            "osProfile": {"computerName": name, "adminUsername": "azureuser"}}});
+        let (s, v) = self.admin("PUT", &self.vm_id(rg, name), Some(body)).await;
+        assert!(s == 200 || s == 201, "create vm: {s} {v}");
+        v
+    }
+
+    pub async fn assign_role(&self, scope: &str, principal: &str, role_guid: &str) {
+        let name = uuid_like(principal, role_guid);
+        let body = json!({"properties": {"principalId": principal,
+            "roleDefinitionId": format!("/subscriptions/{}/providers/Microsoft.Authorization/roleDefinitions/{role_guid}", self.sub())}});
+        let (s, v) = self
+            .admin("PUT", &format!("{scope}/providers/Microsoft.Authorization/roleAssignments/{name}"), Some(body))
+            .await;
+        assert_eq!(s, 201, "role assignment: {v}");
+    }
+
+    /// The VM's own IMDS base URL.
+    pub async fn imds_endpoint(&self, vm_id: &str) -> String {
+        let vm = self
+            .sb
+            .imds_control()
+            .unwrap()
+            .get_vm(misim_proto::imds::v1::GetVmRequest { resource_id: vm_id.into() })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(vm.imds_endpoint.starts_with("http://127.0.0.1:"), "{}", vm.imds_endpoint);
+        vm.imds_endpoint
+    }
+
+    /// Step 5: code in the VM asks its IMDS for a token.
+    pub async fn imds_token(&self, endpoint: &str, resource: &str, selector: Option<(&str, &str)>) -> (u16, Value) {
+        let mut q = vec![("api-version", "2018-02-01"), ("resource", resource)];
+        if let Some(s) = selector {
+            q.push(s);
+        }
+        let r = self
+            .http
+            .get(format!("{endpoint}/metadata/identity/oauth2/token"))
+            .query(&q)
+            .header("Metadata", "true")
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+
+    /// Step 7: read a secret with a bearer token.
+    pub async fn get_secret(&self, vault: &str, name: &str, token: &str) -> (u16, Value) {
+        let url = format!("{}secrets/{name}/?api-version=7.4", self.sb.vault_url(vault));
+        let r = self.http.get(url).bearer_auth(token).send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn set_secret(&self, vault: &str, name: &str, value: &str) {
+        let token = self.admin_token("https://vault.azure.net/.default").await;
+        let url = format!("{}secrets/{name}?api-version=7.4", self.sb.vault_url(vault));
+        let r = self.http.put(url).bearer_auth(token).json(&json!({"value": value})).send().await.unwrap();
+        assert_eq!(r.status(), 200, "set secret: {}", r.text().await.unwrap());
+    }
+
+    /// Verifies a token's signature and claims against the JWKS that Entra
+    /// publishes over HTTPS (found through OIDC discovery), as any JWT library would.
+    pub async fn verify_with_jwks(&self, token: &str, aud: &str) -> AccessClaims {
+        let disco: Value = self
+            .http
+            .get(format!("{}/{}/.well-known/openid-configuration", self.sb.entra_url, self.tid()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let issuer = disco["issuer"].as_str().unwrap().to_owned();
+        let jwks: misim_token::jwks::Jwks = self
+            .http
+            .get(disco["jwks_uri"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let mut keys = KeySet::new(self.tid());
+        for k in &jwks.keys {
+            let n = misim_token::b64_lenient(&k.n).unwrap();
+            let e = misim_token::b64_lenient(&k.e).unwrap();
+            keys.add_rsa(&k.kid, &n, &e);
+        }
+        misim_token::verify::verify_access_token(token, &keys, &[issuer.as_str()], &misim_types::SystemClock, |a| {
+            misim_types::audiences::normalize(a) == misim_types::audiences::normalize(aud)
+        })
+        .expect("token verifies against the published JWKS")
+    }
+}
+
+fn uuid_like(a: &str, b: &str) -> String {
+    // Deterministic assignment name per (principal, role): the digits of both GUIDs mixed.
+    let hex: String = a.chars().chain(b.chars()).filter(|c| c.is_ascii_hexdigit()).collect();
+    let h = &hex[hex.len() - 32..];
+    format!("{}-{}-4{}-8{}-{}", &h[0..8], &h[8..12], &h[13..16], &h[17..20], &h[20..32])
+}
+
+pub fn now_unix() -> i64 {
+    #[allow(clippy::disallowed_methods)] // the test compares against the real clock the sandbox uses
+    let now = std::time::SystemTime::now();
+    now.duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+}

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The whole test suite: unit, component and system tests of every crate.
+# Uses cargo-nextest when installed (faster, one process per test), else cargo test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast "$@"
+  # nextest does not run doctests.
+  cargo test --workspace --doc --quiet
+else
+  cargo test --workspace --no-fail-fast "$@"
+fi
