@@ -161,10 +161,10 @@ fn check_lifetime(now: i64, nbf: Option<i64>, exp: i64) -> Result<(), TokenError
     if now > exp + SKEW_SECS {
         return Err(TokenError::Lifetime(format!("expired at {exp}, now {now}")));
     }
-    if let Some(nbf) = nbf {
-        if now + SKEW_SECS < nbf {
-            return Err(TokenError::Lifetime(format!("not valid before {nbf}, now {now}")));
-        }
+    if let Some(nbf) = nbf
+        && now + SKEW_SECS < nbf
+    {
+        return Err(TokenError::Lifetime(format!("not valid before {nbf}, now {now}")));
     }
     Ok(())
 }
