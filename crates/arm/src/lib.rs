@@ -1,1 +1,126 @@
-//! stub
+//! misim's Azure Resource Manager.
+//!
+//! Serves the ARM REST surface that the Azure CLI and SDKs use for managed
+//! identities (spec §3): subscriptions, resource groups, user-assigned
+//! identities, VMs with their `identity` block, key vaults, role definitions
+//! and assignments, and `/metadata/endpoints`. It acts as the managed-identity
+//! resource provider (creating service principals in Entra and pushing
+//! credentials to IMDS, docs/contracts.md) and as the RBAC authority that Key
+//! Vault asks over gRPC (`misim.arm.v1.Authorization`).
+//!
+//! Writes are answered synchronously (200/201, `provisioningState:
+//! Succeeded`). A peer failure answers 503/500 and leaves no acknowledged
+//! half-written resource.
+
+pub mod config;
+pub mod domain;
+pub mod error;
+mod grpc;
+pub mod http;
+pub mod rbac;
+
+use std::sync::Arc;
+
+use misim_proto::entra::v1::directory_client::DirectoryClient;
+use misim_proto::imds::v1::control_client::ControlClient;
+use misim_runtime::Shutdown;
+use misim_types::{SharedClock, SharedIds};
+use tokio::net::TcpListener;
+use tonic::transport::Channel;
+
+pub use config::{Config, ConfigError, Settings};
+pub use error::ArmError;
+
+/// What ARM needs from its environment.
+#[derive(Debug, Clone)]
+pub struct Deps {
+    /// ARM's own store.
+    pub store: misim_store::Store,
+    /// Time.
+    pub clock: SharedClock,
+    /// GUIDs.
+    pub ids: SharedIds,
+    /// Entra's signing keys (bearer-token verification).
+    pub keys: misim_proto::keys::EntraKeys,
+    /// Entra's directory (service principals).
+    pub directory: DirectoryClient<Channel>,
+    /// IMDS's control plane.
+    pub imds: ControlClient<Channel>,
+}
+
+/// A cheap handle on the running ARM.
+#[derive(Debug, Clone)]
+pub struct Arm {
+    core: Arc<domain::Core>,
+}
+
+impl Arm {
+    /// Opens ARM's tables and ensures the bootstrap role assignments.
+    pub async fn open(config: Config, deps: Deps) -> Result<Self, ArmError> {
+        let core = domain::Core::new(
+            config,
+            &deps.store,
+            deps.clock,
+            deps.ids,
+            deps.keys,
+            deps.directory,
+            deps.imds,
+        )?;
+        core.bootstrap().await?;
+        Ok(Self {
+            core: Arc::new(core),
+        })
+    }
+
+    /// The HTTP surface (no TLS).
+    pub fn http_router(&self) -> axum::Router {
+        http::router(self.core.clone())
+    }
+
+    /// The gRPC surface, with health and reflection.
+    pub fn grpc_router(&self) -> tonic::transport::server::Router {
+        let (reporter, health) = tonic_health::server::health_reporter();
+        tokio::spawn(async move {
+            reporter
+                .set_serving::<misim_proto::arm::v1::authorization_server::AuthorizationServer<
+                    grpc::AuthorizationService,
+                >>()
+                .await;
+        });
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(misim_proto::FILE_DESCRIPTOR_SET)
+            .build_v1();
+        let svc = misim_proto::arm::v1::authorization_server::AuthorizationServer::new(
+            grpc::AuthorizationService {
+                core: self.core.clone(),
+            },
+        );
+        let mut builder = tonic::transport::Server::builder();
+        let router = builder.add_service(health).add_service(svc);
+        match reflection {
+            Ok(r) => router.add_service(r),
+            Err(e) => {
+                tracing::warn!(error = %e, "grpc reflection unavailable");
+                router
+            }
+        }
+    }
+}
+
+/// Serves ARM's HTTP(S) and gRPC listeners until `shutdown` fires.
+pub async fn serve(
+    arm: Arm,
+    http: TcpListener,
+    grpc: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let http_task =
+        misim_runtime::serve::serve_http(http, arm.http_router(), tls, shutdown.clone());
+    let grpc_task = misim_runtime::serve::serve_grpc(grpc, arm.grpc_router(), shutdown.clone());
+    let (h, g) = tokio::join!(http_task, grpc_task);
+    h.context("arm http server")?;
+    g.context("arm grpc server")?;
+    Ok(())
+}

@@ -1,1 +1,50 @@
-fn main() {}
+//! `misim-arm`: runs misim's Azure Resource Manager.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use misim_arm::{Arm, Deps, Settings};
+use misim_proto::entra::v1::directory_client::DirectoryClient;
+use misim_proto::imds::v1::control_client::ControlClient;
+use misim_types::{Clock, ProcessEnv, RandomIds, SystemClock};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    misim_runtime::telemetry::init();
+    let settings = match Settings::from_env(&ProcessEnv) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("misim-arm: {e}");
+            std::process::exit(64);
+        }
+    };
+    let store =
+        misim_store::Store::open(&settings.data_dir.join("arm")).context("opening the store")?;
+    let entra = misim_runtime::lazy_channel(&settings.entra_grpc_url)?;
+    let imds = misim_runtime::lazy_channel(&settings.imds_grpc_url)?;
+    let deps = Deps {
+        store: store.clone(),
+        clock: Arc::new(SystemClock),
+        ids: Arc::new(RandomIds),
+        keys: misim_proto::keys::EntraKeys::new(DirectoryClient::new(entra.clone())),
+        directory: DirectoryClient::new(entra),
+        imds: ControlClient::new(imds),
+    };
+    let tls =
+        misim_runtime::tls::load_or_create(&settings.data_dir.join("tls"), &[], SystemClock.now())?;
+    let arm = Arm::open(settings.config, deps)
+        .await
+        .context("opening arm")?;
+    let http = tokio::net::TcpListener::bind(settings.http_addr)
+        .await
+        .context("binding http")?;
+    let grpc = tokio::net::TcpListener::bind(settings.grpc_addr)
+        .await
+        .context("binding grpc")?;
+    tracing::info!(https = %http.local_addr()?, grpc = %grpc.local_addr()?, "misim-arm listening");
+    let shutdown = misim_runtime::Shutdown::new();
+    tokio::spawn(misim_runtime::cancel_on_signal(shutdown.clone()));
+    misim_arm::serve(arm, http, grpc, Some(tls.server_config), shutdown).await?;
+    store.flush().await.context("flushing the store")?;
+    Ok(())
+}

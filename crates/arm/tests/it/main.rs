@@ -1,1 +1,1325 @@
-fn main(){}
+//! Component tests: ARM's HTTP router driven with `oneshot`, against fake
+//! Entra Directory and IMDS Control gRPC servers running in the test.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use misim_arm::{Arm, Config, Deps};
+use misim_proto::arm::v1::{CheckVaultAccessRequest, authorization_client::AuthorizationClient};
+use misim_proto::entra::v1 as entra;
+use misim_proto::imds::v1 as imds;
+use misim_token::RsaSigner;
+use misim_types::{Clock, ManualClock, SeqIds};
+use parking_lot::Mutex;
+use serde_json::{Value, json};
+use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
+use tower::ServiceExt;
+
+const SUB: &str = "11111111-1111-4111-8111-111111111111";
+const TID: &str = "22222222-2222-4222-8222-222222222222";
+const ADMIN: &str = "33333333-3333-4333-8333-333333333333";
+const NOW: u64 = 1_700_000_000;
+
+const OWNER: &str = "8e3af657-a8ff-443c-a75c-2fe8c4bcb635";
+const READER: &str = "acdd72a7-3385-48ef-bd42-f606fba81ae7";
+const VM_CONTRIBUTOR: &str = "9980e02c-c2be-4d73-94e8-173b1dc7cf3c";
+const MI_OPERATOR: &str = "f1a07417-d97a-45cb-824c-7a7467783830";
+const KV_SECRETS_USER: &str = "4633458b-17de-408a-b874-0445c86b69e6";
+const KV_SECRETS_OFFICER: &str = "b86a8fe4-44ce-4948-aee5-eccb2c155cd7";
+
+// ------------------------------------------------------------------ fakes
+
+/// Everything the fakes saw, in order.
+#[derive(Default)]
+struct Shared {
+    sps: HashMap<String, entra::ServicePrincipal>,
+    calls: Vec<String>,
+    next: u32,
+}
+
+#[derive(Clone)]
+struct FakeDirectory {
+    shared: Arc<Mutex<Shared>>,
+    signer: Arc<RsaSigner>,
+}
+
+#[tonic::async_trait]
+impl entra::directory_server::Directory for FakeDirectory {
+    async fn get_tenant(
+        &self,
+        _: GrpcRequest<entra::GetTenantRequest>,
+    ) -> Result<GrpcResponse<entra::Tenant>, Status> {
+        Ok(GrpcResponse::new(entra::Tenant {
+            tenant_id: TID.into(),
+            issuer_v1: format!("https://sts.windows.net/{TID}/"),
+            issuer_v2: format!("https://localhost:9/{TID}/v2.0"),
+        }))
+    }
+    async fn create_service_principal(
+        &self,
+        r: GrpcRequest<entra::CreateServicePrincipalRequest>,
+    ) -> Result<GrpcResponse<entra::ServicePrincipal>, Status> {
+        let r = r.into_inner();
+        let mut s = self.shared.lock();
+        s.next += 1;
+        let n = s.next;
+        let sp = entra::ServicePrincipal {
+            object_id: format!("00000000-0000-4000-9000-{n:012}"),
+            app_id: format!("00000000-0000-4000-a000-{n:012}"),
+            display_name: r.display_name,
+            r#type: r.r#type,
+            managed_identity_resource_id: r.managed_identity_resource_id.clone(),
+            ..Default::default()
+        };
+        s.calls.push(format!(
+            "CreateServicePrincipal {}",
+            r.managed_identity_resource_id
+        ));
+        s.sps.insert(sp.object_id.clone(), sp.clone());
+        Ok(GrpcResponse::new(sp))
+    }
+    async fn get_service_principal(
+        &self,
+        r: GrpcRequest<entra::GetServicePrincipalRequest>,
+    ) -> Result<GrpcResponse<entra::ServicePrincipal>, Status> {
+        let r = r.into_inner();
+        self.shared
+            .lock()
+            .sps
+            .get(&r.object_id)
+            .cloned()
+            .map(GrpcResponse::new)
+            .ok_or_else(|| Status::not_found("no such principal"))
+    }
+    async fn list_service_principals(
+        &self,
+        _: GrpcRequest<entra::ListServicePrincipalsRequest>,
+    ) -> Result<GrpcResponse<entra::ListServicePrincipalsResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn delete_service_principal(
+        &self,
+        r: GrpcRequest<entra::DeleteServicePrincipalRequest>,
+    ) -> Result<GrpcResponse<entra::DeleteServicePrincipalResponse>, Status> {
+        let r = r.into_inner();
+        let mut s = self.shared.lock();
+        s.calls
+            .push(format!("DeleteServicePrincipal {}", r.object_id));
+        let existed = s.sps.remove(&r.object_id).is_some();
+        Ok(GrpcResponse::new(entra::DeleteServicePrincipalResponse {
+            existed,
+        }))
+    }
+    async fn add_key_credential(
+        &self,
+        r: GrpcRequest<entra::AddKeyCredentialRequest>,
+    ) -> Result<GrpcResponse<entra::KeyCredential>, Status> {
+        let r = r.into_inner();
+        let mut s = self.shared.lock();
+        s.calls.push(format!("AddKeyCredential {}", r.object_id));
+        let sp = s
+            .sps
+            .get_mut(&r.object_id)
+            .ok_or_else(|| Status::not_found("no such principal"))?;
+        let kc = entra::KeyCredential {
+            key_id: "k".into(),
+            certificate_der: r.certificate_der,
+            ..Default::default()
+        };
+        sp.key_credentials.push(kc.clone());
+        Ok(GrpcResponse::new(kc))
+    }
+    async fn ensure_application(
+        &self,
+        _: GrpcRequest<entra::EnsureApplicationRequest>,
+    ) -> Result<GrpcResponse<entra::ServicePrincipal>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn issue_token(
+        &self,
+        _: GrpcRequest<entra::IssueTokenRequest>,
+    ) -> Result<GrpcResponse<entra::IssuedToken>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn get_signing_keys(
+        &self,
+        _: GrpcRequest<entra::GetSigningKeysRequest>,
+    ) -> Result<GrpcResponse<entra::SigningKeys>, Status> {
+        let (modulus, exponent) = self.signer.public_components();
+        Ok(GrpcResponse::new(entra::SigningKeys {
+            keys: vec![entra::SigningKey {
+                kid: self.signer.kid().into(),
+                modulus,
+                exponent,
+                certificate_der: vec![],
+            }],
+            tenant_id: TID.into(),
+        }))
+    }
+}
+
+#[derive(Clone)]
+struct FakeControl {
+    shared: Arc<Mutex<Shared>>,
+}
+
+#[tonic::async_trait]
+impl imds::control_server::Control for FakeControl {
+    async fn put_vm(
+        &self,
+        r: GrpcRequest<imds::PutVmRequest>,
+    ) -> Result<GrpcResponse<imds::Vm>, Status> {
+        let md = r.into_inner().metadata.unwrap_or_default();
+        self.shared.lock().calls.push(format!(
+            "PutVm {} size={} os={} user={} pub={}",
+            md.resource_id, md.vm_size, md.os_type, md.admin_username, md.publisher
+        ));
+        Ok(GrpcResponse::new(imds::Vm {
+            metadata: Some(md),
+            ..Default::default()
+        }))
+    }
+    async fn get_vm(
+        &self,
+        _: GrpcRequest<imds::GetVmRequest>,
+    ) -> Result<GrpcResponse<imds::Vm>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn list_vms(
+        &self,
+        _: GrpcRequest<imds::ListVmsRequest>,
+    ) -> Result<GrpcResponse<imds::ListVmsResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn delete_vm(
+        &self,
+        r: GrpcRequest<imds::DeleteVmRequest>,
+    ) -> Result<GrpcResponse<imds::DeleteVmResponse>, Status> {
+        self.shared
+            .lock()
+            .calls
+            .push(format!("DeleteVm {}", r.into_inner().resource_id));
+        Ok(GrpcResponse::new(imds::DeleteVmResponse { existed: true }))
+    }
+    async fn put_identity(
+        &self,
+        r: GrpcRequest<imds::PutIdentityRequest>,
+    ) -> Result<GrpcResponse<imds::PutIdentityResponse>, Status> {
+        let r = r.into_inner();
+        let i = r.identity.unwrap_or_default();
+        assert!(i.private_key_pem.contains("PRIVATE KEY"));
+        assert!(i.certificate_pem.contains("CERTIFICATE"));
+        assert_eq!(i.tenant_id, TID);
+        self.shared.lock().calls.push(format!(
+            "PutIdentity {} kind={} client={}",
+            r.vm_resource_id, i.kind, i.client_id
+        ));
+        Ok(GrpcResponse::new(imds::PutIdentityResponse {}))
+    }
+    async fn remove_identity(
+        &self,
+        r: GrpcRequest<imds::RemoveIdentityRequest>,
+    ) -> Result<GrpcResponse<imds::RemoveIdentityResponse>, Status> {
+        let r = r.into_inner();
+        self.shared.lock().calls.push(format!(
+            "RemoveIdentity {} client={}",
+            r.vm_resource_id, r.client_id
+        ));
+        Ok(GrpcResponse::new(imds::RemoveIdentityResponse {
+            existed: true,
+        }))
+    }
+}
+
+// ---------------------------------------------------------------- harness
+
+struct Harness {
+    arm: Arm,
+    router: axum::Router,
+    shared: Arc<Mutex<Shared>>,
+    signer: Arc<RsaSigner>,
+    clock: Arc<ManualClock>,
+}
+
+fn signer() -> Arc<RsaSigner> {
+    static SIGNER: std::sync::OnceLock<Arc<RsaSigner>> = std::sync::OnceLock::new();
+    SIGNER
+        .get_or_init(|| {
+            let nb = std::time::UNIX_EPOCH + std::time::Duration::from_secs(NOW - 86400);
+            let c = misim_token::cert::generate_rsa_cert(
+                "signer",
+                nb,
+                nb + std::time::Duration::from_secs(365 * 86400),
+            )
+            .unwrap();
+            Arc::new(RsaSigner::new(&c.private_key_der, &c.certificate_der).unwrap())
+        })
+        .clone()
+}
+
+async fn serve_fakes(shared: Arc<Mutex<Shared>>, signer: Arc<RsaSigner>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let dir = entra::directory_server::DirectoryServer::new(FakeDirectory {
+        shared: shared.clone(),
+        signer,
+    });
+    let ctl = imds::control_server::ControlServer::new(FakeControl { shared });
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(dir)
+            .add_service(ctl)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .await
+            .unwrap();
+    });
+    format!("http://{addr}")
+}
+
+fn channel(url: &str) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(url.to_owned())
+        .unwrap()
+        .connect_lazy()
+}
+
+async fn harness_with(imds_url: Option<&str>) -> Harness {
+    let shared = Arc::new(Mutex::new(Shared::default()));
+    let signer = signer();
+    let url = serve_fakes(shared.clone(), signer.clone()).await;
+    let ch = channel(&url);
+    let imds_ch = imds_url.map(channel).unwrap_or_else(|| ch.clone());
+    let clock = Arc::new(ManualClock::at_unix(NOW));
+    let config = Config {
+        subscription_id: SUB.into(),
+        tenant_id: TID.into(),
+        public_url: "https://localhost:8443".into(),
+        entra_authority: "https://localhost:8444".into(),
+        keyvault_port: Some(8445),
+        bootstrap_assignments: vec![
+            (ADMIN.into(), OWNER.into()),
+            (ADMIN.into(), KV_SECRETS_OFFICER.into()),
+        ],
+        ..Config::default()
+    };
+    let deps = Deps {
+        store: misim_store::Store::memory().unwrap(),
+        clock: clock.clone(),
+        ids: Arc::new(SeqIds::new(1)),
+        keys: misim_proto::keys::EntraKeys::new(entra::directory_client::DirectoryClient::new(
+            ch.clone(),
+        )),
+        directory: entra::directory_client::DirectoryClient::new(ch),
+        imds: imds::control_client::ControlClient::new(imds_ch),
+    };
+    let arm = Arm::open(config, deps).await.unwrap();
+    Harness {
+        router: arm.http_router(),
+        arm,
+        shared,
+        signer,
+        clock,
+    }
+}
+
+async fn harness() -> Harness {
+    harness_with(None).await
+}
+
+impl Harness {
+    fn token_with(&self, oid: &str, aud: &str, exp_in: i64) -> String {
+        let now = self.clock.unix();
+        self.signer
+            .sign(&json!({
+                "aud": aud, "iss": format!("https://sts.windows.net/{TID}/"),
+                "iat": now, "nbf": now, "exp": now + exp_in,
+                "appid": oid, "oid": oid, "sub": oid, "tid": TID, "ver": "1.0",
+            }))
+            .unwrap()
+    }
+
+    fn token(&self, oid: &str) -> String {
+        self.token_with(oid, "https://management.azure.com/", 3600)
+    }
+
+    /// Registers a principal in the fake directory (so assignments accept it).
+    fn principal(&self, oid: &str) {
+        self.shared.lock().sps.insert(
+            oid.into(),
+            entra::ServicePrincipal {
+                object_id: oid.into(),
+                ..Default::default()
+            },
+        );
+    }
+
+    fn calls(&self) -> Vec<String> {
+        self.shared.lock().calls.clone()
+    }
+
+    fn clear_calls(&self) {
+        self.shared.lock().calls.clear();
+    }
+
+    async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> (StatusCode, http::HeaderMap, Value) {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let req = req.body(Body::from(body.unwrap_or("").to_owned())).unwrap();
+        let resp = self.router.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let v = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap()
+        };
+        (status, headers, v)
+    }
+
+    async fn call_as(
+        &self,
+        oid: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let path = format!("{path}{sep}api-version=2024-11-01");
+        let body = body.map(|b| b.to_string());
+        let (s, _, v) = self
+            .raw(method, &path, Some(&self.token(oid)), body.as_deref())
+            .await;
+        (s, v)
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        self.call_as(ADMIN, method, path, body).await
+    }
+
+    async fn rg(&self, name: &str) {
+        let (s, v) = self
+            .call("PUT", &rg_path(name), Some(json!({"location": "eastus"})))
+            .await;
+        assert!(s.is_success(), "{v}");
+    }
+
+    async fn uami(&self, rg: &str, name: &str) -> Value {
+        let (s, v) = self
+            .call(
+                "PUT",
+                &uami_path(rg, name),
+                Some(json!({"location": "eastus"})),
+            )
+            .await;
+        assert!(s.is_success(), "{v}");
+        v
+    }
+
+    async fn assign(&self, principal: &str, role: &str, scope: &str) {
+        let name = format!(
+            "aaaaaaaa-0000-4000-8000-{:012}",
+            rand_suffix(principal, role, scope)
+        );
+        let (s, v) = self
+            .call(
+                "PUT",
+                &format!("{scope}/providers/Microsoft.Authorization/roleAssignments/{name}"),
+                Some(json!({"properties": {"principalId": principal, "roleDefinitionId": role_id(role)}})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+}
+
+fn rand_suffix(a: &str, b: &str, c: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (a, b, c).hash(&mut h);
+    h.finish() % 1_000_000_000_000
+}
+
+fn role_id(guid: &str) -> String {
+    format!("/subscriptions/{SUB}/providers/Microsoft.Authorization/roleDefinitions/{guid}")
+}
+
+fn rg_path(rg: &str) -> String {
+    format!("/subscriptions/{SUB}/resourcegroups/{rg}")
+}
+
+fn uami_path(rg: &str, name: &str) -> String {
+    format!(
+        "/subscriptions/{SUB}/resourceGroups/{rg}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}"
+    )
+}
+
+fn vm_path(rg: &str, name: &str) -> String {
+    format!(
+        "/subscriptions/{SUB}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/{name}"
+    )
+}
+
+fn vault_path(rg: &str, name: &str) -> String {
+    format!("/subscriptions/{SUB}/resourceGroups/{rg}/providers/Microsoft.KeyVault/vaults/{name}")
+}
+
+fn vm_body(identity: Value) -> Value {
+    json!({
+        "location": "eastus",
+        "tags": {"env": "test"},
+        "identity": identity,
+        "properties": {
+            "hardwareProfile": {"vmSize": "Standard_B1s"},
+            "storageProfile": {"imageReference": {"publisher": "Canonical", "offer": "ubuntu", "sku": "22_04-lts", "version": "latest"}},
+            "osProfile": {"adminUsername": "azureuser", "computerName": "vm1", "adminPassword": "secret!"},
+        }
+    })
+}
+
+// ------------------------------------------------------------------ tests
+
+#[tokio::test]
+async fn missing_auth_is_401_with_challenge() {
+    let h = harness().await;
+    let (s, headers, v) = h
+        .raw(
+            "GET",
+            &format!("{}?api-version=2024-11-01", rg_path("rg1")),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_eq!(v["error"]["code"], "AuthenticationFailed");
+    assert_eq!(
+        v["error"]["message"],
+        "Authentication failed. The 'Authorization' header is missing."
+    );
+    let challenge = headers["www-authenticate"].to_str().unwrap();
+    assert!(challenge.starts_with(&format!("Bearer authorization_uri=\"https://localhost:8444/{TID}\", error=\"invalid_token\", error_description=")), "{challenge}");
+
+    let bad = [
+        ("garbage".to_owned(), "InvalidAuthenticationToken"),
+        (
+            h.token_with(ADMIN, "https://vault.azure.net", 3600),
+            "InvalidAuthenticationTokenAudience",
+        ),
+        (
+            h.token_with(ADMIN, "https://management.azure.com/", -3600),
+            "ExpiredAuthenticationToken",
+        ),
+    ];
+    for (token, code) in bad {
+        let (s, headers, v) = h
+            .raw(
+                "GET",
+                &format!("{}?api-version=2024-11-01", rg_path("rg1")),
+                Some(&token),
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{code}");
+        assert_eq!(v["error"]["code"], code);
+        assert!(headers.contains_key("www-authenticate"));
+    }
+    // The classic audience az uses is accepted.
+    let t = h.token_with(ADMIN, "https://management.core.windows.net/", 3600);
+    let (s, _, _) = h
+        .raw(
+            "GET",
+            "/subscriptions?api-version=2022-12-01",
+            Some(&t),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn api_version_is_required_except_for_metadata() {
+    let h = harness().await;
+    let (s, _, v) = h
+        .raw("GET", "/subscriptions", Some(&h.token(ADMIN)), None)
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(v["error"]["code"], "MissingApiVersionParameter");
+    assert_eq!(
+        v["error"]["message"],
+        "The api-version query parameter (?api-version=) is required for all requests."
+    );
+
+    let (s, _, v) = h
+        .raw(
+            "GET",
+            "/metadata/endpoints?api-version=2022-09-01",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["name"], "misim");
+    assert_eq!(v["resourceManager"], "https://localhost:8443/");
+    assert_eq!(
+        v["authentication"]["loginEndpoint"],
+        "https://localhost:8444/"
+    );
+    assert_eq!(
+        v["authentication"]["audiences"][0],
+        "https://management.core.windows.net/"
+    );
+    assert_eq!(v["suffixes"]["keyVaultDns"], "vault.localhost");
+    assert!(v["suffixes"]["storage"].is_string());
+}
+
+#[tokio::test]
+async fn subscriptions_list_only_the_configured_one() {
+    let h = harness().await;
+    let (s, v) = h.call("GET", "/subscriptions", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["value"][0]["subscriptionId"], SUB);
+    assert_eq!(v["value"][0]["tenantId"], TID);
+    assert_eq!(v["value"][0]["state"], "Enabled");
+    let (s, v) = h
+        .call(
+            "GET",
+            "/subscriptions/00000000-0000-0000-0000-000000000000",
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(v["error"]["code"], "SubscriptionNotFound");
+}
+
+#[tokio::test]
+async fn resource_group_crud_with_mixed_case_paths() {
+    let h = harness().await;
+    let (s, v) = h
+        .call(
+            "PUT",
+            &format!("/subscriptions/{SUB}/resourcegroups/MyRG"),
+            Some(json!({"location": "eastus"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["id"], format!("/subscriptions/{SUB}/resourceGroups/MyRG"));
+    assert_eq!(v["name"], "MyRG");
+    assert_eq!(v["properties"]["provisioningState"], "Succeeded");
+    let (s, v) = h
+        .call(
+            "PUT",
+            &format!("/SUBSCRIPTIONS/{SUB}/RESOURCEGROUPS/myrg"),
+            Some(json!({"location": "eastus", "tags": {"a": "b"}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["name"], "MyRG", "names echo as created");
+    assert_eq!(v["tags"]["a"], "b");
+    let (s, v) = h
+        .call(
+            "GET",
+            &format!("/subscriptions/{SUB}/resourceGroups/MYRG"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["location"], "eastus");
+    let (s, v) = h
+        .call("GET", &format!("/subscriptions/{SUB}/resourceGroups"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["value"].as_array().unwrap().len(), 1);
+    let (s, _) = h.call("DELETE", &rg_path("myRG"), None).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, v) = h.call("GET", &rg_path("MyRG"), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(v["error"]["code"], "ResourceGroupNotFound");
+    assert_eq!(
+        v["error"]["message"],
+        "Resource group 'MyRG' could not be found."
+    );
+}
+
+#[tokio::test]
+async fn bad_json_is_a_400_envelope() {
+    let h = harness().await;
+    let (s, _, v) = h
+        .raw(
+            "PUT",
+            &format!("{}?api-version=2024-11-01", rg_path("rg1")),
+            Some(&h.token(ADMIN)),
+            Some("{not json"),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(v["error"]["code"], "InvalidRequestContent");
+    let (s, v) = h
+        .call(
+            "GET",
+            &format!(
+                "/subscriptions/{SUB}/resourceGroups/rg1/providers/Microsoft.Compute/disks/d1"
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(v["error"]["code"], "InvalidResourceType");
+}
+
+#[tokio::test]
+async fn uami_create_provisions_a_principal_with_a_certificate() {
+    let h = harness().await;
+    h.rg("rg1").await;
+    let v = h.uami("rg1", "id1").await;
+    let id = format!(
+        "/subscriptions/{SUB}/resourcegroups/rg1/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id1"
+    );
+    assert_eq!(v["id"], id);
+    assert_eq!(
+        v["type"],
+        "Microsoft.ManagedIdentity/userAssignedIdentities"
+    );
+    assert_eq!(v["properties"]["tenantId"], TID);
+    let principal = v["properties"]["principalId"].as_str().unwrap().to_owned();
+    let client = v["properties"]["clientId"].as_str().unwrap().to_owned();
+    {
+        let s = h.shared.lock();
+        let sp = &s.sps[&principal];
+        assert_eq!(sp.app_id, client);
+        assert_eq!(
+            sp.r#type,
+            entra::ServicePrincipalType::ManagedIdentity as i32
+        );
+        assert_eq!(sp.managed_identity_resource_id, id);
+        assert_eq!(sp.key_credentials.len(), 1);
+        let info =
+            misim_token::cert::parse_rsa_cert(&sp.key_credentials[0].certificate_der).unwrap();
+        assert_eq!(info.not_after - info.not_before, 90 * 86400);
+        assert_eq!(info.not_before, NOW as i64);
+    }
+    // PUT again: 200, same principal, no new provisioning.
+    let (s, again) = h
+        .call(
+            "PUT",
+            &uami_path("rg1", "ID1"),
+            Some(json!({"location": "eastus"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(again["properties"]["principalId"], principal.as_str());
+    let (_, list) = h
+        .call(
+            "GET",
+            &format!(
+                "/subscriptions/{SUB}/providers/Microsoft.ManagedIdentity/userAssignedIdentities"
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(list["value"].as_array().unwrap().len(), 1);
+    // Delete: principal goes; second delete is 204.
+    let (s, _) = h.call("DELETE", &uami_path("rg1", "id1"), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(!h.shared.lock().sps.contains_key(&principal));
+    let (s, _) = h.call("DELETE", &uami_path("rg1", "id1"), None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, v) = h.call("GET", &uami_path("rg1", "id1"), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(v["error"]["code"], "ResourceNotFound");
+}
+
+#[tokio::test]
+async fn vm_with_system_identity_pushes_vm_then_identity() {
+    let h = harness().await;
+    h.rg("rg1").await;
+    h.clear_calls();
+    let (s, v) = h
+        .call(
+            "PUT",
+            &vm_path("rg1", "vm1"),
+            Some(vm_body(json!({"type": "systemassigned"}))),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let vm_id = format!(
+        "/subscriptions/{SUB}/resourceGroups/rg1/providers/Microsoft.Compute/virtualMachines/vm1"
+    );
+    assert_eq!(v["id"], vm_id);
+    assert_eq!(v["identity"]["type"], "SystemAssigned");
+    assert_eq!(v["identity"]["tenantId"], TID);
+    assert_eq!(v["properties"]["provisioningState"], "Succeeded");
+    assert!(v["properties"]["vmId"].is_string());
+    assert!(
+        v["properties"]["osProfile"].get("adminPassword").is_none(),
+        "secrets never echo"
+    );
+    let principal = v["identity"]["principalId"].as_str().unwrap();
+    let client = h.shared.lock().sps[principal].app_id.clone();
+    let calls = h.calls();
+    assert_eq!(
+        calls,
+        vec![
+            format!("PutVm {vm_id} size=Standard_B1s os=Linux user=azureuser pub=Canonical"),
+            format!("CreateServicePrincipal {vm_id}"),
+            format!("AddKeyCredential {principal}"),
+            format!("PutIdentity {vm_id} kind=1 client={client}"),
+        ]
+    );
+    // instanceView on request.
+    let (s, v) = h
+        .call(
+            "GET",
+            &format!("{}?$expand=instanceView", vm_path("rg1", "VM1")),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let codes: Vec<&str> = v["properties"]["instanceView"]["statuses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(codes, ["ProvisioningState/succeeded", "PowerState/running"]);
+    // Delete: IMDS forgets the VM, the SAMI principal goes.
+    h.clear_calls();
+    let (s, _) = h.call("DELETE", &vm_path("rg1", "vm1"), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        h.calls(),
+        vec![
+            format!("DeleteVm {vm_id}"),
+            format!("DeleteServicePrincipal {principal}")
+        ]
+    );
+    let (s, _) = h.call("DELETE", &vm_path("rg1", "vm1"), None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+}
+
+#[tokio::test]
+async fn patch_follows_the_identity_merge_table() {
+    let h = harness().await;
+    h.rg("rg1").await;
+    let u1 = h.uami("rg1", "id1").await;
+    let u2 = h.uami("rg1", "id2").await;
+    let id1 = u1["id"].as_str().unwrap().to_owned();
+    // az expands names with resourceGroups casing.
+    let id2 = uami_path("rg1", "id2");
+    let (s, _) = h
+        .call("PUT", &vm_path("rg1", "vm1"), Some(vm_body(json!(null))))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let vm = vm_path("rg1", "vm1");
+    let patch = |identity: Value| json!({"identity": identity});
+
+    // Row 1: SAMI created.
+    let (s, v) = h
+        .call("PATCH", &vm, Some(patch(json!({"type": "SystemAssigned"}))))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["identity"]["type"], "SystemAssigned");
+    let sami1 = v["identity"]["principalId"].as_str().unwrap().to_owned();
+
+    // Row 2: SAMI kept, UAMIs added; canonical type with the space.
+    let (_, v) = h
+        .call("PATCH", &vm, Some(patch(json!({"type": "SystemAssigned,UserAssigned", "userAssignedIdentities": {&id1: {}, &id2: {}}}))))
+        .await;
+    assert_eq!(v["identity"]["type"], "SystemAssigned, UserAssigned");
+    assert_eq!(v["identity"]["principalId"], sami1.as_str());
+    assert_eq!(
+        v["identity"]["userAssignedIdentities"][&id1]["clientId"],
+        u1["properties"]["clientId"]
+    );
+    assert_eq!(
+        v["identity"]["userAssignedIdentities"][&id2]["principalId"],
+        u2["properties"]["principalId"]
+    );
+
+    // Row 3: remove id1 only.
+    h.clear_calls();
+    let (_, v) = h
+        .call("PATCH", &vm, Some(patch(json!({"type": "SystemAssigned,UserAssigned", "userAssignedIdentities": {&id1: null}}))))
+        .await;
+    assert_eq!(v["identity"]["type"], "SystemAssigned, UserAssigned");
+    assert_eq!(
+        v["identity"]["userAssignedIdentities"]
+            .as_object()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(v["identity"]["userAssignedIdentities"].get(&id2).is_some());
+    let vm_id = v["id"].as_str().unwrap().to_owned();
+    assert!(h.calls().contains(&format!(
+        "RemoveIdentity {vm_id} client={}",
+        u1["properties"]["clientId"].as_str().unwrap()
+    )));
+
+    // Row 5: drop the SAMI, keep the UAMIs.
+    h.clear_calls();
+    let (_, v) = h
+        .call(
+            "PATCH",
+            &vm,
+            Some(patch(
+                json!({"type": "UserAssigned", "userAssignedIdentities": null}),
+            )),
+        )
+        .await;
+    assert_eq!(v["identity"]["type"], "UserAssigned");
+    assert!(v["identity"].get("principalId").is_none());
+    assert!(v["identity"]["userAssignedIdentities"].get(&id2).is_some());
+    assert!(
+        h.calls()
+            .contains(&format!("DeleteServicePrincipal {sami1}"))
+    );
+    assert!(!h.shared.lock().sps.contains_key(&sami1));
+
+    // Re-enable: a new principal.
+    let (_, v) = h
+        .call(
+            "PATCH",
+            &vm,
+            Some(patch(json!({"type": "SystemAssigned, UserAssigned"}))),
+        )
+        .await;
+    assert_eq!(v["identity"]["type"], "SystemAssigned, UserAssigned");
+    let sami2 = v["identity"]["principalId"].as_str().unwrap().to_owned();
+    assert_ne!(sami1, sami2);
+
+    // Row 4: drop all UAMIs, keep the SAMI.
+    let (_, v) = h
+        .call(
+            "PATCH",
+            &vm,
+            Some(patch(
+                json!({"type": "SystemAssigned", "userAssignedIdentities": null}),
+            )),
+        )
+        .await;
+    assert_eq!(v["identity"]["type"], "SystemAssigned");
+    assert!(v["identity"].get("userAssignedIdentities").is_none());
+    assert_eq!(v["identity"]["principalId"], sami2.as_str());
+
+    // Row 6: remove everything.
+    let (_, v) = h
+        .call("PATCH", &vm, Some(patch(json!({"type": "None"}))))
+        .await;
+    assert!(v.get("identity").is_none(), "{v}");
+    assert!(!h.shared.lock().sps.contains_key(&sami2));
+
+    // Unknown UAMI: 400 FailedIdentityOperation, nothing written.
+    let ghost = uami_path("rg1", "ghost");
+    let (s, v) = h
+        .call(
+            "PATCH",
+            &vm,
+            Some(patch(
+                json!({"type": "UserAssigned", "userAssignedIdentities": {&ghost: {}}}),
+            )),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(v["error"]["code"], "FailedIdentityOperation");
+    // Bad type string.
+    let (s, v) = h
+        .call("PATCH", &vm, Some(patch(json!({"type": "Both"}))))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(v["error"]["code"], "InvalidParameter");
+}
+
+#[tokio::test]
+async fn deleting_a_uami_detaches_it_from_vms() {
+    let h = harness().await;
+    h.rg("rg1").await;
+    let u = h.uami("rg1", "id1").await;
+    let id = u["id"].as_str().unwrap().to_owned();
+    let (s, v) = h
+        .call(
+            "PUT",
+            &vm_path("rg1", "vm1"),
+            Some(vm_body(
+                json!({"type": "UserAssigned", "userAssignedIdentities": {&id: {}}}),
+            )),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let vm_id = v["id"].as_str().unwrap().to_owned();
+    h.clear_calls();
+    let (s, _) = h.call("DELETE", &uami_path("rg1", "id1"), None).await;
+    assert_eq!(s, StatusCode::OK);
+    let client = u["properties"]["clientId"].as_str().unwrap();
+    let principal = u["properties"]["principalId"].as_str().unwrap();
+    assert_eq!(
+        h.calls(),
+        vec![
+            format!("RemoveIdentity {vm_id} client={client}"),
+            format!("DeleteServicePrincipal {principal}")
+        ]
+    );
+    let (_, v) = h.call("GET", &vm_path("rg1", "vm1"), None).await;
+    assert!(v.get("identity").is_none(), "{v}");
+}
+
+#[tokio::test]
+async fn resource_group_delete_cascades() {
+    let h = harness().await;
+    h.rg("rg1").await;
+    let u = h.uami("rg1", "id1").await;
+    let (s, v) = h
+        .call(
+            "PUT",
+            &vm_path("rg1", "vm1"),
+            Some(vm_body(json!({"type": "SystemAssigned"}))),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let sami = v["identity"]["principalId"].as_str().unwrap().to_owned();
+    let (s, _) = h
+        .call(
+            "PUT",
+            &vault_path("rg1", "kv1"),
+            Some(json!({"location": "eastus", "properties": {}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, _) = h.call("DELETE", &rg_path("rg1"), None).await;
+    assert_eq!(s, StatusCode::OK);
+    let sps = h.shared.lock().sps.clone();
+    assert!(!sps.contains_key(&sami));
+    assert!(!sps.contains_key(u["properties"]["principalId"].as_str().unwrap()));
+    assert!(h.calls().iter().any(|c| c.starts_with("DeleteVm ")));
+    // The vault name is free again.
+    h.rg("rg2").await;
+    let (s, _) = h
+        .call(
+            "PUT",
+            &vault_path("rg2", "KV1"),
+            Some(json!({"location": "eastus"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn role_assignments_create_duplicate_and_unknown_principal() {
+    let h = harness().await;
+    h.rg("rg1").await;
+    let p = "44444444-4444-4444-8444-444444444444";
+    h.principal(p);
+    let scope = format!("/subscriptions/{SUB}/resourceGroups/rg1");
+    let path = |n: &str| format!("{scope}/providers/Microsoft.Authorization/roleAssignments/{n}");
+    let body = |principal: &str| json!({"properties": {"principalId": principal, "roleDefinitionId": role_id(READER)}});
+    let (s, v) = h.call("PUT", &path("a1"), Some(body(p))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["id"], path("a1"));
+    assert_eq!(v["type"], "Microsoft.Authorization/roleAssignments");
+    assert_eq!(v["properties"]["principalType"], "ServicePrincipal");
+    assert_eq!(v["properties"]["scope"], scope);
+    assert_eq!(v["properties"]["principalId"], p);
+    assert_eq!(v["properties"]["roleDefinitionId"], role_id(READER));
+
+    let (s, v) = h.call("PUT", &path("a2"), Some(body(p))).await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert_eq!(v["error"]["code"], "RoleAssignmentExists");
+
+    let ghost = "55555555-5555-4555-8555-555555555555";
+    let (s, v) = h.call("PUT", &path("a3"), Some(body(ghost))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(v["error"]["code"], "PrincipalNotFound");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(" does not exist in the directory ")
+    );
+
+    let (s, v) = h.call("GET", &path("A1"), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["name"], "a1");
+
+    let list_path = format!(
+        "/subscriptions/{SUB}/providers/Microsoft.Authorization/roleAssignments?$filter=principalId%20eq%20'{p}'"
+    );
+    let (s, v) = h.call("GET", &list_path, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["value"].as_array().unwrap().len(), 1, "{v}");
+    // atScope() at the subscription excludes the RG-level assignment.
+    let at = format!(
+        "/subscriptions/{SUB}/providers/Microsoft.Authorization/roleAssignments?$filter=atScope()"
+    );
+    let (_, v) = h.call("GET", &at, None).await;
+    assert!(
+        v["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["properties"]["principalId"] == ADMIN),
+        "{v}"
+    );
+
+    let (s, _) = h.call("DELETE", &path("a1"), None).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, v) = h.call("GET", &path("a1"), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(v["error"]["code"], "RoleAssignmentNotFound");
+}
+
+#[tokio::test]
+async fn role_definitions_by_name_and_guid() {
+    let h = harness().await;
+    let (s, v) = h
+        .call(
+            "GET",
+            &format!("/subscriptions/{SUB}/resourceGroups/rg1/providers/Microsoft.Authorization/roleDefinitions?$filter=roleName%20eq%20'virtual%20machine%20CONTRIBUTOR'"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let values = v["value"].as_array().unwrap();
+    assert_eq!(values.len(), 1);
+    assert_eq!(values[0]["name"], VM_CONTRIBUTOR);
+    assert_eq!(values[0]["id"], role_id(VM_CONTRIBUTOR));
+    assert_eq!(
+        values[0]["properties"]["roleName"],
+        "Virtual Machine Contributor"
+    );
+    assert_eq!(values[0]["properties"]["type"], "BuiltInRole");
+    assert_eq!(values[0]["properties"]["assignableScopes"][0], "/");
+
+    let (s, v) = h.call("GET", &format!("/subscriptions/{SUB}/providers/Microsoft.Authorization/roleDefinitions/{KV_SECRETS_USER}"), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        v["properties"]["permissions"][0]["dataActions"][0],
+        "Microsoft.KeyVault/vaults/secrets/getSecret/action"
+    );
+    let (_, v) = h
+        .call(
+            "GET",
+            &format!("/subscriptions/{SUB}/providers/Microsoft.Authorization/roleDefinitions"),
+            None,
+        )
+        .await;
+    assert_eq!(v["value"].as_array().unwrap().len(), 12);
+}
+
+#[tokio::test]
+async fn reader_cannot_write() {
+    let h = harness().await;
+    h.rg("rg1").await;
+    let reader = "66666666-6666-4666-8666-666666666666";
+    h.principal(reader);
+    h.assign(reader, READER, &format!("/subscriptions/{SUB}"))
+        .await;
+    let (s, _) = h.call_as(reader, "GET", &rg_path("rg1"), None).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, v) = h
+        .call_as(
+            reader,
+            "PUT",
+            &rg_path("rg2"),
+            Some(json!({"location": "eastus"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert_eq!(v["error"]["code"], "AuthorizationFailed");
+    assert_eq!(
+        v["error"]["message"],
+        format!(
+            "The client '{reader}' with object id '{reader}' does not have authorization to perform action 'Microsoft.Resources/subscriptions/resourceGroups/write' over scope '/subscriptions/{SUB}/resourceGroups/rg2' or the scope is invalid. If access was recently granted, please refresh your credentials."
+        )
+    );
+    // Nobody-at-all is denied reads too.
+    let (s, _) = h
+        .call_as(
+            "77777777-7777-4777-8777-777777777777",
+            "GET",
+            &rg_path("rg1"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn vm_contributor_needs_managed_identity_operator_to_attach() {
+    let h = harness().await;
+    h.rg("rg1").await;
+    let u = h.uami("rg1", "id1").await;
+    let id = u["id"].as_str().unwrap().to_owned();
+    let dev = "88888888-8888-4888-8888-888888888888";
+    h.principal(dev);
+    let rg_scope = format!("/subscriptions/{SUB}/resourceGroups/rg1");
+    h.assign(dev, VM_CONTRIBUTOR, &rg_scope).await;
+
+    // A SAMI needs only VM Contributor.
+    let (s, v) = h
+        .call_as(
+            dev,
+            "PUT",
+            &vm_path("rg1", "vm1"),
+            Some(vm_body(json!({"type": "SystemAssigned"}))),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let attach = json!({"identity": {"type": "SystemAssigned,UserAssigned", "userAssignedIdentities": {&id: {}}}});
+    let (s, v) = h
+        .call_as(dev, "PATCH", &vm_path("rg1", "vm1"), Some(attach.clone()))
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    assert_eq!(v["error"]["code"], "AuthorizationFailed");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Microsoft.ManagedIdentity/userAssignedIdentities/assign/action")
+    );
+    // Nothing changed.
+    let (_, v) = h.call("GET", &vm_path("rg1", "vm1"), None).await;
+    assert_eq!(v["identity"]["type"], "SystemAssigned");
+
+    h.assign(dev, MI_OPERATOR, &id).await;
+    let (s, v) = h
+        .call_as(dev, "PATCH", &vm_path("rg1", "vm1"), Some(attach))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["identity"]["type"], "SystemAssigned, UserAssigned");
+}
+
+#[tokio::test]
+async fn vault_access_follows_assignments_at_vault_scope() {
+    let h = harness().await;
+    h.rg("rg1").await;
+    let (s, v) = h
+        .call("PUT", &vault_path("rg1", "kv1"), Some(json!({"location": "eastus", "properties": {"sku": {"family": "A", "name": "standard"}, "tenantId": TID}})))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(
+        v["properties"]["vaultUri"],
+        "https://kv1.vault.localhost:8445/"
+    );
+    assert_eq!(v["properties"]["enableRbacAuthorization"], true);
+    assert_eq!(v["properties"]["tenantId"], TID);
+    let kv1 = v["id"].as_str().unwrap().to_owned();
+    let (s, _) = h
+        .call(
+            "PUT",
+            &vault_path("rg1", "kv2"),
+            Some(json!({"location": "eastus"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    // Names are global.
+    h.rg("rg2").await;
+    let (s, v) = h
+        .call(
+            "PUT",
+            &vault_path("rg2", "KV1"),
+            Some(json!({"location": "eastus"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+
+    let app = "99999999-9999-4999-8999-999999999999";
+    h.principal(app);
+    h.assign(app, KV_SECRETS_USER, &kv1).await;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let grpc = h.arm.grpc_router();
+    tokio::spawn(async move {
+        grpc.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .await
+            .unwrap();
+    });
+    let mut client = AuthorizationClient::new(channel(&format!("http://{addr}")));
+    let ask = |vault: &str, action: &str| CheckVaultAccessRequest {
+        vault_name: vault.into(),
+        principal_id: app.into(),
+        data_action: action.into(),
+    };
+    let get = "Microsoft.KeyVault/vaults/secrets/getSecret/action";
+    let d = client
+        .check_vault_access(ask("KV1", get))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(d.vault_exists && d.allowed, "{}", d.reason);
+    assert_eq!(d.vault_resource_id, kv1);
+    assert_eq!(d.location, "eastus");
+    let d = client
+        .check_vault_access(ask(
+            "kv1",
+            "Microsoft.KeyVault/vaults/secrets/setSecret/action",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!d.allowed);
+    let d = client
+        .check_vault_access(ask("kv2", get))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(d.vault_exists && !d.allowed);
+    let d = client
+        .check_vault_access(ask("nope", get))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!d.vault_exists && !d.allowed);
+    // The admin's Key Vault Secrets Officer at the subscription covers every vault.
+    let d = client
+        .check_vault_access(CheckVaultAccessRequest {
+            vault_name: "kv2".into(),
+            principal_id: ADMIN.into(),
+            data_action: "Microsoft.KeyVault/vaults/secrets/setSecret/action".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(d.allowed, "{}", d.reason);
+    let d = client
+        .check_access(misim_proto::arm::v1::CheckAccessRequest {
+            principal_id: app.into(),
+            action: "Microsoft.KeyVault/vaults/write".into(),
+            scope: kv1.clone(),
+            data_action: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!d.allowed);
+}
+
+#[tokio::test]
+async fn imds_down_answers_503_and_writes_nothing() {
+    // IMDS points at a port nobody listens on.
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let h = harness_with(Some(&url)).await;
+    h.rg("rg1").await;
+    let (s, v) = h
+        .call(
+            "PUT",
+            &vm_path("rg1", "vm1"),
+            Some(vm_body(json!({"type": "SystemAssigned"}))),
+        )
+        .await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert_eq!(v["error"]["code"], "ServiceUnavailable");
+    let (s, _) = h.call("GET", &vm_path("rg1", "vm1"), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(h.shared.lock().sps.is_empty(), "no principal left behind");
+}

@@ -1,0 +1,1080 @@
+//! ARM's logic: resources, managed-identity provisioning (ARM acting as the
+//! MSI resource provider, docs/contracts.md) and RBAC decisions. No axum or
+//! tonic server types; peers are the generated gRPC clients.
+
+pub mod identity;
+pub mod records;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use misim_proto::entra::v1 as entra;
+use misim_proto::imds::v1 as imds;
+use misim_store::{Store, Table};
+use misim_types::{ErrorCode, ResourceId, SharedClock, SharedIds};
+use serde_json::{Map, Value};
+use tonic::transport::Channel;
+
+use crate::config::Config;
+use crate::error::ArmError;
+use crate::http::route::Kind;
+use crate::rbac::{self, AccessRequest, AssignmentView, Decision};
+use identity::{IdentityRequest, IdentityState};
+use records::*;
+
+/// Validity of managed-identity certificates (spec §6).
+const CERT_VALIDITY: Duration = Duration::from_secs(90 * 86400);
+
+/// The ARM core shared by the HTTP and gRPC edges.
+#[derive(Debug)]
+pub struct Core {
+    pub(crate) config: Config,
+    pub(crate) clock: SharedClock,
+    pub(crate) keys: misim_proto::keys::EntraKeys,
+    ids: SharedIds,
+    directory: entra::directory_client::DirectoryClient<Channel>,
+    imds: imds::control_client::ControlClient<Channel>,
+    rgs: Table<RgRecord>,
+    uamis: Table<UamiRecord>,
+    vms: Table<VmRecord>,
+    vaults: Table<VaultRecord>,
+    vault_names: Table<String>,
+    assignments: Table<AssignmentRecord>,
+}
+
+/// A PUT's outcome: the record and whether it was created.
+pub type Put<T> = (T, bool);
+
+fn rg_key(sub: &str, rg: &str) -> String {
+    format!("{sub}/{rg}/").to_ascii_lowercase()
+}
+
+fn res_key(sub: &str, rg: &str, kind: Kind, name: &str) -> String {
+    format!("{sub}/{rg}/{}/{name}", kind.type_name()).to_ascii_lowercase()
+}
+
+fn tags_of(body: &Value) -> Result<Option<Map<String, Value>>, ArmError> {
+    match body.get("tags") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(m)) => Ok(Some(m.clone())),
+        Some(_) => Err(ArmError::InvalidRequestContent(
+            "tags must be an object".into(),
+        )),
+    }
+}
+
+fn location_of(body: &Value) -> Option<String> {
+    body.get("location")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+}
+
+/// RFC 7386 JSON merge patch.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(t), Value::Object(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        (t, p) => *t = p.clone(),
+    }
+}
+
+impl Core {
+    /// Opens the tables.
+    pub fn new(
+        config: Config,
+        store: &Store,
+        clock: SharedClock,
+        ids: SharedIds,
+        keys: misim_proto::keys::EntraKeys,
+        directory: entra::directory_client::DirectoryClient<Channel>,
+        imds: imds::control_client::ControlClient<Channel>,
+    ) -> Result<Self, ArmError> {
+        Ok(Self {
+            config,
+            clock,
+            keys,
+            ids,
+            directory,
+            imds,
+            rgs: store.table("resource_groups")?,
+            uamis: store.table("user_assigned_identities")?,
+            vms: store.table("virtual_machines")?,
+            vaults: store.table("vaults")?,
+            vault_names: store.table("vault_names")?,
+            assignments: store.table("role_assignments")?,
+        })
+    }
+
+    // ---------------------------------------------------------------- RBAC
+
+    /// Ensures the bootstrap assignments exist at the subscription scope.
+    pub async fn bootstrap(&self) -> Result<(), ArmError> {
+        let scope = format!("/subscriptions/{}", self.config.subscription_id);
+        for (principal, role) in &self.config.bootstrap_assignments {
+            let exists = self.assignments.all()?.into_iter().any(|(_, a)| {
+                a.principal_id.eq_ignore_ascii_case(principal)
+                    && a.role_guid.eq_ignore_ascii_case(role)
+                    && a.scope.eq_ignore_ascii_case(&scope)
+            });
+            if exists {
+                continue;
+            }
+            let name = self.ids.guid();
+            let rec = AssignmentRecord {
+                id: format!("{scope}/providers/Microsoft.Authorization/roleAssignments/{name}"),
+                name,
+                scope: scope.clone(),
+                role_guid: role.to_ascii_lowercase(),
+                role_definition_id: self.role_definition_id(role),
+                principal_id: principal.clone(),
+                principal_type: "ServicePrincipal".into(),
+            };
+            self.assignments
+                .put(&rec.id.to_ascii_lowercase(), &rec)
+                .await?;
+            tracing::info!(principal, role, "bootstrap role assignment created");
+        }
+        Ok(())
+    }
+
+    /// The ARM id of a built-in role definition in the subscription.
+    pub fn role_definition_id(&self, guid: &str) -> String {
+        format!(
+            "/subscriptions/{}/providers/Microsoft.Authorization/roleDefinitions/{guid}",
+            self.config.subscription_id
+        )
+    }
+
+    /// Decides an access question.
+    pub fn decide(
+        &self,
+        principal: &str,
+        action: &str,
+        scope: &ResourceId,
+        data: bool,
+    ) -> Result<Decision, ArmError> {
+        let records: Vec<AssignmentRecord> = self
+            .assignments
+            .all()?
+            .into_iter()
+            .map(|(_, a)| a)
+            .collect();
+        let views: Vec<AssignmentView<'_>> = records
+            .iter()
+            .filter_map(|a| {
+                Some(AssignmentView {
+                    id: &a.id,
+                    principal_id: &a.principal_id,
+                    scope: ResourceId::parse(&a.scope).ok()?,
+                    role: rbac::role_by_guid(&a.role_guid)?,
+                })
+            })
+            .collect();
+        Ok(rbac::evaluate(
+            &AccessRequest {
+                principal_id: principal,
+                action,
+                scope,
+                data,
+            },
+            &views,
+        ))
+    }
+
+    /// Fails with 403 `AuthorizationFailed` unless `principal` may do `action` at `scope`.
+    pub fn authorize(&self, principal: &str, action: &str, scope: &str) -> Result<(), ArmError> {
+        let id = ResourceId::parse(scope).map_err(|e| ArmError::InvalidParameter(e.to_string()))?;
+        let d = self.decide(principal, action, &id, false)?;
+        if d.allowed {
+            return Ok(());
+        }
+        tracing::info!(principal, action, scope, reason = %d.reason, "authorization denied");
+        Err(ArmError::AuthorizationFailed {
+            principal: principal.to_owned(),
+            action: action.to_owned(),
+            scope: scope.to_owned(),
+        })
+    }
+
+    // ------------------------------------------------------------ scopes
+
+    /// Fails unless `sub` is the configured subscription.
+    pub fn check_sub(&self, sub: &str) -> Result<(), ArmError> {
+        if sub.eq_ignore_ascii_case(&self.config.subscription_id) {
+            Ok(())
+        } else {
+            Err(ArmError::SubscriptionNotFound(sub.to_owned()))
+        }
+    }
+
+    /// The resource group, or 404 `ResourceGroupNotFound`.
+    pub fn require_rg(&self, sub: &str, rg: &str) -> Result<RgRecord, ArmError> {
+        self.check_sub(sub)?;
+        self.rgs
+            .get(&rg_key(sub, rg))?
+            .ok_or_else(|| ArmError::ResourceGroupNotFound(rg.to_owned()))
+    }
+
+    fn not_found(kind: Kind, rg: &str, name: &str) -> ArmError {
+        ArmError::ResourceNotFound {
+            resource_type: kind.type_name().into(),
+            name: name.into(),
+            resource_group: rg.into(),
+        }
+    }
+
+    // ---------------------------------------------------- resource groups
+
+    /// Creates or updates a resource group.
+    pub async fn put_rg(
+        &self,
+        sub: &str,
+        rg: &str,
+        body: &Value,
+    ) -> Result<Put<RgRecord>, ArmError> {
+        self.check_sub(sub)?;
+        let key = rg_key(sub, rg);
+        let existing = self.rgs.get(&key)?;
+        let location = location_of(body)
+            .or_else(|| existing.as_ref().map(|r| r.location.clone()))
+            .ok_or_else(|| {
+                ArmError::InvalidParameter("The 'location' property is required.".into())
+            })?;
+        let rec = match existing.clone() {
+            Some(mut r) => {
+                if let Some(t) = tags_of(body)? {
+                    r.tags = t;
+                }
+                r.location = location;
+                r
+            }
+            None => RgRecord {
+                id: format!(
+                    "/subscriptions/{}/resourceGroups/{rg}",
+                    self.config.subscription_id
+                ),
+                name: rg.to_owned(),
+                location,
+                tags: tags_of(body)?.unwrap_or_default(),
+            },
+        };
+        self.rgs.put(&key, &rec).await?;
+        Ok((rec, existing.is_none()))
+    }
+
+    /// Lists the resource groups.
+    pub fn list_rgs(&self, sub: &str) -> Result<Vec<RgRecord>, ArmError> {
+        self.check_sub(sub)?;
+        Ok(self
+            .rgs
+            .scan_prefix(&format!("{}/", sub.to_ascii_lowercase()))?
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect())
+    }
+
+    /// Deletes a resource group and everything in it.
+    pub async fn delete_rg(&self, sub: &str, rg: &str) -> Result<(), ArmError> {
+        let rec = self.require_rg(sub, rg)?;
+        let prefix = rg_key(sub, rg);
+        for (_, vm) in self.vms.scan_prefix(&prefix)? {
+            self.delete_vm(sub, &rec.name, &vm.name).await?;
+        }
+        for (_, u) in self.uamis.scan_prefix(&prefix)? {
+            self.delete_uami(sub, &rec.name, &u.name).await?;
+        }
+        for (_, v) in self.vaults.scan_prefix(&prefix)? {
+            self.delete_vault(sub, &rec.name, &v.name).await?;
+        }
+        // Role assignments at or below the group go with it.
+        let rg_id = ResourceId::parse(&rec.id).map_err(|e| ArmError::Internal(e.to_string()))?;
+        for (k, a) in self.assignments.all()? {
+            if ResourceId::parse(&a.scope).is_ok_and(|s| s.is_within(&rg_id)) {
+                self.assignments.remove(&k).await?;
+            }
+        }
+        self.rgs.remove(&prefix).await?;
+        tracing::info!(rg = %rec.id, "resource group deleted");
+        Ok(())
+    }
+
+    // --------------------------------------------------------- provisioning
+
+    /// Creates a managed-identity service principal with a fresh certificate.
+    async fn provision(
+        &self,
+        display_name: &str,
+        resource_id: &str,
+    ) -> Result<Credential, ArmError> {
+        let mut dir = self.directory.clone();
+        let sp = dir
+            .create_service_principal(entra::CreateServicePrincipalRequest {
+                request_id: self.ids.guid(),
+                display_name: display_name.to_owned(),
+                r#type: entra::ServicePrincipalType::ManagedIdentity as i32,
+                managed_identity_resource_id: resource_id.to_owned(),
+            })
+            .await
+            .map_err(|s| ArmError::peer("entra", s))?
+            .into_inner();
+        match self.add_certificate(&sp).await {
+            Ok(c) => Ok(c),
+            Err(e) => {
+                self.delete_principal(&sp.object_id).await.ok();
+                Err(e)
+            }
+        }
+    }
+
+    async fn add_certificate(&self, sp: &entra::ServicePrincipal) -> Result<Credential, ArmError> {
+        let now = self.clock.now();
+        let cn = sp.app_id.clone();
+        let cert = tokio::task::spawn_blocking(move || {
+            misim_token::cert::generate_rsa_cert(&cn, now, now + CERT_VALIDITY)
+        })
+        .await
+        .map_err(|e| ArmError::Internal(e.to_string()))?
+        .map_err(|e| ArmError::Internal(e.to_string()))?;
+        self.directory
+            .clone()
+            .add_key_credential(entra::AddKeyCredentialRequest {
+                object_id: sp.object_id.clone(),
+                certificate_der: cert.certificate_der.clone(),
+            })
+            .await
+            .map_err(|s| ArmError::peer("entra", s))?;
+        Ok(Credential {
+            principal_id: sp.object_id.clone(),
+            client_id: sp.app_id.clone(),
+            certificate_pem: cert.certificate_pem,
+            private_key_pem: cert.private_key_pem,
+        })
+    }
+
+    async fn delete_principal(&self, object_id: &str) -> Result<(), ArmError> {
+        self.directory
+            .clone()
+            .delete_service_principal(entra::DeleteServicePrincipalRequest {
+                object_id: object_id.to_owned(),
+            })
+            .await
+            .map_err(|s| ArmError::peer("entra", s))?;
+        Ok(())
+    }
+
+    async fn push_identity(
+        &self,
+        vm_id: &str,
+        kind: imds::IdentityKind,
+        resource_id: &str,
+        c: &Credential,
+    ) -> Result<(), ArmError> {
+        self.imds
+            .clone()
+            .put_identity(imds::PutIdentityRequest {
+                vm_resource_id: vm_id.to_owned(),
+                identity: Some(imds::ManagedIdentity {
+                    kind: kind as i32,
+                    client_id: c.client_id.clone(),
+                    object_id: c.principal_id.clone(),
+                    resource_id: resource_id.to_owned(),
+                    tenant_id: self.config.tenant_id.clone(),
+                    certificate_pem: c.certificate_pem.clone(),
+                    private_key_pem: c.private_key_pem.clone(),
+                }),
+            })
+            .await
+            .map_err(|s| ArmError::peer("imds", s))?;
+        Ok(())
+    }
+
+    async fn remove_identity(&self, vm_id: &str, client_id: &str) -> Result<(), ArmError> {
+        self.imds
+            .clone()
+            .remove_identity(imds::RemoveIdentityRequest {
+                vm_resource_id: vm_id.to_owned(),
+                client_id: client_id.to_owned(),
+            })
+            .await
+            .map_err(|s| ArmError::peer("imds", s))?;
+        Ok(())
+    }
+
+    // ------------------------------------------------------------- UAMIs
+
+    /// Creates (provisioning its principal) or updates a user-assigned identity.
+    pub async fn put_uami(
+        &self,
+        sub: &str,
+        rg: &str,
+        name: &str,
+        body: &Value,
+    ) -> Result<Put<UamiRecord>, ArmError> {
+        let group = self.require_rg(sub, rg)?;
+        let key = res_key(sub, rg, Kind::Uami, name);
+        if let Some(mut r) = self.uamis.get(&key)? {
+            if let Some(t) = tags_of(body)? {
+                r.tags = t;
+            }
+            self.uamis.put(&key, &r).await?;
+            return Ok((r, false));
+        }
+        let location = location_of(body).unwrap_or_else(|| group.location.clone());
+        let tags = tags_of(body)?.unwrap_or_default();
+        let id = format!(
+            "/subscriptions/{}/resourcegroups/{}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}",
+            self.config.subscription_id, group.name
+        );
+        let credential = self.provision(name, &id).await?;
+        let rec = UamiRecord {
+            id,
+            name: name.to_owned(),
+            location,
+            tags,
+            credential,
+        };
+        if let Err(e) = self.uamis.put(&key, &rec).await {
+            self.delete_principal(&rec.credential.principal_id)
+                .await
+                .ok();
+            return Err(e.into());
+        }
+        tracing::info!(id = %rec.id, principal = %rec.credential.principal_id, "user-assigned identity created");
+        Ok((rec, true))
+    }
+
+    /// Reads a user-assigned identity.
+    pub fn get_uami(&self, sub: &str, rg: &str, name: &str) -> Result<UamiRecord, ArmError> {
+        self.require_rg(sub, rg)?;
+        self.uamis
+            .get(&res_key(sub, rg, Kind::Uami, name))?
+            .ok_or_else(|| Self::not_found(Kind::Uami, rg, name))
+    }
+
+    fn uami_by_id(&self, id: &str) -> Result<Option<UamiRecord>, ArmError> {
+        let rid = ResourceId::parse(id).map_err(|_| {
+            ArmError::InvalidParameter(format!("'{id}' is not a valid resource id"))
+        })?;
+        match (
+            rid.subscription(),
+            rid.resource_group(),
+            rid.resource_type(),
+        ) {
+            (Some(s), Some(g), t) if t.eq_ignore_ascii_case(Kind::Uami.type_name()) => {
+                Ok(self.uamis.get(&res_key(s, g, Kind::Uami, rid.name()))?)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Deletes a user-assigned identity: detaches it from every VM and deletes its principal.
+    /// Returns false when it did not exist.
+    pub async fn delete_uami(&self, sub: &str, rg: &str, name: &str) -> Result<bool, ArmError> {
+        self.require_rg(sub, rg)?;
+        let key = res_key(sub, rg, Kind::Uami, name);
+        let Some(rec) = self.uamis.get(&key)? else {
+            return Ok(false);
+        };
+        let id_key = rec.id.to_ascii_lowercase();
+        for (vk, mut vm) in self.vms.all()? {
+            if vm.uamis.remove(&id_key).is_some() {
+                self.remove_identity(&vm.id, &rec.credential.client_id)
+                    .await?;
+                self.vms.put(&vk, &vm).await?;
+            }
+        }
+        self.delete_principal(&rec.credential.principal_id).await?;
+        self.uamis.remove(&key).await?;
+        tracing::info!(id = %rec.id, "user-assigned identity deleted");
+        Ok(true)
+    }
+
+    /// Lists identities in a subscription or group.
+    pub fn list_uamis(&self, sub: &str, rg: Option<&str>) -> Result<Vec<UamiRecord>, ArmError> {
+        self.list(&self.uamis, sub, rg, Kind::Uami)
+    }
+
+    fn list<T: serde::Serialize + serde::de::DeserializeOwned>(
+        &self,
+        table: &Table<T>,
+        sub: &str,
+        rg: Option<&str>,
+        kind: Kind,
+    ) -> Result<Vec<T>, ArmError> {
+        self.check_sub(sub)?;
+        let ty = format!("/{}/", kind.type_name().to_ascii_lowercase());
+        let prefix = match rg {
+            Some(rg) => {
+                self.require_rg(sub, rg)?;
+                rg_key(sub, rg)
+            }
+            None => format!("{}/", sub.to_ascii_lowercase()),
+        };
+        Ok(table
+            .scan_prefix(&prefix)?
+            .into_iter()
+            .filter(|(k, _)| k.contains(&ty))
+            .map(|(_, v)| v)
+            .collect())
+    }
+
+    // --------------------------------------------------------------- VMs
+
+    /// Creates, replaces (PUT) or updates (PATCH) a VM, reconciling its identities.
+    /// Checks `userAssignedIdentities/assign/action` for each newly attached UAMI.
+    pub async fn put_vm(
+        &self,
+        principal: &str,
+        sub: &str,
+        rg: &str,
+        name: &str,
+        body: &Value,
+        patch: bool,
+    ) -> Result<Put<VmRecord>, ArmError> {
+        let group = self.require_rg(sub, rg)?;
+        if !body.is_object() {
+            return Err(ArmError::InvalidRequestContent(
+                "the body must be a JSON object".into(),
+            ));
+        }
+        let key = res_key(sub, rg, Kind::Vm, name);
+        let existing = self.vms.get(&key)?;
+        if patch && existing.is_none() {
+            return Err(Self::not_found(Kind::Vm, rg, name));
+        }
+        let current = existing
+            .as_ref()
+            .map(|v| IdentityState {
+                system: v.sami.is_some(),
+                uamis: v.uamis.clone(),
+            })
+            .unwrap_or_default();
+        let ident_req = match body.get("identity") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(IdentityRequest::from_json(v)?),
+        };
+        let desired = match (patch, &ident_req) {
+            (true, None) => current.clone(),
+            (true, Some(r)) => identity::merge(&current, r)?,
+            (false, r) => identity::replace(&current, r.as_ref())?,
+        };
+        // Every UAMI must exist; new ones need the assign permission.
+        let mut attached = BTreeMap::new();
+        for (k, original) in &desired.uamis {
+            let u = self.uami_by_id(original)?.ok_or_else(|| {
+                ArmError::FailedIdentityOperation(format!(
+                    "Identity '{original}' could not be found: the user-assigned identity does not exist."
+                ))
+            })?;
+            if !current.uamis.contains_key(k) {
+                self.authorize(
+                    principal,
+                    "Microsoft.ManagedIdentity/userAssignedIdentities/assign/action",
+                    &u.id,
+                )?;
+            }
+            attached.insert(k.clone(), u);
+        }
+
+        let id = existing.as_ref().map(|v| v.id.clone()).unwrap_or_else(|| {
+            format!(
+                "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Compute/virtualMachines/{name}",
+                self.config.subscription_id, group.name
+            )
+        });
+        let mut properties = match body.get("properties") {
+            None | Some(Value::Null) => Value::Object(Map::new()),
+            Some(p @ Value::Object(_)) => p.clone(),
+            Some(_) => {
+                return Err(ArmError::InvalidRequestContent(
+                    "properties must be an object".into(),
+                ));
+            }
+        };
+        if patch {
+            let mut merged = existing
+                .as_ref()
+                .map(|v| v.properties.clone())
+                .unwrap_or(Value::Object(Map::new()));
+            merge_patch(&mut merged, &properties);
+            properties = merged;
+        }
+        if let Some(p) = properties.as_object_mut() {
+            for ro in ["provisioningState", "vmId", "instanceView"] {
+                p.remove(ro);
+            }
+            if let Some(Value::Object(os)) = p.get_mut("osProfile") {
+                os.remove("adminPassword");
+                os.remove("customData");
+            }
+        }
+        let mut rec = VmRecord {
+            id: id.clone(),
+            name: existing
+                .as_ref()
+                .map(|v| v.name.clone())
+                .unwrap_or_else(|| name.to_owned()),
+            resource_group: group.name.clone(),
+            location: location_of(body)
+                .or_else(|| existing.as_ref().map(|v| v.location.clone()))
+                .unwrap_or_else(|| group.location.clone()),
+            tags: match tags_of(body)? {
+                Some(t) => t,
+                None if patch || existing.is_some() => existing
+                    .as_ref()
+                    .map(|v| v.tags.clone())
+                    .unwrap_or_default(),
+                None => Map::new(),
+            },
+            vm_id: existing
+                .as_ref()
+                .map(|v| v.vm_id.clone())
+                .unwrap_or_else(|| self.ids.guid()),
+            properties,
+            sami: existing.as_ref().and_then(|v| v.sami.clone()),
+            uamis: desired.uamis.clone(),
+        };
+
+        // 1. IMDS learns the VM before any identity is pushed.
+        self.imds
+            .clone()
+            .put_vm(imds::PutVmRequest {
+                metadata: Some(self.vm_metadata(&rec)),
+            })
+            .await
+            .map_err(|s| ArmError::peer("imds", s))?;
+
+        // 2. System-assigned identity.
+        let mut new_sami = None;
+        match (&rec.sami, desired.system) {
+            (None, true) => {
+                let c = self.provision(&rec.name, &id).await?;
+                if let Err(e) = self
+                    .push_identity(&id, imds::IdentityKind::SystemAssigned, &id, &c)
+                    .await
+                {
+                    self.delete_principal(&c.principal_id).await.ok();
+                    return Err(e);
+                }
+                new_sami = Some(c.principal_id.clone());
+                rec.sami = Some(c);
+            }
+            (Some(c), true) => {
+                self.push_identity(&id, imds::IdentityKind::SystemAssigned, &id, c)
+                    .await?
+            }
+            (Some(c), false) => {
+                self.remove_identity(&id, &c.client_id).await?;
+                self.delete_principal(&c.principal_id).await?;
+                rec.sami = None;
+            }
+            (None, false) => {}
+        }
+
+        // 3. User-assigned identities: detach removed, (re)push the rest.
+        for (k, original) in &current.uamis {
+            if !desired.uamis.contains_key(k)
+                && let Some(u) = self.uami_by_id(original)?
+                && let Err(e) = self.remove_identity(&id, &u.credential.client_id).await
+            {
+                return Err(self.undo_sami(new_sami.as_deref(), e).await);
+            }
+        }
+        for u in attached.values() {
+            if let Err(e) = self
+                .push_identity(&id, imds::IdentityKind::UserAssigned, &u.id, &u.credential)
+                .await
+            {
+                return Err(self.undo_sami(new_sami.as_deref(), e).await);
+            }
+        }
+        if let Err(e) = self.vms.put(&key, &rec).await {
+            return Err(self.undo_sami(new_sami.as_deref(), e.into()).await);
+        }
+        tracing::info!(id = %rec.id, identity = desired.kind().canonical(), "virtual machine written");
+        Ok((rec, existing.is_none()))
+    }
+
+    /// Deletes a system-assigned principal created by a write that then failed.
+    async fn undo_sami(&self, new_sami: Option<&str>, e: ArmError) -> ArmError {
+        if let Some(p) = new_sami {
+            self.delete_principal(p).await.ok();
+        }
+        e
+    }
+
+    fn vm_metadata(&self, v: &VmRecord) -> imds::VmMetadata {
+        let p = &v.properties;
+        let s = |ptr: &str| {
+            p.pointer(ptr)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned()
+        };
+        let os_type = match s("/storageProfile/osDisk/osType") {
+            t if !t.is_empty() => t,
+            _ if p.pointer("/osProfile/windowsConfiguration").is_some() => "Windows".into(),
+            _ => "Linux".into(),
+        };
+        let computer_name = match s("/osProfile/computerName") {
+            c if c.is_empty() => v.name.clone(),
+            c => c,
+        };
+        imds::VmMetadata {
+            resource_id: v.id.clone(),
+            vm_id: v.vm_id.clone(),
+            name: v.name.clone(),
+            resource_group: v.resource_group.clone(),
+            subscription_id: self.config.subscription_id.clone(),
+            location: v.location.clone(),
+            vm_size: s("/hardwareProfile/vmSize"),
+            os_type,
+            tags: v
+                .tags
+                .iter()
+                .map(|(k, val)| {
+                    (
+                        k.clone(),
+                        val.as_str()
+                            .map(str::to_owned)
+                            .unwrap_or_else(|| val.to_string()),
+                    )
+                })
+                .collect(),
+            publisher: s("/storageProfile/imageReference/publisher"),
+            offer: s("/storageProfile/imageReference/offer"),
+            sku: s("/storageProfile/imageReference/sku"),
+            version: s("/storageProfile/imageReference/version"),
+            admin_username: s("/osProfile/adminUsername"),
+            computer_name,
+            private_ip: String::new(),
+        }
+    }
+
+    /// Reads a VM.
+    pub fn get_vm(&self, sub: &str, rg: &str, name: &str) -> Result<VmRecord, ArmError> {
+        self.require_rg(sub, rg)?;
+        self.vms
+            .get(&res_key(sub, rg, Kind::Vm, name))?
+            .ok_or_else(|| Self::not_found(Kind::Vm, rg, name))
+    }
+
+    /// The UAMI records attached to a VM (for rendering `principalId`/`clientId`).
+    pub fn attached_uamis(
+        &self,
+        vm: &VmRecord,
+    ) -> Result<Vec<(String, Option<UamiRecord>)>, ArmError> {
+        vm.uamis
+            .values()
+            .map(|id| Ok((id.clone(), self.uami_by_id(id)?)))
+            .collect()
+    }
+
+    /// Lists VMs.
+    pub fn list_vms(&self, sub: &str, rg: Option<&str>) -> Result<Vec<VmRecord>, ArmError> {
+        self.list(&self.vms, sub, rg, Kind::Vm)
+    }
+
+    /// Deletes a VM, its system-assigned principal and its IMDS state.
+    pub async fn delete_vm(&self, sub: &str, rg: &str, name: &str) -> Result<bool, ArmError> {
+        self.require_rg(sub, rg)?;
+        let key = res_key(sub, rg, Kind::Vm, name);
+        let Some(rec) = self.vms.get(&key)? else {
+            return Ok(false);
+        };
+        self.imds
+            .clone()
+            .delete_vm(imds::DeleteVmRequest {
+                resource_id: rec.id.clone(),
+            })
+            .await
+            .map_err(|s| ArmError::peer("imds", s))?;
+        if let Some(c) = &rec.sami {
+            self.delete_principal(&c.principal_id).await?;
+        }
+        self.vms.remove(&key).await?;
+        tracing::info!(id = %rec.id, "virtual machine deleted");
+        Ok(true)
+    }
+
+    // ------------------------------------------------------------- vaults
+
+    /// Creates or updates a vault.
+    pub async fn put_vault(
+        &self,
+        sub: &str,
+        rg: &str,
+        name: &str,
+        body: &Value,
+    ) -> Result<Put<VaultRecord>, ArmError> {
+        let group = self.require_rg(sub, rg)?;
+        let key = res_key(sub, rg, Kind::Vault, name);
+        let name_key = name.to_ascii_lowercase();
+        if let Some(other) = self.vault_names.get(&name_key)?
+            && other != key
+        {
+            return Err(ArmError::VaultAlreadyExists(name.to_owned()));
+        }
+        let existing = self.vaults.get(&key)?;
+        let mut props = match body.get("properties") {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(m)) => m.clone(),
+            Some(_) => {
+                return Err(ArmError::InvalidRequestContent(
+                    "properties must be an object".into(),
+                ));
+            }
+        };
+        props.insert(
+            "tenantId".into(),
+            Value::String(self.config.tenant_id.clone()),
+        );
+        props
+            .entry("sku")
+            .or_insert_with(|| serde_json::json!({"family": "A", "name": "standard"}));
+        props
+            .entry("enableRbacAuthorization")
+            .or_insert(Value::Bool(true));
+        props
+            .entry("accessPolicies")
+            .or_insert_with(|| Value::Array(vec![]));
+        props.insert(
+            "vaultUri".into(),
+            Value::String(self.config.vault_uri(name)),
+        );
+        props.insert(
+            "provisioningState".into(),
+            Value::String("Succeeded".into()),
+        );
+        let rec = VaultRecord {
+            id: existing.as_ref().map(|v| v.id.clone()).unwrap_or_else(|| {
+                format!(
+                    "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.KeyVault/vaults/{name}",
+                    self.config.subscription_id, group.name
+                )
+            }),
+            name: existing.as_ref().map(|v| v.name.clone()).unwrap_or_else(|| name.to_owned()),
+            location: location_of(body).unwrap_or_else(|| group.location.clone()),
+            tags: tags_of(body)?.unwrap_or_default(),
+            properties: Value::Object(props),
+        };
+        if !self.vault_names.insert_new(&name_key, &key).await?
+            && self.vault_names.get(&name_key)?.as_deref() != Some(&key)
+        {
+            return Err(ArmError::VaultAlreadyExists(name.to_owned()));
+        }
+        self.vaults.put(&key, &rec).await?;
+        Ok((rec, existing.is_none()))
+    }
+
+    /// Reads a vault.
+    pub fn get_vault(&self, sub: &str, rg: &str, name: &str) -> Result<VaultRecord, ArmError> {
+        self.require_rg(sub, rg)?;
+        self.vaults
+            .get(&res_key(sub, rg, Kind::Vault, name))?
+            .ok_or_else(|| Self::not_found(Kind::Vault, rg, name))
+    }
+
+    /// Lists vaults.
+    pub fn list_vaults(&self, sub: &str, rg: Option<&str>) -> Result<Vec<VaultRecord>, ArmError> {
+        self.list(&self.vaults, sub, rg, Kind::Vault)
+    }
+
+    /// Deletes a vault.
+    pub async fn delete_vault(&self, sub: &str, rg: &str, name: &str) -> Result<bool, ArmError> {
+        self.require_rg(sub, rg)?;
+        let key = res_key(sub, rg, Kind::Vault, name);
+        let Some(rec) = self.vaults.remove(&key).await? else {
+            return Ok(false);
+        };
+        self.vault_names
+            .remove(&rec.name.to_ascii_lowercase())
+            .await?;
+        Ok(true)
+    }
+
+    /// Finds a vault by its globally unique name.
+    pub fn vault_by_name(&self, name: &str) -> Result<Option<VaultRecord>, ArmError> {
+        match self.vault_names.get(&name.to_ascii_lowercase())? {
+            Some(key) => Ok(self.vaults.get(&key)?),
+            None => Ok(None),
+        }
+    }
+
+    // --------------------------------------------------- role assignments
+
+    /// Creates a role assignment at `scope`.
+    pub async fn put_assignment(
+        &self,
+        scope: &str,
+        name: &str,
+        body: &Value,
+    ) -> Result<Put<AssignmentRecord>, ArmError> {
+        let props = body
+            .get("properties")
+            .and_then(Value::as_object)
+            .ok_or_else(|| ArmError::InvalidRequestContent("properties is required".into()))?;
+        let text = |k: &str| {
+            props
+                .get(k)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .ok_or_else(|| {
+                    ArmError::InvalidRequestContent(format!("properties.{k} is required"))
+                })
+        };
+        let principal_id = text("principalId")?;
+        let role_definition_id = text("roleDefinitionId")?;
+        let role_guid = role_definition_id
+            .rsplit('/')
+            .next()
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        if rbac::role_by_guid(&role_guid).is_none() {
+            return Err(ArmError::RoleDefinitionDoesNotExist(role_guid));
+        }
+        let principal_type = props
+            .get("principalType")
+            .and_then(Value::as_str)
+            .unwrap_or("ServicePrincipal")
+            .to_owned();
+        let id = format!(
+            "{}/providers/Microsoft.Authorization/roleAssignments/{name}",
+            scope.trim_end_matches('/')
+        );
+        let key = id.to_ascii_lowercase();
+        if let Some(old) = self.assignments.get(&key)? {
+            if old.principal_id.eq_ignore_ascii_case(&principal_id) && old.role_guid == role_guid {
+                return Ok((old, false));
+            }
+            return Err(ArmError::RoleAssignmentUpdateNotPermitted);
+        }
+        let dup = self.assignments.all()?.into_iter().any(|(_, a)| {
+            a.principal_id.eq_ignore_ascii_case(&principal_id)
+                && a.role_guid == role_guid
+                && a.scope
+                    .trim_end_matches('/')
+                    .eq_ignore_ascii_case(scope.trim_end_matches('/'))
+        });
+        if dup {
+            return Err(ArmError::RoleAssignmentExists);
+        }
+        match self
+            .directory
+            .clone()
+            .get_service_principal(entra::GetServicePrincipalRequest {
+                object_id: principal_id.clone(),
+                app_id: String::new(),
+            })
+            .await
+        {
+            Ok(_) => {}
+            Err(s)
+                if misim_proto::status_to_code(&s) == ErrorCode::NotFound
+                    || s.code() == tonic::Code::InvalidArgument =>
+            {
+                return Err(ArmError::PrincipalNotFound {
+                    principal: principal_id,
+                    tenant: self.config.tenant_id.clone(),
+                });
+            }
+            Err(s) => return Err(ArmError::peer("entra", s)),
+        }
+        let rec = AssignmentRecord {
+            id,
+            name: name.to_owned(),
+            scope: if scope.is_empty() {
+                "/".into()
+            } else {
+                scope.to_owned()
+            },
+            role_guid,
+            role_definition_id,
+            principal_id,
+            principal_type,
+        };
+        self.assignments.put(&key, &rec).await?;
+        tracing::info!(id = %rec.id, principal = %rec.principal_id, role = %rec.role_guid, "role assignment created");
+        Ok((rec, true))
+    }
+
+    fn assignment_key(scope: &str, name: &str) -> String {
+        format!(
+            "{}/providers/Microsoft.Authorization/roleAssignments/{name}",
+            scope.trim_end_matches('/')
+        )
+        .to_ascii_lowercase()
+    }
+
+    /// Reads a role assignment.
+    pub fn get_assignment(&self, scope: &str, name: &str) -> Result<AssignmentRecord, ArmError> {
+        self.assignments
+            .get(&Self::assignment_key(scope, name))?
+            .ok_or_else(|| ArmError::RoleAssignmentNotFound(name.to_owned()))
+    }
+
+    /// Deletes a role assignment; returns it if it existed.
+    pub async fn delete_assignment(
+        &self,
+        scope: &str,
+        name: &str,
+    ) -> Result<Option<AssignmentRecord>, ArmError> {
+        Ok(self
+            .assignments
+            .remove(&Self::assignment_key(scope, name))
+            .await?)
+    }
+
+    /// Lists role assignments relevant at `scope`: at or above it with
+    /// `at_scope`, else also below it; optionally of one principal.
+    pub fn list_assignments(
+        &self,
+        scope: &str,
+        at_scope: bool,
+        principal: Option<&str>,
+    ) -> Result<Vec<AssignmentRecord>, ArmError> {
+        let target =
+            ResourceId::parse(scope).map_err(|e| ArmError::InvalidParameter(e.to_string()))?;
+        Ok(self
+            .assignments
+            .all()?
+            .into_iter()
+            .map(|(_, a)| a)
+            .filter(|a| principal.is_none_or(|p| a.principal_id.eq_ignore_ascii_case(p)))
+            .filter(|a| match ResourceId::parse(&a.scope) {
+                Ok(s) => target.is_within(&s) || (!at_scope && s.is_within(&target)),
+                Err(_) => false,
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn merge_patch_follows_rfc7386() {
+        let mut t = json!({"a": 1, "b": {"c": 2, "d": 3}});
+        merge_patch(&mut t, &json!({"a": null, "b": {"c": 5}, "e": [1]}));
+        assert_eq!(t, json!({"b": {"c": 5, "d": 3}, "e": [1]}));
+    }
+
+    #[test]
+    fn keys_are_lower_case_prefixes() {
+        assert_eq!(rg_key("S1", "RG"), "s1/rg/");
+        assert_eq!(
+            res_key("S1", "RG", Kind::Vm, "VM1"),
+            "s1/rg/microsoft.compute/virtualmachines/vm1"
+        );
+        assert!(res_key("s1", "rg", Kind::Vm, "x").starts_with(&rg_key("s1", "rg")));
+    }
+}

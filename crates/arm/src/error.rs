@@ -1,0 +1,214 @@
+//! ARM's error type. Every failure a caller can see is one variant; the HTTP
+//! edge (`http::error`) renders it as `{"error":{"code","message"}}` and gRPC
+//! maps [`ArmError::code`] through `misim_proto::code_to_status`.
+
+use misim_types::ErrorCode;
+
+/// Why an ARM operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ArmError {
+    /// No `api-version` query parameter.
+    #[error("The api-version query parameter (?api-version=) is required for all requests.")]
+    MissingApiVersion,
+    /// No `Authorization` header.
+    #[error("Authentication failed. The 'Authorization' header is missing.")]
+    AuthenticationMissing,
+    /// The header is not a bearer token, or the token is bad.
+    #[error("The access token is invalid. {0}")]
+    InvalidToken(String),
+    /// The token is expired.
+    #[error("The access token expiry UTC time is earlier than current UTC time. {0}")]
+    ExpiredToken(String),
+    /// The token is for another audience.
+    #[error("The access token has been obtained for wrong audience or resource. {0}")]
+    WrongAudience(String),
+    /// RBAC denied the action.
+    #[error(
+        "The client '{principal}' with object id '{principal}' does not have authorization to perform action '{action}' over scope '{scope}' or the scope is invalid. If access was recently granted, please refresh your credentials."
+    )]
+    AuthorizationFailed {
+        /// Caller object id.
+        principal: String,
+        /// The action.
+        action: String,
+        /// The scope.
+        scope: String,
+    },
+    /// Unknown subscription.
+    #[error("The subscription '{0}' could not be found.")]
+    SubscriptionNotFound(String),
+    /// Unknown resource group.
+    #[error("Resource group '{0}' could not be found.")]
+    ResourceGroupNotFound(String),
+    /// Unknown resource.
+    #[error(
+        "The Resource '{resource_type}/{name}' under resource group '{resource_group}' was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix"
+    )]
+    ResourceNotFound {
+        /// `Namespace/type`.
+        resource_type: String,
+        /// Name.
+        name: String,
+        /// Resource group.
+        resource_group: String,
+    },
+    /// The body is not valid JSON or not the expected shape.
+    #[error("The request content was invalid and could not be deserialized: '{0}'.")]
+    InvalidRequestContent(String),
+    /// A parameter has a bad value.
+    #[error("{0}")]
+    InvalidParameter(String),
+    /// A managed identity referenced by a VM does not exist or cannot be used.
+    #[error("{0}")]
+    FailedIdentityOperation(String),
+    /// Unknown resource type in a known namespace.
+    #[error(
+        "The resource type '{resource_type}' could not be found in the namespace '{namespace}'."
+    )]
+    InvalidResourceType {
+        /// Namespace.
+        namespace: String,
+        /// Type.
+        resource_type: String,
+    },
+    /// Unknown namespace.
+    #[error(
+        "No registered resource provider found for location '' and API version '' for type '{0}'."
+    )]
+    NoRegisteredProviderFound(String),
+    /// The path is not an ARM path this simulator serves.
+    #[error("The requested resource path '{0}' is not supported.")]
+    UnknownPath(String),
+    /// The method is not supported on this path.
+    #[error("The http method '{0}' is not supported for this path.")]
+    MethodNotAllowed(String),
+    /// Same principal, role and scope exist already.
+    #[error("The role assignment already exists.")]
+    RoleAssignmentExists,
+    /// A role assignment with this name exists with other content.
+    #[error("Tenant ID, application ID, principal ID, and scope are not allowed to be updated.")]
+    RoleAssignmentUpdateNotPermitted,
+    /// Unknown role assignment.
+    #[error("The role assignment '{0}' is not found.")]
+    RoleAssignmentNotFound(String),
+    /// The principal of a new assignment is unknown to the directory.
+    #[error(
+        "Principal {principal} does not exist in the directory {tenant}. Check that you have the correct principal ID. If you are creating this principal and then immediately assigning a role, this error might be related to a replication delay. In this case, set the role assignment principalType property to a value, such as ServicePrincipal, User, or Group.  See https://aka.ms/docs-principaltype"
+    )]
+    PrincipalNotFound {
+        /// The principal id.
+        principal: String,
+        /// The tenant.
+        tenant: String,
+    },
+    /// Unknown role definition in a role assignment body.
+    #[error("The specified role definition with ID '{0}' does not exist.")]
+    RoleDefinitionDoesNotExist(String),
+    /// Unknown role definition on GET.
+    #[error("The role definition '{0}' could not be found.")]
+    RoleDefinitionNotFound(String),
+    /// The vault name is taken by another vault.
+    #[error(
+        "The vault name '{0}' is already in use. Vault names are globally unique so it is possible that the name is already taken."
+    )]
+    VaultAlreadyExists(String),
+    /// A peer (Entra, IMDS) is unreachable.
+    #[error("{peer} is unavailable: {message}")]
+    PeerUnavailable {
+        /// Which peer.
+        peer: &'static str,
+        /// Its message.
+        message: String,
+    },
+    /// A peer answered with an unexpected error.
+    #[error("{peer} failed: {message}")]
+    PeerFailed {
+        /// Which peer.
+        peer: &'static str,
+        /// Its message.
+        message: String,
+    },
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] misim_store::StoreError),
+    /// A bug or broken invariant.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ArmError {
+    /// The shared error class.
+    pub fn code(&self) -> ErrorCode {
+        use ArmError as E;
+        match self {
+            E::MissingApiVersion
+            | E::InvalidRequestContent(_)
+            | E::InvalidParameter(_)
+            | E::FailedIdentityOperation(_)
+            | E::InvalidResourceType { .. }
+            | E::NoRegisteredProviderFound(_)
+            | E::MethodNotAllowed(_)
+            | E::RoleAssignmentUpdateNotPermitted
+            | E::PrincipalNotFound { .. }
+            | E::RoleDefinitionDoesNotExist(_) => ErrorCode::InvalidArgument,
+            E::AuthenticationMissing
+            | E::InvalidToken(_)
+            | E::ExpiredToken(_)
+            | E::WrongAudience(_) => ErrorCode::Unauthenticated,
+            E::AuthorizationFailed { .. } => ErrorCode::PermissionDenied,
+            E::SubscriptionNotFound(_)
+            | E::ResourceGroupNotFound(_)
+            | E::ResourceNotFound { .. }
+            | E::UnknownPath(_)
+            | E::RoleAssignmentNotFound(_)
+            | E::RoleDefinitionNotFound(_) => ErrorCode::NotFound,
+            E::RoleAssignmentExists | E::VaultAlreadyExists(_) => ErrorCode::AlreadyExists,
+            E::PeerUnavailable { .. } => ErrorCode::Unavailable,
+            E::PeerFailed { .. } | E::Store(_) | E::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// The ARM error code string of the envelope.
+    pub fn arm_code(&self) -> &'static str {
+        use ArmError as E;
+        match self {
+            E::MissingApiVersion => "MissingApiVersionParameter",
+            E::AuthenticationMissing => "AuthenticationFailed",
+            E::InvalidToken(_) => "InvalidAuthenticationToken",
+            E::ExpiredToken(_) => "ExpiredAuthenticationToken",
+            E::WrongAudience(_) => "InvalidAuthenticationTokenAudience",
+            E::AuthorizationFailed { .. } => "AuthorizationFailed",
+            E::SubscriptionNotFound(_) => "SubscriptionNotFound",
+            E::ResourceGroupNotFound(_) => "ResourceGroupNotFound",
+            E::ResourceNotFound { .. } => "ResourceNotFound",
+            E::InvalidRequestContent(_) => "InvalidRequestContent",
+            E::InvalidParameter(_) => "InvalidParameter",
+            E::FailedIdentityOperation(_) => "FailedIdentityOperation",
+            E::InvalidResourceType { .. } => "InvalidResourceType",
+            E::NoRegisteredProviderFound(_) => "NoRegisteredProviderFound",
+            E::UnknownPath(_) => "NotFound",
+            E::MethodNotAllowed(_) => "UnsupportedHttpMethod",
+            E::RoleAssignmentExists => "RoleAssignmentExists",
+            E::RoleAssignmentUpdateNotPermitted => "RoleAssignmentUpdateNotPermitted",
+            E::RoleAssignmentNotFound(_) => "RoleAssignmentNotFound",
+            E::PrincipalNotFound { .. } => "PrincipalNotFound",
+            E::RoleDefinitionDoesNotExist(_) | E::RoleDefinitionNotFound(_) => {
+                "RoleDefinitionDoesNotExist"
+            }
+            E::VaultAlreadyExists(_) => "VaultAlreadyExists",
+            E::PeerUnavailable { .. } => "ServiceUnavailable",
+            E::PeerFailed { .. } | E::Store(_) | E::Internal(_) => "InternalServerError",
+        }
+    }
+
+    /// Maps a peer's gRPC status: unreachable peers are 503, others 500.
+    pub(crate) fn peer(peer: &'static str, status: tonic::Status) -> Self {
+        let message = status.message().to_owned();
+        match misim_proto::status_to_code(&status) {
+            ErrorCode::Unavailable | ErrorCode::TooManyRequests => {
+                ArmError::PeerUnavailable { peer, message }
+            }
+            _ => ArmError::PeerFailed { peer, message },
+        }
+    }
+}

@@ -1,0 +1,385 @@
+//! ARM's HTTP surface: one fallback handler that authenticates, checks
+//! `api-version`, parses the case-insensitive path into a [`route::Route`],
+//! authorizes the operation and renders Azure-shaped JSON.
+
+pub mod error;
+pub mod model;
+pub mod route;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, Method, StatusCode, Uri};
+use misim_proto::keys::KeysError;
+use misim_token::TokenError;
+use serde_json::{Value, json};
+
+use crate::domain::Core;
+use crate::error::ArmError;
+use route::{Kind, Route};
+
+/// Builds the router.
+pub(crate) fn router(core: Arc<Core>) -> Router {
+    Router::new()
+        .fallback(handle)
+        .with_state(core)
+        .layer(misim_runtime::telemetry::http_trace_layer("arm"))
+}
+
+async fn handle(
+    State(core): State<Arc<Core>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match dispatch(&core, &method, &uri, &headers, &body).await {
+        Ok(r) => r,
+        Err(e) => error::render(&core.config, e),
+    }
+}
+
+fn query(uri: &Uri) -> Vec<(String, String)> {
+    uri.query()
+        .and_then(|q| serde_urlencoded::from_str::<Vec<(String, String)>>(q).ok())
+        .unwrap_or_default()
+}
+
+fn param<'a>(q: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    q.iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+async fn authenticate(core: &Core, headers: &HeaderMap) -> Result<String, ArmError> {
+    let header = headers
+        .get(http::header::AUTHORIZATION)
+        .ok_or(ArmError::AuthenticationMissing)?
+        .to_str()
+        .map_err(|_| {
+            ArmError::InvalidToken("The authorization header is not valid text.".into())
+        })?;
+    let token = match header.split_once(' ') {
+        Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") && !t.trim().is_empty() => {
+            t.trim()
+        }
+        _ => {
+            return Err(ArmError::InvalidToken(
+                "The authentication scheme must be Bearer.".into(),
+            ));
+        }
+    };
+    match core
+        .keys
+        .verify(token, core.clock.as_ref(), misim_types::audiences::is_arm)
+        .await
+    {
+        Ok(c) => Ok(c.oid),
+        Err(KeysError::Token(TokenError::Lifetime(m))) => Err(ArmError::ExpiredToken(m)),
+        Err(KeysError::Token(TokenError::Claim {
+            claim: "aud",
+            reason,
+        })) => Err(ArmError::WrongAudience(reason)),
+        Err(KeysError::Token(e)) => Err(ArmError::InvalidToken(e.to_string())),
+        Err(KeysError::Unavailable(m)) => Err(ArmError::PeerUnavailable {
+            peer: "entra",
+            message: m,
+        }),
+    }
+}
+
+fn body_json(body: &Bytes) -> Result<Value, ArmError> {
+    if body.is_empty() {
+        return Ok(json!({}));
+    }
+    serde_json::from_slice(body).map_err(|e| ArmError::InvalidRequestContent(e.to_string()))
+}
+
+fn ok(v: Value) -> Response {
+    (StatusCode::OK, axum::Json(v)).into_response()
+}
+
+fn put_status(created: bool) -> StatusCode {
+    if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    }
+}
+
+fn deleted(existed: bool) -> Response {
+    if existed {
+        StatusCode::OK.into_response()
+    } else {
+        StatusCode::NO_CONTENT.into_response()
+    }
+}
+
+fn list(values: Vec<Value>) -> Response {
+    ok(json!({ "value": values }))
+}
+
+fn action(kind: Kind, verb: &str) -> String {
+    format!("{}/{verb}", kind.type_name())
+}
+
+async fn dispatch(
+    core: &Core,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Response, ArmError> {
+    let route = route::parse(uri.path())?;
+    if route == Route::MetadataEndpoints {
+        return Ok(ok(model::endpoints(&core.config)));
+    }
+    let q = query(uri);
+    if param(&q, "api-version").is_none_or(str::is_empty) {
+        return Err(ArmError::MissingApiVersion);
+    }
+    let principal = authenticate(core, headers).await?;
+    tracing::Span::current().record("principal", principal.as_str());
+    tracing::debug!(%principal, method = %method, path = uri.path(), "arm request");
+    let sub_scope = |sub: &str| format!("/subscriptions/{sub}");
+    let rg_scope = |sub: &str, rg: &str| format!("/subscriptions/{sub}/resourceGroups/{rg}");
+    let res_scope = |sub: &str, rg: &str, kind: Kind, name: &str| {
+        format!(
+            "/subscriptions/{sub}/resourceGroups/{rg}/providers/{}/{name}",
+            kind.type_name()
+        )
+    };
+    const RG_ACTION: &str = "Microsoft.Resources/subscriptions/resourceGroups";
+    let m = method.clone();
+    match (route, m) {
+        (Route::Subscriptions, Method::GET) => Ok(ok(json!({
+            "value": [model::subscription(&core.config)],
+            "count": {"type": "Total", "value": 1},
+        }))),
+        (Route::Subscription { sub }, Method::GET) => {
+            core.check_sub(&sub)?;
+            Ok(ok(model::subscription(&core.config)))
+        }
+        (Route::ResourceGroups { sub }, Method::GET) => {
+            core.authorize(&principal, &format!("{RG_ACTION}/read"), &sub_scope(&sub))?;
+            Ok(list(core.list_rgs(&sub)?.iter().map(model::rg).collect()))
+        }
+        (Route::ResourceGroup { sub, rg }, m) => {
+            core.check_sub(&sub)?;
+            let scope = rg_scope(&sub, &rg);
+            match m {
+                Method::GET | Method::HEAD => {
+                    core.authorize(&principal, &format!("{RG_ACTION}/read"), &scope)?;
+                    if m == Method::HEAD {
+                        core.require_rg(&sub, &rg)?;
+                        return Ok(StatusCode::NO_CONTENT.into_response());
+                    }
+                    Ok(ok(model::rg(&core.require_rg(&sub, &rg)?)))
+                }
+                Method::PUT | Method::PATCH => {
+                    core.authorize(&principal, &format!("{RG_ACTION}/write"), &scope)?;
+                    let b = body_json(body)?;
+                    if m == Method::PATCH {
+                        core.require_rg(&sub, &rg)?;
+                    }
+                    let (r, created) = core.put_rg(&sub, &rg, &b).await?;
+                    Ok((put_status(created), axum::Json(model::rg(&r))).into_response())
+                }
+                Method::DELETE => {
+                    core.authorize(&principal, &format!("{RG_ACTION}/delete"), &scope)?;
+                    core.delete_rg(&sub, &rg).await?;
+                    Ok(StatusCode::OK.into_response())
+                }
+                other => Err(ArmError::MethodNotAllowed(other.to_string())),
+            }
+        }
+        (Route::Collection { sub, rg, kind }, Method::GET) => {
+            let scope = match &rg {
+                Some(rg) => rg_scope(&sub, rg),
+                None => sub_scope(&sub),
+            };
+            core.authorize(&principal, &action(kind, "read"), &scope)?;
+            let rg = rg.as_deref();
+            let values = match kind {
+                Kind::Uami => core
+                    .list_uamis(&sub, rg)?
+                    .iter()
+                    .map(|u| model::uami(&core.config, u))
+                    .collect(),
+                Kind::Vm => {
+                    let mut out = Vec::new();
+                    for v in core.list_vms(&sub, rg)? {
+                        out.push(model::vm(
+                            &core.config,
+                            &v,
+                            &core.attached_uamis(&v)?,
+                            false,
+                        ));
+                    }
+                    out
+                }
+                Kind::Vault => core
+                    .list_vaults(&sub, rg)?
+                    .iter()
+                    .map(model::vault)
+                    .collect(),
+            };
+            Ok(list(values))
+        }
+        (
+            Route::Resource {
+                sub,
+                rg,
+                kind,
+                name,
+            },
+            m,
+        ) => {
+            let scope = res_scope(&sub, &rg, kind, &name);
+            let verb = match m {
+                Method::GET => "read",
+                Method::PUT | Method::PATCH => "write",
+                Method::DELETE => "delete",
+                other => return Err(ArmError::MethodNotAllowed(other.to_string())),
+            };
+            core.authorize(&principal, &action(kind, verb), &scope)?;
+            resource(core, &principal, &m, &sub, &rg, kind, &name, &q, body).await
+        }
+        (Route::RoleAssignments { scope }, Method::GET) => {
+            core.authorize(
+                &principal,
+                "Microsoft.Authorization/roleAssignments/read",
+                &scope,
+            )?;
+            let filter = param(&q, "$filter").unwrap_or("");
+            let (at_scope, who) = model::parse_assignment_filter(filter);
+            let values = core
+                .list_assignments(&scope, at_scope, who.as_deref())?
+                .iter()
+                .map(model::assignment)
+                .collect();
+            Ok(list(values))
+        }
+        (Route::RoleAssignment { scope, name }, m) => match m {
+            Method::GET => {
+                core.authorize(
+                    &principal,
+                    "Microsoft.Authorization/roleAssignments/read",
+                    &scope,
+                )?;
+                Ok(ok(model::assignment(&core.get_assignment(&scope, &name)?)))
+            }
+            Method::PUT => {
+                core.authorize(
+                    &principal,
+                    "Microsoft.Authorization/roleAssignments/write",
+                    &scope,
+                )?;
+                let b = body_json(body)?;
+                let (a, created) = core.put_assignment(&scope, &name, &b).await?;
+                Ok((put_status(created), axum::Json(model::assignment(&a))).into_response())
+            }
+            Method::DELETE => {
+                core.authorize(
+                    &principal,
+                    "Microsoft.Authorization/roleAssignments/delete",
+                    &scope,
+                )?;
+                match core.delete_assignment(&scope, &name).await? {
+                    Some(a) => Ok(ok(model::assignment(&a))),
+                    None => Ok(StatusCode::NO_CONTENT.into_response()),
+                }
+            }
+            other => Err(ArmError::MethodNotAllowed(other.to_string())),
+        },
+        (Route::RoleDefinitions { scope }, Method::GET) => {
+            core.authorize(
+                &principal,
+                "Microsoft.Authorization/roleDefinitions/read",
+                &scope,
+            )?;
+            let filter = param(&q, "$filter").unwrap_or("");
+            let wanted = model::parse_role_name_filter(filter);
+            let values = crate::rbac::builtin_roles()
+                .iter()
+                .filter(|r| {
+                    wanted
+                        .as_deref()
+                        .is_none_or(|w| r.role_name.eq_ignore_ascii_case(w))
+                })
+                .map(|r| model::role_definition(core, r))
+                .collect();
+            Ok(list(values))
+        }
+        (Route::RoleDefinition { scope, name }, Method::GET) => {
+            core.authorize(
+                &principal,
+                "Microsoft.Authorization/roleDefinitions/read",
+                &scope,
+            )?;
+            let r =
+                crate::rbac::role_by_guid(&name).ok_or(ArmError::RoleDefinitionNotFound(name))?;
+            Ok(ok(model::role_definition(core, r)))
+        }
+        (_, other) => Err(ArmError::MethodNotAllowed(other.to_string())),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn resource(
+    core: &Core,
+    principal: &str,
+    m: &Method,
+    sub: &str,
+    rg: &str,
+    kind: Kind,
+    name: &str,
+    q: &[(String, String)],
+    body: &Bytes,
+) -> Result<Response, ArmError> {
+    let cfg = &core.config;
+    match (kind, m) {
+        (Kind::Uami, &Method::GET) => Ok(ok(model::uami(cfg, &core.get_uami(sub, rg, name)?))),
+        (Kind::Uami, &Method::PUT) | (Kind::Uami, &Method::PATCH) => {
+            let b = body_json(body)?;
+            if m == Method::PATCH {
+                core.get_uami(sub, rg, name)?;
+            }
+            let (u, created) = core.put_uami(sub, rg, name, &b).await?;
+            Ok((put_status(created), axum::Json(model::uami(cfg, &u))).into_response())
+        }
+        (Kind::Uami, &Method::DELETE) => Ok(deleted(core.delete_uami(sub, rg, name).await?)),
+        (Kind::Vm, &Method::GET) => {
+            let expand =
+                param(q, "$expand").is_some_and(|e| e.eq_ignore_ascii_case("instanceView"));
+            let v = core.get_vm(sub, rg, name)?;
+            Ok(ok(model::vm(cfg, &v, &core.attached_uamis(&v)?, expand)))
+        }
+        (Kind::Vm, &Method::PUT) | (Kind::Vm, &Method::PATCH) => {
+            let b = body_json(body)?;
+            let (v, created) = core
+                .put_vm(principal, sub, rg, name, &b, m == Method::PATCH)
+                .await?;
+            Ok((
+                put_status(created),
+                axum::Json(model::vm(cfg, &v, &core.attached_uamis(&v)?, false)),
+            )
+                .into_response())
+        }
+        (Kind::Vm, &Method::DELETE) => Ok(deleted(core.delete_vm(sub, rg, name).await?)),
+        (Kind::Vault, &Method::GET) => Ok(ok(model::vault(&core.get_vault(sub, rg, name)?))),
+        (Kind::Vault, &Method::PUT) | (Kind::Vault, &Method::PATCH) => {
+            let b = body_json(body)?;
+            if m == Method::PATCH {
+                core.get_vault(sub, rg, name)?;
+            }
+            let (v, created) = core.put_vault(sub, rg, name, &b).await?;
+            Ok((put_status(created), axum::Json(model::vault(&v))).into_response())
+        }
+        (Kind::Vault, &Method::DELETE) => Ok(deleted(core.delete_vault(sub, rg, name).await?)),
+        (_, other) => Err(ArmError::MethodNotAllowed(other.to_string())),
+    }
+}

@@ -1,0 +1,227 @@
+//! JSON shapes (spec §3): camelCase, ids with their original casing.
+
+use serde_json::{Value, json};
+
+use crate::config::Config;
+use crate::domain::Core;
+use crate::domain::identity::IdentityType;
+use crate::domain::records::*;
+use crate::rbac::RoleDefinition;
+
+/// `/metadata/endpoints` (spec §3.9).
+pub fn endpoints(c: &Config) -> Value {
+    let arm = format!("{}/", c.public_url);
+    json!({
+        "name": "misim",
+        "resourceManager": arm,
+        "portal": arm,
+        "gallery": arm,
+        "batch": "https://batch.core.windows.net/",
+        "media": "https://rest.media.azure.net",
+        "sqlManagement": "https://management.core.windows.net:8443/",
+        "vmImageAliasDoc": "https://raw.githubusercontent.com/Azure/azure-rest-api-specs/main/arm-compute/quickstart-templates/aliases.json",
+        "graphAudience": "https://graph.windows.net/",
+        "graph": "https://graph.windows.net/",
+        "microsoftGraphResourceId": "https://graph.microsoft.com/",
+        "appInsightsResourceId": "https://api.applicationinsights.io",
+        "logAnalyticsResourceId": "https://api.loganalytics.io",
+        "authentication": {
+            "loginEndpoint": format!("{}/", c.entra_authority),
+            "audiences": ["https://management.core.windows.net/", "https://management.azure.com/"],
+            "tenant": "common",
+            "identityProvider": "AAD",
+        },
+        "suffixes": {
+            "keyVaultDns": c.keyvault_dns_suffix,
+            "storage": "core.windows.net",
+            "sqlServerHostname": "database.windows.net",
+            "acrLoginServer": "azurecr.io",
+            "azureDataLakeStoreFileSystem": "azuredatalakestore.net",
+            "azureDataLakeAnalyticsCatalogAndJob": "azuredatalakeanalytics.net",
+            "mhsmDns": "managedhsm.azure.net",
+            "mysqlServerEndpoint": "mysql.database.azure.com",
+            "postgresqlServerEndpoint": "postgres.database.azure.com",
+            "mariadbServerEndpoint": "mariadb.database.azure.com",
+            "synapseAnalytics": "dev.azuresynapse.net",
+            "attestationEndpoint": "attest.azure.net",
+            "storageSyncEndpointSuffix": "afs.azure.net",
+        },
+    })
+}
+
+/// One subscription (spec §3.7).
+pub fn subscription(c: &Config) -> Value {
+    json!({
+        "id": format!("/subscriptions/{}", c.subscription_id),
+        "authorizationSource": "RoleBased",
+        "managedByTenants": [],
+        "subscriptionId": c.subscription_id,
+        "tenantId": c.tenant_id,
+        "displayName": c.subscription_display_name,
+        "state": "Enabled",
+        "subscriptionPolicies": {
+            "locationPlacementId": "Public_2014-09-01",
+            "quotaId": "PayAsYouGo_2014-09-01",
+            "spendingLimit": "Off",
+        },
+    })
+}
+
+/// A resource group (spec §3.3).
+pub fn rg(r: &RgRecord) -> Value {
+    json!({
+        "id": r.id, "name": r.name, "type": "Microsoft.Resources/resourceGroups",
+        "location": r.location, "tags": r.tags,
+        "properties": {"provisioningState": "Succeeded"},
+    })
+}
+
+/// A user-assigned identity (spec §3.5).
+pub fn uami(c: &Config, u: &UamiRecord) -> Value {
+    json!({
+        "id": u.id, "name": u.name, "type": "Microsoft.ManagedIdentity/userAssignedIdentities",
+        "location": u.location, "tags": u.tags,
+        "properties": {
+            "tenantId": c.tenant_id,
+            "principalId": u.credential.principal_id,
+            "clientId": u.credential.client_id,
+            "isolationScope": "None",
+        },
+    })
+}
+
+/// A VM (spec §3.4) with its canonical identity block.
+pub fn vm(
+    c: &Config,
+    v: &VmRecord,
+    uamis: &[(String, Option<UamiRecord>)],
+    expand_instance_view: bool,
+) -> Value {
+    let mut props = v.properties.clone();
+    if let Some(p) = props.as_object_mut() {
+        p.insert("vmId".into(), json!(v.vm_id));
+        p.insert("provisioningState".into(), json!("Succeeded"));
+        if expand_instance_view {
+            p.insert(
+                "instanceView".into(),
+                json!({
+                    "computerName": v.properties.pointer("/osProfile/computerName").and_then(Value::as_str).unwrap_or(&v.name),
+                    "statuses": [
+                        {"code": "ProvisioningState/succeeded", "level": "Info", "displayStatus": "Provisioning succeeded"},
+                        {"code": "PowerState/running", "level": "Info", "displayStatus": "VM running"},
+                    ],
+                }),
+            );
+        }
+    }
+    let mut out = json!({
+        "id": v.id, "name": v.name, "type": "Microsoft.Compute/virtualMachines",
+        "location": v.location, "tags": v.tags, "properties": props,
+    });
+    let kind = IdentityType {
+        system: v.sami.is_some(),
+        user: !v.uamis.is_empty(),
+    };
+    if kind.system || kind.user {
+        let mut ident = json!({"type": kind.canonical()});
+        if let Some(s) = &v.sami {
+            ident["principalId"] = json!(s.principal_id);
+            ident["tenantId"] = json!(c.tenant_id);
+        }
+        if kind.user {
+            let map: serde_json::Map<String, Value> = uamis
+                .iter()
+                .map(|(id, rec)| {
+                    let val = match rec {
+                        Some(u) => json!({"principalId": u.credential.principal_id, "clientId": u.credential.client_id}),
+                        None => json!({}),
+                    };
+                    (id.clone(), val)
+                })
+                .collect();
+            ident["userAssignedIdentities"] = Value::Object(map);
+        }
+        out["identity"] = ident;
+    }
+    out
+}
+
+/// A vault.
+pub fn vault(v: &VaultRecord) -> Value {
+    json!({
+        "id": v.id, "name": v.name, "type": "Microsoft.KeyVault/vaults",
+        "location": v.location, "tags": v.tags, "properties": v.properties,
+    })
+}
+
+/// A role assignment (spec §3.6).
+pub fn assignment(a: &AssignmentRecord) -> Value {
+    json!({
+        "id": a.id, "name": a.name, "type": "Microsoft.Authorization/roleAssignments",
+        "properties": {
+            "roleDefinitionId": a.role_definition_id,
+            "principalId": a.principal_id,
+            "principalType": a.principal_type,
+            "scope": a.scope,
+        },
+    })
+}
+
+/// A role definition.
+pub fn role_definition(core: &Core, r: &RoleDefinition) -> Value {
+    json!({
+        "id": core.role_definition_id(&r.name), "name": r.name, "type": "Microsoft.Authorization/roleDefinitions",
+        "properties": {
+            "roleName": r.role_name, "type": "BuiltInRole", "description": r.description,
+            "assignableScopes": r.assignable_scopes, "permissions": r.permissions,
+        },
+    })
+}
+
+fn quoted_after(filter: &str, key: &str) -> Option<String> {
+    let lower = filter.to_ascii_lowercase();
+    let at = lower.find(&key.to_ascii_lowercase())? + key.len();
+    let rest = &filter[at..];
+    let open = rest.find('\'')? + 1;
+    let close = rest[open..].find('\'')? + open;
+    Some(rest[open..close].to_owned())
+}
+
+/// `$filter` of role assignment lists: `atScope()`, `principalId eq '…'`, `assignedTo('…')`.
+pub fn parse_assignment_filter(filter: &str) -> (bool, Option<String>) {
+    let at_scope = filter.to_ascii_lowercase().contains("atscope()");
+    let who =
+        quoted_after(filter, "principalId eq").or_else(|| quoted_after(filter, "assignedTo("));
+    (at_scope, who)
+}
+
+/// `$filter=roleName eq 'X'` of role definition lists.
+pub fn parse_role_name_filter(filter: &str) -> Option<String> {
+    quoted_after(filter, "roleName eq")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters() {
+        assert_eq!(
+            parse_assignment_filter("atScope() and principalId eq 'ABC'"),
+            (true, Some("ABC".into()))
+        );
+        assert_eq!(
+            parse_assignment_filter("assignedTo('x')"),
+            (false, Some("x".into()))
+        );
+        assert_eq!(parse_assignment_filter(""), (false, None));
+        assert_eq!(
+            parse_role_name_filter("roleName eq 'Key Vault Secrets User'").as_deref(),
+            Some("Key Vault Secrets User")
+        );
+        assert_eq!(
+            parse_role_name_filter("ROLENAME EQ 'reader'").as_deref(),
+            Some("reader")
+        );
+    }
+}

@@ -1,0 +1,577 @@
+//! Azure RBAC: built-in role definitions (data, in `builtin_roles.json`) and a
+//! pure evaluator that decides whether assignments grant an action at a scope.
+//!
+//! Model (a first version): an assignment grants an action at a target scope
+//! when the principal matches, the target lies within the assignment's scope,
+//! and some permission block of the role matches the action in `actions`
+//! (`dataActions` for data actions) and not in `notActions` (`notDataActions`).
+//! There are no deny assignments and no conditions.
+
+use std::sync::OnceLock;
+
+use misim_types::ResourceId;
+use serde::{Deserialize, Serialize};
+
+/// One permission block of a role definition.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Permission {
+    /// Control-plane actions granted.
+    #[serde(default)]
+    pub actions: Vec<String>,
+    /// Control-plane actions subtracted from `actions`.
+    #[serde(default)]
+    pub not_actions: Vec<String>,
+    /// Data-plane actions granted.
+    #[serde(default)]
+    pub data_actions: Vec<String>,
+    /// Data-plane actions subtracted from `data_actions`.
+    #[serde(default)]
+    pub not_data_actions: Vec<String>,
+}
+
+/// A role definition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoleDefinition {
+    /// The GUID (the definition's `name`).
+    pub name: String,
+    /// Display name, e.g. `Reader`.
+    pub role_name: String,
+    /// What the role is for.
+    pub description: String,
+    /// Where it may be assigned.
+    pub assignable_scopes: Vec<String>,
+    /// Permission blocks.
+    pub permissions: Vec<Permission>,
+}
+
+/// The built-in role definitions.
+pub fn builtin_roles() -> &'static [RoleDefinition] {
+    static ROLES: OnceLock<Vec<RoleDefinition>> = OnceLock::new();
+    ROLES.get_or_init(|| {
+        serde_json::from_str(include_str!("builtin_roles.json"))
+            .expect("builtin_roles.json is valid (checked by a unit test)")
+    })
+}
+
+/// Finds a built-in role by GUID (case-insensitive).
+pub fn role_by_guid(guid: &str) -> Option<&'static RoleDefinition> {
+    builtin_roles()
+        .iter()
+        .find(|r| r.name.eq_ignore_ascii_case(guid))
+}
+
+/// Finds a built-in role by display name (case-insensitive).
+pub fn role_by_name(name: &str) -> Option<&'static RoleDefinition> {
+    builtin_roles()
+        .iter()
+        .find(|r| r.role_name.eq_ignore_ascii_case(name))
+}
+
+/// Built-in role GUIDs used in code.
+pub mod roles {
+    /// Owner.
+    pub const OWNER: &str = "8e3af657-a8ff-443c-a75c-2fe8c4bcb635";
+    /// Key Vault Secrets Officer.
+    pub const KEY_VAULT_SECRETS_OFFICER: &str = "b86a8fe4-44ce-4948-aee5-eccb2c155cd7";
+}
+
+/// Matches an action against a permission pattern, case-insensitively.
+/// `*` matches any run of characters; `/*/` also matches a single `/`, so
+/// `Microsoft.ManagedIdentity/userAssignedIdentities/*/assign/action` covers
+/// `Microsoft.ManagedIdentity/userAssignedIdentities/assign/action`.
+pub fn action_matches(pattern: &str, action: &str) -> bool {
+    let p = pattern.to_ascii_lowercase();
+    let a = action.to_ascii_lowercase();
+    glob_or_collapsed(&p, &a)
+}
+
+fn glob_or_collapsed(p: &str, a: &str) -> bool {
+    if glob(p.as_bytes(), a.as_bytes()) {
+        return true;
+    }
+    // Try each `/*/` collapsed to `/`.
+    let mut start = 0;
+    while let Some(pos) = p[start..].find("/*/") {
+        let at = start + pos;
+        let collapsed = format!("{}{}", &p[..at], &p[at + 2..]);
+        if glob_or_collapsed(&collapsed, a) {
+            return true;
+        }
+        start = at + 1;
+    }
+    false
+}
+
+fn glob(p: &[u8], a: &[u8]) -> bool {
+    match p.split_first() {
+        None => a.is_empty(),
+        Some((b'*', rest)) => (0..=a.len()).any(|i| glob(rest, &a[i..])),
+        Some((c, rest)) => a.first() == Some(c) && glob(rest, &a[1..]),
+    }
+}
+
+/// True when `perm` grants `action` (`data` selects the data-action lists).
+pub fn permission_grants(perm: &Permission, action: &str, data: bool) -> bool {
+    let (allow, deny) = if data {
+        (&perm.data_actions, &perm.not_data_actions)
+    } else {
+        (&perm.actions, &perm.not_actions)
+    };
+    allow.iter().any(|p| action_matches(p, action))
+        && !deny.iter().any(|p| action_matches(p, action))
+}
+
+/// An assignment as the evaluator sees it.
+#[derive(Debug, Clone)]
+pub struct AssignmentView<'a> {
+    /// The assignment's resource id (for explanations).
+    pub id: &'a str,
+    /// Object id of the principal.
+    pub principal_id: &'a str,
+    /// Scope of the assignment.
+    pub scope: ResourceId,
+    /// The role.
+    pub role: &'a RoleDefinition,
+}
+
+/// An access question.
+#[derive(Debug, Clone)]
+pub struct AccessRequest<'a> {
+    /// Caller object id.
+    pub principal_id: &'a str,
+    /// The action.
+    pub action: &'a str,
+    /// Target scope.
+    pub scope: &'a ResourceId,
+    /// True for data actions.
+    pub data: bool,
+}
+
+/// The evaluator's answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// True when some assignment grants the action.
+    pub allowed: bool,
+    /// The assignments considered and why.
+    pub reason: String,
+}
+
+/// Decides an access question against `assignments` (of any principals).
+pub fn evaluate(req: &AccessRequest<'_>, assignments: &[AssignmentView<'_>]) -> Decision {
+    let mut considered = Vec::new();
+    for a in assignments {
+        if !a.principal_id.eq_ignore_ascii_case(req.principal_id) || !req.scope.is_within(&a.scope)
+        {
+            continue;
+        }
+        let grants = a
+            .role
+            .permissions
+            .iter()
+            .any(|p| permission_grants(p, req.action, req.data));
+        if grants {
+            return Decision {
+                allowed: true,
+                reason: format!(
+                    "granted by role '{}' assigned at '{}' ({})",
+                    a.role.role_name, a.scope, a.id
+                ),
+            };
+        }
+        considered.push(format!("'{}' at '{}'", a.role.role_name, a.scope));
+    }
+    let reason = if considered.is_empty() {
+        "no role assignment of the principal applies at this scope".to_owned()
+    } else {
+        format!(
+            "no applicable assignment grants the action; considered: {}",
+            considered.join(", ")
+        )
+    };
+    Decision {
+        allowed: false,
+        reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_roles_parse_and_are_unique() {
+        let roles = builtin_roles();
+        assert_eq!(roles.len(), 12);
+        for r in roles {
+            assert!(uuid_like(&r.name), "{}", r.name);
+            assert_eq!(r.assignable_scopes, vec!["/"]);
+            assert_eq!(roles.iter().filter(|o| o.name == r.name).count(), 1);
+        }
+        assert_eq!(
+            role_by_name("reader").map(|r| r.name.as_str()),
+            Some("acdd72a7-3385-48ef-bd42-f606fba81ae7")
+        );
+        assert!(role_by_guid(roles::OWNER).is_some());
+        assert!(role_by_guid(roles::KEY_VAULT_SECRETS_OFFICER).is_some());
+    }
+
+    fn uuid_like(s: &str) -> bool {
+        s.len() == 36 && s.chars().filter(|c| *c == '-').count() == 4
+    }
+
+    #[test]
+    fn wildcard_table() {
+        let cases = [
+            ("*", "Microsoft.Compute/virtualMachines/write", true),
+            ("*/read", "Microsoft.Compute/virtualMachines/read", true),
+            ("*/read", "Microsoft.Compute/virtualMachines/write", false),
+            (
+                "Microsoft.Compute/*",
+                "microsoft.compute/virtualmachines/delete",
+                true,
+            ),
+            (
+                "Microsoft.Compute/*",
+                "Microsoft.ComputeX/virtualMachines/delete",
+                false,
+            ),
+            (
+                "Microsoft.ManagedIdentity/userAssignedIdentities/*/assign/action",
+                "Microsoft.ManagedIdentity/userAssignedIdentities/assign/action",
+                true,
+            ),
+            (
+                "Microsoft.ManagedIdentity/userAssignedIdentities/*/read",
+                "Microsoft.ManagedIdentity/userAssignedIdentities/read",
+                true,
+            ),
+            (
+                "Microsoft.ManagedIdentity/userAssignedIdentities/*/assign/action",
+                "Microsoft.ManagedIdentity/userAssignedIdentities/write",
+                false,
+            ),
+            (
+                "Microsoft.Authorization/*/Write",
+                "Microsoft.Authorization/roleAssignments/write",
+                true,
+            ),
+            (
+                "Microsoft.KeyVault/vaults/secrets/getSecret/action",
+                "Microsoft.KeyVault/vaults/secrets/getsecret/action",
+                true,
+            ),
+            (
+                "Microsoft.KeyVault/vaults/secrets/getSecret/action",
+                "Microsoft.KeyVault/vaults/secrets/setSecret/action",
+                false,
+            ),
+        ];
+        for (p, a, want) in cases {
+            assert_eq!(action_matches(p, a), want, "{p} vs {a}");
+        }
+    }
+
+    fn id(s: &str) -> ResourceId {
+        ResourceId::parse(s).unwrap()
+    }
+
+    const SUB: &str = "/subscriptions/s1";
+    const RG: &str = "/subscriptions/s1/resourceGroups/rg1";
+    const VM: &str =
+        "/subscriptions/s1/resourceGroups/rg1/providers/Microsoft.Compute/virtualMachines/vm1";
+    const KV: &str = "/subscriptions/s1/resourceGroups/rg1/providers/Microsoft.KeyVault/vaults/kv1";
+    const KV2: &str =
+        "/subscriptions/s1/resourceGroups/rg1/providers/Microsoft.KeyVault/vaults/kv2";
+
+    #[test]
+    fn evaluator_table() {
+        let role = |n: &str| role_by_name(n).unwrap();
+        struct Case {
+            role: &'static str,
+            at: &'static str,
+            action: &'static str,
+            target: &'static str,
+            data: bool,
+            want: bool,
+        }
+        let c = |role, at, action, target, data, want| Case {
+            role,
+            at,
+            action,
+            target,
+            data,
+            want,
+        };
+        let cases = [
+            c(
+                "Owner",
+                "/",
+                "Microsoft.Compute/virtualMachines/write",
+                VM,
+                false,
+                true,
+            ),
+            c(
+                "Owner",
+                SUB,
+                "Microsoft.Authorization/roleAssignments/write",
+                RG,
+                false,
+                true,
+            ),
+            c(
+                "Owner",
+                SUB,
+                "Microsoft.KeyVault/vaults/secrets/getSecret/action",
+                KV,
+                true,
+                false,
+            ),
+            c(
+                "Contributor",
+                SUB,
+                "Microsoft.Compute/virtualMachines/write",
+                VM,
+                false,
+                true,
+            ),
+            c(
+                "Contributor",
+                SUB,
+                "Microsoft.Authorization/roleAssignments/write",
+                RG,
+                false,
+                false,
+            ),
+            c(
+                "Contributor",
+                SUB,
+                "Microsoft.Authorization/roleAssignments/read",
+                RG,
+                false,
+                true,
+            ),
+            c(
+                "Reader",
+                RG,
+                "Microsoft.Compute/virtualMachines/read",
+                VM,
+                false,
+                true,
+            ),
+            c(
+                "Reader",
+                RG,
+                "Microsoft.Compute/virtualMachines/write",
+                VM,
+                false,
+                false,
+            ),
+            c(
+                "Reader",
+                VM,
+                "Microsoft.Resources/subscriptions/resourceGroups/read",
+                RG,
+                false,
+                false,
+            ),
+            c(
+                "Virtual Machine Contributor",
+                RG,
+                "Microsoft.Compute/virtualMachines/write",
+                VM,
+                false,
+                true,
+            ),
+            c(
+                "Virtual Machine Contributor",
+                RG,
+                "Microsoft.ManagedIdentity/userAssignedIdentities/assign/action",
+                RG,
+                false,
+                false,
+            ),
+            c(
+                "Managed Identity Operator",
+                RG,
+                "Microsoft.ManagedIdentity/userAssignedIdentities/assign/action",
+                RG,
+                false,
+                true,
+            ),
+            c(
+                "Managed Identity Contributor",
+                RG,
+                "Microsoft.ManagedIdentity/userAssignedIdentities/write",
+                RG,
+                false,
+                true,
+            ),
+            c(
+                "Managed Identity Contributor",
+                RG,
+                "Microsoft.ManagedIdentity/userAssignedIdentities/assign/action",
+                RG,
+                false,
+                false,
+            ),
+            c(
+                "User Access Administrator",
+                SUB,
+                "Microsoft.Authorization/roleAssignments/write",
+                VM,
+                false,
+                true,
+            ),
+            c(
+                "Role Based Access Control Administrator",
+                SUB,
+                "Microsoft.Authorization/roleAssignments/delete",
+                VM,
+                false,
+                true,
+            ),
+            c(
+                "Role Based Access Control Administrator",
+                SUB,
+                "Microsoft.Compute/virtualMachines/write",
+                VM,
+                false,
+                false,
+            ),
+            c(
+                "Key Vault Secrets User",
+                KV,
+                "Microsoft.KeyVault/vaults/secrets/getSecret/action",
+                KV,
+                true,
+                true,
+            ),
+            c(
+                "Key Vault Secrets User",
+                KV,
+                "Microsoft.KeyVault/vaults/secrets/getSecret/action",
+                KV2,
+                true,
+                false,
+            ),
+            c(
+                "Key Vault Secrets User",
+                KV,
+                "Microsoft.KeyVault/vaults/secrets/setSecret/action",
+                KV,
+                true,
+                false,
+            ),
+            c(
+                "Key Vault Secrets User",
+                KV,
+                "Microsoft.KeyVault/vaults/secrets/getSecret/action",
+                KV,
+                false,
+                false,
+            ),
+            c(
+                "Key Vault Secrets Officer",
+                SUB,
+                "Microsoft.KeyVault/vaults/secrets/delete",
+                KV,
+                true,
+                true,
+            ),
+            c(
+                "Key Vault Administrator",
+                RG,
+                "Microsoft.KeyVault/vaults/secrets/setSecret/action",
+                KV,
+                true,
+                true,
+            ),
+            c(
+                "Key Vault Administrator",
+                RG,
+                "Microsoft.KeyVault/vaults/write",
+                KV,
+                false,
+                false,
+            ),
+            c(
+                "Key Vault Reader",
+                RG,
+                "Microsoft.KeyVault/vaults/secrets/readMetadata/action",
+                KV,
+                true,
+                true,
+            ),
+            c(
+                "Key Vault Reader",
+                RG,
+                "Microsoft.KeyVault/vaults/secrets/getSecret/action",
+                KV,
+                true,
+                false,
+            ),
+        ];
+        for case in cases {
+            let assignments = [AssignmentView {
+                id: "a1",
+                principal_id: "P1",
+                scope: id(case.at),
+                role: role(case.role),
+            }];
+            let target = id(case.target);
+            let req = AccessRequest {
+                principal_id: "p1",
+                action: case.action,
+                scope: &target,
+                data: case.data,
+            };
+            let d = evaluate(&req, &assignments);
+            assert_eq!(
+                d.allowed, case.want,
+                "{} at {} → {} on {}: {}",
+                case.role, case.at, case.action, case.target, d.reason
+            );
+            // Another principal never benefits.
+            let other = AccessRequest {
+                principal_id: "p2",
+                ..req
+            };
+            assert!(!evaluate(&other, &assignments).allowed);
+        }
+    }
+
+    #[test]
+    fn notactions_are_per_assignment() {
+        // Contributor's notActions do not cancel what another assignment grants.
+        let assignments = [
+            AssignmentView {
+                id: "a",
+                principal_id: "p",
+                scope: id(SUB),
+                role: role_by_name("Contributor").unwrap(),
+            },
+            AssignmentView {
+                id: "b",
+                principal_id: "p",
+                scope: id(RG),
+                role: role_by_name("User Access Administrator").unwrap(),
+            },
+        ];
+        let target = id(VM);
+        let req = AccessRequest {
+            principal_id: "p",
+            action: "Microsoft.Authorization/roleAssignments/write",
+            scope: &target,
+            data: false,
+        };
+        let d = evaluate(&req, &assignments);
+        assert!(d.allowed, "{}", d.reason);
+        let sub = id(SUB);
+        let d = evaluate(&AccessRequest { scope: &sub, ..req }, &assignments);
+        assert!(!d.allowed);
+        assert!(d.reason.contains("Contributor"), "{}", d.reason);
+    }
+}
