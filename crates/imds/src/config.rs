@@ -55,15 +55,24 @@ impl Config {
         if self.tenant_id.trim().is_empty() {
             return Err("tenant id is empty".into());
         }
-        if !(self.entra_authority.starts_with("https://") || self.entra_authority.starts_with("http://")) {
-            return Err(format!("entra authority {:?} is not an http(s) url", self.entra_authority));
+        if !(self.entra_authority.starts_with("https://")
+            || self.entra_authority.starts_with("http://"))
+        {
+            return Err(format!(
+                "entra authority {:?} is not an http(s) url",
+                self.entra_authority
+            ));
         }
         Ok(())
     }
 
     /// The `aud` of client assertions.
     pub fn assertion_audience(&self) -> String {
-        format!("{}/{}/oauth2/v2.0/token", self.entra_authority.trim_end_matches('/'), self.tenant_id)
+        format!(
+            "{}/{}/oauth2/v2.0/token",
+            self.entra_authority.trim_end_matches('/'),
+            self.tenant_id
+        )
     }
 }
 
@@ -97,7 +106,9 @@ impl BinConfig {
         let http_addr = match env.get(ENV_HTTP_ADDR) {
             Some(v) => Some(addr(ENV_HTTP_ADDR, v)?),
             None if addressing == VmAddressing::SourceAddress => {
-                return Err(format!("{ENV_HTTP_ADDR} is required in source-address mode"));
+                return Err(format!(
+                    "{ENV_HTTP_ADDR} is required in source-address mode"
+                ));
             }
             None => None,
         };
@@ -109,7 +120,11 @@ impl BinConfig {
         config.validate()?;
         Ok(Self {
             config,
-            grpc_addr: addr(ENV_GRPC_ADDR, env.get(ENV_GRPC_ADDR).unwrap_or_else(|| "127.0.0.1:50053".into()))?,
+            grpc_addr: addr(
+                ENV_GRPC_ADDR,
+                env.get(ENV_GRPC_ADDR)
+                    .unwrap_or_else(|| "127.0.0.1:50053".into()),
+            )?,
             http_addr,
             data_dir: req(ENV_DATA_DIR)?.into(),
             entra_grpc_url: req(ENV_ENTRA_GRPC_URL)?,
@@ -131,8 +146,14 @@ mod tests {
             (ENV_ENTRA_GRPC_URL, "http://127.0.0.1:2"),
         ];
         let c = BinConfig::from_env(&MapEnv::from_pairs(base)).unwrap();
-        assert!(matches!(c.config.addressing, VmAddressing::PerVmListener { .. }));
-        assert_eq!(c.config.assertion_audience(), "https://localhost:1/t1/oauth2/v2.0/token");
+        assert!(matches!(
+            c.config.addressing,
+            VmAddressing::PerVmListener { .. }
+        ));
+        assert_eq!(
+            c.config.assertion_audience(),
+            "https://localhost:1/t1/oauth2/v2.0/token"
+        );
         let mut bad = base.to_vec();
         bad.push((ENV_ADDRESSING, "source-address"));
         assert!(BinConfig::from_env(&MapEnv::from_pairs(bad.clone())).is_err());

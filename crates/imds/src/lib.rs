@@ -1,1 +1,89 @@
+//! misim's Instance Metadata Service (IMDS).
+//!
+//! ARM configures VMs and their managed identities over the `Control` gRPC
+//! service; each VM then fetches tokens over plain HTTP exactly as on Azure
+//! (spec §1: `/metadata/identity/oauth2/token`, plus `/metadata/instance`,
+//! `/metadata/identity/info`, `/metadata/versions`) and through an App
+//! Service-style endpoint (`/msi/token`, spec §2) for SDKs that hard-code the
+//! real IMDS address ([`config::AZURE_IMDS_IP`], which misim never contacts).
+//!
+//! A token is obtained by signing a client assertion with the identity's key
+//! (parsed once per identity) and calling Entra's `Directory.IssueToken`; the
+//! result is cached per identity and resource under the policy of
+//! [`domain::cache::reuse_until`].
+//!
+//! VMs are told apart by the listener they call ([`VmAddressing::PerVmListener`])
+//! or by their source address ([`VmAddressing::SourceAddress`]).
 
+pub mod config;
+pub mod domain;
+mod error;
+mod grpc;
+mod http;
+mod service;
+
+use anyhow::Context;
+use misim_proto::imds::v1::control_server::ControlServer;
+use misim_runtime::Shutdown;
+use tokio::net::TcpListener;
+
+pub use config::{Config, VmAddressing};
+pub use error::ImdsError;
+pub use service::{Deps, Imds};
+
+impl Imds {
+    /// The Control gRPC service with tonic-health and reflection.
+    pub fn grpc_router(&self) -> tonic::transport::server::Router {
+        let (reporter, health) = tonic_health::server::health_reporter();
+        let svc = ControlServer::new(self.clone());
+        tokio::spawn(async move {
+            reporter.set_serving::<ControlServer<Imds>>().await;
+        });
+        let mut builder = tonic::transport::Server::builder();
+        let router = builder.add_service(health).add_service(svc);
+        match tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(misim_proto::FILE_DESCRIPTOR_SET)
+            .build_v1()
+        {
+            Ok(reflection) => router.add_service(reflection),
+            Err(e) => {
+                tracing::warn!(error = %e, "grpc reflection unavailable");
+                router
+            }
+        }
+    }
+
+    /// The shared HTTP router of source-address mode: the caller's IP
+    /// (`PeerAddr`) must be some VM's `private_ip`.
+    pub fn vm_router_for_source_address(&self) -> axum::Router {
+        http::source_address_router(self.clone())
+    }
+}
+
+/// Serves Control on `grpc` and, in source-address mode, the shared VM
+/// endpoint on `shared_http`, until `shutdown`. Per-VM listeners are already
+/// running (started by [`Imds::open`] and `PutVm`).
+pub async fn serve(
+    imds: Imds,
+    shared_http: Option<TcpListener>,
+    grpc: TcpListener,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let grpc_fut = misim_runtime::serve::serve_grpc(grpc, imds.grpc_router(), shutdown.clone());
+    let http_fut = async {
+        match shared_http {
+            Some(l) => misim_runtime::serve::serve_http(
+                l,
+                imds.vm_router_for_source_address(),
+                None,
+                shutdown.clone(),
+            )
+            .await
+            .context("imds shared http listener"),
+            None => Ok(()),
+        }
+    };
+    let (g, h) = tokio::join!(grpc_fut, http_fut);
+    g.context("imds grpc listener")?;
+    h
+}

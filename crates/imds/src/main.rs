@@ -1,1 +1,48 @@
-fn main(){}
+//! `misim-imds`: the Instance Metadata Service as a process.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use misim_imds::config::BinConfig;
+use misim_imds::{Deps, Imds};
+use misim_proto::entra::v1::directory_client::DirectoryClient;
+use tokio::net::TcpListener;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    misim_runtime::telemetry::init();
+    let cfg = match BinConfig::from_env(&misim_types::ProcessEnv) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("bad configuration: {e}");
+            std::process::exit(64);
+        }
+    };
+    let store =
+        misim_store::Store::open(&cfg.data_dir.join("imds")).context("opening the imds store")?;
+    let shutdown = misim_runtime::Shutdown::new();
+    let deps = Deps {
+        store: store.clone(),
+        clock: Arc::new(misim_types::SystemClock),
+        ids: Arc::new(misim_types::RandomIds),
+        directory: DirectoryClient::new(misim_runtime::lazy_channel(&cfg.entra_grpc_url)?),
+        shutdown: shutdown.clone(),
+    };
+    let grpc = TcpListener::bind(cfg.grpc_addr)
+        .await
+        .with_context(|| format!("binding {}", cfg.grpc_addr))?;
+    let http = match cfg.http_addr {
+        Some(a) => Some(
+            TcpListener::bind(a)
+                .await
+                .with_context(|| format!("binding {a}"))?,
+        ),
+        None => None,
+    };
+    tracing::info!(grpc = %grpc.local_addr()?, http = ?http.as_ref().and_then(|l| l.local_addr().ok()), "misim-imds listening");
+    let imds = Imds::open(cfg.config, deps).await.context("opening imds")?;
+    tokio::spawn(misim_runtime::cancel_on_signal(shutdown.clone()));
+    let result = misim_imds::serve(imds, http, grpc, shutdown).await;
+    store.flush().await.context("flushing the imds store")?;
+    result
+}

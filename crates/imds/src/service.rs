@@ -15,7 +15,9 @@ use tonic::transport::Channel;
 
 use crate::config::{Config, VmAddressing};
 use crate::domain::cache::{CachedToken, TokenCache};
-use crate::domain::{ASSERTION_LIFETIME, AssertionClaims, IdentityRecord, Kind, LiveIdentity, VmMeta, VmRecord};
+use crate::domain::{
+    ASSERTION_LIFETIME, AssertionClaims, IdentityRecord, Kind, LiveIdentity, VmMeta, VmRecord,
+};
 use crate::error::ImdsError;
 
 /// What IMDS is built from.
@@ -59,7 +61,7 @@ pub(crate) struct Inner {
     pub(crate) config: Config,
     table: Table<VmRecord>,
     pub(crate) clock: SharedClock,
-    ids: SharedIds,
+    pub(crate) ids: SharedIds,
     directory: DirectoryClient<Channel>,
     shutdown: Shutdown,
     /// VMs by lower-case resource id.
@@ -78,7 +80,9 @@ pub struct Imds {
 
 impl std::fmt::Debug for Imds {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Imds").field("config", &self.inner.config).finish_non_exhaustive()
+        f.debug_struct("Imds")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -126,20 +130,34 @@ impl Imds {
                 .collect();
             let cancel = imds.start_listener(&key, &mut record, true).await?;
             imds.inner.table.put(&key, &record).await?;
-            imds.inner.vms.write().insert(key, Arc::new(LiveVm { record, identities, cancel }));
+            imds.inner.vms.write().insert(
+                key,
+                Arc::new(LiveVm {
+                    record,
+                    identities,
+                    cancel,
+                }),
+            );
         }
         Ok(imds)
     }
 
     /// In per-VM mode binds and serves the VM's listener, recording its port.
-    async fn start_listener(&self, key: &str, record: &mut VmRecord, reuse_port: bool) -> Result<Option<Shutdown>, ImdsError> {
+    async fn start_listener(
+        &self,
+        key: &str,
+        record: &mut VmRecord,
+        reuse_port: bool,
+    ) -> Result<Option<Shutdown>, ImdsError> {
         let VmAddressing::PerVmListener { bind_ip } = self.inner.config.addressing else {
             record.imds_endpoint.clear();
             return Ok(None);
         };
         let mut listener = None;
         if reuse_port && record.port != 0 {
-            listener = TcpListener::bind(SocketAddr::new(bind_ip, record.port)).await.ok();
+            listener = TcpListener::bind(SocketAddr::new(bind_ip, record.port))
+                .await
+                .ok();
         }
         let listener = match listener {
             Some(l) => l,
@@ -177,8 +195,13 @@ impl Imds {
 
     /// All VMs, ordered by resource id.
     pub(crate) fn list(&self) -> Vec<Arc<LiveVm>> {
-        let mut v: Vec<(String, Arc<LiveVm>)> =
-            self.inner.vms.read().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut v: Vec<(String, Arc<LiveVm>)> = self
+            .inner
+            .vms
+            .read()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v.into_iter().map(|(_, v)| v).collect()
     }
@@ -198,7 +221,11 @@ impl Imds {
                     return Ok(old);
                 }
                 self.inner.table.put(&key, &record).await?;
-                Arc::new(LiveVm { record, identities: old.identities.clone(), cancel: old.cancel.clone() })
+                Arc::new(LiveVm {
+                    record,
+                    identities: old.identities.clone(),
+                    cancel: old.cancel.clone(),
+                })
             }
             None => {
                 let mut record = VmRecord {
@@ -215,7 +242,11 @@ impl Imds {
                     }
                     return Err(e.into());
                 }
-                Arc::new(LiveVm { record, identities: Vec::new(), cancel })
+                Arc::new(LiveVm {
+                    record,
+                    identities: Vec::new(),
+                    cancel,
+                })
             }
         };
         self.inner.vms.write().insert(key, live.clone());
@@ -244,7 +275,11 @@ impl Imds {
 
     /// Configures (or replaces) an identity on a VM. A new system-assigned
     /// identity replaces the old one: a VM has at most one.
-    pub(crate) async fn put_identity(&self, vm_resource_id: &str, record: IdentityRecord) -> Result<(), ImdsError> {
+    pub(crate) async fn put_identity(
+        &self,
+        vm_resource_id: &str,
+        record: IdentityRecord,
+    ) -> Result<(), ImdsError> {
         if record.client_id.is_empty() {
             return Err(ImdsError::Invalid("identity.client_id is required".into()));
         }
@@ -254,11 +289,14 @@ impl Imds {
         })?;
         let key = vm_key(vm_resource_id);
         let _w = self.inner.write.lock().await;
-        let old = self.vm(&key).ok_or_else(|| ImdsError::VmNotFound(vm_resource_id.to_owned()))?;
+        let old = self
+            .vm(&key)
+            .ok_or_else(|| ImdsError::VmNotFound(vm_resource_id.to_owned()))?;
         let replaced = |r: &IdentityRecord| {
-            r.client_id.eq_ignore_ascii_case(&record.client_id) || (record.kind == Kind::System && r.kind == Kind::System)
+            r.client_id.eq_ignore_ascii_case(&record.client_id)
+                || (record.kind == Kind::System && r.kind == Kind::System)
         };
-        if old.record.identities.iter().any(|r| *r == record) {
+        if old.record.identities.contains(&record) {
             return Ok(());
         }
         let mut vm = old.record.clone();
@@ -271,24 +309,42 @@ impl Imds {
         vm.identities.push(record);
         identities.push(Arc::new(live));
         self.inner.table.put(&key, &vm).await?;
-        self.inner.cache.purge(&vm.identities[vm.identities.len() - 1].client_id);
         self.inner
-            .vms
-            .write()
-            .insert(key, Arc::new(LiveVm { record: vm, identities, cancel: old.cancel.clone() }));
+            .cache
+            .purge(&vm.identities[vm.identities.len() - 1].client_id);
+        self.inner.vms.write().insert(
+            key,
+            Arc::new(LiveVm {
+                record: vm,
+                identities,
+                cancel: old.cancel.clone(),
+            }),
+        );
         Ok(())
     }
 
     /// Removes an identity from a VM; false when it was not there.
-    pub(crate) async fn remove_identity(&self, vm_resource_id: &str, client_id: &str) -> Result<bool, ImdsError> {
+    pub(crate) async fn remove_identity(
+        &self,
+        vm_resource_id: &str,
+        client_id: &str,
+    ) -> Result<bool, ImdsError> {
         let key = vm_key(vm_resource_id);
         let _w = self.inner.write.lock().await;
-        let Some(old) = self.vm(&key) else { return Ok(false) };
-        if !old.record.identities.iter().any(|r| r.client_id.eq_ignore_ascii_case(client_id)) {
+        let Some(old) = self.vm(&key) else {
+            return Ok(false);
+        };
+        if !old
+            .record
+            .identities
+            .iter()
+            .any(|r| r.client_id.eq_ignore_ascii_case(client_id))
+        {
             return Ok(false);
         }
         let mut vm = old.record.clone();
-        vm.identities.retain(|r| !r.client_id.eq_ignore_ascii_case(client_id));
+        vm.identities
+            .retain(|r| !r.client_id.eq_ignore_ascii_case(client_id));
         let identities = old
             .identities
             .iter()
@@ -297,16 +353,24 @@ impl Imds {
             .collect();
         self.inner.table.put(&key, &vm).await?;
         self.inner.cache.purge(client_id);
-        self.inner
-            .vms
-            .write()
-            .insert(key, Arc::new(LiveVm { record: vm, identities, cancel: old.cancel.clone() }));
+        self.inner.vms.write().insert(
+            key,
+            Arc::new(LiveVm {
+                record: vm,
+                identities,
+                cancel: old.cancel.clone(),
+            }),
+        );
         Ok(true)
     }
 
     /// A token for `identity` and `resource`: from the cache while the reuse
     /// policy allows, else from Entra with a fresh client assertion.
-    pub(crate) async fn token(&self, identity: &LiveIdentity, resource: &str) -> Result<Arc<CachedToken>, IssueError> {
+    pub(crate) async fn token(
+        &self,
+        identity: &LiveIdentity,
+        resource: &str,
+    ) -> Result<Arc<CachedToken>, IssueError> {
         let client_id = identity.record.client_id.as_str();
         let now = self.inner.clock.unix();
         if let Some(t) = self.inner.cache.get(client_id, resource, now) {
@@ -321,7 +385,10 @@ impl Imds {
             iat: now,
             exp: now + ASSERTION_LIFETIME,
         };
-        let assertion = identity.signer.sign(&claims).map_err(|e| IssueError::Internal(e.to_string()))?;
+        let assertion = identity
+            .signer
+            .sign(&claims)
+            .map_err(|e| IssueError::Internal(e.to_string()))?;
         let mut dir = self.inner.directory.clone();
         let issued = dir
             .issue_token(IssueTokenRequest {
@@ -333,7 +400,9 @@ impl Imds {
             .map_err(|s| {
                 let msg = s.message().to_owned();
                 match s.code() {
-                    tonic::Code::InvalidArgument | tonic::Code::NotFound if msg.contains("AADSTS500011") => {
+                    tonic::Code::InvalidArgument | tonic::Code::NotFound
+                        if msg.contains("AADSTS500011") =>
+                    {
                         IssueError::InvalidResource(msg)
                     }
                     tonic::Code::InvalidArgument
@@ -341,9 +410,9 @@ impl Imds {
                     | tonic::Code::Unauthenticated
                     | tonic::Code::PermissionDenied
                     | tonic::Code::FailedPrecondition => IssueError::Rejected(msg),
-                    tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::ResourceExhausted => {
-                        IssueError::Unavailable(msg)
-                    }
+                    tonic::Code::Unavailable
+                    | tonic::Code::DeadlineExceeded
+                    | tonic::Code::ResourceExhausted => IssueError::Unavailable(msg),
                     _ => IssueError::Internal(msg),
                 }
             })?

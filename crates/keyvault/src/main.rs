@@ -1,1 +1,56 @@
-fn main(){}
+//! `misim-keyvault`: the Key Vault secrets data plane as a process.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use misim_keyvault::config::BinConfig;
+use misim_keyvault::{Deps, KeyVault};
+use misim_proto::arm::v1::authorization_client::AuthorizationClient;
+use misim_proto::entra::v1::directory_client::DirectoryClient;
+use misim_types::Clock;
+use tokio::net::TcpListener;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    misim_runtime::telemetry::init();
+    let cfg = match BinConfig::from_env(&misim_types::ProcessEnv) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("bad configuration: {e}");
+            std::process::exit(64);
+        }
+    };
+    let clock = Arc::new(misim_types::SystemClock);
+    let suffix = cfg.config.dns_suffix.trim_matches('.').to_owned();
+    let tls = misim_runtime::tls::load_or_create(
+        &cfg.data_dir.join("tls"),
+        &[suffix.clone(), format!("*.{suffix}")],
+        clock.now(),
+    )
+    .context("loading TLS material")?;
+    let store = misim_store::Store::open(&cfg.data_dir.join("keyvault"))
+        .context("opening the key vault store")?;
+    let directory = DirectoryClient::new(misim_runtime::lazy_channel(&cfg.entra_grpc_url)?);
+    let deps = Deps {
+        store: store.clone(),
+        clock,
+        ids: Arc::new(misim_types::RandomIds),
+        keys: misim_proto::keys::EntraKeys::new(directory),
+        authz: AuthorizationClient::new(misim_runtime::lazy_channel(&cfg.arm_grpc_url)?),
+    };
+    let kv = KeyVault::open(cfg.config, deps)
+        .await
+        .context("opening key vault")?;
+    let http = TcpListener::bind(cfg.http_addr)
+        .await
+        .with_context(|| format!("binding {}", cfg.http_addr))?;
+    tracing::info!(https = %http.local_addr()?, ca = %tls.ca_path.display(), "misim-keyvault listening");
+    let shutdown = misim_runtime::Shutdown::new();
+    tokio::spawn(misim_runtime::cancel_on_signal(shutdown.clone()));
+    let result = misim_keyvault::serve(kv, http, Some(tls.server_config), shutdown).await;
+    store
+        .flush()
+        .await
+        .context("flushing the key vault store")?;
+    result
+}

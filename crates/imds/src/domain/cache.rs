@@ -80,7 +80,11 @@ impl TokenCache {
     /// Stores a freshly issued token.
     pub fn put(&self, client_id: &str, resource: &str, token: Arc<CachedToken>) {
         let r = normalize_resource(resource).into_owned();
-        self.map.write().entry(client_id.to_owned()).or_default().insert(r, token);
+        self.map
+            .write()
+            .entry(client_id.to_owned())
+            .or_default()
+            .insert(r, token);
     }
 
     /// Forgets every token of an identity (removed from a VM, or replaced).
@@ -120,7 +124,11 @@ mod tests {
     #[test]
     fn cache_hits_misses_and_purges() {
         let c = TokenCache::default();
-        c.put("c1", "https://Management.azure.com/", Arc::new(CachedToken::new("t".into(), 0, 0, 3600)));
+        c.put(
+            "c1",
+            "https://Management.azure.com/",
+            Arc::new(CachedToken::new("t".into(), 0, 0, 3600)),
+        );
         assert!(c.get("c1", "https://management.azure.com", 10).is_some());
         assert!(c.get("c1", "https://management.azure.com", 2700).is_none());
         assert!(c.get("c2", "https://management.azure.com", 10).is_none());

@@ -91,8 +91,10 @@ impl std::fmt::Debug for LiveIdentity {
 impl LiveIdentity {
     /// Parses the identity's key and certificate into a signer.
     pub fn new(record: IdentityRecord) -> Result<Self, String> {
-        let key = misim_token::cert::pem_to_der(&record.private_key_pem, "PRIVATE KEY").map_err(|e| e.to_string())?;
-        let cert = misim_token::cert::pem_to_der(&record.certificate_pem, "CERTIFICATE").map_err(|e| e.to_string())?;
+        let key = misim_token::cert::pem_to_der(&record.private_key_pem, "PRIVATE KEY")
+            .map_err(|e| e.to_string())?;
+        let cert = misim_token::cert::pem_to_der(&record.certificate_pem, "CERTIFICATE")
+            .map_err(|e| e.to_string())?;
         let signer = RsaSigner::new(&key, &cert).map_err(|e| e.to_string())?;
         Ok(Self { record, signer })
     }
@@ -123,7 +125,10 @@ pub enum SelectError {
 /// Picks the identity for a request (spec §1.2): a selector must match an
 /// identity of this VM; without one the system-assigned identity is the
 /// default, else the only user-assigned identity.
-pub fn select<'v>(ids: &'v [Arc<LiveIdentity>], sel: Selector<'_>) -> Result<&'v Arc<LiveIdentity>, SelectError> {
+pub fn select<'v>(
+    ids: &'v [Arc<LiveIdentity>],
+    sel: Selector<'_>,
+) -> Result<&'v Arc<LiveIdentity>, SelectError> {
     let found = match sel {
         Selector::None => {
             if let Some(s) = ids.iter().find(|i| i.record.kind == Kind::System) {
@@ -136,11 +141,20 @@ pub fn select<'v>(ids: &'v [Arc<LiveIdentity>], sel: Selector<'_>) -> Result<&'v
                 (None, _) => Err(SelectError::NotFound),
             };
         }
-        Selector::ClientId(c) => ids.iter().find(|i| i.record.client_id.eq_ignore_ascii_case(c)),
-        Selector::ObjectId(o) => ids.iter().find(|i| i.record.object_id.eq_ignore_ascii_case(o)),
+        Selector::ClientId(c) => ids
+            .iter()
+            .find(|i| i.record.client_id.eq_ignore_ascii_case(c)),
+        Selector::ObjectId(o) => ids
+            .iter()
+            .find(|i| i.record.object_id.eq_ignore_ascii_case(o)),
         Selector::ResourceId(r) => {
             let r = r.trim_end_matches('/');
-            ids.iter().find(|i| i.record.resource_id.trim_end_matches('/').eq_ignore_ascii_case(r))
+            ids.iter().find(|i| {
+                i.record
+                    .resource_id
+                    .trim_end_matches('/')
+                    .eq_ignore_ascii_case(r)
+            })
         }
     };
     found.ok_or(SelectError::NotFound)
@@ -170,7 +184,12 @@ mod tests {
         static C: OnceLock<misim_token::cert::GeneratedCert> = OnceLock::new();
         C.get_or_init(|| {
             let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
-            misim_token::cert::generate_rsa_cert("x", now, now + std::time::Duration::from_secs(86400)).unwrap()
+            misim_token::cert::generate_rsa_cert(
+                "x",
+                now,
+                now + std::time::Duration::from_secs(86400),
+            )
+            .unwrap()
         })
     }
 
@@ -198,25 +217,47 @@ mod tests {
     fn selection_follows_the_spec_table() {
         let none: Vec<Arc<LiveIdentity>> = vec![];
         assert_eq!(pick(&none, Selector::None), Err(SelectError::NotFound));
-        assert_eq!(pick(&none, Selector::ClientId("c-s")), Err(SelectError::NotFound));
+        assert_eq!(
+            pick(&none, Selector::ClientId("c-s")),
+            Err(SelectError::NotFound)
+        );
 
         let sami = vec![id(Kind::System, "s")];
         assert_eq!(pick(&sami, Selector::None).unwrap(), "c-s");
-        assert_eq!(pick(&sami, Selector::ClientId("c-x")), Err(SelectError::NotFound));
+        assert_eq!(
+            pick(&sami, Selector::ClientId("c-x")),
+            Err(SelectError::NotFound)
+        );
 
         let both = vec![id(Kind::User, "u1"), id(Kind::System, "s")];
         assert_eq!(pick(&both, Selector::None).unwrap(), "c-s");
         assert_eq!(pick(&both, Selector::ObjectId("O-U1")).unwrap(), "c-u1");
-        assert_eq!(pick(&both, Selector::ClientId("nope")), Err(SelectError::NotFound));
+        assert_eq!(
+            pick(&both, Selector::ClientId("nope")),
+            Err(SelectError::NotFound)
+        );
 
         let one = vec![id(Kind::User, "u1")];
         assert_eq!(pick(&one, Selector::None).unwrap(), "c-u1");
-        assert_eq!(pick(&one, Selector::ResourceId("/SUBSCRIPTIONS/s/resourcegroups/rg/providers/X/y/u1/")).unwrap(), "c-u1");
-        assert_eq!(pick(&one, Selector::ObjectId("o-zz")), Err(SelectError::NotFound));
+        assert_eq!(
+            pick(
+                &one,
+                Selector::ResourceId("/SUBSCRIPTIONS/s/resourcegroups/rg/providers/X/y/u1/")
+            )
+            .unwrap(),
+            "c-u1"
+        );
+        assert_eq!(
+            pick(&one, Selector::ObjectId("o-zz")),
+            Err(SelectError::NotFound)
+        );
 
         let two = vec![id(Kind::User, "u1"), id(Kind::User, "u2")];
         assert_eq!(pick(&two, Selector::None), Err(SelectError::Ambiguous));
         assert_eq!(pick(&two, Selector::ClientId("c-u2")).unwrap(), "c-u2");
-        assert_eq!(pick(&two, Selector::ClientId("c-u3")), Err(SelectError::NotFound));
+        assert_eq!(
+            pick(&two, Selector::ClientId("c-u3")),
+            Err(SelectError::NotFound)
+        );
     }
 }

@@ -1,0 +1,164 @@
+//! `misim.imds.v1.Control`: how ARM configures VMs and their identities.
+//! The only module that sees the generated types.
+
+use misim_proto::imds::v1 as pb;
+use misim_proto::imds::v1::control_server::Control;
+use misim_proto::required;
+use tonic::{Request, Response, Status};
+
+use crate::domain::{IdentityRecord, Kind, VmMeta};
+use crate::service::{Imds, LiveVm};
+
+fn meta_from(m: pb::VmMetadata) -> VmMeta {
+    VmMeta {
+        resource_id: m.resource_id,
+        vm_id: m.vm_id,
+        name: m.name,
+        resource_group: m.resource_group,
+        subscription_id: m.subscription_id,
+        location: m.location,
+        vm_size: m.vm_size,
+        os_type: m.os_type,
+        tags: m.tags.into_iter().collect(),
+        publisher: m.publisher,
+        offer: m.offer,
+        sku: m.sku,
+        version: m.version,
+        admin_username: m.admin_username,
+        computer_name: m.computer_name,
+        private_ip: m.private_ip,
+    }
+}
+
+fn meta_to(m: &VmMeta) -> pb::VmMetadata {
+    pb::VmMetadata {
+        resource_id: m.resource_id.clone(),
+        vm_id: m.vm_id.clone(),
+        name: m.name.clone(),
+        resource_group: m.resource_group.clone(),
+        subscription_id: m.subscription_id.clone(),
+        location: m.location.clone(),
+        vm_size: m.vm_size.clone(),
+        os_type: m.os_type.clone(),
+        tags: m.tags.clone().into_iter().collect(),
+        publisher: m.publisher.clone(),
+        offer: m.offer.clone(),
+        sku: m.sku.clone(),
+        version: m.version.clone(),
+        admin_username: m.admin_username.clone(),
+        computer_name: m.computer_name.clone(),
+        private_ip: m.private_ip.clone(),
+    }
+}
+
+/// The public view of a VM: never any private key.
+fn vm_to(vm: &LiveVm) -> pb::Vm {
+    let r = &vm.record;
+    pb::Vm {
+        metadata: Some(meta_to(&r.meta)),
+        imds_endpoint: r.imds_endpoint.clone(),
+        identity_header: r.identity_header.clone(),
+        identities: r
+            .identities
+            .iter()
+            .map(|i| pb::IdentityInfo {
+                kind: match i.kind {
+                    Kind::System => pb::IdentityKind::SystemAssigned,
+                    Kind::User => pb::IdentityKind::UserAssigned,
+                } as i32,
+                client_id: i.client_id.clone(),
+                object_id: i.object_id.clone(),
+                resource_id: i.resource_id.clone(),
+            })
+            .collect(),
+    }
+}
+
+#[tonic::async_trait]
+impl Control for Imds {
+    async fn put_vm(&self, req: Request<pb::PutVmRequest>) -> Result<Response<pb::Vm>, Status> {
+        let meta = req
+            .into_inner()
+            .metadata
+            .ok_or_else(|| Status::invalid_argument("missing field metadata"))?;
+        required("metadata.resource_id", &meta.resource_id)?;
+        let vm = self.put_vm(meta_from(meta)).await?;
+        Ok(Response::new(vm_to(&vm)))
+    }
+
+    async fn get_vm(&self, req: Request<pb::GetVmRequest>) -> Result<Response<pb::Vm>, Status> {
+        let id = req.into_inner().resource_id;
+        required("resource_id", &id)?;
+        let vm = self
+            .vm(&crate::service::vm_key(&id))
+            .ok_or_else(|| Status::not_found(format!("vm {id} not found")))?;
+        Ok(Response::new(vm_to(&vm)))
+    }
+
+    async fn list_vms(
+        &self,
+        _req: Request<pb::ListVmsRequest>,
+    ) -> Result<Response<pb::ListVmsResponse>, Status> {
+        Ok(Response::new(pb::ListVmsResponse {
+            vms: self.list().iter().map(|v| vm_to(v)).collect(),
+        }))
+    }
+
+    async fn delete_vm(
+        &self,
+        req: Request<pb::DeleteVmRequest>,
+    ) -> Result<Response<pb::DeleteVmResponse>, Status> {
+        let id = req.into_inner().resource_id;
+        required("resource_id", &id)?;
+        let existed = self.delete_vm(&id).await?;
+        Ok(Response::new(pb::DeleteVmResponse { existed }))
+    }
+
+    async fn put_identity(
+        &self,
+        req: Request<pb::PutIdentityRequest>,
+    ) -> Result<Response<pb::PutIdentityResponse>, Status> {
+        let req = req.into_inner();
+        required("vm_resource_id", &req.vm_resource_id)?;
+        let i = req
+            .identity
+            .ok_or_else(|| Status::invalid_argument("missing field identity"))?;
+        let kind = match pb::IdentityKind::try_from(i.kind) {
+            Ok(pb::IdentityKind::SystemAssigned) => Kind::System,
+            Ok(pb::IdentityKind::UserAssigned) => Kind::User,
+            _ => {
+                return Err(Status::invalid_argument(format!(
+                    "invalid value {} for field identity.kind",
+                    i.kind
+                )));
+            }
+        };
+        required("identity.client_id", &i.client_id)?;
+        required("identity.certificate_pem", &i.certificate_pem)?;
+        required("identity.private_key_pem", &i.private_key_pem)?;
+        let record = IdentityRecord {
+            kind,
+            client_id: i.client_id,
+            object_id: i.object_id,
+            resource_id: i.resource_id,
+            tenant_id: i.tenant_id,
+            certificate_pem: i.certificate_pem,
+            private_key_pem: i.private_key_pem,
+        };
+        self.put_identity(&req.vm_resource_id, record).await?;
+        Ok(Response::new(pb::PutIdentityResponse {}))
+    }
+
+    async fn remove_identity(
+        &self,
+        req: Request<pb::RemoveIdentityRequest>,
+    ) -> Result<Response<pb::RemoveIdentityResponse>, Status> {
+        let req = req.into_inner();
+        required("vm_resource_id", &req.vm_resource_id)?;
+        required("client_id", &req.client_id)?;
+        let existed = self
+            .remove_identity(&req.vm_resource_id, &req.client_id)
+            .await?;
+        Ok(Response::new(pb::RemoveIdentityResponse { existed }))
+    }
+}

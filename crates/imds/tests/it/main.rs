@@ -1,0 +1,1078 @@
+//! Component tests of misim-imds: a real IMDS on loopback listeners against a
+//! fake Entra `Directory` that verifies every client assertion.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use misim_imds::{Config, Deps, Imds, VmAddressing};
+use misim_proto::entra::v1 as entra;
+use misim_proto::entra::v1::directory_server::{Directory, DirectoryServer};
+use misim_proto::imds::v1 as pb;
+use misim_proto::imds::v1::control_server::Control;
+use misim_token::cert::GeneratedCert;
+use misim_types::{Clock, ManualClock};
+use parking_lot::Mutex;
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tonic::{Request, Response, Status};
+
+const TENANT: &str = "72f988bf-0000-4000-8000-000000000001";
+const AUTHORITY: &str = "https://localhost:9443";
+const NOW: u64 = 1_767_139_199;
+const ARM: &str = "https://management.azure.com/";
+const VM1: &str =
+    "/subscriptions/s1/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm1";
+const VM2: &str =
+    "/subscriptions/s1/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm2";
+
+fn certs() -> &'static Vec<GeneratedCert> {
+    static C: OnceLock<Vec<GeneratedCert>> = OnceLock::new();
+    C.get_or_init(|| {
+        let nb = std::time::UNIX_EPOCH + Duration::from_secs(NOW - 3600);
+        (0..3)
+            .map(|i| {
+                misim_token::cert::generate_rsa_cert(
+                    &format!("c{i}"),
+                    nb,
+                    nb + Duration::from_secs(90 * 86400),
+                )
+                .unwrap()
+            })
+            .collect()
+    })
+}
+
+// ---------------------------------------------------------------- fake Entra
+
+#[derive(Debug, Default)]
+struct FakeDirectory {
+    calls: AtomicUsize,
+    /// DER certificate registered per client id.
+    certs: Mutex<HashMap<String, Vec<u8>>>,
+    clock: Option<Arc<ManualClock>>,
+}
+
+impl FakeDirectory {
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+fn unimpl<T>() -> Result<Response<T>, Status> {
+    Err(Status::unimplemented("fake"))
+}
+
+struct FakeSvc(Arc<FakeDirectory>);
+
+#[tonic::async_trait]
+impl Directory for FakeSvc {
+    async fn get_tenant(
+        &self,
+        _: Request<entra::GetTenantRequest>,
+    ) -> Result<Response<entra::Tenant>, Status> {
+        unimpl()
+    }
+    async fn create_service_principal(
+        &self,
+        _: Request<entra::CreateServicePrincipalRequest>,
+    ) -> Result<Response<entra::ServicePrincipal>, Status> {
+        unimpl()
+    }
+    async fn get_service_principal(
+        &self,
+        _: Request<entra::GetServicePrincipalRequest>,
+    ) -> Result<Response<entra::ServicePrincipal>, Status> {
+        unimpl()
+    }
+    async fn list_service_principals(
+        &self,
+        _: Request<entra::ListServicePrincipalsRequest>,
+    ) -> Result<Response<entra::ListServicePrincipalsResponse>, Status> {
+        unimpl()
+    }
+    async fn delete_service_principal(
+        &self,
+        _: Request<entra::DeleteServicePrincipalRequest>,
+    ) -> Result<Response<entra::DeleteServicePrincipalResponse>, Status> {
+        unimpl()
+    }
+    async fn add_key_credential(
+        &self,
+        _: Request<entra::AddKeyCredentialRequest>,
+    ) -> Result<Response<entra::KeyCredential>, Status> {
+        unimpl()
+    }
+    async fn ensure_application(
+        &self,
+        _: Request<entra::EnsureApplicationRequest>,
+    ) -> Result<Response<entra::ServicePrincipal>, Status> {
+        unimpl()
+    }
+    async fn get_signing_keys(
+        &self,
+        _: Request<entra::GetSigningKeysRequest>,
+    ) -> Result<Response<entra::SigningKeys>, Status> {
+        unimpl()
+    }
+
+    async fn issue_token(
+        &self,
+        req: Request<entra::IssueTokenRequest>,
+    ) -> Result<Response<entra::IssuedToken>, Status> {
+        let this = &self.0;
+        let n = this.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        let req = req.into_inner();
+        let now = this.clock.as_ref().map(|c| c.unix()).unwrap_or(NOW as i64);
+        let der = this
+            .certs
+            .lock()
+            .get(&req.client_id)
+            .cloned()
+            .ok_or_else(|| {
+                Status::unauthenticated(format!("AADSTS700016: unknown client {}", req.client_id))
+            })?;
+        // The assertion must verify against the identity's certificate.
+        let info = misim_token::cert::parse_rsa_cert(&der).unwrap();
+        let header = misim_token::verify::assertion_header(&req.client_assertion)
+            .map_err(|e| Status::unauthenticated(e.to_string()))?;
+        assert_eq!(
+            header.x5t.as_deref(),
+            Some(info.sha1.as_slice()),
+            "x5t names the certificate"
+        );
+        let aud = format!("{AUTHORITY}/{TENANT}/oauth2/v2.0/token");
+        misim_token::verify::verify_client_assertion(
+            &req.client_assertion,
+            &header,
+            &info.rsa_public_key,
+            &req.client_id,
+            now,
+            |a| a == aud,
+        )
+        .map_err(|e| Status::unauthenticated(format!("AADSTS700027: {e}")))?;
+        if misim_types::audiences::known(&req.resource).is_none() {
+            return Err(Status::invalid_argument(format!(
+                "AADSTS500011: The resource principal named {} was not found in the tenant named {TENANT}.",
+                req.resource
+            )));
+        }
+        Ok(Response::new(entra::IssuedToken {
+            access_token: format!("tok-{n}-{}-{}", req.client_id, req.resource),
+            issued_at_unix: now,
+            not_before_unix: now,
+            expires_on_unix: now + 86400,
+            resource: req.resource,
+        }))
+    }
+}
+
+async fn serve_fake(dir: Arc<FakeDirectory>) -> String {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(DirectoryServer::new(FakeSvc(dir)))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(l)),
+    );
+    url
+}
+
+// ------------------------------------------------------------------ harness
+
+struct Harness {
+    imds: Imds,
+    dir: Arc<FakeDirectory>,
+    clock: Arc<ManualClock>,
+    shutdown: misim_runtime::Shutdown,
+    http: reqwest::Client,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+fn http_client() -> reqwest::Client {
+    // Never through a proxy: every request goes to loopback.
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+async fn open(
+    store: misim_store::Store,
+    directory_url: &str,
+    dir: Arc<FakeDirectory>,
+    clock: Arc<ManualClock>,
+) -> Harness {
+    let shutdown = misim_runtime::Shutdown::new();
+    let config = Config {
+        tenant_id: TENANT.into(),
+        entra_authority: AUTHORITY.into(),
+        addressing: VmAddressing::PerVmListener {
+            bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        },
+    };
+    let deps = Deps {
+        store,
+        clock: clock.clone(),
+        ids: Arc::new(misim_types::SeqIds::new(1)),
+        directory: misim_proto::entra::v1::directory_client::DirectoryClient::new(
+            misim_runtime::lazy_channel(directory_url).unwrap(),
+        ),
+        shutdown: shutdown.clone(),
+    };
+    let imds = Imds::open(config, deps).await.unwrap();
+    Harness {
+        imds,
+        dir,
+        clock,
+        shutdown,
+        http: http_client(),
+    }
+}
+
+async fn harness() -> Harness {
+    let clock = Arc::new(ManualClock::at_unix(NOW));
+    let dir = Arc::new(FakeDirectory {
+        clock: Some(clock.clone()),
+        ..Default::default()
+    });
+    let url = serve_fake(dir.clone()).await;
+    open(misim_store::Store::memory().unwrap(), &url, dir, clock).await
+}
+
+fn meta(id: &str, ip: &str) -> pb::VmMetadata {
+    let mut tags = HashMap::new();
+    tags.insert("env".to_owned(), "test".to_owned());
+    pb::VmMetadata {
+        resource_id: id.into(),
+        vm_id: "11111111-2222-3333-4444-555555555555".into(),
+        name: id.rsplit('/').next().unwrap().into(),
+        resource_group: "rg".into(),
+        subscription_id: "s1".into(),
+        location: "westeurope".into(),
+        vm_size: "Standard_D2s_v5".into(),
+        os_type: "Linux".into(),
+        tags,
+        publisher: "Canonical".into(),
+        offer: "ubuntu-24_04-lts".into(),
+        sku: "server".into(),
+        version: "latest".into(),
+        admin_username: "azureuser".into(),
+        computer_name: "vm".into(),
+        private_ip: ip.into(),
+    }
+}
+
+/// An identity: `n` picks the key; SAMI ids derive from the VM.
+fn identity(kind: pb::IdentityKind, name: &str, n: usize) -> pb::ManagedIdentity {
+    let c = &certs()[n];
+    pb::ManagedIdentity {
+        kind: kind as i32,
+        client_id: format!("client-{name}"),
+        object_id: format!("object-{name}"),
+        resource_id: match kind {
+            pb::IdentityKind::UserAssigned => {
+                format!(
+                    "/subscriptions/s1/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}"
+                )
+            }
+            _ => format!(
+                "/subscriptions/s1/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/{name}"
+            ),
+        },
+        tenant_id: TENANT.into(),
+        certificate_pem: c.certificate_pem.clone(),
+        private_key_pem: c.private_key_pem.clone(),
+    }
+}
+
+const SAMI: pb::IdentityKind = pb::IdentityKind::SystemAssigned;
+const UAMI: pb::IdentityKind = pb::IdentityKind::UserAssigned;
+
+impl Harness {
+    async fn put_vm(&self, id: &str) -> pb::Vm {
+        Control::put_vm(
+            &self.imds,
+            Request::new(pb::PutVmRequest {
+                metadata: Some(meta(id, "")),
+            }),
+        )
+        .await
+        .unwrap()
+        .into_inner()
+    }
+
+    async fn put_identity(&self, vm: &str, i: pb::ManagedIdentity) {
+        let n = certs()
+            .iter()
+            .position(|c| c.certificate_pem == i.certificate_pem)
+            .unwrap();
+        self.dir
+            .certs
+            .lock()
+            .insert(i.client_id.clone(), certs()[n].certificate_der.clone());
+        Control::put_identity(
+            &self.imds,
+            Request::new(pb::PutIdentityRequest {
+                vm_resource_id: vm.into(),
+                identity: Some(i),
+            }),
+        )
+        .await
+        .unwrap();
+    }
+
+    async fn remove_identity(&self, vm: &str, client_id: &str) -> bool {
+        Control::remove_identity(
+            &self.imds,
+            Request::new(pb::RemoveIdentityRequest {
+                vm_resource_id: vm.into(),
+                client_id: client_id.into(),
+            }),
+        )
+        .await
+        .unwrap()
+        .into_inner()
+        .existed
+    }
+
+    /// GET `{endpoint}{path_and_query}` with `Metadata: true`.
+    async fn get(&self, vm: &pb::Vm, pq: &str) -> (u16, Value) {
+        self.get_with(vm, pq, &[("Metadata", "true")]).await
+    }
+
+    async fn get_with(&self, vm: &pb::Vm, pq: &str, headers: &[(&str, &str)]) -> (u16, Value) {
+        let mut r = self.http.get(format!("{}{pq}", vm.imds_endpoint));
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        let resp = r.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn token(&self, vm: &pb::Vm, extra: &str) -> (u16, Value) {
+        self.get(
+            vm,
+            &format!(
+                "/metadata/identity/oauth2/token?api-version=2018-02-01&resource={ARM}{extra}"
+            ),
+        )
+        .await
+    }
+}
+
+fn error_is(body: &Value, error: &str, description: &str) {
+    assert_eq!(body["error"], error, "{body}");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .starts_with(description),
+        "{body}"
+    );
+}
+
+fn client_of(body: &Value) -> &str {
+    body["client_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no token: {body}"))
+}
+
+// -------------------------------------------------------------------- tests
+
+#[tokio::test]
+async fn missing_or_wrong_metadata_header_is_invalid_request() {
+    let h = harness().await;
+    let vm = h.put_vm(VM1).await;
+    h.put_identity(VM1, identity(SAMI, "vm1", 0)).await;
+    let pq = format!("/metadata/identity/oauth2/token?api-version=2018-02-01&resource={ARM}");
+    for headers in [&[][..], &[("Metadata", "false")][..]] {
+        let (s, b) = h.get_with(&vm, &pq, headers).await;
+        assert_eq!(s, 400);
+        assert_eq!(
+            b,
+            serde_json::json!({"error":"invalid_request","error_description":"Required metadata header not specified"})
+        );
+    }
+    // The header name is case-insensitive (Rust sends `metadata`).
+    let (s, _) = h.get_with(&vm, &pq, &[("metadata", "true")]).await;
+    assert_eq!(s, 200);
+    assert_eq!(h.dir.calls(), 1);
+}
+
+#[tokio::test]
+async fn proxies_verbs_and_malformed_queries_are_rejected() {
+    let h = harness().await;
+    let vm = h.put_vm(VM1).await;
+    h.put_identity(VM1, identity(SAMI, "vm1", 0)).await;
+    let pq = format!("/metadata/identity/oauth2/token?api-version=2018-02-01&resource={ARM}");
+    let (s, b) = h
+        .get_with(
+            &vm,
+            &pq,
+            &[("Metadata", "true"), ("X-Forwarded-For", "10.0.0.1")],
+        )
+        .await;
+    assert_eq!(s, 400);
+    assert_eq!(b["error"], "invalid_request");
+
+    let resp = h
+        .http
+        .post(format!("{}{pq}", vm.imds_endpoint))
+        .header("Metadata", "true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 405);
+
+    for bad in [
+        format!("/metadata/identity/oauth2/token?resource={ARM}"),
+        format!("/metadata/identity/oauth2/token?api-version=2017-12-01&resource={ARM}"),
+        format!("/metadata/identity/oauth2/token?api-version=latest&resource={ARM}"),
+        "/metadata/identity/oauth2/token?api-version=2018-02-01".to_owned(),
+        format!(
+            "/metadata/identity/oauth2/token?api-version=2018-02-01&resource={ARM}&resource={ARM}"
+        ),
+        format!(
+            "/metadata/identity/oauth2/token?api-version=2018-02-01&resource={ARM}&client_id=a&object_id=b"
+        ),
+        format!(
+            "/metadata/identity/oauth2/token?api-version=2018-02-01&resource={ARM}&msi_res_id=a&mi_res_id=b"
+        ),
+    ] {
+        let (s, b) = h.get(&vm, &bad).await;
+        assert_eq!(s, 400, "{bad}");
+        assert_eq!(b["error"], "invalid_request", "{bad}");
+    }
+    assert_eq!(h.dir.calls(), 0);
+}
+
+#[tokio::test]
+async fn success_body_is_all_strings_and_echoes_selectors() {
+    let h = harness().await;
+    let vm = h.put_vm(VM1).await;
+    h.put_identity(VM1, identity(UAMI, "u1", 1)).await;
+    let (s, b) = h.token(&vm, "").await;
+    assert_eq!(s, 200, "{b}");
+    let obj = b.as_object().unwrap();
+    for k in [
+        "access_token",
+        "client_id",
+        "expires_in",
+        "expires_on",
+        "ext_expires_in",
+        "not_before",
+        "resource",
+        "token_type",
+    ] {
+        assert!(obj[k].is_string(), "{k} must be a string: {b}");
+    }
+    assert!(obj.values().all(Value::is_string), "{b}");
+    assert_eq!(b["token_type"], "Bearer");
+    assert_eq!(b["resource"], ARM);
+    assert_eq!(b["client_id"], "client-u1");
+    assert_eq!(b["expires_on"], (NOW + 86400).to_string());
+    assert_eq!(b["expires_in"], "86400");
+    assert_eq!(b["not_before"], NOW.to_string());
+    assert!(obj.get("object_id").is_none());
+
+    let (_, b) = h.token(&vm, "&object_id=object-u1").await;
+    assert_eq!(b["object_id"], "object-u1");
+    let rid = "/subscriptions/s1/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/u1";
+    let (_, b) = h.token(&vm, &format!("&msi_res_id={rid}")).await;
+    assert_eq!(b["msi_res_id"], rid);
+    assert_eq!(b["client_id"], "client-u1");
+    let (_, b) = h
+        .token(&vm, &format!("&mi_res_id={}", rid.to_uppercase()))
+        .await;
+    assert_eq!(b["client_id"], "client-u1");
+}
+
+#[tokio::test]
+async fn identity_selection_follows_the_spec_table() {
+    let h = harness().await;
+    // No identity.
+    let vm = h.put_vm(VM1).await;
+    let (s, b) = h.token(&vm, "").await;
+    assert_eq!(s, 400);
+    error_is(&b, "invalid_request", "Identity not found");
+    let (s, _) = h.token(&vm, "&client_id=client-vm1").await;
+    assert_eq!(s, 400);
+
+    // SAMI only.
+    h.put_identity(VM1, identity(SAMI, "vm1", 0)).await;
+    assert_eq!(client_of(&h.token(&vm, "").await.1), "client-vm1");
+    let (s, b) = h.token(&vm, "&client_id=client-other").await;
+    assert_eq!(s, 400);
+    error_is(&b, "invalid_request", "Identity not found");
+
+    // SAMI + UAMI: SAMI by default, the UAMI when selected.
+    h.put_identity(VM1, identity(UAMI, "u1", 1)).await;
+    assert_eq!(client_of(&h.token(&vm, "").await.1), "client-vm1");
+    assert_eq!(
+        client_of(&h.token(&vm, "&client_id=client-u1").await.1),
+        "client-u1"
+    );
+    assert_eq!(
+        client_of(&h.token(&vm, "&object_id=OBJECT-U1").await.1),
+        "client-u1"
+    );
+    let (s, b) = h.token(&vm, "&object_id=object-nope").await;
+    assert_eq!(s, 400);
+    error_is(&b, "invalid_request", "Identity not found");
+
+    // One UAMI, no SAMI: that UAMI.
+    assert!(h.remove_identity(VM1, "client-vm1").await);
+    assert_eq!(client_of(&h.token(&vm, "").await.1), "client-u1");
+    assert_eq!(
+        client_of(&h.token(&vm, "&client_id=client-u1").await.1),
+        "client-u1"
+    );
+    assert_eq!(h.token(&vm, "&client_id=client-u9").await.0, 400);
+
+    // Two UAMIs, no SAMI: ambiguous without a selector.
+    h.put_identity(VM1, identity(UAMI, "u2", 2)).await;
+    let (s, b) = h.token(&vm, "").await;
+    assert_eq!(s, 400);
+    error_is(
+        &b,
+        "invalid_request",
+        "Multiple user assigned identities exist",
+    );
+    assert_eq!(
+        client_of(&h.token(&vm, "&client_id=client-u2").await.1),
+        "client-u2"
+    );
+    assert_eq!(h.token(&vm, "&client_id=client-u9").await.0, 400);
+}
+
+#[tokio::test]
+async fn tokens_are_cached_until_the_reuse_point() {
+    let h = harness().await;
+    let vm = h.put_vm(VM1).await;
+    h.put_identity(VM1, identity(SAMI, "vm1", 0)).await;
+    let (_, a) = h.token(&vm, "").await;
+    let (_, b) = h.token(&vm, "").await;
+    assert_eq!(h.dir.calls(), 1, "the second request is a cache hit");
+    assert_eq!(a["access_token"], b["access_token"]);
+    // Same resource spelled without the trailing slash: still a hit, echoed as sent.
+    let (_, c) = h.get(&vm, "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://management.azure.com").await;
+    assert_eq!(h.dir.calls(), 1);
+    assert_eq!(c["resource"], "https://management.azure.com");
+
+    // Just before the reuse point (18 h of a 24 h token): still cached.
+    let reuse = misim_imds::domain::cache::reuse_until(NOW as i64, NOW as i64 + 86400) - NOW as i64;
+    h.clock.advance(Duration::from_secs(reuse as u64 - 1));
+    let (_, d) = h.token(&vm, "").await;
+    assert_eq!(h.dir.calls(), 1);
+    assert_eq!(d["expires_in"], (86400 - reuse + 1).to_string());
+    // At the reuse point: a fresh token.
+    h.clock.advance(Duration::from_secs(1));
+    let (_, e) = h.token(&vm, "").await;
+    assert_eq!(h.dir.calls(), 2);
+    assert_ne!(e["access_token"], a["access_token"]);
+    assert_eq!(e["expires_in"], "86400");
+}
+
+#[tokio::test]
+async fn a_vm_cannot_reach_another_vms_identity() {
+    let h = harness().await;
+    let _vm1 = h.put_vm(VM1).await;
+    let vm2 = h.put_vm(VM2).await;
+    h.put_identity(VM1, identity(UAMI, "u1", 1)).await;
+    h.put_identity(VM2, identity(SAMI, "vm2", 0)).await;
+    let rid = "/subscriptions/s1/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/u1";
+    for sel in [
+        "&client_id=client-u1".to_owned(),
+        "&object_id=object-u1".to_owned(),
+        format!("&msi_res_id={rid}"),
+    ] {
+        let (s, b) = h.token(&vm2, &sel).await;
+        assert_eq!(s, 400, "{sel}");
+        error_is(&b, "invalid_request", "Identity not found");
+    }
+    assert_eq!(client_of(&h.token(&vm2, "").await.1), "client-vm2");
+}
+
+#[tokio::test]
+async fn removed_identities_and_deleted_vms_stop_serving_tokens() {
+    let h = harness().await;
+    let vm = h.put_vm(VM1).await;
+    h.put_identity(VM1, identity(UAMI, "u1", 1)).await;
+    assert_eq!(h.token(&vm, "").await.0, 200);
+    assert!(h.remove_identity(VM1, "client-u1").await);
+    assert!(!h.remove_identity(VM1, "client-u1").await, "idempotent");
+    let (s, b) = h.token(&vm, "&client_id=client-u1").await;
+    assert_eq!(s, 400);
+    error_is(&b, "invalid_request", "Identity not found");
+    // Put back: the purged cache means a fresh call to Entra.
+    h.put_identity(VM1, identity(UAMI, "u1", 1)).await;
+    assert_eq!(h.token(&vm, "").await.0, 200);
+    assert_eq!(h.dir.calls(), 2);
+
+    let del = Control::delete_vm(
+        &h.imds,
+        Request::new(pb::DeleteVmRequest {
+            resource_id: VM1.to_uppercase(),
+        }),
+    )
+    .await
+    .unwrap()
+    .into_inner();
+    assert!(del.existed);
+    // The VM's listener is gone (or answers nothing for it).
+    let gone = h
+        .http
+        .get(format!(
+            "{}/metadata/identity/oauth2/token?api-version=2018-02-01&resource={ARM}",
+            vm.imds_endpoint
+        ))
+        .header("Metadata", "true")
+        .send()
+        .await;
+    match gone {
+        Err(_) => {}
+        Ok(r) => assert_eq!(r.status().as_u16(), 400),
+    }
+    let st = Control::get_vm(
+        &h.imds,
+        Request::new(pb::GetVmRequest {
+            resource_id: VM1.into(),
+        }),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(st.code(), tonic::Code::NotFound);
+}
+
+#[tokio::test]
+async fn unknown_resources_and_unreachable_entra_answer_in_imds_shape() {
+    let h = harness().await;
+    let vm = h.put_vm(VM1).await;
+    h.put_identity(VM1, identity(SAMI, "vm1", 0)).await;
+    let (s, b) = h
+        .get(
+            &vm,
+            "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://nope.example",
+        )
+        .await;
+    assert_eq!(s, 400);
+    error_is(
+        &b,
+        "invalid_resource",
+        "AADSTS500011: The resource principal named https://nope.example",
+    );
+
+    // Entra down: a closed loopback port.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let down = open(
+        misim_store::Store::memory().unwrap(),
+        &closed,
+        Arc::new(FakeDirectory::default()),
+        h.clock.clone(),
+    )
+    .await;
+    let vm = down.put_vm(VM1).await;
+    down.put_identity(VM1, identity(SAMI, "vm1", 0)).await;
+    let (s, b) = down.token(&vm, "").await;
+    assert!(s == 503 || s == 500, "{s} {b}");
+    assert!(
+        b["error"].is_string() && b["error_description"].is_string(),
+        "{b}"
+    );
+}
+
+#[tokio::test]
+async fn app_service_endpoint_requires_the_identity_header() {
+    let h = harness().await;
+    let vm = h.put_vm(VM1).await;
+    assert_eq!(vm.identity_header.len(), 48);
+    h.put_identity(VM1, identity(SAMI, "vm1", 0)).await;
+    h.put_identity(VM1, identity(UAMI, "u1", 1)).await;
+    let pq = format!("/msi/token?api-version=2019-08-01&resource={ARM}");
+
+    let (s, b) = h.get_with(&vm, &pq, &[]).await;
+    assert_eq!(s, 400);
+    assert_eq!(b["statusCode"], 400);
+    assert!(
+        b["message"].is_string() && b["correlationId"].is_string(),
+        "{b}"
+    );
+    let (s, b) = h
+        .get_with(&vm, &pq, &[("X-IDENTITY-HEADER", "wrong")])
+        .await;
+    assert_eq!(s, 401);
+    assert_eq!(b["statusCode"], 401);
+
+    let secret = vm.identity_header.as_str();
+    let (s, b) = h
+        .get_with(
+            &vm,
+            &pq,
+            &[("x-identity-header", secret), ("metadata", "true")],
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["client_id"], "client-vm1");
+    assert_eq!(b["token_type"], "Bearer");
+    assert_eq!(b["resource"], ARM);
+    assert_eq!(
+        b["expires_on"],
+        (NOW + 86400).to_string(),
+        "expires_on is a string"
+    );
+    assert!(b.get("expires_in").is_none());
+    for sel in [
+        "client_id=client-u1",
+        "principal_id=object-u1",
+        "object_id=object-u1",
+    ] {
+        let (s, b) = h
+            .get_with(
+                &vm,
+                &format!("{pq}&{sel}"),
+                &[("X-IDENTITY-HEADER", secret)],
+            )
+            .await;
+        assert_eq!(s, 200, "{sel}: {b}");
+        assert_eq!(b["client_id"], "client-u1");
+    }
+    let (s, _) = h
+        .get_with(
+            &vm,
+            &format!("{pq}&client_id=nope"),
+            &[("X-IDENTITY-HEADER", secret)],
+        )
+        .await;
+    assert_eq!(s, 400);
+    let (s, _) = h
+        .get_with(
+            &vm,
+            "/msi/token?resource=x",
+            &[("X-IDENTITY-HEADER", secret)],
+        )
+        .await;
+    assert_eq!(s, 400);
+}
+
+#[tokio::test]
+async fn instance_metadata_has_azure_shape() {
+    let h = harness().await;
+    let vm = h.put_vm(VM1).await;
+    let (s, b) = h
+        .get(&vm, "/metadata/instance?api-version=2021-02-01")
+        .await;
+    assert_eq!(s, 200);
+    let c = &b["compute"];
+    assert_eq!(c["vmId"], "11111111-2222-3333-4444-555555555555");
+    assert_eq!(c["resourceId"], VM1);
+    assert_eq!(c["tags"], "env:test");
+    assert_eq!(c["tagsList"][0]["name"], "env");
+    assert_eq!(c["zone"], "");
+    assert!(b["network"]["interface"].is_array());
+    fn all_leaves_strings(v: &Value) -> bool {
+        match v {
+            Value::String(_) => true,
+            Value::Array(a) => a.iter().all(all_leaves_strings),
+            Value::Object(o) => o.values().all(all_leaves_strings),
+            _ => false,
+        }
+    }
+    assert!(all_leaves_strings(&b), "{b}");
+
+    let (s, b) = h
+        .get(
+            &vm,
+            "/metadata/instance/compute/vmId?api-version=2021-02-01&format=text",
+        )
+        .await;
+    assert_eq!(
+        (s, b),
+        (
+            200,
+            Value::String("11111111-2222-3333-4444-555555555555".into())
+        )
+    );
+    let (s, _) = h
+        .get(
+            &vm,
+            "/metadata/instance/compute/vmId?api-version=2021-02-01",
+        )
+        .await;
+    assert_eq!(s, 400, "leaves need format=text");
+    let (s, b) = h
+        .get(&vm, "/metadata/instance/compute?api-version=2021-02-01")
+        .await;
+    assert_eq!((s, b["name"].as_str()), (200, Some("vm1")));
+    let (s, b) = h.get(&vm, "/metadata/instance").await;
+    assert_eq!(s, 400);
+    assert!(
+        b["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("Bad request. api-version is invalid"),
+        "{b}"
+    );
+    let (s, b) = h
+        .get_with(&vm, "/metadata/instance?api-version=2021-02-01", &[])
+        .await;
+    assert_eq!(s, 400);
+    assert_eq!(
+        b["error"],
+        "Bad request. Required metadata header not specified"
+    );
+
+    let (s, b) = h
+        .get(&vm, "/metadata/identity/info?api-version=2018-02-01")
+        .await;
+    assert_eq!((s, b), (200, serde_json::json!({"tenantId": TENANT})));
+    let (s, b) = h.get(&vm, "/metadata/versions").await;
+    assert_eq!(s, 200);
+    assert!(
+        b["apiVersions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v == "2018-02-01")
+    );
+}
+
+#[tokio::test]
+async fn reopen_restores_vms_and_their_listeners() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::at_unix(NOW));
+    let fake = Arc::new(FakeDirectory {
+        clock: Some(clock.clone()),
+        ..Default::default()
+    });
+    let url = serve_fake(fake.clone()).await;
+    let endpoint;
+    {
+        let h = open(
+            misim_store::Store::open(dir.path()).unwrap(),
+            &url,
+            fake.clone(),
+            clock.clone(),
+        )
+        .await;
+        let vm = h.put_vm(VM1).await;
+        h.put_identity(VM1, identity(SAMI, "vm1", 0)).await;
+        assert_eq!(h.token(&vm, "").await.0, 200);
+        endpoint = vm.imds_endpoint.clone();
+        h.shutdown.cancel();
+    }
+    // The old listener task still holds the store until it has drained.
+    let store = {
+        let mut tries = 0;
+        loop {
+            match misim_store::Store::open(dir.path()) {
+                Ok(s) => break s,
+                Err(e) if tries < 200 => {
+                    tries += 1;
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(25)).await;
+                }
+                Err(e) => panic!("store never released: {e}"),
+            }
+        }
+    };
+    let h = open(store, &url, fake.clone(), clock).await;
+    let vms = Control::list_vms(&h.imds, Request::new(pb::ListVmsRequest {}))
+        .await
+        .unwrap()
+        .into_inner()
+        .vms;
+    assert_eq!(vms.len(), 1);
+    let vm = &vms[0];
+    assert_eq!(vm.metadata.as_ref().unwrap().resource_id, VM1);
+    assert_eq!(vm.identities.len(), 1);
+    assert_eq!(vm.identities[0].client_id, "client-vm1");
+    assert_eq!(
+        vm.imds_endpoint, endpoint,
+        "the previous port is reused when free"
+    );
+    let (s, b) = h.get(vm, "/metadata/identity/oauth2/token?api-version=2019-08-01&resource=https://vault.azure.net").await;
+    assert_eq!(s, 200, "{b}");
+}
+
+#[tokio::test]
+async fn control_over_grpc_never_returns_private_keys() {
+    let h = harness().await;
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(misim_runtime::serve::serve_grpc(
+        l,
+        h.imds.grpc_router(),
+        h.shutdown.clone(),
+    ));
+    let mut c = misim_proto::imds::v1::control_client::ControlClient::new(
+        misim_runtime::lazy_channel(&url).unwrap(),
+    );
+    let vm = c
+        .put_vm(pb::PutVmRequest {
+            metadata: Some(meta(VM1, "")),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let again = c
+        .put_vm(pb::PutVmRequest {
+            metadata: Some(meta(VM1, "")),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(vm, again, "PutVm is idempotent");
+    assert!(vm.imds_endpoint.starts_with("http://127.0.0.1:"));
+    let id = identity(UAMI, "u1", 1);
+    for _ in 0..2 {
+        c.put_identity(pb::PutIdentityRequest {
+            vm_resource_id: VM1.into(),
+            identity: Some(id.clone()),
+        })
+        .await
+        .unwrap();
+    }
+    let got = c
+        .get_vm(pb::GetVmRequest {
+            resource_id: VM1.to_lowercase(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.identities.len(), 1);
+    let dbg = format!("{got:?}");
+    assert!(!dbg.contains("PRIVATE KEY"));
+    let bad = c
+        .put_identity(pb::PutIdentityRequest {
+            vm_resource_id: VM2.into(),
+            identity: Some(id.clone()),
+        })
+        .await;
+    assert_eq!(bad.unwrap_err().code(), tonic::Code::NotFound);
+    let mut broken = id;
+    broken.private_key_pem = "junk".into();
+    let bad = c
+        .put_identity(pb::PutIdentityRequest {
+            vm_resource_id: VM1.into(),
+            identity: Some(broken),
+        })
+        .await;
+    assert_eq!(bad.unwrap_err().code(), tonic::Code::InvalidArgument);
+    let mut health = tonic_health::pb::health_client::HealthClient::new(
+        misim_runtime::lazy_channel(&url).unwrap(),
+    );
+    let st = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        st.into_inner().status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+}
+
+#[tokio::test]
+async fn source_address_mode_identifies_vms_by_peer_ip() {
+    use tower::ServiceExt;
+    let clock = Arc::new(ManualClock::at_unix(NOW));
+    let dir = Arc::new(FakeDirectory {
+        clock: Some(clock.clone()),
+        ..Default::default()
+    });
+    let url = serve_fake(dir.clone()).await;
+    let shutdown = misim_runtime::Shutdown::new();
+    let imds = Imds::open(
+        Config {
+            tenant_id: TENANT.into(),
+            entra_authority: AUTHORITY.into(),
+            addressing: VmAddressing::SourceAddress,
+        },
+        Deps {
+            store: misim_store::Store::memory().unwrap(),
+            clock,
+            ids: Arc::new(misim_types::SeqIds::new(2)),
+            directory: misim_proto::entra::v1::directory_client::DirectoryClient::new(
+                misim_runtime::lazy_channel(&url).unwrap(),
+            ),
+            shutdown: shutdown.clone(),
+        },
+    )
+    .await
+    .unwrap();
+    let vm = Control::put_vm(
+        &imds,
+        Request::new(pb::PutVmRequest {
+            metadata: Some(meta(VM1, "10.1.0.4")),
+        }),
+    )
+    .await
+    .unwrap()
+    .into_inner();
+    assert_eq!(
+        vm.imds_endpoint, "",
+        "no per-VM listener in source-address mode"
+    );
+    let i = identity(SAMI, "vm1", 0);
+    dir.certs
+        .lock()
+        .insert(i.client_id.clone(), certs()[0].certificate_der.clone());
+    Control::put_identity(
+        &imds,
+        Request::new(pb::PutIdentityRequest {
+            vm_resource_id: VM1.into(),
+            identity: Some(i),
+        }),
+    )
+    .await
+    .unwrap();
+    let call = |ip: &str| {
+        let peer: std::net::SocketAddr = format!("{ip}:50000").parse().unwrap();
+        http::Request::get(format!(
+            "/metadata/identity/oauth2/token?api-version=2018-02-01&resource={ARM}"
+        ))
+        .header("Metadata", "true")
+        .extension(misim_runtime::serve::PeerAddr(peer))
+        .body(axum::body::Body::empty())
+        .unwrap()
+    };
+    let body = |r: http::Response<axum::body::Body>| async move {
+        use http_body_util::BodyExt;
+        let status = r.status().as_u16();
+        let bytes = r.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice::<Value>(&bytes).unwrap())
+    };
+    let (s, b) = body(
+        imds.vm_router_for_source_address()
+            .oneshot(call("10.1.0.4"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["client_id"], "client-vm1");
+    let (s, b) = body(
+        imds.vm_router_for_source_address()
+            .oneshot(call("10.1.0.5"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 400);
+    error_is(&b, "invalid_request", "Identity not found");
+    shutdown.cancel();
+}
