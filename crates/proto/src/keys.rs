@@ -8,12 +8,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use misim_token::verify::{AccessClaims, KeySet, peek_kid, verify_access_token};
 use misim_token::TokenError;
+use misim_token::verify::{AccessClaims, KeySet, peek_kid, verify_access_token};
 use misim_types::Clock;
 use tokio::sync::Mutex;
 
-use crate::entra::v1::{GetSigningKeysRequest, GetTenantRequest, directory_client::DirectoryClient};
+use crate::entra::v1::{
+    GetSigningKeysRequest, GetTenantRequest, directory_client::DirectoryClient,
+};
 
 /// Minimum time between two refreshes caused by unknown key ids.
 pub const MIN_REFRESH: Duration = Duration::from_secs(10);
@@ -63,7 +65,11 @@ impl EntraKeys {
     async fn fetch(&self) -> Result<Arc<Trusted>, KeysError> {
         let mut c = self.client.clone();
         let unavailable = |s: tonic::Status| KeysError::Unavailable(s.message().to_owned());
-        let tenant = c.get_tenant(GetTenantRequest {}).await.map_err(unavailable)?.into_inner();
+        let tenant = c
+            .get_tenant(GetTenantRequest {})
+            .await
+            .map_err(unavailable)?
+            .into_inner();
         let keys = c
             .get_signing_keys(GetSigningKeysRequest {})
             .await
@@ -86,8 +92,7 @@ impl EntraKeys {
         let stale = match (&st.trusted, want_kid) {
             (None, _) => true,
             (Some(t), Some(kid)) => {
-                !t.keys.contains(kid)
-                    && st.last_fetch.is_none_or(|at| at.elapsed() >= MIN_REFRESH)
+                !t.keys.contains(kid) && st.last_fetch.is_none_or(|at| at.elapsed() >= MIN_REFRESH)
             }
             (Some(_), None) => false,
         };
@@ -110,6 +115,12 @@ impl EntraKeys {
         let kid = peek_kid(token)?;
         let trusted = self.trusted(kid.as_deref()).await?;
         let issuers: Vec<&str> = trusted.issuers.iter().map(String::as_str).collect();
-        Ok(verify_access_token(token, &trusted.keys, &issuers, clock, accept_aud)?)
+        Ok(verify_access_token(
+            token,
+            &trusted.keys,
+            &issuers,
+            clock,
+            accept_aud,
+        )?)
     }
 }

@@ -49,13 +49,14 @@ pub async fn serve_http(
             .clone()
             .layer(axum::Extension(PeerAddr(peer)))
             .layer(axum::Extension(LocalAddr(local)));
-        let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-            let mut router = router.clone();
-            async move {
-                use tower::Service;
-                router.call(req.map(axum::body::Body::new)).await
-            }
-        });
+        let service =
+            hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                let mut router = router.clone();
+                async move {
+                    use tower::Service;
+                    router.call(req.map(axum::body::Body::new)).await
+                }
+            });
         let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
         match &acceptor {
             Some(acceptor) => {

@@ -20,21 +20,23 @@ pub fn http_trace_layer(
     tower_http::classify::SharedClassifier<tower_http::classify::ServerErrorsAsFailures>,
     impl Fn(&http::Request<axum::body::Body>) -> tracing::Span + Clone,
 > {
-    tower_http::trace::TraceLayer::new_for_http().make_span_with(move |req: &http::Request<axum::body::Body>| {
-        let request_id = req
-            .headers()
-            .get("x-ms-client-request-id")
-            .or_else(|| req.headers().get("client-request-id"))
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("-")
-            .to_owned();
-        tracing::info_span!(
-            "request",
-            service,
-            method = %req.method(),
-            path = %req.uri().path(),
-            request_id,
-            principal = tracing::field::Empty,
-        )
-    })
+    tower_http::trace::TraceLayer::new_for_http().make_span_with(
+        move |req: &http::Request<axum::body::Body>| {
+            let request_id = req
+                .headers()
+                .get("x-ms-client-request-id")
+                .or_else(|| req.headers().get("client-request-id"))
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-")
+                .to_owned();
+            tracing::info_span!(
+                "request",
+                service,
+                method = %req.method(),
+                path = %req.uri().path(),
+                request_id,
+                principal = tracing::field::Empty,
+            )
+        },
+    )
 }

@@ -30,14 +30,18 @@ pub struct SandboxTls {
 
 impl std::fmt::Debug for SandboxTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SandboxTls").field("ca_path", &self.ca_path).finish_non_exhaustive()
+        f.debug_struct("SandboxTls")
+            .field("ca_path", &self.ca_path)
+            .finish_non_exhaustive()
     }
 }
 
 fn ca_params(now: SystemTime) -> anyhow::Result<rcgen::CertificateParams> {
     let mut p = rcgen::CertificateParams::new(Vec::<String>::new())?;
-    p.distinguished_name.push(rcgen::DnType::CommonName, "misim sandbox CA");
-    p.distinguished_name.push(rcgen::DnType::OrganizationName, "misim");
+    p.distinguished_name
+        .push(rcgen::DnType::CommonName, "misim sandbox CA");
+    p.distinguished_name
+        .push(rcgen::DnType::OrganizationName, "misim");
     p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     p.key_usages = vec![
         rcgen::KeyUsagePurpose::KeyCertSign,
@@ -51,17 +55,26 @@ fn ca_params(now: SystemTime) -> anyhow::Result<rcgen::CertificateParams> {
 
 /// Loads the CA from `dir` (creating it on first start) and issues a server
 /// certificate for [`DEFAULT_NAMES`] plus `extra_names`.
-pub fn load_or_create(dir: &Path, extra_names: &[String], now: SystemTime) -> anyhow::Result<SandboxTls> {
+pub fn load_or_create(
+    dir: &Path,
+    extra_names: &[String],
+    now: SystemTime,
+) -> anyhow::Result<SandboxTls> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let ca_path = dir.join("ca.pem");
     let ca_key_path = dir.join("ca-key.pem");
     let (ca_pem, ca_key) = if ca_path.exists() && ca_key_path.exists() {
         let key_pem = std::fs::read_to_string(&ca_key_path).context("reading CA key")?;
         let key = rcgen::KeyPair::from_pem(&key_pem).context("parsing CA key")?;
-        (std::fs::read_to_string(&ca_path).context("reading CA cert")?, key)
+        (
+            std::fs::read_to_string(&ca_path).context("reading CA cert")?,
+            key,
+        )
     } else {
         let key = rcgen::KeyPair::generate().context("generating CA key")?;
-        let cert = ca_params(now)?.self_signed(&key).context("self-signing CA")?;
+        let cert = ca_params(now)?
+            .self_signed(&key)
+            .context("self-signing CA")?;
         write_private(&ca_key_path, &key.serialize_pem())?;
         // Write the key first: a crash between the two writes leaves no
         // certificate, so the next start regenerates both.
@@ -76,16 +89,20 @@ pub fn load_or_create(dir: &Path, extra_names: &[String], now: SystemTime) -> an
     names.extend(extra_names.iter().cloned());
     names.dedup();
     let mut params = rcgen::CertificateParams::new(names).context("server certificate names")?;
-    params.distinguished_name.push(rcgen::DnType::CommonName, "misim");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "misim");
     params.not_before = time::OffsetDateTime::from(now - Duration::from_secs(86400));
     params.not_after = time::OffsetDateTime::from(now + Duration::from_secs(365 * 86400));
     params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
     let server_key = rcgen::KeyPair::generate().context("generating server key")?;
-    let server_cert = params.signed_by(&server_key, &issuer).context("signing server cert")?;
+    let server_cert = params
+        .signed_by(&server_key, &issuer)
+        .context("signing server cert")?;
 
-    let chain = vec![
-        rustls::pki_types::CertificateDer::from(server_cert.der().to_vec()),
-    ];
+    let chain = vec![rustls::pki_types::CertificateDer::from(
+        server_cert.der().to_vec(),
+    )];
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(server_key.serialize_der().into());
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
@@ -111,7 +128,9 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         opts.mode(0o600);
     }
-    let mut f = opts.open(path).with_context(|| format!("writing {}", path.display()))?;
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
     f.write_all(contents.as_bytes())?;
     f.sync_all()?;
     Ok(())

@@ -28,8 +28,10 @@ impl Bootstrap {
     pub fn load_or_create(dir: &Path, ids: &dyn IdGen) -> anyhow::Result<Self> {
         let path = dir.join("sandbox.json");
         if path.exists() {
-            let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-            return serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()));
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            return serde_json::from_str(&text)
+                .with_context(|| format!("parsing {}", path.display()));
         }
         let b = Bootstrap {
             tenant_id: ids.guid(),
@@ -50,7 +52,8 @@ pub fn write_atomically(path: &Path, contents: &str) -> anyhow::Result<()> {
     use std::io::Write;
     let tmp = path.with_extension("tmp");
     {
-        let mut f = std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+        let mut f =
+            std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
         f.write_all(contents.as_bytes())?;
         f.sync_all()?;
     }

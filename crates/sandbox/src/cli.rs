@@ -80,7 +80,10 @@ pub fn default_data_dir() -> PathBuf {
 /// Runs the command line; the binary's `main` only calls this.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Up { data_dir, random_ports } => up(data_dir, random_ports).await,
+        Command::Up {
+            data_dir,
+            random_ports,
+        } => up(data_dir, random_ports).await,
         Command::Env { data_dir } => {
             print!("{}", read_env_file(&data_dir)?.join("\n"));
             println!();
@@ -107,10 +110,16 @@ async fn up(data_dir: PathBuf, random_ports: bool) -> anyhow::Result<ExitCode> {
     let env_path = sandbox.write_env_file()?;
     println!("misim is up (data in {})", data_dir.display());
     println!("  ARM          {}", sandbox.arm_url);
-    println!("  Entra        {}/{}", sandbox.entra_url, sandbox.bootstrap.tenant_id);
+    println!(
+        "  Entra        {}/{}",
+        sandbox.entra_url, sandbox.bootstrap.tenant_id
+    );
     println!("  Key Vault    {}", sandbox.vault_url("<vault>"));
     println!("  CA bundle    {}", sandbox.ca_path.display());
-    println!("  environment  {}  (source it: set -a; . {0}; set +a)", env_path.display());
+    println!(
+        "  environment  {}  (source it: set -a; . {0}; set +a)",
+        env_path.display()
+    );
     let stop = misim_runtime::Shutdown::new();
     let signal = tokio::spawn(misim_runtime::cancel_on_signal(stop.clone()));
     let failed = tokio::select! {
@@ -128,9 +137,17 @@ async fn up(data_dir: PathBuf, random_ports: bool) -> anyhow::Result<ExitCode> {
 /// Reads `KEY=VALUE` lines of `<data dir>/misim.env`.
 fn read_env_file(data_dir: &Path) -> anyhow::Result<Vec<String>> {
     let path = data_dir.join("misim.env");
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("reading {} (is `misim up` running with this --data-dir?)", path.display()))?;
-    Ok(text.lines().filter(|l| l.contains('=')).map(str::to_owned).collect())
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "reading {} (is `misim up` running with this --data-dir?)",
+            path.display()
+        )
+    })?;
+    Ok(text
+        .lines()
+        .filter(|l| l.contains('='))
+        .map(str::to_owned)
+        .collect())
 }
 
 fn env_value(lines: &[String], key: &str) -> anyhow::Result<String> {
@@ -147,7 +164,9 @@ async fn find_vm(
 ) -> anyhow::Result<(Vec<String>, misim_proto::imds::v1::Vm)> {
     let env = read_env_file(data_dir)?;
     let url = env_value(&env, "MISIM_IMDS_GRPC_URL")?;
-    let mut control = misim_proto::imds::v1::control_client::ControlClient::new(misim_runtime::lazy_channel(&url)?);
+    let mut control = misim_proto::imds::v1::control_client::ControlClient::new(
+        misim_runtime::lazy_channel(&url)?,
+    );
     let vms = control
         .list_vms(misim_proto::imds::v1::ListVmsRequest {})
         .await
@@ -169,9 +188,17 @@ async fn find_vm(
     }
 }
 
-async fn vm_exec(data_dir: &Path, vm: &str, app_service: bool, command: &[String]) -> anyhow::Result<ExitCode> {
+async fn vm_exec(
+    data_dir: &Path,
+    vm: &str,
+    app_service: bool,
+    command: &[String],
+) -> anyhow::Result<ExitCode> {
     let (env, vm) = find_vm(data_dir, vm).await?;
-    anyhow::ensure!(!vm.imds_endpoint.is_empty(), "this VM's IMDS is not on a loopback listener");
+    anyhow::ensure!(
+        !vm.imds_endpoint.is_empty(),
+        "this VM's IMDS is not on a loopback listener"
+    );
     let ca = env_value(&env, "MISIM_CA_BUNDLE")?;
     let mut cmd = tokio::process::Command::new(&command[0]);
     cmd.args(&command[1..]);
@@ -186,19 +213,29 @@ async fn vm_exec(data_dir: &Path, vm: &str, app_service: bool, command: &[String
         .env("AZURE_CORE_INSTANCE_DISCOVERY", "false")
         .env("MISIM_VM_IMDS_ENDPOINT", &vm.imds_endpoint);
     if app_service {
-        cmd.env("IDENTITY_ENDPOINT", format!("{}/msi/token", vm.imds_endpoint))
-            .env("IDENTITY_HEADER", &vm.identity_header);
+        cmd.env(
+            "IDENTITY_ENDPOINT",
+            format!("{}/msi/token", vm.imds_endpoint),
+        )
+        .env("IDENTITY_HEADER", &vm.identity_header);
     } else {
         cmd.env("AZURE_POD_IDENTITY_AUTHORITY_HOST", &vm.imds_endpoint);
     }
-    let status = cmd.status().await.with_context(|| format!("running {}", command[0]))?;
-    Ok(ExitCode::from(status.code().unwrap_or(1).clamp(0, 255) as u8))
+    let status = cmd
+        .status()
+        .await
+        .with_context(|| format!("running {}", command[0]))?;
+    Ok(ExitCode::from(
+        status.code().unwrap_or(1).clamp(0, 255) as u8
+    ))
 }
 
 async fn vm_list(data_dir: &Path) -> anyhow::Result<ExitCode> {
     let env = read_env_file(data_dir)?;
     let url = env_value(&env, "MISIM_IMDS_GRPC_URL")?;
-    let mut control = misim_proto::imds::v1::control_client::ControlClient::new(misim_runtime::lazy_channel(&url)?);
+    let mut control = misim_proto::imds::v1::control_client::ControlClient::new(
+        misim_runtime::lazy_channel(&url)?,
+    );
     let vms = control
         .list_vms(misim_proto::imds::v1::ListVmsRequest {})
         .await
@@ -209,7 +246,13 @@ async fn vm_list(data_dir: &Path) -> anyhow::Result<ExitCode> {
         let m = vm.metadata.unwrap_or_default();
         println!("{}\t{}\t{}", m.name, vm.imds_endpoint, m.resource_id);
         for i in vm.identities {
-            println!("\t{:?}\tclient_id={}\tobject_id={}\t{}", i.kind(), i.client_id, i.object_id, i.resource_id);
+            println!(
+                "\t{:?}\tclient_id={}\tobject_id={}\t{}",
+                i.kind(),
+                i.client_id,
+                i.object_id,
+                i.resource_id
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -130,7 +130,8 @@ impl Sandbox {
             clock,
             ids,
         } = config;
-        std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+        std::fs::create_dir_all(&data_dir)
+            .with_context(|| format!("creating {}", data_dir.display()))?;
         let bootstrap = Bootstrap::load_or_create(&data_dir, ids.as_ref())?;
         let tls = misim_runtime::tls::load_or_create(&data_dir.join("tls"), &[], clock.now())?;
         let server_tls = Some(tls.server_config.clone());
@@ -145,11 +146,14 @@ impl Sandbox {
         let entra_url = format!("https://localhost:{}", entra_http.local_addr()?.port());
         let arm_url = format!("https://localhost:{}", arm_http.local_addr()?.port());
         let keyvault_addr = kv_http.local_addr()?;
-        let grpc_url = |l: &TcpListener| -> anyhow::Result<String> { Ok(format!("http://{}", l.local_addr()?)) };
+        let grpc_url = |l: &TcpListener| -> anyhow::Result<String> {
+            Ok(format!("http://{}", l.local_addr()?))
+        };
         let entra_grpc_url = grpc_url(&entra_grpc)?;
         let arm_grpc_url = grpc_url(&arm_grpc)?;
         let imds_grpc_url = grpc_url(&imds_grpc)?;
-        let vault_challenge_resource = format!("https://{VAULT_DNS_SUFFIX}:{}", keyvault_addr.port());
+        let vault_challenge_resource =
+            format!("https://{VAULT_DNS_SUFFIX}:{}", keyvault_addr.port());
 
         let directory = DirectoryClient::new(misim_runtime::lazy_channel(&entra_grpc_url)?);
         let imds_control = ControlClient::new(misim_runtime::lazy_channel(&imds_grpc_url)?);
@@ -183,7 +187,13 @@ impl Sandbox {
         )
         .await
         .context("opening entra")?;
-        tasks.spawn(misim_entra::serve(entra, entra_http, entra_grpc, server_tls.clone(), shutdown.clone()));
+        tasks.spawn(misim_entra::serve(
+            entra,
+            entra_http,
+            entra_grpc,
+            server_tls.clone(),
+            shutdown.clone(),
+        ));
 
         let store = open_store(&data_dir, "imds")?;
         stores.push(store.clone());
@@ -219,7 +229,10 @@ impl Sandbox {
                 keyvault_port: Some(keyvault_addr.port()),
                 bootstrap_assignments: vec![
                     (bootstrap.admin_object_id.clone(), ROLE_OWNER.into()),
-                    (bootstrap.admin_object_id.clone(), ROLE_KEY_VAULT_SECRETS_OFFICER.into()),
+                    (
+                        bootstrap.admin_object_id.clone(),
+                        ROLE_KEY_VAULT_SECRETS_OFFICER.into(),
+                    ),
                 ],
             },
             misim_arm::Deps {
@@ -233,7 +246,13 @@ impl Sandbox {
         )
         .await
         .context("opening arm")?;
-        tasks.spawn(misim_arm::serve(arm, arm_http, arm_grpc, server_tls.clone(), shutdown.clone()));
+        tasks.spawn(misim_arm::serve(
+            arm,
+            arm_http,
+            arm_grpc,
+            server_tls.clone(),
+            shutdown.clone(),
+        ));
 
         let store = open_store(&data_dir, "keyvault")?;
         stores.push(store.clone());
@@ -254,7 +273,12 @@ impl Sandbox {
         )
         .await
         .context("opening key vault")?;
-        tasks.spawn(misim_keyvault::serve(kv, kv_http, server_tls, shutdown.clone()));
+        tasks.spawn(misim_keyvault::serve(
+            kv,
+            kv_http,
+            server_tls,
+            shutdown.clone(),
+        ));
 
         Ok(Sandbox {
             bootstrap,
@@ -275,17 +299,24 @@ impl Sandbox {
 
     /// The URL of vault `name`, as ARM reports it in `properties.vaultUri`.
     pub fn vault_url(&self, name: &str) -> String {
-        format!("https://{name}.{VAULT_DNS_SUFFIX}:{}/", self.keyvault_addr.port())
+        format!(
+            "https://{name}.{VAULT_DNS_SUFFIX}:{}/",
+            self.keyvault_addr.port()
+        )
     }
 
     /// A client of IMDS's control API (VM endpoints, configured identities).
     pub fn imds_control(&self) -> anyhow::Result<ControlClient<tonic::transport::Channel>> {
-        Ok(ControlClient::new(misim_runtime::lazy_channel(&self.imds_grpc_url)?))
+        Ok(ControlClient::new(misim_runtime::lazy_channel(
+            &self.imds_grpc_url,
+        )?))
     }
 
     /// A client of Entra's directory API (service principals, keys).
     pub fn directory(&self) -> anyhow::Result<DirectoryClient<tonic::transport::Channel>> {
-        Ok(DirectoryClient::new(misim_runtime::lazy_channel(&self.entra_grpc_url)?))
+        Ok(DirectoryClient::new(misim_runtime::lazy_channel(
+            &self.entra_grpc_url,
+        )?))
     }
 
     /// The `misim.env` file: what clients need to reach this sandbox.
@@ -335,7 +366,10 @@ impl Sandbox {
     /// Resolves when a service task ends on its own (a crash), with its error.
     pub async fn wait_for_failure(&mut self) -> anyhow::Result<()> {
         match self.tasks.join_next().await {
-            Some(r) => r.map_err(anyhow::Error::from).and_then(|r| r).and(Err(anyhow::anyhow!("a service stopped"))),
+            Some(r) => r
+                .map_err(anyhow::Error::from)
+                .and_then(|r| r)
+                .and(Err(anyhow::anyhow!("a service stopped"))),
             None => Ok(()),
         }
     }

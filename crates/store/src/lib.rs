@@ -58,7 +58,10 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the database in `dir`.
     pub fn open(dir: &Path) -> Result<Self> {
-        let db = sled::Config::new().path(dir).mode(sled::Mode::HighThroughput).open()?;
+        let db = sled::Config::new()
+            .path(dir)
+            .mode(sled::Mode::HighThroughput)
+            .open()?;
         Ok(Self { db })
     }
 
@@ -116,7 +119,9 @@ impl<V: Serialize + DeserializeOwned> Table<V> {
             reason,
         };
         match bytes.split_first() {
-            Some((&FORMAT_V1, json)) => serde_json::from_slice(json).map_err(|e| corrupt(e.to_string())),
+            Some((&FORMAT_V1, json)) => {
+                serde_json::from_slice(json).map_err(|e| corrupt(e.to_string()))
+            }
             Some((v, _)) => Err(corrupt(format!("unknown format version {v}"))),
             None => Err(corrupt("empty value".into())),
         }
@@ -146,9 +151,11 @@ impl<V: Serialize + DeserializeOwned> Table<V> {
     /// Writes one value only if the key is absent; returns false (and writes
     /// nothing) when it exists. Durable on return.
     pub async fn insert_new(&self, key: &str, value: &V) -> Result<bool> {
-        let swapped = self
-            .tree
-            .compare_and_swap(key.as_bytes(), None as Option<&[u8]>, Some(Self::encode(value)?))?;
+        let swapped = self.tree.compare_and_swap(
+            key.as_bytes(),
+            None as Option<&[u8]>,
+            Some(Self::encode(value)?),
+        )?;
         if swapped.is_ok() {
             self.db.flush_async().await?;
         }
@@ -199,12 +206,34 @@ mod tests {
         {
             let s = Store::open(dir.path()).unwrap();
             let t = s.table::<Rec>("recs").unwrap();
-            t.put("a/1", &Rec { name: "x".into(), n: 1 }).await.unwrap();
-            t.put("b/1", &Rec { name: "y".into(), n: 2 }).await.unwrap();
+            t.put(
+                "a/1",
+                &Rec {
+                    name: "x".into(),
+                    n: 1,
+                },
+            )
+            .await
+            .unwrap();
+            t.put(
+                "b/1",
+                &Rec {
+                    name: "y".into(),
+                    n: 2,
+                },
+            )
+            .await
+            .unwrap();
         }
         let s = Store::open(dir.path()).unwrap();
         let t = s.table::<Rec>("recs").unwrap();
-        assert_eq!(t.get("a/1").unwrap(), Some(Rec { name: "x".into(), n: 1 }));
+        assert_eq!(
+            t.get("a/1").unwrap(),
+            Some(Rec {
+                name: "x".into(),
+                n: 1
+            })
+        );
         assert_eq!(t.scan_prefix("b/").unwrap().len(), 1);
         assert_eq!(t.all().unwrap().len(), 2);
     }
@@ -213,8 +242,28 @@ mod tests {
     async fn insert_new_refuses_existing_keys() {
         let s = Store::memory().unwrap();
         let t = s.table::<Rec>("recs").unwrap();
-        assert!(t.insert_new("k", &Rec { name: "a".into(), n: 1 }).await.unwrap());
-        assert!(!t.insert_new("k", &Rec { name: "b".into(), n: 2 }).await.unwrap());
+        assert!(
+            t.insert_new(
+                "k",
+                &Rec {
+                    name: "a".into(),
+                    n: 1
+                }
+            )
+            .await
+            .unwrap()
+        );
+        assert!(
+            !t.insert_new(
+                "k",
+                &Rec {
+                    name: "b".into(),
+                    n: 2
+                }
+            )
+            .await
+            .unwrap()
+        );
         assert_eq!(t.get("k").unwrap().unwrap().name, "a");
         assert_eq!(t.remove("k").await.unwrap().unwrap().n, 1);
         assert_eq!(t.get("k").unwrap(), None);

@@ -55,14 +55,20 @@ pub fn generate_rsa_cert(
 ) -> Result<GeneratedCert, TokenError> {
     let key_err = |e: &dyn std::fmt::Display| TokenError::Key(e.to_string());
     let private = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).map_err(|e| key_err(&e))?;
-    let private_key_der = private.to_pkcs8_der().map_err(|e| key_err(&e))?.as_bytes().to_vec();
+    let private_key_der = private
+        .to_pkcs8_der()
+        .map_err(|e| key_err(&e))?
+        .as_bytes()
+        .to_vec();
     let private_key_pem = private
         .to_pkcs8_pem(LineEnding::LF)
         .map_err(|e| key_err(&e))?
         .to_string();
-    let key_pair = rcgen::KeyPair::from_pem_and_sign_algo(&private_key_pem, &rcgen::PKCS_RSA_SHA256)
-        .map_err(|e| key_err(&e))?;
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(|e| key_err(&e))?;
+    let key_pair =
+        rcgen::KeyPair::from_pem_and_sign_algo(&private_key_pem, &rcgen::PKCS_RSA_SHA256)
+            .map_err(|e| key_err(&e))?;
+    let mut params =
+        rcgen::CertificateParams::new(Vec::<String>::new()).map_err(|e| key_err(&e))?;
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, common_name);
@@ -109,7 +115,10 @@ pub fn pem_to_der(pem: &str, label: &str) -> Result<Vec<u8>, TokenError> {
         .find(&end)
         .ok_or_else(|| TokenError::Key(format!("unterminated {label} PEM block")))?
         + start;
-    let body: String = pem[start..stop].chars().filter(|c| !c.is_whitespace()).collect();
+    let body: String = pem[start..stop]
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
     base64::engine::general_purpose::STANDARD
         .decode(body)
         .map_err(|e| TokenError::Key(format!("bad PEM base64: {e}")))
@@ -128,8 +137,14 @@ mod tests {
         let info = parse_rsa_cert(&g.certificate_der).unwrap();
         assert_eq!(info.not_before, 1_700_000_000);
         assert_eq!(info.not_after, 1_700_000_000 + 90 * 86400);
-        assert_eq!(pem_to_der(&g.certificate_pem, "CERTIFICATE").unwrap(), g.certificate_der);
-        assert_eq!(pem_to_der(&g.private_key_pem, "PRIVATE KEY").unwrap(), g.private_key_der);
+        assert_eq!(
+            pem_to_der(&g.certificate_pem, "CERTIFICATE").unwrap(),
+            g.certificate_der
+        );
+        assert_eq!(
+            pem_to_der(&g.private_key_pem, "PRIVATE KEY").unwrap(),
+            g.private_key_der
+        );
         assert!(format!("{g:?}").find("PRIVATE").is_none());
     }
 

@@ -35,7 +35,13 @@ pub struct Jwks {
 
 impl Jwk {
     /// Builds an RSA signing key entry.
-    pub fn rsa(kid: &str, modulus: &[u8], exponent: &[u8], cert_der: &[u8], issuer: Option<String>) -> Self {
+    pub fn rsa(
+        kid: &str,
+        modulus: &[u8],
+        exponent: &[u8],
+        cert_der: &[u8],
+        issuer: Option<String>,
+    ) -> Self {
         Self {
             kty: "RSA".into(),
             use_: "sig".into(),

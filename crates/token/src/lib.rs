@@ -62,7 +62,9 @@ pub fn b64url(bytes: &[u8]) -> String {
 /// Clients disagree on how they encode `x5t` (spec §4.2).
 pub fn b64_lenient(s: &str) -> Option<Vec<u8>> {
     let cleaned: String = s.trim_end_matches('=').replace('+', "-").replace('/', "_");
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cleaned).ok()
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cleaned)
+        .ok()
 }
 
 /// SHA-1 of bytes (certificate thumbprints; SHA-1 is what `x5t` means).
@@ -74,7 +76,9 @@ pub fn sha1(bytes: &[u8]) -> Vec<u8> {
 
 /// SHA-256 of bytes (`x5t#S256`).
 pub fn sha256(bytes: &[u8]) -> Vec<u8> {
-    ring::digest::digest(&ring::digest::SHA256, bytes).as_ref().to_vec()
+    ring::digest::digest(&ring::digest::SHA256, bytes)
+        .as_ref()
+        .to_vec()
 }
 
 /// Upper-case hex.

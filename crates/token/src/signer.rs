@@ -47,7 +47,8 @@ impl RsaSigner {
 
     /// Signs `claims` as a compact RS256 JWT.
     pub fn sign<C: Serialize>(&self, claims: &C) -> Result<String, TokenError> {
-        let payload = serde_json::to_vec(claims).map_err(|e| TokenError::Malformed(e.to_string()))?;
+        let payload =
+            serde_json::to_vec(claims).map_err(|e| TokenError::Malformed(e.to_string()))?;
         let mut out = String::with_capacity(self.header_b64.len() + payload.len() * 4 / 3 + 350);
         out.push_str(&self.header_b64);
         out.push('.');

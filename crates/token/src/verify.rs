@@ -130,10 +130,13 @@ pub fn verify_access_token(
     v.validate_nbf = false;
     v.validate_aud = false;
     v.required_spec_claims.clear();
-    let data = jsonwebtoken::decode::<AccessClaims>(token, key, &v).map_err(|e| match e.kind() {
-        jsonwebtoken::errors::ErrorKind::InvalidSignature => TokenError::Signature(e.to_string()),
-        _ => TokenError::Malformed(e.to_string()),
-    })?;
+    let data =
+        jsonwebtoken::decode::<AccessClaims>(token, key, &v).map_err(|e| match e.kind() {
+            jsonwebtoken::errors::ErrorKind::InvalidSignature => {
+                TokenError::Signature(e.to_string())
+            }
+            _ => TokenError::Malformed(e.to_string()),
+        })?;
     let c = data.claims;
     if c.tid != keys.tenant_id {
         return Err(TokenError::Claim {
@@ -164,7 +167,9 @@ fn check_lifetime(now: i64, nbf: Option<i64>, exp: i64) -> Result<(), TokenError
     if let Some(nbf) = nbf
         && now + SKEW_SECS < nbf
     {
-        return Err(TokenError::Lifetime(format!("not valid before {nbf}, now {now}")));
+        return Err(TokenError::Lifetime(format!(
+            "not valid before {nbf}, now {now}"
+        )));
     }
     Ok(())
 }
@@ -185,12 +190,17 @@ pub struct AssertionHeader {
 pub fn assertion_header(token: &str) -> Result<AssertionHeader, TokenError> {
     let h = jsonwebtoken::decode_header(token).map_err(|e| TokenError::Malformed(e.to_string()))?;
     if !matches!(h.alg, Algorithm::RS256 | Algorithm::PS256) {
-        return Err(TokenError::Malformed(format!("unsupported alg {:?}", h.alg)));
+        return Err(TokenError::Malformed(format!(
+            "unsupported alg {:?}",
+            h.alg
+        )));
     }
     let x5t = h.x5t.as_deref().and_then(crate::b64_lenient);
     let x5t_s256 = h.x5t_s256.as_deref().and_then(crate::b64_lenient);
     if x5t.is_none() && x5t_s256.is_none() {
-        return Err(TokenError::Malformed("assertion names no certificate (x5t)".into()));
+        return Err(TokenError::Malformed(
+            "assertion names no certificate (x5t)".into(),
+        ));
     }
     Ok(AssertionHeader {
         x5t,
@@ -217,10 +227,13 @@ pub fn verify_client_assertion(
     v.validate_nbf = false;
     v.validate_aud = false;
     v.required_spec_claims.clear();
-    let data = jsonwebtoken::decode::<serde_json::Value>(token, &key, &v).map_err(|e| match e.kind() {
-        jsonwebtoken::errors::ErrorKind::InvalidSignature => TokenError::Signature(e.to_string()),
-        _ => TokenError::Malformed(e.to_string()),
-    })?;
+    let data =
+        jsonwebtoken::decode::<serde_json::Value>(token, &key, &v).map_err(|e| match e.kind() {
+            jsonwebtoken::errors::ErrorKind::InvalidSignature => {
+                TokenError::Signature(e.to_string())
+            }
+            _ => TokenError::Malformed(e.to_string()),
+        })?;
     let c = data.claims;
     let s = |name: &'static str| c.get(name).and_then(|v| v.as_str());
     let n = |name: &'static str| c.get(name).and_then(|v| v.as_f64()).map(|f| f as i64);
@@ -262,7 +275,10 @@ mod tests {
     fn signer() -> (RsaSigner, cert::GeneratedCert) {
         let nb = UNIX_EPOCH + Duration::from_secs(NOW - 10);
         let g = cert::generate_rsa_cert("k", nb, nb + Duration::from_secs(86400 * 90)).unwrap();
-        (RsaSigner::new(&g.private_key_der, &g.certificate_der).unwrap(), g)
+        (
+            RsaSigner::new(&g.private_key_der, &g.certificate_der).unwrap(),
+            g,
+        )
     }
 
     fn claims(aud: &str, exp: i64) -> serde_json::Value {
@@ -280,11 +296,15 @@ mod tests {
         let iss = ["https://sts.windows.net/t1/"];
         let arm = |a: &str| misim_types::audiences::is_arm(a);
 
-        let good = s.sign(&claims("https://management.azure.com", NOW as i64 + 3600)).unwrap();
+        let good = s
+            .sign(&claims("https://management.azure.com", NOW as i64 + 3600))
+            .unwrap();
         let c = verify_access_token(&good, &keys, &iss, &clock, arm).unwrap();
         assert_eq!(c.client_id(), "app");
 
-        let wrong_aud = s.sign(&claims("https://vault.azure.net", NOW as i64 + 3600)).unwrap();
+        let wrong_aud = s
+            .sign(&claims("https://vault.azure.net", NOW as i64 + 3600))
+            .unwrap();
         assert!(matches!(
             verify_access_token(&wrong_aud, &keys, &iss, &clock, arm),
             Err(TokenError::Claim { claim: "aud", .. })
@@ -300,7 +320,9 @@ mod tests {
         tampered.insert(tampered.len() - 5, 'A');
         tampered.truncate(good.len());
         let other = signer().0;
-        let forged = other.sign(&claims("https://management.azure.com", NOW as i64 + 3600)).unwrap();
+        let forged = other
+            .sign(&claims("https://management.azure.com", NOW as i64 + 3600))
+            .unwrap();
         assert!(verify_access_token(&forged, &keys, &iss, &clock, arm).is_err());
         assert!(verify_access_token("not.a.jwt", &keys, &iss, &clock, arm).is_err());
     }
@@ -311,21 +333,32 @@ mod tests {
         let info = cert::parse_rsa_cert(&g.certificate_der).unwrap();
         let aud = "https://login.sim/t1/oauth2/v2.0/token";
         let a = s
-            .sign(&serde_json::json!({"aud": aud, "iss": "c1", "sub": "c1", "jti": "j",
-                "exp": NOW as f64 + 600.5, "iat": NOW as f64 + 0.25}))
+            .sign(
+                &serde_json::json!({"aud": aud, "iss": "c1", "sub": "c1", "jti": "j",
+                "exp": NOW as f64 + 600.5, "iat": NOW as f64 + 0.25}),
+            )
             .unwrap();
         let h = assertion_header(&a).unwrap();
         assert_eq!(h.x5t.as_deref(), Some(info.sha1.as_slice()));
-        verify_client_assertion(&a, &h, &info.rsa_public_key, "c1", NOW as i64, |x| x == aud).unwrap();
-        assert!(verify_client_assertion(&a, &h, &info.rsa_public_key, "c2", NOW as i64, |x| x == aud).is_err());
-        assert!(verify_client_assertion(&a, &h, &info.rsa_public_key, "c1", NOW as i64, |_| false).is_err());
+        verify_client_assertion(&a, &h, &info.rsa_public_key, "c1", NOW as i64, |x| x == aud)
+            .unwrap();
+        assert!(
+            verify_client_assertion(&a, &h, &info.rsa_public_key, "c2", NOW as i64, |x| x == aud)
+                .is_err()
+        );
+        assert!(
+            verify_client_assertion(&a, &h, &info.rsa_public_key, "c1", NOW as i64, |_| false)
+                .is_err()
+        );
         assert!(matches!(
-            verify_client_assertion(&a, &h, &info.rsa_public_key, "c1", NOW as i64 + 2000, |x| x == aud),
+            verify_client_assertion(&a, &h, &info.rsa_public_key, "c1", NOW as i64 + 2000, |x| x
+                == aud),
             Err(TokenError::Lifetime(_))
         ));
         let other = cert::parse_rsa_cert(&signer().1.certificate_der).unwrap();
         assert!(matches!(
-            verify_client_assertion(&a, &h, &other.rsa_public_key, "c1", NOW as i64, |x| x == aud),
+            verify_client_assertion(&a, &h, &other.rsa_public_key, "c1", NOW as i64, |x| x
+                == aud),
             Err(TokenError::Signature(_))
         ));
     }

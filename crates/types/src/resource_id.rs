@@ -183,7 +183,8 @@ impl From<ResourceId> for String {
 mod tests {
     use super::*;
 
-    const VM: &str = "/subscriptions/s1/resourceGroups/RG1/providers/Microsoft.Compute/virtualMachines/vm1";
+    const VM: &str =
+        "/subscriptions/s1/resourceGroups/RG1/providers/Microsoft.Compute/virtualMachines/vm1";
 
     #[test]
     fn parses_parts_case_insensitively() {
@@ -192,7 +193,14 @@ mod tests {
         assert_eq!(id.resource_group(), Some("RG1"));
         assert_eq!(id.resource_type(), "Microsoft.Compute/virtualMachines");
         assert_eq!(id.name(), "vm1");
-        assert_eq!(id, ResourceId::parse(&VM.to_uppercase().replace("SUBSCRIPTIONS/S1", "subscriptions/s1")).unwrap());
+        assert_eq!(
+            id,
+            ResourceId::parse(
+                &VM.to_uppercase()
+                    .replace("SUBSCRIPTIONS/S1", "subscriptions/s1")
+            )
+            .unwrap()
+        );
     }
 
     #[test]
@@ -208,15 +216,34 @@ mod tests {
 
     #[test]
     fn types_of_scopes() {
-        assert_eq!(ResourceId::parse("/subscriptions/s1").unwrap().resource_type(), "Microsoft.Resources/subscriptions");
-        assert_eq!(ResourceId::parse("/subscriptions/s1/resourceGroups/x/").unwrap().resource_type(), "Microsoft.Resources/resourceGroups");
+        assert_eq!(
+            ResourceId::parse("/subscriptions/s1")
+                .unwrap()
+                .resource_type(),
+            "Microsoft.Resources/subscriptions"
+        );
+        assert_eq!(
+            ResourceId::parse("/subscriptions/s1/resourceGroups/x/")
+                .unwrap()
+                .resource_type(),
+            "Microsoft.Resources/resourceGroups"
+        );
         let nested = ResourceId::parse("/subscriptions/s/resourceGroups/r/providers/Microsoft.Network/virtualNetworks/v/subnets/s1").unwrap();
-        assert_eq!(nested.resource_type(), "Microsoft.Network/virtualNetworks/subnets");
+        assert_eq!(
+            nested.resource_type(),
+            "Microsoft.Network/virtualNetworks/subnets"
+        );
     }
 
     #[test]
     fn rejects_garbage() {
-        for bad in ["", "subscriptions/x", "/foo/bar", "/subscriptions", "/subscriptions//x"] {
+        for bad in [
+            "",
+            "subscriptions/x",
+            "/foo/bar",
+            "/subscriptions",
+            "/subscriptions//x",
+        ] {
             assert!(ResourceId::parse(bad).is_err(), "{bad}");
         }
     }

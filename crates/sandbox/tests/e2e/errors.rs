@@ -7,30 +7,47 @@ use crate::harness::{VAULT_AUD, start};
 async fn bad_input_gets_azure_shaped_errors() {
     let w = start().await;
     w.create_rg("rg1").await;
-    let vm = w.create_vm("rg1", "vm1", json!({"type": "SystemAssigned"})).await;
+    let vm = w
+        .create_vm("rg1", "vm1", json!({"type": "SystemAssigned"}))
+        .await;
     assert!(vm["identity"]["principalId"].is_string());
     let ep = w.imds_endpoint(&w.vm_id("rg1", "vm1")).await;
 
     // IMDS without the Metadata header.
     let r = w
         .http
-        .get(format!("{ep}/metadata/identity/oauth2/token?api-version=2018-02-01&resource={VAULT_AUD}"))
+        .get(format!(
+            "{ep}/metadata/identity/oauth2/token?api-version=2018-02-01&resource={VAULT_AUD}"
+        ))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
     let v: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(v, json!({"error": "invalid_request", "error_description": "Required metadata header not specified"}));
+    assert_eq!(
+        v,
+        json!({"error": "invalid_request", "error_description": "Required metadata header not specified"})
+    );
 
     // IMDS with an unknown identity.
-    let (s, v) = w.imds_token(&ep, VAULT_AUD, Some(("client_id", "00000000-0000-0000-0000-000000000000"))).await;
+    let (s, v) = w
+        .imds_token(
+            &ep,
+            VAULT_AUD,
+            Some(("client_id", "00000000-0000-0000-0000-000000000000")),
+        )
+        .await;
     assert_eq!(s, 400);
     assert_eq!(v["error_description"], "Identity not found");
 
     // ARM with bad JSON.
     let r = w
         .http
-        .put(format!("{}{}?api-version=2024-11-01", w.sb.arm_url, w.rg_id("rg2")))
+        .put(format!(
+            "{}{}?api-version=2024-11-01",
+            w.sb.arm_url,
+            w.rg_id("rg2")
+        ))
         .bearer_auth(&w.admin_arm)
         .header("content-type", "application/json")
         .body("{not json")
@@ -39,7 +56,10 @@ async fn bad_input_gets_azure_shaped_errors() {
         .unwrap();
     assert_eq!(r.status(), 400);
     let v: serde_json::Value = r.json().await.unwrap();
-    assert!(v["error"]["code"].is_string() && v["error"]["message"].is_string(), "{v}");
+    assert!(
+        v["error"]["code"].is_string() && v["error"]["message"].is_string(),
+        "{v}"
+    );
 
     // ARM with a bad token, and with none.
     let (s, v) = w.arm("GET", &w.rg_id("rg1"), "not-a-token", None).await;
@@ -47,7 +67,11 @@ async fn bad_input_gets_azure_shaped_errors() {
     assert!(v["error"]["code"].is_string());
     let r = w
         .http
-        .get(format!("{}{}?api-version=2024-11-01", w.sb.arm_url, w.rg_id("rg1")))
+        .get(format!(
+            "{}{}?api-version=2024-11-01",
+            w.sb.arm_url,
+            w.rg_id("rg1")
+        ))
         .send()
         .await
         .unwrap();
@@ -71,17 +95,36 @@ async fn bad_input_gets_azure_shaped_errors() {
     assert_eq!(r.status(), 401);
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["error"], "invalid_client");
-    assert!(v["error_description"].as_str().unwrap().starts_with("AADSTS7000215"));
+    assert!(
+        v["error_description"]
+            .as_str()
+            .unwrap()
+            .starts_with("AADSTS7000215")
+    );
 
     // Key Vault without a token: the challenge.
-    let r = w.http.get(format!("{}secrets/x?api-version=7.4", w.sb.vault_url("kv1"))).send().await.unwrap();
+    let r = w
+        .http
+        .get(format!(
+            "{}secrets/x?api-version=7.4",
+            w.sb.vault_url("kv1")
+        ))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     let challenge = r.headers()["www-authenticate"].to_str().unwrap().to_owned();
-    assert!(challenge.contains(&format!("authorization=\"{}/{}\"", w.sb.entra_url, w.tid())), "{challenge}");
+    assert!(
+        challenge.contains(&format!("authorization=\"{}/{}\"", w.sb.entra_url, w.tid())),
+        "{challenge}"
+    );
 
     // State is intact after all that: the VM and its identity are still there.
     let (s, again) = w.admin("GET", &w.vm_id("rg1", "vm1"), None).await;
     assert_eq!(s, 200);
-    assert_eq!(again["identity"]["principalId"], vm["identity"]["principalId"]);
+    assert_eq!(
+        again["identity"]["principalId"],
+        vm["identity"]["principalId"]
+    );
     w.sb.shutdown().await.unwrap();
 }

@@ -15,47 +15,78 @@ async fn system_assigned_identity_seven_steps() {
     w.set_secret("kv2", "other", "nope").await;
 
     // 1. ARM receives a request to enable the system-assigned identity (at creation).
-    let vm = w.create_vm("myResourceGroup", "myVM", json!({"type": "SystemAssigned"})).await;
-    let principal = vm["identity"]["principalId"].as_str().expect("principalId").to_owned();
+    let vm = w
+        .create_vm("myResourceGroup", "myVM", json!({"type": "SystemAssigned"}))
+        .await;
+    let principal = vm["identity"]["principalId"]
+        .as_str()
+        .expect("principalId")
+        .to_owned();
     assert_eq!(vm["identity"]["type"], "SystemAssigned");
     assert_eq!(vm["identity"]["tenantId"], w.tid());
 
     // 2. ARM created the service principal in Entra, managed-identity type, with a key credential.
-    let sp = w
-        .sb
-        .directory()
-        .unwrap()
-        .get_service_principal(GetServicePrincipalRequest { object_id: principal.clone(), app_id: String::new() })
-        .await
-        .expect("service principal exists")
-        .into_inner();
+    let sp =
+        w.sb.directory()
+            .unwrap()
+            .get_service_principal(GetServicePrincipalRequest {
+                object_id: principal.clone(),
+                app_id: String::new(),
+            })
+            .await
+            .expect("service principal exists")
+            .into_inner();
     assert_eq!(sp.r#type(), ServicePrincipalType::ManagedIdentity);
     assert_eq!(sp.key_credentials.len(), 1);
     let vm_id = w.vm_id("myResourceGroup", "myVM");
-    assert!(sp.alternative_names.iter().any(|n| n.eq_ignore_ascii_case(&vm_id)), "{:?}", sp.alternative_names);
+    assert!(
+        sp.alternative_names
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case(&vm_id)),
+        "{:?}",
+        sp.alternative_names
+    );
 
     // 3. ARM configured the VM's IMDS with the client id and certificate.
-    let imds_vm = w
-        .sb
-        .imds_control()
-        .unwrap()
-        .get_vm(GetVmRequest { resource_id: vm_id.clone() })
-        .await
-        .unwrap()
-        .into_inner();
+    let imds_vm =
+        w.sb.imds_control()
+            .unwrap()
+            .get_vm(GetVmRequest {
+                resource_id: vm_id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
     assert_eq!(imds_vm.identities.len(), 1);
     assert_eq!(imds_vm.identities[0].kind(), IdentityKind::SystemAssigned);
     assert_eq!(imds_vm.identities[0].client_id, sp.app_id);
 
     // 4. A role assignment grants the VM's principal Key Vault Secrets User on kv1 only.
-    w.assign_role(&w.vault_id("myResourceGroup", "kv1"), &principal, KV_SECRETS_USER).await;
+    w.assign_role(
+        &w.vault_id("myResourceGroup", "kv1"),
+        &principal,
+        KV_SECRETS_USER,
+    )
+    .await;
 
     // 5. Code in the VM requests a token from its IMDS.
     let endpoint = w.imds_endpoint(&vm_id).await;
     let (status, tok) = w.imds_token(&endpoint, VAULT_AUD, None).await;
     assert_eq!(status, 200, "{tok}");
-    for field in ["access_token", "client_id", "expires_in", "expires_on", "ext_expires_in", "not_before", "resource", "token_type"] {
-        assert!(tok[field].is_string(), "{field} must be a JSON string: {tok}");
+    for field in [
+        "access_token",
+        "client_id",
+        "expires_in",
+        "expires_on",
+        "ext_expires_in",
+        "not_before",
+        "resource",
+        "token_type",
+    ] {
+        assert!(
+            tok[field].is_string(),
+            "{field} must be a JSON string: {tok}"
+        );
     }
     assert_eq!(tok["client_id"], sp.app_id.as_str());
     let access = tok["access_token"].as_str().unwrap();
@@ -68,8 +99,17 @@ async fn system_assigned_identity_seven_steps() {
     assert_eq!(claims.tid, w.tid());
     assert_eq!(claims.iss, format!("https://sts.windows.net/{}/", w.tid()));
     assert_eq!(claims.ver.as_deref(), Some("1.0"));
-    assert!(claims.xms_mirid.as_deref().unwrap().eq_ignore_ascii_case(&vm_id));
-    assert_eq!(tok["expires_on"].as_str().unwrap().parse::<i64>().unwrap(), claims.exp);
+    assert!(
+        claims
+            .xms_mirid
+            .as_deref()
+            .unwrap()
+            .eq_ignore_ascii_case(&vm_id)
+    );
+    assert_eq!(
+        tok["expires_on"].as_str().unwrap().parse::<i64>().unwrap(),
+        claims.exp
+    );
     assert!(claims.exp > now_unix() + 3600);
 
     // 7. The code calls Key Vault with the token: 200 on kv1, 403 on kv2.
@@ -81,17 +121,26 @@ async fn system_assigned_identity_seven_steps() {
     assert_eq!(denied["error"]["code"], "Forbidden");
 
     // Enabling on an existing VM via PATCH works the same way.
-    w.create_vm("myResourceGroup", "plainVM", json!({"type": "None"})).await;
+    w.create_vm("myResourceGroup", "plainVM", json!({"type": "None"}))
+        .await;
     let (s, patched) = w
-        .admin("PATCH", &w.vm_id("myResourceGroup", "PLAINvm"), Some(json!({"identity": {"type": "SystemAssigned"}})))
+        .admin(
+            "PATCH",
+            &w.vm_id("myResourceGroup", "PLAINvm"),
+            Some(json!({"identity": {"type": "SystemAssigned"}})),
+        )
         .await;
     assert_eq!(s, 200, "{patched}");
     let p2 = patched["identity"]["principalId"].as_str().unwrap();
-    let ep2 = w.imds_endpoint(&w.vm_id("myResourceGroup", "plainVM")).await;
+    let ep2 = w
+        .imds_endpoint(&w.vm_id("myResourceGroup", "plainVM"))
+        .await;
     let (s, tok2) = w.imds_token(&ep2, VAULT_AUD, None).await;
     assert_eq!(s, 200, "{tok2}");
     // ...but without a role assignment Key Vault says 403.
-    let (s, _) = w.get_secret("kv1", "db-password", tok2["access_token"].as_str().unwrap()).await;
+    let (s, _) = w
+        .get_secret("kv1", "db-password", tok2["access_token"].as_str().unwrap())
+        .await;
     assert_eq!(s, 403);
     assert_ne!(p2, principal);
     w.sb.shutdown().await.unwrap();
@@ -107,11 +156,17 @@ async fn user_assigned_identity_shared_then_deleted() {
     w.set_secret("kv1", "shared", "v1").await;
 
     let uami_id = w.uami_id("rg1", "myUserAssignedIdentity");
-    let (s, uami) = w.admin("PUT", &uami_id, Some(json!({"location": "eastus"}))).await;
+    let (s, uami) = w
+        .admin("PUT", &uami_id, Some(json!({"location": "eastus"})))
+        .await;
     assert_eq!(s, 201, "{uami}");
     let client_id = uami["properties"]["clientId"].as_str().unwrap().to_owned();
-    let principal = uami["properties"]["principalId"].as_str().unwrap().to_owned();
-    w.assign_role(&w.vault_id("rg1", "kv1"), &principal, KV_SECRETS_USER).await;
+    let principal = uami["properties"]["principalId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    w.assign_role(&w.vault_id("rg1", "kv1"), &principal, KV_SECRETS_USER)
+        .await;
 
     let identity = json!({"type": "UserAssigned", "userAssignedIdentities": {uami_id.clone(): {}}});
     let mut endpoints = Vec::new();
@@ -129,26 +184,42 @@ async fn user_assigned_identity_shared_then_deleted() {
         endpoints.push(w.imds_endpoint(&w.vm_id("rg1", vm)).await);
     }
     for ep in &endpoints {
-        let (s, tok) = w.imds_token(ep, VAULT_AUD, Some(("client_id", &client_id))).await;
+        let (s, tok) = w
+            .imds_token(ep, VAULT_AUD, Some(("client_id", &client_id)))
+            .await;
         assert_eq!(s, 200, "{tok}");
-        let claims = w.verify_with_jwks(tok["access_token"].as_str().unwrap(), VAULT_AUD).await;
+        let claims = w
+            .verify_with_jwks(tok["access_token"].as_str().unwrap(), VAULT_AUD)
+            .await;
         assert_eq!(claims.oid, principal);
-        assert!(claims.xms_mirid.as_deref().unwrap().eq_ignore_ascii_case(&uami_id));
-        let (s, secret) = w.get_secret("kv1", "shared", tok["access_token"].as_str().unwrap()).await;
+        assert!(
+            claims
+                .xms_mirid
+                .as_deref()
+                .unwrap()
+                .eq_ignore_ascii_case(&uami_id)
+        );
+        let (s, secret) = w
+            .get_secret("kv1", "shared", tok["access_token"].as_str().unwrap())
+            .await;
         assert_eq!(s, 200, "{secret}");
     }
 
     let (s, _) = w.admin("DELETE", &uami_id, None).await;
     assert!(s == 200 || s == 204);
-    let gone = w
-        .sb
-        .directory()
-        .unwrap()
-        .get_service_principal(GetServicePrincipalRequest { object_id: principal.clone(), app_id: String::new() })
-        .await;
+    let gone =
+        w.sb.directory()
+            .unwrap()
+            .get_service_principal(GetServicePrincipalRequest {
+                object_id: principal.clone(),
+                app_id: String::new(),
+            })
+            .await;
     assert_eq!(gone.unwrap_err().code(), tonic::Code::NotFound);
     for ep in &endpoints {
-        let (s, err) = w.imds_token(ep, VAULT_AUD, Some(("client_id", &client_id))).await;
+        let (s, err) = w
+            .imds_token(ep, VAULT_AUD, Some(("client_id", &client_id)))
+            .await;
         assert_eq!(s, 400, "{err}");
         assert_eq!(err["error"], "invalid_request");
         assert_eq!(err["error_description"], "Identity not found");
@@ -165,11 +236,16 @@ async fn restart_keeps_identities_keys_and_tokens() {
     w.create_rg("rg1").await;
     w.create_vault("rg1", "kv1").await;
     w.set_secret("kv1", "s", "kept").await;
-    let vm = w.create_vm("rg1", "vm1", json!({"type": "SystemAssigned"})).await;
+    let vm = w
+        .create_vm("rg1", "vm1", json!({"type": "SystemAssigned"}))
+        .await;
     let principal = vm["identity"]["principalId"].as_str().unwrap().to_owned();
-    w.assign_role(&w.vault_id("rg1", "kv1"), &principal, KV_SECRETS_USER).await;
+    w.assign_role(&w.vault_id("rg1", "kv1"), &principal, KV_SECRETS_USER)
+        .await;
     let vm_id = w.vm_id("rg1", "vm1");
-    let (s, before) = w.imds_token(&w.imds_endpoint(&vm_id).await, VAULT_AUD, None).await;
+    let (s, before) = w
+        .imds_token(&w.imds_endpoint(&vm_id).await, VAULT_AUD, None)
+        .await;
     assert_eq!(s, 200);
     let old_token = before["access_token"].as_str().unwrap().to_owned();
     let tenant = w.tid().to_owned();
@@ -184,9 +260,13 @@ async fn restart_keeps_identities_keys_and_tokens() {
     let (s, vmv) = w.admin("GET", &vm_id, None).await;
     assert_eq!(s, 200);
     assert_eq!(vmv["identity"]["principalId"], principal.as_str());
-    let (s, after) = w.imds_token(&w.imds_endpoint(&vm_id).await, VAULT_AUD, None).await;
+    let (s, after) = w
+        .imds_token(&w.imds_endpoint(&vm_id).await, VAULT_AUD, None)
+        .await;
     assert_eq!(s, 200, "{after}");
-    let (s, _) = w.get_secret("kv1", "s", after["access_token"].as_str().unwrap()).await;
+    let (s, _) = w
+        .get_secret("kv1", "s", after["access_token"].as_str().unwrap())
+        .await;
     assert_eq!(s, 200);
     w.sb.shutdown().await.unwrap();
 }

@@ -22,7 +22,9 @@ pub async fn start() -> World {
 }
 
 pub async fn start_in(dir: tempfile::TempDir) -> World {
-    let sb = Sandbox::start(SandboxConfig::new(dir.path())).await.expect("sandbox starts");
+    let sb = Sandbox::start(SandboxConfig::new(dir.path()))
+        .await
+        .expect("sandbox starts");
     let http = client(&sb);
     let mut w = World {
         sb,
@@ -60,15 +62,24 @@ impl World {
     }
 
     pub fn vm_id(&self, rg: &str, vm: &str) -> String {
-        format!("{}/providers/Microsoft.Compute/virtualMachines/{vm}", self.rg_id(rg))
+        format!(
+            "{}/providers/Microsoft.Compute/virtualMachines/{vm}",
+            self.rg_id(rg)
+        )
     }
 
     pub fn uami_id(&self, rg: &str, name: &str) -> String {
-        format!("{}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}", self.rg_id(rg))
+        format!(
+            "{}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}",
+            self.rg_id(rg)
+        )
     }
 
     pub fn vault_id(&self, rg: &str, name: &str) -> String {
-        format!("{}/providers/Microsoft.KeyVault/vaults/{name}", self.rg_id(rg))
+        format!(
+            "{}/providers/Microsoft.KeyVault/vaults/{name}",
+            self.rg_id(rg)
+        )
     }
 
     /// Client-credentials token for the bootstrap administrator (v2 endpoint).
@@ -80,7 +91,10 @@ impl World {
             .form(&[
                 ("grant_type", "client_credentials"),
                 ("client_id", self.sb.bootstrap.admin_client_id.as_str()),
-                ("client_secret", self.sb.bootstrap.admin_client_secret.as_str()),
+                (
+                    "client_secret",
+                    self.sb.bootstrap.admin_client_secret.as_str(),
+                ),
                 ("scope", scope),
             ])
             .send()
@@ -93,7 +107,13 @@ impl World {
     }
 
     /// `METHOD {arm}{path}?api-version=..` with a bearer token; returns status and JSON body.
-    pub async fn arm(&self, method: &str, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+    pub async fn arm(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let sep = if path.contains('?') { '&' } else { '?' };
         let url = format!("{}{path}{sep}api-version=2024-11-01", self.sb.arm_url);
         let mut req = self
@@ -106,7 +126,11 @@ impl World {
         let r = req.send().await.unwrap();
         let status = r.status().as_u16();
         let text = r.text().await.unwrap();
-        let v = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let v = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
         (status, v)
     }
 
@@ -115,14 +139,18 @@ impl World {
     }
 
     pub async fn create_rg(&self, rg: &str) {
-        let (s, v) = self.admin("PUT", &self.rg_id(rg), Some(json!({"location": "eastus"}))).await;
+        let (s, v) = self
+            .admin("PUT", &self.rg_id(rg), Some(json!({"location": "eastus"})))
+            .await;
         assert!(s == 200 || s == 201, "create rg: {s} {v}");
     }
 
     pub async fn create_vault(&self, rg: &str, name: &str) -> Value {
         let body = json!({"location": "eastus", "properties": {"tenantId": self.tid(),
             "sku": {"family": "A", "name": "standard"}, "enableRbacAuthorization": true}});
-        let (s, v) = self.admin("PUT", &self.vault_id(rg, name), Some(body)).await;
+        let (s, v) = self
+            .admin("PUT", &self.vault_id(rg, name), Some(body))
+            .await;
         assert!(s == 200 || s == 201, "create vault: {s} {v}");
         v
     }
@@ -142,7 +170,11 @@ impl World {
         let body = json!({"properties": {"principalId": principal,
             "roleDefinitionId": format!("/subscriptions/{}/providers/Microsoft.Authorization/roleDefinitions/{role_guid}", self.sub())}});
         let (s, v) = self
-            .admin("PUT", &format!("{scope}/providers/Microsoft.Authorization/roleAssignments/{name}"), Some(body))
+            .admin(
+                "PUT",
+                &format!("{scope}/providers/Microsoft.Authorization/roleAssignments/{name}"),
+                Some(body),
+            )
             .await;
         assert_eq!(s, 201, "role assignment: {v}");
     }
@@ -153,16 +185,27 @@ impl World {
             .sb
             .imds_control()
             .unwrap()
-            .get_vm(misim_proto::imds::v1::GetVmRequest { resource_id: vm_id.into() })
+            .get_vm(misim_proto::imds::v1::GetVmRequest {
+                resource_id: vm_id.into(),
+            })
             .await
             .unwrap()
             .into_inner();
-        assert!(vm.imds_endpoint.starts_with("http://127.0.0.1:"), "{}", vm.imds_endpoint);
+        assert!(
+            vm.imds_endpoint.starts_with("http://127.0.0.1:"),
+            "{}",
+            vm.imds_endpoint
+        );
         vm.imds_endpoint
     }
 
     /// Step 5: code in the VM asks its IMDS for a token.
-    pub async fn imds_token(&self, endpoint: &str, resource: &str, selector: Option<(&str, &str)>) -> (u16, Value) {
+    pub async fn imds_token(
+        &self,
+        endpoint: &str,
+        resource: &str,
+        selector: Option<(&str, &str)>,
+    ) -> (u16, Value) {
         let mut q = vec![("api-version", "2018-02-01"), ("resource", resource)];
         if let Some(s) = selector {
             q.push(s);
@@ -180,7 +223,10 @@ impl World {
 
     /// Step 7: read a secret with a bearer token.
     pub async fn get_secret(&self, vault: &str, name: &str, token: &str) -> (u16, Value) {
-        let url = format!("{}secrets/{name}/?api-version=7.4", self.sb.vault_url(vault));
+        let url = format!(
+            "{}secrets/{name}/?api-version=7.4",
+            self.sb.vault_url(vault)
+        );
         let r = self.http.get(url).bearer_auth(token).send().await.unwrap();
         (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
     }
@@ -188,7 +234,14 @@ impl World {
     pub async fn set_secret(&self, vault: &str, name: &str, value: &str) {
         let token = self.admin_token("https://vault.azure.net/.default").await;
         let url = format!("{}secrets/{name}?api-version=7.4", self.sb.vault_url(vault));
-        let r = self.http.put(url).bearer_auth(token).json(&json!({"value": value})).send().await.unwrap();
+        let r = self
+            .http
+            .put(url)
+            .bearer_auth(token)
+            .json(&json!({"value": value}))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200, "set secret: {}", r.text().await.unwrap());
     }
 
@@ -197,7 +250,11 @@ impl World {
     pub async fn verify_with_jwks(&self, token: &str, aud: &str) -> AccessClaims {
         let disco: Value = self
             .http
-            .get(format!("{}/{}/.well-known/openid-configuration", self.sb.entra_url, self.tid()))
+            .get(format!(
+                "{}/{}/.well-known/openid-configuration",
+                self.sb.entra_url,
+                self.tid()
+            ))
             .send()
             .await
             .unwrap()
@@ -220,22 +277,38 @@ impl World {
             let e = misim_token::b64_lenient(&k.e).unwrap();
             keys.add_rsa(&k.kid, &n, &e);
         }
-        misim_token::verify::verify_access_token(token, &keys, &[issuer.as_str()], &misim_types::SystemClock, |a| {
-            misim_types::audiences::normalize(a) == misim_types::audiences::normalize(aud)
-        })
+        misim_token::verify::verify_access_token(
+            token,
+            &keys,
+            &[issuer.as_str()],
+            &misim_types::SystemClock,
+            |a| misim_types::audiences::normalize(a) == misim_types::audiences::normalize(aud),
+        )
         .expect("token verifies against the published JWKS")
     }
 }
 
 fn uuid_like(a: &str, b: &str) -> String {
     // Deterministic assignment name per (principal, role): the digits of both GUIDs mixed.
-    let hex: String = a.chars().chain(b.chars()).filter(|c| c.is_ascii_hexdigit()).collect();
+    let hex: String = a
+        .chars()
+        .chain(b.chars())
+        .filter(|c| c.is_ascii_hexdigit())
+        .collect();
     let h = &hex[hex.len() - 32..];
-    format!("{}-{}-4{}-8{}-{}", &h[0..8], &h[8..12], &h[13..16], &h[17..20], &h[20..32])
+    format!(
+        "{}-{}-4{}-8{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[13..16],
+        &h[17..20],
+        &h[20..32]
+    )
 }
 
 pub fn now_unix() -> i64 {
-    #[allow(clippy::disallowed_methods)] // the test compares against the real clock the sandbox uses
+    #[allow(clippy::disallowed_methods)]
+    // the test compares against the real clock the sandbox uses
     let now = std::time::SystemTime::now();
     now.duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
 }

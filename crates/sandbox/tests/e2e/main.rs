@@ -3,6 +3,6 @@
 //! Key Vault) the way real clients drive Azure. gRPC is used only to *observe*
 //! effects (service principals in Entra, identities in IMDS).
 
-mod harness;
-mod flow;
 mod errors;
+mod flow;
+mod harness;
