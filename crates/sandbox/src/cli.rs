@@ -8,6 +8,9 @@ use clap::{Parser, Subcommand};
 
 use crate::{Ports, Sandbox, SandboxConfig};
 
+#[path = "client.rs"]
+mod client;
+
 /// misim: Azure's managed-identity control plane (ARM, Entra ID, IMDS, Key Vault) on your machine.
 #[derive(Debug, Parser)]
 #[command(name = "misim", version)]
@@ -38,6 +41,25 @@ enum Command {
     Vm {
         #[command(subcommand)]
         command: VmCommand,
+    },
+    /// Check that services answer (container healthchecks): exit 0 when all do.
+    Probe {
+        #[command(subcommand)]
+        command: client::ProbeCommand,
+    },
+    /// Inside a VM: get a managed-identity access token from IMDS (169.254.169.254).
+    Token(client::TokenArgs),
+    /// Read or write a Key Vault secret (with an IMDS token unless --token is given).
+    Secret {
+        #[command(subcommand)]
+        command: client::SecretCommand,
+    },
+    /// Wait until SIGTERM or Ctrl-C (the main process of a compose VM container).
+    Idle,
+    /// The sandbox certificate authority.
+    Ca {
+        #[command(subcommand)]
+        command: client::CaCommand,
     },
 }
 
@@ -98,6 +120,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } => vm_exec(&data_dir, &vm, app_service, &command).await,
             VmCommand::List { data_dir } => vm_list(&data_dir).await,
         },
+        Command::Probe { command } => client::probe(command).await,
+        Command::Token(args) => client::token(args).await,
+        Command::Secret { command } => client::secret(command).await,
+        Command::Ca { command } => client::ca(command),
+        Command::Idle => {
+            let stop = misim_runtime::Shutdown::new();
+            misim_runtime::cancel_on_signal(stop).await;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -20,7 +20,7 @@ use misim_types::{SharedClock, SharedIds};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
-pub use bootstrap::{Bootstrap, write_atomically};
+pub use bootstrap::{Bootstrap, admin_certificate, write_atomically};
 
 /// Ports to bind; 0 picks a free one.
 #[derive(Debug, Clone, Copy, Default)]
@@ -103,6 +103,8 @@ pub struct Sandbox {
     pub ca_path: PathBuf,
     /// PEM of the sandbox CA.
     pub ca_pem: String,
+    /// PEM file with the administrator's private key and certificate.
+    pub admin_cert_path: PathBuf,
     data_dir: PathBuf,
     shutdown: Shutdown,
     tasks: JoinSet<anyhow::Result<()>>,
@@ -187,6 +189,17 @@ impl Sandbox {
         )
         .await
         .context("opening entra")?;
+        let (admin_cert_path, admin_cert_der) = admin_certificate(&data_dir, clock.now())?;
+        {
+            use misim_proto::entra::v1::directory_server::Directory as _;
+            entra
+                .add_key_credential(tonic::Request::new(misim_proto::entra::v1::AddKeyCredentialRequest {
+                    object_id: bootstrap.admin_object_id.clone(),
+                    certificate_der: admin_cert_der,
+                }))
+                .await
+                .context("registering the admin certificate")?;
+        }
         tasks.spawn(misim_entra::serve(
             entra,
             entra_http,
@@ -290,6 +303,7 @@ impl Sandbox {
             imds_grpc_url,
             ca_path: tls.ca_path.clone(),
             ca_pem: tls.ca_pem.clone(),
+            admin_cert_path,
             data_dir,
             shutdown,
             tasks,
@@ -331,6 +345,7 @@ impl Sandbox {
             ("MISIM_ADMIN_CLIENT_ID", b.admin_client_id.clone()),
             ("MISIM_ADMIN_OBJECT_ID", b.admin_object_id.clone()),
             ("MISIM_ADMIN_CLIENT_SECRET", b.admin_client_secret.clone()),
+            ("MISIM_ADMIN_CERT_PATH", self.admin_cert_path.display().to_string()),
             ("MISIM_KEYVAULT_DNS_SUFFIX", VAULT_DNS_SUFFIX.into()),
             ("MISIM_KEYVAULT_PORT", self.keyvault_addr.port().to_string()),
             ("MISIM_ENTRA_GRPC_URL", self.entra_grpc_url.clone()),
