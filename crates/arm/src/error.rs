@@ -112,6 +112,25 @@ pub enum ArmError {
         "The vault name '{0}' is already in use. Vault names are globally unique so it is possible that the name is already taken."
     )]
     VaultAlreadyExists(String),
+    /// A deployment template cannot be evaluated (syntax, unknown function, cycle, parameters).
+    #[error("{0}")]
+    InvalidTemplate(String),
+    /// A resource refers to another that does not exist (a NIC's subnet).
+    #[error(
+        "Resource {reference} referenced by resource {referrer} was not found. Please make sure that the referenced resource exists, and that both resources are in the same region."
+    )]
+    InvalidResourceReference {
+        /// The missing resource.
+        reference: String,
+        /// The resource being written.
+        referrer: String,
+    },
+    /// Unknown resource provider namespace.
+    #[error("The resource namespace '{0}' is invalid.")]
+    InvalidResourceNamespace(String),
+    /// No image matches a publisher/offer/sku/version.
+    #[error("Artifact: VMImage was not found.")]
+    ImageNotFound,
     /// A peer (Entra, IMDS) is unreachable.
     #[error("{peer} is unavailable: {message}")]
     PeerUnavailable {
@@ -150,7 +169,9 @@ impl ArmError {
             | E::MethodNotAllowed(_)
             | E::RoleAssignmentUpdateNotPermitted
             | E::PrincipalNotFound { .. }
-            | E::RoleDefinitionDoesNotExist(_) => ErrorCode::InvalidArgument,
+            | E::RoleDefinitionDoesNotExist(_)
+            | E::InvalidTemplate(_)
+            | E::InvalidResourceReference { .. } => ErrorCode::InvalidArgument,
             E::AuthenticationMissing
             | E::InvalidToken(_)
             | E::ExpiredToken(_)
@@ -161,7 +182,9 @@ impl ArmError {
             | E::ResourceNotFound { .. }
             | E::UnknownPath(_)
             | E::RoleAssignmentNotFound(_)
-            | E::RoleDefinitionNotFound(_) => ErrorCode::NotFound,
+            | E::RoleDefinitionNotFound(_)
+            | E::InvalidResourceNamespace(_)
+            | E::ImageNotFound => ErrorCode::NotFound,
             E::RoleAssignmentExists | E::VaultAlreadyExists(_) => ErrorCode::AlreadyExists,
             E::PeerUnavailable { .. } => ErrorCode::Unavailable,
             E::PeerFailed { .. } | E::Store(_) | E::Internal(_) => ErrorCode::Internal,
@@ -196,9 +219,18 @@ impl ArmError {
                 "RoleDefinitionDoesNotExist"
             }
             E::VaultAlreadyExists(_) => "VaultAlreadyExists",
+            E::InvalidTemplate(_) => "InvalidTemplate",
+            E::InvalidResourceReference { .. } => "InvalidResourceReference",
+            E::InvalidResourceNamespace(_) => "InvalidResourceNamespace",
+            E::ImageNotFound => "NotFound",
             E::PeerUnavailable { .. } => "ServiceUnavailable",
             E::PeerFailed { .. } | E::Store(_) | E::Internal(_) => "InternalServerError",
         }
+    }
+
+    /// The ARM error envelope's inner object: `{"code","message"}`.
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::json!({"code": self.arm_code(), "message": self.to_string()})
     }
 
     /// Maps a peer's gRPC status: unreachable peers are 503, others 500.
@@ -210,5 +242,11 @@ impl ArmError {
             }
             _ => ArmError::PeerFailed { peer, message },
         }
+    }
+}
+
+impl From<crate::template::TemplateError> for ArmError {
+    fn from(e: crate::template::TemplateError) -> Self {
+        ArmError::InvalidTemplate(e.to_string())
     }
 }

@@ -3,13 +3,16 @@
 //! Serves the ARM REST surface that the Azure CLI and SDKs use for managed
 //! identities (spec §3): subscriptions, resource groups, user-assigned
 //! identities, VMs with their `identity` block, key vaults, role definitions
-//! and assignments, and `/metadata/endpoints`. It acts as the managed-identity
+//! and assignments, the `Microsoft.Network` resources a VM needs, resource-group
+//! template deployments (how `az vm create` works, see [`template`]), the
+//! image/size/provider catalog, and `/metadata/endpoints`. It acts as the managed-identity
 //! resource provider (creating service principals in Entra and pushing
 //! credentials to IMDS, docs/contracts.md) and as the RBAC authority that Key
 //! Vault asks over gRPC (`misim.arm.v1.Authorization`).
 //!
 //! Writes are answered synchronously (200/201, `provisioningState:
-//! Succeeded`). A peer failure answers 503/500 and leaves no acknowledged
+//! Succeeded`); a deployment runs inside its PUT and hands out an
+//! `Azure-AsyncOperation` status that is already terminal. A peer failure answers 503/500 and leaves no acknowledged
 //! half-written resource.
 
 pub mod config;
@@ -18,6 +21,7 @@ pub mod error;
 mod grpc;
 pub mod http;
 pub mod rbac;
+pub mod template;
 
 use std::sync::Arc;
 

@@ -30,8 +30,11 @@ async fn main() -> anyhow::Result<()> {
         directory: DirectoryClient::new(entra),
         imds: ControlClient::new(imds),
     };
-    let tls =
-        misim_runtime::tls::load_or_create(&settings.data_dir.join("tls"), &[], SystemClock.now())?;
+    let tls = misim_runtime::tls::load_or_create(
+        &settings.data_dir.join("tls"),
+        &misim_runtime::tls::extra_names_from_env(&ProcessEnv),
+        SystemClock.now(),
+    )?;
     let arm = Arm::open(settings.config, deps)
         .await
         .context("opening arm")?;

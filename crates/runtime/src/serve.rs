@@ -91,6 +91,47 @@ pub async fn serve_http(
     Ok(())
 }
 
+/// Collapses runs of `/` in the request path, as Azure's front ends do: the
+/// Azure CLI joins a base URL ending in `/` with a path starting with `/`
+/// (`https://host//metadata/endpoints`).
+pub fn collapse_slashes<B>(mut req: http::Request<B>) -> http::Request<B> {
+    let path = req.uri().path();
+    if !path.contains("//") {
+        return req;
+    }
+    let mut collapsed = String::with_capacity(path.len());
+    for c in path.chars() {
+        if !(c == '/' && collapsed.ends_with('/')) {
+            collapsed.push(c);
+        }
+    }
+    let pq = match req.uri().query() {
+        Some(q) => format!("{collapsed}?{q}"),
+        None => collapsed,
+    };
+    let mut parts = req.uri().clone().into_parts();
+    if let Ok(p) = pq.parse() {
+        parts.path_and_query = Some(p);
+        if let Ok(uri) = http::Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+    }
+    req
+}
+
+#[cfg(test)]
+mod tests {
+    use super::collapse_slashes;
+
+    #[test]
+    fn double_slashes_collapse_and_query_survives() {
+        let req = http::Request::get("https://h:1//metadata//endpoints?api-version=1").body(()).unwrap();
+        assert_eq!(collapse_slashes(req).uri().to_string(), "https://h:1/metadata/endpoints?api-version=1");
+        let req = http::Request::get("/a/b?x=//").body(()).unwrap();
+        assert_eq!(collapse_slashes(req).uri().to_string(), "/a/b?x=//");
+    }
+}
+
 /// Serves a tonic router (with health and reflection already added by the
 /// caller) on `listener` until `shutdown` fires.
 pub async fn serve_grpc(

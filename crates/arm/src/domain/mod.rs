@@ -2,7 +2,10 @@
 //! MSI resource provider, docs/contracts.md) and RBAC decisions. No axum or
 //! tonic server types; peers are the generated gRPC clients.
 
+pub mod catalog;
+pub mod deployment;
 pub mod identity;
+pub mod network;
 pub mod records;
 
 use std::collections::BTreeMap;
@@ -17,6 +20,7 @@ use tonic::transport::Channel;
 
 use crate::config::Config;
 use crate::error::ArmError;
+use crate::http::model;
 use crate::http::route::Kind;
 use crate::rbac::{self, AccessRequest, AssignmentView, Decision};
 use identity::{IdentityRequest, IdentityState};
@@ -40,6 +44,8 @@ pub struct Core {
     vaults: Table<VaultRecord>,
     vault_names: Table<String>,
     assignments: Table<AssignmentRecord>,
+    network: Table<NetworkRecord>,
+    deployments: Table<DeploymentRecord>,
 }
 
 /// A PUT's outcome: the record and whether it was created.
@@ -67,6 +73,68 @@ fn location_of(body: &Value) -> Option<String> {
     body.get("location")
         .and_then(Value::as_str)
         .map(str::to_owned)
+}
+
+/// Fills the read-only parts of a VM's `properties` that clients read back:
+/// `storageProfile.osDisk.osType` (from the image), the OS disk's name and
+/// storage type when sent as `null`, and the OS configuration block.
+fn complete_vm_properties(p: &mut Map<String, Value>, vm_name: &str) {
+    let image = p
+        .get("storageProfile")
+        .and_then(|s| s.get("imageReference"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let text = |k: &str| image.get(k).and_then(Value::as_str).unwrap_or("");
+    let os = catalog::os_of(text("publisher"), text("offer"), text("sku"));
+    if let Some(i) = catalog::image(text("publisher"), text("offer"), text("sku"))
+        && let Some(v) = i.version(text("version"))
+        && let Some(Value::Object(r)) = p
+            .get_mut("storageProfile")
+            .and_then(|s| s.get_mut("imageReference"))
+    {
+        r.insert("exactVersion".into(), Value::String(v.into()));
+    }
+    if let Some(Value::Object(sp)) = p.get_mut("storageProfile") {
+        let disk = sp
+            .entry("osDisk")
+            .or_insert_with(|| serde_json::json!({"createOption": "FromImage"}));
+        if let Some(d) = disk.as_object_mut() {
+            if d.get("osType").is_none_or(Value::is_null) {
+                d.insert("osType".into(), Value::String(os.into()));
+            }
+            if d.get("name").is_none_or(Value::is_null) {
+                d.insert("name".into(), Value::String(format!("{vm_name}_OsDisk_1")));
+            }
+            let md = d
+                .entry("managedDisk")
+                .or_insert_with(|| serde_json::json!({}));
+            if let Some(m) = md.as_object_mut()
+                && m.get("storageAccountType").is_none_or(Value::is_null)
+            {
+                m.insert(
+                    "storageAccountType".into(),
+                    Value::String("Premium_LRS".into()),
+                );
+            }
+        }
+    }
+    let windows = p
+        .get("storageProfile")
+        .and_then(|s| s.pointer("/osDisk/osType"))
+        .and_then(Value::as_str)
+        .is_some_and(|t| t.eq_ignore_ascii_case("windows"));
+    if let Some(Value::Object(os)) = p.get_mut("osProfile") {
+        if windows {
+            os.entry("windowsConfiguration").or_insert_with(
+                || serde_json::json!({"provisionVMAgent": true, "enableAutomaticUpdates": true}),
+            );
+        } else {
+            os.entry("linuxConfiguration").or_insert_with(
+                || serde_json::json!({"disablePasswordAuthentication": false, "provisionVMAgent": true}),
+            );
+        }
+        os.entry("secrets").or_insert_with(|| Value::Array(vec![]));
+    }
 }
 
 /// RFC 7386 JSON merge patch.
@@ -109,6 +177,8 @@ impl Core {
             vaults: store.table("vaults")?,
             vault_names: store.table("vault_names")?,
             assignments: store.table("role_assignments")?,
+            network: store.table("network_resources")?,
+            deployments: store.table("deployments")?,
         })
     }
 
@@ -230,6 +300,88 @@ impl Core {
         }
     }
 
+    // ------------------------------------------------- generic resources
+
+    /// Creates or updates a resource of `kind` after the RBAC check
+    /// `{type}/write` at its id. The one code path for direct PUTs/PATCHes and
+    /// template deployments; returns the rendered resource.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn write_resource(
+        &self,
+        principal: &str,
+        sub: &str,
+        rg: &str,
+        kind: Kind,
+        name: &str,
+        body: &Value,
+        patch: bool,
+    ) -> Result<Put<Value>, ArmError> {
+        let scope = format!(
+            "/subscriptions/{sub}/resourceGroups/{rg}/providers/{}/{name}",
+            kind.type_name()
+        );
+        self.authorize(principal, &format!("{}/write", kind.type_name()), &scope)?;
+        let cfg = &self.config;
+        match kind {
+            Kind::Vm => {
+                let (v, created) = self.put_vm(principal, sub, rg, name, body, patch).await?;
+                Ok((
+                    model::vm(cfg, &v, &self.attached_uamis(&v)?, false),
+                    created,
+                ))
+            }
+            Kind::Uami => {
+                if patch {
+                    self.get_uami(sub, rg, name)?;
+                }
+                let (u, created) = self.put_uami(sub, rg, name, body).await?;
+                Ok((model::uami(cfg, &u), created))
+            }
+            Kind::Vault => {
+                if patch {
+                    self.get_vault(sub, rg, name)?;
+                }
+                let (v, created) = self.put_vault(sub, rg, name, body).await?;
+                Ok((model::vault(&v), created))
+            }
+            Kind::VirtualNetwork
+            | Kind::NetworkSecurityGroup
+            | Kind::PublicIp
+            | Kind::NetworkInterface => {
+                let (r, created) = self.put_network(sub, rg, kind, name, body, patch).await?;
+                Ok((model::network(&r), created))
+            }
+            Kind::Deployment => Err(ArmError::InvalidTemplate(
+                "Nested deployments are not supported by misim.".into(),
+            )),
+        }
+    }
+
+    /// Reads and renders a resource of `kind` (no RBAC check).
+    pub fn read_resource(
+        &self,
+        sub: &str,
+        rg: &str,
+        kind: Kind,
+        name: &str,
+        expand_instance_view: bool,
+    ) -> Result<Value, ArmError> {
+        let cfg = &self.config;
+        Ok(match kind {
+            Kind::Vm => {
+                let v = self.get_vm(sub, rg, name)?;
+                model::vm(cfg, &v, &self.attached_uamis(&v)?, expand_instance_view)
+            }
+            Kind::Uami => model::uami(cfg, &self.get_uami(sub, rg, name)?),
+            Kind::Vault => model::vault(&self.get_vault(sub, rg, name)?),
+            Kind::VirtualNetwork
+            | Kind::NetworkSecurityGroup
+            | Kind::PublicIp
+            | Kind::NetworkInterface => model::network(&self.get_network(sub, rg, kind, name)?),
+            Kind::Deployment => model::deployment(&self.get_deployment(sub, rg, name)?),
+        })
+    }
+
     // ---------------------------------------------------- resource groups
 
     /// Creates or updates a resource group.
@@ -292,6 +444,12 @@ impl Core {
         }
         for (_, v) in self.vaults.scan_prefix(&prefix)? {
             self.delete_vault(sub, &rec.name, &v.name).await?;
+        }
+        for (k, _) in self.network.scan_prefix(&prefix)? {
+            self.network.remove(&k).await?;
+        }
+        for (k, _) in self.deployments.scan_prefix(&prefix)? {
+            self.deployments.remove(&k).await?;
         }
         // Role assignments at or below the group go with it.
         let rg_id = ResourceId::parse(&rec.id).map_err(|e| ArmError::Internal(e.to_string()))?;
@@ -614,6 +772,7 @@ impl Core {
                 os.remove("adminPassword");
                 os.remove("customData");
             }
+            complete_vm_properties(p, name);
         }
         let mut rec = VmRecord {
             id: id.clone(),
@@ -754,7 +913,7 @@ impl Core {
             version: s("/storageProfile/imageReference/version"),
             admin_username: s("/osProfile/adminUsername"),
             computer_name,
-            private_ip: String::new(),
+            private_ip: self.vm_private_ip(&v.properties).unwrap_or_default(),
         }
     }
 

@@ -112,3 +112,37 @@ pub struct AssignmentRecord {
     /// Principal type.
     pub principal_type: String,
 }
+
+/// A generic stored resource (the `Microsoft.Network` kinds): ARM keeps the
+/// caller's `properties` plus the read-only fields it computes (ids of child
+/// objects, addresses, `provisioningState`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NetworkRecord {
+    /// Full id.
+    pub id: String,
+    /// Name as created.
+    pub name: String,
+    /// Canonical `Namespace/type`.
+    pub resource_type: String,
+    /// Region.
+    pub location: String,
+    /// Tags.
+    pub tags: Map<String, Value>,
+    /// `sku`, when sent.
+    pub sku: Option<Value>,
+    /// `properties` as returned.
+    pub properties: Value,
+}
+
+/// A resource-group deployment and its (already finished) operation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeploymentRecord {
+    /// Full id.
+    pub id: String,
+    /// Name as created.
+    pub name: String,
+    /// `properties` as returned (state, parameters without secure values, outputs, error).
+    pub properties: Value,
+    /// The id of the async operation handed out by the last PUT.
+    pub operation_id: String,
+}

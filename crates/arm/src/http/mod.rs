@@ -17,7 +17,7 @@ use misim_proto::keys::KeysError;
 use misim_token::TokenError;
 use serde_json::{Value, json};
 
-use crate::domain::Core;
+use crate::domain::{Core, catalog};
 use crate::error::ArmError;
 use route::{Kind, Route};
 
@@ -226,6 +226,20 @@ async fn dispatch(
                     .iter()
                     .map(model::vault)
                     .collect(),
+                Kind::Deployment => match rg {
+                    Some(rg) => core
+                        .list_deployments(&sub, rg)?
+                        .iter()
+                        .map(model::deployment)
+                        .collect(),
+                    // Subscription-scope deployments: misim runs none.
+                    None => Vec::new(),
+                },
+                k => core
+                    .list_network(&sub, rg, k)?
+                    .iter()
+                    .map(model::network)
+                    .collect(),
             };
             Ok(list(values))
         }
@@ -241,12 +255,95 @@ async fn dispatch(
             let scope = res_scope(&sub, &rg, kind, &name);
             let verb = match m {
                 Method::GET => "read",
+                // Writes are authorized by the domain (the same check a
+                // template deployment makes).
                 Method::PUT | Method::PATCH => "write",
                 Method::DELETE => "delete",
                 other => return Err(ArmError::MethodNotAllowed(other.to_string())),
             };
-            core.authorize(&principal, &action(kind, verb), &scope)?;
+            if verb != "write" {
+                core.authorize(&principal, &action(kind, verb), &scope)?;
+            }
             resource(core, &principal, &m, &sub, &rg, kind, &name, &q, body).await
+        }
+        (
+            Route::Subnet {
+                sub,
+                rg,
+                vnet,
+                name,
+            },
+            Method::GET,
+        ) => {
+            let vnet_id = res_scope(&sub, &rg, Kind::VirtualNetwork, &vnet);
+            let read = "Microsoft.Network/virtualNetworks/subnets/read";
+            match name {
+                Some(n) => {
+                    core.authorize(&principal, read, &format!("{vnet_id}/subnets/{n}"))?;
+                    Ok(ok(core.get_subnet(&sub, &rg, &vnet, &n)?))
+                }
+                None => {
+                    core.authorize(&principal, read, &vnet_id)?;
+                    Ok(list(core.list_subnets(&sub, &rg, &vnet)?))
+                }
+            }
+        }
+        (Route::DeploymentOperation { sub, rg, name, op }, Method::GET) => {
+            let id = res_scope(&sub, &rg, Kind::Deployment, &name);
+            core.authorize(
+                &principal,
+                "Microsoft.Resources/deployments/operationStatuses/read",
+                &id,
+            )?;
+            Ok(ok(core.deployment_operation(&sub, &rg, &name, &op)?))
+        }
+        (Route::Providers { sub }, Method::GET) => {
+            core.check_sub(&sub)?;
+            Ok(list(catalog::providers(&sub)))
+        }
+        (Route::Provider { sub, namespace }, Method::GET) => {
+            core.check_sub(&sub)?;
+            catalog::provider(&sub, &namespace)
+                .map(ok)
+                .ok_or(ArmError::InvalidResourceNamespace(namespace))
+        }
+        (Route::Locations { sub }, Method::GET) => {
+            core.check_sub(&sub)?;
+            Ok(list(catalog::locations(&sub)))
+        }
+        (Route::VmSizes { sub, .. }, Method::GET) => {
+            core.check_sub(&sub)?;
+            Ok(list(catalog::vm_sizes()))
+        }
+        (Route::ComputeSkus { sub }, Method::GET) => {
+            core.check_sub(&sub)?;
+            let filter = param(&q, "$filter").unwrap_or("");
+            let location = model::quoted_after(filter, "location eq");
+            Ok(list(catalog::compute_skus(location.as_deref())))
+        }
+        (
+            Route::VmImages {
+                sub,
+                location,
+                publisher,
+                offer,
+                sku,
+                version,
+                versions,
+            },
+            Method::GET,
+        ) => {
+            core.check_sub(&sub)?;
+            vm_images(
+                &q,
+                &sub,
+                &location,
+                &publisher,
+                offer.as_deref(),
+                sku.as_deref(),
+                version.as_deref(),
+                versions,
+            )
         }
         (Route::RoleAssignments { scope }, Method::GET) => {
             core.authorize(
@@ -328,6 +425,65 @@ async fn dispatch(
     }
 }
 
+/// The image catalog: bare JSON arrays for lists (as Compute answers), one
+/// object for a version. Lists honour `$orderby=name desc` and `$top`.
+#[allow(clippy::too_many_arguments)]
+fn vm_images(
+    q: &[(String, String)],
+    sub: &str,
+    location: &str,
+    publisher: &str,
+    offer: Option<&str>,
+    sku: Option<&str>,
+    version: Option<&str>,
+    versions: bool,
+) -> Result<Response, ArmError> {
+    let (offer, sku) = match (offer, sku, versions) {
+        (None, _, _) => {
+            return Ok(ok(Value::Array(catalog::list_names(
+                sub, location, publisher, None,
+            ))));
+        }
+        (Some(o), None, _) | (Some(o), Some(_), false) => {
+            return Ok(ok(Value::Array(catalog::list_names(
+                sub,
+                location,
+                publisher,
+                Some(o),
+            ))));
+        }
+        (Some(o), Some(s), true) => (o, s),
+    };
+    let image = catalog::image(publisher, offer, sku);
+    match version {
+        Some(v) => {
+            let i = image.ok_or(ArmError::ImageNotFound)?;
+            let v = i.version(v).ok_or(ArmError::ImageNotFound)?;
+            Ok(ok(i.version_json(sub, location, v)))
+        }
+        None => {
+            let Some(i) = image else {
+                return Ok(ok(json!([])));
+            };
+            let mut names = i.versions_desc();
+            let desc =
+                param(q, "$orderby").is_some_and(|o| o.to_ascii_lowercase().contains("desc"));
+            if !desc {
+                names.reverse();
+            }
+            if let Some(top) = param(q, "$top").and_then(|t| t.parse::<usize>().ok()) {
+                names.truncate(top);
+            }
+            Ok(ok(Value::Array(
+                names
+                    .into_iter()
+                    .map(|v| i.version_entry(sub, location, v))
+                    .collect(),
+            )))
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn resource(
     core: &Core,
@@ -340,46 +496,48 @@ async fn resource(
     q: &[(String, String)],
     body: &Bytes,
 ) -> Result<Response, ArmError> {
-    let cfg = &core.config;
-    match (kind, m) {
-        (Kind::Uami, &Method::GET) => Ok(ok(model::uami(cfg, &core.get_uami(sub, rg, name)?))),
-        (Kind::Uami, &Method::PUT) | (Kind::Uami, &Method::PATCH) => {
-            let b = body_json(body)?;
-            if m == Method::PATCH {
-                core.get_uami(sub, rg, name)?;
-            }
-            let (u, created) = core.put_uami(sub, rg, name, &b).await?;
-            Ok((put_status(created), axum::Json(model::uami(cfg, &u))).into_response())
-        }
-        (Kind::Uami, &Method::DELETE) => Ok(deleted(core.delete_uami(sub, rg, name).await?)),
-        (Kind::Vm, &Method::GET) => {
+    match *m {
+        Method::GET => {
             let expand =
                 param(q, "$expand").is_some_and(|e| e.eq_ignore_ascii_case("instanceView"));
-            let v = core.get_vm(sub, rg, name)?;
-            Ok(ok(model::vm(cfg, &v, &core.attached_uamis(&v)?, expand)))
+            Ok(ok(core.read_resource(sub, rg, kind, name, expand)?))
         }
-        (Kind::Vm, &Method::PUT) | (Kind::Vm, &Method::PATCH) => {
+        Method::PUT if kind == Kind::Deployment => {
+            let b = body_json(body)?;
+            let (d, created) = core.put_deployment(principal, sub, rg, name, &b).await?;
+            let api = param(q, "api-version").unwrap_or("2024-11-01");
+            let status_url = format!(
+                "{}{}/operationStatuses/{}?api-version={api}",
+                core.config.public_url, d.id, d.operation_id
+            );
+            let mut resp = (put_status(created), axum::Json(model::deployment(&d))).into_response();
+            let h = resp.headers_mut();
+            if let Ok(v) = http::HeaderValue::from_str(&status_url) {
+                h.insert("azure-asyncoperation", v);
+            }
+            h.insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from_static("1"),
+            );
+            Ok(resp)
+        }
+        Method::PUT | Method::PATCH => {
             let b = body_json(body)?;
             let (v, created) = core
-                .put_vm(principal, sub, rg, name, &b, m == Method::PATCH)
+                .write_resource(principal, sub, rg, kind, name, &b, m == Method::PATCH)
                 .await?;
-            Ok((
-                put_status(created),
-                axum::Json(model::vm(cfg, &v, &core.attached_uamis(&v)?, false)),
-            )
-                .into_response())
+            Ok((put_status(created), axum::Json(v)).into_response())
         }
-        (Kind::Vm, &Method::DELETE) => Ok(deleted(core.delete_vm(sub, rg, name).await?)),
-        (Kind::Vault, &Method::GET) => Ok(ok(model::vault(&core.get_vault(sub, rg, name)?))),
-        (Kind::Vault, &Method::PUT) | (Kind::Vault, &Method::PATCH) => {
-            let b = body_json(body)?;
-            if m == Method::PATCH {
-                core.get_vault(sub, rg, name)?;
-            }
-            let (v, created) = core.put_vault(sub, rg, name, &b).await?;
-            Ok((put_status(created), axum::Json(model::vault(&v))).into_response())
+        Method::DELETE => {
+            let existed = match kind {
+                Kind::Uami => core.delete_uami(sub, rg, name).await?,
+                Kind::Vm => core.delete_vm(sub, rg, name).await?,
+                Kind::Vault => core.delete_vault(sub, rg, name).await?,
+                Kind::Deployment => core.delete_deployment(sub, rg, name).await?,
+                k => core.delete_network(sub, rg, k, name).await?,
+            };
+            Ok(deleted(existed))
         }
-        (Kind::Vault, &Method::DELETE) => Ok(deleted(core.delete_vault(sub, rg, name).await?)),
-        (_, other) => Err(ArmError::MethodNotAllowed(other.to_string())),
+        ref other => Err(ArmError::MethodNotAllowed(other.to_string())),
     }
 }

@@ -154,6 +154,26 @@ pub fn vault(v: &VaultRecord) -> Value {
     })
 }
 
+/// A generic stored (network) resource.
+pub fn network(r: &NetworkRecord) -> Value {
+    let mut v = json!({
+        "id": r.id, "name": r.name, "type": r.resource_type,
+        "location": r.location, "tags": r.tags, "properties": r.properties,
+    });
+    if let Some(sku) = &r.sku {
+        v["sku"] = sku.clone();
+    }
+    v
+}
+
+/// A resource-group deployment.
+pub fn deployment(d: &DeploymentRecord) -> Value {
+    json!({
+        "id": d.id, "name": d.name, "type": "Microsoft.Resources/deployments",
+        "properties": d.properties,
+    })
+}
+
 /// A role assignment (spec §3.6).
 pub fn assignment(a: &AssignmentRecord) -> Value {
     json!({
@@ -178,7 +198,8 @@ pub fn role_definition(core: &Core, r: &RoleDefinition) -> Value {
     })
 }
 
-fn quoted_after(filter: &str, key: &str) -> Option<String> {
+/// The first `'…'` after `key` (case-insensitive), e.g. in an OData `$filter`.
+pub fn quoted_after(filter: &str, key: &str) -> Option<String> {
     let lower = filter.to_ascii_lowercase();
     let at = lower.find(&key.to_ascii_lowercase())? + key.len();
     let rest = &filter[at..];

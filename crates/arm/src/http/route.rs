@@ -14,6 +14,16 @@ pub enum Kind {
     Uami,
     /// `Microsoft.KeyVault/vaults`.
     Vault,
+    /// `Microsoft.Network/virtualNetworks`.
+    VirtualNetwork,
+    /// `Microsoft.Network/networkSecurityGroups`.
+    NetworkSecurityGroup,
+    /// `Microsoft.Network/publicIPAddresses`.
+    PublicIp,
+    /// `Microsoft.Network/networkInterfaces`.
+    NetworkInterface,
+    /// `Microsoft.Resources/deployments` (resource-group scope).
+    Deployment,
 }
 
 impl Kind {
@@ -23,11 +33,40 @@ impl Kind {
             Kind::Vm => "Microsoft.Compute/virtualMachines",
             Kind::Uami => "Microsoft.ManagedIdentity/userAssignedIdentities",
             Kind::Vault => "Microsoft.KeyVault/vaults",
+            Kind::VirtualNetwork => "Microsoft.Network/virtualNetworks",
+            Kind::NetworkSecurityGroup => "Microsoft.Network/networkSecurityGroups",
+            Kind::PublicIp => "Microsoft.Network/publicIPAddresses",
+            Kind::NetworkInterface => "Microsoft.Network/networkInterfaces",
+            Kind::Deployment => "Microsoft.Resources/deployments",
         }
     }
 
-    fn parse(ns: &str, ty: &str) -> Result<Self, ArmError> {
-        let known = [Kind::Vm, Kind::Uami, Kind::Vault];
+    /// Every kind.
+    pub const ALL: [Kind; 8] = [
+        Kind::Vm,
+        Kind::Uami,
+        Kind::Vault,
+        Kind::VirtualNetwork,
+        Kind::NetworkSecurityGroup,
+        Kind::PublicIp,
+        Kind::NetworkInterface,
+        Kind::Deployment,
+    ];
+
+    /// True for the generic stored `Microsoft.Network` kinds.
+    pub fn is_network(self) -> bool {
+        matches!(
+            self,
+            Kind::VirtualNetwork
+                | Kind::NetworkSecurityGroup
+                | Kind::PublicIp
+                | Kind::NetworkInterface
+        )
+    }
+
+    /// Parses `Namespace`, `type` (case-insensitive).
+    pub fn parse(ns: &str, ty: &str) -> Result<Self, ArmError> {
+        let known = Kind::ALL;
         if let Some(k) = known
             .iter()
             .find(|k| k.type_name().eq_ignore_ascii_case(&format!("{ns}/{ty}")))
@@ -118,6 +157,74 @@ pub enum Route {
         /// Definition GUID.
         name: String,
     },
+    /// `/subscriptions/{sub}/providers`.
+    Providers {
+        /// Subscription id.
+        sub: String,
+    },
+    /// `/subscriptions/{sub}/providers/{ns}`.
+    Provider {
+        /// Subscription id.
+        sub: String,
+        /// Namespace as sent.
+        namespace: String,
+    },
+    /// `/subscriptions/{sub}/locations`.
+    Locations {
+        /// Subscription id.
+        sub: String,
+    },
+    /// `/subscriptions/{sub}/providers/Microsoft.Compute/locations/{loc}/publishers/{p}/artifacttypes/vmimage/offers[/{o}/skus[/{s}/versions[/{v}]]]`.
+    VmImages {
+        /// Subscription id.
+        sub: String,
+        /// Region.
+        location: String,
+        /// Publisher.
+        publisher: String,
+        /// Offer (absent: list offers).
+        offer: Option<String>,
+        /// SKU (absent: list SKUs).
+        sku: Option<String>,
+        /// Version (absent: list versions).
+        version: Option<String>,
+        /// True when the path ends in `versions` (list) rather than `skus/{s}`.
+        versions: bool,
+    },
+    /// `/subscriptions/{sub}/providers/Microsoft.Compute/locations/{loc}/vmSizes`.
+    VmSizes {
+        /// Subscription id.
+        sub: String,
+        /// Region.
+        location: String,
+    },
+    /// `/subscriptions/{sub}/providers/Microsoft.Compute/skus`.
+    ComputeSkus {
+        /// Subscription id.
+        sub: String,
+    },
+    /// `…/Microsoft.Network/virtualNetworks/{vnet}/subnets[/{name}]`.
+    Subnet {
+        /// Subscription id.
+        sub: String,
+        /// Group name.
+        rg: String,
+        /// Virtual network name.
+        vnet: String,
+        /// Subnet name (absent: list).
+        name: Option<String>,
+    },
+    /// `…/Microsoft.Resources/deployments/{name}/operationStatuses/{op}`.
+    DeploymentOperation {
+        /// Subscription id.
+        sub: String,
+        /// Group name.
+        rg: String,
+        /// Deployment name.
+        name: String,
+        /// Operation id.
+        op: String,
+    },
 }
 
 fn eq(a: &str, b: &str) -> bool {
@@ -175,6 +282,97 @@ pub fn parse(path: &str) -> Result<Route, ArmError> {
                 sub: s(sub),
                 rg: s(rg),
             })
+        }
+        [x, sub, p] if eq(x, "subscriptions") && eq(p, "providers") => {
+            Ok(Route::Providers { sub: s(sub) })
+        }
+        [x, sub, l] if eq(x, "subscriptions") && eq(l, "locations") => {
+            Ok(Route::Locations { sub: s(sub) })
+        }
+        [x, sub, p, ns] if eq(x, "subscriptions") && eq(p, "providers") => Ok(Route::Provider {
+            sub: s(sub),
+            namespace: s(ns),
+        }),
+        [x, sub, p, ns, k]
+            if eq(x, "subscriptions")
+                && eq(p, "providers")
+                && eq(ns, "Microsoft.Compute")
+                && eq(k, "skus") =>
+        {
+            Ok(Route::ComputeSkus { sub: s(sub) })
+        }
+        [x, sub, p, ns, l, loc, v]
+            if eq(x, "subscriptions")
+                && eq(p, "providers")
+                && eq(ns, "Microsoft.Compute")
+                && eq(l, "locations")
+                && eq(v, "vmSizes") =>
+        {
+            Ok(Route::VmSizes {
+                sub: s(sub),
+                location: s(loc),
+            })
+        }
+        [x, sub, p, ns, l, loc, pb, publisher, a, vi, o, rest @ ..]
+            if eq(x, "subscriptions")
+                && eq(p, "providers")
+                && eq(ns, "Microsoft.Compute")
+                && eq(l, "locations")
+                && eq(pb, "publishers")
+                && eq(a, "artifacttypes")
+                && eq(vi, "vmimage")
+                && eq(o, "offers") =>
+        {
+            let image = |offer: Option<&&str>,
+                         sku: Option<&&str>,
+                         version: Option<&&str>,
+                         versions: bool| Route::VmImages {
+                sub: s(sub),
+                location: s(loc),
+                publisher: s(publisher),
+                offer: offer.map(|x| s(x)),
+                sku: sku.map(|x| s(x)),
+                version: version.map(|x| s(x)),
+                versions,
+            };
+            match rest {
+                [] => Ok(image(None, None, None, false)),
+                [offer, k] if eq(k, "skus") => Ok(image(Some(offer), None, None, false)),
+                [offer, k, sku, v] if eq(k, "skus") && eq(v, "versions") => {
+                    Ok(image(Some(offer), Some(sku), None, true))
+                }
+                [offer, k, sku, v, ver] if eq(k, "skus") && eq(v, "versions") => {
+                    Ok(image(Some(offer), Some(sku), Some(ver), true))
+                }
+                _ => Err(unknown()),
+            }
+        }
+        [x, sub, r, rg, p, ns, ty, name, child, rest @ ..]
+            if eq(x, "subscriptions") && eq(r, "resourceGroups") && eq(p, "providers") =>
+        {
+            match (Kind::parse(ns, ty)?, rest) {
+                (Kind::VirtualNetwork, []) if eq(child, "subnets") => Ok(Route::Subnet {
+                    sub: s(sub),
+                    rg: s(rg),
+                    vnet: s(name),
+                    name: None,
+                }),
+                (Kind::VirtualNetwork, [sn]) if eq(child, "subnets") => Ok(Route::Subnet {
+                    sub: s(sub),
+                    rg: s(rg),
+                    vnet: s(name),
+                    name: Some(s(sn)),
+                }),
+                (Kind::Deployment, [op]) if eq(child, "operationStatuses") => {
+                    Ok(Route::DeploymentOperation {
+                        sub: s(sub),
+                        rg: s(rg),
+                        name: s(name),
+                        op: s(op),
+                    })
+                }
+                _ => Err(unknown()),
+            }
         }
         [x, sub, p, ns, ty] if eq(x, "subscriptions") && eq(p, "providers") => {
             Ok(Route::Collection {
@@ -285,6 +483,60 @@ mod tests {
         for (path, want) in cases {
             assert_eq!(parse(path).unwrap(), want, "{path}");
         }
+    }
+
+    #[test]
+    fn parses_catalog_network_and_deployment_routes() {
+        let img = "/subscriptions/s1/providers/Microsoft.Compute/locations/eastus/publishers/Canonical/artifacttypes/vmimage/offers/0001-com-ubuntu-server-jammy/skus/22_04-lts-gen2/versions";
+        match parse(img).unwrap() {
+            Route::VmImages {
+                sku: Some(sku),
+                version: None,
+                versions: true,
+                ..
+            } => assert_eq!(sku, "22_04-lts-gen2"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse(&format!("{img}/22.04.202501080")).unwrap(),
+            Route::VmImages {
+                version: Some(_),
+                ..
+            }
+        ));
+        assert_eq!(
+            parse("/subscriptions/s1/providers/Microsoft.Compute/skus").unwrap(),
+            Route::ComputeSkus { sub: "s1".into() }
+        );
+        assert_eq!(
+            parse("/subscriptions/s1/providers/microsoft.network").unwrap(),
+            Route::Provider {
+                sub: "s1".into(),
+                namespace: "microsoft.network".into()
+            }
+        );
+        assert_eq!(
+            parse("/subscriptions/s1/resourcegroups/rg/providers/Microsoft.Network/virtualNetworks/v/subnets/sn").unwrap(),
+            Route::Subnet {
+                sub: "s1".into(),
+                rg: "rg".into(),
+                vnet: "v".into(),
+                name: Some("sn".into())
+            }
+        );
+        assert_eq!(
+            parse("/subscriptions/s1/resourcegroups/rg/providers/Microsoft.Resources/deployments/d/operationStatuses/o1").unwrap(),
+            Route::DeploymentOperation {
+                sub: "s1".into(),
+                rg: "rg".into(),
+                name: "d".into(),
+                op: "o1".into()
+            }
+        );
+        assert!(matches!(
+            parse("/subscriptions/s1/resourceGroups/rg/providers/Microsoft.Network/publicIpAddresses/ip").unwrap(),
+            Route::Resource { kind: Kind::PublicIp, .. }
+        ));
     }
 
     #[test]

@@ -1,0 +1,322 @@
+//! Resource-group deployments (`Microsoft.Resources/deployments`), the way
+//! `az vm create` creates a VM. The deployment runs synchronously inside the
+//! PUT: each template resource, in `dependsOn` order, goes through the same
+//! code path and RBAC check (with the deploying caller) as a direct PUT of
+//! that resource. The first failure stops the deployment; it is recorded as
+//! `Failed` with ARM's `DeploymentFailed` error. The PUT hands out an
+//! `Azure-AsyncOperation` URL whose status is already terminal, so
+//! azure-core's ARMPolling finishes after one poll (spec §3.2).
+//!
+//! Template problems found before anything is deployed (syntax, unsupported
+//! functions, parameters, unknown `dependsOn`, cycles) answer the PUT with 400
+//! `InvalidTemplate`, as ARM's validation does; nothing is recorded.
+
+use std::time::SystemTime;
+
+use serde_json::{Value, json};
+
+use super::records::DeploymentRecord;
+use super::{Core, Put, res_key};
+use crate::error::ArmError;
+use crate::http::model;
+use crate::http::route::{self, Kind, Route};
+use crate::template::{Evaluator, Resources, Target, Template, TemplateError};
+
+const WRITE: &str = "Microsoft.Resources/deployments/write";
+
+/// `reference()` against ARM's state.
+struct Live<'a> {
+    core: &'a Core,
+}
+
+impl Resources for Live<'_> {
+    fn reference(&self, id: &str, full: bool) -> Result<Value, TemplateError> {
+        let v = self.core.resource_json(id).map_err(|e| {
+            TemplateError::Invalid(format!(
+                "The template function 'reference' failed for resource '{id}': {e}"
+            ))
+        })?;
+        Ok(if full {
+            v
+        } else {
+            v.get("properties").cloned().unwrap_or(Value::Null)
+        })
+    }
+}
+
+/// RFC 3339 UTC with seconds, from a system time.
+pub fn rfc3339(t: SystemTime) -> String {
+    let secs = misim_types::unix_seconds(t);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Howard Hinnant's civil-from-days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.0000000Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+impl Core {
+    /// Creates or re-runs a deployment; returns the record (already terminal).
+    pub async fn put_deployment(
+        &self,
+        principal: &str,
+        sub: &str,
+        rg: &str,
+        name: &str,
+        body: &Value,
+    ) -> Result<Put<DeploymentRecord>, ArmError> {
+        let group = self.require_rg(sub, rg)?;
+        let id = format!(
+            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Resources/deployments/{name}",
+            self.config.subscription_id, group.name
+        );
+        self.authorize(principal, WRITE, &id)?;
+        let props = body
+            .get("properties")
+            .and_then(Value::as_object)
+            .ok_or_else(|| ArmError::InvalidRequestContent("properties is required".into()))?;
+        for link in ["templateLink", "parametersLink"] {
+            if props.contains_key(link) {
+                return Err(ArmError::InvalidTemplate(format!(
+                    "The deployment property '{link}' is not supported by misim; send the template and parameters inline."
+                )));
+            }
+        }
+        let mode = props
+            .get("mode")
+            .and_then(Value::as_str)
+            .unwrap_or("Incremental");
+        if !mode.eq_ignore_ascii_case("incremental") {
+            return Err(ArmError::InvalidParameter(format!(
+                "The deployment mode '{mode}' is not supported by misim; use 'Incremental'."
+            )));
+        }
+        let template =
+            Template::parse(props.get("template").ok_or_else(|| {
+                ArmError::InvalidTemplate("The deployment has no template.".into())
+            })?)?;
+        let target = Target {
+            subscription_id: self.config.subscription_id.clone(),
+            tenant_id: self.config.tenant_id.clone(),
+            resource_group: group.name.clone(),
+            location: group.location.clone(),
+        };
+        let supplied = match props.get("parameters") {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(m)) => Some(m),
+            Some(_) => {
+                return Err(ArmError::InvalidRequestContent(
+                    "properties.parameters must be an object".into(),
+                ));
+            }
+        };
+        let params = template.resolve_parameters(supplied, &target)?;
+        let live = Live { core: self };
+        let plan = template.plan(&Evaluator::new(&template, &target, &params, &live))?;
+        let ev = Evaluator::new(&template, &target, &params, &live).with_plan(&plan);
+
+        let key = res_key(sub, rg, Kind::Deployment, name);
+        let existed = self.deployments.get(&key)?.is_some();
+        let started = self.clock.now();
+        let mut output_resources = Vec::new();
+        let mut failure: Option<(String, ArmError)> = None;
+        for p in &plan {
+            let result = match ev.resource_body(p) {
+                Ok(b) => self.deploy_resource(principal, p, &b).await,
+                Err(e) => Err(e.into()),
+            };
+            match result {
+                Ok(()) => output_resources.push(json!({"id": p.id})),
+                Err(e) => {
+                    tracing::info!(deployment = %id, resource = %p.id, error = %e, "deployment resource failed");
+                    failure = Some((p.id.clone(), e));
+                    break;
+                }
+            }
+        }
+        let outputs = match &failure {
+            None => match template.outputs(&ev) {
+                Ok(o) => Value::Object(o),
+                Err(e) => {
+                    failure = Some((id.clone(), e.into()));
+                    json!({})
+                }
+            },
+            Some(_) => json!({}),
+        };
+        let finished = self.clock.now();
+        let seconds = finished
+            .duration_since(started)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        let mut properties = json!({
+            "templateHash": crate::template::expr::unique_string(&props["template"].to_string()),
+            "parameters": params.echo(),
+            "mode": "Incremental",
+            "provisioningState": if failure.is_some() { "Failed" } else { "Succeeded" },
+            "timestamp": rfc3339(finished),
+            "duration": format!("PT{seconds:.3}S"),
+            "correlationId": self.ids.guid(),
+            "providers": [],
+            "dependencies": [],
+            "outputs": outputs,
+            "outputResources": output_resources,
+        });
+        if let Some((target_id, e)) = &failure {
+            properties["error"] = json!({
+                "code": "DeploymentFailed",
+                "target": id,
+                "message": "At least one resource deployment operation failed. Please list deployment operations for details. Please see https://aka.ms/arm-deployment-operations for usage details.",
+                "details": [{"code": e.arm_code(), "target": target_id, "message": e.to_string()}],
+            });
+        }
+        let rec = DeploymentRecord {
+            id: id.clone(),
+            name: name.to_owned(),
+            properties,
+            operation_id: self.ids.guid(),
+        };
+        self.deployments.put(&key, &rec).await?;
+        tracing::info!(%id, state = %rec.properties["provisioningState"], "deployment finished");
+        Ok((rec, !existed))
+    }
+
+    async fn deploy_resource(
+        &self,
+        principal: &str,
+        p: &crate::template::Planned,
+        body: &Value,
+    ) -> Result<(), ArmError> {
+        match route::parse(&p.id)? {
+            Route::Resource {
+                sub,
+                rg,
+                kind,
+                name,
+            } if kind != Kind::Deployment => {
+                self.write_resource(principal, &sub, &rg, kind, &name, body, false)
+                    .await?;
+                Ok(())
+            }
+            Route::RoleAssignment { scope, name } => {
+                self.authorize(
+                    principal,
+                    "Microsoft.Authorization/roleAssignments/write",
+                    &scope,
+                )?;
+                self.put_assignment(&scope, &name, body).await?;
+                Ok(())
+            }
+            _ => Err(ArmError::InvalidTemplate(format!(
+                "The template resource type '{}' is not supported by misim.",
+                p.resource_type
+            ))),
+        }
+    }
+
+    /// Reads a deployment.
+    pub fn get_deployment(
+        &self,
+        sub: &str,
+        rg: &str,
+        name: &str,
+    ) -> Result<DeploymentRecord, ArmError> {
+        self.require_rg(sub, rg)?;
+        self.deployments
+            .get(&res_key(sub, rg, Kind::Deployment, name))?
+            .ok_or_else(|| Self::not_found(Kind::Deployment, rg, name))
+    }
+
+    /// Lists a group's deployments.
+    pub fn list_deployments(&self, sub: &str, rg: &str) -> Result<Vec<DeploymentRecord>, ArmError> {
+        self.list(&self.deployments, sub, Some(rg), Kind::Deployment)
+    }
+
+    /// Deletes a deployment record (never its resources, as in ARM).
+    pub async fn delete_deployment(
+        &self,
+        sub: &str,
+        rg: &str,
+        name: &str,
+    ) -> Result<bool, ArmError> {
+        self.require_rg(sub, rg)?;
+        Ok(self
+            .deployments
+            .remove(&res_key(sub, rg, Kind::Deployment, name))
+            .await?
+            .is_some())
+    }
+
+    /// The async-operation status body: `{"status"[, "error"]}`.
+    pub fn deployment_operation(
+        &self,
+        sub: &str,
+        rg: &str,
+        name: &str,
+        op: &str,
+    ) -> Result<Value, ArmError> {
+        let rec = self.get_deployment(sub, rg, name)?;
+        if !rec.operation_id.eq_ignore_ascii_case(op) {
+            return Err(ArmError::ResourceNotFound {
+                resource_type: "Microsoft.Resources/deployments/operationStatuses".into(),
+                name: format!("{name}/{op}"),
+                resource_group: rg.into(),
+            });
+        }
+        let status = rec.properties["provisioningState"].clone();
+        let mut v = json!({"status": status});
+        if let Some(e) = rec.properties.get("error") {
+            v["error"] = e.clone();
+        }
+        Ok(v)
+    }
+
+    /// The JSON of any resource ARM stores, by id (what `reference()` reads).
+    pub fn resource_json(&self, id: &str) -> Result<Value, ArmError> {
+        match route::parse(id)? {
+            Route::Resource {
+                sub,
+                rg,
+                kind,
+                name,
+            } => self.read_resource(&sub, &rg, kind, &name, false),
+            Route::RoleAssignment { scope, name } => {
+                Ok(model::assignment(&self.get_assignment(&scope, &name)?))
+            }
+            Route::ResourceGroup { sub, rg } => Ok(model::rg(&self.require_rg(&sub, &rg)?)),
+            Route::Subnet {
+                sub,
+                rg,
+                vnet,
+                name: Some(name),
+            } => self.get_subnet(&sub, &rg, &vnet, &name),
+            _ => Err(ArmError::UnknownPath(id.to_owned())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn timestamps_are_rfc3339() {
+        let t = |s| rfc3339(UNIX_EPOCH + Duration::from_secs(s));
+        assert_eq!(t(0), "1970-01-01T00:00:00.0000000Z");
+        assert_eq!(t(1_700_000_000), "2023-11-14T22:13:20.0000000Z");
+        assert_eq!(t(951_782_400), "2000-02-29T00:00:00.0000000Z");
+    }
+}

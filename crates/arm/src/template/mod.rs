@@ -1,0 +1,847 @@
+//! A small ARM template engine (enough for what `az vm create` and simple
+//! hand-written templates send): parameters with defaults and supplied
+//! values, variables, resources ordered by `dependsOn`, `condition`, outputs,
+//! and the expression language in [`expr`].
+//!
+//! Pure: the engine never touches ARM state. The deployment driver
+//! (`domain::deployment`) asks [`Template::plan`] for the order, then
+//! evaluates each resource with [`Evaluator::resource_body`] right before
+//! deploying it, so `reference()` sees the resources deployed so far.
+
+pub mod expr;
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Map, Value};
+
+use expr::Scope;
+
+/// Why a template cannot be deployed. Both render as ARM's `InvalidTemplate`.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TemplateError {
+    /// A function misim does not implement (never passed through silently).
+    #[error("The template function '{0}' is not supported by misim.")]
+    UnsupportedFunction(String),
+    /// Anything else wrong with the template or its evaluation.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn invalid(msg: impl Into<String>) -> TemplateError {
+    TemplateError::Invalid(msg.into())
+}
+
+/// Where a deployment runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Subscription id.
+    pub subscription_id: String,
+    /// Tenant id.
+    pub tenant_id: String,
+    /// Resource group name as created.
+    pub resource_group: String,
+    /// Resource group location.
+    pub location: String,
+}
+
+/// A declared parameter.
+#[derive(Debug, Clone, PartialEq)]
+struct ParamDecl {
+    ty: String,
+    default: Option<Value>,
+    allowed: Option<Vec<Value>>,
+}
+
+/// A parsed template.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Template {
+    params: BTreeMap<String, ParamDecl>,
+    variables: Map<String, Value>,
+    resources: Vec<Map<String, Value>>,
+    outputs: Map<String, Value>,
+}
+
+fn object<'v>(
+    v: Option<&'v Value>,
+    what: &str,
+) -> Result<Option<&'v Map<String, Value>>, TemplateError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(m)) => Ok(Some(m)),
+        Some(_) => Err(invalid(format!(
+            "The template property '{what}' must be an object."
+        ))),
+    }
+}
+
+fn get_ci<'m>(m: &'m Map<String, Value>, key: &str) -> Option<&'m Value> {
+    m.iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(key))
+        .map(|(_, v)| v)
+}
+
+/// One resource in deployment order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Planned {
+    /// Index in the template's `resources`.
+    pub index: usize,
+    /// `Namespace/type[/child]` as written.
+    pub resource_type: String,
+    /// Name as evaluated (`parent/child` for nested types).
+    pub name: String,
+    /// The full id it will have.
+    pub id: String,
+    /// Scope for extension resources (role assignments): `properties.scope` or
+    /// the top-level `scope`; `None` means the deployment's resource group.
+    pub scope: Option<String>,
+}
+
+impl Template {
+    /// Parses and validates a template: shapes, and every expression's syntax
+    /// and function names.
+    pub fn parse(v: &Value) -> Result<Self, TemplateError> {
+        let t = v
+            .as_object()
+            .ok_or_else(|| invalid("The template must be a JSON object."))?;
+        let mut params = BTreeMap::new();
+        for (name, decl) in object(get_ci(t, "parameters"), "parameters")?
+            .into_iter()
+            .flatten()
+        {
+            let d = decl.as_object().ok_or_else(|| {
+                invalid(format!(
+                    "The template parameter '{name}' must be an object."
+                ))
+            })?;
+            let ty = get_ci(d, "type")
+                .and_then(Value::as_str)
+                .ok_or_else(|| invalid(format!("The template parameter '{name}' has no type.")))?
+                .to_owned();
+            params.insert(
+                name.clone(),
+                ParamDecl {
+                    ty,
+                    default: get_ci(d, "defaultValue").cloned(),
+                    allowed: get_ci(d, "allowedValues")
+                        .and_then(Value::as_array)
+                        .cloned(),
+                },
+            );
+        }
+        let variables = object(get_ci(t, "variables"), "variables")?
+            .cloned()
+            .unwrap_or_default();
+        if variables.contains_key("copy") {
+            return Err(invalid("Variable 'copy' loops are not supported by misim."));
+        }
+        let outputs = object(get_ci(t, "outputs"), "outputs")?
+            .cloned()
+            .unwrap_or_default();
+        let resources = match get_ci(t, "resources") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(a)) => a
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    let r = r.as_object().ok_or_else(|| {
+                        invalid(format!("Template resource {i} must be an object."))
+                    })?;
+                    for k in ["type", "name"] {
+                        if !get_ci(r, k).is_some_and(Value::is_string) {
+                            return Err(invalid(format!(
+                                "Template resource {i} is missing the string property '{k}'."
+                            )));
+                        }
+                    }
+                    for k in ["copy", "resources"] {
+                        if get_ci(r, k).is_some() {
+                            return Err(invalid(format!(
+                                "The template resource property '{k}' is not supported by misim."
+                            )));
+                        }
+                    }
+                    Ok(r.clone())
+                })
+                .collect::<Result<_, _>>()?,
+            Some(_) => {
+                return Err(invalid(
+                    "The template property 'resources' must be an array.",
+                ));
+            }
+        };
+        let tpl = Self {
+            params,
+            variables,
+            resources,
+            outputs,
+        };
+        for d in tpl.params.values() {
+            if let Some(v) = &d.default {
+                expr::validate_value(v)?;
+            }
+        }
+        expr::validate_value(&Value::Object(tpl.variables.clone()))?;
+        for r in &tpl.resources {
+            expr::validate_value(&Value::Object(r.clone()))?;
+        }
+        expr::validate_value(&Value::Object(tpl.outputs.clone()))?;
+        Ok(tpl)
+    }
+
+    /// Resolves parameters: supplied `{"name":{"value":…}}` entries, else defaults.
+    pub fn resolve_parameters(
+        &self,
+        supplied: Option<&Map<String, Value>>,
+        target: &Target,
+    ) -> Result<Parameters, TemplateError> {
+        let supplied = supplied.cloned().unwrap_or_default();
+        for name in supplied.keys() {
+            if !self.params.keys().any(|p| p.eq_ignore_ascii_case(name)) {
+                return Err(invalid(format!(
+                    "The template parameters '{name}' in the parameters file are not valid; they are not present in the original template and can therefore not be provided at deployment time."
+                )));
+            }
+        }
+        let mut resolved = Parameters::default();
+        for (name, decl) in &self.params {
+            let given = supplied
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v);
+            let value = match given {
+                Some(Value::Object(o)) if o.contains_key("value") => o["value"].clone(),
+                Some(Value::Object(o)) if o.contains_key("reference") => {
+                    return Err(invalid(format!(
+                        "Key Vault parameter references (parameter '{name}') are not supported by misim."
+                    )));
+                }
+                Some(_) => {
+                    return Err(invalid(format!(
+                        "The parameter '{name}' must be given as {{\"value\": …}}."
+                    )));
+                }
+                None => match &decl.default {
+                    Some(d) => {
+                        let ev = Evaluator::new(self, target, &resolved, &NoResources);
+                        expr::eval_value(d, &ev)?
+                    }
+                    None => {
+                        return Err(invalid(format!(
+                            "Deployment template validation failed: 'The value for the template parameter '{name}' is not provided."
+                        )));
+                    }
+                },
+            };
+            if let Some(allowed) = &decl.allowed
+                && !allowed.contains(&value)
+            {
+                return Err(invalid(format!(
+                    "Deployment template validation failed: 'The provided value for the template parameter '{name}' is not valid.'"
+                )));
+            }
+            resolved.0.insert(name.clone(), (decl.ty.clone(), value));
+        }
+        Ok(resolved)
+    }
+
+    /// Orders the resources by `dependsOn` (ties keep template order).
+    /// `condition: false` resources are left out.
+    pub fn plan(&self, ev: &Evaluator<'_>) -> Result<Vec<Planned>, TemplateError> {
+        let mut nodes = Vec::new();
+        for (i, r) in self.resources.iter().enumerate() {
+            if let Some(c) = get_ci(r, "condition") {
+                match expr::eval_value(c, ev)? {
+                    Value::Bool(true) => {}
+                    Value::Bool(false) => continue,
+                    other => {
+                        return Err(invalid(format!(
+                            "The condition of template resource {i} must be a boolean, got {other}."
+                        )));
+                    }
+                }
+            }
+            let text = |k: &str| -> Result<String, TemplateError> {
+                Ok(expr::to_text(&expr::eval_value(&r[k], ev)?))
+            };
+            let ty_key = r
+                .keys()
+                .find(|k| k.eq_ignore_ascii_case("type"))
+                .cloned()
+                .unwrap_or_default();
+            let name_key = r
+                .keys()
+                .find(|k| k.eq_ignore_ascii_case("name"))
+                .cloned()
+                .unwrap_or_default();
+            let resource_type = text(&ty_key)?;
+            let name = text(&name_key)?;
+            let scope = match get_ci(r, "scope").or_else(|| {
+                get_ci(r, "properties")
+                    .and_then(Value::as_object)
+                    .and_then(|p| get_ci(p, "scope"))
+            }) {
+                Some(s)
+                    if resource_type
+                        .eq_ignore_ascii_case("Microsoft.Authorization/roleAssignments")
+                        || get_ci(r, "scope").is_some() =>
+                {
+                    Some(expr::to_text(&expr::eval_value(s, ev)?))
+                }
+                _ => None,
+            };
+            let id = resource_id(ev.target, &resource_type, &name, scope.as_deref())?;
+            let depends = match get_ci(r, "dependsOn") {
+                None | Some(Value::Null) => Vec::new(),
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .map(|d| expr::eval_value(d, ev).map(|v| expr::to_text(&v)))
+                    .collect::<Result<_, _>>()?,
+                Some(_) => {
+                    return Err(invalid(format!(
+                        "The dependsOn of '{id}' must be an array."
+                    )));
+                }
+            };
+            nodes.push((
+                Planned {
+                    index: i,
+                    resource_type,
+                    name,
+                    id,
+                    scope,
+                },
+                depends,
+            ));
+        }
+        // Resolve each dependsOn entry to a node.
+        let mut edges: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); nodes.len()];
+        for (n, (p, deps)) in nodes.iter().enumerate() {
+            for d in deps {
+                let m = find_node(&nodes, d).ok_or_else(|| {
+                    invalid(format!(
+                        "Deployment template validation failed: 'The resource '{d}' is not defined in the template.'"
+                    ))
+                })?;
+                if m == n {
+                    return Err(invalid(format!(
+                        "Deployment template validation failed: 'Circular dependency detected on resource: '{}'.'",
+                        p.id
+                    )));
+                }
+                edges[n].insert(m);
+            }
+        }
+        // Kahn's algorithm, always taking the first ready node in template order.
+        let mut done = vec![false; nodes.len()];
+        let mut order = Vec::with_capacity(nodes.len());
+        while order.len() < nodes.len() {
+            let next = (0..nodes.len()).find(|&n| !done[n] && edges[n].iter().all(|&m| done[m]));
+            match next {
+                Some(n) => {
+                    done[n] = true;
+                    order.push(nodes[n].0.clone());
+                }
+                None => {
+                    let stuck: Vec<&str> = (0..nodes.len())
+                        .filter(|&n| !done[n])
+                        .map(|n| nodes[n].0.id.as_str())
+                        .collect();
+                    return Err(invalid(format!(
+                        "Deployment template validation failed: 'Circular dependency detected on resource: '{}'.'",
+                        stuck.join("', '")
+                    )));
+                }
+            }
+        }
+        Ok(order)
+    }
+
+    /// The template's raw resource at `index`.
+    pub fn resource(&self, index: usize) -> Option<&Map<String, Value>> {
+        self.resources.get(index)
+    }
+
+    /// Evaluates the outputs: `{name: {"type": T, "value": v}}`.
+    pub fn outputs(&self, ev: &Evaluator<'_>) -> Result<Map<String, Value>, TemplateError> {
+        let mut out = Map::new();
+        for (name, o) in &self.outputs {
+            let o = o
+                .as_object()
+                .ok_or_else(|| invalid(format!("The output '{name}' must be an object.")))?;
+            let ty = get_ci(o, "type")
+                .and_then(Value::as_str)
+                .unwrap_or("string");
+            let value = match get_ci(o, "value") {
+                Some(v) => expr::eval_value(v, ev)?,
+                None => Value::Null,
+            };
+            out.insert(
+                name.clone(),
+                serde_json::json!({"type": display_type(ty), "value": value}),
+            );
+        }
+        Ok(out)
+    }
+}
+
+fn find_node(nodes: &[(Planned, Vec<String>)], dep: &str) -> Option<usize> {
+    let d = dep.trim_end_matches('/');
+    if d.starts_with('/') {
+        return nodes.iter().position(|(p, _)| p.id.eq_ignore_ascii_case(d));
+    }
+    let by_type_name = nodes
+        .iter()
+        .position(|(p, _)| format!("{}/{}", p.resource_type, p.name).eq_ignore_ascii_case(d));
+    by_type_name.or_else(|| {
+        let named: Vec<usize> = nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, (p, _))| p.name.eq_ignore_ascii_case(d))
+            .map(|(i, _)| i)
+            .collect();
+        match named.as_slice() {
+            [one] => Some(*one),
+            _ => None,
+        }
+    })
+}
+
+/// The id a template resource gets: types and names interleave
+/// (`ns/t1/n1/t2/n2`); role assignments hang off their scope.
+pub fn resource_id(
+    target: &Target,
+    resource_type: &str,
+    name: &str,
+    scope: Option<&str>,
+) -> Result<String, TemplateError> {
+    let mut types = resource_type.split('/');
+    let ns = types.next().unwrap_or_default();
+    let types: Vec<&str> = types.collect();
+    let names: Vec<&str> = name.split('/').collect();
+    if ns.is_empty()
+        || types.is_empty()
+        || types.len() != names.len()
+        || names.iter().any(|n| n.is_empty())
+    {
+        return Err(invalid(format!(
+            "Deployment template validation failed: 'The template resource '{name}' of type '{resource_type}' is not valid: the type and the name must have the same number of segments.'"
+        )));
+    }
+    let rg_id = format!(
+        "/subscriptions/{}/resourceGroups/{}",
+        target.subscription_id, target.resource_group
+    );
+    let base = match scope {
+        None => rg_id,
+        Some(s) if s.starts_with('/') => s.trim_end_matches('/').to_owned(),
+        // A relative extension scope, e.g. `Microsoft.KeyVault/vaults/kv1`.
+        Some(s) => format!("{rg_id}/providers/{s}"),
+    };
+    let mut id = format!("{base}/providers/{ns}");
+    for (t, n) in types.iter().zip(&names) {
+        id.push('/');
+        id.push_str(t);
+        id.push('/');
+        id.push_str(n);
+    }
+    Ok(id)
+}
+
+fn display_type(ty: &str) -> &'static str {
+    match ty.to_ascii_lowercase().as_str() {
+        "securestring" => "SecureString",
+        "secureobject" => "SecureObject",
+        "int" => "Int",
+        "bool" => "Bool",
+        "object" => "Object",
+        "array" => "Array",
+        _ => "String",
+    }
+}
+
+/// Resolved parameters: name → (declared type, value).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Parameters(BTreeMap<String, (String, Value)>);
+
+impl Parameters {
+    /// What a deployment GET shows: secure values never echo.
+    pub fn echo(&self) -> Value {
+        let m: Map<String, Value> = self
+            .0
+            .iter()
+            .map(|(k, (ty, v))| {
+                let shown = display_type(ty);
+                let entry = if shown.starts_with("Secure") {
+                    serde_json::json!({"type": shown})
+                } else {
+                    serde_json::json!({"type": shown, "value": v})
+                };
+                (k.clone(), entry)
+            })
+            .collect();
+        Value::Object(m)
+    }
+
+    fn get(&self, name: &str) -> Option<&Value> {
+        self.0
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, (_, v))| v)
+    }
+}
+
+/// How `reference()` reaches deployed resources.
+pub trait Resources {
+    /// The resource with this id: the whole resource when `full`, else its `properties`.
+    fn reference(&self, id: &str, full: bool) -> Result<Value, TemplateError>;
+}
+
+/// For evaluating parameter defaults, where `reference()` is not allowed.
+struct NoResources;
+
+impl Resources for NoResources {
+    fn reference(&self, _: &str, _: bool) -> Result<Value, TemplateError> {
+        Err(invalid(
+            "The template function 'reference' is not expected at this location.",
+        ))
+    }
+}
+
+/// Evaluates expressions of one deployment.
+pub struct Evaluator<'a> {
+    template: &'a Template,
+    target: &'a Target,
+    params: &'a Parameters,
+    resources: &'a (dyn Resources + Sync),
+    /// Names of the template's resources → ids, for `reference('name')`.
+    names: Vec<(String, String, String)>,
+    vars: RefCell<BTreeMap<String, Value>>,
+    evaluating: RefCell<BTreeSet<String>>,
+}
+
+impl std::fmt::Debug for Evaluator<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Evaluator")
+            .field("target", self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> Evaluator<'a> {
+    /// An evaluator for `template` deployed at `target`.
+    pub fn new(
+        template: &'a Template,
+        target: &'a Target,
+        params: &'a Parameters,
+        resources: &'a (dyn Resources + Sync),
+    ) -> Self {
+        Self {
+            template,
+            target,
+            params,
+            resources,
+            names: Vec::new(),
+            vars: RefCell::new(BTreeMap::new()),
+            evaluating: RefCell::new(BTreeSet::new()),
+        }
+    }
+
+    /// Lets `reference('name')` find the planned resources.
+    pub fn with_plan(mut self, plan: &[Planned]) -> Self {
+        self.names = plan
+            .iter()
+            .map(|p| (p.name.clone(), p.resource_type.clone(), p.id.clone()))
+            .collect();
+        self
+    }
+
+    /// The fully evaluated body of a planned resource (what a direct PUT would carry).
+    pub fn resource_body(&self, p: &Planned) -> Result<Value, TemplateError> {
+        let raw = self
+            .template
+            .resource(p.index)
+            .ok_or_else(|| invalid(format!("no template resource {}", p.index)))?;
+        let mut body = Map::new();
+        for (k, v) in raw {
+            let skip = [
+                "dependsOn",
+                "condition",
+                "apiVersion",
+                "type",
+                "name",
+                "scope",
+                "comments",
+                "metadata",
+            ];
+            if skip.iter().any(|s| s.eq_ignore_ascii_case(k)) {
+                continue;
+            }
+            body.insert(k.clone(), expr::eval_value(v, self)?);
+        }
+        Ok(Value::Object(body))
+    }
+}
+
+impl Scope for Evaluator<'_> {
+    fn subscription_id(&self) -> &str {
+        &self.target.subscription_id
+    }
+
+    fn tenant_id(&self) -> &str {
+        &self.target.tenant_id
+    }
+
+    fn resource_group(&self) -> (&str, &str) {
+        (&self.target.resource_group, &self.target.location)
+    }
+
+    fn parameter(&self, name: &str) -> Result<Value, TemplateError> {
+        self.params.get(name).cloned().ok_or_else(|| {
+            invalid(format!(
+                "The template parameter '{name}' is not found. Please see https://aka.ms/arm-syntax-parameters for usage details."
+            ))
+        })
+    }
+
+    fn variable(&self, name: &str) -> Result<Value, TemplateError> {
+        let key = name.to_ascii_lowercase();
+        if let Some(v) = self.vars.borrow().get(&key) {
+            return Ok(v.clone());
+        }
+        let raw = get_ci(&self.template.variables, name).ok_or_else(|| {
+            invalid(format!(
+                "The template variable '{name}' is not found. Please see https://aka.ms/arm-syntax-variables for usage details."
+            ))
+        })?;
+        if !self.evaluating.borrow_mut().insert(key.clone()) {
+            return Err(invalid(format!(
+                "The template variable '{name}' refers to itself."
+            )));
+        }
+        let v = expr::eval_value(raw, self);
+        self.evaluating.borrow_mut().remove(&key);
+        let v = v?;
+        self.vars.borrow_mut().insert(key, v.clone());
+        Ok(v)
+    }
+
+    fn reference(&self, target: &str, full: bool) -> Result<Value, TemplateError> {
+        let id = if target.starts_with('/') {
+            target.to_owned()
+        } else {
+            self.names
+                .iter()
+                .find(|(n, t, _)| n.eq_ignore_ascii_case(target) || format!("{t}/{n}").eq_ignore_ascii_case(target))
+                .map(|(_, _, id)| id.clone())
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "The template reference '{target}' is not valid: could not find template resource or resource copy with this name."
+                    ))
+                })?
+        };
+        self.resources.reference(&id, full)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn target() -> Target {
+        Target {
+            subscription_id: "s1".into(),
+            tenant_id: "t1".into(),
+            resource_group: "rg1".into(),
+            location: "eastus".into(),
+        }
+    }
+
+    fn res(ty: &str, name: &str, deps: Value) -> Value {
+        json!({"type": ty, "name": name, "apiVersion": "2020-01-01", "dependsOn": deps, "properties": {}})
+    }
+
+    fn order(resources: Value) -> Result<Vec<String>, TemplateError> {
+        let t = Template::parse(
+            &json!({"resources": resources, "parameters": {"p": {"type": "string", "defaultValue": "x"}}}),
+        )?;
+        let tg = target();
+        let params = t.resolve_parameters(None, &tg)?;
+        let ev = Evaluator::new(&t, &tg, &params, &NoResources);
+        Ok(t.plan(&ev)?.into_iter().map(|p| p.name).collect())
+    }
+
+    #[test]
+    fn depends_on_orders_resources() {
+        let got = order(json!([
+            res(
+                "Microsoft.Compute/virtualMachines",
+                "vm",
+                json!(["Microsoft.Network/networkInterfaces/nic"])
+            ),
+            res(
+                "Microsoft.Network/networkInterfaces",
+                "nic",
+                json!([
+                    "Microsoft.Network/virtualNetworks/vnet",
+                    "[resourceId('Microsoft.Network/publicIPAddresses', 'ip')]",
+                ])
+            ),
+            res(
+                "Microsoft.Authorization/roleAssignments",
+                "ra",
+                json!([
+                    "/subscriptions/s1/resourceGroups/rg1/providers/Microsoft.Compute/virtualMachines/vm"
+                ])
+            ),
+            res("Microsoft.Network/virtualNetworks", "vnet", json!([])),
+            // Short form with different casing, like az's `publicIpAddresses`.
+            res("Microsoft.Network/publicIPAddresses", "ip", json!(["nsg"])),
+            res(
+                "Microsoft.Network/networkSecurityGroups",
+                "[concat(parameters('p'), 'nsg')]",
+                json!([])
+            ),
+        ]));
+        // `ip` depends on the name `nsg` which does not exist (the NSG is `xnsg`).
+        assert!(got.is_err());
+        let got = order(json!([
+            res("Microsoft.Compute/virtualMachines", "vm", json!(["Microsoft.Network/networkInterfaces/nic"])),
+            res("Microsoft.Network/networkInterfaces", "nic", json!([
+                "Microsoft.Network/virtualNetworks/vnet",
+                "Microsoft.Network/publicIpAddresses/ip",
+            ])),
+            res("Microsoft.Authorization/roleAssignments", "ra", json!(["/subscriptions/s1/resourceGroups/rg1/providers/Microsoft.Compute/virtualMachines/vm"])),
+            res("Microsoft.Network/virtualNetworks", "vnet", json!([])),
+            res("Microsoft.Network/publicIPAddresses", "ip", json!(["xnsg"])),
+            res("Microsoft.Network/networkSecurityGroups", "[concat(parameters('p'), 'nsg')]", json!([])),
+        ]))
+        .unwrap();
+        assert_eq!(got, ["vnet", "xnsg", "ip", "nic", "vm", "ra"]);
+    }
+
+    #[test]
+    fn cycles_are_rejected() {
+        let e = order(json!([
+            res("A.B/c", "one", json!(["A.B/c/two"])),
+            res("A.B/c", "two", json!(["A.B/c/three"])),
+            res("A.B/c", "three", json!(["A.B/c/one"])),
+        ]))
+        .unwrap_err();
+        assert!(e.to_string().contains("Circular dependency"), "{e}");
+        let e = order(json!([res("A.B/c", "self", json!(["A.B/c/self"]))])).unwrap_err();
+        assert!(e.to_string().contains("Circular dependency"), "{e}");
+    }
+
+    #[test]
+    fn ids_of_nested_and_extension_resources() {
+        let t = target();
+        let rg = "/subscriptions/s1/resourceGroups/rg1";
+        assert_eq!(
+            resource_id(&t, "Microsoft.Network/virtualNetworks/subnets", "v/s", None).unwrap(),
+            format!("{rg}/providers/Microsoft.Network/virtualNetworks/v/subnets/s")
+        );
+        assert_eq!(
+            resource_id(
+                &t,
+                "Microsoft.Authorization/roleAssignments",
+                "g",
+                Some("/subscriptions/s1")
+            )
+            .unwrap(),
+            "/subscriptions/s1/providers/Microsoft.Authorization/roleAssignments/g"
+        );
+        // az's form for a resource scope.
+        assert_eq!(
+            resource_id(
+                &t,
+                "Microsoft.KeyVault/vaults/providers/roleAssignments",
+                "kv/Microsoft.Authorization/g",
+                None
+            )
+            .unwrap(),
+            format!(
+                "{rg}/providers/Microsoft.KeyVault/vaults/kv/providers/Microsoft.Authorization/roleAssignments/g"
+            )
+        );
+        assert_eq!(
+            resource_id(
+                &t,
+                "Microsoft.Authorization/roleAssignments",
+                "g",
+                Some("Microsoft.KeyVault/vaults/kv")
+            )
+            .unwrap(),
+            format!(
+                "{rg}/providers/Microsoft.KeyVault/vaults/kv/providers/Microsoft.Authorization/roleAssignments/g"
+            )
+        );
+        assert!(resource_id(&t, "Microsoft.Network/virtualNetworks/subnets", "v", None).is_err());
+    }
+
+    #[test]
+    fn parameters_defaults_secure_echo_and_errors() {
+        let t = Template::parse(&json!({
+            "parameters": {
+                "adminPassword": {"type": "securestring"},
+                "vmName": {"type": "string", "defaultValue": "[concat('vm-', resourceGroup().name)]"},
+                "size": {"type": "string", "defaultValue": "B1s", "allowedValues": ["B1s", "B2s"]},
+            },
+            "variables": {"nic": "[concat(parameters('vmName'), 'Nic')]", "nicId": "[resourceId('Microsoft.Network/networkInterfaces', variables('nic'))]"},
+            "resources": [],
+            "outputs": {"nicId": {"type": "string", "value": "[variables('nicId')]"}},
+        }))
+        .unwrap();
+        let tg = target();
+        let supplied = json!({"adminPassword": {"value": "hunter2"}});
+        let p = t.resolve_parameters(supplied.as_object(), &tg).unwrap();
+        assert_eq!(
+            p.echo(),
+            json!({"adminPassword": {"type": "SecureString"}, "size": {"type": "String", "value": "B1s"}, "vmName": {"type": "String", "value": "vm-rg1"}})
+        );
+        let ev = Evaluator::new(&t, &tg, &p, &NoResources);
+        assert_eq!(ev.parameter("ADMINPASSWORD").unwrap(), json!("hunter2"));
+        assert_eq!(
+            t.outputs(&ev).unwrap(),
+            *json!({"nicId": {"type": "String", "value": "/subscriptions/s1/resourceGroups/rg1/providers/Microsoft.Network/networkInterfaces/vm-rg1Nic"}}).as_object().unwrap()
+        );
+        assert!(
+            t.resolve_parameters(None, &tg)
+                .unwrap_err()
+                .to_string()
+                .contains("adminPassword")
+        );
+        let extra = json!({"adminPassword": {"value": "x"}, "nope": {"value": 1}});
+        assert!(t.resolve_parameters(extra.as_object(), &tg).is_err());
+        let bad = json!({"adminPassword": {"value": "x"}, "size": {"value": "huge"}});
+        assert!(t.resolve_parameters(bad.as_object(), &tg).is_err());
+    }
+
+    #[test]
+    fn unsupported_things_fail_at_parse() {
+        let e = Template::parse(&json!({"resources": [{"type": "A.B/c", "name": "[utcNow()]"}]}))
+            .unwrap_err();
+        assert_eq!(e, TemplateError::UnsupportedFunction("utcNow".into()));
+        assert!(
+            Template::parse(&json!({"resources": [{"type": "A.B/c", "name": "x", "copy": {}}]}))
+                .is_err()
+        );
+        assert!(Template::parse(&json!({"resources": [{"type": "A.B/c"}]})).is_err());
+        assert!(Template::parse(&json!([])).is_err());
+    }
+
+    #[test]
+    fn conditions_skip_resources() {
+        let t = Template::parse(&json!({"resources": [
+            {"type": "A.B/c", "name": "on", "condition": "[equals(1, 1)]"},
+            {"type": "A.B/c", "name": "off", "condition": false},
+        ]}))
+        .unwrap();
+        let tg = target();
+        let p = t.resolve_parameters(None, &tg).unwrap();
+        let ev = Evaluator::new(&t, &tg, &p, &NoResources);
+        let names: Vec<String> = t.plan(&ev).unwrap().into_iter().map(|p| p.name).collect();
+        assert_eq!(names, ["on"]);
+    }
+}
