@@ -54,7 +54,9 @@ pub async fn serve_http(
                 let mut router = router.clone();
                 async move {
                     use tower::Service;
-                    router.call(req.map(axum::body::Body::new)).await
+                    router
+                        .call(collapse_slashes(req.map(axum::body::Body::new)))
+                        .await
                 }
             });
         let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
