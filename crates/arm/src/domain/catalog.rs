@@ -46,7 +46,77 @@ const fn img(
 /// The images misim knows (az aliases: Ubuntu2204, Ubuntu2404, Debian11,
 /// Debian12, RHELRaw8LVMGen2, CentOS85Gen2, SuseSles15SP5, Win2016Datacenter,
 /// Win2019Datacenter, Win2022Datacenter, Win2022AzureEditionCore, …).
+/// The Azure CLI's image alias document (`outputs.aliases.value.{Linux,Windows}.{alias}`),
+/// served as the cloud's `vmImageAliasDoc`. Every alias names an image in [`IMAGES`]
+/// (checked by a test), so `az vm create --image <alias>` resolves offline.
+pub const IMAGE_ALIASES_JSON: &str = include_str!("../data/vm_image_aliases.json");
+
 pub const IMAGES: &[Image] = &[
+    // Targets of az aliases that the list below did not cover.
+    img(
+        "microsoftazurelinux",
+        "azurelinux-4",
+        "4",
+        "Linux",
+        "V2",
+        &["4.0.20250110"],
+    ),
+    img(
+        "microsoftazurelinux",
+        "azurelinux-4",
+        "4-arm64",
+        "Linux",
+        "V2",
+        &["4.0.20250110"],
+    ),
+    img(
+        "microsoftazurelinux",
+        "azurelinux-4",
+        "4-gen1",
+        "Linux",
+        "V1",
+        &["4.0.20250110"],
+    ),
+    img(
+        "kinvolk",
+        "flatcar-container-linux-free",
+        "stable-gen2",
+        "Linux",
+        "V2",
+        &["4081.2.1"],
+    ),
+    img(
+        "SUSE",
+        "openSUSE-leap-15-4",
+        "gen2",
+        "Linux",
+        "V2",
+        &["2024.01.10"],
+    ),
+    img(
+        "SUSE",
+        "sles-15-sp3",
+        "gen2",
+        "Linux",
+        "V2",
+        &["2024.01.10"],
+    ),
+    img(
+        "MicrosoftWindowsServer",
+        "WindowsServer",
+        "2012-R2-Datacenter",
+        "Windows",
+        "V1",
+        &["9600.21620.231004"],
+    ),
+    img(
+        "MicrosoftWindowsServer",
+        "WindowsServer",
+        "2012-Datacenter",
+        "Windows",
+        "V1",
+        &["9200.24523.231004"],
+    ),
     img(
         "Canonical",
         "0001-com-ubuntu-server-jammy",
@@ -545,5 +615,29 @@ mod tests {
         assert!(provider("s", "Contoso.Widgets").is_none());
         assert_eq!(compute_skus(Some("EastUS")).len(), SIZES.len());
         assert!(compute_skus(Some("mars")).is_empty());
+    }
+}
+
+#[cfg(test)]
+mod alias_tests {
+    #[test]
+    fn every_alias_names_a_known_image() {
+        let doc: serde_json::Value = serde_json::from_str(super::IMAGE_ALIASES_JSON).unwrap();
+        let mut n = 0;
+        for (_os, aliases) in doc["outputs"]["aliases"]["value"].as_object().unwrap() {
+            for (alias, a) in aliases.as_object().unwrap() {
+                let (p, o, s) = (
+                    a["publisher"].as_str().unwrap(),
+                    a["offer"].as_str().unwrap(),
+                    a["sku"].as_str().unwrap(),
+                );
+                assert!(
+                    super::image(p, o, s).is_some(),
+                    "alias {alias} -> {p}:{o}:{s} unknown"
+                );
+                n += 1;
+            }
+        }
+        assert!(n >= 10);
     }
 }

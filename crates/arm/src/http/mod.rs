@@ -137,6 +137,13 @@ async fn dispatch(
     if route == Route::MetadataEndpoints {
         return Ok(ok(model::endpoints(&core.config)));
     }
+    if route == Route::MetadataImageAliases {
+        return Ok((
+            [(http::header::CONTENT_TYPE, "application/json")],
+            crate::domain::catalog::IMAGE_ALIASES_JSON,
+        )
+            .into_response());
+    }
     let q = query(uri);
     if param(&q, "api-version").is_none_or(str::is_empty) {
         return Err(ArmError::MissingApiVersion);

@@ -19,7 +19,7 @@ pub fn endpoints(c: &Config) -> Value {
         "batch": "https://batch.core.windows.net/",
         "media": "https://rest.media.azure.net",
         "sqlManagement": "https://management.core.windows.net:8443/",
-        "vmImageAliasDoc": "https://raw.githubusercontent.com/Azure/azure-rest-api-specs/main/arm-compute/quickstart-templates/aliases.json",
+        "vmImageAliasDoc": format!("{}/metadata/vm-image-aliases.json", c.public_url.trim_end_matches('/')),
         "graphAudience": "https://graph.windows.net/",
         "graph": "https://graph.windows.net/",
         "microsoftGraphResourceId": "https://graph.microsoft.com/",

@@ -94,6 +94,9 @@ impl Kind {
 pub enum Route {
     /// `/metadata/endpoints`.
     MetadataEndpoints,
+    /// `/metadata/vm-image-aliases.json`: the image alias document az reads
+    /// (the cloud's `vmImageAliasDoc`), served locally so az never fetches the public one.
+    MetadataImageAliases,
     /// `/subscriptions`.
     Subscriptions,
     /// `/subscriptions/{sub}`.
@@ -272,6 +275,9 @@ pub fn parse(path: &str) -> Result<Route, ArmError> {
     let s = |x: &str| x.to_owned();
     match segs.as_slice() {
         [m, e] if eq(m, "metadata") && eq(e, "endpoints") => Ok(Route::MetadataEndpoints),
+        [m, e] if eq(m, "metadata") && eq(e, "vm-image-aliases.json") => {
+            Ok(Route::MetadataImageAliases)
+        }
         [x] if eq(x, "subscriptions") => Ok(Route::Subscriptions),
         [x, sub] if eq(x, "subscriptions") => Ok(Route::Subscription { sub: s(sub) }),
         [x, sub, r] if eq(x, "subscriptions") && eq(r, "resourceGroups") => {
