@@ -22,6 +22,9 @@ export MISIM_DATA_DIR="$DATA"
 set -a; . "$DATA/misim.env"; set +a
 # The documented way to make requests-based clients trust a private CA.
 export REQUESTS_CA_BUNDLE="$MISIM_CA_BUNDLE" SSL_CERT_FILE="$MISIM_CA_BUNDLE"
+# Safety net: anything a client tries to fetch from outside loopback goes to a
+# dead proxy and fails at once instead of leaving the machine.
+export HTTPS_PROXY=http://127.0.0.1:9 HTTP_PROXY=http://127.0.0.1:9 NO_PROXY=localhost,127.0.0.1,.localhost
 status=0
 .venv-sdk/bin/python -m pytest -p no:cacheprovider -q conformance/python "$@" || status=$?
 if [ $status -ne 0 ]; then echo "--- misim log (tail)"; tail -n 80 "$DATA/up.log"; fi
