@@ -79,6 +79,15 @@ pub enum EntraError {
     /// No principal with this id.
     #[error("service principal {0} not found")]
     PrincipalNotFound(String),
+    /// No application with this id.
+    #[error("application {0} not found")]
+    ApplicationNotFound(String),
+    /// The caller may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The object exists already.
+    #[error("{0}")]
+    AlreadyExists(String),
     /// A certificate could not be parsed.
     #[error("invalid certificate: {0}")]
     BadCertificate(String),
@@ -105,7 +114,11 @@ impl EntraError {
             | InvalidScope(_)
             | UnknownResource { .. }
             | BadCertificate(_) => ErrorCode::InvalidArgument,
-            TenantNotFound { .. } | PrincipalNotFound(_) => ErrorCode::NotFound,
+            TenantNotFound { .. } | PrincipalNotFound(_) | ApplicationNotFound(_) => {
+                ErrorCode::NotFound
+            }
+            Forbidden(_) => ErrorCode::PermissionDenied,
+            AlreadyExists(_) => ErrorCode::AlreadyExists,
             UnknownApplication { .. }
             | InvalidSecret { .. }
             | InvalidAssertion { .. }
@@ -122,7 +135,13 @@ impl EntraError {
         match self {
             TenantNotFound { .. } => ("invalid_request", 90002),
             MissingParameter(_) => ("invalid_request", 900144),
-            InvalidRequest(_) | Config(_) | BadCertificate(_) | PrincipalNotFound(_)
+            InvalidRequest(_)
+            | Config(_)
+            | BadCertificate(_)
+            | PrincipalNotFound(_)
+            | ApplicationNotFound(_)
+            | Forbidden(_)
+            | AlreadyExists(_)
             | Conflict(_) => ("invalid_request", 90014),
             UnsupportedGrantType(_) => ("unsupported_grant_type", 70003),
             InvalidScope(_) => ("invalid_scope", 70011),

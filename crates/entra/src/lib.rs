@@ -7,6 +7,13 @@
 //!   for IMDS. Tokens are always v1 access tokens (spec §4.5), signed by one
 //!   RSA key generated on first open and parsed once.
 //! - OIDC discovery, JWKS and MSAL instance discovery.
+//! - The applications and service principals of Microsoft Graph v1.0
+//!   (`/v1.0/applications`, `/v1.0/servicePrincipals`, `getByIds`), for
+//!   bearer tokens Entra issued for `{public_url}/` or
+//!   `https://graph.microsoft.com`. Applications own password and key
+//!   credentials; their service principals authenticate with them.
+
+#![recursion_limit = "256"]
 
 mod config;
 mod domain;

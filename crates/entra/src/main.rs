@@ -31,8 +31,12 @@ async fn main() -> ExitCode {
 
 async fn run(launch: LaunchConfig) -> anyhow::Result<()> {
     let clock = Arc::new(SystemClock);
-    let tls = misim_runtime::tls::load_or_create(&launch.data_dir.join("tls"), &[], clock.now())
-        .context("loading sandbox TLS")?;
+    let tls = misim_runtime::tls::load_or_create(
+        &launch.data_dir.join("tls"),
+        &misim_runtime::tls::extra_names_from_env(&ProcessEnv),
+        clock.now(),
+    )
+    .context("loading sandbox TLS")?;
     let store =
         misim_store::Store::open(&launch.data_dir.join("entra")).context("opening the store")?;
     let deps = Deps {

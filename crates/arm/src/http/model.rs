@@ -22,7 +22,7 @@ pub fn endpoints(c: &Config) -> Value {
         "vmImageAliasDoc": format!("{}/metadata/vm-image-aliases.json", c.public_url.trim_end_matches('/')),
         "graphAudience": "https://graph.windows.net/",
         "graph": "https://graph.windows.net/",
-        "microsoftGraphResourceId": "https://graph.microsoft.com/",
+        "microsoftGraphResourceId": format!("{}/", c.entra_authority),
         "appInsightsResourceId": "https://api.applicationinsights.io",
         "logAnalyticsResourceId": "https://api.loganalytics.io",
         "authentication": {

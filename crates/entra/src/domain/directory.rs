@@ -4,6 +4,7 @@
 use misim_store::{Store, Table};
 use misim_types::{ResourceId, SharedClock, SharedIds};
 
+use super::application::Application;
 use super::principal::{KeyCredential, Principal, PrincipalKind, mi_alternative_names};
 use crate::EntraError;
 
@@ -36,16 +37,22 @@ pub struct EnsureApp<'a> {
 /// Principals and their indexes.
 #[derive(Debug)]
 pub(crate) struct Directory {
-    principals: Table<Principal>,
-    by_app: Table<String>,
+    pub(super) principals: Table<Principal>,
+    pub(super) by_app: Table<String>,
     by_request: Table<String>,
+    /// Graph applications by object id.
+    pub(super) applications: Table<Application>,
+    /// Application app id → application object id.
+    pub(super) apps_by_app_id: Table<String>,
+    /// Object ids of principals allowed to write through Graph (beyond the admin).
+    pub(super) graph_writers: Table<bool>,
     /// Serialises writes so index updates never interleave.
-    write: tokio::sync::Mutex<()>,
-    clock: SharedClock,
-    ids: SharedIds,
+    pub(super) write: tokio::sync::Mutex<()>,
+    pub(super) clock: SharedClock,
+    pub(super) ids: SharedIds,
 }
 
-fn key(id: &str) -> String {
+pub(super) fn key(id: &str) -> String {
     id.to_ascii_lowercase()
 }
 
@@ -73,6 +80,9 @@ impl Directory {
             principals: store.table("principals")?,
             by_app: store.table("principals_by_app_id")?,
             by_request: store.table("principals_by_request_id")?,
+            applications: store.table("applications")?,
+            apps_by_app_id: store.table("applications_by_app_id")?,
+            graph_writers: store.table("graph_writers")?,
             write: tokio::sync::Mutex::new(()),
             clock,
             ids,
@@ -124,6 +134,7 @@ impl Directory {
             request_id: Some(new.request_id.clone()),
             secret_sha256: None,
             key_credentials: Vec::new(),
+            application_object_id: None,
         };
         // Principal first, indexes after: an index never points at nothing
         // that a retry could not repair.
@@ -176,6 +187,7 @@ impl Directory {
                 request_id: None,
                 secret_sha256: Some(hash_secret(app.secret)),
                 key_credentials: Vec::new(),
+                application_object_id: None,
             },
         };
         self.principals.put(&key(&p.object_id), &p).await?;
@@ -189,6 +201,12 @@ impl Directory {
         let Some(p) = self.get(object_id)? else {
             return Ok(false);
         };
+        self.remove_principal(&p).await?;
+        Ok(true)
+    }
+
+    /// Removes `p` and its indexes; the caller holds the write lock.
+    pub(super) async fn remove_principal(&self, p: &Principal) -> Result<(), EntraError> {
         // Indexes first, so a crash midway leaves an unreachable record rather
         // than a reachable half-deleted one.
         self.by_app.remove(&key(&p.app_id)).await?;
@@ -196,7 +214,7 @@ impl Directory {
             self.by_request.remove(&key(r)).await?;
         }
         self.principals.remove(&key(&p.object_id)).await?;
-        Ok(true)
+        Ok(())
     }
 
     /// Registers a certificate; idempotent on its thumbprint.
@@ -223,6 +241,7 @@ impl Directory {
             thumbprint_sha256: misim_token::hex_upper(&info.sha256),
             start_unix: info.not_before,
             end_unix: info.not_after,
+            display_name: None,
         };
         p.key_credentials.push(k.clone());
         self.principals.put(&key(&p.object_id), &p).await?;

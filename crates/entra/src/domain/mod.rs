@@ -1,7 +1,10 @@
 //! Entra's domain logic: principals, the signing key and token issuance.
 //! No axum or tonic types here.
 
+pub(crate) mod application;
+pub(crate) mod datetime;
 pub(crate) mod directory;
+pub(crate) mod odata;
 pub(crate) mod principal;
 pub(crate) mod signing;
 pub(crate) mod tokens;

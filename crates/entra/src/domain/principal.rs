@@ -35,6 +35,11 @@ pub struct Principal {
     pub secret_sha256: Option<String>,
     /// Registered certificates.
     pub key_credentials: Vec<KeyCredential>,
+    /// For the service principal of a Graph application: the application's
+    /// object id. The principal then authenticates with the application's
+    /// password and key credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub application_object_id: Option<String>,
 }
 
 /// A registered certificate, with what verification needs pre-extracted so
@@ -57,6 +62,9 @@ pub struct KeyCredential {
     pub start_unix: i64,
     /// Validity end, Unix seconds.
     pub end_unix: i64,
+    /// Graph's `displayName` of the credential, when one was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
 }
 
 impl Principal {

@@ -2,12 +2,15 @@
 //! resource check and the v1 access-token claims (spec §4.5).
 
 use misim_token::TokenError;
-use misim_token::verify::{assertion_header, verify_client_assertion};
+use misim_token::verify::{
+    AccessClaims as VerifiedClaims, KeySet, assertion_header, verify_access_token,
+    verify_client_assertion,
+};
 use misim_types::{SharedClock, SharedIds, audiences};
 use serde::Serialize;
 
 use super::directory::{Directory, constant_time_eq, hash_secret};
-use super::principal::{Principal, PrincipalKind};
+use super::principal::{KeyCredential, Principal, PrincipalKind};
 use super::signing::SigningKey;
 use crate::EntraError;
 
@@ -66,6 +69,10 @@ pub(crate) struct Issuer {
     extra_resources: Vec<String>,
     /// Lower-case accepted assertion audience paths.
     assertion_paths: [String; 2],
+    /// Normalised audiences of the Graph API Entra serves: its own URL and Microsoft Graph's.
+    graph_audiences: [String; 2],
+    /// The public half of the signing key, for verifying Graph bearer tokens.
+    keys: KeySet,
     pub(crate) signing: SigningKey,
     clock: SharedClock,
     ids: SharedIds,
@@ -89,6 +96,8 @@ impl Issuer {
         ids: SharedIds,
     ) -> Self {
         let tid = config.tenant_id.to_ascii_lowercase();
+        let mut keys = KeySet::new(config.tenant_id.clone());
+        keys.add_rsa(signing.kid(), &signing.modulus, &signing.exponent);
         Self {
             tenant_id: config.tenant_id.clone(),
             issuer_v1: config.issuer_v1(),
@@ -101,6 +110,11 @@ impl Issuer {
                 format!("/{tid}/oauth2/v2.0/token"),
                 format!("/{tid}/oauth2/token"),
             ],
+            graph_audiences: [
+                audiences::normalize(&config.public_url),
+                audiences::normalize(audiences::GRAPH),
+            ],
+            keys,
             signing,
             clock,
             ids,
@@ -111,7 +125,9 @@ impl Issuer {
     pub(crate) fn check_resource(&self, resource: &str) -> Result<(), EntraError> {
         let norm = audiences::normalize(resource);
         if !resource.is_empty()
-            && (audiences::known(resource).is_some() || self.extra_resources.contains(&norm))
+            && (audiences::known(resource).is_some()
+                || self.extra_resources.contains(&norm)
+                || self.graph_audiences.contains(&norm))
         {
             Ok(())
         } else {
@@ -120,6 +136,23 @@ impl Issuer {
                 tenant: self.tenant_id.clone(),
             })
         }
+    }
+
+    /// True when `aud` names the Graph API this tenant serves.
+    pub(crate) fn is_graph_audience(&self, aud: &str) -> bool {
+        self.graph_audiences.contains(&audiences::normalize(aud))
+    }
+
+    /// Verifies a bearer token presented to the Graph API: our signature,
+    /// this tenant, the v1 issuer, its lifetime and a Graph audience.
+    pub(crate) fn verify_graph_token(&self, token: &str) -> Result<VerifiedClaims, TokenError> {
+        verify_access_token(
+            token,
+            &self.keys,
+            &[self.issuer_v1.as_str()],
+            self.clock.as_ref(),
+            |aud| self.is_graph_audience(aud),
+        )
     }
 
     fn assertion_aud_ok(&self, aud: &str) -> bool {
@@ -140,13 +173,25 @@ impl Issuer {
                 client_id: client_id.to_owned(),
                 tenant: self.tenant_id.clone(),
             })?;
+        // The service principal of a Graph application authenticates with
+        // the application's credentials.
+        let app = dir.application_of(&p)?;
+        let now = self.clock.unix();
         match credential {
             ClientCredential::Secret(secret) => {
-                let ok = p.kind == PrincipalKind::Application
-                    && p.secret_sha256
-                        .as_deref()
-                        .is_some_and(|h| constant_time_eq(h, &hash_secret(secret)));
-                if !ok {
+                let hash = hash_secret(secret);
+                let own = p
+                    .secret_sha256
+                    .as_deref()
+                    .is_some_and(|h| constant_time_eq(h, &hash));
+                let from_app = app.as_ref().is_some_and(|a| {
+                    a.password_credentials.iter().any(|c| {
+                        constant_time_eq(&c.secret_sha256, &hash)
+                            && now >= c.start_unix
+                            && now <= c.end_unix
+                    })
+                });
+                if p.kind != PrincipalKind::Application || !(own || from_app) {
                     return Err(EntraError::InvalidSecret {
                         client_id: client_id.to_owned(),
                     });
@@ -154,7 +199,12 @@ impl Issuer {
                 Ok((p, "1"))
             }
             ClientCredential::Assertion(assertion) => {
-                self.verify_assertion(&p, client_id, assertion)?;
+                let creds: Vec<&KeyCredential> = p
+                    .key_credentials
+                    .iter()
+                    .chain(app.iter().flat_map(|a| a.key_credentials.iter()))
+                    .collect();
+                self.verify_assertion(&creds, client_id, assertion)?;
                 Ok((p, "2"))
             }
         }
@@ -162,7 +212,7 @@ impl Issuer {
 
     fn verify_assertion(
         &self,
-        p: &Principal,
+        creds: &[&KeyCredential],
         client_id: &str,
         assertion: &str,
     ) -> Result<(), EntraError> {
@@ -170,8 +220,7 @@ impl Issuer {
         let header = assertion_header(assertion).map_err(|e| invalid(e.to_string()))?;
         let sha1 = header.x5t.as_deref().map(misim_token::hex_upper);
         let sha256 = header.x5t_s256.as_deref().map(misim_token::hex_upper);
-        let cred = p
-            .key_credentials
+        let cred = creds
             .iter()
             .find(|k| {
                 sha1.as_deref() == Some(&k.thumbprint_sha1)

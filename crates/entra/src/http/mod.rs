@@ -1,8 +1,10 @@
 //! Entra's HTTP surface: the OAuth2 token endpoints (v1 and v2), OIDC
-//! discovery, JWKS and MSAL instance discovery.
+//! discovery, JWKS, MSAL instance discovery and the applications and service
+//! principals of Microsoft Graph (`/v1.0`).
 
 mod discovery;
 mod error;
+mod graph;
 mod token;
 
 use axum::Router;
@@ -31,6 +33,7 @@ pub(crate) fn router(state: Entra) -> Router {
             get(discovery::common_keys_v2),
         )
         .route("/common/discovery/instance", get(discovery::instance))
+        .merge(graph::routes())
         .layer(misim_runtime::telemetry::http_trace_layer("entra"))
         .with_state(state)
 }

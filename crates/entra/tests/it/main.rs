@@ -18,6 +18,8 @@ use misim_types::{ManualClock, SeqIds, audiences};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
+mod graph;
+
 const TID: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 const PUBLIC: &str = "https://localhost:40001";
 const NOW: u64 = 1_767_139_199;
