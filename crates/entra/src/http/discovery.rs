@@ -66,18 +66,46 @@ fn host_of(url: &str) -> &str {
         .map_or(url, |(_, rest)| rest.split('/').next().unwrap_or(rest))
 }
 
-fn openid_document(entra: &Entra, v2: bool) -> Value {
+/// The multi-tenant aliases Entra serves discovery documents for. MSAL (and
+/// so `az logout`) loads `{authority}/organizations/v2.0/.well-known/...`.
+const TENANT_ALIASES: &[&str] = &["common", "organizations", "consumers"];
+
+/// The tenant segment to build a discovery document for: this tenant's id, or
+/// a multi-tenant alias (whose issuer then holds the literal `{tenantid}`
+/// placeholder, as Entra's does).
+fn discovery_tenant<'a>(entra: &'a Entra, tenant: &'a str) -> Result<&'a str, crate::EntraError> {
+    match TENANT_ALIASES
+        .iter()
+        .find(|a| a.eq_ignore_ascii_case(tenant))
+    {
+        Some(alias) => Ok(alias),
+        None => entra
+            .check_tenant(tenant)
+            .map(|()| entra.inner.config.tenant_id.as_str()),
+    }
+}
+
+fn openid_document(entra: &Entra, v2: bool, tenant: &str) -> Value {
     let c = &entra.inner.config;
-    let base = format!("{}/{}", c.public_url, c.tenant_id);
+    let base = format!("{}/{}", c.public_url, tenant);
+    let alias = !tenant.eq_ignore_ascii_case(&c.tenant_id);
     let (issuer, oauth, jwks_uri) = if v2 {
         (
-            c.issuer_v2(),
+            if alias {
+                format!("{}/{{tenantid}}/v2.0", c.public_url)
+            } else {
+                c.issuer_v2()
+            },
             format!("{base}/oauth2/v2.0"),
             format!("{base}/discovery/v2.0/keys"),
         )
     } else {
         (
-            c.issuer_v1(),
+            if alias {
+                "https://sts.windows.net/{tenantid}/".to_owned()
+            } else {
+                c.issuer_v1()
+            },
             format!("{base}/oauth2"),
             format!("{base}/discovery/keys"),
         )
@@ -118,8 +146,8 @@ pub(crate) async fn openid_v2(
     Path(tenant): Path<String>,
     h: HeaderMap,
 ) -> Response {
-    match e.check_tenant(&tenant) {
-        Ok(()) => cached(openid_document(&e, true)),
+    match discovery_tenant(&e, &tenant) {
+        Ok(t) => cached(openid_document(&e, true, t)),
         Err(err) => oauth_error(&e, &h, &err),
     }
 }
@@ -129,8 +157,8 @@ pub(crate) async fn openid_v1(
     Path(tenant): Path<String>,
     h: HeaderMap,
 ) -> Response {
-    match e.check_tenant(&tenant) {
-        Ok(()) => cached(openid_document(&e, false)),
+    match discovery_tenant(&e, &tenant) {
+        Ok(t) => cached(openid_document(&e, false, t)),
         Err(err) => oauth_error(&e, &h, &err),
     }
 }
@@ -140,8 +168,8 @@ pub(crate) async fn keys_v2(
     Path(tenant): Path<String>,
     h: HeaderMap,
 ) -> Response {
-    match e.check_tenant(&tenant) {
-        Ok(()) => jwks(&e, Some(e.inner.config.issuer_v2())),
+    match discovery_tenant(&e, &tenant) {
+        Ok(_) => jwks(&e, Some(e.inner.config.issuer_v2())),
         Err(err) => oauth_error(&e, &h, &err),
     }
 }
@@ -151,8 +179,8 @@ pub(crate) async fn keys_v1(
     Path(tenant): Path<String>,
     h: HeaderMap,
 ) -> Response {
-    match e.check_tenant(&tenant) {
-        Ok(()) => jwks(&e, None),
+    match discovery_tenant(&e, &tenant) {
+        Ok(_) => jwks(&e, None),
         Err(err) => oauth_error(&e, &h, &err),
     }
 }

@@ -894,3 +894,33 @@ async fn serve_answers_grpc_with_health() {
     shutdown.cancel();
     server.await.unwrap().unwrap();
 }
+
+/// MSAL loads `{authority}/organizations/...` (az logout does): the
+/// multi-tenant aliases get discovery documents with the `{tenantid}` issuer
+/// placeholder, and unknown tenants still get AADSTS90002.
+#[tokio::test]
+async fn multi_tenant_alias_discovery() {
+    let env = env().await;
+    for alias in ["organizations", "common", "Consumers"] {
+        let (s, _, doc) = get(
+            &env.entra,
+            &format!("/{alias}/v2.0/.well-known/openid-configuration"),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{alias}");
+        assert_eq!(doc["issuer"], format!("{PUBLIC}/{{tenantid}}/v2.0"));
+        assert_eq!(
+            doc["token_endpoint"],
+            format!("{PUBLIC}/{}/oauth2/v2.0/token", alias.to_ascii_lowercase())
+        );
+        let (s, _, doc) = get(
+            &env.entra,
+            &format!("/{alias}/.well-known/openid-configuration"),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{alias} v1");
+        assert_eq!(doc["issuer"], "https://sts.windows.net/{tenantid}/");
+    }
+    let (s, _, _) = get(&env.entra, "/contoso/v2.0/.well-known/openid-configuration").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+}
