@@ -16,6 +16,12 @@ install() {  # install VENV REQUIREMENTS
 install .venv-sdk conformance/requirements-sdk.txt
 install .venv-az conformance/requirements-cli.txt
 
+# The Rust conformance client's ClientCertificateCredential (azure_identity's
+# `client_certificate` feature) links openssl.
+if ! command -v pkg-config >/dev/null || ! pkg-config --exists openssl; then
+  apt-get install -y libssl-dev pkg-config
+fi
+
 # Vaults are named by host name (https://{vault}.vault.localhost:{port}/), as on
 # Azure. The resolver here does not map *.localhost to loopback, so the suite's
 # vault names go into /etc/hosts (see docs/compatibility.md).

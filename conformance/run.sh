@@ -6,6 +6,9 @@ cd "$(dirname "$0")/.."
 conformance/install.sh
 cargo build --quiet -p misim-sandbox --bin misim
 export MISIM_BIN="$PWD/target/debug/misim"
+# The Rust azure_identity client (its own Cargo workspace; see conformance/rust).
+cargo build --quiet --manifest-path conformance/rust/Cargo.toml
+export MISIM_RUST_CLIENT="$PWD/conformance/rust/target/debug/misim-rust-client"
 DATA=$(mktemp -d)
 PID=
 cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null; rm -rf "$DATA"; }
