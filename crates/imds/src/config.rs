@@ -18,6 +18,11 @@ pub const ENV_ENTRA_GRPC_URL: &str = "MISIM_ENTRA_GRPC_URL";
 pub const ENV_ENTRA_PUBLIC_URL: &str = "MISIM_ENTRA_PUBLIC_URL";
 /// `per-vm` (default) or `source-address`.
 pub const ENV_ADDRESSING: &str = "MISIM_IMDS_ADDRESSING";
+/// Source-address mode: static `vm=ip` pairs, comma-separated
+/// (`myVM=169.254.169.11,/subscriptions/.../virtualMachines/vm2=169.254.169.12`),
+/// used for VMs whose `VmMetadata.private_ip` ARM left empty. The key is a
+/// VM name or a full resource id, both case-insensitive.
+pub const ENV_VM_ADDRESSES: &str = "MISIM_IMDS_VM_ADDRESSES";
 
 /// The real IMDS address. Only ever named, never contacted: misim serves
 /// loopback listeners instead.
@@ -89,6 +94,32 @@ pub struct BinConfig {
     pub data_dir: std::path::PathBuf,
     /// Entra gRPC URL.
     pub entra_grpc_url: String,
+    /// Static VM addresses ([`ENV_VM_ADDRESSES`]), source-address mode only.
+    pub vm_addresses: Vec<(String, IpAddr)>,
+}
+
+/// Parses [`ENV_VM_ADDRESSES`]: `key=ip` pairs, comma-separated; an address
+/// may name only one VM.
+pub fn parse_vm_addresses(v: &str) -> Result<Vec<(String, IpAddr)>, String> {
+    let mut out: Vec<(String, IpAddr)> = Vec::new();
+    for pair in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((key, ip)) = pair.rsplit_once('=') else {
+            return Err(format!("{ENV_VM_ADDRESSES}: {pair:?} is not vm=ip"));
+        };
+        let key = key.trim();
+        let ip: IpAddr = ip
+            .trim()
+            .parse()
+            .map_err(|e| format!("{ENV_VM_ADDRESSES}: {pair:?}: {e}"))?;
+        if key.is_empty() {
+            return Err(format!("{ENV_VM_ADDRESSES}: {pair:?} has no VM"));
+        }
+        if out.iter().any(|(_, other)| *other == ip) {
+            return Err(format!("{ENV_VM_ADDRESSES}: {ip} is given twice"));
+        }
+        out.push((key.to_owned(), ip));
+    }
+    Ok(out)
 }
 
 impl BinConfig {
@@ -112,6 +143,15 @@ impl BinConfig {
             }
             None => None,
         };
+        let vm_addresses = match env.get(ENV_VM_ADDRESSES) {
+            Some(v) if addressing == VmAddressing::SourceAddress => parse_vm_addresses(&v)?,
+            Some(_) => {
+                return Err(format!(
+                    "{ENV_VM_ADDRESSES} applies to source-address mode only"
+                ));
+            }
+            None => Vec::new(),
+        };
         let config = Config {
             tenant_id: req(ENV_TENANT_ID)?,
             entra_authority: req(ENV_ENTRA_PUBLIC_URL)?,
@@ -128,6 +168,7 @@ impl BinConfig {
             http_addr,
             data_dir: req(ENV_DATA_DIR)?.into(),
             entra_grpc_url: req(ENV_ENTRA_GRPC_URL)?,
+            vm_addresses,
         })
     }
 }
@@ -160,5 +201,32 @@ mod tests {
         bad.push((ENV_HTTP_ADDR, "127.0.0.1:80"));
         assert!(BinConfig::from_env(&MapEnv::from_pairs(bad)).is_ok());
         assert!(BinConfig::from_env(&MapEnv::from_pairs([(ENV_ADDRESSING, "nope")])).is_err());
+    }
+
+    #[test]
+    fn parses_static_vm_addresses() {
+        let mut env = vec![
+            (ENV_TENANT_ID, "t1"),
+            (ENV_ENTRA_PUBLIC_URL, "https://localhost:1"),
+            (ENV_DATA_DIR, "/tmp/x"),
+            (ENV_ENTRA_GRPC_URL, "http://127.0.0.1:2"),
+            (
+                ENV_VM_ADDRESSES,
+                "myVM=169.254.169.11, /subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm2=169.254.169.12",
+            ),
+        ];
+        // Only meaningful in source-address mode.
+        assert!(BinConfig::from_env(&MapEnv::from_pairs(env.clone())).is_err());
+        env.push((ENV_ADDRESSING, "source-address"));
+        env.push((ENV_HTTP_ADDR, "169.254.169.254:80"));
+        let c = BinConfig::from_env(&MapEnv::from_pairs(env)).unwrap();
+        assert_eq!(c.vm_addresses.len(), 2);
+        assert_eq!(c.vm_addresses[0].0, "myVM");
+        assert_eq!(c.vm_addresses[1].1.to_string(), "169.254.169.12");
+        assert!(parse_vm_addresses("a=1.2.3.4,b=1.2.3.4").is_err());
+        assert!(parse_vm_addresses("a=not-an-ip").is_err());
+        assert!(parse_vm_addresses("=1.2.3.4").is_err());
+        assert!(parse_vm_addresses("1.2.3.4").is_err());
+        assert!(parse_vm_addresses("").unwrap().is_empty());
     }
 }

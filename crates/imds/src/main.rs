@@ -41,6 +41,10 @@ async fn main() -> anyhow::Result<()> {
     };
     tracing::info!(grpc = %grpc.local_addr()?, http = ?http.as_ref().and_then(|l| l.local_addr().ok()), "misim-imds listening");
     let imds = Imds::open(cfg.config, deps).await.context("opening imds")?;
+    if !cfg.vm_addresses.is_empty() {
+        tracing::info!(vms = ?cfg.vm_addresses, "static vm addresses");
+        imds.set_static_addresses(cfg.vm_addresses);
+    }
     tokio::spawn(misim_runtime::cancel_on_signal(shutdown.clone()));
     let result = misim_imds::serve(imds, http, grpc, shutdown).await;
     store.flush().await.context("flushing the imds store")?;

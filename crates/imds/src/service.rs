@@ -70,6 +70,10 @@ pub(crate) struct Inner {
     /// Serialises control-plane writes (reads never take it).
     write: tokio::sync::Mutex<()>,
     assertion_aud: String,
+    /// Static `(vm name or lower-case resource id, ip)` pairs for VMs whose
+    /// `private_ip` is empty (source-address mode, see
+    /// [`Imds::set_static_addresses`]).
+    static_addresses: RwLock<Vec<(String, IpAddr)>>,
 }
 
 /// The Instance Metadata Service (cheap to clone).
@@ -114,6 +118,7 @@ impl Imds {
                 cache: TokenCache::default(),
                 write: tokio::sync::Mutex::new(()),
                 assertion_aud,
+                static_addresses: RwLock::new(Vec::new()),
             }),
         };
         for (key, mut record) in imds.inner.table.all()? {
@@ -186,11 +191,34 @@ impl Imds {
         self.inner.vms.read().get(key).cloned()
     }
 
+    /// Source-address mode: tells IMDS which address each VM calls from when
+    /// ARM gives the VM no `private_ip` (the compose sandbox, where addresses
+    /// are fixed in the compose file). A key is a VM name or a full resource
+    /// id (case-insensitive). A VM with a `private_ip` keeps it; a name that
+    /// matches several VMs matches none.
+    pub fn set_static_addresses(&self, pairs: Vec<(String, IpAddr)>) {
+        *self.inner.static_addresses.write() =
+            pairs.into_iter().map(|(k, ip)| (vm_key(&k), ip)).collect();
+    }
+
     pub(crate) fn vm_by_ip(&self, ip: IpAddr) -> Option<Arc<LiveVm>> {
         let vms = self.inner.vms.read();
-        vms.values()
+        if let Some(vm) = vms
+            .values()
             .find(|v| v.record.meta.private_ip.parse::<IpAddr>().ok() == Some(ip))
-            .cloned()
+        {
+            return Some(vm.clone());
+        }
+        let statics = self.inner.static_addresses.read();
+        let (key, _) = statics.iter().find(|(_, a)| *a == ip)?;
+        let mut found = vms.iter().filter(|(k, v)| {
+            v.record.meta.private_ip.is_empty()
+                && (*k == key || v.record.meta.name.eq_ignore_ascii_case(key))
+        });
+        match (found.next(), found.next()) {
+            (Some((_, vm)), None) => Some(vm.clone()),
+            _ => None,
+        }
     }
 
     /// All VMs, ordered by resource id.

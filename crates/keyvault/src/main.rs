@@ -22,12 +22,12 @@ async fn main() -> anyhow::Result<()> {
     };
     let clock = Arc::new(misim_types::SystemClock);
     let suffix = cfg.config.dns_suffix.trim_matches('.').to_owned();
-    let tls = misim_runtime::tls::load_or_create(
-        &cfg.data_dir.join("tls"),
-        &[suffix.clone(), format!("*.{suffix}")],
-        clock.now(),
-    )
-    .context("loading TLS material")?;
+    let mut names = vec![suffix.clone(), format!("*.{suffix}")];
+    names.extend(misim_runtime::tls::extra_names_from_env(
+        &misim_types::ProcessEnv,
+    ));
+    let tls = misim_runtime::tls::load_or_create(&cfg.data_dir.join("tls"), &names, clock.now())
+        .context("loading TLS material")?;
     let store = misim_store::Store::open(&cfg.data_dir.join("keyvault"))
         .context("opening the key vault store")?;
     let directory = DirectoryClient::new(misim_runtime::lazy_channel(&cfg.entra_grpc_url)?);

@@ -17,6 +17,24 @@ use anyhow::Context;
 /// Key Vault SDK's challenge check requires.
 pub const DEFAULT_NAMES: &[&str] = &["localhost", "*.vault.localhost", "127.0.0.1", "::1"];
 
+/// Comma-separated host names (or IPs) a service binary adds to its server
+/// certificate, e.g. `arm,arm.misim` in the compose sandbox, where clients
+/// reach services by their compose service names.
+pub const ENV_EXTRA_NAMES: &str = "MISIM_TLS_EXTRA_NAMES";
+
+/// The names of [`ENV_EXTRA_NAMES`] (empty when unset).
+pub fn extra_names_from_env(env: &dyn misim_types::EnvSource) -> Vec<String> {
+    env.get(ENV_EXTRA_NAMES)
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The sandbox's TLS material.
 #[derive(Clone)]
 pub struct SandboxTls {
@@ -140,6 +158,13 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
 mod tests {
     use super::*;
     use misim_types::Clock;
+
+    #[test]
+    fn extra_names_come_from_the_env() {
+        let env = misim_types::MapEnv::from_pairs([(ENV_EXTRA_NAMES, "arm, ,entra,*.vault.sim")]);
+        assert_eq!(extra_names_from_env(&env), ["arm", "entra", "*.vault.sim"]);
+        assert!(extra_names_from_env(&misim_types::MapEnv::default()).is_empty());
+    }
 
     #[test]
     fn ca_is_created_once_and_reused() {

@@ -290,9 +290,7 @@ pub async fn secret(cmd: SecretCommand) -> anyhow::Result<ExitCode> {
         target.name
     );
     let req = match &value {
-        Some(v) => client
-            .put(&url)
-            .json(&serde_json::json!({ "value": v })),
+        Some(v) => client.put(&url).json(&serde_json::json!({ "value": v })),
         None => client.get(&url),
     };
     let resp = req
@@ -323,8 +321,7 @@ pub fn ca(cmd: CaCommand) -> anyhow::Result<ExitCode> {
             let tls = misim_runtime::tls::load_or_create(&dir, &[], misim_types::SystemClock.now())
                 .with_context(|| format!("creating the CA in {}", dir.display()))?;
             if let Some(p) = public_dir {
-                std::fs::create_dir_all(&p)
-                    .with_context(|| format!("creating {}", p.display()))?;
+                std::fs::create_dir_all(&p).with_context(|| format!("creating {}", p.display()))?;
                 std::fs::write(p.join("ca.pem"), &tls.ca_pem)
                     .with_context(|| format!("writing {}", p.join("ca.pem").display()))?;
             }

@@ -1074,5 +1074,51 @@ async fn source_address_mode_identifies_vms_by_peer_ip() {
     .await;
     assert_eq!(s, 400);
     error_is(&b, "invalid_request", "Identity not found");
+
+    // A VM that ARM gave no private_ip is found through the static addresses
+    // (MISIM_IMDS_VM_ADDRESSES); a VM with a private_ip keeps it.
+    Control::put_vm(
+        &imds,
+        Request::new(pb::PutVmRequest {
+            metadata: Some(meta(VM2, "")),
+        }),
+    )
+    .await
+    .unwrap();
+    let i2 = identity(SAMI, "vm2", 1);
+    dir.certs
+        .lock()
+        .insert(i2.client_id.clone(), certs()[1].certificate_der.clone());
+    Control::put_identity(
+        &imds,
+        Request::new(pb::PutIdentityRequest {
+            vm_resource_id: VM2.into(),
+            identity: Some(i2),
+        }),
+    )
+    .await
+    .unwrap();
+    imds.set_static_addresses(vec![
+        ("VM2".into(), "10.1.0.6".parse().unwrap()),
+        (VM1.into(), "10.1.0.7".parse().unwrap()),
+    ]);
+    let (s, b) = body(
+        imds.vm_router_for_source_address()
+            .oneshot(call("10.1.0.6"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["client_id"], "client-vm2");
+    let (s, b) = body(
+        imds.vm_router_for_source_address()
+            .oneshot(call("10.1.0.7"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 400, "vm1 has a private_ip: the static entry is ignored");
+    error_is(&b, "invalid_request", "Identity not found");
     shutdown.cancel();
 }

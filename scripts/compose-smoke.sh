@@ -1,0 +1,220 @@
+#!/usr/bin/env bash
+# Smoke test of the docker compose sandbox (deploy/compose.yaml):
+#   builds the image offline (scripts/build-images.sh), brings the stack up and
+#   waits for every healthcheck, runs the seven-step flow inside VM container vm1
+#   for a system- and a user-assigned identity, proves isolation (vm2 cannot
+#   use vm1's identities by client_id, object_id or msi_res_id, forged
+#   forwarding headers don't help, VMs cannot reach any gRPC port), restarts the
+#   stack (`restart`, then `down` + `up` without -v) and proves the state
+#   survived, then tears everything down (`down -v`).
+# Admin steps (1-4) use curl from the host through the 127.0.0.1-published
+# HTTPS ports; steps 5-7 run inside vm1 with `misim token` / `misim secret`.
+# Options: --no-build (reuse misim-sandbox:local), KEEP=1 (leave the stack up).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+T0=$(date +%s)
+
+if docker compose version >/dev/null 2>&1; then
+  DC=(docker compose); WAIT_FLAG=(--wait)
+elif command -v docker-compose >/dev/null 2>&1; then
+  DC=(docker-compose); WAIT_FLAG=()   # compose v1 has no --wait: we poll health
+else
+  echo "compose smoke: no docker compose / docker-compose"; exit 1
+fi
+PROJECT=${MISIM_SMOKE_PROJECT:-misim-smoke}
+export MISIM_ARM_HOST_PORT=${MISIM_ARM_HOST_PORT:-18443}
+export MISIM_ENTRA_HOST_PORT=${MISIM_ENTRA_HOST_PORT:-18444}
+export MISIM_KEYVAULT_HOST_PORT=${MISIM_KEYVAULT_HOST_PORT:-18445}
+dc() { "${DC[@]}" -p "$PROJECT" -f deploy/compose.yaml "$@"; }
+vm() { local v=$1; shift; dc exec -T "$v" misim "$@"; }
+
+PASS=0; FAIL=0
+ok() { PASS=$((PASS + 1)); echo "   ok: $*"; }
+bad() { FAIL=$((FAIL + 1)); echo "   FAILED: $*"; }
+step() { echo "-- $*"; }
+die() { echo "compose smoke: $*"; dc ps || true; dc logs --tail=40 || true; exit 1; }
+
+WORK=$(mktemp -d)
+cleanup() {
+  local rc=$?
+  if [ "${KEEP:-0}" = 1 ]; then
+    echo "KEEP=1: stack left up (${DC[*]} -p $PROJECT -f deploy/compose.yaml down -v)"
+  else
+    dc down -v --remove-orphans >/dev/null 2>&1 || true
+  fi
+  rm -rf "$WORK"
+  echo "compose smoke: $(( $(date +%s) - T0 ))s"
+  exit $rc
+}
+trap cleanup EXIT
+
+if [ "${1:-}" != "--no-build" ]; then
+  step "build the image offline"
+  scripts/build-images.sh
+fi
+dc down -v --remove-orphans >/dev/null 2>&1 || true
+
+wait_healthy() {  # with compose v2 `up --wait` did it; v1: poll each container's health
+  local deadline=$(( $(date +%s) + 180 )) svc id st
+  for svc in entra arm imds keyvault vm1 vm2; do
+    while :; do
+      id=$(dc ps -q "$svc" 2>/dev/null || true)
+      st=$( [ -n "$id" ] && docker inspect -f '{{.State.Health.Status}}' "$id" 2>/dev/null || echo missing)
+      [ "$st" = healthy ] && break
+      [ "$(date +%s)" -lt "$deadline" ] || die "$svc is $st after 180s"
+      sleep 1
+    done
+  done
+}
+up() {
+  dc up -d "${WAIT_FLAG[@]}" >"$WORK/up.log" 2>&1 || { cat "$WORK/up.log"; die "up failed"; }
+  wait_healthy
+}
+
+step "docker compose up (every healthcheck passing)"
+up
+ok "stack is up and healthy"
+
+json() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval('d'+sys.argv[1]))" "$1"; }
+claim() {  # claim NAME < jwt
+  python3 -c "import base64,json,sys; p=sys.stdin.read().strip().split('.')[1]; p+='='*(-len(p)%4); print(json.loads(base64.urlsafe_b64decode(p))[sys.argv[1]])" "$1"
+}
+set -a; . deploy/sandbox.env; set +a
+docker cp "$(dc ps -q arm):/data/tls/ca.pem" "$WORK/ca.pem"
+CURL=(curl -sS --fail-with-body --cacert "$WORK/ca.pem")
+ARM=https://localhost:$MISIM_ARM_HOST_PORT
+ENTRA=https://localhost:$MISIM_ENTRA_HOST_PORT
+KVHOST=kv1.vault.sim:$MISIM_KEYVAULT_HOST_PORT
+KVCURL=("${CURL[@]}" --resolve "$KVHOST:127.0.0.1")
+VAULT_URL=https://kv1.vault.sim:8445     # as VMs see it
+SUB=/subscriptions/$MISIM_SUBSCRIPTION_ID
+RG=$SUB/resourceGroups/rg1
+SECRETS_USER=$SUB/providers/Microsoft.Authorization/roleDefinitions/4633458b-17de-408a-b874-0445c86b69e6
+
+admin_token() {
+  "${CURL[@]}" "$ENTRA/$MISIM_TENANT_ID/oauth2/v2.0/token" -d grant_type=client_credentials \
+    -d "client_id=$MISIM_ADMIN_APP_ID" --data-urlencode "client_secret=$MISIM_ADMIN_SECRET" \
+    -d "scope=$1/.default" | json '["access_token"]'
+}
+arm() {  # arm METHOD PATH [JSON]
+  "${CURL[@]}" -X "$1" "$ARM$2?api-version=2024-11-01" -H "Authorization: Bearer $ARM_TOKEN" \
+    -H 'Content-Type: application/json' ${3:+-d "$3"}
+}
+tok() {  # tok VM [args]: the access token, or IMDS's refusal in $WORK/err
+  local v=$1; shift
+  vm "$v" token --resource https://vault.azure.net "$@" 2>"$WORK/err"
+}
+uuid() { python3 -c 'import uuid; print(uuid.uuid4())'; }
+grant() {  # grant PRINCIPAL: Key Vault Secrets User on kv1
+  arm PUT "$RG/providers/Microsoft.KeyVault/vaults/kv1/providers/Microsoft.Authorization/roleAssignments/$(uuid)" \
+    '{"properties":{"principalId":"'"$1"'","roleDefinitionId":"'"$SECRETS_USER"'"}}' >/dev/null
+}
+expect_secret() {  # expect_secret WHAT VM [selector args]
+  local what=$1 v=$2; shift 2
+  local got
+  if got=$(vm "$v" secret get --vault-url "$VAULT_URL" --name db-password "$@" 2>&1) && [ "$got" = s3cret ]; then
+    ok "$what"
+  else
+    bad "$what: $got"
+  fi
+}
+expect_not_found() {  # expect_not_found WHAT VM [token args]
+  local what=$1 v=$2; shift 2
+  local got
+  if got=$(vm "$v" token --resource https://vault.azure.net "$@" 2>&1); then
+    bad "$what: got a token"
+  elif grep -q "Identity not found" <<<"$got"; then
+    ok "$what"
+  else
+    bad "$what: $got"
+  fi
+}
+
+step "admin (host, published ports): resource group, vault kv1, secret"
+ARM_TOKEN=$(admin_token https://management.azure.com)
+arm PUT "$RG" '{"location":"eastus"}' >/dev/null
+arm PUT "$RG/providers/Microsoft.KeyVault/vaults/kv1" \
+  '{"location":"eastus","properties":{"tenantId":"'"$MISIM_TENANT_ID"'","sku":{"family":"A","name":"standard"},"enableRbacAuthorization":true}}' \
+  | json '["properties"]["vaultUri"]' | grep -qx "https://kv1.vault.sim:8445/" && ok "vaultUri is https://kv1.vault.sim:8445/" || bad "vaultUri"
+"${KVCURL[@]}" -X PUT "https://$KVHOST/secrets/db-password?api-version=7.4" \
+  -H "Authorization: Bearer $(admin_token https://vault.azure.net)" -H 'Content-Type: application/json' \
+  -d '{"value":"s3cret"}' >/dev/null && ok "secret db-password set"
+
+step "1-3. vm1 with a system-assigned identity, vm2 with its own; a user-assigned identity on vm1"
+VM1=$RG/providers/Microsoft.Compute/virtualMachines/vm1
+VM2=$RG/providers/Microsoft.Compute/virtualMachines/vm2
+UAMI=$RG/providers/Microsoft.ManagedIdentity/userAssignedIdentities/uami1
+arm PUT "$UAMI" '{"location":"eastus"}' >"$WORK/uami.json"
+U_PRINCIPAL=$(json '["properties"]["principalId"]' <"$WORK/uami.json")
+U_CLIENT=$(json '["properties"]["clientId"]' <"$WORK/uami.json")
+S1=$(arm PUT "$VM1" '{"location":"eastus","identity":{"type":"SystemAssigned, UserAssigned","userAssignedIdentities":{"'"$UAMI"'":{}}},"properties":{"hardwareProfile":{"vmSize":"Standard_B1s"}}}' \
+  | json '["identity"]["principalId"]')
+S2=$(arm PUT "$VM2" '{"location":"eastus","identity":{"type":"SystemAssigned"},"properties":{"hardwareProfile":{"vmSize":"Standard_B1s"}}}' \
+  | json '["identity"]["principalId"]')
+echo "   vm1 SAMI $S1, vm2 SAMI $S2, uami1 $U_PRINCIPAL (client $U_CLIENT)"
+
+step "5-7 before any role assignment: vm1 gets a token, Key Vault answers 403"
+T=$(tok vm1 --msi-res-id "$UAMI") && [ "$(claim oid <<<"$T")" = "$U_PRINCIPAL" ] \
+  && ok "vm1 token for uami1 by msi_res_id (oid $U_PRINCIPAL)" || bad "vm1 uami token: $T $(cat "$WORK/err")"
+if out=$(vm vm1 secret get --vault-url "$VAULT_URL" --name db-password 2>&1); then bad "read without a role: $out"
+elif grep -q "403" <<<"$out"; then ok "no role yet: 403"; else bad "no role yet: $out"; fi
+
+step "4. Key Vault Secrets User on kv1 for vm1's SAMI, uami1 and vm2's SAMI"
+grant "$S1"; grant "$U_PRINCIPAL"; grant "$S2"
+ok "role assignments created"
+
+flow() {  # steps 5-7 inside vm1, isolation from vm2
+  T=$(tok vm1) && [ "$(claim oid <<<"$T")" = "$S1" ] \
+    && ok "vm1 SAMI token from 169.254.169.254 (oid = vm1's principal)" || bad "vm1 SAMI token: $T $(cat "$WORK/err")"
+  expect_secret "vm1 SAMI reads the secret" vm1
+  expect_secret "vm1 uami1 (client_id) reads the secret" vm1 --client-id "$U_CLIENT"
+  expect_secret "vm1 uami1 (object_id) reads the secret" vm1 --object-id "$U_PRINCIPAL"
+  expect_secret "vm1 uami1 (msi_res_id) reads the secret" vm1 --msi-res-id "$UAMI"
+  T=$(tok vm2) && [ "$(claim oid <<<"$T")" = "$S2" ] \
+    && ok "vm2 gets its own SAMI token" || bad "vm2 SAMI token: $T $(cat "$WORK/err")"
+  expect_not_found "vm2 asks for uami1 by client_id" vm2 --client-id "$U_CLIENT"
+  expect_not_found "vm2 asks for uami1 by object_id" vm2 --object-id "$U_PRINCIPAL"
+  expect_not_found "vm2 asks for uami1 by msi_res_id" vm2 --msi-res-id "$UAMI"
+  expect_not_found "vm2 asks for vm1's SAMI by object_id" vm2 --object-id "$S1"
+  expect_not_found "vm2 forges X-Real-IP/Forwarded/X-Client-IP for uami1" vm2 --client-id "$U_CLIENT" \
+    --header "X-Real-IP: 169.254.169.11" --header "Forwarded: for=169.254.169.11" \
+    --header "X-Client-IP: 169.254.169.11" --header "True-Client-IP: 169.254.169.11"
+  T=$(tok vm2 --header "X-Real-IP: 169.254.169.11" --header "Forwarded: for=169.254.169.11") \
+    && [ "$(claim oid <<<"$T")" = "$S2" ] && ok "vm2 with forged X-Real-IP/Forwarded still gets only its own SAMI" \
+    || bad "vm2 forged headers: $T $(cat "$WORK/err")"
+  if T=$(tok vm2 --client-id "$U_CLIENT" --header "X-Forwarded-For: 169.254.169.11"); then
+    bad "vm2 with a forged X-Forwarded-For got a token"
+  elif grep -q "X-Forwarded-For header is not allowed" "$WORK/err"; then
+    ok "vm2 with a forged X-Forwarded-For is refused (as Azure's IMDS refuses proxied requests)"
+  else
+    bad "vm2 forged X-Forwarded-For: $(cat "$WORK/err")"
+  fi
+}
+flow
+
+step "network isolation: VMs reach HTTPS by name, never gRPC"
+out=$(vm vm1 probe http "https://arm:8443/metadata/endpoints?api-version=2022-09-01" \
+  "https://entra:8444/$MISIM_TENANT_ID/v2.0/.well-known/openid-configuration" "$VAULT_URL/" 2>&1) \
+  && ok "vm1 reaches arm, entra, kv1.vault.sim over TLS with the sandbox CA" || bad "vm1 https: $out"
+for target in arm:50052 entra:50051 keyvault:50051 169.254.169.254:50053 \
+    169.254.100.10:50052 169.254.100.11:50051 169.254.100.12:50053 arm-grpc:50052 entra-grpc:50051 imds-grpc:50053; do
+  if out=$(vm vm1 probe tcp --timeout-ms 1500 "$target" 2>&1); then bad "vm1 reached $target"; else ok "vm1 cannot reach $target"; fi
+done
+if vm vm1 probe tcp --timeout-ms 1500 169.254.169.2:8443 >/dev/null 2>&1; then ok "(control) vm1 reaches arm's HTTPS port"; else bad "vm1 cannot reach arm:8443"; fi
+if out=$(dc exec -T vm1 misim ca init --dir /etc/misim 2>&1); then bad "vm1 could write the CA: $out"; else ok "vm1 has no CA key and cannot write one"; fi
+
+step "docker compose restart: state survives"
+dc restart >/dev/null 2>&1
+wait_healthy
+flow
+P=$(arm GET "$VM1" | json '["identity"]["principalId"]') && [ "$P" = "$S1" ] && ok "ARM still has vm1 with the same principal" || bad "vm1 after restart: $P"
+
+step "docker compose down && up (volumes kept): state survives"
+dc down >/dev/null 2>&1
+up
+ARM_TOKEN=$(admin_token https://management.azure.com)
+flow
+P=$(arm GET "$VM1" | json '["identity"]["principalId"]') && [ "$P" = "$S1" ] && ok "ARM still has vm1 with the same principal" || bad "vm1 after down/up: $P"
+
+echo "compose smoke: $PASS passed, $FAIL failed"
+[ "$FAIL" = 0 ]
