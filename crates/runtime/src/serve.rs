@@ -121,19 +121,6 @@ pub fn collapse_slashes<B>(mut req: http::Request<B>) -> http::Request<B> {
     req
 }
 
-#[cfg(test)]
-mod tests {
-    use super::collapse_slashes;
-
-    #[test]
-    fn double_slashes_collapse_and_query_survives() {
-        let req = http::Request::get("https://h:1//metadata//endpoints?api-version=1").body(()).unwrap();
-        assert_eq!(collapse_slashes(req).uri().to_string(), "https://h:1/metadata/endpoints?api-version=1");
-        let req = http::Request::get("/a/b?x=//").body(()).unwrap();
-        assert_eq!(collapse_slashes(req).uri().to_string(), "/a/b?x=//");
-    }
-}
-
 /// Serves a tonic router (with health and reflection already added by the
 /// caller) on `listener` until `shutdown` fires.
 pub async fn serve_grpc(
@@ -145,4 +132,22 @@ pub async fn serve_grpc(
     router
         .serve_with_incoming_shutdown(incoming, async move { shutdown.cancelled().await })
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::collapse_slashes;
+
+    #[test]
+    fn double_slashes_collapse_and_query_survives() {
+        let req = http::Request::get("https://h:1//metadata//endpoints?api-version=1")
+            .body(())
+            .unwrap();
+        assert_eq!(
+            collapse_slashes(req).uri().to_string(),
+            "https://h:1/metadata/endpoints?api-version=1"
+        );
+        let req = http::Request::get("/a/b?x=//").body(()).unwrap();
+        assert_eq!(collapse_slashes(req).uri().to_string(), "/a/b?x=//");
+    }
 }

@@ -61,6 +61,31 @@ pub fn write_atomically(path: &Path, contents: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The administrator's certificate credential: `admin-cert.pem` in the data dir
+/// holds the private key and the certificate (the format `az login
+/// --service-principal --certificate` and azure-identity's `CertificateCredential`
+/// read). Generated on first start; Entra is told about it at every start.
+pub fn admin_certificate(
+    dir: &Path,
+    now: std::time::SystemTime,
+) -> anyhow::Result<(std::path::PathBuf, Vec<u8>)> {
+    let path = dir.join("admin-cert.pem");
+    if path.exists() {
+        let pem = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let der =
+            misim_token::cert::pem_to_der(&pem, "CERTIFICATE").context("admin certificate")?;
+        return Ok((path, der));
+    }
+    let validity = std::time::Duration::from_secs(2 * 365 * 86400);
+    let g = misim_token::cert::generate_rsa_cert("misim-admin", now, now + validity)?;
+    write_atomically(
+        &path,
+        &format!("{}{}", g.private_key_pem, g.certificate_pem),
+    )?;
+    Ok((path, g.certificate_der))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,21 +98,4 @@ mod tests {
         assert_eq!(a, b);
         assert_ne!(a.tenant_id, a.subscription_id);
     }
-}
-
-/// The administrator's certificate credential: `admin-cert.pem` in the data dir
-/// holds the private key and the certificate (the format `az login
-/// --service-principal --certificate` and azure-identity's `CertificateCredential`
-/// read). Generated on first start; Entra is told about it at every start.
-pub fn admin_certificate(dir: &Path, now: std::time::SystemTime) -> anyhow::Result<(std::path::PathBuf, Vec<u8>)> {
-    let path = dir.join("admin-cert.pem");
-    if path.exists() {
-        let pem = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        let der = misim_token::cert::pem_to_der(&pem, "CERTIFICATE").context("admin certificate")?;
-        return Ok((path, der));
-    }
-    let validity = std::time::Duration::from_secs(2 * 365 * 86400);
-    let g = misim_token::cert::generate_rsa_cert("misim-admin", now, now + validity)?;
-    write_atomically(&path, &format!("{}{}", g.private_key_pem, g.certificate_pem))?;
-    Ok((path, g.certificate_der))
 }

@@ -193,10 +193,12 @@ impl Sandbox {
         {
             use misim_proto::entra::v1::directory_server::Directory as _;
             entra
-                .add_key_credential(tonic::Request::new(misim_proto::entra::v1::AddKeyCredentialRequest {
-                    object_id: bootstrap.admin_object_id.clone(),
-                    certificate_der: admin_cert_der,
-                }))
+                .add_key_credential(tonic::Request::new(
+                    misim_proto::entra::v1::AddKeyCredentialRequest {
+                        object_id: bootstrap.admin_object_id.clone(),
+                        certificate_der: admin_cert_der,
+                    },
+                ))
                 .await
                 .context("registering the admin certificate")?;
         }
@@ -345,7 +347,10 @@ impl Sandbox {
             ("MISIM_ADMIN_CLIENT_ID", b.admin_client_id.clone()),
             ("MISIM_ADMIN_OBJECT_ID", b.admin_object_id.clone()),
             ("MISIM_ADMIN_CLIENT_SECRET", b.admin_client_secret.clone()),
-            ("MISIM_ADMIN_CERT_PATH", self.admin_cert_path.display().to_string()),
+            (
+                "MISIM_ADMIN_CERT_PATH",
+                self.admin_cert_path.display().to_string(),
+            ),
             ("MISIM_KEYVAULT_DNS_SUFFIX", VAULT_DNS_SUFFIX.into()),
             ("MISIM_KEYVAULT_PORT", self.keyvault_addr.port().to_string()),
             ("MISIM_ENTRA_GRPC_URL", self.entra_grpc_url.clone()),
