@@ -29,6 +29,10 @@ export REQUESTS_CA_BUNDLE="$MISIM_CA_BUNDLE" SSL_CERT_FILE="$MISIM_CA_BUNDLE"
 # dead proxy and fails at once instead of leaving the machine.
 export HTTPS_PROXY=http://127.0.0.1:9 HTTP_PROXY=http://127.0.0.1:9 NO_PROXY=localhost,127.0.0.1,.localhost
 status=0
-.venv-sdk/bin/python -m pytest -p no:cacheprovider -q conformance/python "$@" || status=$?
+.venv-sdk/bin/python -m pytest -p no:cacheprovider -q --junitxml="$DATA/junit.xml" conformance/python "$@" || status=$?
+# A full run (no pytest filters) must match the compatibility matrix row for row.
+if [ $# -eq 0 ] && [ $status -eq 0 ]; then
+  .venv-sdk/bin/python conformance/check_matrix.py "$DATA/junit.xml" docs/compatibility.md || status=$?
+fi
 if [ $status -ne 0 ]; then echo "--- misim log (tail)"; tail -n 80 "$DATA/up.log"; fi
 exit $status
