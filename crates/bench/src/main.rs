@@ -1,0 +1,224 @@
+//! `misim-bench`: throughput of misim's hot paths as ratios to baselines
+//! measured in the same run (absolute rates depend on the machine; ratios
+//! much less so).
+//!
+//! 1. Entra token issuance (in-process `Directory.IssueToken` and the HTTPS
+//!    token endpoint) against raw RSA-2048 signing with a pre-parsed key.
+//! 2. The IMDS token endpoint (cache hits) against a bare hyper server that
+//!    returns the same bytes.
+//!
+//! Every server listens on 127.0.0.1 and every request goes there.
+
+mod entra;
+mod imds;
+mod measure;
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, ValueEnum};
+use serde_json::Value;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Which {
+    /// Both benchmarks.
+    All,
+    /// 1: Entra token issuance vs raw RSA signing.
+    Entra,
+    /// 2: IMDS hot path vs a bare hyper server.
+    Imds,
+}
+
+/// misim benchmarks, reported as subject/baseline ratios.
+#[derive(Debug, Parser)]
+#[command(name = "misim-bench")]
+struct Args {
+    /// Short windows (0.3 s): checks that the benchmarks still run (CI).
+    #[arg(long)]
+    quick: bool,
+    /// Length of each measurement window, seconds (default 3, or 0.3 with --quick).
+    #[arg(long)]
+    duration_secs: Option<f64>,
+    /// HTTP/1.1 connections (one request in flight each) for the IMDS benchmark.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Requests in flight against the HTTPS token endpoint.
+    #[arg(long, default_value_t = 16)]
+    token_concurrency: usize,
+    /// Threads for the "all cores" runs (default: available parallelism).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Which benchmark to run.
+    #[arg(long, value_enum, default_value_t = Which::All)]
+    bench: Which,
+}
+
+/// Measurement settings shared by the benchmarks.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Length of each measured window.
+    pub window: Duration,
+    /// Unmeasured run before each window (connections, caches).
+    pub warmup: Duration,
+    /// IMDS connections.
+    pub concurrency: usize,
+    /// Token endpoint requests in flight.
+    pub token_concurrency: usize,
+    /// Threads for the all-cores runs.
+    pub threads: usize,
+}
+
+/// Baseline and subject alternate in this many rounds (each a share of the
+/// window), so a change in machine load hits both sides alike.
+pub const ROUNDS: u32 = 3;
+
+impl Settings {
+    /// The settings of one of [`ROUNDS`] interleaved rounds.
+    pub fn round(&self) -> Settings {
+        Settings {
+            window: self.window / ROUNDS,
+            warmup: self.warmup / ROUNDS,
+            ..self.clone()
+        }
+    }
+}
+
+/// A running sandbox and an HTTPS client that trusts its CA.
+pub struct World {
+    /// The sandbox.
+    pub sb: misim_sandbox::Sandbox,
+    /// HTTPS client (sandbox CA, no proxy).
+    pub https: reqwest::Client,
+    admin_arm: String,
+    _dir: tempfile::TempDir,
+}
+
+impl World {
+    async fn start(pool: usize) -> anyhow::Result<World> {
+        let dir = tempfile::tempdir()?;
+        let sb = misim_sandbox::Sandbox::start(misim_sandbox::SandboxConfig::new(dir.path()))
+            .await
+            .context("starting the sandbox")?;
+        let ca = reqwest::Certificate::from_pem(sb.ca_pem.as_bytes())?;
+        let https = reqwest::Client::builder()
+            .add_root_certificate(ca)
+            .no_proxy()
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(pool)
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        let mut w = World {
+            sb,
+            https,
+            admin_arm: String::new(),
+            _dir: dir,
+        };
+        w.admin_arm = w
+            .admin_token("https://management.azure.com/.default")
+            .await?;
+        Ok(w)
+    }
+
+    async fn admin_token(&self, scope: &str) -> anyhow::Result<String> {
+        let b = &self.sb.bootstrap;
+        let r = self
+            .https
+            .post(format!(
+                "{}/{}/oauth2/v2.0/token",
+                self.sb.entra_url, b.tenant_id
+            ))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", b.admin_client_id.as_str()),
+                ("client_secret", b.admin_client_secret.as_str()),
+                ("scope", scope),
+            ])
+            .send()
+            .await?;
+        let status = r.status();
+        let v: Value = r.json().await?;
+        match v["access_token"].as_str() {
+            Some(t) if status.is_success() => Ok(t.to_owned()),
+            _ => bail!("admin token: {status} {v}"),
+        }
+    }
+
+    /// `PUT {arm}{path}` as the administrator; fails unless 200/201.
+    pub async fn arm_put(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        let url = format!("{}{path}?api-version=2024-11-01", self.sb.arm_url);
+        let r = self
+            .https
+            .put(url)
+            .bearer_auth(&self.admin_arm)
+            .json(&body)
+            .send()
+            .await?;
+        let status = r.status();
+        let text = r.text().await?;
+        if !status.is_success() {
+            bail!("PUT {path}: {status} {text}");
+        }
+        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let window = match (args.duration_secs, args.quick) {
+        (Some(d), _) if d.is_finite() && d > 0.0 => Duration::from_secs_f64(d),
+        (Some(d), _) => bail!("--duration-secs must be positive, got {d}"),
+        (None, true) => Duration::from_millis(300),
+        (None, false) => Duration::from_secs(3),
+    };
+    if args.concurrency == 0 || args.token_concurrency == 0 || args.threads == Some(0) {
+        bail!("concurrency and threads must be at least 1");
+    }
+    let settings = Settings {
+        window,
+        warmup: (window / 5).min(Duration::from_millis(500)),
+        concurrency: args.concurrency,
+        token_concurrency: args.token_concurrency,
+        threads: args.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        }),
+    };
+    println!(
+        "misim-bench: window {:.2} s (+{:.2} s warm-up) per measurement, {} threads for all-core runs, \
+         IMDS {} connections, token endpoint {} in flight{}",
+        settings.window.as_secs_f64(),
+        settings.warmup.as_secs_f64(),
+        settings.threads,
+        settings.concurrency,
+        settings.token_concurrency,
+        if cfg!(debug_assertions) {
+            " (DEBUG BUILD: use --release, e.g. scripts/bench.sh)"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "Ratios compare a subject with a baseline measured in this process, alternating in {ROUNDS} rounds; clients and servers share the machine."
+    );
+
+    let world = World::start(settings.token_concurrency.max(settings.concurrency)).await?;
+    let result = async {
+        if matches!(args.bench, Which::All | Which::Entra) {
+            entra::run(&settings, &world)
+                .await
+                .context("benchmark 1 (Entra)")?;
+        }
+        if matches!(args.bench, Which::All | Which::Imds) {
+            imds::run(&settings, &world)
+                .await
+                .context("benchmark 2 (IMDS)")?;
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    let World { sb, _dir, .. } = world;
+    sb.shutdown().await?;
+    result
+}
