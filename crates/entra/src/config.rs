@@ -30,8 +30,8 @@ pub const ENV_ADMIN_DISPLAY_NAME: &str = "MISIM_ADMIN_DISPLAY_NAME";
 /// Bootstrap administrator application: client secret.
 pub const ENV_ADMIN_SECRET: &str = "MISIM_ADMIN_SECRET";
 
-const DEFAULT_HTTP_ADDR: &str = "0.0.0.0:40001";
-const DEFAULT_GRPC_ADDR: &str = "0.0.0.0:40002";
+const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:40001";
+const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:40002";
 
 /// Entra's configuration (one tenant).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

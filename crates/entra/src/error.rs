@@ -156,8 +156,12 @@ impl EntraError {
 }
 
 impl From<EntraError> for tonic::Status {
+    /// The message starts with the AADSTS code (`AADSTS500011: ...`), as
+    /// Entra's `error_description` does, so peers (IMDS) can map it to the
+    /// OAuth2 error their own clients expect.
     fn from(e: EntraError) -> Self {
-        misim_proto::code_to_status(e.code(), e.to_string())
+        let (_, aadsts) = e.oauth();
+        misim_proto::code_to_status(e.code(), format!("AADSTS{aadsts}: {e}"))
     }
 }
 

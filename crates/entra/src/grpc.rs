@@ -5,7 +5,7 @@ use misim_proto::required;
 use misim_types::ResourceId;
 use tonic::{Request, Response, Status};
 
-use crate::domain::directory::{EnsureApp, NewPrincipal};
+use crate::domain::directory::{EnsureApp, NewPrincipal, hash_secret};
 use crate::domain::principal::{KeyCredential, Principal, PrincipalKind};
 use crate::domain::tokens::ClientCredential;
 use crate::{Entra, EntraError};
@@ -180,6 +180,21 @@ impl pb::directory_server::Directory for Entra {
         request: Request<pb::EnsureApplicationRequest>,
     ) -> Result<Response<pb::ServicePrincipal>, Status> {
         let r = request.into_inner();
+        // Over the network this may create an application, or repeat itself,
+        // but never replace an existing principal's secret: that would let any
+        // caller of the gRPC port take over the bootstrap administrator.
+        // (`Config::admin` at startup is the only way to rotate it.)
+        let object_id = required("object_id", &r.object_id)?;
+        if let Some(existing) = self
+            .directory()
+            .get(object_id)
+            .map_err(|e| status("EnsureApplication", e))?
+            && existing.secret_sha256.as_deref() != Some(hash_secret(&r.client_secret).as_str())
+        {
+            return Err(Status::permission_denied(format!(
+                "service principal {object_id} exists; its secret cannot be replaced over gRPC"
+            )));
+        }
         let p = self
             .directory()
             .ensure_application(EnsureApp {

@@ -203,11 +203,15 @@ impl Imds {
 
     pub(crate) fn vm_by_ip(&self, ip: IpAddr) -> Option<Arc<LiveVm>> {
         let vms = self.inner.vms.read();
-        if let Some(vm) = vms
+        // Two VMs claiming one address (e.g. 10.0.0.4 in two VNets) identify
+        // neither: serving either could hand a VM another VM's identity.
+        let mut by_ip = vms
             .values()
-            .find(|v| v.record.meta.private_ip.parse::<IpAddr>().ok() == Some(ip))
-        {
-            return Some(vm.clone());
+            .filter(|v| v.record.meta.private_ip.parse::<IpAddr>().ok() == Some(ip));
+        match (by_ip.next(), by_ip.next()) {
+            (Some(vm), None) => return Some(vm.clone()),
+            (Some(_), Some(_)) => return None,
+            _ => {}
         }
         let statics = self.inner.static_addresses.read();
         let (key, _) = statics.iter().find(|(_, a)| *a == ip)?;

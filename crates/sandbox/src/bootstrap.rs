@@ -46,14 +46,23 @@ impl Bootstrap {
     }
 }
 
-/// Writes `contents` to `path` so that a crash leaves either the old or the new
-/// file, never a torn one.
+/// Writes `contents` to `path` (mode 0600) so that a crash leaves either the
+/// old or the new file, never a torn one.
 pub fn write_atomically(path: &Path, contents: &str) -> anyhow::Result<()> {
     use std::io::Write;
     let tmp = path.with_extension("tmp");
     {
-        let mut f =
-            std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        // Owner-only: these files hold the administrator's secret and key.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let mut f = opts
+            .open(&tmp)
+            .with_context(|| format!("writing {}", tmp.display()))?;
         f.write_all(contents.as_bytes())?;
         f.sync_all()?;
     }

@@ -161,11 +161,12 @@ pub fn verify_access_token(
 }
 
 fn check_lifetime(now: i64, nbf: Option<i64>, exp: i64) -> Result<(), TokenError> {
-    if now > exp + SKEW_SECS {
+    // Saturating: `exp` may be any number a client put in its assertion.
+    if now.saturating_sub(exp) > SKEW_SECS {
         return Err(TokenError::Lifetime(format!("expired at {exp}, now {now}")));
     }
     if let Some(nbf) = nbf
-        && now + SKEW_SECS < nbf
+        && now.saturating_add(SKEW_SECS) < nbf
     {
         return Err(TokenError::Lifetime(format!(
             "not valid before {nbf}, now {now}"
@@ -236,6 +237,8 @@ pub fn verify_client_assertion(
         })?;
     let c = data.claims;
     let s = |name: &'static str| c.get(name).and_then(|v| v.as_str());
+    // NumericDates may be floats (MSAL); `as` saturates out-of-range values,
+    // and NaN becomes 0, so hostile numbers cannot overflow the checks below.
     let n = |name: &'static str| c.get(name).and_then(|v| v.as_f64()).map(|f| f as i64);
     for claim in ["iss", "sub"] {
         if s(claim) != Some(client_id) {
@@ -281,6 +284,10 @@ mod tests {
         )
     }
 
+    fn clock_at_start() -> ManualClock {
+        ManualClock::at_unix(NOW)
+    }
+
     fn claims(aud: &str, exp: i64) -> serde_json::Value {
         serde_json::json!({"aud": aud, "iss": "https://sts.windows.net/t1/", "iat": NOW, "nbf": NOW,
             "exp": exp, "appid": "app", "oid": "o1", "sub": "o1", "tid": "t1", "ver": "1.0"})
@@ -316,9 +323,14 @@ mod tests {
             Err(TokenError::Lifetime(_))
         ));
 
+        // Same header and claims, one signature character changed.
         let mut tampered = good.clone();
-        tampered.insert(tampered.len() - 5, 'A');
-        tampered.truncate(good.len());
+        let last = tampered.pop().unwrap();
+        tampered.push(if last == 'A' { 'B' } else { 'A' });
+        assert!(matches!(
+            verify_access_token(&tampered, &keys, &iss, &clock_at_start(), arm),
+            Err(TokenError::Signature(_) | TokenError::Malformed(_))
+        ));
         let other = signer().0;
         let forged = other
             .sign(&claims("https://management.azure.com", NOW as i64 + 3600))

@@ -705,8 +705,10 @@ async fn grpc_validates_requests() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
 
-    // EnsureApplication updates the secret.
-    env.entra
+    // EnsureApplication never replaces an existing principal's secret over
+    // the network (that would hand the bootstrap administrator to any caller).
+    let err = env
+        .entra
         .ensure_application(tonic::Request::new(pb::EnsureApplicationRequest {
             app_id: ADMIN_APP.into(),
             object_id: ADMIN_OID.into(),
@@ -714,22 +716,33 @@ async fn grpc_validates_requests() {
             client_secret: "rotated".into(),
         }))
         .await
-        .unwrap();
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
     let v1 = format!("/{TID}/oauth2/token");
-    let (s, _) = post_form(
-        &env.entra,
-        &v1,
-        &secret_form(ADMIN_APP, ADMIN_SECRET, ("resource", audiences::ARM)),
-    )
-    .await;
-    assert_eq!(s, StatusCode::UNAUTHORIZED);
     let (s, _) = post_form(
         &env.entra,
         &v1,
         &secret_form(ADMIN_APP, "rotated", ("resource", audiences::ARM)),
     )
     .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _) = post_form(
+        &env.entra,
+        &v1,
+        &secret_form(ADMIN_APP, ADMIN_SECRET, ("resource", audiences::ARM)),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
+    // Repeating it with the same secret is fine (idempotent bootstrap).
+    env.entra
+        .ensure_application(tonic::Request::new(pb::EnsureApplicationRequest {
+            app_id: ADMIN_APP.into(),
+            object_id: ADMIN_OID.into(),
+            display_name: "admin".into(),
+            client_secret: ADMIN_SECRET.into(),
+        }))
+        .await
+        .unwrap();
 
     // The gRPC router (health + reflection) builds.
     let _router = env.entra.grpc_router();

@@ -4,7 +4,6 @@
 //! `&str` without allocating. Values are `Arc`s: readers hold the read lock
 //! only for a clone.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -52,17 +51,10 @@ impl CachedToken {
     }
 }
 
-/// Lower case, no trailing slash; borrows when already normal.
-pub fn normalize_resource(r: &str) -> Cow<'_, str> {
-    let t = r.trim_end_matches('/');
-    if t.bytes().any(|b| b.is_ascii_uppercase()) {
-        Cow::Owned(t.to_ascii_lowercase())
-    } else {
-        Cow::Borrowed(t)
-    }
-}
-
-/// Tokens by client id and resource.
+/// Tokens by client id and resource, keyed by the resource string exactly as
+/// requested: the token's `aud` echoes it, so `https://management.azure.com`
+/// and `https://management.azure.com/` are different cache entries, as they
+/// are different audiences.
 #[derive(Debug, Default)]
 pub struct TokenCache {
     map: RwLock<HashMap<String, HashMap<String, Arc<CachedToken>>>>,
@@ -71,15 +63,14 @@ pub struct TokenCache {
 impl TokenCache {
     /// A token still worth serving at `now`.
     pub fn get(&self, client_id: &str, resource: &str, now: i64) -> Option<Arc<CachedToken>> {
-        let r = normalize_resource(resource);
         let map = self.map.read();
-        let t = map.get(client_id)?.get(r.as_ref())?;
+        let t = map.get(client_id)?.get(resource)?;
         (now < t.reuse_until).then(|| t.clone())
     }
 
     /// Stores a freshly issued token.
     pub fn put(&self, client_id: &str, resource: &str, token: Arc<CachedToken>) {
-        let r = normalize_resource(resource).into_owned();
+        let r = resource.to_owned();
         self.map
             .write()
             .entry(client_id.to_owned())
@@ -126,14 +117,15 @@ mod tests {
         let c = TokenCache::default();
         c.put(
             "c1",
-            "https://Management.azure.com/",
+            "https://management.azure.com",
             Arc::new(CachedToken::new("t".into(), 0, 0, 3600)),
         );
         assert!(c.get("c1", "https://management.azure.com", 10).is_some());
+        // Another spelling is another audience, so another entry.
+        assert!(c.get("c1", "https://management.azure.com/", 10).is_none());
         assert!(c.get("c1", "https://management.azure.com", 2700).is_none());
         assert!(c.get("c2", "https://management.azure.com", 10).is_none());
         c.purge("c1");
         assert!(c.get("c1", "https://management.azure.com", 10).is_none());
-        assert!(matches!(normalize_resource("https://x"), Cow::Borrowed(_)));
     }
 }

@@ -172,7 +172,10 @@ impl Query {
 /// True for `YYYY-MM-DD[-suffix]` at or after `min`.
 fn api_version_ok(v: Option<&str>, min: &str) -> bool {
     let Some(v) = v else { return false };
-    let (date, rest) = v.split_at(v.len().min(10));
+    // `get` rather than slicing: the value is caller input and may not be ASCII.
+    let (Some(date), Some(rest)) = (v.get(..10), v.get(10..)) else {
+        return false;
+    };
     let b = date.as_bytes();
     let shape = b.len() == 10
         && b.iter().enumerate().all(|(i, c)| {
@@ -634,5 +637,22 @@ mod tests {
         let q = Query::parse("a=1&b=&c=x%2Fy").unwrap();
         assert_eq!(q.get("b"), None);
         assert_eq!(q.get("c"), Some("x/y"));
+    }
+}
+
+#[cfg(test)]
+mod api_version_tests {
+    use super::api_version_ok;
+
+    #[test]
+    fn api_versions() {
+        assert!(api_version_ok(Some("2018-02-01"), "2018-02-01"));
+        assert!(api_version_ok(Some("2025-04-07-preview"), "2018-02-01"));
+        assert!(!api_version_ok(Some("2017-12-01"), "2018-02-01"));
+        assert!(!api_version_ok(None, "2018-02-01"));
+        // Non-ASCII input is refused, never a panic.
+        assert!(!api_version_ok(Some("2018-02-0é"), "2018-02-01"));
+        assert!(!api_version_ok(Some("é"), "2018-02-01"));
+        assert!(!api_version_ok(Some("2018-02-01x"), "2018-02-01"));
     }
 }

@@ -564,21 +564,22 @@ async fn tokens_are_cached_until_the_reuse_point() {
     let (_, b) = h.token(&vm, "").await;
     assert_eq!(h.dir.calls(), 1, "the second request is a cache hit");
     assert_eq!(a["access_token"], b["access_token"]);
-    // Same resource spelled without the trailing slash: still a hit, echoed as sent.
+    // The same resource spelled without the trailing slash is another
+    // audience (`aud` echoes the request), so another entry: a miss.
     let (_, c) = h.get(&vm, "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://management.azure.com").await;
-    assert_eq!(h.dir.calls(), 1);
+    assert_eq!(h.dir.calls(), 2);
     assert_eq!(c["resource"], "https://management.azure.com");
 
     // Just before the reuse point (18 h of a 24 h token): still cached.
     let reuse = misim_imds::domain::cache::reuse_until(NOW as i64, NOW as i64 + 86400) - NOW as i64;
     h.clock.advance(Duration::from_secs(reuse as u64 - 1));
     let (_, d) = h.token(&vm, "").await;
-    assert_eq!(h.dir.calls(), 1);
+    assert_eq!(h.dir.calls(), 2);
     assert_eq!(d["expires_in"], (86400 - reuse + 1).to_string());
     // At the reuse point: a fresh token.
     h.clock.advance(Duration::from_secs(1));
     let (_, e) = h.token(&vm, "").await;
-    assert_eq!(h.dir.calls(), 2);
+    assert_eq!(h.dir.calls(), 3);
     assert_ne!(e["access_token"], a["access_token"]);
     assert_eq!(e["expires_in"], "86400");
 }

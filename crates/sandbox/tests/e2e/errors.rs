@@ -128,3 +128,25 @@ async fn bad_input_gets_azure_shaped_errors() {
     );
     w.sb.shutdown().await.unwrap();
 }
+
+/// A resource Entra does not know: IMDS answers 400 `invalid_resource` with
+/// Entra's AADSTS500011 text, as on Azure.
+#[tokio::test(flavor = "multi_thread")]
+async fn imds_unknown_resource_is_invalid_resource() {
+    let w = start().await;
+    w.create_rg("rg1").await;
+    w.create_vm("rg1", "vm1", json!({"type": "SystemAssigned"}))
+        .await;
+    let ep = w.imds_endpoint(&w.vm_id("rg1", "vm1")).await;
+    let (s, v) = w.imds_token(&ep, "https://unknown.example.com", None).await;
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(v["error"], "invalid_resource");
+    assert!(
+        v["error_description"]
+            .as_str()
+            .unwrap()
+            .starts_with("AADSTS500011"),
+        "{v}"
+    );
+    w.sb.shutdown().await.unwrap();
+}
