@@ -107,6 +107,14 @@ pub enum ArmError {
     /// Unknown role definition on GET.
     #[error("The role definition '{0}' could not be found.")]
     RoleDefinitionNotFound(String),
+    /// Another role definition has this display name.
+    #[error("A role definition cannot be updated with a name that already exists: '{0}'.")]
+    RoleDefinitionWithSameNameExists(String),
+    /// A custom role still has assignments.
+    #[error(
+        "There are existing role assignments referencing role '{0}'. Delete the role assignments before deleting the role definition."
+    )]
+    RoleDefinitionHasAssignments(String),
     /// The vault name is taken by another vault.
     #[error(
         "The vault name '{0}' is already in use. Vault names are globally unique so it is possible that the name is already taken."
@@ -185,7 +193,10 @@ impl ArmError {
             | E::RoleDefinitionNotFound(_)
             | E::InvalidResourceNamespace(_)
             | E::ImageNotFound => ErrorCode::NotFound,
-            E::RoleAssignmentExists | E::VaultAlreadyExists(_) => ErrorCode::AlreadyExists,
+            E::RoleAssignmentExists
+            | E::VaultAlreadyExists(_)
+            | E::RoleDefinitionWithSameNameExists(_)
+            | E::RoleDefinitionHasAssignments(_) => ErrorCode::AlreadyExists,
             E::PeerUnavailable { .. } => ErrorCode::Unavailable,
             E::PeerFailed { .. } | E::Store(_) | E::Internal(_) => ErrorCode::Internal,
         }
@@ -219,6 +230,8 @@ impl ArmError {
                 "RoleDefinitionDoesNotExist"
             }
             E::VaultAlreadyExists(_) => "VaultAlreadyExists",
+            E::RoleDefinitionWithSameNameExists(_) => "RoleDefinitionWithSameNameExists",
+            E::RoleDefinitionHasAssignments(_) => "RoleDefinitionHasAssignments",
             E::InvalidTemplate(_) => "InvalidTemplate",
             E::InvalidResourceReference { .. } => "InvalidResourceReference",
             E::InvalidResourceNamespace(_) => "InvalidResourceNamespace",

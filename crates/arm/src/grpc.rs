@@ -39,7 +39,9 @@ impl Authorization for AuthorizationService {
             .core
             .decide(principal, action, &scope, r.data_action)
             .map_err(status)?;
-        if !d.allowed {
+        if d.allowed {
+            tracing::debug!(principal, action, scope = %scope, reason = %d.reason, "access allowed");
+        } else {
             tracing::info!(principal, action, scope = %scope, reason = %d.reason, "access denied");
         }
         Ok(Response::new(AccessDecision {
@@ -68,7 +70,9 @@ impl Authorization for AuthorizationService {
             .core
             .decide(principal, action, &scope, true)
             .map_err(status)?;
-        if !d.allowed {
+        if d.allowed {
+            tracing::debug!(principal, action, vault = %vault.id, reason = %d.reason, "vault access allowed");
+        } else {
             tracing::info!(principal, action, vault = %vault.id, reason = %d.reason, "vault access denied");
         }
         Ok(Response::new(VaultAccessDecision {

@@ -61,6 +61,32 @@ enum Command {
         #[command(subcommand)]
         command: client::CaCommand,
     },
+    /// Service principals to test with, created the Azure way (Graph + ARM).
+    Principal {
+        #[command(subcommand)]
+        command: PrincipalCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PrincipalCommand {
+    /// Create an application, its service principal and a client secret through
+    /// Microsoft Graph (as the bootstrap admin), then grant each `--role` at the
+    /// `--scope` given with it through ARM; prints the credentials as JSON.
+    Create {
+        /// Display name of the application.
+        #[arg(long)]
+        name: String,
+        /// A role (display name or GUID) to grant; pair each with a `--scope`.
+        #[arg(long)]
+        role: Vec<String>,
+        /// The scope of the `--role` in the same position.
+        #[arg(long)]
+        scope: Vec<String>,
+        /// The sandbox's data directory (its misim.env is read).
+        #[arg(long, env = "MISIM_DATA_DIR", default_value_os_t = default_data_dir())]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -124,6 +150,36 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Token(args) => client::token(args).await,
         Command::Secret { command } => client::secret(command).await,
         Command::Ca { command } => client::ca(command),
+        Command::Principal {
+            command:
+                PrincipalCommand::Create {
+                    name,
+                    role,
+                    scope,
+                    data_dir,
+                },
+        } => {
+            anyhow::ensure!(
+                role.len() == scope.len(),
+                "give one --scope for each --role"
+            );
+            let env = read_env_file(&data_dir)?;
+            let ca_path = env_value(&env, "MISIM_CA_BUNDLE")?;
+            let target = PublicApis {
+                arm_url: env_value(&env, "MISIM_ARM_URL")?,
+                entra_url: env_value(&env, "MISIM_ENTRA_URL")?,
+                tenant_id: env_value(&env, "MISIM_TENANT_ID")?,
+                subscription_id: env_value(&env, "MISIM_SUBSCRIPTION_ID")?,
+                admin_client_id: env_value(&env, "MISIM_ADMIN_CLIENT_ID")?,
+                admin_client_secret: env_value(&env, "MISIM_ADMIN_CLIENT_SECRET")?,
+                ca_pem: std::fs::read_to_string(&ca_path)
+                    .with_context(|| format!("reading {ca_path}"))?,
+            };
+            let grants: Vec<(String, String)> = role.into_iter().zip(scope).collect();
+            let out = create_principal(&target, &name, &grants).await?;
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Idle => {
             let stop = misim_runtime::Shutdown::new();
             misim_runtime::cancel_on_signal(stop).await;
@@ -287,4 +343,186 @@ async fn vm_list(data_dir: &Path) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where misim's public APIs are and the admin credentials to call them with
+/// (the values of `misim.env`).
+#[derive(Debug, Clone)]
+pub struct PublicApis {
+    /// `MISIM_ARM_URL`.
+    pub arm_url: String,
+    /// `MISIM_ENTRA_URL` (authority host; Graph is served there under `/v1.0`).
+    pub entra_url: String,
+    /// `MISIM_TENANT_ID`.
+    pub tenant_id: String,
+    /// `MISIM_SUBSCRIPTION_ID`.
+    pub subscription_id: String,
+    /// `MISIM_ADMIN_CLIENT_ID`.
+    pub admin_client_id: String,
+    /// `MISIM_ADMIN_CLIENT_SECRET`.
+    pub admin_client_secret: String,
+    /// The sandbox CA (PEM) that the HTTPS endpoints chain to.
+    pub ca_pem: String,
+}
+
+const ARM_API: &str = "api-version=2022-04-01";
+
+async fn admin_token(
+    http: &reqwest::Client,
+    t: &PublicApis,
+    scope: &str,
+) -> anyhow::Result<String> {
+    let r = http
+        .post(format!("{}/{}/oauth2/v2.0/token", t.entra_url, t.tenant_id))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", t.admin_client_id.as_str()),
+            ("client_secret", t.admin_client_secret.as_str()),
+            ("scope", scope),
+        ])
+        .send()
+        .await
+        .context("asking Entra for an admin token")?;
+    let status = r.status();
+    let v: serde_json::Value = r.json().await.context("token response")?;
+    anyhow::ensure!(status.is_success(), "admin token for {scope}: {status} {v}");
+    v["access_token"]
+        .as_str()
+        .map(str::to_owned)
+        .context("no access_token in the token response")
+}
+
+async fn call(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    token: &str,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<serde_json::Value> {
+    let mut req = http.request(method.clone(), url).bearer_auth(token);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req
+        .send()
+        .await
+        .with_context(|| format!("{method} {url}"))?;
+    let status = r.status();
+    let text = r.text().await.unwrap_or_default();
+    anyhow::ensure!(status.is_success(), "{method} {url}: {status} {text}");
+    if text.is_empty() {
+        return Ok(serde_json::Value::Null);
+    }
+    serde_json::from_str(&text).with_context(|| format!("{method} {url}: not JSON"))
+}
+
+/// `misim principal create`: what `az ad sp create-for-rbac` does, against
+/// misim's public APIs only. Graph (`POST /v1.0/applications`, `addPassword`,
+/// `POST /v1.0/servicePrincipals`) with an admin token for
+/// `https://graph.microsoft.com`, then for each `(role, scope)` a role
+/// assignment `PUT` on ARM (the role found by GUID or by
+/// `$filter=roleName eq '…'`). Returns `{appId, clientId, clientSecret,
+/// password, objectId, tenant, displayName, roleAssignments}`.
+pub async fn create_principal(
+    t: &PublicApis,
+    name: &str,
+    grants: &[(String, String)],
+) -> anyhow::Result<serde_json::Value> {
+    use misim_types::IdGen;
+    use serde_json::json;
+    let mut b = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(std::time::Duration::from_secs(30));
+    for cert in reqwest::Certificate::from_pem_bundle(t.ca_pem.as_bytes())
+        .context("parsing the CA bundle")?
+    {
+        b = b.add_root_certificate(cert);
+    }
+    let http = b.build()?;
+    let graph = admin_token(&http, t, "https://graph.microsoft.com/.default").await?;
+    let g = |p: &str| format!("{}/v1.0/{p}", t.entra_url);
+    let app = call(
+        &http,
+        reqwest::Method::POST,
+        &g("applications"),
+        &graph,
+        Some(json!({"displayName": name})),
+    )
+    .await?;
+    let app_object = app["id"].as_str().context("application id")?.to_owned();
+    let app_id = app["appId"]
+        .as_str()
+        .context("application appId")?
+        .to_owned();
+    let pw = call(
+        &http,
+        reqwest::Method::POST,
+        &g(&format!("applications/{app_object}/addPassword")),
+        &graph,
+        Some(json!({"passwordCredential": {"displayName": "misim principal create"}})),
+    )
+    .await?;
+    let secret = pw["secretText"].as_str().context("secretText")?.to_owned();
+    let sp = call(
+        &http,
+        reqwest::Method::POST,
+        &g("servicePrincipals"),
+        &graph,
+        Some(json!({"appId": app_id})),
+    )
+    .await?;
+    let object_id = sp["id"]
+        .as_str()
+        .context("service principal id")?
+        .to_owned();
+
+    let mut assignments = Vec::new();
+    if !grants.is_empty() {
+        let arm = admin_token(&http, t, "https://management.azure.com/.default").await?;
+        for (role, scope) in grants {
+            let scope = scope.trim_end_matches('/');
+            let role_id = if role.len() == 36 && role.matches('-').count() == 4 {
+                format!(
+                    "/subscriptions/{}/providers/Microsoft.Authorization/roleDefinitions/{role}",
+                    t.subscription_id
+                )
+            } else {
+                let mut url = reqwest::Url::parse(&format!(
+                    "{}{scope}/providers/Microsoft.Authorization/roleDefinitions?{ARM_API}",
+                    t.arm_url
+                ))?;
+                url.query_pairs_mut()
+                    .append_pair("$filter", &format!("roleName eq '{role}'"));
+                let found = call(&http, reqwest::Method::GET, url.as_str(), &arm, None).await?;
+                found["value"][0]["id"]
+                    .as_str()
+                    .with_context(|| format!("no role named '{role}'"))?
+                    .to_owned()
+            };
+            let name = misim_types::RandomIds.guid();
+            let a = call(
+                &http,
+                reqwest::Method::PUT,
+                &format!(
+                    "{}{scope}/providers/Microsoft.Authorization/roleAssignments/{name}?{ARM_API}",
+                    t.arm_url
+                ),
+                &arm,
+                Some(json!({"properties": {"roleDefinitionId": role_id,
+                    "principalId": object_id, "principalType": "ServicePrincipal"}})),
+            )
+            .await?;
+            assignments.push(a);
+        }
+    }
+    Ok(json!({
+        "appId": app_id,
+        "clientId": app_id,
+        "clientSecret": secret,
+        "password": secret,
+        "objectId": object_id,
+        "tenant": t.tenant_id,
+        "displayName": name,
+        "roleAssignments": assignments,
+    }))
 }

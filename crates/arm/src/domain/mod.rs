@@ -7,6 +7,7 @@ pub mod deployment;
 pub mod identity;
 pub mod network;
 pub mod records;
+pub mod roles;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -46,6 +47,7 @@ pub struct Core {
     assignments: Table<AssignmentRecord>,
     network: Table<NetworkRecord>,
     deployments: Table<DeploymentRecord>,
+    custom_roles: Table<roles::CustomRoleRecord>,
 }
 
 /// A PUT's outcome: the record and whether it was created.
@@ -179,6 +181,7 @@ impl Core {
             assignments: store.table("role_assignments")?,
             network: store.table("network_resources")?,
             deployments: store.table("deployments")?,
+            custom_roles: store.table("custom_role_definitions")?,
         })
     }
 
@@ -236,6 +239,7 @@ impl Core {
             .into_iter()
             .map(|(_, a)| a)
             .collect();
+        let custom = self.custom_role_map()?;
         let views: Vec<AssignmentView<'_>> = records
             .iter()
             .filter_map(|a| {
@@ -243,7 +247,7 @@ impl Core {
                     id: &a.id,
                     principal_id: &a.principal_id,
                     scope: ResourceId::parse(&a.scope).ok()?,
-                    role: rbac::role_by_guid(&a.role_guid)?,
+                    role: rbac::role_by_guid(&a.role_guid).or_else(|| custom.get(&a.role_guid))?,
                 })
             })
             .collect();
@@ -263,6 +267,7 @@ impl Core {
         let id = ResourceId::parse(scope).map_err(|e| ArmError::InvalidParameter(e.to_string()))?;
         let d = self.decide(principal, action, &id, false)?;
         if d.allowed {
+            tracing::debug!(principal, action, scope, reason = %d.reason, "authorization allowed");
             return Ok(());
         }
         tracing::info!(principal, action, scope, reason = %d.reason, "authorization denied");
@@ -1096,7 +1101,7 @@ impl Core {
             .next()
             .unwrap_or("")
             .to_ascii_lowercase();
-        if rbac::role_by_guid(&role_guid).is_none() {
+        if self.role(&role_guid)?.is_none() {
             return Err(ArmError::RoleDefinitionDoesNotExist(role_guid));
         }
         let principal_type = props

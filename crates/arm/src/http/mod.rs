@@ -407,26 +407,46 @@ async fn dispatch(
             )?;
             let filter = param(&q, "$filter").unwrap_or("");
             let wanted = model::parse_role_name_filter(filter);
-            let values = crate::rbac::builtin_roles()
+            let values = core
+                .list_roles(&scope, wanted.as_deref())?
                 .iter()
-                .filter(|r| {
-                    wanted
-                        .as_deref()
-                        .is_none_or(|w| r.role_name.eq_ignore_ascii_case(w))
-                })
                 .map(|r| model::role_definition(core, r))
                 .collect();
             Ok(list(values))
         }
-        (Route::RoleDefinition { scope, name }, Method::GET) => {
+        (Route::RoleDefinition { scope, name }, m) => {
+            let verb = match m {
+                Method::GET => "read",
+                Method::PUT => "write",
+                Method::DELETE => "delete",
+                other => return Err(ArmError::MethodNotAllowed(other.to_string())),
+            };
             core.authorize(
                 &principal,
-                "Microsoft.Authorization/roleDefinitions/read",
+                &format!("Microsoft.Authorization/roleDefinitions/{verb}"),
                 &scope,
             )?;
-            let r =
-                crate::rbac::role_by_guid(&name).ok_or(ArmError::RoleDefinitionNotFound(name))?;
-            Ok(ok(model::role_definition(core, r)))
+            match m {
+                Method::GET => {
+                    let r = core
+                        .role(&name)?
+                        .ok_or(ArmError::RoleDefinitionNotFound(name))?;
+                    Ok(ok(model::role_definition(core, &r)))
+                }
+                Method::PUT => {
+                    let b = body_json(body)?;
+                    let (r, created) = core.put_custom_role(&scope, &name, &b).await?;
+                    Ok((
+                        put_status(created),
+                        axum::Json(model::role_definition(core, &r)),
+                    )
+                        .into_response())
+                }
+                _ => match core.delete_custom_role(&name).await? {
+                    Some(r) => Ok(ok(model::role_definition(core, &r))),
+                    None => Ok(StatusCode::NO_CONTENT.into_response()),
+                },
+            }
         }
         (_, other) => Err(ArmError::MethodNotAllowed(other.to_string())),
     }

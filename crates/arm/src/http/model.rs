@@ -192,7 +192,9 @@ pub fn role_definition(core: &Core, r: &RoleDefinition) -> Value {
     json!({
         "id": core.role_definition_id(&r.name), "name": r.name, "type": "Microsoft.Authorization/roleDefinitions",
         "properties": {
-            "roleName": r.role_name, "type": "BuiltInRole", "description": r.description,
+            "roleName": r.role_name,
+            "type": if r.custom { "CustomRole" } else { "BuiltInRole" },
+            "description": r.description,
             "assignableScopes": r.assignable_scopes, "permissions": r.permissions,
         },
     })

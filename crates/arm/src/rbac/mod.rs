@@ -5,7 +5,11 @@
 //! when the principal matches, the target lies within the assignment's scope,
 //! and some permission block of the role matches the action in `actions`
 //! (`dataActions` for data actions) and not in `notActions` (`notDataActions`).
-//! There are no deny assignments and no conditions.
+//! There are no deny assignments and no conditions. Custom role definitions
+//! (`PUT {scope}/providers/Microsoft.Authorization/roleDefinitions/{guid}`) are
+//! the same [`RoleDefinition`] with `custom` set, evaluated the same way.
+//! The decision names every assignment of the principal that applies at the
+//! scope and what each did, so a denial can be explained.
 
 use std::sync::OnceLock;
 
@@ -44,6 +48,9 @@ pub struct RoleDefinition {
     pub assignable_scopes: Vec<String>,
     /// Permission blocks.
     pub permissions: Vec<Permission>,
+    /// True for a custom role (`type: CustomRole`); built-ins leave it out.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub custom: bool,
 }
 
 /// The built-in role definitions.
@@ -154,45 +161,93 @@ pub struct AccessRequest<'a> {
 pub struct Decision {
     /// True when some assignment grants the action.
     pub allowed: bool,
-    /// The assignments considered and why.
+    /// Why: the granting assignment (if any) and every assignment considered.
     pub reason: String,
+    /// One line per assignment of the principal that applies at the scope:
+    /// `'{role}' at '{scope}' ({id}): grants|does not grant|excluded by notActions`.
+    pub considered: Vec<String>,
+}
+
+/// What one permission block says about an action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Grants,
+    Excluded,
+    NotListed,
+}
+
+fn verdict(role: &RoleDefinition, action: &str, data: bool) -> Verdict {
+    let mut excluded = false;
+    for perm in &role.permissions {
+        let (allow, deny) = if data {
+            (&perm.data_actions, &perm.not_data_actions)
+        } else {
+            (&perm.actions, &perm.not_actions)
+        };
+        if allow.iter().any(|p| action_matches(p, action)) {
+            if deny.iter().any(|p| action_matches(p, action)) {
+                excluded = true;
+            } else {
+                return Verdict::Grants;
+            }
+        }
+    }
+    if excluded {
+        Verdict::Excluded
+    } else {
+        Verdict::NotListed
+    }
 }
 
 /// Decides an access question against `assignments` (of any principals).
+/// An assignment applies when its principal is the caller and the target lies
+/// at or below its scope; it grants when one of its role's permission blocks
+/// lists the action and that block's `notActions` do not remove it (`notActions`
+/// never cancel what another assignment grants).
 pub fn evaluate(req: &AccessRequest<'_>, assignments: &[AssignmentView<'_>]) -> Decision {
+    let kind = if req.data { "data action" } else { "action" };
     let mut considered = Vec::new();
+    let mut granted_by = None;
     for a in assignments {
         if !a.principal_id.eq_ignore_ascii_case(req.principal_id) || !req.scope.is_within(&a.scope)
         {
             continue;
         }
-        let grants = a
-            .role
-            .permissions
-            .iter()
-            .any(|p| permission_grants(p, req.action, req.data));
-        if grants {
-            return Decision {
-                allowed: true,
-                reason: format!(
-                    "granted by role '{}' assigned at '{}' ({})",
-                    a.role.role_name, a.scope, a.id
-                ),
-            };
+        let v = verdict(a.role, req.action, req.data);
+        let what = match v {
+            Verdict::Grants => "grants",
+            Verdict::Excluded => {
+                if req.data {
+                    "excluded by notDataActions"
+                } else {
+                    "excluded by notActions"
+                }
+            }
+            Verdict::NotListed => "does not grant",
+        };
+        let line = format!("'{}' at '{}' ({}): {what}", a.role.role_name, a.scope, a.id);
+        if v == Verdict::Grants && granted_by.is_none() {
+            granted_by = Some(line.clone());
         }
-        considered.push(format!("'{}' at '{}'", a.role.role_name, a.scope));
+        considered.push(line);
     }
-    let reason = if considered.is_empty() {
-        "no role assignment of the principal applies at this scope".to_owned()
+    let listed = if considered.is_empty() {
+        "none".to_owned()
     } else {
-        format!(
-            "no applicable assignment grants the action; considered: {}",
-            considered.join(", ")
-        )
+        considered.join("; ")
+    };
+    let reason = match &granted_by {
+        Some(g) => format!("{kind} granted by {g}; assignments considered: {listed}"),
+        None if considered.is_empty() => {
+            "no role assignment of the principal applies at this scope; assignments considered: none"
+                .to_owned()
+        }
+        None => format!("no applicable assignment grants the {kind}; assignments considered: {listed}"),
     };
     Decision {
-        allowed: false,
+        allowed: granted_by.is_some(),
         reason,
+        considered,
     }
 }
 
@@ -544,6 +599,61 @@ mod tests {
     }
 
     #[test]
+    fn custom_roles_evaluate_like_builtins() {
+        let custom = RoleDefinition {
+            name: "6f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0".into(),
+            role_name: "VM Starter".into(),
+            description: String::new(),
+            assignable_scopes: vec![RG.into()],
+            permissions: vec![Permission {
+                actions: vec!["Microsoft.Compute/virtualMachines/*".into()],
+                not_actions: vec!["Microsoft.Compute/virtualMachines/delete".into()],
+                ..Default::default()
+            }],
+            custom: true,
+        };
+        let assignments = [AssignmentView {
+            id: "c",
+            principal_id: "p",
+            scope: id(RG),
+            role: &custom,
+        }];
+        let target = id(VM);
+        let ask = |action| AccessRequest {
+            principal_id: "p",
+            action,
+            scope: &target,
+            data: false,
+        };
+        assert!(
+            evaluate(
+                &ask("Microsoft.Compute/virtualMachines/write"),
+                &assignments
+            )
+            .allowed
+        );
+        let d = evaluate(
+            &ask("Microsoft.Compute/virtualMachines/delete"),
+            &assignments,
+        );
+        assert!(!d.allowed);
+        assert!(d.reason.contains("'VM Starter'"), "{}", d.reason);
+        let none = evaluate(
+            &AccessRequest {
+                principal_id: "q",
+                ..ask("Microsoft.Compute/virtualMachines/write")
+            },
+            &assignments,
+        );
+        assert!(none.considered.is_empty());
+        assert!(
+            none.reason.contains("assignments considered: none"),
+            "{}",
+            none.reason
+        );
+    }
+
+    #[test]
     fn notactions_are_per_assignment() {
         // Contributor's notActions do not cancel what another assignment grants.
         let assignments = [
@@ -569,6 +679,19 @@ mod tests {
         };
         let d = evaluate(&req, &assignments);
         assert!(d.allowed, "{}", d.reason);
+        // The explanation lists both assignments and what each did.
+        assert_eq!(d.considered.len(), 2, "{:?}", d.considered);
+        assert!(
+            d.considered[0].ends_with("excluded by notActions"),
+            "{:?}",
+            d.considered
+        );
+        assert!(d.considered[1].ends_with(": grants"), "{:?}", d.considered);
+        assert!(
+            d.reason.contains("granted by 'User Access Administrator'"),
+            "{}",
+            d.reason
+        );
         let sub = id(SUB);
         let d = evaluate(&AccessRequest { scope: &sub, ..req }, &assignments);
         assert!(!d.allowed);

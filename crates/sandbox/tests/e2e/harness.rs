@@ -16,6 +16,15 @@ pub struct World {
     pub admin_arm: String,
 }
 
+/// A service principal created through Graph, with an ARM token.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub client_id: String,
+    pub secret: String,
+    pub object_id: String,
+    pub arm_token: String,
+}
+
 pub async fn start() -> World {
     let dir = tempfile::tempdir().unwrap();
     start_in(dir).await
@@ -104,6 +113,85 @@ impl World {
         let v: Value = r.json().await.unwrap();
         assert!(v["expires_in"].is_i64(), "v2 expires_in is an integer: {v}");
         v["access_token"].as_str().unwrap().to_owned()
+    }
+
+    /// Client-credentials token for any application (v2 endpoint, `scope` like
+    /// `https://management.azure.com/.default`).
+    pub async fn token_for(&self, client_id: &str, secret: &str, scope: &str) -> String {
+        let url = format!("{}/{}/oauth2/v2.0/token", self.sb.entra_url, self.tid());
+        let r = self
+            .http
+            .post(url)
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", client_id),
+                ("client_secret", secret),
+                ("scope", scope),
+            ])
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(status, 200, "token for {client_id}: {v}");
+        v["access_token"].as_str().unwrap().to_owned()
+    }
+
+    /// The public endpoints and admin credentials, as `misim.env` gives them.
+    pub fn public_apis(&self) -> misim_sandbox::cli::PublicApis {
+        misim_sandbox::cli::PublicApis {
+            arm_url: self.sb.arm_url.clone(),
+            entra_url: self.sb.entra_url.clone(),
+            tenant_id: self.tid().to_owned(),
+            subscription_id: self.sub().to_owned(),
+            admin_client_id: self.sb.bootstrap.admin_client_id.clone(),
+            admin_client_secret: self.sb.bootstrap.admin_client_secret.clone(),
+            ca_pem: self.sb.ca_pem.clone(),
+        }
+    }
+
+    /// `misim principal create --name N [--role R --scope S]...`: an application,
+    /// its service principal and a secret through Graph (admin token), each role
+    /// granted through ARM. Returns the principal with an ARM token for it.
+    pub async fn principal(&self, name: &str, grants: &[(&str, &str)]) -> Principal {
+        let grants: Vec<(String, String)> = grants
+            .iter()
+            .map(|(r, s)| (r.to_string(), s.to_string()))
+            .collect();
+        let v = misim_sandbox::cli::create_principal(&self.public_apis(), name, &grants)
+            .await
+            .expect("misim principal create");
+        let client_id = v["clientId"].as_str().unwrap().to_owned();
+        let secret = v["clientSecret"].as_str().unwrap().to_owned();
+        let arm_token = self
+            .token_for(&client_id, &secret, "https://management.azure.com/.default")
+            .await;
+        Principal {
+            client_id,
+            secret,
+            object_id: v["objectId"].as_str().unwrap().to_owned(),
+            arm_token,
+        }
+    }
+
+    /// Role assignment `PUT` by any caller; returns status and body.
+    pub async fn grant_as(
+        &self,
+        token: &str,
+        scope: &str,
+        principal: &str,
+        role_guid: &str,
+    ) -> (u16, Value) {
+        let name = uuid_like(principal, role_guid);
+        let body = json!({"properties": {"principalId": principal,
+            "roleDefinitionId": format!("/subscriptions/{}/providers/Microsoft.Authorization/roleDefinitions/{role_guid}", self.sub())}});
+        self.arm(
+            "PUT",
+            &format!("{scope}/providers/Microsoft.Authorization/roleAssignments/{name}"),
+            token,
+            Some(body),
+        )
+        .await
     }
 
     /// `METHOD {arm}{path}?api-version=..` with a bearer token; returns status and JSON body.
@@ -288,7 +376,7 @@ impl World {
     }
 }
 
-fn uuid_like(a: &str, b: &str) -> String {
+pub fn uuid_like(a: &str, b: &str) -> String {
     // Deterministic assignment name per (principal, role): the digits of both GUIDs mixed.
     let hex: String = a
         .chars()

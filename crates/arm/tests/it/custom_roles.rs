@@ -1,0 +1,189 @@
+//! Custom role definitions: CRUD, `$filter=roleName eq`, use in assignments,
+//! the same evaluation as built-ins, and the explanation `CheckAccess` returns.
+
+use http::StatusCode;
+use misim_proto::arm::v1::CheckAccessRequest;
+use serde_json::json;
+
+use super::*;
+
+const CUSTOM: &str = "6f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0";
+const USER: &str = "44444444-4444-4444-8444-444444444444";
+
+fn def_path(scope: &str, guid: &str) -> String {
+    format!("{scope}/providers/Microsoft.Authorization/roleDefinitions/{guid}")
+}
+
+fn custom_body(scope: &str) -> Value {
+    json!({"properties": {"roleName": "VM Starter", "type": "CustomRole",
+        "description": "Reads and writes VMs, never deletes them.",
+        "assignableScopes": [scope],
+        "permissions": [{"actions": ["Microsoft.Compute/virtualMachines/*",
+            "Microsoft.Resources/subscriptions/resourceGroups/read"],
+            "notActions": ["Microsoft.Compute/virtualMachines/delete"],
+            "dataActions": [], "notDataActions": []}]}})
+}
+
+#[tokio::test]
+async fn custom_role_lifecycle_and_evaluation() {
+    let h = harness().await;
+    h.rg("rg1").await;
+    h.rg("rg2").await;
+    h.principal(USER);
+    let sub = format!("/subscriptions/{SUB}");
+    let rg1 = rg_path("rg1");
+
+    // Writing a role definition is Microsoft.Authorization/roleDefinitions/write.
+    let (s, v) = h
+        .call_as(
+            USER,
+            "PUT",
+            &def_path(&sub, CUSTOM),
+            Some(custom_body(&rg1)),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Microsoft.Authorization/roleDefinitions/write"),
+        "{v}"
+    );
+
+    let (s, v) = h
+        .call("PUT", &def_path(&sub, CUSTOM), Some(custom_body(&rg1)))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["properties"]["type"], "CustomRole");
+    assert_eq!(v["name"], CUSTOM);
+    let (s, _) = h
+        .call("PUT", &def_path(&sub, CUSTOM), Some(custom_body(&rg1)))
+        .await;
+    assert_eq!(s, StatusCode::OK, "an update");
+
+    // Listed by name (case-insensitive), readable by GUID.
+    let (s, v) = h
+        .call(
+            "GET",
+            &format!("{rg1}/providers/Microsoft.Authorization/roleDefinitions?$filter=roleName%20eq%20'vm%20starter'"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["value"].as_array().unwrap().len(), 1, "{v}");
+    let (s, v) = h.call("GET", &def_path(&sub, CUSTOM), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["properties"]["roleName"], "VM Starter");
+    // Not visible where it cannot be assigned.
+    let (_, v) = h
+        .call(
+            "GET",
+            &format!("{}/providers/Microsoft.Authorization/roleDefinitions?$filter=roleName%20eq%20'VM%20Starter'", rg_path("rg2")),
+            None,
+        )
+        .await;
+    assert_eq!(v["value"].as_array().unwrap().len(), 0, "{v}");
+
+    // Bad definitions.
+    for (guid, body, code) in [
+        ("not-a-guid", custom_body(&rg1), "InvalidParameter"),
+        (OWNER, custom_body(&rg1), "InvalidParameter"),
+        (
+            "7f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0",
+            json!({"properties": {"roleName": "Reader", "assignableScopes": [rg1], "permissions": []}}),
+            "RoleDefinitionWithSameNameExists",
+        ),
+        (
+            "7f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0",
+            json!({"properties": {"roleName": "No scopes", "permissions": []}}),
+            "InvalidParameter",
+        ),
+        (
+            "7f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0",
+            json!({"properties": {"assignableScopes": [rg1]}}),
+            "InvalidRequestContent",
+        ),
+    ] {
+        let (s, v) = h.call("PUT", &def_path(&sub, guid), Some(body)).await;
+        assert!(s.is_client_error(), "{guid}: {s} {v}");
+        assert_eq!(v["error"]["code"], code, "{guid}: {v}");
+    }
+
+    // Usable in assignments, with the same evaluation as built-ins.
+    h.assign(USER, CUSTOM, &rg1).await;
+    let (s, v) = h
+        .call_as(
+            USER,
+            "PUT",
+            &vm_path("rg1", "vm1"),
+            Some(vm_body(json!({"type": "SystemAssigned"}))),
+        )
+        .await;
+    assert!(s.is_success(), "{v}");
+    let (s, _) = h.call_as(USER, "GET", &rg1, None).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, v) = h
+        .call_as(USER, "DELETE", &vm_path("rg1", "vm1"), None)
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "notActions: {v}");
+    let (s, _) = h
+        .call_as(
+            USER,
+            "PUT",
+            &vm_path("rg2", "vm1"),
+            Some(vm_body(json!({"type": "None"}))),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "scope");
+
+    // The explanation names every assignment considered and what it did.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let grpc = h.arm.grpc_router();
+    tokio::spawn(async move {
+        grpc.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .await
+            .unwrap();
+    });
+    let mut authz = AuthorizationClient::new(channel(&format!("http://{addr}")));
+    let d = authz
+        .check_access(CheckAccessRequest {
+            principal_id: USER.into(),
+            action: "Microsoft.Compute/virtualMachines/delete".into(),
+            scope: vm_path("rg1", "vm1"),
+            data_action: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!d.allowed);
+    assert!(
+        d.reason.contains("'VM Starter'") && d.reason.contains("excluded by notActions"),
+        "{}",
+        d.reason
+    );
+
+    // A role in use cannot be deleted; once unassigned it can.
+    let (s, v) = h.call("DELETE", &def_path(&sub, CUSTOM), None).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert_eq!(v["error"]["code"], "RoleDefinitionHasAssignments");
+    let (_, list) = h
+        .call(
+            "GET",
+            &format!("{rg1}/providers/Microsoft.Authorization/roleAssignments?$filter=principalId%20eq%20'{USER}'"),
+            None,
+        )
+        .await;
+    let id = list["value"][0]["id"].as_str().unwrap().to_owned();
+    let (s, _) = h.call("DELETE", &id, None).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, v) = h.call("DELETE", &def_path(&sub, CUSTOM), None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, _) = h.call("DELETE", &def_path(&sub, CUSTOM), None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = h.call("GET", &def_path(&sub, CUSTOM), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = h.call("DELETE", &def_path(&sub, OWNER), None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "built-ins stay");
+}
