@@ -24,13 +24,37 @@ use crate::template::{Evaluator, Resources, Target, Template, TemplateError};
 
 const WRITE: &str = "Microsoft.Resources/deployments/write";
 
-/// `reference()` against ARM's state.
+/// `reference()` against ARM's state, as the deploying principal: a template
+/// can read only what its deployer could read directly.
 struct Live<'a> {
     core: &'a Core,
+    principal: &'a str,
+}
+
+/// The read action for a resource id (`{type}/read`, with ARM's spelling for
+/// resource groups).
+fn read_action(id: &str) -> String {
+    match misim_types::ResourceId::parse(id) {
+        Ok(rid) => match rid.resource_type().as_str() {
+            "Microsoft.Resources/resourceGroups" => {
+                "Microsoft.Resources/subscriptions/resourceGroups/read".to_owned()
+            }
+            t => format!("{t}/read"),
+        },
+        Err(_) => "*/read".to_owned(),
+    }
 }
 
 impl Resources for Live<'_> {
     fn reference(&self, id: &str, full: bool) -> Result<Value, TemplateError> {
+        let denied = |e: ArmError| {
+            TemplateError::Invalid(format!(
+                "The template function 'reference' failed for resource '{id}': {e}"
+            ))
+        };
+        self.core
+            .authorize(self.principal, &read_action(id), id)
+            .map_err(denied)?;
         let v = self.core.resource_json(id).map_err(|e| {
             TemplateError::Invalid(format!(
                 "The template function 'reference' failed for resource '{id}': {e}"
@@ -123,7 +147,10 @@ impl Core {
             }
         };
         let params = template.resolve_parameters(supplied, &target)?;
-        let live = Live { core: self };
+        let live = Live {
+            core: self,
+            principal,
+        };
         let plan = template.plan(&Evaluator::new(&template, &target, &params, &live))?;
         let ev = Evaluator::new(&template, &target, &params, &live).with_plan(&plan);
 

@@ -81,6 +81,7 @@ pub fn parse_string(s: &str) -> Result<Option<Expr>, TemplateError> {
         src: inner,
         chars: inner.char_indices().collect(),
         pos: 0,
+        depth: 0,
     };
     let e = p.expr().map_err(|m| {
         invalid(format!(
@@ -124,7 +125,15 @@ struct Parser<'a> {
     src: &'a str,
     chars: Vec<(usize, char)>,
     pos: usize,
+    /// Nesting depth of the tree built so far (calls, property and index
+    /// access): parsing, checking and evaluating all recurse on it.
+    depth: usize,
 }
+
+/// Deepest expression accepted. Real templates nest a handful of levels; a
+/// hostile body nesting thousands would overflow the stack of every service
+/// in the process.
+const MAX_DEPTH: usize = 64;
 
 impl Parser<'_> {
     fn peek(&self) -> Option<char> {
@@ -169,17 +178,37 @@ impl Parser<'_> {
     }
 
     fn expr(&mut self) -> Result<Expr, String> {
+        let entry_depth = self.depth;
+        let r = self.expr_inner();
+        self.depth = entry_depth;
+        r
+    }
+
+    fn deeper(&mut self) -> Result<(), String> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(format!(
+                "the expression nests deeper than {MAX_DEPTH} levels"
+            ));
+        }
+        Ok(())
+    }
+
+    fn expr_inner(&mut self) -> Result<Expr, String> {
+        self.deeper()?;
         let mut e = self.primary()?;
         loop {
             self.skip_ws();
             match self.peek() {
                 Some('.') => {
                     self.pos += 1;
+                    self.deeper()?;
                     let name = self.ident()?;
                     e = Expr::Prop(Box::new(e), name);
                 }
                 Some('[') => {
                     self.pos += 1;
+                    self.deeper()?;
                     let idx = self.expr()?;
                     self.eat(']')?;
                     e = Expr::Index(Box::new(e), Box::new(idx));
@@ -630,6 +659,22 @@ pub fn validate_value(v: &Value) -> Result<(), TemplateError> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn hostile_nesting_is_an_invalid_template_not_a_stack_overflow() {
+        let deep = format!("[{}'x'{}]", "concat(".repeat(100_000), ")".repeat(100_000));
+        assert!(matches!(
+            parse_string(&deep),
+            Err(TemplateError::Invalid(_))
+        ));
+        let chain = format!("[parameters('vmName'){}]", ".a".repeat(100_000));
+        assert!(matches!(
+            parse_string(&chain),
+            Err(TemplateError::Invalid(_))
+        ));
+        let fine = format!("[{}'x'{}]", "concat(".repeat(20), ")".repeat(20));
+        assert!(parse_string(&fine).unwrap().is_some());
+    }
 
     struct Fake;
 

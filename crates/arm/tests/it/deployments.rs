@@ -705,3 +705,52 @@ async fn network_resources_crud_directly() {
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
+
+/// `reference()` reads as the deployer: a template cannot leak a resource its
+/// deployer may not read directly.
+#[tokio::test]
+async fn reference_is_authorized_as_the_deployer() {
+    let h = harness().await;
+    h.rg(RG).await;
+    h.rg("secretRg").await;
+    let hidden = format!(
+        "/subscriptions/{SUB}/resourceGroups/secretRg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/hidden"
+    );
+    let (s, uami) = h
+        .call("PUT", &hidden, Some(json!({"location": "eastus"})))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{uami}");
+    let client_id = uami["properties"]["clientId"].as_str().unwrap().to_owned();
+
+    let dev = "99999999-9999-4999-8999-999999999999";
+    h.principal(dev);
+    h.assign(
+        dev,
+        OWNER,
+        &format!("/subscriptions/{SUB}/resourceGroups/{RG}"),
+    )
+    .await;
+    let template = json!({"properties": {"mode": "Incremental", "template": {
+        "$schema": "https://schema.management.azure.com/schemas/2015-01-01/deploymentTemplate.json#",
+        "contentVersion": "1.0.0.0", "resources": [],
+        "outputs": {"leak": {"type": "string",
+            "value": format!("[reference('{hidden}', '2023-01-31').clientId]")}}}}});
+    let (s, _op, v) = h.deploy_as(dev, "leak", &template).await;
+    let text = v.to_string();
+    assert!(
+        !text.contains(&client_id),
+        "the deployment leaked {client_id}: {text}"
+    );
+    assert!(
+        s.is_client_error() || v["properties"]["provisioningState"] == "Failed",
+        "{s} {v}"
+    );
+    assert!(
+        text.contains("AuthorizationFailed") || text.contains("does not have authorization"),
+        "{text}"
+    );
+
+    // The administrator (Owner of the subscription) may reference it.
+    let (s, _op, v) = h.deploy_as(ADMIN, "allowed", &template).await;
+    assert!(s.is_success(), "{v}");
+}
