@@ -4,7 +4,10 @@
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Canonical, so cargo's rerun-if-changed paths are plain absolute paths.
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../proto")
+        .canonicalize()?;
     let files = [
         "misim/entra/v1/directory.proto",
         "misim/imds/v1/control.proto",

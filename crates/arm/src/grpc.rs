@@ -81,6 +81,7 @@ impl Authorization for AuthorizationService {
             location: vault.location,
             allowed: d.allowed,
             reason: d.reason,
+            vault_uid: vault.uid,
         }))
     }
 }

@@ -1028,6 +1028,10 @@ impl Core {
             location: location_of(body).unwrap_or_else(|| group.location.clone()),
             tags: tags_of(body)?.unwrap_or_default(),
             properties: Value::Object(props),
+            uid: existing
+                .as_ref()
+                .map(|v| v.uid.clone())
+                .unwrap_or_else(|| self.ids.guid()),
         };
         if !self.vault_names.insert_new(&name_key, &key).await?
             && self.vault_names.get(&name_key)?.as_deref() != Some(&key)

@@ -92,6 +92,10 @@ pub struct VaultRecord {
     pub tags: Map<String, Value>,
     /// `properties` as returned (sku, tenantId, enableRbacAuthorization, vaultUri, …).
     pub properties: Value,
+    /// Immutable id of this incarnation of the vault; Key Vault keys secrets by
+    /// it. Empty in records written before it existed.
+    #[serde(default)]
+    pub uid: String,
 }
 
 /// A role assignment.

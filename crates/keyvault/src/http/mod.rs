@@ -228,12 +228,15 @@ async fn authenticate(kv: &KeyVault, req: &http::request::Parts) -> Result<Acces
     }
 }
 
+/// Checks the data action with ARM; returns the key the vault's secrets are
+/// stored under: the vault's immutable uid, so a vault re-created under the
+/// same name starts empty (the name, for vaults ARM recorded without a uid).
 async fn authorize(
     kv: &KeyVault,
     vault: &str,
     op: &Op,
     claims: &AccessClaims,
-) -> Result<(), KvError> {
+) -> Result<String, KvError> {
     let action = op.action();
     let mut authz = kv.inner.authz.clone();
     let d = authz
@@ -252,7 +255,11 @@ async fn authorize(
         return Err(KvError::VaultNotFound(vault.to_owned()));
     }
     if d.allowed {
-        return Ok(());
+        return Ok(if d.vault_uid.is_empty() {
+            vault.to_owned()
+        } else {
+            d.vault_uid
+        });
     }
     let resource = match op.name() {
         Some(n) => format!("{}/secrets/{}", d.vault_resource_id, n).to_ascii_lowercase(),
@@ -281,13 +288,13 @@ async fn handle_inner(kv: &KeyVault, req: Request) -> Result<Response, Response>
     let op = route(&req.method, req.uri.path()).map_err(IntoResponse::into_response)?;
     let claims = authenticate(kv, &req).await?;
     tracing::Span::current().record("principal", claims.oid.as_str());
-    authorize(kv, &vault, &op, &claims)
+    let storage_key = authorize(kv, &vault, &op, &claims)
         .await
         .map_err(IntoResponse::into_response)?;
     let body = axum::body::to_bytes(body, MAX_BODY).await.map_err(|e| {
         KvError::BadParameter(format!("cannot read the request body: {e}")).into_response()
     })?;
-    execute(kv, &vault, &base, op, &body)
+    execute(kv, &storage_key, &base, op, &body)
         .await
         .map_err(IntoResponse::into_response)
 }
@@ -344,7 +351,8 @@ fn ok_json(v: &Value) -> Response {
 
 async fn execute(
     kv: &KeyVault,
-    vault: &str,
+    // The vault's storage key (its uid), not its name.
+    vault_key: &str,
     base: &str,
     op: Op,
     body: &[u8],
@@ -353,7 +361,7 @@ async fn execute(
     match op {
         Op::List => {
             let items: Vec<Value> = secrets
-                .list(vault)?
+                .list(vault_key)?
                 .iter()
                 .map(|s| {
                     let mut b = bundle(base, s, false);
@@ -365,7 +373,7 @@ async fn execute(
         }
         Op::Get { name, version } => {
             let s = secrets
-                .get(vault, &name, version.as_deref())?
+                .get(vault_key, &name, version.as_deref())?
                 .ok_or(KvError::SecretNotFound(name))?;
             Ok(ok_json(&bundle(base, &s, true)))
         }
@@ -379,7 +387,7 @@ async fn execute(
             let now = kv.inner.clock.unix();
             // Keep the name as first created: Key Vault names are case-insensitive.
             let stored_name = secrets
-                .get(vault, &name, None)?
+                .get(vault_key, &name, None)?
                 .map(|s| s.name)
                 .unwrap_or(name);
             let s = SecretVersion {
@@ -392,12 +400,12 @@ async fn execute(
                 created: now,
                 updated: now,
             };
-            secrets.set(vault, s.clone()).await?;
+            secrets.set(vault_key, s.clone()).await?;
             Ok(ok_json(&bundle(base, &s, true)))
         }
         Op::Delete { name } => {
             let s = secrets
-                .delete(vault, &name)
+                .delete(vault_key, &name)
                 .await?
                 .ok_or(KvError::SecretNotFound(name))?;
             let now = kv.inner.clock.unix();

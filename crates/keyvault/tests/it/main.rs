@@ -167,6 +167,7 @@ impl Authorization for FakeArm {
             location: "westeurope".into(),
             allowed: exists && r.principal_id == OFFICER,
             reason: "fake".into(),
+            vault_uid: String::new(),
         }))
     }
 }

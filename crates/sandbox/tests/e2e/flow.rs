@@ -270,3 +270,21 @@ async fn restart_keeps_identities_keys_and_tokens() {
     assert_eq!(s, 200);
     w.sb.shutdown().await.unwrap();
 }
+
+/// A vault deleted and re-created under the same name starts empty: its
+/// secrets belonged to the old vault, not to the name.
+#[tokio::test(flavor = "multi_thread")]
+async fn recreated_vault_does_not_inherit_secrets() {
+    let w = start().await;
+    w.create_rg("rg1").await;
+    w.create_vault("rg1", "kv1").await;
+    w.set_secret("kv1", "old", "from the first vault").await;
+    let (s, _) = w.admin("DELETE", &w.vault_id("rg1", "kv1"), None).await;
+    assert!(s == 200 || s == 204);
+    w.create_vault("rg1", "kv1").await;
+    let token = w.admin_token("https://vault.azure.net/.default").await;
+    let (s, v) = w.get_secret("kv1", "old", &token).await;
+    assert_eq!(s, 404, "{v}");
+    assert_eq!(v["error"]["code"], "SecretNotFound");
+    w.sb.shutdown().await.unwrap();
+}
