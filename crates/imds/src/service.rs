@@ -203,26 +203,29 @@ impl Imds {
 
     pub(crate) fn vm_by_ip(&self, ip: IpAddr) -> Option<Arc<LiveVm>> {
         let vms = self.inner.vms.read();
-        // Two VMs claiming one address (e.g. 10.0.0.4 in two VNets) identify
-        // neither: serving either could hand a VM another VM's identity.
-        let mut by_ip = vms
-            .values()
-            .filter(|v| v.record.meta.private_ip.parse::<IpAddr>().ok() == Some(ip));
-        match (by_ip.next(), by_ip.next()) {
-            (Some(vm), None) => return Some(vm.clone()),
-            (Some(_), Some(_)) => return None,
-            _ => {}
-        }
+        // The static map names the real address of a VM's container, so it
+        // wins over the NIC address ARM reports (a virtual 10.0.0.x).
         let statics = self.inner.static_addresses.read();
-        let (key, _) = statics.iter().find(|(_, a)| *a == ip)?;
-        let mut found = vms.iter().filter(|(k, v)| {
-            v.record.meta.private_ip.is_empty()
-                && (*k == key || v.record.meta.name.eq_ignore_ascii_case(key))
-        });
-        match (found.next(), found.next()) {
-            (Some((_, vm)), None) => Some(vm.clone()),
-            _ => None,
+        let keys: Vec<&str> = statics
+            .iter()
+            .filter(|(_, a)| *a == ip)
+            .map(|(k, _)| k.as_str())
+            .collect();
+        if !keys.is_empty() {
+            return unique(
+                vms.iter()
+                    .filter(|(k, v)| {
+                        keys.iter().any(|key| {
+                            k.as_str() == *key || v.record.meta.name.eq_ignore_ascii_case(key)
+                        })
+                    })
+                    .map(|(_, v)| v),
+            );
         }
+        unique(
+            vms.values()
+                .filter(|v| v.record.meta.private_ip.parse::<IpAddr>().ok() == Some(ip)),
+        )
     }
 
     /// All VMs, ordered by resource id.
@@ -457,5 +460,15 @@ impl Imds {
         ));
         self.inner.cache.put(client_id, resource, token.clone());
         Ok(token)
+    }
+}
+
+/// The only VM of `candidates`. Two VMs claiming one address (e.g. 10.0.0.4 in
+/// two VNets, or a name shared by two resource groups) identify neither:
+/// serving either could hand a VM another VM's identity.
+fn unique<'a>(mut candidates: impl Iterator<Item = &'a Arc<LiveVm>>) -> Option<Arc<LiveVm>> {
+    match (candidates.next(), candidates.next()) {
+        (Some(vm), None) => Some(vm.clone()),
+        _ => None,
     }
 }

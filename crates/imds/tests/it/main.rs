@@ -1119,7 +1119,23 @@ async fn source_address_mode_identifies_vms_by_peer_ip() {
             .unwrap(),
     )
     .await;
-    assert_eq!(s, 400, "vm1 has a private_ip: the static entry is ignored");
-    error_is(&b, "invalid_request", "Identity not found");
+    assert_eq!(s, 200, "the static map wins over the NIC address: {b}");
+    assert_eq!(b["client_id"], "client-vm1");
+    // ...and then vm1's NIC address no longer identifies it: one address per VM.
+    imds.set_static_addresses(vec![
+        ("VM2".into(), "10.1.0.6".parse().unwrap()),
+        (VM1.into(), "10.1.0.6".parse().unwrap()),
+    ]);
+    let (s, b) = body(
+        imds.vm_router_for_source_address()
+            .oneshot(call("10.1.0.6"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        s, 400,
+        "an address claimed by two VMs identifies neither: {b}"
+    );
     shutdown.cancel();
 }
