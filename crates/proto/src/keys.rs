@@ -41,16 +41,15 @@ pub enum KeysError {
 }
 
 /// A cache of Entra's signing keys.
+///
+/// Every ARM and Key Vault request reads it, so reads take a short
+/// synchronous read lock; only a refresh takes the async `refresh` lock, held
+/// across the fetch so concurrent misses make one call, not many.
 #[derive(Debug, Clone)]
 pub struct EntraKeys {
     client: DirectoryClient<tonic::transport::Channel>,
-    state: Arc<Mutex<State>>,
-}
-
-#[derive(Debug, Default)]
-struct State {
-    trusted: Option<Arc<Trusted>>,
-    last_fetch: Option<tokio::time::Instant>,
+    current: Arc<parking_lot::RwLock<Option<Arc<Trusted>>>>,
+    refresh: Arc<Mutex<Option<tokio::time::Instant>>>,
 }
 
 impl EntraKeys {
@@ -58,7 +57,8 @@ impl EntraKeys {
     pub fn new(client: DirectoryClient<tonic::transport::Channel>) -> Self {
         Self {
             client,
-            state: Arc::new(Mutex::new(State::default())),
+            current: Arc::new(parking_lot::RwLock::new(None)),
+            refresh: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -86,22 +86,34 @@ impl EntraKeys {
     }
 
     /// The current trusted set, fetching it if needed. With `want_kid`, refetch
-    /// (rate-limited) when the cached set lacks that key.
+    /// (at most once per [`MIN_REFRESH`], failures included) when the cached
+    /// set lacks that key.
     pub async fn trusted(&self, want_kid: Option<&str>) -> Result<Arc<Trusted>, KeysError> {
-        let mut st = self.state.lock().await;
-        let stale = match (&st.trusted, want_kid) {
-            (None, _) => true,
-            (Some(t), Some(kid)) => {
-                !t.keys.contains(kid) && st.last_fetch.is_none_or(|at| at.elapsed() >= MIN_REFRESH)
-            }
-            (Some(_), None) => false,
+        let fresh_enough = |t: &Option<Arc<Trusted>>| match (t, want_kid) {
+            (Some(t), Some(kid)) if !t.keys.contains(kid) => None,
+            (Some(t), _) => Some(t.clone()),
+            (None, _) => None,
         };
-        if stale {
-            let fresh = self.fetch().await?;
-            st.trusted = Some(fresh);
-            st.last_fetch = Some(tokio::time::Instant::now());
+        if let Some(t) = fresh_enough(&self.current.read()) {
+            return Ok(t);
         }
-        Ok(st.trusted.clone().expect("set above when missing"))
+        let mut last_attempt = self.refresh.lock().await;
+        // Another task may have refreshed while this one waited.
+        let cached = self.current.read().clone();
+        if let Some(t) = fresh_enough(&cached) {
+            return Ok(t);
+        }
+        if let (Some(t), Some(at)) = (&cached, *last_attempt)
+            && at.elapsed() < MIN_REFRESH
+        {
+            // An unknown kid within the rate limit: answer with what we have;
+            // verification then fails with "unknown signing key".
+            return Ok(t.clone());
+        }
+        *last_attempt = Some(tokio::time::Instant::now());
+        let fresh = self.fetch().await?;
+        *self.current.write() = Some(fresh.clone());
+        Ok(fresh)
     }
 
     /// Verifies a bearer token: signature, tenant, issuer, lifetime and an
