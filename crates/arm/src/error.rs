@@ -112,6 +112,9 @@ pub enum ArmError {
         "The vault name '{0}' is already in use. Vault names are globally unique so it is possible that the name is already taken."
     )]
     VaultAlreadyExists(String),
+    /// The resource is being deleted (or otherwise busy).
+    #[error("{0}")]
+    OperationNotAllowed(String),
     /// A deployment template cannot be evaluated (syntax, unknown function, cycle, parameters).
     #[error("{0}")]
     InvalidTemplate(String),
@@ -185,7 +188,9 @@ impl ArmError {
             | E::RoleDefinitionNotFound(_)
             | E::InvalidResourceNamespace(_)
             | E::ImageNotFound => ErrorCode::NotFound,
-            E::RoleAssignmentExists | E::VaultAlreadyExists(_) => ErrorCode::AlreadyExists,
+            E::RoleAssignmentExists | E::VaultAlreadyExists(_) | E::OperationNotAllowed(_) => {
+                ErrorCode::AlreadyExists
+            }
             E::PeerUnavailable { .. } => ErrorCode::Unavailable,
             E::PeerFailed { .. } | E::Store(_) | E::Internal(_) => ErrorCode::Internal,
         }
@@ -219,6 +224,7 @@ impl ArmError {
                 "RoleDefinitionDoesNotExist"
             }
             E::VaultAlreadyExists(_) => "VaultAlreadyExists",
+            E::OperationNotAllowed(_) => "OperationNotAllowed",
             E::InvalidTemplate(_) => "InvalidTemplate",
             E::InvalidResourceReference { .. } => "InvalidResourceReference",
             E::InvalidResourceNamespace(_) => "InvalidResourceNamespace",

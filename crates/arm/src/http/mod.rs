@@ -17,6 +17,7 @@ use misim_proto::keys::KeysError;
 use misim_token::TokenError;
 use serde_json::{Value, json};
 
+use crate::domain::records::ProvState;
 use crate::domain::{Core, catalog};
 use crate::error::ArmError;
 use route::{Kind, Route};
@@ -304,6 +305,13 @@ async fn dispatch(
             )?;
             Ok(ok(core.deployment_operation(&sub, &rg, &name, &op)?))
         }
+        (Route::ComputeOperation { sub, op }, Method::GET) => {
+            core.check_sub(&sub)?;
+            let o = core
+                .get_op(&op)?
+                .ok_or_else(|| ArmError::UnknownPath(uri.path().to_owned()))?;
+            Ok(ok(model::operation(&o)))
+        }
         (Route::Providers { sub }, Method::GET) => {
             core.check_sub(&sub)?;
             Ok(list(catalog::providers(&sub)))
@@ -533,12 +541,33 @@ async fn resource(
             let (v, created) = core
                 .write_resource(principal, sub, rg, kind, name, &b, m == Method::PATCH)
                 .await?;
-            Ok((put_status(created), axum::Json(v)).into_response())
+            let mut resp = (put_status(created), axum::Json(v)).into_response();
+            if kind == Kind::Vm
+                && let Ok(vm) = core.get_vm(sub, rg, name)
+                && vm.state == ProvState::Updating
+                && let Some(op) = &vm.op
+            {
+                async_headers(core, &mut resp, sub, &vm.location, op, q, false);
+            }
+            Ok(resp)
         }
+        Method::DELETE if kind == Kind::Vm => match core.delete_vm(sub, rg, name).await? {
+            None => Ok(deleted(false)),
+            Some((true, _)) => Ok(deleted(true)),
+            Some((false, op)) => {
+                let loc = core
+                    .get_vm(sub, rg, name)
+                    .map(|v| v.location)
+                    .unwrap_or_default();
+                let mut resp = StatusCode::ACCEPTED.into_response();
+                async_headers(core, &mut resp, sub, &loc, &op, q, true);
+                Ok(resp)
+            }
+        },
         Method::DELETE => {
             let existed = match kind {
                 Kind::Uami => core.delete_uami(sub, rg, name).await?,
-                Kind::Vm => core.delete_vm(sub, rg, name).await?,
+                Kind::Vm => unreachable!("handled above"),
                 Kind::Vault => core.delete_vault(sub, rg, name).await?,
                 Kind::Deployment => core.delete_deployment(sub, rg, name).await?,
                 k => core.delete_network(sub, rg, k, name).await?,
@@ -547,4 +576,39 @@ async fn resource(
         }
         ref other => Err(ArmError::MethodNotAllowed(other.to_string())),
     }
+}
+
+/// Azure's long-running-operation headers for a VM operation still in progress:
+/// `Azure-AsyncOperation` (compute's status URL), `Retry-After`, and for a
+/// DELETE also `Location`.
+fn async_headers(
+    core: &Core,
+    resp: &mut Response,
+    sub: &str,
+    location: &str,
+    op: &str,
+    q: &[(String, String)],
+    with_location: bool,
+) {
+    let api = param(q, "api-version").unwrap_or("2024-11-01");
+    let loc = if location.is_empty() {
+        "eastus"
+    } else {
+        location
+    };
+    let url = format!(
+        "{}/subscriptions/{sub}/providers/Microsoft.Compute/locations/{loc}/operations/{op}?api-version={api}",
+        core.config.public_url
+    );
+    let h = resp.headers_mut();
+    if let Ok(v) = http::HeaderValue::from_str(&url) {
+        h.insert("azure-asyncoperation", v.clone());
+        if with_location {
+            h.insert(http::header::LOCATION, v);
+        }
+    }
+    h.insert(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from_static("1"),
+    );
 }

@@ -92,6 +92,14 @@ impl Kind {
 /// A parsed ARM path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
+    /// `/subscriptions/{sub}/providers/Microsoft.Compute/locations/{loc}/operations/{op}`:
+    /// a VM operation's async status.
+    ComputeOperation {
+        /// Subscription.
+        sub: String,
+        /// Operation id.
+        op: String,
+    },
     /// `/metadata/endpoints`.
     MetadataEndpoints,
     /// `/metadata/vm-image-aliases.json`: the image alias document az reads
@@ -306,6 +314,18 @@ pub fn parse(path: &str) -> Result<Route, ArmError> {
                 && eq(k, "skus") =>
         {
             Ok(Route::ComputeSkus { sub: s(sub) })
+        }
+        [x, sub, p, ns, l, _loc, o, op]
+            if eq(x, "subscriptions")
+                && eq(p, "providers")
+                && eq(ns, "Microsoft.Compute")
+                && eq(l, "locations")
+                && eq(o, "operations") =>
+        {
+            Ok(Route::ComputeOperation {
+                sub: s(sub),
+                op: s(op),
+            })
         }
         [x, sub, p, ns, l, loc, v]
             if eq(x, "subscriptions")
