@@ -132,13 +132,11 @@ impl Core {
             if let Some(c) = &v.sami {
                 want.insert(c.client_id.clone(), c.principal_id.clone());
             }
-            for original in v.uamis.values() {
-                if let Some(u) = self.uami_by_id(original)? {
-                    want.insert(
-                        u.credential.client_id.clone(),
-                        u.credential.principal_id.clone(),
-                    );
-                }
+            for u in self.live_uamis(v)? {
+                want.insert(
+                    u.credential.client_id.clone(),
+                    u.credential.principal_id.clone(),
+                );
             }
             let have: BTreeMap<String, String> = live
                 .identities

@@ -829,6 +829,10 @@ impl Core {
             state: ProvState::Updating,
             op: None,
             error: None,
+            uami_principals: attached
+                .iter()
+                .map(|(k, u)| (k.clone(), u.credential.principal_id.clone()))
+                .collect(),
         };
         // Intent first, then the record; the operation converges Entra and IMDS.
         let op = self.new_op(&key, &id, OpKind::Vm).await?;
@@ -909,6 +913,23 @@ impl Core {
             .values()
             .map(|id| Ok((id.clone(), self.uami_by_id(id)?)))
             .collect()
+    }
+
+    /// The UAMIs a VM carries: attached, existing, and the same identity
+    /// (principal) that was attached.
+    pub(crate) fn live_uamis(&self, vm: &VmRecord) -> Result<Vec<UamiRecord>, ArmError> {
+        let mut out = Vec::new();
+        for (k, original) in &vm.uamis {
+            if let Some(u) = self.uami_by_id(original)?
+                && vm
+                    .uami_principals
+                    .get(k)
+                    .is_none_or(|p| *p == u.credential.principal_id)
+            {
+                out.push(u);
+            }
+        }
+        Ok(out)
     }
 
     /// Lists VMs.

@@ -407,17 +407,15 @@ impl Core {
                 .await?;
             desired.insert(c.client_id.clone());
         }
-        for original in rec.uamis.values() {
-            if let Some(u) = self.uami_by_id(original)? {
-                self.push_identity(
-                    &rec.id,
-                    imds::IdentityKind::UserAssigned,
-                    &u.id,
-                    &u.credential,
-                )
-                .await?;
-                desired.insert(u.credential.client_id.clone());
-            }
+        for u in self.live_uamis(&rec)? {
+            self.push_identity(
+                &rec.id,
+                imds::IdentityKind::UserAssigned,
+                &u.id,
+                &u.credential,
+            )
+            .await?;
+            desired.insert(u.credential.client_id.clone());
         }
         // 4. Remove what it no longer carries.
         let live = self

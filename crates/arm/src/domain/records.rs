@@ -91,6 +91,11 @@ pub struct VmRecord {
     /// Why the last operation failed.
     #[serde(default)]
     pub error: Option<String>,
+    /// The principal each UAMI had when it was attached (lower-case id →
+    /// principal id): a UAMI deleted and created again under the same id is a
+    /// new identity that the VM does not carry until it is assigned again.
+    #[serde(default)]
+    pub uami_principals: BTreeMap<String, String>,
 }
 
 impl VmRecord {
