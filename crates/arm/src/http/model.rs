@@ -221,6 +221,27 @@ pub fn parse_role_name_filter(filter: &str) -> Option<String> {
     quoted_after(filter, "roleName eq")
 }
 
+/// A compute async operation's status (spec §3.2):
+/// `{"startTime","status":"InProgress|Succeeded|Failed","name"}` (+ `endTime`, `error`).
+pub fn operation(o: &OpRecord) -> Value {
+    let status = match o.status {
+        OpStatus::InProgress => "InProgress",
+        OpStatus::Succeeded => "Succeeded",
+        OpStatus::Failed => "Failed",
+    };
+    let mut out = json!({"startTime": o.start_time, "status": status, "name": o.id});
+    if let Some(t) = &o.end_time {
+        out["endTime"] = json!(t);
+    }
+    if o.status == OpStatus::Failed {
+        out["error"] = json!({
+            "code": "OperationFailed",
+            "message": o.error.clone().unwrap_or_else(|| "The operation failed.".into()),
+        });
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,25 +266,4 @@ mod tests {
             Some("reader")
         );
     }
-}
-
-/// A compute async operation's status (spec §3.2):
-/// `{"startTime","status":"InProgress|Succeeded|Failed","name"}` (+ `endTime`, `error`).
-pub fn operation(o: &OpRecord) -> Value {
-    let status = match o.status {
-        OpStatus::InProgress => "InProgress",
-        OpStatus::Succeeded => "Succeeded",
-        OpStatus::Failed => "Failed",
-    };
-    let mut out = json!({"startTime": o.start_time, "status": status, "name": o.id});
-    if let Some(t) = &o.end_time {
-        out["endTime"] = json!(t);
-    }
-    if o.status == OpStatus::Failed {
-        out["error"] = json!({
-            "code": "OperationFailed",
-            "message": o.error.clone().unwrap_or_else(|| "The operation failed.".into()),
-        });
-    }
-    out
 }
