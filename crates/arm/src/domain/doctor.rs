@@ -129,14 +129,31 @@ impl Core {
             };
             imds_seen.insert(key);
             let mut want: BTreeMap<String, String> = BTreeMap::new();
+            let mut certs: BTreeMap<String, Option<String>> = BTreeMap::new();
             if let Some(c) = &v.sami {
                 want.insert(c.client_id.clone(), c.principal_id.clone());
+                certs.insert(c.client_id.clone(), thumbprint(c));
             }
             for u in self.live_uamis(v)? {
                 want.insert(
                     u.credential.client_id.clone(),
                     u.credential.principal_id.clone(),
                 );
+                certs.insert(u.credential.client_id.clone(), thumbprint(&u.credential));
+            }
+            for i in &live.identities {
+                if let Some(Some(t)) = certs.get(&i.client_id)
+                    && *t != i.certificate_thumbprint
+                {
+                    drifts.push(drift(
+                        "imds_certificate_mismatch",
+                        &v.id,
+                        format!(
+                            "IMDS signs for {} with certificate {}, ARM registered {t}",
+                            i.client_id, i.certificate_thumbprint
+                        ),
+                    ));
+                }
             }
             let have: BTreeMap<String, String> = live
                 .identities

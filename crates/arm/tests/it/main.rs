@@ -248,6 +248,7 @@ impl imds::control_server::Control for FakeControl {
             client_id: i.client_id.clone(),
             object_id: i.object_id.clone(),
             resource_id: i.resource_id.clone(),
+            certificate_thumbprint: String::new(),
         });
         Ok(GrpcResponse::new(imds::PutIdentityResponse {}))
     }
