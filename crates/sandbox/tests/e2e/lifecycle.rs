@@ -538,3 +538,46 @@ async fn entra_then_imds_outage_converges_without_duplicates() {
     assert_eq!(r.failed_operations, 0);
     w.sb.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn acknowledged_operations_resume_after_a_restart() {
+    let w = start().await;
+    w.create_rg("rg1").await;
+    let vm0 = w
+        .create_vm("rg1", "vm0", json!({"type": "SystemAssigned"}))
+        .await;
+    let sami0 = s(&vm0, "/identity/principalId");
+    settle(&w).await;
+
+    // Entra down: both requests are acknowledged, neither can complete.
+    w.sb.stop_service(Service::Entra).await.unwrap();
+    let vm1_id = w.vm_id("rg1", "vm1");
+    let (st, _, v) = arm_raw(
+        &w,
+        "PUT",
+        &vm1_id,
+        Some(vm_body(json!({"type": "SystemAssigned"}))),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(v["properties"]["provisioningState"], "Updating");
+    let (st, _, _) = arm_raw(&w, "DELETE", &w.vm_id("rg1", "vm0"), None).await;
+    assert_eq!(st, 202);
+
+    // The whole sandbox goes down with the work pending, and comes back.
+    let World { sb, dir, .. } = w;
+    sb.shutdown().await.unwrap();
+    let w = start_in(dir).await;
+    let r = settle(&w).await;
+    let (st, v) = w.admin("GET", &vm1_id, None).await;
+    assert_eq!(st, 200);
+    assert_eq!(v["properties"]["provisioningState"], "Succeeded", "{v}");
+    let sami1 = s(&v, "/identity/principalId");
+    assert_eq!(sp_keys(&w, &sami1).await, Some(1));
+    assert_eq!(imds_clients(&w, &vm1_id).await.unwrap().len(), 1);
+    let (st, _) = w.admin("GET", &w.vm_id("rg1", "vm0"), None).await;
+    assert_eq!(st, 404);
+    assert_eq!(graph_sp(&w, &sami0).await, 404);
+    assert_eq!((r.identities, r.service_principals), (1, 1), "{r:?}");
+    w.sb.shutdown().await.unwrap();
+}
