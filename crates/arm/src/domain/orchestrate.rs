@@ -22,7 +22,7 @@ use super::records::*;
 use crate::error::ArmError;
 
 /// Attempts after which an operation failing with a non-transient error fails for good.
-const MAX_HARD_FAILURES: u32 = 5;
+const MAX_HARD_FAILURES: u32 = 10;
 /// How long the request path waits for an operation before answering "in progress".
 const INLINE_BUDGET: Duration = Duration::from_secs(10);
 
@@ -79,6 +79,7 @@ impl Core {
             start_time: rfc3339(now),
             end_time: None,
             attempts: 0,
+            hard_failures: 0,
             retire: Vec::new(),
             sami_request: None,
             pending_cred: None,
@@ -135,9 +136,15 @@ impl Core {
                 continue;
             }
             op.attempts += 1;
-            match self.run_op(&mut op).await {
+            let result = self.run_op(&mut op).await;
+            if let Err(e) = &result
+                && !transient(e)
+            {
+                op.hard_failures += 1;
+            }
+            match result {
                 Ok(()) => self.finish(&pk, &mut op, OpStatus::Succeeded, None).await?,
-                Err(e) if transient(&e) || op.attempts < MAX_HARD_FAILURES => {
+                Err(e) if op.hard_failures < MAX_HARD_FAILURES => {
                     tracing::info!(op = %op.id, target, attempt = op.attempts, error = %e, "operation will be retried");
                     op.error = Some(e.to_string());
                     self.ops.put(&op.id, &op).await?;

@@ -189,6 +189,9 @@ pub struct OpRecord {
     pub end_time: Option<String>,
     /// Attempts so far.
     pub attempts: u32,
+    /// Attempts that failed with a non-transient error.
+    #[serde(default)]
+    pub hard_failures: u32,
     /// Principals to delete before completing (a disabled or replaced SAMI).
     pub retire: Vec<String>,
     /// The request id of a SAMI principal being created.
