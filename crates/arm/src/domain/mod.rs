@@ -443,12 +443,16 @@ impl Core {
     }
 
     /// Deletes a resource group and everything in it.
-    pub async fn delete_rg(&self, sub: &str, rg: &str) -> Result<(), ArmError> {
+    /// Returns the VM deletions still in progress (operation ids).
+    pub async fn delete_rg(&self, sub: &str, rg: &str) -> Result<Vec<String>, ArmError> {
         let rec = self.require_rg(sub, rg)?;
         let prefix = rg_key(sub, rg);
+        let mut pending = Vec::new();
         for (_, vm) in self.vms.scan_prefix(&prefix)? {
             // Deletion is durable once marked; the reconciler finishes it.
-            self.delete_vm(sub, &rec.name, &vm.name).await?;
+            if let Some((false, op)) = self.delete_vm(sub, &rec.name, &vm.name).await? {
+                pending.push(op);
+            }
         }
         for (_, u) in self.uamis.scan_prefix(&prefix)? {
             self.delete_uami(sub, &rec.name, &u.name).await?;
@@ -470,8 +474,8 @@ impl Core {
             }
         }
         self.rgs.remove(&prefix).await?;
-        tracing::info!(rg = %rec.id, "resource group deleted");
-        Ok(())
+        tracing::info!(rg = %rec.id, pending = pending.len(), "resource group deleted");
+        Ok(pending)
     }
 
     // --------------------------------------------------------- provisioning

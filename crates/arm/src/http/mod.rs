@@ -198,8 +198,14 @@ async fn dispatch(
                 }
                 Method::DELETE => {
                     core.authorize(&principal, &format!("{RG_ACTION}/delete"), &scope)?;
-                    core.delete_rg(&sub, &rg).await?;
-                    Ok(StatusCode::OK.into_response())
+                    let pending = core.delete_rg(&sub, &rg).await?;
+                    if pending.is_empty() {
+                        return Ok(StatusCode::OK.into_response());
+                    }
+                    // Azure's resource-group deletion: 202 + Location to poll.
+                    let mut resp = StatusCode::ACCEPTED.into_response();
+                    operation_results_location(core, &mut resp, &sub, &pending.join("~"), &q);
+                    Ok(resp)
                 }
                 other => Err(ArmError::MethodNotAllowed(other.to_string())),
             }
@@ -304,6 +310,22 @@ async fn dispatch(
                 &id,
             )?;
             Ok(ok(core.deployment_operation(&sub, &rg, &name, &op)?))
+        }
+        (Route::OperationResults { sub, ops }, Method::GET) => {
+            core.check_sub(&sub)?;
+            let mut done = true;
+            for id in ops.split('~') {
+                let o = core
+                    .get_op(id)?
+                    .ok_or_else(|| ArmError::UnknownPath(uri.path().to_owned()))?;
+                done &= o.status != crate::domain::records::OpStatus::InProgress;
+            }
+            if done {
+                return Ok(StatusCode::OK.into_response());
+            }
+            let mut resp = StatusCode::ACCEPTED.into_response();
+            operation_results_location(core, &mut resp, &sub, &ops, &q);
+            Ok(resp)
         }
         (Route::ComputeOperation { sub, op }, Method::GET) => {
             core.check_sub(&sub)?;
@@ -606,6 +628,29 @@ fn async_headers(
         if with_location {
             h.insert(http::header::LOCATION, v);
         }
+    }
+    h.insert(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from_static("1"),
+    );
+}
+
+/// `Location` (+ `Retry-After`) of a resource-group deletion still in progress.
+fn operation_results_location(
+    core: &Core,
+    resp: &mut Response,
+    sub: &str,
+    ops: &str,
+    q: &[(String, String)],
+) {
+    let api = param(q, "api-version").unwrap_or("2024-11-01");
+    let url = format!(
+        "{}/subscriptions/{sub}/operationresults/{ops}?api-version={api}",
+        core.config.public_url
+    );
+    let h = resp.headers_mut();
+    if let Ok(v) = http::HeaderValue::from_str(&url) {
+        h.insert(http::header::LOCATION, v);
     }
     h.insert(
         http::header::RETRY_AFTER,

@@ -92,6 +92,14 @@ impl Kind {
 /// A parsed ARM path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
+    /// `/subscriptions/{sub}/operationresults/{ops}`: a resource group
+    /// deletion's `Location` (`ops`: the pending operation ids, `~`-separated).
+    OperationResults {
+        /// Subscription.
+        sub: String,
+        /// Operation ids.
+        ops: String,
+    },
     /// `/subscriptions/{sub}/providers/Microsoft.Compute/locations/{loc}/operations/{op}`:
     /// a VM operation's async status.
     ComputeOperation {
@@ -295,6 +303,12 @@ pub fn parse(path: &str) -> Result<Route, ArmError> {
             Ok(Route::ResourceGroup {
                 sub: s(sub),
                 rg: s(rg),
+            })
+        }
+        [x, sub, o, ops] if eq(x, "subscriptions") && eq(o, "operationresults") => {
+            Ok(Route::OperationResults {
+                sub: s(sub),
+                ops: s(ops),
             })
         }
         [x, sub, p] if eq(x, "subscriptions") && eq(p, "providers") => {

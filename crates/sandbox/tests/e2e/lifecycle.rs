@@ -581,3 +581,42 @@ async fn acknowledged_operations_resume_after_a_restart() {
     assert_eq!((r.identities, r.service_principals), (1, 1), "{r:?}");
     w.sb.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn deleting_a_resource_group_while_imds_is_down_is_accepted_and_polled() {
+    let w = start().await;
+    w.create_rg("rg1").await;
+    let vm = w
+        .create_vm("rg1", "vm1", json!({"type": "SystemAssigned"}))
+        .await;
+    let sami = s(&vm, "/identity/principalId");
+    settle(&w).await;
+
+    w.sb.stop_service(Service::Imds).await.unwrap();
+    let (st, h, _) = arm_raw(&w, "DELETE", &w.rg_id("rg1"), None).await;
+    assert_eq!(st, 202, "Azure's resource-group deletion is asynchronous");
+    let location = h["location"].to_str().unwrap().to_owned();
+    let r = w
+        .http
+        .get(&location)
+        .bearer_auth(&w.admin_arm)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let (st, _) = w.admin("GET", &w.rg_id("rg1"), None).await;
+    assert_eq!(st, 404);
+    w.sb.start_service(Service::Imds).await.unwrap();
+    settle(&w).await;
+    let r = w
+        .http
+        .get(&location)
+        .bearer_auth(&w.admin_arm)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(graph_sp(&w, &sami).await, 404);
+    assert_eq!(imds_clients(&w, &w.vm_id("rg1", "vm1")).await, None);
+    w.sb.shutdown().await.unwrap();
+}
