@@ -12,6 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "misim/entra/v1/directory.proto",
         "misim/imds/v1/control.proto",
         "misim/arm/v1/authorization.proto",
+        "misim/arm/v1/operations.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());

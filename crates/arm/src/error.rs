@@ -120,6 +120,9 @@ pub enum ArmError {
         "The vault name '{0}' is already in use. Vault names are globally unique so it is possible that the name is already taken."
     )]
     VaultAlreadyExists(String),
+    /// The resource is being deleted (or otherwise busy).
+    #[error("{0}")]
+    OperationNotAllowed(String),
     /// A deployment template cannot be evaluated (syntax, unknown function, cycle, parameters).
     #[error("{0}")]
     InvalidTemplate(String),
@@ -196,7 +199,8 @@ impl ArmError {
             E::RoleAssignmentExists
             | E::VaultAlreadyExists(_)
             | E::RoleDefinitionWithSameNameExists(_)
-            | E::RoleDefinitionHasAssignments(_) => ErrorCode::AlreadyExists,
+            | E::RoleDefinitionHasAssignments(_)
+            | E::OperationNotAllowed(_) => ErrorCode::AlreadyExists,
             E::PeerUnavailable { .. } => ErrorCode::Unavailable,
             E::PeerFailed { .. } | E::Store(_) | E::Internal(_) => ErrorCode::Internal,
         }
@@ -232,6 +236,7 @@ impl ArmError {
             E::VaultAlreadyExists(_) => "VaultAlreadyExists",
             E::RoleDefinitionWithSameNameExists(_) => "RoleDefinitionWithSameNameExists",
             E::RoleDefinitionHasAssignments(_) => "RoleDefinitionHasAssignments",
+            E::OperationNotAllowed(_) => "OperationNotAllowed",
             E::InvalidTemplate(_) => "InvalidTemplate",
             E::InvalidResourceReference { .. } => "InvalidResourceReference",
             E::InvalidResourceNamespace(_) => "InvalidResourceNamespace",

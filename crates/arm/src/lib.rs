@@ -19,6 +19,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 mod grpc;
+mod grpc_ops;
 pub mod http;
 pub mod rbac;
 pub mod template;
@@ -100,7 +101,15 @@ impl Arm {
             },
         );
         let mut builder = tonic::transport::Server::builder();
-        let router = builder.add_service(health).add_service(svc);
+        let ops = misim_proto::arm::v1::operations_server::OperationsServer::new(
+            grpc_ops::OperationsService {
+                core: self.core.clone(),
+            },
+        );
+        let router = builder
+            .add_service(health)
+            .add_service(svc)
+            .add_service(ops);
         match reflection {
             Ok(r) => router.add_service(r),
             Err(e) => {
@@ -123,7 +132,9 @@ pub async fn serve(
     let http_task =
         misim_runtime::serve::serve_http(http, arm.http_router(), tls, shutdown.clone());
     let grpc_task = misim_runtime::serve::serve_grpc(grpc, arm.grpc_router(), shutdown.clone());
-    let (h, g) = tokio::join!(http_task, grpc_task);
+    // The reconciler resumes pending cross-service operations (after a restart too).
+    let reconciler = arm.core.clone().reconcile(shutdown.clone());
+    let (h, g, ()) = tokio::join!(http_task, grpc_task, reconciler);
     h.context("arm http server")?;
     g.context("arm grpc server")?;
     Ok(())

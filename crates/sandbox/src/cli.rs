@@ -54,6 +54,19 @@ enum Command {
         #[command(subcommand)]
         command: client::SecretCommand,
     },
+    /// Compare ARM's identities and VMs with Entra's service principals and
+    /// IMDS's VMs; print every drift; exit 1 when there is any.
+    Doctor {
+        /// The sandbox's data directory (for `MISIM_ARM_GRPC_URL` in misim.env).
+        #[arg(long, env = "MISIM_DATA_DIR", default_value_os_t = default_data_dir())]
+        data_dir: PathBuf,
+        /// ARM's gRPC URL (instead of the data directory's misim.env).
+        #[arg(long, env = "MISIM_ARM_GRPC_URL")]
+        arm_grpc_url: Option<String>,
+        /// Wait up to this many seconds for pending operations to finish and drift to clear.
+        #[arg(long, default_value_t = 0)]
+        wait: u64,
+    },
     /// Wait until SIGTERM or Ctrl-C (the main process of a compose VM container).
     Idle,
     /// The sandbox certificate authority.
@@ -180,6 +193,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Doctor {
+            data_dir,
+            arm_grpc_url,
+            wait,
+        } => doctor(&data_dir, arm_grpc_url, wait).await,
         Command::Idle => {
             let stop = misim_runtime::Shutdown::new();
             misim_runtime::cancel_on_signal(stop).await;
@@ -315,6 +333,42 @@ async fn vm_exec(
     Ok(ExitCode::from(
         status.code().unwrap_or(1).clamp(0, 255) as u8
     ))
+}
+
+async fn doctor(data_dir: &Path, url: Option<String>, wait: u64) -> anyhow::Result<ExitCode> {
+    let url = match url {
+        Some(u) => u,
+        None => env_value(&read_env_file(data_dir)?, "MISIM_ARM_GRPC_URL")?,
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(wait);
+    let report = loop {
+        let r = crate::doctor(&url).await;
+        let settled = r
+            .as_ref()
+            .is_ok_and(|r| r.drifts.is_empty() && r.pending_operations == 0);
+        if settled || tokio::time::Instant::now() >= deadline {
+            break r?;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    };
+    for d in &report.drifts {
+        println!("drift\t{}\t{}\t{}", d.kind, d.subject, d.detail);
+    }
+    println!(
+        "identities={} service_principals={} vms={} imds_vms={} pending_operations={} failed_operations={} drifts={}",
+        report.identities,
+        report.service_principals,
+        report.vms,
+        report.imds_vms,
+        report.pending_operations,
+        report.failed_operations,
+        report.drifts.len()
+    );
+    Ok(if report.drifts.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 async fn vm_list(data_dir: &Path) -> anyhow::Result<ExitCode> {

@@ -109,6 +109,99 @@ pub struct Sandbox {
     shutdown: Shutdown,
     tasks: JoinSet<anyhow::Result<()>>,
     stores: Vec<Store>,
+    controls: Vec<Control>,
+}
+
+/// A service of the sandbox that can be stopped and started again in
+/// process (an outage as its peers see it: its listeners close and reopen on
+/// the same ports, its state stays).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// Entra (HTTPS and gRPC).
+    Entra,
+    /// IMDS's control API (gRPC; the VMs' own listeners keep serving).
+    Imds,
+    /// ARM (HTTPS, gRPC and the reconciler).
+    Arm,
+}
+
+#[derive(Debug)]
+struct Control {
+    service: Service,
+    want_tx: tokio::sync::watch::Sender<bool>,
+    state_tx: tokio::sync::watch::Sender<bool>,
+}
+
+impl Control {
+    fn new(service: Service) -> (tokio::sync::watch::Receiver<bool>, Control) {
+        let (want_tx, want_rx) = tokio::sync::watch::channel(true);
+        let (state_tx, _) = tokio::sync::watch::channel(false);
+        (
+            want_rx,
+            Control {
+                service,
+                want_tx,
+                state_tx,
+            },
+        )
+    }
+}
+
+async fn rebind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    // The port was ours a moment ago; give the kernel a little time.
+    let mut last = None;
+    for _ in 0..50 {
+        match TcpListener::bind(addr).await {
+            Ok(l) => return Ok(l),
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    Err(anyhow::anyhow!("rebinding {addr}: {last:?}"))
+}
+
+/// Runs a service, stopping and restarting it as `want` says, until `main` fires.
+async fn supervise<F, Fut>(
+    mut want: tokio::sync::watch::Receiver<bool>,
+    state: tokio::sync::watch::Sender<bool>,
+    main: Shutdown,
+    mut run: F,
+) -> anyhow::Result<()>
+where
+    F: FnMut(Shutdown) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    loop {
+        let token = main.child_token();
+        let fut = run(token.clone());
+        tokio::pin!(fut);
+        state.send_replace(true);
+        loop {
+            tokio::select! {
+                r = &mut fut => {
+                    state.send_replace(false);
+                    return r;
+                }
+                c = want.changed() => {
+                    if c.is_err() || !*want.borrow() {
+                        token.cancel();
+                        (&mut fut).await?;
+                        break;
+                    }
+                }
+            }
+        }
+        state.send_replace(false);
+        loop {
+            if *want.borrow() {
+                break;
+            }
+            tokio::select! {
+                _ = main.cancelled() => return Ok(()),
+                c = want.changed() => if c.is_err() { return Ok(()) },
+            }
+        }
+    }
 }
 
 async fn bind(ip: IpAddr, port: u16, what: &str) -> anyhow::Result<TcpListener> {
@@ -202,13 +295,30 @@ impl Sandbox {
                 .await
                 .context("registering the admin certificate")?;
         }
-        tasks.spawn(misim_entra::serve(
-            entra,
-            entra_http,
-            entra_grpc,
-            server_tls.clone(),
-            shutdown.clone(),
-        ));
+        let mut controls = Vec::new();
+        {
+            let (want, ctl) = Control::new(Service::Entra);
+            let addrs = (entra_http.local_addr()?, entra_grpc.local_addr()?);
+            let mut first = Some((entra_http, entra_grpc));
+            let tls = server_tls.clone();
+            tasks.spawn(supervise(
+                want,
+                ctl.state_tx.clone(),
+                shutdown.clone(),
+                move |tok| {
+                    let l = first.take();
+                    let (entra, tls) = (entra.clone(), tls.clone());
+                    async move {
+                        let (h, g) = match l {
+                            Some(l) => l,
+                            None => (rebind(addrs.0).await?, rebind(addrs.1).await?),
+                        };
+                        misim_entra::serve(entra, h, g, tls, tok).await
+                    }
+                },
+            ));
+            controls.push(ctl);
+        }
 
         let store = open_store(&data_dir, "imds")?;
         stores.push(store.clone());
@@ -228,7 +338,28 @@ impl Sandbox {
         )
         .await
         .context("opening imds")?;
-        tasks.spawn(misim_imds::serve(imds, None, imds_grpc, shutdown.clone()));
+        {
+            let (want, ctl) = Control::new(Service::Imds);
+            let addr = imds_grpc.local_addr()?;
+            let mut first = Some(imds_grpc);
+            tasks.spawn(supervise(
+                want,
+                ctl.state_tx.clone(),
+                shutdown.clone(),
+                move |tok| {
+                    let l = first.take();
+                    let imds = imds.clone();
+                    async move {
+                        let g = match l {
+                            Some(l) => l,
+                            None => rebind(addr).await?,
+                        };
+                        misim_imds::serve(imds, None, g, tok).await
+                    }
+                },
+            ));
+            controls.push(ctl);
+        }
 
         let keys = misim_proto::keys::EntraKeys::new(directory.clone());
         let store = open_store(&data_dir, "arm")?;
@@ -261,13 +392,29 @@ impl Sandbox {
         )
         .await
         .context("opening arm")?;
-        tasks.spawn(misim_arm::serve(
-            arm,
-            arm_http,
-            arm_grpc,
-            server_tls.clone(),
-            shutdown.clone(),
-        ));
+        {
+            let (want, ctl) = Control::new(Service::Arm);
+            let addrs = (arm_http.local_addr()?, arm_grpc.local_addr()?);
+            let mut first = Some((arm_http, arm_grpc));
+            let tls = server_tls.clone();
+            tasks.spawn(supervise(
+                want,
+                ctl.state_tx.clone(),
+                shutdown.clone(),
+                move |tok| {
+                    let l = first.take();
+                    let (arm, tls) = (arm.clone(), tls.clone());
+                    async move {
+                        let (h, g) = match l {
+                            Some(l) => l,
+                            None => (rebind(addrs.0).await?, rebind(addrs.1).await?),
+                        };
+                        misim_arm::serve(arm, h, g, tls, tok).await
+                    }
+                },
+            ));
+            controls.push(ctl);
+        }
 
         let store = open_store(&data_dir, "keyvault")?;
         stores.push(store.clone());
@@ -310,6 +457,7 @@ impl Sandbox {
             shutdown,
             tasks,
             stores,
+            controls,
         })
     }
 
@@ -367,6 +515,40 @@ impl Sandbox {
         Ok(path)
     }
 
+    /// Stops one service (its listeners close; peers see it down). Returns
+    /// once it no longer serves.
+    pub async fn stop_service(&self, service: Service) -> anyhow::Result<()> {
+        self.set_running(service, false).await
+    }
+
+    /// Starts a stopped service again on the same ports.
+    pub async fn start_service(&self, service: Service) -> anyhow::Result<()> {
+        self.set_running(service, true).await
+    }
+
+    async fn set_running(&self, service: Service, run: bool) -> anyhow::Result<()> {
+        let c = self
+            .controls
+            .iter()
+            .find(|c| c.service == service)
+            .context("no such service")?;
+        let mut state = c.state_tx.subscribe();
+        c.want_tx.send_replace(run);
+        tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            state.wait_for(|s| *s == run),
+        )
+        .await
+        .context("waiting for the service")?
+        .map_err(|_| anyhow::anyhow!("the service task ended"))?;
+        Ok(())
+    }
+
+    /// ARM's convergence report (`misim doctor`).
+    pub async fn doctor(&self) -> anyhow::Result<misim_proto::arm::v1::DoctorReport> {
+        doctor(&self.arm_grpc_url).await
+    }
+
     /// Stops every service, waits for in-flight requests and flushes all stores.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
         self.shutdown.cancel();
@@ -393,6 +575,17 @@ impl Sandbox {
             None => Ok(()),
         }
     }
+}
+
+/// Asks ARM (at its gRPC URL) to compare the services' states.
+pub async fn doctor(arm_grpc_url: &str) -> anyhow::Result<misim_proto::arm::v1::DoctorReport> {
+    let mut c = misim_proto::arm::v1::operations_client::OperationsClient::new(
+        misim_runtime::lazy_channel(arm_grpc_url)?,
+    );
+    Ok(c.doctor(misim_proto::arm::v1::DoctorRequest {})
+        .await
+        .context("asking ARM for its convergence report")?
+        .into_inner())
 }
 
 /// Owner.

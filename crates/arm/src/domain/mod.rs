@@ -4,8 +4,10 @@
 
 pub mod catalog;
 pub mod deployment;
+mod doctor;
 pub mod identity;
 pub mod network;
+pub mod orchestrate;
 pub mod records;
 pub mod roles;
 
@@ -48,6 +50,10 @@ pub struct Core {
     network: Table<NetworkRecord>,
     deployments: Table<DeploymentRecord>,
     custom_roles: Table<roles::CustomRoleRecord>,
+    ops: Table<OpRecord>,
+    pending: Table<String>,
+    locks: orchestrate::Locks,
+    op_seq: std::sync::Mutex<u64>,
 }
 
 /// A PUT's outcome: the record and whether it was created.
@@ -182,6 +188,10 @@ impl Core {
             network: store.table("network_resources")?,
             deployments: store.table("deployments")?,
             custom_roles: store.table("custom_role_definitions")?,
+            ops: store.table("operations")?,
+            pending: store.table("pending_operations")?,
+            locks: orchestrate::Locks::default(),
+            op_seq: std::sync::Mutex::new(0),
         })
     }
 
@@ -438,11 +448,16 @@ impl Core {
     }
 
     /// Deletes a resource group and everything in it.
-    pub async fn delete_rg(&self, sub: &str, rg: &str) -> Result<(), ArmError> {
+    /// Returns the VM deletions still in progress (operation ids).
+    pub async fn delete_rg(&self, sub: &str, rg: &str) -> Result<Vec<String>, ArmError> {
         let rec = self.require_rg(sub, rg)?;
         let prefix = rg_key(sub, rg);
+        let mut pending = Vec::new();
         for (_, vm) in self.vms.scan_prefix(&prefix)? {
-            self.delete_vm(sub, &rec.name, &vm.name).await?;
+            // Deletion is durable once marked; the reconciler finishes it.
+            if let Some((false, op)) = self.delete_vm(sub, &rec.name, &vm.name).await? {
+                pending.push(op);
+            }
         }
         for (_, u) in self.uamis.scan_prefix(&prefix)? {
             self.delete_uami(sub, &rec.name, &u.name).await?;
@@ -464,39 +479,30 @@ impl Core {
             }
         }
         self.rgs.remove(&prefix).await?;
-        tracing::info!(rg = %rec.id, "resource group deleted");
-        Ok(())
+        tracing::info!(rg = %rec.id, pending = pending.len(), "resource group deleted");
+        Ok(pending)
     }
 
     // --------------------------------------------------------- provisioning
 
-    /// Creates a managed-identity service principal with a fresh certificate.
+    /// Creates a managed-identity service principal (idempotent by
+    /// `request_id`) with a fresh certificate.
     async fn provision(
         &self,
         display_name: &str,
         resource_id: &str,
+        request_id: &str,
     ) -> Result<Credential, ArmError> {
-        let mut dir = self.directory.clone();
-        let sp = dir
-            .create_service_principal(entra::CreateServicePrincipalRequest {
-                request_id: self.ids.guid(),
-                display_name: display_name.to_owned(),
-                r#type: entra::ServicePrincipalType::ManagedIdentity as i32,
-                managed_identity_resource_id: resource_id.to_owned(),
-            })
-            .await
-            .map_err(|s| ArmError::peer("entra", s))?
-            .into_inner();
-        match self.add_certificate(&sp).await {
-            Ok(c) => Ok(c),
-            Err(e) => {
-                self.delete_principal(&sp.object_id).await.ok();
-                Err(e)
-            }
-        }
+        let sp = self
+            .create_sp(request_id, display_name, resource_id)
+            .await?;
+        let c = self.new_credential(&sp).await?;
+        self.register_certificate(&c).await?;
+        Ok(c)
     }
 
-    async fn add_certificate(&self, sp: &entra::ServicePrincipal) -> Result<Credential, ArmError> {
+    /// A new key and certificate for a principal (not yet registered).
+    async fn new_credential(&self, sp: &entra::ServicePrincipal) -> Result<Credential, ArmError> {
         let now = self.clock.now();
         let cn = sp.app_id.clone();
         let cert = tokio::task::spawn_blocking(move || {
@@ -505,20 +511,27 @@ impl Core {
         .await
         .map_err(|e| ArmError::Internal(e.to_string()))?
         .map_err(|e| ArmError::Internal(e.to_string()))?;
-        self.directory
-            .clone()
-            .add_key_credential(entra::AddKeyCredentialRequest {
-                object_id: sp.object_id.clone(),
-                certificate_der: cert.certificate_der.clone(),
-            })
-            .await
-            .map_err(|s| ArmError::peer("entra", s))?;
         Ok(Credential {
             principal_id: sp.object_id.clone(),
             client_id: sp.app_id.clone(),
             certificate_pem: cert.certificate_pem,
             private_key_pem: cert.private_key_pem,
         })
+    }
+
+    /// Registers a credential's certificate with Entra (idempotent by thumbprint).
+    async fn register_certificate(&self, c: &Credential) -> Result<(), ArmError> {
+        let der = misim_token::cert::pem_to_der(&c.certificate_pem, "CERTIFICATE")
+            .map_err(|e| ArmError::Internal(e.to_string()))?;
+        self.directory
+            .clone()
+            .add_key_credential(entra::AddKeyCredentialRequest {
+                object_id: c.principal_id.clone(),
+                certificate_der: der,
+            })
+            .await
+            .map_err(|s| ArmError::peer("entra", s))?;
+        Ok(())
     }
 
     async fn delete_principal(&self, object_id: &str) -> Result<(), ArmError> {
@@ -558,18 +571,6 @@ impl Core {
         Ok(())
     }
 
-    async fn remove_identity(&self, vm_id: &str, client_id: &str) -> Result<(), ArmError> {
-        self.imds
-            .clone()
-            .remove_identity(imds::RemoveIdentityRequest {
-                vm_resource_id: vm_id.to_owned(),
-                client_id: client_id.to_owned(),
-            })
-            .await
-            .map_err(|s| ArmError::peer("imds", s))?;
-        Ok(())
-    }
-
     // ------------------------------------------------------------- UAMIs
 
     /// Creates (provisioning its principal) or updates a user-assigned identity.
@@ -595,7 +596,23 @@ impl Core {
             "/subscriptions/{}/resourcegroups/{}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}",
             self.config.subscription_id, group.name
         );
-        let credential = self.provision(name, &id).await?;
+        let lock = self.locks.get(&key);
+        let guard = lock.lock().await;
+        if let Some(r) = self.uamis.get(&key)? {
+            return Ok((r, false));
+        }
+        // Intent first: if the principal is created but the record is not
+        // written, the reconciler deletes it again.
+        let request_id = self.ids.guid();
+        self.new_op(
+            &key,
+            &id,
+            OpKind::UamiCreate {
+                request_id: request_id.clone(),
+            },
+        )
+        .await?;
+        let credential = self.provision(name, &id, &request_id).await?;
         let rec = UamiRecord {
             id,
             name: name.to_owned(),
@@ -603,12 +620,9 @@ impl Core {
             tags,
             credential,
         };
-        if let Err(e) = self.uamis.put(&key, &rec).await {
-            self.delete_principal(&rec.credential.principal_id)
-                .await
-                .ok();
-            return Err(e.into());
-        }
+        self.uamis.put(&key, &rec).await?;
+        drop(guard);
+        self.drive_inline(&key).await;
         tracing::info!(id = %rec.id, principal = %rec.credential.principal_id, "user-assigned identity created");
         Ok((rec, true))
     }
@@ -637,24 +651,30 @@ impl Core {
         }
     }
 
-    /// Deletes a user-assigned identity: detaches it from every VM and deletes its principal.
-    /// Returns false when it did not exist.
+    /// Deletes a user-assigned identity: its record at once, then (durably)
+    /// its principal and its IMDS entries on every VM that carries it. The
+    /// VMs keep listing its id, as in Azure. Returns false when it did not exist.
     pub async fn delete_uami(&self, sub: &str, rg: &str, name: &str) -> Result<bool, ArmError> {
         self.require_rg(sub, rg)?;
         let key = res_key(sub, rg, Kind::Uami, name);
+        let lock = self.locks.get(&key);
+        let guard = lock.lock().await;
         let Some(rec) = self.uamis.get(&key)? else {
             return Ok(false);
         };
-        let id_key = rec.id.to_ascii_lowercase();
-        for (vk, mut vm) in self.vms.all()? {
-            if vm.uamis.remove(&id_key).is_some() {
-                self.remove_identity(&vm.id, &rec.credential.client_id)
-                    .await?;
-                self.vms.put(&vk, &vm).await?;
-            }
-        }
-        self.delete_principal(&rec.credential.principal_id).await?;
+        self.new_op(
+            &key,
+            &rec.id,
+            OpKind::UamiDelete {
+                uami_id: rec.id.clone(),
+                principal_id: rec.credential.principal_id.clone(),
+                client_id: rec.credential.client_id.clone(),
+            },
+        )
+        .await?;
         self.uamis.remove(&key).await?;
+        drop(guard);
+        self.drive_inline(&key).await;
         tracing::info!(id = %rec.id, "user-assigned identity deleted");
         Ok(true)
     }
@@ -708,9 +728,19 @@ impl Core {
             ));
         }
         let key = res_key(sub, rg, Kind::Vm, name);
+        let lock = self.locks.get(&key);
+        let guard = lock.lock().await;
         let existing = self.vms.get(&key)?;
         if patch && existing.is_none() {
             return Err(Self::not_found(Kind::Vm, rg, name));
+        }
+        if existing
+            .as_ref()
+            .is_some_and(|v| v.state == ProvState::Deleting)
+        {
+            return Err(ArmError::OperationNotAllowed(format!(
+                "The operation is not allowed: virtual machine '{name}' is being deleted."
+            )));
         }
         let current = existing
             .as_ref()
@@ -804,74 +834,27 @@ impl Core {
             properties,
             sami: existing.as_ref().and_then(|v| v.sami.clone()),
             uamis: desired.uamis.clone(),
+            want_sami: Some(desired.system),
+            state: ProvState::Updating,
+            op: None,
+            error: None,
+            uami_principals: attached
+                .iter()
+                .map(|(k, u)| (k.clone(), u.credential.principal_id.clone()))
+                .collect(),
         };
-
-        // 1. IMDS learns the VM before any identity is pushed.
-        self.imds
-            .clone()
-            .put_vm(imds::PutVmRequest {
-                metadata: Some(self.vm_metadata(&rec)),
-            })
-            .await
-            .map_err(|s| ArmError::peer("imds", s))?;
-
-        // 2. System-assigned identity.
-        let mut new_sami = None;
-        match (&rec.sami, desired.system) {
-            (None, true) => {
-                let c = self.provision(&rec.name, &id).await?;
-                if let Err(e) = self
-                    .push_identity(&id, imds::IdentityKind::SystemAssigned, &id, &c)
-                    .await
-                {
-                    self.delete_principal(&c.principal_id).await.ok();
-                    return Err(e);
-                }
-                new_sami = Some(c.principal_id.clone());
-                rec.sami = Some(c);
-            }
-            (Some(c), true) => {
-                self.push_identity(&id, imds::IdentityKind::SystemAssigned, &id, c)
-                    .await?
-            }
-            (Some(c), false) => {
-                self.remove_identity(&id, &c.client_id).await?;
-                self.delete_principal(&c.principal_id).await?;
-                rec.sami = None;
-            }
-            (None, false) => {}
-        }
-
-        // 3. User-assigned identities: detach removed, (re)push the rest.
-        for (k, original) in &current.uamis {
-            if !desired.uamis.contains_key(k)
-                && let Some(u) = self.uami_by_id(original)?
-                && let Err(e) = self.remove_identity(&id, &u.credential.client_id).await
-            {
-                return Err(self.undo_sami(new_sami.as_deref(), e).await);
-            }
-        }
-        for u in attached.values() {
-            if let Err(e) = self
-                .push_identity(&id, imds::IdentityKind::UserAssigned, &u.id, &u.credential)
-                .await
-            {
-                return Err(self.undo_sami(new_sami.as_deref(), e).await);
-            }
-        }
-        if let Err(e) = self.vms.put(&key, &rec).await {
-            return Err(self.undo_sami(new_sami.as_deref(), e.into()).await);
-        }
-        tracing::info!(id = %rec.id, identity = desired.kind().canonical(), "virtual machine written");
+        // Intent first, then the record; the operation converges Entra and IMDS.
+        let op = self.new_op(&key, &id, OpKind::Vm).await?;
+        rec.op = Some(op.id.clone());
+        self.vms.put(&key, &rec).await?;
+        drop(guard);
+        self.drive_inline(&key).await;
+        let rec = self
+            .vms
+            .get(&key)?
+            .ok_or_else(|| Self::not_found(Kind::Vm, rg, name))?;
+        tracing::info!(id = %rec.id, identity = desired.kind().canonical(), state = rec.state.as_str(), "virtual machine written");
         Ok((rec, existing.is_none()))
-    }
-
-    /// Deletes a system-assigned principal created by a write that then failed.
-    async fn undo_sami(&self, new_sami: Option<&str>, e: ArmError) -> ArmError {
-        if let Some(p) = new_sami {
-            self.delete_principal(p).await.ok();
-        }
-        e
     }
 
     fn vm_metadata(&self, v: &VmRecord) -> imds::VmMetadata {
@@ -941,31 +924,58 @@ impl Core {
             .collect()
     }
 
+    /// The UAMIs a VM carries: attached, existing, and the same identity
+    /// (principal) that was attached.
+    pub(crate) fn live_uamis(&self, vm: &VmRecord) -> Result<Vec<UamiRecord>, ArmError> {
+        let mut out = Vec::new();
+        for (k, original) in &vm.uamis {
+            if let Some(u) = self.uami_by_id(original)?
+                && vm
+                    .uami_principals
+                    .get(k)
+                    .is_none_or(|p| *p == u.credential.principal_id)
+            {
+                out.push(u);
+            }
+        }
+        Ok(out)
+    }
+
     /// Lists VMs.
     pub fn list_vms(&self, sub: &str, rg: Option<&str>) -> Result<Vec<VmRecord>, ArmError> {
         self.list(&self.vms, sub, rg, Kind::Vm)
     }
 
-    /// Deletes a VM, its system-assigned principal and its IMDS state.
-    pub async fn delete_vm(&self, sub: &str, rg: &str, name: &str) -> Result<bool, ArmError> {
+    /// Deletes a VM, its system-assigned principal and its IMDS state:
+    /// marks it `Deleting` (with a persisted operation) and runs the
+    /// operation. `None` when it did not exist, else whether the deletion
+    /// completed and the operation id.
+    pub async fn delete_vm(
+        &self,
+        sub: &str,
+        rg: &str,
+        name: &str,
+    ) -> Result<Option<(bool, String)>, ArmError> {
         self.require_rg(sub, rg)?;
         let key = res_key(sub, rg, Kind::Vm, name);
-        let Some(rec) = self.vms.get(&key)? else {
-            return Ok(false);
+        let lock = self.locks.get(&key);
+        let guard = lock.lock().await;
+        let Some(mut rec) = self.vms.get(&key)? else {
+            return Ok(None);
         };
-        self.imds
-            .clone()
-            .delete_vm(imds::DeleteVmRequest {
-                resource_id: rec.id.clone(),
-            })
-            .await
-            .map_err(|s| ArmError::peer("imds", s))?;
-        if let Some(c) = &rec.sami {
-            self.delete_principal(&c.principal_id).await?;
-        }
-        self.vms.remove(&key).await?;
-        tracing::info!(id = %rec.id, "virtual machine deleted");
-        Ok(true)
+        let op_id = match (&rec.state, &rec.op) {
+            (ProvState::Deleting, Some(op)) => op.clone(),
+            _ => {
+                let op = self.new_op(&key, &rec.id, OpKind::Vm).await?;
+                rec.state = ProvState::Deleting;
+                rec.op = Some(op.id.clone());
+                self.vms.put(&key, &rec).await?;
+                op.id
+            }
+        };
+        drop(guard);
+        let done = self.drive_inline(&key).await;
+        Ok(Some((done, op_id)))
     }
 
     // ------------------------------------------------------------- vaults

@@ -75,8 +75,129 @@ pub struct VmRecord {
     pub properties: Value,
     /// The system-assigned identity.
     pub sami: Option<Credential>,
-    /// Attached UAMIs: lower-case id → id as sent.
+    /// Attached UAMIs: lower-case id → id as sent. A deleted UAMI stays
+    /// listed (as in Azure) until the VM is updated without it.
     pub uamis: BTreeMap<String, String>,
+    /// Whether the system-assigned identity is wanted (`None`: as `sami`);
+    /// the pending operation converges `sami` to it.
+    #[serde(default)]
+    pub want_sami: Option<bool>,
+    /// `properties.provisioningState`.
+    #[serde(default)]
+    pub state: ProvState,
+    /// The operation that last changed the VM (its async status URL).
+    #[serde(default)]
+    pub op: Option<String>,
+    /// Why the last operation failed.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// The principal each UAMI had when it was attached (lower-case id →
+    /// principal id): a UAMI deleted and created again under the same id is a
+    /// new identity that the VM does not carry until it is assigned again.
+    #[serde(default)]
+    pub uami_principals: BTreeMap<String, String>,
+}
+
+impl VmRecord {
+    /// Whether the VM (will) have a system-assigned identity.
+    pub fn wants_sami(&self) -> bool {
+        self.want_sami.unwrap_or(self.sami.is_some())
+    }
+}
+
+/// A resource's `provisioningState`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum ProvState {
+    /// Done.
+    #[default]
+    Succeeded,
+    /// Cross-service work pending.
+    Updating,
+    /// Deletion pending.
+    Deleting,
+    /// The last operation could not complete.
+    Failed,
+}
+
+impl ProvState {
+    /// As Azure spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProvState::Succeeded => "Succeeded",
+            ProvState::Updating => "Updating",
+            ProvState::Deleting => "Deleting",
+            ProvState::Failed => "Failed",
+        }
+    }
+}
+
+/// What a persisted operation converges.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum OpKind {
+    /// Bring Entra and IMDS in line with the VM record under `target`
+    /// (or delete it everywhere when the record says `Deleting`).
+    Vm,
+    /// A deleted UAMI: remove it from every VM's IMDS, delete its principal.
+    UamiDelete {
+        /// The UAMI's id.
+        uami_id: String,
+        /// Its principal.
+        principal_id: String,
+        /// Its client id.
+        client_id: String,
+    },
+    /// A UAMI creation that did not complete: delete any principal created
+    /// under `request_id` unless the UAMI record owns it.
+    UamiCreate {
+        /// `Directory.CreateServicePrincipal` request id.
+        request_id: String,
+    },
+}
+
+/// An operation's status (compute's async operation shape).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OpStatus {
+    /// Pending.
+    InProgress,
+    /// Done.
+    Succeeded,
+    /// Given up.
+    Failed,
+}
+
+/// A persisted cross-service operation: written before any gRPC call,
+/// completed after the last one; the reconciler resumes it after a restart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OpRecord {
+    /// Operation id (GUID).
+    pub id: String,
+    /// Order of creation (ops on one target run oldest first).
+    pub seq: u64,
+    /// The table key of the resource it converges.
+    pub target: String,
+    /// The resource's id.
+    pub resource_id: String,
+    /// What to do.
+    pub kind: OpKind,
+    /// Status.
+    pub status: OpStatus,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// RFC 3339.
+    pub start_time: String,
+    /// RFC 3339, once finished.
+    pub end_time: Option<String>,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// Attempts that failed with a non-transient error.
+    #[serde(default)]
+    pub hard_failures: u32,
+    /// Principals to delete before completing (a disabled or replaced SAMI).
+    pub retire: Vec<String>,
+    /// The request id of a SAMI principal being created.
+    pub sami_request: Option<String>,
+    /// The SAMI credential being registered (persisted before `AddKeyCredential`).
+    pub pending_cred: Option<Credential>,
 }
 
 /// A key vault.

@@ -17,6 +17,7 @@ use misim_proto::keys::KeysError;
 use misim_token::TokenError;
 use serde_json::{Value, json};
 
+use crate::domain::records::ProvState;
 use crate::domain::{Core, catalog};
 use crate::error::ArmError;
 use route::{Kind, Route};
@@ -197,8 +198,14 @@ async fn dispatch(
                 }
                 Method::DELETE => {
                     core.authorize(&principal, &format!("{RG_ACTION}/delete"), &scope)?;
-                    core.delete_rg(&sub, &rg).await?;
-                    Ok(StatusCode::OK.into_response())
+                    let pending = core.delete_rg(&sub, &rg).await?;
+                    if pending.is_empty() {
+                        return Ok(StatusCode::OK.into_response());
+                    }
+                    // Azure's resource-group deletion: 202 + Location to poll.
+                    let mut resp = StatusCode::ACCEPTED.into_response();
+                    operation_results_location(core, &mut resp, &sub, &pending.join("~"), &q);
+                    Ok(resp)
                 }
                 other => Err(ArmError::MethodNotAllowed(other.to_string())),
             }
@@ -303,6 +310,29 @@ async fn dispatch(
                 &id,
             )?;
             Ok(ok(core.deployment_operation(&sub, &rg, &name, &op)?))
+        }
+        (Route::OperationResults { sub, ops }, Method::GET) => {
+            core.check_sub(&sub)?;
+            let mut done = true;
+            for id in ops.split('~') {
+                let o = core
+                    .get_op(id)?
+                    .ok_or_else(|| ArmError::UnknownPath(uri.path().to_owned()))?;
+                done &= o.status != crate::domain::records::OpStatus::InProgress;
+            }
+            if done {
+                return Ok(StatusCode::OK.into_response());
+            }
+            let mut resp = StatusCode::ACCEPTED.into_response();
+            operation_results_location(core, &mut resp, &sub, &ops, &q);
+            Ok(resp)
+        }
+        (Route::ComputeOperation { sub, op }, Method::GET) => {
+            core.check_sub(&sub)?;
+            let o = core
+                .get_op(&op)?
+                .ok_or_else(|| ArmError::UnknownPath(uri.path().to_owned()))?;
+            Ok(ok(model::operation(&o)))
         }
         (Route::Providers { sub }, Method::GET) => {
             core.check_sub(&sub)?;
@@ -553,12 +583,33 @@ async fn resource(
             let (v, created) = core
                 .write_resource(principal, sub, rg, kind, name, &b, m == Method::PATCH)
                 .await?;
-            Ok((put_status(created), axum::Json(v)).into_response())
+            let mut resp = (put_status(created), axum::Json(v)).into_response();
+            if kind == Kind::Vm
+                && let Ok(vm) = core.get_vm(sub, rg, name)
+                && vm.state == ProvState::Updating
+                && let Some(op) = &vm.op
+            {
+                async_headers(core, &mut resp, sub, &vm.location, op, q, false);
+            }
+            Ok(resp)
         }
+        Method::DELETE if kind == Kind::Vm => match core.delete_vm(sub, rg, name).await? {
+            None => Ok(deleted(false)),
+            Some((true, _)) => Ok(deleted(true)),
+            Some((false, op)) => {
+                let loc = core
+                    .get_vm(sub, rg, name)
+                    .map(|v| v.location)
+                    .unwrap_or_default();
+                let mut resp = StatusCode::ACCEPTED.into_response();
+                async_headers(core, &mut resp, sub, &loc, &op, q, true);
+                Ok(resp)
+            }
+        },
         Method::DELETE => {
             let existed = match kind {
                 Kind::Uami => core.delete_uami(sub, rg, name).await?,
-                Kind::Vm => core.delete_vm(sub, rg, name).await?,
+                Kind::Vm => unreachable!("handled above"),
                 Kind::Vault => core.delete_vault(sub, rg, name).await?,
                 Kind::Deployment => core.delete_deployment(sub, rg, name).await?,
                 k => core.delete_network(sub, rg, k, name).await?,
@@ -567,4 +618,62 @@ async fn resource(
         }
         ref other => Err(ArmError::MethodNotAllowed(other.to_string())),
     }
+}
+
+/// Azure's long-running-operation headers for a VM operation still in progress:
+/// `Azure-AsyncOperation` (compute's status URL), `Retry-After`, and for a
+/// DELETE also `Location`.
+fn async_headers(
+    core: &Core,
+    resp: &mut Response,
+    sub: &str,
+    location: &str,
+    op: &str,
+    q: &[(String, String)],
+    with_location: bool,
+) {
+    let api = param(q, "api-version").unwrap_or("2024-11-01");
+    let loc = if location.is_empty() {
+        "eastus"
+    } else {
+        location
+    };
+    let url = format!(
+        "{}/subscriptions/{sub}/providers/Microsoft.Compute/locations/{loc}/operations/{op}?api-version={api}",
+        core.config.public_url
+    );
+    let h = resp.headers_mut();
+    if let Ok(v) = http::HeaderValue::from_str(&url) {
+        h.insert("azure-asyncoperation", v.clone());
+        if with_location {
+            h.insert(http::header::LOCATION, v);
+        }
+    }
+    h.insert(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from_static("1"),
+    );
+}
+
+/// `Location` (+ `Retry-After`) of a resource-group deletion still in progress.
+fn operation_results_location(
+    core: &Core,
+    resp: &mut Response,
+    sub: &str,
+    ops: &str,
+    q: &[(String, String)],
+) {
+    let api = param(q, "api-version").unwrap_or("2024-11-01");
+    let url = format!(
+        "{}/subscriptions/{sub}/operationresults/{ops}?api-version={api}",
+        core.config.public_url
+    );
+    let h = resp.headers_mut();
+    if let Ok(v) = http::HeaderValue::from_str(&url) {
+        h.insert(http::header::LOCATION, v);
+    }
+    h.insert(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from_static("1"),
+    );
 }

@@ -100,7 +100,7 @@ pub fn vm(
     let mut props = v.properties.clone();
     if let Some(p) = props.as_object_mut() {
         p.insert("vmId".into(), json!(v.vm_id));
-        p.insert("provisioningState".into(), json!("Succeeded"));
+        p.insert("provisioningState".into(), json!(v.state.as_str()));
         if expand_instance_view {
             p.insert(
                 "instanceView".into(),
@@ -119,12 +119,12 @@ pub fn vm(
         "location": v.location, "tags": v.tags, "properties": props,
     });
     let kind = IdentityType {
-        system: v.sami.is_some(),
+        system: v.wants_sami(),
         user: !v.uamis.is_empty(),
     };
     if kind.system || kind.user {
         let mut ident = json!({"type": kind.canonical()});
-        if let Some(s) = &v.sami {
+        if let Some(s) = v.sami.as_ref().filter(|_| kind.system) {
             ident["principalId"] = json!(s.principal_id);
             ident["tenantId"] = json!(c.tenant_id);
         }
@@ -221,6 +221,27 @@ pub fn parse_assignment_filter(filter: &str) -> (bool, Option<String>) {
 /// `$filter=roleName eq 'X'` of role definition lists.
 pub fn parse_role_name_filter(filter: &str) -> Option<String> {
     quoted_after(filter, "roleName eq")
+}
+
+/// A compute async operation's status (spec §3.2):
+/// `{"startTime","status":"InProgress|Succeeded|Failed","name"}` (+ `endTime`, `error`).
+pub fn operation(o: &OpRecord) -> Value {
+    let status = match o.status {
+        OpStatus::InProgress => "InProgress",
+        OpStatus::Succeeded => "Succeeded",
+        OpStatus::Failed => "Failed",
+    };
+    let mut out = json!({"startTime": o.start_time, "status": status, "name": o.id});
+    if let Some(t) = &o.end_time {
+        out["endTime"] = json!(t);
+    }
+    if o.status == OpStatus::Failed {
+        out["error"] = json!({
+            "code": "OperationFailed",
+            "message": o.error.clone().unwrap_or_else(|| "The operation failed.".into()),
+        });
+    }
+    out
 }
 
 #[cfg(test)]

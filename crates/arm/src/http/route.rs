@@ -92,6 +92,22 @@ impl Kind {
 /// A parsed ARM path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
+    /// `/subscriptions/{sub}/operationresults/{ops}`: a resource group
+    /// deletion's `Location` (`ops`: the pending operation ids, `~`-separated).
+    OperationResults {
+        /// Subscription.
+        sub: String,
+        /// Operation ids.
+        ops: String,
+    },
+    /// `/subscriptions/{sub}/providers/Microsoft.Compute/locations/{loc}/operations/{op}`:
+    /// a VM operation's async status.
+    ComputeOperation {
+        /// Subscription.
+        sub: String,
+        /// Operation id.
+        op: String,
+    },
     /// `/metadata/endpoints`.
     MetadataEndpoints,
     /// `/metadata/vm-image-aliases.json`: the image alias document az reads
@@ -289,6 +305,12 @@ pub fn parse(path: &str) -> Result<Route, ArmError> {
                 rg: s(rg),
             })
         }
+        [x, sub, o, ops] if eq(x, "subscriptions") && eq(o, "operationresults") => {
+            Ok(Route::OperationResults {
+                sub: s(sub),
+                ops: s(ops),
+            })
+        }
         [x, sub, p] if eq(x, "subscriptions") && eq(p, "providers") => {
             Ok(Route::Providers { sub: s(sub) })
         }
@@ -306,6 +328,18 @@ pub fn parse(path: &str) -> Result<Route, ArmError> {
                 && eq(k, "skus") =>
         {
             Ok(Route::ComputeSkus { sub: s(sub) })
+        }
+        [x, sub, p, ns, l, _loc, o, op]
+            if eq(x, "subscriptions")
+                && eq(p, "providers")
+                && eq(ns, "Microsoft.Compute")
+                && eq(l, "locations")
+                && eq(o, "operations") =>
+        {
+            Ok(Route::ComputeOperation {
+                sub: s(sub),
+                op: s(op),
+            })
         }
         [x, sub, p, ns, l, loc, v]
             if eq(x, "subscriptions")

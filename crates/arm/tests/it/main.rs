@@ -41,6 +41,8 @@ struct Shared {
     sps: HashMap<String, entra::ServicePrincipal>,
     calls: Vec<String>,
     next: u32,
+    /// The fake IMDS's VMs: id → identities.
+    imds: HashMap<String, Vec<imds::IdentityInfo>>,
 }
 
 #[derive(Clone)]
@@ -176,6 +178,11 @@ impl imds::control_server::Control for FakeControl {
         r: GrpcRequest<imds::PutVmRequest>,
     ) -> Result<GrpcResponse<imds::Vm>, Status> {
         let md = r.into_inner().metadata.unwrap_or_default();
+        self.shared
+            .lock()
+            .imds
+            .entry(md.resource_id.to_ascii_lowercase())
+            .or_default();
         self.shared.lock().calls.push(format!(
             "PutVm {} size={} os={} user={} pub={}",
             md.resource_id, md.vm_size, md.os_type, md.admin_username, md.publisher
@@ -187,9 +194,16 @@ impl imds::control_server::Control for FakeControl {
     }
     async fn get_vm(
         &self,
-        _: GrpcRequest<imds::GetVmRequest>,
+        r: GrpcRequest<imds::GetVmRequest>,
     ) -> Result<GrpcResponse<imds::Vm>, Status> {
-        Err(Status::unimplemented("fake"))
+        let id = r.into_inner().resource_id;
+        match self.shared.lock().imds.get(&id.to_ascii_lowercase()) {
+            Some(ids) => Ok(GrpcResponse::new(imds::Vm {
+                identities: ids.clone(),
+                ..Default::default()
+            })),
+            None => Err(Status::not_found("fake: no such vm")),
+        }
     }
     async fn list_vms(
         &self,
@@ -204,7 +218,11 @@ impl imds::control_server::Control for FakeControl {
         self.shared
             .lock()
             .calls
-            .push(format!("DeleteVm {}", r.into_inner().resource_id));
+            .push(format!("DeleteVm {}", r.get_ref().resource_id));
+        self.shared
+            .lock()
+            .imds
+            .remove(&r.into_inner().resource_id.to_ascii_lowercase());
         Ok(GrpcResponse::new(imds::DeleteVmResponse { existed: true }))
     }
     async fn put_identity(
@@ -220,6 +238,19 @@ impl imds::control_server::Control for FakeControl {
             "PutIdentity {} kind={} client={}",
             r.vm_resource_id, i.kind, i.client_id
         ));
+        let mut sh = self.shared.lock();
+        let list = sh
+            .imds
+            .entry(r.vm_resource_id.to_ascii_lowercase())
+            .or_default();
+        list.retain(|x| x.client_id != i.client_id);
+        list.push(imds::IdentityInfo {
+            kind: i.kind,
+            client_id: i.client_id.clone(),
+            object_id: i.object_id.clone(),
+            resource_id: i.resource_id.clone(),
+            certificate_thumbprint: String::new(),
+        });
         Ok(GrpcResponse::new(imds::PutIdentityResponse {}))
     }
     async fn remove_identity(
@@ -231,6 +262,14 @@ impl imds::control_server::Control for FakeControl {
             "RemoveIdentity {} client={}",
             r.vm_resource_id, r.client_id
         ));
+        if let Some(list) = self
+            .shared
+            .lock()
+            .imds
+            .get_mut(&r.vm_resource_id.to_ascii_lowercase())
+        {
+            list.retain(|x| x.client_id != r.client_id);
+        }
         Ok(GrpcResponse::new(imds::RemoveIdentityResponse {
             existed: true,
         }))
@@ -942,7 +981,7 @@ async fn patch_follows_the_identity_merge_table() {
 }
 
 #[tokio::test]
-async fn deleting_a_uami_detaches_it_from_vms() {
+async fn deleting_a_uami_removes_it_from_imds_and_entra() {
     let h = harness().await;
     h.rg("rg1").await;
     let u = h.uami("rg1", "id1").await;
@@ -970,8 +1009,13 @@ async fn deleting_a_uami_detaches_it_from_vms() {
             format!("DeleteServicePrincipal {principal}")
         ]
     );
+    // As in Azure, the VM keeps listing the deleted identity's id.
     let (_, v) = h.call("GET", &vm_path("rg1", "vm1"), None).await;
-    assert!(v.get("identity").is_none(), "{v}");
+    assert_eq!(v["identity"]["type"], "UserAssigned", "{v}");
+    assert!(
+        v["identity"]["userAssignedIdentities"].get(&id).is_some(),
+        "{v}"
+    );
 }
 
 #[tokio::test]
@@ -1306,7 +1350,7 @@ async fn vault_access_follows_assignments_at_vault_scope() {
 }
 
 #[tokio::test]
-async fn imds_down_answers_503_and_writes_nothing() {
+async fn imds_down_accepts_the_vm_and_leaves_it_updating() {
     // IMDS points at a port nobody listens on.
     let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", dead.local_addr().unwrap());
@@ -1320,9 +1364,14 @@ async fn imds_down_answers_503_and_writes_nothing() {
             Some(vm_body(json!({"type": "SystemAssigned"}))),
         )
         .await;
-    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
-    assert_eq!(v["error"]["code"], "ServiceUnavailable");
-    let (s, _) = h.call("GET", &vm_path("rg1", "vm1"), None).await;
-    assert_eq!(s, StatusCode::NOT_FOUND);
-    assert!(h.shared.lock().sps.is_empty(), "no principal left behind");
+    // Accepted (the intent is durable); the operation waits for IMDS.
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["properties"]["provisioningState"], "Updating");
+    let (s, v) = h.call("GET", &vm_path("rg1", "vm1"), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["properties"]["provisioningState"], "Updating");
+    assert!(
+        h.shared.lock().sps.is_empty(),
+        "nothing created before IMDS knows the VM"
+    );
 }

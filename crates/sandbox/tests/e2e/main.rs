@@ -6,4 +6,5 @@
 mod errors;
 mod flow;
 mod harness;
+mod lifecycle;
 mod rbac;

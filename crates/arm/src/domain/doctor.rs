@@ -1,0 +1,206 @@
+//! The convergence check: ARM's identities and VMs against Entra's service
+//! principals (`Directory.ListServicePrincipals`) and IMDS's VMs
+//! (`Control.ListVms`). Zero drifts on a healthy, settled system.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use misim_proto::arm::v1::{DoctorReport, Drift};
+use misim_proto::entra::v1 as entra;
+use misim_proto::imds::v1 as imds;
+
+use super::Core;
+use super::records::*;
+use crate::error::ArmError;
+
+fn drift(kind: &str, subject: &str, detail: String) -> Drift {
+    Drift {
+        kind: kind.into(),
+        subject: subject.into(),
+        detail,
+    }
+}
+
+fn thumbprint(c: &Credential) -> Option<String> {
+    let der = misim_token::cert::pem_to_der(&c.certificate_pem, "CERTIFICATE").ok()?;
+    let info = misim_token::cert::parse_rsa_cert(&der).ok()?;
+    Some(misim_token::hex_upper(&info.sha1))
+}
+
+impl Core {
+    /// Compares the three services' states.
+    pub async fn doctor(&self) -> Result<DoctorReport, ArmError> {
+        let (pending, failed) = self.op_counts()?;
+        let sps = self
+            .directory
+            .clone()
+            .list_service_principals(entra::ListServicePrincipalsRequest {})
+            .await
+            .map_err(|s| ArmError::peer("entra", s))?
+            .into_inner()
+            .service_principals;
+        let imds_vms = self
+            .imds
+            .clone()
+            .list_vms(imds::ListVmsRequest {})
+            .await
+            .map_err(|s| ArmError::peer("imds", s))?
+            .into_inner()
+            .vms;
+        let uamis: Vec<UamiRecord> = self.uamis.all()?.into_iter().map(|(_, u)| u).collect();
+        let vms: Vec<VmRecord> = self.vms.all()?.into_iter().map(|(_, v)| v).collect();
+
+        // principal id → (owning resource, credential)
+        let mut owned: BTreeMap<String, (String, &Credential)> = BTreeMap::new();
+        for u in &uamis {
+            owned.insert(
+                u.credential.principal_id.to_ascii_lowercase(),
+                (u.id.clone(), &u.credential),
+            );
+        }
+        for v in &vms {
+            if let Some(c) = &v.sami {
+                owned.insert(c.principal_id.to_ascii_lowercase(), (v.id.clone(), c));
+            }
+        }
+        let mut drifts = Vec::new();
+        let mut seen = BTreeSet::new();
+        for sp in sps
+            .iter()
+            .filter(|s| !s.managed_identity_resource_id.is_empty())
+        {
+            let oid = sp.object_id.to_ascii_lowercase();
+            let Some((res, cred)) = owned.get(&oid) else {
+                drifts.push(drift(
+                    "orphan_service_principal",
+                    &sp.object_id,
+                    format!(
+                        "managed-identity principal of '{}' has no owning resource in ARM",
+                        sp.managed_identity_resource_id
+                    ),
+                ));
+                continue;
+            };
+            seen.insert(oid);
+            let want = thumbprint(cred);
+            let have: Vec<&str> = sp
+                .key_credentials
+                .iter()
+                .map(|k| k.thumbprint_sha1.as_str())
+                .collect();
+            if have.len() != 1 || want.as_deref() != Some(have[0]) {
+                drifts.push(drift(
+                    "key_credential_mismatch",
+                    res,
+                    format!(
+                        "principal {} has key credentials {have:?}, ARM's certificate is {want:?}",
+                        sp.object_id
+                    ),
+                ));
+            }
+        }
+        for (oid, (res, _)) in &owned {
+            if !seen.contains(oid) {
+                drifts.push(drift(
+                    "missing_service_principal",
+                    res,
+                    format!("principal {oid} does not exist in Entra"),
+                ));
+            }
+        }
+
+        // IMDS: every VM ARM knows, with exactly the identities it carries.
+        let by_id: BTreeMap<String, &VmRecord> =
+            vms.iter().map(|v| (v.id.to_ascii_lowercase(), v)).collect();
+        let mut imds_seen = BTreeSet::new();
+        for live in &imds_vms {
+            let rid = live
+                .metadata
+                .as_ref()
+                .map(|m| m.resource_id.clone())
+                .unwrap_or_default();
+            let key = rid.to_ascii_lowercase();
+            let Some(v) = by_id.get(&key) else {
+                drifts.push(drift(
+                    "unknown_imds_vm",
+                    &rid,
+                    "IMDS serves a VM that ARM does not know".into(),
+                ));
+                continue;
+            };
+            imds_seen.insert(key);
+            let mut want: BTreeMap<String, String> = BTreeMap::new();
+            let mut certs: BTreeMap<String, Option<String>> = BTreeMap::new();
+            if let Some(c) = &v.sami {
+                want.insert(c.client_id.clone(), c.principal_id.clone());
+                certs.insert(c.client_id.clone(), thumbprint(c));
+            }
+            for u in self.live_uamis(v)? {
+                want.insert(
+                    u.credential.client_id.clone(),
+                    u.credential.principal_id.clone(),
+                );
+                certs.insert(u.credential.client_id.clone(), thumbprint(&u.credential));
+            }
+            for i in &live.identities {
+                if let Some(Some(t)) = certs.get(&i.client_id)
+                    && *t != i.certificate_thumbprint
+                {
+                    drifts.push(drift(
+                        "imds_certificate_mismatch",
+                        &v.id,
+                        format!(
+                            "IMDS signs for {} with certificate {}, ARM registered {t}",
+                            i.client_id, i.certificate_thumbprint
+                        ),
+                    ));
+                }
+            }
+            let have: BTreeMap<String, String> = live
+                .identities
+                .iter()
+                .map(|i| (i.client_id.clone(), i.object_id.clone()))
+                .collect();
+            for (cid, oid) in &have {
+                if want.get(cid) != Some(oid) {
+                    drifts.push(drift(
+                        "unknown_imds_identity",
+                        &v.id,
+                        format!(
+                            "IMDS has identity {cid} (principal {oid}) that ARM does not attach"
+                        ),
+                    ));
+                }
+            }
+            for cid in want.keys() {
+                if !have.contains_key(cid) {
+                    drifts.push(drift(
+                        "missing_imds_identity",
+                        &v.id,
+                        format!("identity {cid} is attached in ARM but not configured in IMDS"),
+                    ));
+                }
+            }
+        }
+        for v in &vms {
+            if !imds_seen.contains(&v.id.to_ascii_lowercase()) {
+                drifts.push(drift(
+                    "missing_imds_vm",
+                    &v.id,
+                    "ARM's VM is not configured in IMDS".into(),
+                ));
+            }
+        }
+        Ok(DoctorReport {
+            drifts,
+            pending_operations: pending,
+            failed_operations: failed,
+            identities: owned.len() as u32,
+            service_principals: sps
+                .iter()
+                .filter(|s| !s.managed_identity_resource_id.is_empty())
+                .count() as u32,
+            vms: vms.len() as u32,
+            imds_vms: imds_vms.len() as u32,
+        })
+    }
+}

@@ -1,0 +1,451 @@
+//! Durable cross-service operations (ARM → Entra, IMDS).
+//!
+//! Every change that spans services is first written as an [`OpRecord`]
+//! (intent), next to the resource record it converges; then idempotent gRPC
+//! calls keyed by the operation id bring Entra and IMDS in line; then the
+//! operation completes. Operations on one resource run one at a time, oldest
+//! first, under the resource's lock. The request path runs an operation once
+//! inline; whatever does not complete there is resumed by [`Core::reconcile`]
+//! (after a restart too), with backoff while a peer is down.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use misim_proto::entra::v1 as entra;
+use misim_proto::imds::v1 as imds;
+use misim_types::ErrorCode;
+
+use super::Core;
+use super::deployment::rfc3339;
+use super::records::*;
+use crate::error::ArmError;
+
+/// Attempts after which an operation failing with a non-transient error fails for good.
+const MAX_HARD_FAILURES: u32 = 10;
+/// How long the request path waits for an operation before answering "in progress".
+const INLINE_BUDGET: Duration = Duration::from_secs(10);
+
+/// Per-resource locks.
+#[derive(Debug, Default)]
+pub(crate) struct Locks(std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+impl Locks {
+    pub(crate) fn get(&self, target: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(target.to_owned()).or_default().clone()
+    }
+}
+
+fn pending_key(target: &str, seq: u64) -> String {
+    format!("{target}|{seq:020}")
+}
+
+fn transient(e: &ArmError) -> bool {
+    matches!(e, ArmError::PeerUnavailable { .. })
+        || matches!(e, ArmError::PeerFailed { message, .. } if message.contains("transport") || message.contains("connect"))
+}
+
+fn not_found(s: &tonic::Status) -> bool {
+    misim_proto::status_to_code(s) == ErrorCode::NotFound
+}
+
+impl Core {
+    /// Writes a new operation's intent.
+    pub(crate) async fn new_op(
+        &self,
+        target: &str,
+        resource_id: &str,
+        kind: OpKind,
+    ) -> Result<OpRecord, ArmError> {
+        let now = self.clock.now();
+        let nanos = now
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let seq = {
+            let mut last = self.op_seq.lock().unwrap_or_else(|p| p.into_inner());
+            *last = (*last + 1).max(nanos);
+            *last
+        };
+        let op = OpRecord {
+            id: self.ids.guid(),
+            seq,
+            target: target.to_owned(),
+            resource_id: resource_id.to_owned(),
+            kind,
+            status: OpStatus::InProgress,
+            error: None,
+            start_time: rfc3339(now),
+            end_time: None,
+            attempts: 0,
+            hard_failures: 0,
+            retire: Vec::new(),
+            sami_request: None,
+            pending_cred: None,
+        };
+        self.ops.put(&op.id, &op).await?;
+        self.pending.put(&pending_key(target, seq), &op.id).await?;
+        Ok(op)
+    }
+
+    /// Reads an operation (the async status URL).
+    pub fn get_op(&self, id: &str) -> Result<Option<OpRecord>, ArmError> {
+        Ok(self
+            .ops
+            .get(&id.to_ascii_lowercase())?
+            .or(self.ops.get(id)?))
+    }
+
+    /// Number of pending and failed operations.
+    pub(crate) fn op_counts(&self) -> Result<(u32, u32), ArmError> {
+        let pending = self.pending.all()?.len() as u32;
+        let failed = self
+            .ops
+            .all()?
+            .into_iter()
+            .filter(|(_, o)| o.status == OpStatus::Failed)
+            .count() as u32;
+        Ok((pending, failed))
+    }
+
+    /// Runs the pending operations of `target` inline (bounded); true when none is left.
+    pub(crate) async fn drive_inline(&self, target: &str) -> bool {
+        match tokio::time::timeout(INLINE_BUDGET, self.drive(target)).await {
+            Ok(Ok(done)) => done,
+            Ok(Err(e)) => {
+                tracing::warn!(target, error = %e, "operation left to the reconciler");
+                false
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Runs the pending operations of `target`, oldest first, until one cannot
+    /// complete yet. True when none is left.
+    pub(crate) async fn drive(&self, target: &str) -> Result<bool, ArmError> {
+        let lock = self.locks.get(target);
+        let _g = lock.lock().await;
+        for (pk, op_id) in self.pending.scan_prefix(&format!("{target}|"))? {
+            let Some(mut op) = self.ops.get(&op_id)? else {
+                self.pending.remove(&pk).await?;
+                continue;
+            };
+            if op.status != OpStatus::InProgress {
+                self.pending.remove(&pk).await?;
+                continue;
+            }
+            op.attempts += 1;
+            let result = self.run_op(&mut op).await;
+            if let Err(e) = &result
+                && !transient(e)
+            {
+                op.hard_failures += 1;
+            }
+            match result {
+                Ok(()) => self.finish(&pk, &mut op, OpStatus::Succeeded, None).await?,
+                Err(e) if op.hard_failures < MAX_HARD_FAILURES => {
+                    tracing::info!(op = %op.id, target, attempt = op.attempts, error = %e, "operation will be retried");
+                    op.error = Some(e.to_string());
+                    self.ops.put(&op.id, &op).await?;
+                    return Ok(false);
+                }
+                Err(e) => {
+                    tracing::warn!(op = %op.id, target, error = %e, "operation failed");
+                    let msg = e.to_string();
+                    if op.kind == OpKind::Vm
+                        && let Some(mut rec) = self.vms.get(target)?
+                    {
+                        rec.state = ProvState::Failed;
+                        rec.error = Some(msg.clone());
+                        self.vms.put(target, &rec).await?;
+                    }
+                    self.abort_sami_request(&mut op).await.ok();
+                    self.finish(&pk, &mut op, OpStatus::Failed, Some(msg))
+                        .await?;
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    async fn finish(
+        &self,
+        pk: &str,
+        op: &mut OpRecord,
+        status: OpStatus,
+        error: Option<String>,
+    ) -> Result<(), ArmError> {
+        op.status = status;
+        op.error = error;
+        op.end_time = Some(rfc3339(self.clock.now()));
+        self.ops.put(&op.id, op).await?;
+        self.pending.remove(pk).await?;
+        Ok(())
+    }
+
+    /// One pass over every resource with pending operations.
+    pub async fn reconcile_once(&self, backoff: &mut HashMap<String, (u32, tokio::time::Instant)>) {
+        let targets: BTreeSet<String> = match self.pending.all() {
+            Ok(all) => all
+                .into_iter()
+                .filter_map(|(k, _)| k.rsplit_once('|').map(|(t, _)| t.to_owned()))
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "reconciler cannot read pending operations");
+                return;
+            }
+        };
+        backoff.retain(|t, _| targets.contains(t));
+        let now = tokio::time::Instant::now();
+        for t in targets {
+            if backoff.get(&t).is_some_and(|(_, at)| *at > now) {
+                continue;
+            }
+            match self.drive(&t).await {
+                Ok(true) => {
+                    backoff.remove(&t);
+                }
+                Ok(false) | Err(_) => {
+                    let n = backoff.get(&t).map_or(0, |(n, _)| *n) + 1;
+                    let delay =
+                        Duration::from_millis(100 * (1u64 << n.min(5))).min(Duration::from_secs(2));
+                    backoff.insert(t, (n, tokio::time::Instant::now() + delay));
+                }
+            }
+        }
+    }
+
+    /// The reconciler: resumes pending operations until `shutdown`.
+    pub async fn reconcile(self: Arc<Self>, shutdown: misim_runtime::Shutdown) {
+        let mut backoff = HashMap::new();
+        loop {
+            self.reconcile_once(&mut backoff).await;
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
+    }
+
+    async fn run_op(&self, op: &mut OpRecord) -> Result<(), ArmError> {
+        match op.kind.clone() {
+            OpKind::Vm => self.run_vm_op(op).await,
+            OpKind::UamiDelete {
+                uami_id,
+                principal_id,
+                client_id,
+            } => {
+                let id_key = uami_id.to_ascii_lowercase();
+                for (vk, vm) in self.vms.all()? {
+                    if !vm.uamis.contains_key(&id_key) {
+                        continue;
+                    }
+                    // Under the VM's lock: a VM operation that saw the UAMI
+                    // before its deletion has finished pushing it.
+                    let lock = self.locks.get(&vk);
+                    let _g = lock.lock().await;
+                    self.imds_remove_identity(&vm.id, &client_id).await?;
+                }
+                self.delete_principal(&principal_id).await
+            }
+            OpKind::UamiCreate { request_id } => {
+                let sp = self.create_sp(&request_id, "", &op.resource_id).await?;
+                let owned = self
+                    .uamis
+                    .get(&op.target)?
+                    .is_some_and(|u| u.credential.principal_id == sp.object_id);
+                if !owned {
+                    self.delete_principal(&sp.object_id).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Deletes a principal created under the operation's SAMI request id that
+    /// no record took (create by request id is idempotent, so this finds it).
+    async fn abort_sami_request(&self, op: &mut OpRecord) -> Result<(), ArmError> {
+        if let Some(req) = op.sami_request.clone() {
+            let sp = self.create_sp(&req, "", &op.resource_id).await?;
+            let owned = self
+                .vms
+                .get(&op.target)?
+                .and_then(|v| v.sami)
+                .is_some_and(|c| c.principal_id == sp.object_id);
+            if !owned {
+                self.delete_principal(&sp.object_id).await?;
+            }
+            op.sami_request = None;
+            op.pending_cred = None;
+            self.ops.put(&op.id, op).await?;
+        }
+        Ok(())
+    }
+
+    async fn retire(&self, op: &mut OpRecord) -> Result<(), ArmError> {
+        while let Some(p) = op.retire.last().cloned() {
+            self.delete_principal(&p).await?;
+            op.retire.pop();
+            self.ops.put(&op.id, op).await?;
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn create_sp(
+        &self,
+        request_id: &str,
+        display_name: &str,
+        resource_id: &str,
+    ) -> Result<entra::ServicePrincipal, ArmError> {
+        let display = if display_name.is_empty() {
+            resource_id.rsplit('/').next().unwrap_or(resource_id)
+        } else {
+            display_name
+        };
+        Ok(self
+            .directory
+            .clone()
+            .create_service_principal(entra::CreateServicePrincipalRequest {
+                request_id: request_id.to_owned(),
+                display_name: display.to_owned(),
+                r#type: entra::ServicePrincipalType::ManagedIdentity as i32,
+                managed_identity_resource_id: resource_id.to_owned(),
+            })
+            .await
+            .map_err(|s| ArmError::peer("entra", s))?
+            .into_inner())
+    }
+
+    pub(crate) async fn imds_remove_identity(
+        &self,
+        vm_id: &str,
+        client_id: &str,
+    ) -> Result<(), ArmError> {
+        match self
+            .imds
+            .clone()
+            .remove_identity(imds::RemoveIdentityRequest {
+                vm_resource_id: vm_id.to_owned(),
+                client_id: client_id.to_owned(),
+            })
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(s) if not_found(&s) => Ok(()),
+            Err(s) => Err(ArmError::peer("imds", s)),
+        }
+    }
+
+    async fn run_vm_op(&self, op: &mut OpRecord) -> Result<(), ArmError> {
+        let Some(mut rec) = self.vms.get(&op.target)? else {
+            self.retire(op).await?;
+            return self.abort_sami_request(op).await;
+        };
+        if rec.state == ProvState::Deleting {
+            match self
+                .imds
+                .clone()
+                .delete_vm(imds::DeleteVmRequest {
+                    resource_id: rec.id.clone(),
+                })
+                .await
+            {
+                Ok(_) => {}
+                Err(s) if not_found(&s) => {}
+                Err(s) => return Err(ArmError::peer("imds", s)),
+            }
+            if let Some(c) = &rec.sami {
+                self.delete_principal(&c.principal_id).await?;
+            }
+            self.retire(op).await?;
+            self.abort_sami_request(op).await?;
+            self.vms.remove(&op.target).await?;
+            tracing::info!(id = %rec.id, "virtual machine deleted");
+            return Ok(());
+        }
+        // 1. IMDS learns the VM before any identity is pushed.
+        self.imds
+            .clone()
+            .put_vm(imds::PutVmRequest {
+                metadata: Some(self.vm_metadata(&rec)),
+            })
+            .await
+            .map_err(|s| ArmError::peer("imds", s))?;
+        // 2. The system-assigned identity.
+        if rec.wants_sami() && rec.sami.is_none() {
+            let cred = match op.pending_cred.clone() {
+                Some(c) => c,
+                None => {
+                    let req = match &op.sami_request {
+                        Some(r) => r.clone(),
+                        None => {
+                            let r = format!("{}-sami", op.id);
+                            op.sami_request = Some(r.clone());
+                            self.ops.put(&op.id, op).await?;
+                            r
+                        }
+                    };
+                    let sp = self.create_sp(&req, &rec.name, &rec.id).await?;
+                    let c = self.new_credential(&sp).await?;
+                    op.pending_cred = Some(c.clone());
+                    self.ops.put(&op.id, op).await?;
+                    c
+                }
+            };
+            self.register_certificate(&cred).await?;
+            rec.sami = Some(cred);
+            self.vms.put(&op.target, &rec).await?;
+            op.pending_cred = None;
+            op.sami_request = None;
+            self.ops.put(&op.id, op).await?;
+        }
+        if !rec.wants_sami()
+            && let Some(c) = rec.sami.take()
+        {
+            op.retire.push(c.principal_id.clone());
+            self.ops.put(&op.id, op).await?;
+            self.vms.put(&op.target, &rec).await?;
+        }
+        // 3. Push what the VM carries.
+        let mut desired = BTreeSet::new();
+        if let Some(c) = &rec.sami {
+            self.push_identity(&rec.id, imds::IdentityKind::SystemAssigned, &rec.id, c)
+                .await?;
+            desired.insert(c.client_id.clone());
+        }
+        for u in self.live_uamis(&rec)? {
+            self.push_identity(
+                &rec.id,
+                imds::IdentityKind::UserAssigned,
+                &u.id,
+                &u.credential,
+            )
+            .await?;
+            desired.insert(u.credential.client_id.clone());
+        }
+        // 4. Remove what it no longer carries.
+        let live = self
+            .imds
+            .clone()
+            .get_vm(imds::GetVmRequest {
+                resource_id: rec.id.clone(),
+            })
+            .await
+            .map_err(|s| ArmError::peer("imds", s))?
+            .into_inner();
+        for i in live.identities {
+            if !desired.contains(&i.client_id) {
+                self.imds_remove_identity(&rec.id, &i.client_id).await?;
+            }
+        }
+        // 5. Principals of a disabled SAMI go.
+        self.retire(op).await?;
+        self.abort_sami_request(op).await?;
+        rec.state = ProvState::Succeeded;
+        rec.error = None;
+        self.vms.put(&op.target, &rec).await?;
+        tracing::info!(id = %rec.id, op = %op.id, "virtual machine converged");
+        Ok(())
+    }
+}

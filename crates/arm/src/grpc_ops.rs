@@ -1,0 +1,26 @@
+//! `misim.arm.v1.Operations`: the convergence check behind `misim doctor`.
+
+use std::sync::Arc;
+
+use misim_proto::arm::v1::{DoctorReport, DoctorRequest, operations_server::Operations};
+use misim_proto::code_to_status;
+use tonic::{Request, Response, Status};
+
+use crate::domain::Core;
+
+/// The gRPC service.
+#[derive(Debug, Clone)]
+pub(crate) struct OperationsService {
+    pub(crate) core: Arc<Core>,
+}
+
+#[tonic::async_trait]
+impl Operations for OperationsService {
+    async fn doctor(&self, _req: Request<DoctorRequest>) -> Result<Response<DoctorReport>, Status> {
+        self.core
+            .doctor()
+            .await
+            .map(Response::new)
+            .map_err(|e| code_to_status(e.code(), e.to_string()))
+    }
+}

@@ -1,0 +1,622 @@
+//! Identity lifecycles through ARM's public API: what each deletion or
+//! disabling removes from Entra (Graph, Directory) and IMDS, what stays, that
+//! tokens issued before stay valid, outages of Entra and IMDS, and that
+//! `doctor` reports zero drift once everything has settled.
+
+use std::time::Duration;
+
+use misim_proto::arm::v1::DoctorReport;
+use misim_proto::entra::v1::GetServicePrincipalRequest;
+use misim_proto::imds::v1::GetVmRequest;
+use misim_sandbox::Service;
+use serde_json::{Value, json};
+
+use crate::harness::*;
+
+/// `GET {entra}/v1.0/servicePrincipals/{id}` with an admin Graph token: the status.
+async fn graph_sp(w: &World, principal: &str) -> u16 {
+    let token = w.admin_token(&format!("{}/.default", w.sb.entra_url)).await;
+    w.http
+        .get(format!(
+            "{}/v1.0/servicePrincipals/{principal}",
+            w.sb.entra_url
+        ))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// The principal's key credentials in Entra, or None when it does not exist.
+async fn sp_keys(w: &World, principal: &str) -> Option<usize> {
+    match w
+        .sb
+        .directory()
+        .unwrap()
+        .get_service_principal(GetServicePrincipalRequest {
+            object_id: principal.into(),
+            app_id: String::new(),
+        })
+        .await
+    {
+        Ok(sp) => Some(sp.into_inner().key_credentials.len()),
+        Err(s) => {
+            assert_eq!(s.code(), tonic::Code::NotFound, "{s}");
+            None
+        }
+    }
+}
+
+/// Client ids IMDS serves on a VM, or None when IMDS does not know the VM.
+async fn imds_clients(w: &World, vm_id: &str) -> Option<Vec<String>> {
+    match w
+        .sb
+        .imds_control()
+        .unwrap()
+        .get_vm(GetVmRequest {
+            resource_id: vm_id.into(),
+        })
+        .await
+    {
+        Ok(vm) => {
+            let mut ids: Vec<String> = vm
+                .into_inner()
+                .identities
+                .into_iter()
+                .map(|i| i.client_id)
+                .collect();
+            ids.sort();
+            Some(ids)
+        }
+        Err(s) => {
+            assert_eq!(s.code(), tonic::Code::NotFound, "{s}");
+            None
+        }
+    }
+}
+
+/// Waits until no operation is pending, then asserts zero drift.
+async fn settle(w: &World) -> DoctorReport {
+    let mut last = None;
+    for _ in 0..240 {
+        match w.sb.doctor().await {
+            Ok(r) if r.pending_operations == 0 && r.drifts.is_empty() => return r,
+            r => last = Some(r),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("never settled: {last:?}");
+}
+
+async fn create_uami(w: &World, rg: &str, name: &str) -> Value {
+    let (s, v) = w
+        .admin(
+            "PUT",
+            &w.uami_id(rg, name),
+            Some(json!({"location": "eastus"})),
+        )
+        .await;
+    assert!(s == 200 || s == 201, "create uami: {s} {v}");
+    v
+}
+
+fn s(v: &Value, ptr: &str) -> String {
+    v.pointer(ptr)
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("{ptr} missing in {v}"))
+        .to_owned()
+}
+
+/// A request whose headers matter (long-running operations).
+async fn arm_raw(
+    w: &World,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let sep = if path.contains('?') { '&' } else { '?' };
+    let url = format!("{}{path}{sep}api-version=2024-11-01", w.sb.arm_url);
+    let mut req = w
+        .http
+        .request(method.parse().unwrap(), url)
+        .bearer_auth(&w.admin_arm);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let text = r.text().await.unwrap();
+    (
+        status,
+        headers,
+        serde_json::from_str(&text).unwrap_or(Value::Null),
+    )
+}
+
+async fn poll(w: &World, url: &str) -> Value {
+    w.http
+        .get(url)
+        .bearer_auth(&w.admin_arm)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+fn vm_body(identity: Value) -> Value {
+    json!({"location": "eastus", "identity": identity, "properties": {
+        "hardwareProfile": {"vmSize": "Standard_B1s"},
+        "osProfile": {"adminUsername": "azureuser"}}})
+}
+
+#[tokio::test]
+async fn deleting_a_vm_deletes_its_system_identity_and_keeps_its_user_identity() {
+    let w = start().await;
+    w.create_rg("rg1").await;
+    let u = create_uami(&w, "rg1", "id1").await;
+    let (uid, upid, ucid) = (
+        s(&u, "/id"),
+        s(&u, "/properties/principalId"),
+        s(&u, "/properties/clientId"),
+    );
+    let vm = w
+        .create_vm(
+            "rg1",
+            "vm1",
+            json!({"type": "SystemAssigned, UserAssigned", "userAssignedIdentities": {&uid: {}}}),
+        )
+        .await;
+    assert_eq!(vm["properties"]["provisioningState"], "Succeeded", "{vm}");
+    let sami = s(&vm, "/identity/principalId");
+    let vm_id = w.vm_id("rg1", "vm1");
+    assert_eq!(graph_sp(&w, &sami).await, 200);
+    assert_eq!(graph_sp(&w, &upid).await, 200);
+    assert_eq!(sp_keys(&w, &sami).await, Some(1));
+    assert_eq!(imds_clients(&w, &vm_id).await.unwrap().len(), 2);
+    settle(&w).await;
+
+    // A token issued before the deletion.
+    let ep = w.imds_endpoint(&vm_id).await;
+    let (st, t) = w
+        .imds_token(&ep, VAULT_AUD, Some(("object_id", sami.as_str())))
+        .await;
+    assert_eq!(st, 200, "{t}");
+    let before = s(&t, "/access_token");
+
+    let (st, v) = w.admin("DELETE", &vm_id, None).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        graph_sp(&w, &sami).await,
+        404,
+        "the SAMI's principal is gone"
+    );
+    assert_eq!(sp_keys(&w, &sami).await, None);
+    assert_eq!(imds_clients(&w, &vm_id).await, None, "IMDS forgot the VM");
+    assert_eq!(graph_sp(&w, &upid).await, 200, "the UAMI stays");
+    assert_eq!(sp_keys(&w, &upid).await, Some(1));
+    let (st, _) = w.admin("GET", &uid, None).await;
+    assert_eq!(st, 200);
+    let (st, _) = w.admin("GET", &vm_id, None).await;
+    assert_eq!(st, 404);
+    // Tokens already issued stay valid until they expire.
+    let claims = w.verify_with_jwks(&before, VAULT_AUD).await;
+    assert_eq!(claims.oid, sami);
+    let _ = ucid;
+    settle(&w).await;
+    w.sb.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn disabling_the_system_identity_deletes_it_and_reenabling_creates_a_new_one() {
+    let w = start().await;
+    w.create_rg("rg1").await;
+    let u = create_uami(&w, "rg1", "id1").await;
+    let (uid, upid, ucid) = (
+        s(&u, "/id"),
+        s(&u, "/properties/principalId"),
+        s(&u, "/properties/clientId"),
+    );
+    let vm = w
+        .create_vm(
+            "rg1",
+            "vm1",
+            json!({"type": "SystemAssigned,UserAssigned", "userAssignedIdentities": {&uid: {}}}),
+        )
+        .await;
+    let vm_id = w.vm_id("rg1", "vm1");
+    let sami1 = s(&vm, "/identity/principalId");
+
+    // PATCH without SystemAssigned: the SAMI alone goes.
+    let (st, v) = w
+        .admin(
+            "PATCH",
+            &vm_id,
+            Some(json!({"identity": {"type": "UserAssigned"}})),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["identity"]["type"], "UserAssigned");
+    assert!(v["identity"].get("principalId").is_none(), "{v}");
+    assert_eq!(graph_sp(&w, &sami1).await, 404);
+    assert_eq!(imds_clients(&w, &vm_id).await, Some(vec![ucid.clone()]));
+    assert_eq!(graph_sp(&w, &upid).await, 200);
+    let ep = w.imds_endpoint(&vm_id).await;
+    let (st, t) = w
+        .imds_token(&ep, VAULT_AUD, Some(("client_id", ucid.as_str())))
+        .await;
+    assert_eq!(st, 200, "the UAMI still gets tokens: {t}");
+    let (st, _) = w
+        .imds_token(&ep, VAULT_AUD, Some(("object_id", sami1.as_str())))
+        .await;
+    assert_ne!(st, 200, "the SAMI no longer does");
+    settle(&w).await;
+
+    // Re-enabling creates a new principal.
+    let (st, v) = w
+        .admin(
+            "PATCH",
+            &vm_id,
+            Some(json!({"identity": {"type": "SystemAssigned, UserAssigned"}})),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let sami2 = s(&v, "/identity/principalId");
+    assert_ne!(sami1, sami2, "a new principal");
+    assert_eq!(graph_sp(&w, &sami2).await, 200);
+    assert_eq!(sp_keys(&w, &sami2).await, Some(1));
+    assert_eq!(graph_sp(&w, &sami1).await, 404);
+    assert_eq!(imds_clients(&w, &vm_id).await.unwrap().len(), 2);
+    settle(&w).await;
+
+    // `None`: every identity leaves the VM; the UAMI itself stays.
+    let (st, v) = w
+        .admin("PATCH", &vm_id, Some(json!({"identity": {"type": "None"}})))
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert!(v.get("identity").is_none(), "{v}");
+    assert_eq!(graph_sp(&w, &sami2).await, 404);
+    assert_eq!(imds_clients(&w, &vm_id).await, Some(vec![]));
+    assert_eq!(graph_sp(&w, &upid).await, 200);
+    let r = settle(&w).await;
+    assert_eq!(r.identities, 1, "{r:?}");
+    w.sb.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn deleting_a_user_identity_shared_by_three_vms_while_in_use() {
+    let w = start().await;
+    w.create_rg("rg1").await;
+    w.create_vault("rg1", "kv1").await;
+    w.set_secret("kv1", "s1", "v1").await;
+    let u = create_uami(&w, "rg1", "shared").await;
+    let (uid, upid, ucid) = (
+        s(&u, "/id"),
+        s(&u, "/properties/principalId"),
+        s(&u, "/properties/clientId"),
+    );
+    w.assign_role(&w.vault_id("rg1", "kv1"), &upid, KV_SECRETS_USER)
+        .await;
+    let mut eps = Vec::new();
+    let mut samis = Vec::new();
+    for n in ["vm1", "vm2", "vm3"] {
+        let ident = if n == "vm1" {
+            json!({"type": "SystemAssigned,UserAssigned", "userAssignedIdentities": {&uid: {}}})
+        } else {
+            json!({"type": "UserAssigned", "userAssignedIdentities": {&uid: {}}})
+        };
+        let vm = w.create_vm("rg1", n, ident).await;
+        if n == "vm1" {
+            samis.push(s(&vm, "/identity/principalId"));
+        }
+        eps.push(w.imds_endpoint(&w.vm_id("rg1", n)).await);
+    }
+    assert_eq!(graph_sp(&w, &upid).await, 200);
+    // In use: every VM reads the secret with the shared identity.
+    let mut tokens = Vec::new();
+    for ep in &eps {
+        let (st, t) = w
+            .imds_token(ep, VAULT_AUD, Some(("client_id", ucid.as_str())))
+            .await;
+        assert_eq!(st, 200, "{t}");
+        let tok = s(&t, "/access_token");
+        assert_eq!(w.get_secret("kv1", "s1", &tok).await.0, 200);
+        tokens.push(tok);
+    }
+    settle(&w).await;
+
+    let (st, v) = w.admin("DELETE", &uid, None).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(graph_sp(&w, &upid).await, 404, "its principal is gone");
+    assert_eq!(sp_keys(&w, &upid).await, None);
+    for (i, n) in ["vm1", "vm2", "vm3"].iter().enumerate() {
+        let vm_id = w.vm_id("rg1", n);
+        // IMDS no longer has it: no new token.
+        assert!(!imds_clients(&w, &vm_id).await.unwrap().contains(&ucid));
+        let (st, t) = w
+            .imds_token(&eps[i], VAULT_AUD, Some(("client_id", ucid.as_str())))
+            .await;
+        assert_ne!(st, 200, "{t}");
+        // The VM's identity block still lists the id, as in Azure.
+        let (st, v) = w.admin("GET", &vm_id, None).await;
+        assert_eq!(st, 200);
+        let listed = v["identity"]["userAssignedIdentities"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{v}"));
+        assert!(listed.keys().any(|k| k.eq_ignore_ascii_case(&uid)), "{v}");
+        // A token issued before stays valid until it expires.
+        let c = w.verify_with_jwks(&tokens[i], VAULT_AUD).await;
+        assert_eq!(c.oid, upid);
+    }
+    // vm1's system identity is untouched.
+    let (st, t) = w
+        .imds_token(&eps[0], VAULT_AUD, Some(("object_id", samis[0].as_str())))
+        .await;
+    assert_eq!(st, 200, "{t}");
+    // The role assignment stays listed (Azure shows it for an unknown principal).
+    let (st, v) = w
+        .admin(
+            "GET",
+            &format!(
+                "{}/providers/Microsoft.Authorization/roleAssignments",
+                w.vault_id("rg1", "kv1")
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(st, 200);
+    assert!(v.to_string().contains(&upid), "{v}");
+    // Detaching the dead id from a VM works.
+    let (st, v) = w
+        .admin(
+            "PATCH",
+            &w.vm_id("rg1", "vm2"),
+            Some(json!({"identity": {"type": "None"}})),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    settle(&w).await;
+    w.sb.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn deleting_a_resource_group_cascades() {
+    let w = start().await;
+    w.create_rg("rg1").await;
+    w.create_rg("rg2").await;
+    let u = create_uami(&w, "rg1", "id1").await;
+    let (uid, upid, ucid) = (
+        s(&u, "/id"),
+        s(&u, "/properties/principalId"),
+        s(&u, "/properties/clientId"),
+    );
+    let keep = create_uami(&w, "rg2", "keep").await;
+    let vm1 = w
+        .create_vm(
+            "rg1",
+            "vm1",
+            json!({"type": "SystemAssigned,UserAssigned", "userAssignedIdentities": {&uid: {}}}),
+        )
+        .await;
+    let sami1 = s(&vm1, "/identity/principalId");
+    let vm2 = w
+        .create_vm(
+            "rg2",
+            "vm2",
+            json!({"type": "SystemAssigned,UserAssigned", "userAssignedIdentities": {&uid: {}, keep["id"].as_str().unwrap(): {}}}),
+        )
+        .await;
+    let sami2 = s(&vm2, "/identity/principalId");
+    settle(&w).await;
+
+    let (st, v) = w.admin("DELETE", &w.rg_id("rg1"), None).await;
+    assert!(st == 200 || st == 202, "{st} {v}");
+    let r = settle(&w).await;
+    assert_eq!(graph_sp(&w, &sami1).await, 404);
+    assert_eq!(graph_sp(&w, &upid).await, 404);
+    assert_eq!(imds_clients(&w, &w.vm_id("rg1", "vm1")).await, None);
+    // rg2's VM keeps its own identities and lists the deleted one.
+    assert_eq!(graph_sp(&w, &sami2).await, 200);
+    let clients = imds_clients(&w, &w.vm_id("rg2", "vm2")).await.unwrap();
+    assert_eq!(clients.len(), 2, "{clients:?}");
+    assert!(!clients.contains(&ucid));
+    let (_, v) = w.admin("GET", &w.vm_id("rg2", "vm2"), None).await;
+    assert_eq!(
+        v["identity"]["userAssignedIdentities"]
+            .as_object()
+            .unwrap()
+            .len(),
+        2,
+        "{v}"
+    );
+    assert_eq!(r.identities, 2, "{r:?}");
+    w.sb.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn entra_then_imds_outage_converges_without_duplicates() {
+    let w = start().await;
+    w.create_rg("rg1").await;
+    let gone = create_uami(&w, "rg1", "gone").await;
+    let gone_pid = s(&gone, "/properties/principalId");
+    let u = create_uami(&w, "rg1", "id1").await;
+    let (uid, upid) = (s(&u, "/id"), s(&u, "/properties/principalId"));
+    w.create_vm("rg1", "vm2", json!({"type": "SystemAssigned"}))
+        .await;
+    settle(&w).await;
+
+    // ---- Entra down.
+    w.sb.stop_service(Service::Entra).await.unwrap();
+    // A VM with a system identity is accepted and shows Updating with
+    // Azure's async-operation header.
+    let vm_id = w.vm_id("rg1", "vm1");
+    let (st, h, v) = arm_raw(
+        &w,
+        "PUT",
+        &vm_id,
+        Some(vm_body(json!({"type": "SystemAssigned"}))),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(v["properties"]["provisioningState"], "Updating", "{v}");
+    let status_url = h["azure-asyncoperation"].to_str().unwrap().to_owned();
+    let op = poll(&w, &status_url).await;
+    assert_eq!(op["status"], "InProgress", "{op}");
+    assert!(
+        op["startTime"].is_string() && op["name"].is_string(),
+        "{op}"
+    );
+    // A user-assigned identity cannot be created: a clean error, nothing kept.
+    let (st, v) = w
+        .admin(
+            "PUT",
+            &w.uami_id("rg1", "never"),
+            Some(json!({"location": "eastus"})),
+        )
+        .await;
+    assert!(st >= 500, "{st} {v}");
+    assert!(v["error"]["code"].is_string(), "{v}");
+    let (st, _) = w.admin("GET", &w.uami_id("rg1", "never"), None).await;
+    assert_eq!(st, 404);
+    // Deleting one is accepted; its principal goes when Entra is back.
+    let (st, v) = w.admin("DELETE", &s(&gone, "/id"), None).await;
+    assert_eq!(st, 200, "{v}");
+    let pending = w.sb.doctor().await;
+    assert!(pending.is_err() || pending.unwrap().pending_operations > 0);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    w.sb.start_service(Service::Entra).await.unwrap();
+    let r = settle(&w).await;
+    let op = poll(&w, &status_url).await;
+    assert_eq!(op["status"], "Succeeded", "{op}");
+    let (_, v) = w.admin("GET", &vm_id, None).await;
+    assert_eq!(v["properties"]["provisioningState"], "Succeeded", "{v}");
+    let sami = s(&v, "/identity/principalId");
+    assert_eq!(graph_sp(&w, &sami).await, 200);
+    assert_eq!(sp_keys(&w, &sami).await, Some(1), "one key credential");
+    assert_eq!(graph_sp(&w, &gone_pid).await, 404);
+    // No duplicates: exactly the principals ARM owns (id1, vm1, vm2).
+    assert_eq!((r.identities, r.service_principals), (3, 3), "{r:?}");
+
+    // ---- IMDS down.
+    w.sb.stop_service(Service::Imds).await.unwrap();
+    let (st, h, v) = arm_raw(
+        &w,
+        "PATCH",
+        &vm_id,
+        Some(json!({"identity": {"type": "SystemAssigned,UserAssigned", "userAssignedIdentities": {&uid: {}}}})),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["properties"]["provisioningState"], "Updating", "{v}");
+    assert!(h.contains_key("azure-asyncoperation"));
+    let (st, h, _) = arm_raw(&w, "DELETE", &w.vm_id("rg1", "vm2"), None).await;
+    assert_eq!(st, 202);
+    let del_url = h["azure-asyncoperation"].to_str().unwrap().to_owned();
+    assert!(h.contains_key("location"));
+    let (st, v) = w.admin("GET", &w.vm_id("rg1", "vm2"), None).await;
+    assert_eq!(st, 200);
+    assert_eq!(v["properties"]["provisioningState"], "Deleting", "{v}");
+    // A VM being deleted cannot be updated.
+    let (st, v) = w
+        .admin("PATCH", &w.vm_id("rg1", "vm2"), Some(json!({"tags": {}})))
+        .await;
+    assert_eq!(st, 409, "{v}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    w.sb.start_service(Service::Imds).await.unwrap();
+    let r = settle(&w).await;
+    assert_eq!(poll(&w, &del_url).await["status"], "Succeeded");
+    let (st, _) = w.admin("GET", &w.vm_id("rg1", "vm2"), None).await;
+    assert_eq!(st, 404);
+    let clients = imds_clients(&w, &vm_id).await.unwrap();
+    assert_eq!(clients.len(), 2, "{clients:?}");
+    assert_eq!(graph_sp(&w, &upid).await, 200);
+    assert_eq!((r.identities, r.service_principals), (2, 2), "{r:?}");
+    assert_eq!(r.failed_operations, 0);
+    w.sb.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn acknowledged_operations_resume_after_a_restart() {
+    let w = start().await;
+    w.create_rg("rg1").await;
+    let vm0 = w
+        .create_vm("rg1", "vm0", json!({"type": "SystemAssigned"}))
+        .await;
+    let sami0 = s(&vm0, "/identity/principalId");
+    settle(&w).await;
+
+    // Entra down: both requests are acknowledged, neither can complete.
+    w.sb.stop_service(Service::Entra).await.unwrap();
+    let vm1_id = w.vm_id("rg1", "vm1");
+    let (st, _, v) = arm_raw(
+        &w,
+        "PUT",
+        &vm1_id,
+        Some(vm_body(json!({"type": "SystemAssigned"}))),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(v["properties"]["provisioningState"], "Updating");
+    let (st, _, _) = arm_raw(&w, "DELETE", &w.vm_id("rg1", "vm0"), None).await;
+    assert_eq!(st, 202);
+
+    // The whole sandbox goes down with the work pending, and comes back.
+    let World { sb, dir, .. } = w;
+    sb.shutdown().await.unwrap();
+    let w = start_in(dir).await;
+    let r = settle(&w).await;
+    let (st, v) = w.admin("GET", &vm1_id, None).await;
+    assert_eq!(st, 200);
+    assert_eq!(v["properties"]["provisioningState"], "Succeeded", "{v}");
+    let sami1 = s(&v, "/identity/principalId");
+    assert_eq!(sp_keys(&w, &sami1).await, Some(1));
+    assert_eq!(imds_clients(&w, &vm1_id).await.unwrap().len(), 1);
+    let (st, _) = w.admin("GET", &w.vm_id("rg1", "vm0"), None).await;
+    assert_eq!(st, 404);
+    assert_eq!(graph_sp(&w, &sami0).await, 404);
+    assert_eq!((r.identities, r.service_principals), (1, 1), "{r:?}");
+    w.sb.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn deleting_a_resource_group_while_imds_is_down_is_accepted_and_polled() {
+    let w = start().await;
+    w.create_rg("rg1").await;
+    let vm = w
+        .create_vm("rg1", "vm1", json!({"type": "SystemAssigned"}))
+        .await;
+    let sami = s(&vm, "/identity/principalId");
+    settle(&w).await;
+
+    w.sb.stop_service(Service::Imds).await.unwrap();
+    let (st, h, _) = arm_raw(&w, "DELETE", &w.rg_id("rg1"), None).await;
+    assert_eq!(st, 202, "Azure's resource-group deletion is asynchronous");
+    let location = h["location"].to_str().unwrap().to_owned();
+    let r = w
+        .http
+        .get(&location)
+        .bearer_auth(&w.admin_arm)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let (st, _) = w.admin("GET", &w.rg_id("rg1"), None).await;
+    assert_eq!(st, 404);
+    w.sb.start_service(Service::Imds).await.unwrap();
+    settle(&w).await;
+    let r = w
+        .http
+        .get(&location)
+        .bearer_auth(&w.admin_arm)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(graph_sp(&w, &sami).await, 404);
+    assert_eq!(imds_clients(&w, &w.vm_id("rg1", "vm1")).await, None);
+    w.sb.shutdown().await.unwrap();
+}
