@@ -11,6 +11,9 @@
 # HTTPS ports; steps 5-7 run inside vm1 with `misim token` / `misim secret`.
 # Options: --no-build (reuse misim-sandbox:local), KEEP=1 (leave the stack up).
 set -euo pipefail
+# The Azure IMDS address: it exists only on the compose VM network (internal: true)
+# and is only ever contacted from inside the VM containers.
+readonly IMDS_ADDR=169.254.169.254  # const
 cd "$(dirname "$0")/.."
 T0=$(date +%s)
 
@@ -165,7 +168,7 @@ ok "role assignments created"
 
 flow() {  # steps 5-7 inside vm1, isolation from vm2
   T=$(tok vm1) && [ "$(claim oid <<<"$T")" = "$S1" ] \
-    && ok "vm1 SAMI token from 169.254.169.254 (oid = vm1's principal)" || bad "vm1 SAMI token: $T $(cat "$WORK/err")"
+    && ok "vm1 SAMI token from $IMDS_ADDR (oid = vm1's principal)" || bad "vm1 SAMI token: $T $(cat "$WORK/err")"
   expect_secret "vm1 SAMI reads the secret" vm1
   expect_secret "vm1 uami1 (client_id) reads the secret" vm1 --client-id "$U_CLIENT"
   expect_secret "vm1 uami1 (object_id) reads the secret" vm1 --object-id "$U_PRINCIPAL"
@@ -196,7 +199,7 @@ step "network isolation: VMs reach HTTPS by name, never gRPC"
 out=$(vm vm1 probe http "https://arm:8443/metadata/endpoints?api-version=2022-09-01" \
   "https://entra:8444/$MISIM_TENANT_ID/v2.0/.well-known/openid-configuration" "$VAULT_URL/" 2>&1) \
   && ok "vm1 reaches arm, entra, kv1.vault.sim over TLS with the sandbox CA" || bad "vm1 https: $out"
-for target in arm:50052 entra:50051 keyvault:50051 169.254.169.254:50053 \
+for target in arm:50052 entra:50051 keyvault:50051 $IMDS_ADDR:50053 \
     169.254.100.10:50052 169.254.100.11:50051 169.254.100.12:50053 arm-grpc:50052 entra-grpc:50051 imds-grpc:50053; do
   if out=$(vm vm1 probe tcp --timeout-ms 1500 "$target" 2>&1); then bad "vm1 reached $target"; else ok "vm1 cannot reach $target"; fi
 done

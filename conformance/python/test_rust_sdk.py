@@ -5,7 +5,7 @@ MISIM_RUST_CLIENT, a small binary that prints one JSON line per call. The crate 
 configured only through its documented settings: ClientOptions::cloud (custom
 authority host) or AZURE_AUTHORITY_HOST, SSL_CERT_FILE for the sandbox CA, and
 IDENTITY_ENDPOINT + IDENTITY_HEADER (`misim vm exec --app-service`; the crate's
-IMDS address is hard-coded to 169.254.169.254).
+IMDS address is hard-coded to the link-local Azure address).
 """
 import json
 import os

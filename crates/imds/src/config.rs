@@ -218,7 +218,8 @@ mod tests {
         // Only meaningful in source-address mode.
         assert!(BinConfig::from_env(&MapEnv::from_pairs(env.clone())).is_err());
         env.push((ENV_ADDRESSING, "source-address"));
-        env.push((ENV_HTTP_ADDR, "169.254.169.254:80"));
+        let imds_addr = format!("{AZURE_IMDS_IP}:80");
+        env.push((ENV_HTTP_ADDR, imds_addr.as_str()));
         let c = BinConfig::from_env(&MapEnv::from_pairs(env)).unwrap();
         assert_eq!(c.vm_addresses.len(), 2);
         assert_eq!(c.vm_addresses[0].0, "myVM");
