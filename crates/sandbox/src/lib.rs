@@ -160,6 +160,41 @@ async fn rebind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     Err(anyhow::anyhow!("rebinding {addr}: {last:?}"))
 }
 
+/// Spawns a supervised service that serves an HTTP(S) and a gRPC listener.
+/// After a stop it rebinds the same ports, so peers' lazy channels reconnect.
+fn spawn_http_grpc<F, Fut>(
+    tasks: &mut JoinSet<anyhow::Result<()>>,
+    service: Service,
+    shutdown: &Shutdown,
+    listeners: (TcpListener, TcpListener),
+    serve: F,
+) -> anyhow::Result<Control>
+where
+    F: Fn(TcpListener, TcpListener, Shutdown) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let (want, ctl) = Control::new(service);
+    let addrs = (listeners.0.local_addr()?, listeners.1.local_addr()?);
+    let mut first = Some(listeners);
+    tasks.spawn(supervise(
+        want,
+        ctl.state_tx.clone(),
+        shutdown.clone(),
+        move |tok| {
+            let l = first.take();
+            let serve = serve.clone();
+            async move {
+                let (h, g) = match l {
+                    Some(l) => l,
+                    None => (rebind(addrs.0).await?, rebind(addrs.1).await?),
+                };
+                serve(h, g, tok).await
+            }
+        },
+    ));
+    Ok(ctl)
+}
+
 /// Runs a service, stopping and restarting it as `want` says, until `main` fires.
 async fn supervise<F, Fut>(
     mut want: tokio::sync::watch::Receiver<bool>,
@@ -297,27 +332,14 @@ impl Sandbox {
         }
         let mut controls = Vec::new();
         {
-            let (want, ctl) = Control::new(Service::Entra);
-            let addrs = (entra_http.local_addr()?, entra_grpc.local_addr()?);
-            let mut first = Some((entra_http, entra_grpc));
-            let tls = server_tls.clone();
-            tasks.spawn(supervise(
-                want,
-                ctl.state_tx.clone(),
-                shutdown.clone(),
-                move |tok| {
-                    let l = first.take();
-                    let (entra, tls) = (entra.clone(), tls.clone());
-                    async move {
-                        let (h, g) = match l {
-                            Some(l) => l,
-                            None => (rebind(addrs.0).await?, rebind(addrs.1).await?),
-                        };
-                        misim_entra::serve(entra, h, g, tls, tok).await
-                    }
-                },
-            ));
-            controls.push(ctl);
+            let (entra, tls) = (entra.clone(), server_tls.clone());
+            controls.push(spawn_http_grpc(
+                &mut tasks,
+                Service::Entra,
+                &shutdown,
+                (entra_http, entra_grpc),
+                move |h, g, tok| misim_entra::serve(entra.clone(), h, g, tls.clone(), tok),
+            )?);
         }
 
         let store = open_store(&data_dir, "imds")?;
@@ -393,27 +415,14 @@ impl Sandbox {
         .await
         .context("opening arm")?;
         {
-            let (want, ctl) = Control::new(Service::Arm);
-            let addrs = (arm_http.local_addr()?, arm_grpc.local_addr()?);
-            let mut first = Some((arm_http, arm_grpc));
-            let tls = server_tls.clone();
-            tasks.spawn(supervise(
-                want,
-                ctl.state_tx.clone(),
-                shutdown.clone(),
-                move |tok| {
-                    let l = first.take();
-                    let (arm, tls) = (arm.clone(), tls.clone());
-                    async move {
-                        let (h, g) = match l {
-                            Some(l) => l,
-                            None => (rebind(addrs.0).await?, rebind(addrs.1).await?),
-                        };
-                        misim_arm::serve(arm, h, g, tls, tok).await
-                    }
-                },
-            ));
-            controls.push(ctl);
+            let (arm, tls) = (arm.clone(), server_tls.clone());
+            controls.push(spawn_http_grpc(
+                &mut tasks,
+                Service::Arm,
+                &shutdown,
+                (arm_http, arm_grpc),
+                move |h, g, tok| misim_arm::serve(arm.clone(), h, g, tls.clone(), tok),
+            )?);
         }
 
         let store = open_store(&data_dir, "keyvault")?;
