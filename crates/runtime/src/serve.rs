@@ -21,6 +21,9 @@ pub struct PeerAddr(pub SocketAddr);
 #[derive(Debug, Clone, Copy)]
 pub struct LocalAddr(pub SocketAddr);
 
+/// How long a TLS client may take to complete its handshake.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Serves `router` on `listener` until `shutdown` fires, over TLS when `tls`
 /// is given. In-flight requests finish before this returns.
 pub async fn serve_http(
@@ -65,10 +68,18 @@ pub async fn serve_http(
                 let acceptor = acceptor.clone();
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
-                    let tls = match acceptor.accept(stream).await {
-                        Ok(s) => s,
-                        Err(e) => {
+                    // A client that never finishes its handshake must not hold a
+                    // task and a socket forever.
+                    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+                        .await
+                    {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
                             tracing::debug!(%peer, error = %e, "tls handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "tls handshake timed out");
                             return;
                         }
                     };

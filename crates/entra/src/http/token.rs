@@ -50,16 +50,64 @@ fn resource_from_scope(scope: &str) -> Result<&str, EntraError> {
     }
 }
 
+/// `client_secret_basic` (RFC 6749 §2.3.1): `Authorization: Basic
+/// base64(urlencode(client_id) ":" urlencode(secret))`, which the discovery
+/// document advertises. Returns the pair as form fields.
+fn basic_credentials(headers: &HeaderMap) -> Result<Option<[(String, String); 2]>, EntraError> {
+    use base64::Engine;
+    let Some(v) = headers.get(http::header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let bad = || EntraError::InvalidRequest("malformed Basic authorization header".into());
+    let v = v.to_str().map_err(|_| bad())?;
+    let Some(b64) = v
+        .strip_prefix("Basic ")
+        .or_else(|| v.strip_prefix("basic "))
+    else {
+        return Ok(None);
+    };
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .map_err(|_| bad())?;
+    let text = String::from_utf8(raw).map_err(|_| bad())?;
+    let (id, secret) = text.split_once(':').ok_or_else(bad)?;
+    let decode = |s: &str| -> Result<String, EntraError> {
+        let pairs: Vec<(String, String)> =
+            serde_urlencoded::from_str(&format!("v={s}")).map_err(|_| bad())?;
+        Ok(pairs.into_iter().next().map(|(_, v)| v).unwrap_or_default())
+    };
+    Ok(Some([
+        ("client_id".to_owned(), decode(id)?),
+        ("client_secret".to_owned(), decode(secret)?),
+    ]))
+}
+
 fn handle(
     entra: &Entra,
+    headers: &HeaderMap,
     tenant: &str,
     body: &[u8],
     version: Version,
 ) -> Result<Issued, EntraError> {
     entra.check_tenant(tenant)?;
-    let form = Form(serde_urlencoded::from_bytes(body).map_err(|e| {
+    let mut form = Form(serde_urlencoded::from_bytes(body).map_err(|e| {
         EntraError::InvalidRequest(format!("the request body is not a valid form: {e}"))
     })?);
+    if let Some([(_, id), (_, secret)]) = basic_credentials(headers)? {
+        if form.get("client_id").is_some_and(|f| f != id) {
+            return Err(EntraError::InvalidRequest(
+                "client_id in the form differs from the Basic authorization header".into(),
+            ));
+        }
+        if form.get("client_secret").is_some() {
+            return Err(EntraError::InvalidRequest(
+                "the client secret was sent both in the form and as Basic authorization".into(),
+            ));
+        }
+        form.0.retain(|(k, _)| k != "client_id");
+        form.0.push(("client_id".into(), id));
+        form.0.push(("client_secret".into(), secret));
+    }
     let grant = form.require("grant_type")?;
     if grant != "client_credentials" {
         return Err(EntraError::UnsupportedGrantType(grant.to_owned()));
@@ -104,7 +152,7 @@ fn respond(
     body: &[u8],
     version: Version,
 ) -> Response {
-    match handle(entra, tenant, body, version) {
+    match handle(entra, headers, tenant, body, version) {
         Ok(t) => {
             let expires_in = t.exp - entra.inner.clock.unix();
             let json = match version {

@@ -937,3 +937,49 @@ async fn multi_tenant_alias_discovery() {
     let (s, _, _) = get(&env.entra, "/contoso/v2.0/.well-known/openid-configuration").await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
 }
+
+/// `client_secret_basic`, which the discovery document advertises: the
+/// credentials in an `Authorization: Basic` header instead of the form.
+#[tokio::test]
+async fn client_secret_basic_is_accepted() {
+    use base64::Engine;
+    let env = env().await;
+    let basic = |id: &str, secret: &str| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"))
+        )
+    };
+    let send_basic = |auth: String, form: Vec<(&'static str, String)>| {
+        let entra = env.entra.clone();
+        async move {
+            let body = serde_urlencoded::to_string(&form).unwrap();
+            let req = Request::post(format!("/{TID}/oauth2/v2.0/token"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("authorization", auth)
+                .body(Body::from(body))
+                .unwrap();
+            let (s, _, v) = send(&entra, req).await;
+            (s, v)
+        }
+    };
+    let scope = ("scope", format!("{}.default", audiences::ARM));
+    let grant = ("grant_type", "client_credentials".to_owned());
+    let (s, v) = send_basic(
+        basic(ADMIN_APP, ADMIN_SECRET),
+        vec![grant.clone(), scope.clone()],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(v["access_token"].is_string());
+    let (s, v) = send_basic(
+        basic(ADMIN_APP, "wrong"),
+        vec![grant.clone(), scope.clone()],
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
+    assert_eq!(v["error"], "invalid_client");
+    let (s, v) = send_basic("Basic %%%".into(), vec![grant, scope]).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["error"], "invalid_request");
+}
