@@ -84,39 +84,17 @@ impl Arm {
 
     /// The gRPC surface, with health and reflection.
     pub fn grpc_router(&self) -> tonic::transport::server::Router {
-        let (reporter, health) = tonic_health::server::health_reporter();
-        tokio::spawn(async move {
-            reporter
-                .set_serving::<misim_proto::arm::v1::authorization_server::AuthorizationServer<
-                    grpc::AuthorizationService,
-                >>()
-                .await;
-        });
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(misim_proto::FILE_DESCRIPTOR_SET)
-            .build_v1();
-        let svc = misim_proto::arm::v1::authorization_server::AuthorizationServer::new(
+        let authz = misim_proto::arm::v1::authorization_server::AuthorizationServer::new(
             grpc::AuthorizationService {
                 core: self.core.clone(),
             },
         );
-        let mut builder = tonic::transport::Server::builder();
         let ops = misim_proto::arm::v1::operations_server::OperationsServer::new(
             grpc_ops::OperationsService {
                 core: self.core.clone(),
             },
         );
-        let router = builder
-            .add_service(health)
-            .add_service(svc)
-            .add_service(ops);
-        match reflection {
-            Ok(r) => router.add_service(r),
-            Err(e) => {
-                tracing::warn!(error = %e, "grpc reflection unavailable");
-                router
-            }
-        }
+        misim_proto::server::router_with(authz).add_service(ops)
     }
 }
 

@@ -112,24 +112,7 @@ impl Entra {
     /// The gRPC surface: `Directory`, gRPC health and reflection.
     pub fn grpc_router(&self) -> tonic::transport::server::Router {
         use misim_proto::entra::v1::directory_server::DirectoryServer;
-        let (reporter, health) = tonic_health::server::health_reporter();
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move { reporter.set_serving::<DirectoryServer<Entra>>().await });
-        }
-        let mut server = tonic::transport::Server::builder();
-        let router = server
-            .add_service(health)
-            .add_service(DirectoryServer::new(self.clone()));
-        match tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(misim_proto::FILE_DESCRIPTOR_SET)
-            .build_v1()
-        {
-            Ok(reflection) => router.add_service(reflection),
-            Err(e) => {
-                tracing::error!(error = %e, "grpc reflection unavailable");
-                router
-            }
-        }
+        misim_proto::server::router_with(DirectoryServer::new(self.clone()))
     }
 }
 

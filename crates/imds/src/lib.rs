@@ -34,23 +34,7 @@ pub use service::{Deps, Imds};
 impl Imds {
     /// The Control gRPC service with tonic-health and reflection.
     pub fn grpc_router(&self) -> tonic::transport::server::Router {
-        let (reporter, health) = tonic_health::server::health_reporter();
-        let svc = ControlServer::new(self.clone());
-        tokio::spawn(async move {
-            reporter.set_serving::<ControlServer<Imds>>().await;
-        });
-        let mut builder = tonic::transport::Server::builder();
-        let router = builder.add_service(health).add_service(svc);
-        match tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(misim_proto::FILE_DESCRIPTOR_SET)
-            .build_v1()
-        {
-            Ok(reflection) => router.add_service(reflection),
-            Err(e) => {
-                tracing::warn!(error = %e, "grpc reflection unavailable");
-                router
-            }
-        }
+        misim_proto::server::router_with(ControlServer::new(self.clone()))
     }
 
     /// The shared HTTP router of source-address mode: the caller's IP

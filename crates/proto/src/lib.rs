@@ -34,3 +34,4 @@ mod status;
 pub use status::{ProtocolError, code_to_status, required, status_to_code};
 
 pub mod keys;
+pub mod server;
