@@ -63,16 +63,9 @@ async fn authenticate(core: &Core, headers: &HeaderMap) -> Result<String, ArmErr
         .map_err(|_| {
             ArmError::InvalidToken("The authorization header is not valid text.".into())
         })?;
-    let token = match header.split_once(' ') {
-        Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") && !t.trim().is_empty() => {
-            t.trim()
-        }
-        _ => {
-            return Err(ArmError::InvalidToken(
-                "The authentication scheme must be Bearer.".into(),
-            ));
-        }
-    };
+    let token = misim_token::bearer_token(header).ok_or_else(|| {
+        ArmError::InvalidToken("The authentication scheme must be Bearer.".into())
+    })?;
     match core
         .keys
         .verify(token, core.clock.as_ref(), misim_types::audiences::is_arm)

@@ -177,15 +177,7 @@ async fn authenticate(kv: &KeyVault, req: &http::request::Parts) -> Result<Acces
             KvError::Unauthorized("AKV10000: Request is missing a Bearer or PoP token.".into()),
         ));
     };
-    let token = auth
-        .to_str()
-        .ok()
-        .and_then(|a| {
-            a.strip_prefix("Bearer ")
-                .or_else(|| a.strip_prefix("bearer "))
-        })
-        .map(str::trim)
-        .filter(|t| !t.is_empty());
+    let token = auth.to_str().ok().and_then(misim_token::bearer_token);
     let Some(token) = token else {
         return Err(challenge(
             kv,

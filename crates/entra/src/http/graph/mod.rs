@@ -159,17 +159,11 @@ impl Caller {
 }
 
 fn authenticate(e: &Entra, headers: &HeaderMap) -> Result<Caller, GraphError> {
-    let value = headers
+    let token = headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .trim();
-    let token = match value.split_once(' ') {
-        Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") && !t.trim().is_empty() => {
-            t.trim()
-        }
-        _ => return Err(GraphError::unauthenticated("Access token is empty.")),
-    };
+        .and_then(misim_token::bearer_token)
+        .ok_or_else(|| GraphError::unauthenticated("Access token is empty."))?;
     let claims = e.inner.issuer.verify_graph_token(token).map_err(|err| {
         tracing::info!(error = %err, "graph token refused");
         GraphError::unauthenticated(format!("Access token validation failure. {err}"))
