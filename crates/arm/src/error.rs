@@ -107,6 +107,9 @@ pub enum ArmError {
     /// Unknown role definition on GET.
     #[error("The role definition '{0}' could not be found.")]
     RoleDefinitionNotFound(String),
+    /// The assignment's scope is outside the role's `assignableScopes`.
+    #[error("The role {0} is not available for assignment at the requested scope.")]
+    ScopeDoesNotMatchRoleDefinition(String),
     /// Another role definition has this display name.
     #[error("A role definition cannot be updated with a name that already exists: '{0}'.")]
     RoleDefinitionWithSameNameExists(String),
@@ -181,6 +184,7 @@ impl ArmError {
             | E::RoleAssignmentUpdateNotPermitted
             | E::PrincipalNotFound { .. }
             | E::RoleDefinitionDoesNotExist(_)
+            | E::ScopeDoesNotMatchRoleDefinition(_)
             | E::InvalidTemplate(_)
             | E::InvalidResourceReference { .. } => ErrorCode::InvalidArgument,
             E::AuthenticationMissing
@@ -235,6 +239,7 @@ impl ArmError {
             }
             E::VaultAlreadyExists(_) => "VaultAlreadyExists",
             E::RoleDefinitionWithSameNameExists(_) => "RoleDefinitionWithSameNameExists",
+            E::ScopeDoesNotMatchRoleDefinition(_) => "ScopeDoesNotMatchRoleDefinition",
             E::RoleDefinitionHasAssignments(_) => "RoleDefinitionHasAssignments",
             E::OperationNotAllowed(_) => "OperationNotAllowed",
             E::InvalidTemplate(_) => "InvalidTemplate",

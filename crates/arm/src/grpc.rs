@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use misim_proto::arm::v1::{
-    AccessDecision, CheckAccessRequest, CheckVaultAccessRequest, VaultAccessDecision,
-    authorization_server::Authorization,
+    AccessDecision, CheckAccessRequest, CheckVaultAccessRequest, CreateRoleAssignmentRequest,
+    RoleAssignment, VaultAccessDecision, authorization_server::Authorization,
 };
 use misim_proto::{code_to_status, required};
 use misim_types::ResourceId;
@@ -82,6 +82,29 @@ impl Authorization for AuthorizationService {
             allowed: d.allowed,
             reason: d.reason,
             vault_uid: vault.uid,
+        }))
+    }
+
+    async fn create_role_assignment(
+        &self,
+        req: Request<CreateRoleAssignmentRequest>,
+    ) -> Result<Response<RoleAssignment>, Status> {
+        let r = req.into_inner();
+        let principal = required("principal_id", &r.principal_id)?;
+        let role = required("role", &r.role)?;
+        let scope = required("scope", &r.scope)?;
+        ResourceId::parse(scope)
+            .map_err(|_| misim_proto::ProtocolError::Invalid("scope", r.scope.clone()))?;
+        let a = self
+            .core
+            .grant(principal, role, scope)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(RoleAssignment {
+            id: a.id,
+            principal_id: a.principal_id,
+            role_definition_id: a.role_definition_id,
+            scope: a.scope,
         }))
     }
 }

@@ -208,6 +208,27 @@ impl pb::directory_server::Directory for Entra {
         Ok(Response::new(principal_to_pb(&p)))
     }
 
+    async fn create_application(
+        &self,
+        request: Request<pb::CreateApplicationRequest>,
+    ) -> Result<Response<pb::CreatedApplication>, Status> {
+        let r = request.into_inner();
+        let name = required("display_name", r.display_name.trim())?;
+        let created = self
+            .directory()
+            .create_application_principal(name)
+            .await
+            .map_err(|e| status("CreateApplication", e))?;
+        tracing::info!(app_id = %created.principal.app_id, object_id = %created.principal.object_id, "application principal created over gRPC");
+        Ok(Response::new(pb::CreatedApplication {
+            service_principal: Some(principal_to_pb(&created.principal)),
+            application_object_id: created.application.object_id,
+            secret_key_id: created.secret.credential.key_id,
+            secret_end_unix: created.secret.credential.end_unix,
+            client_secret: created.secret.secret_text,
+        }))
+    }
+
     async fn issue_token(
         &self,
         request: Request<pb::IssueTokenRequest>,

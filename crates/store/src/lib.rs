@@ -8,6 +8,10 @@
 //! Values are stored as one version byte followed by JSON, so a record type can
 //! evolve with a migration instead of a wipe.
 
+mod cached;
+
+pub use cached::{CachedTable, Snapshot};
+
 use std::marker::PhantomData;
 use std::path::Path;
 

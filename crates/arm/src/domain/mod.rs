@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use misim_proto::entra::v1 as entra;
 use misim_proto::imds::v1 as imds;
-use misim_store::{Store, Table};
+use misim_store::{CachedTable, Store, Table};
 use misim_types::{ErrorCode, ResourceId, SharedClock, SharedIds};
 use serde_json::{Map, Value};
 use tonic::transport::Channel;
@@ -46,10 +46,11 @@ pub struct Core {
     vms: Table<VmRecord>,
     vaults: Table<VaultRecord>,
     vault_names: Table<String>,
-    assignments: Table<AssignmentRecord>,
+    /// Read whole on every authorization: kept in memory between writes.
+    assignments: CachedTable<AssignmentRecord>,
     network: Table<NetworkRecord>,
     deployments: Table<DeploymentRecord>,
-    custom_roles: Table<roles::CustomRoleRecord>,
+    custom_roles: CachedTable<roles::CustomRoleRecord>,
     ops: Table<OpRecord>,
     pending: Table<String>,
     locks: orchestrate::Locks,
@@ -184,10 +185,10 @@ impl Core {
             vms: store.table("virtual_machines")?,
             vaults: store.table("vaults")?,
             vault_names: store.table("vault_names")?,
-            assignments: store.table("role_assignments")?,
+            assignments: CachedTable::new(store.table("role_assignments")?),
             network: store.table("network_resources")?,
             deployments: store.table("deployments")?,
-            custom_roles: store.table("custom_role_definitions")?,
+            custom_roles: CachedTable::new(store.table("custom_role_definitions")?),
             ops: store.table("operations")?,
             pending: store.table("pending_operations")?,
             locks: orchestrate::Locks::default(),
@@ -201,7 +202,7 @@ impl Core {
     pub async fn bootstrap(&self) -> Result<(), ArmError> {
         let scope = format!("/subscriptions/{}", self.config.subscription_id);
         for (principal, role) in &self.config.bootstrap_assignments {
-            let exists = self.assignments.all()?.into_iter().any(|(_, a)| {
+            let exists = self.assignments.all()?.iter().any(|(_, a)| {
                 a.principal_id.eq_ignore_ascii_case(principal)
                     && a.role_guid.eq_ignore_ascii_case(role)
                     && a.scope.eq_ignore_ascii_case(&scope)
@@ -243,25 +244,39 @@ impl Core {
         scope: &ResourceId,
         data: bool,
     ) -> Result<Decision, ArmError> {
-        let records: Vec<AssignmentRecord> = self
-            .assignments
-            .all()?
-            .into_iter()
-            .map(|(_, a)| a)
-            .collect();
-        let custom = self.custom_role_map()?;
-        let views: Vec<AssignmentView<'_>> = records
+        self.decide_with(principal, action, scope, data, rbac::evaluate)
+    }
+
+    fn decide_with(
+        &self,
+        principal: &str,
+        action: &str,
+        scope: &ResourceId,
+        data: bool,
+        evaluate: fn(&AccessRequest<'_>, &[AssignmentView<'_>]) -> Decision,
+    ) -> Result<Decision, ArmError> {
+        let all = self.assignments.all()?;
+        let custom = self.custom_roles.all()?;
+        let custom_role = |guid: &str| {
+            custom
+                .iter()
+                .find(|(k, _)| k == guid)
+                .map(|(_, r)| &r.definition)
+        };
+        let views: Vec<AssignmentView<'_>> = all
             .iter()
+            .map(|(_, a)| a)
+            .filter(|a| a.principal_id.eq_ignore_ascii_case(principal))
             .filter_map(|a| {
                 Some(AssignmentView {
                     id: &a.id,
                     principal_id: &a.principal_id,
                     scope: ResourceId::parse(&a.scope).ok()?,
-                    role: rbac::role_by_guid(&a.role_guid).or_else(|| custom.get(&a.role_guid))?,
+                    role: rbac::role_by_guid(&a.role_guid).or_else(|| custom_role(&a.role_guid))?,
                 })
             })
             .collect();
-        Ok(rbac::evaluate(
+        Ok(evaluate(
             &AccessRequest {
                 principal_id: principal,
                 action,
@@ -276,6 +291,71 @@ impl Core {
     pub fn authorize(&self, principal: &str, action: &str, scope: &str) -> Result<(), ArmError> {
         let id = ResourceId::parse(scope).map_err(|e| ArmError::InvalidParameter(e.to_string()))?;
         let d = self.decide(principal, action, &id, false)?;
+        Self::enforce(principal, action, scope, &d)
+    }
+
+    /// Like [`Core::authorize`] for reads of the subscription's catalogs
+    /// (images, VM sizes, SKUs), which any assignment within the subscription
+    /// whose role lists the action allows (see [`rbac::evaluate_subscription_read`]).
+    pub fn authorize_subscription_read(
+        &self,
+        principal: &str,
+        action: &str,
+        sub: &str,
+    ) -> Result<(), ArmError> {
+        self.check_sub(sub)?;
+        let scope = format!("/subscriptions/{sub}");
+        let id =
+            ResourceId::parse(&scope).map_err(|e| ArmError::InvalidParameter(e.to_string()))?;
+        let d = self.decide_with(
+            principal,
+            action,
+            &id,
+            false,
+            rbac::evaluate_subscription_read,
+        )?;
+        Self::enforce(principal, action, &scope, &d)
+    }
+
+    /// True when `principal` holds any role assignment at, above or within
+    /// `sub`: what makes a subscription visible to it (`GET /subscriptions`,
+    /// providers, locations), as on Azure.
+    pub fn has_access_in(&self, principal: &str, sub: &str) -> Result<bool, ArmError> {
+        if self.check_sub(sub).is_err() {
+            return Ok(false);
+        }
+        let id = ResourceId::parse(&format!("/subscriptions/{sub}"))
+            .map_err(|e| ArmError::InvalidParameter(e.to_string()))?;
+        let d = self.decide_with(principal, "", &id, false, rbac::evaluate_subscription_read)?;
+        Ok(!d.considered.is_empty())
+    }
+
+    /// Fails with 403 `AuthorizationFailed` unless `principal` has any access
+    /// in `sub` (reported as a denial of `action`, as Azure words it).
+    pub fn require_access_in(
+        &self,
+        principal: &str,
+        action: &str,
+        sub: &str,
+    ) -> Result<(), ArmError> {
+        self.check_sub(sub)?;
+        if self.has_access_in(principal, sub)? {
+            return Ok(());
+        }
+        tracing::info!(
+            principal,
+            action,
+            sub,
+            "authorization denied: no access in the subscription"
+        );
+        Err(ArmError::AuthorizationFailed {
+            principal: principal.to_owned(),
+            action: action.to_owned(),
+            scope: format!("/subscriptions/{sub}"),
+        })
+    }
+
+    fn enforce(principal: &str, action: &str, scope: &str, d: &Decision) -> Result<(), ArmError> {
         if d.allowed {
             tracing::debug!(principal, action, scope, reason = %d.reason, "authorization allowed");
             return Ok(());
@@ -473,9 +553,9 @@ impl Core {
         }
         // Role assignments at or below the group go with it.
         let rg_id = ResourceId::parse(&rec.id).map_err(|e| ArmError::Internal(e.to_string()))?;
-        for (k, a) in self.assignments.all()? {
+        for (k, a) in self.assignments.all()?.iter() {
             if ResourceId::parse(&a.scope).is_ok_and(|s| s.is_within(&rg_id)) {
-                self.assignments.remove(&k).await?;
+                self.assignments.remove(k).await?;
             }
         }
         self.rgs.remove(&prefix).await?;
@@ -1088,6 +1168,30 @@ impl Core {
 
     // --------------------------------------------------- role assignments
 
+    /// Grants `role` (GUID, roleDefinitionId or name) to `principal_id` at
+    /// `scope` under a new assignment name: the gRPC form of a role
+    /// assignment PUT, with the same checks.
+    pub async fn grant(
+        &self,
+        principal_id: &str,
+        role: &str,
+        scope: &str,
+    ) -> Result<AssignmentRecord, ArmError> {
+        let def = self
+            .resolve_role(role)?
+            .ok_or_else(|| ArmError::RoleDefinitionDoesNotExist(role.to_owned()))?;
+        let body = serde_json::json!({"properties": {
+            "principalId": principal_id,
+            "principalType": "ServicePrincipal",
+            "roleDefinitionId": format!(
+                "/subscriptions/{}/providers/Microsoft.Authorization/roleDefinitions/{}",
+                self.config.subscription_id, def.name
+            ),
+        }});
+        let (rec, _) = self.put_assignment(scope, &self.ids.guid(), &body).await?;
+        Ok(rec)
+    }
+
     /// Creates a role assignment at `scope`.
     pub async fn put_assignment(
         &self,
@@ -1115,8 +1219,19 @@ impl Core {
             .next()
             .unwrap_or("")
             .to_ascii_lowercase();
-        if self.role(&role_guid)?.is_none() {
+        let Some(role) = self.role(&role_guid)? else {
             return Err(ArmError::RoleDefinitionDoesNotExist(role_guid));
+        };
+        // A role is assignable only at or below one of its assignableScopes
+        // (built-ins have "/"; a custom role names its subscriptions or groups).
+        let target = ResourceId::parse(if scope.is_empty() { "/" } else { scope })
+            .map_err(|e| ArmError::InvalidParameter(e.to_string()))?;
+        let assignable = role
+            .assignable_scopes
+            .iter()
+            .any(|s| ResourceId::parse(s).is_ok_and(|s| target.is_within(&s)));
+        if !assignable {
+            return Err(ArmError::ScopeDoesNotMatchRoleDefinition(role.role_name));
         }
         let principal_type = props
             .get("principalType")
@@ -1134,7 +1249,7 @@ impl Core {
             }
             return Err(ArmError::RoleAssignmentUpdateNotPermitted);
         }
-        let dup = self.assignments.all()?.into_iter().any(|(_, a)| {
+        let dup = self.assignments.all()?.iter().any(|(_, a)| {
             a.principal_id.eq_ignore_ascii_case(&principal_id)
                 && a.role_guid == role_guid
                 && a.scope
@@ -1223,13 +1338,14 @@ impl Core {
         Ok(self
             .assignments
             .all()?
-            .into_iter()
+            .iter()
             .map(|(_, a)| a)
             .filter(|a| principal.is_none_or(|p| a.principal_id.eq_ignore_ascii_case(p)))
             .filter(|a| match ResourceId::parse(&a.scope) {
                 Ok(s) => target.is_within(&s) || (!at_scope && s.is_within(&target)),
                 Err(_) => false,
             })
+            .cloned()
             .collect())
     }
 }

@@ -2,8 +2,6 @@
 //! plus custom roles created with `PUT {scope}/providers/Microsoft.Authorization/roleDefinitions/{guid}`.
 //! Both feed the one evaluator in [`crate::rbac`].
 
-use std::collections::HashMap;
-
 use misim_types::ResourceId;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -44,14 +42,22 @@ impl Core {
             .map(|r| r.definition))
     }
 
-    /// Every custom role by lower-case GUID.
-    pub(crate) fn custom_role_map(&self) -> Result<HashMap<String, RoleDefinition>, ArmError> {
+    /// A role by GUID, full `roleDefinitionId` or display name (case-insensitive).
+    pub fn resolve_role(&self, role: &str) -> Result<Option<RoleDefinition>, ArmError> {
+        let guid = role.rsplit('/').next().unwrap_or(role);
+        if is_guid(guid) {
+            return self.role(guid);
+        }
+        if let Some(r) = rbac::role_by_name(role) {
+            return Ok(Some(r.clone()));
+        }
         Ok(self
             .custom_roles
             .all()?
-            .into_iter()
-            .map(|(k, r)| (k, r.definition))
-            .collect())
+            .iter()
+            .map(|(_, r)| &r.definition)
+            .find(|d| d.role_name.eq_ignore_ascii_case(role))
+            .cloned())
     }
 
     /// Role definitions visible at `scope` (built-ins, then custom roles
@@ -64,12 +70,12 @@ impl Core {
         let target =
             ResourceId::parse(scope).map_err(|e| ArmError::InvalidParameter(e.to_string()))?;
         let mut out: Vec<RoleDefinition> = rbac::builtin_roles().to_vec();
-        for (_, r) in self.custom_roles.all()? {
+        for (_, r) in self.custom_roles.all()?.iter() {
             let visible = r.definition.assignable_scopes.iter().any(|s| {
                 ResourceId::parse(s).is_ok_and(|s| target.is_within(&s) || s.is_within(&target))
             });
             if visible {
-                out.push(r.definition);
+                out.push(r.definition.clone());
             }
         }
         out.retain(|r| role_name.is_none_or(|n| r.role_name.eq_ignore_ascii_case(n)));
@@ -79,6 +85,7 @@ impl Core {
     /// Creates or updates a custom role definition.
     pub async fn put_custom_role(
         &self,
+        principal: &str,
         scope: &str,
         guid: &str,
         body: &Value,
@@ -131,13 +138,25 @@ impl Core {
             ResourceId::parse(s).map_err(|e| {
                 ArmError::InvalidParameter(format!("The assignable scope '{s}' is not valid: {e}"))
             })?;
+            // Only built-in roles are assignable everywhere.
+            if s.trim_end_matches('/').is_empty() {
+                return Err(ArmError::InvalidParameter(
+                    "The assignable scope '/' is not allowed for custom role definitions; name subscriptions, resource groups or resources.".into(),
+                ));
+            }
+            // Making a role assignable at a scope is a write there too.
+            self.authorize(
+                principal,
+                "Microsoft.Authorization/roleDefinitions/write",
+                s,
+            )?;
         }
         let key = guid.to_ascii_lowercase();
         let name_taken = self
             .custom_roles
             .all()?
-            .into_iter()
-            .any(|(k, r)| k != key && r.definition.role_name.eq_ignore_ascii_case(&role_name))
+            .iter()
+            .any(|(k, r)| *k != key && r.definition.role_name.eq_ignore_ascii_case(&role_name))
             || rbac::role_by_name(&role_name).is_some();
         if name_taken {
             return Err(ArmError::RoleDefinitionWithSameNameExists(role_name));
@@ -175,7 +194,7 @@ impl Core {
         if self
             .assignments
             .all()?
-            .into_iter()
+            .iter()
             .any(|(_, a)| a.role_guid == key)
         {
             return Err(ArmError::RoleDefinitionHasAssignments(guid.to_owned()));

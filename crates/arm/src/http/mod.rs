@@ -154,14 +154,25 @@ async fn dispatch(
         )
     };
     const RG_ACTION: &str = "Microsoft.Resources/subscriptions/resourceGroups";
+    const PROVIDERS_READ: &str = "Microsoft.Resources/subscriptions/providers/read";
     let m = method.clone();
     match (route, m) {
-        (Route::Subscriptions, Method::GET) => Ok(ok(json!({
-            "value": [model::subscription(&core.config)],
-            "count": {"type": "Total", "value": 1},
-        }))),
+        (Route::Subscriptions, Method::GET) => {
+            // As on Azure, a principal sees the subscriptions it holds any
+            // role assignment in (at, above or below the subscription).
+            let visible: Vec<Value> =
+                if core.has_access_in(&principal, &core.config.subscription_id)? {
+                    vec![model::subscription(&core.config)]
+                } else {
+                    Vec::new()
+                };
+            Ok(ok(json!({
+                "count": {"type": "Total", "value": visible.len()},
+                "value": visible,
+            })))
+        }
         (Route::Subscription { sub }, Method::GET) => {
-            core.check_sub(&sub)?;
+            core.require_access_in(&principal, "Microsoft.Resources/subscriptions/read", &sub)?;
             Ok(ok(model::subscription(&core.config)))
         }
         (Route::ResourceGroups { sub }, Method::GET) => {
@@ -328,25 +339,35 @@ async fn dispatch(
             Ok(ok(model::operation(&o)))
         }
         (Route::Providers { sub }, Method::GET) => {
-            core.check_sub(&sub)?;
+            core.require_access_in(&principal, PROVIDERS_READ, &sub)?;
             Ok(list(catalog::providers(&sub)))
         }
         (Route::Provider { sub, namespace }, Method::GET) => {
-            core.check_sub(&sub)?;
+            core.require_access_in(&principal, PROVIDERS_READ, &sub)?;
             catalog::provider(&sub, &namespace)
                 .map(ok)
                 .ok_or(ArmError::InvalidResourceNamespace(namespace))
         }
         (Route::Locations { sub }, Method::GET) => {
-            core.check_sub(&sub)?;
+            core.require_access_in(
+                &principal,
+                "Microsoft.Resources/subscriptions/locations/read",
+                &sub,
+            )?;
             Ok(list(catalog::locations(&sub)))
         }
         (Route::VmSizes { sub, .. }, Method::GET) => {
-            core.check_sub(&sub)?;
+            core.authorize_subscription_read(
+                &principal,
+                "Microsoft.Compute/locations/vmSizes/read",
+                &sub,
+            )?;
             Ok(list(catalog::vm_sizes()))
         }
         (Route::ComputeSkus { sub }, Method::GET) => {
-            core.check_sub(&sub)?;
+            // Resource SKUs are read like providers (any access in the
+            // subscription): `az vm create` lists them to pick defaults.
+            core.require_access_in(&principal, "Microsoft.Compute/skus/read", &sub)?;
             let filter = param(&q, "$filter").unwrap_or("");
             let location = model::quoted_after(filter, "location eq");
             Ok(list(catalog::compute_skus(location.as_deref())))
@@ -363,7 +384,16 @@ async fn dispatch(
             },
             Method::GET,
         ) => {
-            core.check_sub(&sub)?;
+            let level = match (&offer, &sku, versions) {
+                (None, _, _) => "offers",
+                (Some(_), None, _) | (Some(_), Some(_), false) => "offers/skus",
+                (Some(_), Some(_), true) => "offers/skus/versions",
+            };
+            core.authorize_subscription_read(
+                &principal,
+                &format!("Microsoft.Compute/locations/publishers/artifacttypes/{level}/read"),
+                &sub,
+            )?;
             vm_images(
                 &q,
                 &sub,
@@ -458,7 +488,7 @@ async fn dispatch(
                 }
                 Method::PUT => {
                     let b = body_json(body)?;
-                    let (r, created) = core.put_custom_role(&scope, &name, &b).await?;
+                    let (r, created) = core.put_custom_role(&principal, &scope, &name, &b).await?;
                     Ok((
                         put_status(created),
                         axum::Json(model::role_definition(core, &r)),

@@ -205,12 +205,34 @@ fn verdict(role: &RoleDefinition, action: &str, data: bool) -> Verdict {
 /// lists the action and that block's `notActions` do not remove it (`notActions`
 /// never cancel what another assignment grants).
 pub fn evaluate(req: &AccessRequest<'_>, assignments: &[AssignmentView<'_>]) -> Decision {
+    evaluate_where(req, assignments, |target, at| target.is_within(at))
+}
+
+/// Decides a read of a subscription-wide catalog (providers, locations, VM
+/// sizes, images) at the subscription `req.scope`: an assignment applies when
+/// its scope is at, above *or below* the subscription. Azure lets a principal
+/// whose access is limited to one resource group read these (`az vm create`
+/// looks up images and sizes that way); a principal with no access in the
+/// subscription, or whose roles do not list the action, is still refused.
+pub fn evaluate_subscription_read(
+    req: &AccessRequest<'_>,
+    assignments: &[AssignmentView<'_>],
+) -> Decision {
+    evaluate_where(req, assignments, |sub, at| {
+        sub.is_within(at) || at.is_within(sub)
+    })
+}
+
+fn evaluate_where(
+    req: &AccessRequest<'_>,
+    assignments: &[AssignmentView<'_>],
+    applies: impl Fn(&ResourceId, &ResourceId) -> bool,
+) -> Decision {
     let kind = if req.data { "data action" } else { "action" };
     let mut considered = Vec::new();
     let mut granted_by = None;
     for a in assignments {
-        if !a.principal_id.eq_ignore_ascii_case(req.principal_id) || !req.scope.is_within(&a.scope)
-        {
+        if !a.principal_id.eq_ignore_ascii_case(req.principal_id) || !applies(req.scope, &a.scope) {
             continue;
         }
         let v = verdict(a.role, req.action, req.data);

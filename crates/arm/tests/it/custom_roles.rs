@@ -187,3 +187,71 @@ async fn custom_role_lifecycle_and_evaluation() {
     let (s, _) = h.call("DELETE", &def_path(&sub, OWNER), None).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "built-ins stay");
 }
+
+/// A custom role is assignable only within its `assignableScopes`, may not
+/// name "/", and making it assignable somewhere is a write there.
+#[tokio::test]
+async fn assignable_scopes_bound_custom_roles() {
+    let h = harness().await;
+    h.rg("rg1").await;
+    h.rg("rg2").await;
+    h.principal(USER);
+    let sub = format!("/subscriptions/{SUB}");
+    let (rg1, rg2) = (rg_path("rg1"), rg_path("rg2"));
+    let (s, v) = h
+        .call("PUT", &def_path(&sub, CUSTOM), Some(custom_body(&rg1)))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+
+    let assignment = |scope: &str, name: &str| {
+        (
+            format!("{scope}/providers/Microsoft.Authorization/roleAssignments/{name}"),
+            json!({"properties": {"roleDefinitionId": format!("{sub}/providers/Microsoft.Authorization/roleDefinitions/{CUSTOM}"),
+                "principalId": USER, "principalType": "ServicePrincipal"}}),
+        )
+    };
+    // Outside: another group, and the subscription above the assignable scope.
+    for scope in [rg2.as_str(), sub.as_str()] {
+        let (path, body) = assignment(scope, "a1b2c3d4-0000-4000-8000-000000000001");
+        let (s, v) = h.call("PUT", &path, Some(body)).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{scope}: {v}");
+        assert_eq!(v["error"]["code"], "ScopeDoesNotMatchRoleDefinition", "{v}");
+        assert_eq!(
+            v["error"]["message"],
+            "The role VM Starter is not available for assignment at the requested scope."
+        );
+    }
+    // Inside: the group itself.
+    let (path, body) = assignment(&rg1, "a1b2c3d4-0000-4000-8000-000000000002");
+    let (s, v) = h.call("PUT", &path, Some(body)).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+
+    // "/" is for built-ins only.
+    let other = "7f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0";
+    let (s, v) = h
+        .call(
+            "PUT",
+            &def_path(&sub, other),
+            Some(json!({"properties": {"roleName": "Everywhere", "assignableScopes": ["/"], "permissions": []}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["error"]["code"], "InvalidParameter");
+
+    // An owner of rg1 alone may define a role for rg1, not one for rg2 too.
+    h.assign(USER, OWNER, &rg1).await;
+    let both = json!({"properties": {"roleName": "Two groups", "assignableScopes": [rg1, rg2], "permissions": []}});
+    let (s, v) = h
+        .call_as(USER, "PUT", &def_path(&rg1, other), Some(both))
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains(&rg2),
+        "{v}"
+    );
+    let one = json!({"properties": {"roleName": "One group", "assignableScopes": [rg1], "permissions": []}});
+    let (s, v) = h
+        .call_as(USER, "PUT", &def_path(&rg1, other), Some(one))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+}

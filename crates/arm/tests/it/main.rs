@@ -143,6 +143,12 @@ impl entra::directory_server::Directory for FakeDirectory {
     ) -> Result<GrpcResponse<entra::ServicePrincipal>, Status> {
         Err(Status::unimplemented("fake"))
     }
+    async fn create_application(
+        &self,
+        _: GrpcRequest<entra::CreateApplicationRequest>,
+    ) -> Result<GrpcResponse<entra::CreatedApplication>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
     async fn issue_token(
         &self,
         _: GrpcRequest<entra::IssueTokenRequest>,
@@ -640,6 +646,74 @@ async fn subscriptions_list_only_the_configured_one() {
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert_eq!(v["error"]["code"], "SubscriptionNotFound");
+}
+
+/// Subscription-wide catalogs (the subscription itself, providers, locations,
+/// SKUs, VM sizes, images) are visible to principals with access somewhere in
+/// the subscription, and only as far as their roles list the catalog's action.
+#[tokio::test]
+async fn catalog_reads_follow_access_in_the_subscription() {
+    let h = harness().await;
+    h.rg("rg1").await;
+    let sub = format!("/subscriptions/{SUB}");
+    let deployer = "88888888-8888-4888-8888-888888888888";
+    let vault_reader = "99999999-9999-4999-8999-999999999999";
+    let nobody = "77777777-7777-4777-8777-777777777777";
+    for p in [deployer, vault_reader, nobody] {
+        h.principal(p);
+    }
+    h.assign(deployer, VM_CONTRIBUTOR, &rg_path("rg1")).await;
+    h.assign(vault_reader, KV_SECRETS_USER, &rg_path("rg1"))
+        .await;
+    let images = format!(
+        "{sub}/providers/Microsoft.Compute/locations/eastus/publishers/Canonical/artifacttypes/vmimage/offers/0001-com-ubuntu-server-jammy/skus/22_04-lts-gen2/versions"
+    );
+    let sizes = format!("{sub}/providers/Microsoft.Compute/locations/eastus/vmSizes");
+    let shared = [
+        sub.clone(),
+        format!("{sub}/providers"),
+        format!("{sub}/providers/Microsoft.Compute"),
+        format!("{sub}/locations"),
+        format!("{sub}/providers/Microsoft.Compute/skus"),
+    ];
+    // (principal, path, allowed)
+    let mut cases: Vec<(&str, String, bool)> = Vec::new();
+    for p in &shared {
+        cases.push((deployer, p.clone(), true));
+        cases.push((vault_reader, p.clone(), true));
+        cases.push((nobody, p.clone(), false));
+    }
+    for p in [&images, &sizes] {
+        // Resource-group-scoped Virtual Machine Contributor lists
+        // Microsoft.Compute/locations/*: `az vm create` works for it.
+        cases.push((deployer, p.clone(), true));
+        // Key Vault Secrets User has data actions only.
+        cases.push((vault_reader, p.clone(), false));
+        cases.push((nobody, p.clone(), false));
+    }
+    for (who, path, allowed) in cases {
+        let (s, v) = h.call_as(who, "GET", &path, None).await;
+        if allowed {
+            assert_eq!(s, StatusCode::OK, "{who} {path}: {v}");
+        } else {
+            assert_eq!(s, StatusCode::FORBIDDEN, "{who} {path}: {v}");
+            assert_eq!(v["error"]["code"], "AuthorizationFailed", "{v}");
+            assert!(
+                v["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains(&format!("over scope '{sub}'")),
+                "{v}"
+            );
+        }
+    }
+    // The subscription list shows only what the caller has access in.
+    let (_, v) = h.call_as(deployer, "GET", "/subscriptions", None).await;
+    assert_eq!(v["value"][0]["subscriptionId"], SUB, "{v}");
+    let (s, v) = h.call_as(nobody, "GET", "/subscriptions", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["value"], json!([]), "{v}");
+    assert_eq!(v["count"]["value"], 0, "{v}");
 }
 
 #[tokio::test]

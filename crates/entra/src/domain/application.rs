@@ -93,6 +93,14 @@ pub(crate) struct NewSecret {
     pub(crate) secret_text: String,
 }
 
+/// An application, its service principal and its first secret.
+#[derive(Debug)]
+pub(crate) struct NewApplicationPrincipal {
+    pub(crate) application: Application,
+    pub(crate) principal: Principal,
+    pub(crate) secret: NewSecret,
+}
+
 fn generate_secret() -> Result<String, EntraError> {
     let mut bytes = [0u8; SECRET_LEN];
     ring::rand::SystemRandom::new()
@@ -393,6 +401,29 @@ impl Directory {
         self.principals.put(&key(&p.object_id), &p).await?;
         self.by_app.put(&key(&p.app_id), &key(&p.object_id)).await?;
         Ok(p)
+    }
+
+    /// What `az ad sp create-for-rbac` does in three Graph calls: registers an
+    /// application, creates its service principal and adds a client secret.
+    pub(crate) async fn create_application_principal(
+        &self,
+        display_name: &str,
+    ) -> Result<NewApplicationPrincipal, EntraError> {
+        let application = self
+            .create_application(AppChanges {
+                display_name: Some(display_name.to_owned()),
+                ..AppChanges::default()
+            })
+            .await?;
+        let principal = self.create_app_principal(&application.app_id).await?;
+        let secret = self
+            .add_password(&application.object_id, Some("misim".into()), None, None)
+            .await?;
+        Ok(NewApplicationPrincipal {
+            application,
+            principal,
+            secret,
+        })
     }
 
     /// True when `object_id` was allowed to write through Graph.

@@ -69,6 +69,12 @@ struct FakeSvc(Arc<FakeDirectory>);
 
 #[tonic::async_trait]
 impl Directory for FakeSvc {
+    async fn create_application(
+        &self,
+        _: Request<entra::CreateApplicationRequest>,
+    ) -> Result<Response<entra::CreatedApplication>, Status> {
+        unimpl()
+    }
     async fn get_tenant(
         &self,
         _: Request<entra::GetTenantRequest>,

@@ -66,6 +66,12 @@ fn unimpl<T>() -> Result<Response<T>, Status> {
 
 #[tonic::async_trait]
 impl Directory for FakeEntra {
+    async fn create_application(
+        &self,
+        _: tonic::Request<entra::CreateApplicationRequest>,
+    ) -> Result<Response<entra::CreatedApplication>, Status> {
+        unimpl()
+    }
     async fn get_tenant(
         &self,
         _: tonic::Request<entra::GetTenantRequest>,
@@ -143,6 +149,12 @@ struct FakeArm {
 
 #[tonic::async_trait]
 impl Authorization for FakeArm {
+    async fn create_role_assignment(
+        &self,
+        _: tonic::Request<arm::CreateRoleAssignmentRequest>,
+    ) -> Result<Response<arm::RoleAssignment>, Status> {
+        unimpl()
+    }
     async fn check_access(
         &self,
         _: tonic::Request<arm::CheckAccessRequest>,

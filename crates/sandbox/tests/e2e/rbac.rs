@@ -2,8 +2,10 @@
 //! created through Microsoft Graph with the admin token (`misim principal
 //! create`), roles are granted through ARM, and each row acts as one principal.
 
-use misim_proto::arm::v1::CheckAccessRequest;
 use misim_proto::arm::v1::authorization_client::AuthorizationClient;
+use misim_proto::arm::v1::{CheckAccessRequest, CreateRoleAssignmentRequest};
+use misim_proto::entra::v1::CreateApplicationRequest;
+use misim_proto::entra::v1::directory_client::DirectoryClient;
 use serde_json::{Value, json};
 
 use crate::harness::{KV_SECRETS_USER, Principal, VAULT_AUD, World, start};
@@ -509,4 +511,139 @@ async fn the_seeds_permission_model() {
         .await;
     assert_eq!(s, 201, "{u2}");
     assert_ne!(u2["properties"]["principalId"], json!(uami_principal));
+}
+
+/// The same principals through misim's gRPC API: Entra registers an
+/// application with a secret, ARM grants it a role, and it then acts over
+/// HTTPS with exactly that role.
+#[tokio::test]
+async fn principals_and_grants_over_grpc() {
+    let w = start().await;
+    w.create_rg("rg1").await;
+    w.create_rg("rg2").await;
+    let rg1 = w.rg_id("rg1");
+    let mut directory =
+        DirectoryClient::new(misim_runtime::lazy_channel(&w.sb.entra_grpc_url).unwrap());
+    let mut authz =
+        AuthorizationClient::new(misim_runtime::lazy_channel(&w.sb.arm_grpc_url).unwrap());
+
+    let created = directory
+        .create_application(CreateApplicationRequest {
+            display_name: "deployer".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let sp = created.service_principal.unwrap();
+    assert_eq!(sp.display_name, "deployer");
+    assert!(created.client_secret.len() >= 32);
+    let a = authz
+        .create_role_assignment(CreateRoleAssignmentRequest {
+            principal_id: sp.object_id.clone(),
+            role: "virtual machine contributor".into(),
+            scope: rg1.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        a.role_definition_id
+            .ends_with("9980e02c-c2be-4d73-94e8-173b1dc7cf3c"),
+        "{a:?}"
+    );
+    assert!(
+        a.id.to_ascii_lowercase()
+            .starts_with(&rg1.to_ascii_lowercase()),
+        "{a:?}"
+    );
+
+    // Visible through ARM as any assignment is.
+    let (s, v) = w
+        .admin(
+            "GET",
+            &format!("{rg1}/providers/Microsoft.Authorization/roleAssignments?$filter=principalId%20eq%20'{}'", sp.object_id),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, v["value"].as_array().map(Vec::len)),
+        (200, Some(1)),
+        "{v}"
+    );
+
+    // It acts with exactly that role.
+    let token = w
+        .token_for(
+            &sp.app_id,
+            &created.client_secret,
+            "https://management.azure.com/.default",
+        )
+        .await;
+    let (s, v) = w
+        .arm(
+            "PUT",
+            &w.vm_id("rg1", "vm1"),
+            &token,
+            Some(vm_body(json!({"type": "SystemAssigned"}))),
+        )
+        .await;
+    assert!(s == 200 || s == 201, "{s} {v}");
+    let (s, v) = w
+        .arm(
+            "PUT",
+            &w.vm_id("rg2", "vm1"),
+            &token,
+            Some(vm_body(json!({"type": "SystemAssigned"}))),
+        )
+        .await;
+    assert_eq!(
+        (s, &v["error"]["code"]),
+        (403, &json!("AuthorizationFailed")),
+        "{v}"
+    );
+
+    // The same refusals as the HTTP API, as gRPC codes.
+    for (principal, role, scope, code) in [
+        (
+            sp.object_id.as_str(),
+            "Virtual Machine Contributor",
+            rg1.as_str(),
+            tonic::Code::AlreadyExists,
+        ),
+        (
+            "00000000-dead-4bee-8000-000000000001",
+            "Reader",
+            rg1.as_str(),
+            tonic::Code::InvalidArgument,
+        ),
+        (
+            sp.object_id.as_str(),
+            "No Such Role",
+            rg1.as_str(),
+            tonic::Code::InvalidArgument,
+        ),
+        (
+            sp.object_id.as_str(),
+            "Reader",
+            "not a scope",
+            tonic::Code::InvalidArgument,
+        ),
+    ] {
+        let e = authz
+            .create_role_assignment(CreateRoleAssignmentRequest {
+                principal_id: principal.into(),
+                role: role.into(),
+                scope: scope.into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), code, "{role} at {scope}: {e:?}");
+    }
+    let e = directory
+        .create_application(CreateApplicationRequest {
+            display_name: "  ".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
 }
