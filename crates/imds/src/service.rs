@@ -408,9 +408,22 @@ impl Imds {
     ) -> Result<Arc<CachedToken>, IssueError> {
         let client_id = identity.record.client_id.as_str();
         let now = self.inner.clock.unix();
-        if let Some(t) = self.inner.cache.get(client_id, resource, now) {
-            return Ok(t);
-        }
+        self.inner
+            .cache
+            .get_or_fetch(client_id, resource, now, || {
+                self.fetch_token(identity, resource, now)
+            })
+            .await
+    }
+
+    /// Asks Entra for a token with a fresh client assertion.
+    async fn fetch_token(
+        &self,
+        identity: &LiveIdentity,
+        resource: &str,
+        now: i64,
+    ) -> Result<CachedToken, IssueError> {
+        let client_id = identity.record.client_id.as_str();
         let claims = AssertionClaims {
             aud: &self.inner.assertion_aud,
             iss: client_id,
@@ -452,14 +465,12 @@ impl Imds {
                 }
             })?
             .into_inner();
-        let token = Arc::new(CachedToken::new(
+        Ok(CachedToken::new(
             issued.access_token,
             issued.issued_at_unix,
             issued.not_before_unix,
             issued.expires_on_unix,
-        ));
-        self.inner.cache.put(client_id, resource, token.clone());
-        Ok(token)
+        ))
     }
 }
 

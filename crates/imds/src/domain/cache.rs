@@ -51,6 +51,9 @@ impl CachedToken {
     }
 }
 
+/// Held while one fetch of a (client id, resource) token is in progress.
+type Flight = Arc<tokio::sync::Mutex<()>>;
+
 /// Tokens by client id and resource, keyed by the resource string exactly as
 /// requested: the token's `aud` echoes it, so `https://management.azure.com`
 /// and `https://management.azure.com/` are different cache entries, as they
@@ -58,6 +61,10 @@ impl CachedToken {
 #[derive(Debug, Default)]
 pub struct TokenCache {
     map: RwLock<HashMap<String, HashMap<String, Arc<CachedToken>>>>,
+    /// One lock per (client id, resource) being fetched, so concurrent misses
+    /// for the same token make one Entra call (a VM's processes often start
+    /// together and all ask at once).
+    flights: parking_lot::Mutex<HashMap<(String, String), Flight>>,
 }
 
 impl TokenCache {
@@ -81,6 +88,39 @@ impl TokenCache {
     /// Forgets every token of an identity (removed from a VM, or replaced).
     pub fn purge(&self, client_id: &str) {
         self.map.write().remove(client_id);
+        self.flights.lock().retain(|(c, _), _| c != client_id);
+    }
+
+    /// The token at `now` from the cache, else from `fetch` (stored on
+    /// success). Concurrent misses for one key wait for the first fetch and
+    /// share its token; a failed fetch is not shared, the next waiter tries.
+    pub async fn get_or_fetch<E, F, Fut>(
+        &self,
+        client_id: &str,
+        resource: &str,
+        now: i64,
+        fetch: F,
+    ) -> Result<Arc<CachedToken>, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<CachedToken, E>>,
+    {
+        if let Some(t) = self.get(client_id, resource, now) {
+            return Ok(t);
+        }
+        let flight = self
+            .flights
+            .lock()
+            .entry((client_id.to_owned(), resource.to_owned()))
+            .or_default()
+            .clone();
+        let _turn = flight.lock().await;
+        if let Some(t) = self.get(client_id, resource, now) {
+            return Ok(t);
+        }
+        let token = Arc::new(fetch().await?);
+        self.put(client_id, resource, token.clone());
+        Ok(token)
     }
 }
 
@@ -127,5 +167,59 @@ mod tests {
         assert!(c.get("c2", "https://management.azure.com", 10).is_none());
         c.purge("c1");
         assert!(c.get("c1", "https://management.azure.com", 10).is_none());
+    }
+
+    /// Eight concurrent misses for one token while Entra is slow: one fetch,
+    /// one token for all. A failed fetch is retried by the next caller.
+    #[tokio::test(flavor = "current_thread")]
+    async fn concurrent_misses_make_one_fetch() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let cache = Arc::new(TokenCache::default());
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let arrived = Arc::new(AtomicUsize::new(0));
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let (cache, fetches, arrived, gate) = (
+                cache.clone(),
+                fetches.clone(),
+                arrived.clone(),
+                gate.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                arrived.fetch_add(1, Ordering::SeqCst);
+                cache
+                    .get_or_fetch("c", "r", 0, || async move {
+                        fetches.fetch_add(1, Ordering::SeqCst);
+                        let _p = gate.acquire().await.unwrap();
+                        Ok::<_, ()>(CachedToken::new("t".into(), 0, 0, 3600))
+                    })
+                    .await
+            }));
+        }
+        // On this single-threaded runtime every task runs up to its first
+        // wait (the fetch's gate, or the flight lock) before the gate opens.
+        while arrived.load(Ordering::SeqCst) < 8 {
+            tokio::task::yield_now().await;
+        }
+        for _ in 0..8 {
+            tokio::task::yield_now().await;
+        }
+        gate.add_permits(8);
+        for t in tasks {
+            assert_eq!(t.await.unwrap().unwrap().access_token, "t");
+        }
+        assert_eq!(fetches.load(Ordering::SeqCst), 1);
+
+        let failed: Result<Arc<CachedToken>, &str> = cache
+            .get_or_fetch("c", "other", 0, || async { Err("down") })
+            .await;
+        assert_eq!(failed.unwrap_err(), "down");
+        let ok: Result<_, &str> = cache
+            .get_or_fetch("c", "other", 0, || async {
+                Ok(CachedToken::new("u".into(), 0, 0, 3600))
+            })
+            .await;
+        assert_eq!(ok.unwrap().access_token, "u");
     }
 }
