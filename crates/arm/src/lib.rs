@@ -27,11 +27,11 @@ pub mod template;
 use std::sync::Arc;
 
 use misim_proto::entra::v1::directory_client::DirectoryClient;
+use misim_proto::faults::PeerChannel;
 use misim_proto::imds::v1::control_client::ControlClient;
 use misim_runtime::Shutdown;
 use misim_types::{SharedClock, SharedIds};
 use tokio::net::TcpListener;
-use tonic::transport::Channel;
 
 pub use config::{Config, ConfigError, Settings};
 pub use error::ArmError;
@@ -47,10 +47,11 @@ pub struct Deps {
     pub ids: SharedIds,
     /// Entra's signing keys (bearer-token verification).
     pub keys: misim_proto::keys::EntraKeys,
-    /// Entra's directory (service principals).
-    pub directory: DirectoryClient<Channel>,
+    /// Entra's directory (service principals). A [`PeerChannel`] so tests
+    /// can fail single calls (`misim_proto::faults`).
+    pub directory: DirectoryClient<PeerChannel>,
     /// IMDS's control plane.
-    pub imds: ControlClient<Channel>,
+    pub imds: ControlClient<PeerChannel>,
 }
 
 /// A cheap handle on the running ARM.

@@ -15,11 +15,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use misim_proto::entra::v1 as entra;
+use misim_proto::faults::PeerChannel;
 use misim_proto::imds::v1 as imds;
 use misim_store::{Store, Table};
 use misim_types::{ErrorCode, ResourceId, SharedClock, SharedIds};
 use serde_json::{Map, Value};
-use tonic::transport::Channel;
 
 use crate::config::Config;
 use crate::error::ArmError;
@@ -39,8 +39,8 @@ pub struct Core {
     pub(crate) clock: SharedClock,
     pub(crate) keys: misim_proto::keys::EntraKeys,
     ids: SharedIds,
-    directory: entra::directory_client::DirectoryClient<Channel>,
-    imds: imds::control_client::ControlClient<Channel>,
+    directory: entra::directory_client::DirectoryClient<PeerChannel>,
+    imds: imds::control_client::ControlClient<PeerChannel>,
     rgs: Table<RgRecord>,
     uamis: Table<UamiRecord>,
     vms: Table<VmRecord>,
@@ -169,8 +169,8 @@ impl Core {
         clock: SharedClock,
         ids: SharedIds,
         keys: misim_proto::keys::EntraKeys,
-        directory: entra::directory_client::DirectoryClient<Channel>,
-        imds: imds::control_client::ControlClient<Channel>,
+        directory: entra::directory_client::DirectoryClient<PeerChannel>,
+        imds: imds::control_client::ControlClient<PeerChannel>,
     ) -> Result<Self, ArmError> {
         Ok(Self {
             config,
