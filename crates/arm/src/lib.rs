@@ -10,10 +10,13 @@
 //! credentials to IMDS, docs/contracts.md) and as the RBAC authority that Key
 //! Vault asks over gRPC (`misim.arm.v1.Authorization`).
 //!
-//! Writes are answered synchronously (200/201, `provisioningState:
-//! Succeeded`); a deployment runs inside its PUT and hands out an
-//! `Azure-AsyncOperation` status that is already terminal. A peer failure answers 503/500 and leaves no acknowledged
-//! half-written resource.
+//! Writes that span Entra and IMDS (VMs, user-assigned identities) are
+//! persisted operations (`domain::orchestrate`): a VM write answers
+//! `Succeeded` when its operation completes within the request, else
+//! `Updating` with an `Azure-AsyncOperation` status URL that ends `Succeeded`
+//! or `Failed`. A user-assigned identity is created synchronously: Entra
+//! unavailable answers 503 and keeps nothing. A deployment runs inside its
+//! PUT and hands out an `Azure-AsyncOperation` status that is already terminal.
 
 pub mod config;
 pub mod domain;

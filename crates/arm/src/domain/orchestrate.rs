@@ -152,7 +152,12 @@ impl Core {
                 }
                 Err(e) => {
                     tracing::warn!(op = %op.id, target, error = %e, "operation failed");
-                    let msg = e.to_string();
+                    // Every operation is identity work of the MSI resource
+                    // provider; Azure words such failures this way.
+                    let msg = format!(
+                        "Identity operation for resource '{}' failed with error '{e}'.",
+                        op.resource_id
+                    );
                     if op.kind == OpKind::Vm
                         && let Some(mut rec) = self.vms.get(target)?
                     {

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use misim_proto::arm::v1::DoctorReport;
-use misim_proto::entra::v1::GetServicePrincipalRequest;
+use misim_proto::entra::v1::{GetServicePrincipalRequest, ListServicePrincipalsRequest};
 use misim_proto::imds::v1::GetVmRequest;
 use misim_sandbox::Service;
 use serde_json::{Value, json};
@@ -618,5 +618,120 @@ async fn deleting_a_resource_group_while_imds_is_down_is_accepted_and_polled() {
     assert_eq!(r.status(), 200);
     assert_eq!(graph_sp(&w, &sami).await, 404);
     assert_eq!(imds_clients(&w, &w.vm_id("rg1", "vm1")).await, None);
+    w.sb.shutdown().await.unwrap();
+}
+
+/// Managed-identity principals Entra holds for a resource id.
+async fn principals_of(w: &World, resource_id: &str) -> Vec<String> {
+    w.sb.directory()
+        .unwrap()
+        .list_service_principals(ListServicePrincipalsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .service_principals
+        .into_iter()
+        .filter(|sp| {
+            sp.managed_identity_resource_id
+                .eq_ignore_ascii_case(resource_id)
+        })
+        .map(|sp| sp.object_id)
+        .collect()
+}
+
+/// Polls an operation status URL until it leaves `InProgress`.
+async fn poll_finished(w: &World, url: &str) -> Value {
+    for _ in 0..240 {
+        let op = poll(w, url).await;
+        if op["status"] != "InProgress" {
+            return op;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{url} never finished");
+}
+
+#[tokio::test]
+async fn a_step_that_keeps_failing_fails_the_operation_and_a_retry_succeeds() {
+    const ADD_KEY: &str = "misim.entra.v1.Directory/AddKeyCredential";
+    let w = start().await;
+    w.create_rg("rg1").await;
+    settle(&w).await;
+
+    // Entra rejects every certificate ARM registers: a non-transient error.
+    w.faults.fail(
+        ADD_KEY,
+        tonic::Code::InvalidArgument,
+        "the certificate was rejected (injected fault)",
+    );
+    let vm_id = w.vm_id("rg1", "vm1");
+    let (st, h, v) = arm_raw(
+        &w,
+        "PUT",
+        &vm_id,
+        Some(vm_body(json!({"type": "SystemAssigned"}))),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(v["properties"]["provisioningState"], "Updating", "{v}");
+    let status_url = h["azure-asyncoperation"].to_str().unwrap().to_owned();
+
+    // The orchestrator gives up after its limit of non-transient failures (10).
+    w.faults.wait_calls(ADD_KEY, 10).await;
+    let op = poll_finished(&w, &status_url).await;
+    assert_eq!(op["status"], "Failed", "{op}");
+    assert_eq!(op["error"]["code"], "FailedIdentityOperation", "{op}");
+    let msg = s(&op, "/error/message");
+    assert!(
+        msg.contains(&vm_id) && msg.contains("injected fault"),
+        "{op}"
+    );
+    assert!(op["endTime"].is_string() && op["name"].is_string(), "{op}");
+
+    // The VM shows Failed, and why in its instance view (as compute does).
+    let (st, v) = w.admin("GET", &vm_id, None).await;
+    assert_eq!(st, 200);
+    assert_eq!(v["properties"]["provisioningState"], "Failed", "{v}");
+    let (st, v) = w
+        .admin("GET", &format!("{vm_id}?$expand=instanceView"), None)
+        .await;
+    assert_eq!(st, 200);
+    let status = &v["properties"]["instanceView"]["statuses"][0];
+    assert_eq!(
+        status["code"], "ProvisioningState/failed/FailedIdentityOperation",
+        "{v}"
+    );
+    assert_eq!(status["level"], "Error", "{v}");
+    assert!(s(status, "/message").contains("injected fault"), "{v}");
+
+    // Nothing half-made stays: the attempt's principal is deleted again.
+    let r = settle(&w).await;
+    assert_eq!(r.failed_operations, 1, "{r:?}");
+    assert_eq!(r.service_principals, 0, "{r:?}");
+    assert!(principals_of(&w, &vm_id).await.is_empty());
+    assert_eq!(imds_clients(&w, &vm_id).await, Some(vec![]));
+    assert_eq!(w.faults.calls(ADD_KEY), 10, "no attempt after giving up");
+
+    // The fault goes; the user PUTs the VM again and it succeeds.
+    w.faults.clear();
+    let (st, _, v) = arm_raw(
+        &w,
+        "PUT",
+        &vm_id,
+        Some(vm_body(json!({"type": "SystemAssigned"}))),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["properties"]["provisioningState"], "Succeeded", "{v}");
+    let sami = s(&v, "/identity/principalId");
+    assert_eq!(principals_of(&w, &vm_id).await, vec![sami.clone()]);
+    assert_eq!(sp_keys(&w, &sami).await, Some(1));
+    let ep = w.imds_endpoint(&vm_id).await;
+    let (st, t) = w.imds_token(&ep, VAULT_AUD, None).await;
+    assert_eq!(st, 200, "{t}");
+    let r = settle(&w).await;
+    assert_eq!((r.identities, r.service_principals), (1, 1), "{r:?}");
+    // The failed operation's status stays readable.
+    assert_eq!(poll(&w, &status_url).await["status"], "Failed");
     w.sb.shutdown().await.unwrap();
 }
