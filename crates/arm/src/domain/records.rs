@@ -187,6 +187,9 @@ pub struct OpRecord {
     pub start_time: String,
     /// RFC 3339, once finished.
     pub end_time: Option<String>,
+    /// Unix seconds, once finished: when the record may be pruned from.
+    #[serde(default)]
+    pub ended_unix: Option<i64>,
     /// Attempts so far.
     pub attempts: u32,
     /// Attempts that failed with a non-transient error.
