@@ -99,7 +99,7 @@ pub const FAILED_OPERATION_CODE: &str = "FailedIdentityOperation";
 pub fn vm(
     c: &Config,
     v: &VmRecord,
-    uamis: &[(String, Option<UamiRecord>)],
+    uamis: &[(String, Option<AttachedUami>)],
     expand_instance_view: bool,
 ) -> Value {
     let mut props = v.properties.clone();
@@ -154,11 +154,15 @@ pub fn vm(
         if kind.user {
             let map: serde_json::Map<String, Value> = uamis
                 .iter()
-                .map(|(id, rec)| {
-                    let val = match rec {
-                        Some(u) => json!({"principalId": u.credential.principal_id, "clientId": u.credential.client_id}),
-                        None => json!({}),
-                    };
+                .map(|(id, ids)| {
+                    let mut val = json!({});
+                    if let Some(a) = ids {
+                        val["principalId"] = json!(a.principal_id);
+                        // Unknown for identities attached before client ids were kept.
+                        if !a.client_id.is_empty() {
+                            val["clientId"] = json!(a.client_id);
+                        }
+                    }
                     (id.clone(), val)
                 })
                 .collect();

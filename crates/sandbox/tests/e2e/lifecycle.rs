@@ -341,13 +341,22 @@ async fn deleting_a_user_identity_shared_by_three_vms_while_in_use() {
             .imds_token(&eps[i], VAULT_AUD, Some(("client_id", ucid.as_str())))
             .await;
         assert_ne!(st, 200, "{t}");
-        // The VM's identity block still lists the id, as in Azure.
+        // The VM's identity block still lists it with its old ids, as in Azure.
         let (st, v) = w.admin("GET", &vm_id, None).await;
         assert_eq!(st, 200);
         let listed = v["identity"]["userAssignedIdentities"]
             .as_object()
             .unwrap_or_else(|| panic!("{v}"));
-        assert!(listed.keys().any(|k| k.eq_ignore_ascii_case(&uid)), "{v}");
+        let entry = listed
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(&uid))
+            .map(|(_, e)| e)
+            .unwrap_or_else(|| panic!("{v}"));
+        assert_eq!(
+            *entry,
+            json!({"principalId": upid, "clientId": ucid}),
+            "{v}"
+        );
         // A token issued before stays valid until it expires.
         let c = w.verify_with_jwks(&tokens[i], VAULT_AUD).await;
         assert_eq!(c.oid, upid);
@@ -379,6 +388,20 @@ async fn deleting_a_user_identity_shared_by_three_vms_while_in_use() {
         )
         .await;
     assert_eq!(st, 200, "{v}");
+    settle(&w).await;
+    // Created again under the same id it is a new identity: vm3 keeps
+    // showing the old ids, and does not carry the new one, until reassigned.
+    let again = create_uami(&w, "rg1", "shared").await;
+    let new_cid = s(&again, "/properties/clientId");
+    assert_ne!(s(&again, "/properties/principalId"), upid);
+    let vm3 = w.vm_id("rg1", "vm3");
+    let (_, v) = w.admin("GET", &vm3, None).await;
+    assert_eq!(
+        v["identity"]["userAssignedIdentities"][&uid],
+        json!({"principalId": upid, "clientId": ucid}),
+        "{v}"
+    );
+    assert!(!imds_clients(&w, &vm3).await.unwrap().contains(&new_cid));
     settle(&w).await;
     w.sb.shutdown().await.unwrap();
 }
@@ -425,12 +448,18 @@ async fn deleting_a_resource_group_cascades() {
     assert_eq!(clients.len(), 2, "{clients:?}");
     assert!(!clients.contains(&ucid));
     let (_, v) = w.admin("GET", &w.vm_id("rg2", "vm2"), None).await;
+    let listed = v["identity"]["userAssignedIdentities"].as_object().unwrap();
+    assert_eq!(listed.len(), 2, "{v}");
+    // The deleted one with the ids it had (from the VM's record), the live one with its own.
     assert_eq!(
-        v["identity"]["userAssignedIdentities"]
-            .as_object()
-            .unwrap()
-            .len(),
-        2,
+        listed[&uid],
+        json!({"principalId": upid, "clientId": ucid}),
+        "{v}"
+    );
+    let keep_id = s(&keep, "/id");
+    assert_eq!(
+        listed[&keep_id],
+        json!({"principalId": s(&keep, "/properties/principalId"), "clientId": s(&keep, "/properties/clientId")}),
         "{v}"
     );
     assert_eq!(r.identities, 2, "{r:?}");
