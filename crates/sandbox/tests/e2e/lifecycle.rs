@@ -13,6 +13,9 @@ use serde_json::{Value, json};
 
 use crate::harness::*;
 
+const CREATE_SP: &str = "misim.entra.v1.Directory/CreateServicePrincipal";
+const DELETE_VM: &str = "misim.imds.v1.Control/DeleteVm";
+
 /// `GET {entra}/v1.0/servicePrincipals/{id}` with an admin Graph token: the status.
 async fn graph_sp(w: &World, principal: &str) -> u16 {
     let token = w.admin_token(&format!("{}/.default", w.sb.entra_url)).await;
@@ -499,26 +502,37 @@ async fn entra_then_imds_outage_converges_without_duplicates() {
         op["startTime"].is_string() && op["name"].is_string(),
         "{op}"
     );
-    // A user-assigned identity cannot be created: a clean error, nothing kept.
+    // A user-assigned identity cannot be created (Azure fails the synchronous
+    // create when the directory is unavailable): 503 in ARM's error shape,
+    // nothing kept.
+    let never = w.uami_id("rg1", "never");
     let (st, v) = w
-        .admin(
-            "PUT",
-            &w.uami_id("rg1", "never"),
-            Some(json!({"location": "eastus"})),
-        )
+        .admin("PUT", &never, Some(json!({"location": "eastus"})))
         .await;
-    assert!(st >= 500, "{st} {v}");
-    assert!(v["error"]["code"].is_string(), "{v}");
-    let (st, _) = w.admin("GET", &w.uami_id("rg1", "never"), None).await;
+    assert_eq!(st, 503, "{v}");
+    assert_eq!(v["error"]["code"], "ServiceUnavailable", "{v}");
+    assert!(!s(&v, "/error/message").is_empty(), "{v}");
+    assert_eq!(v.as_object().unwrap().len(), 1, "only `error`: {v}");
+    assert_eq!(v["error"].as_object().unwrap().len(), 2, "{v}");
+    let (st, _) = w.admin("GET", &never, None).await;
     assert_eq!(st, 404);
     // Deleting one is accepted; its principal goes when Entra is back.
     let (st, v) = w.admin("DELETE", &s(&gone, "/id"), None).await;
     assert_eq!(st, 200, "{v}");
     let pending = w.sb.doctor().await;
     assert!(pending.is_err() || pending.unwrap().pending_operations > 0);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The reconciler retries while Entra is down (the VM's principal).
+    let tried = w.faults.calls(CREATE_SP);
+    w.faults.wait_calls(CREATE_SP, tried + 1).await;
     w.sb.start_service(Service::Entra).await.unwrap();
     let r = settle(&w).await;
+    // Nothing of the refused create leaks once Entra is back: no resource,
+    // no principal (the one the reconciler may create for its request id
+    // is deleted again), no failed operation.
+    let (st, _) = w.admin("GET", &never, None).await;
+    assert_eq!(st, 404);
+    assert!(principals_of(&w, &never).await.is_empty());
+    assert_eq!(r.failed_operations, 0, "{r:?}");
     let op = poll(&w, &status_url).await;
     assert_eq!(op["status"], "Succeeded", "{op}");
     let (_, v) = w.admin("GET", &vm_id, None).await;
@@ -554,7 +568,9 @@ async fn entra_then_imds_outage_converges_without_duplicates() {
         .admin("PATCH", &w.vm_id("rg1", "vm2"), Some(json!({"tags": {}})))
         .await;
     assert_eq!(st, 409, "{v}");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The reconciler retries while IMDS is down (vm2's deletion).
+    let tried = w.faults.calls(DELETE_VM);
+    w.faults.wait_calls(DELETE_VM, tried + 1).await;
     w.sb.start_service(Service::Imds).await.unwrap();
     let r = settle(&w).await;
     assert_eq!(poll(&w, &del_url).await["status"], "Succeeded");
