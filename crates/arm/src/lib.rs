@@ -10,10 +10,13 @@
 //! credentials to IMDS, docs/contracts.md) and as the RBAC authority that Key
 //! Vault asks over gRPC (`misim.arm.v1.Authorization`).
 //!
-//! Writes are answered synchronously (200/201, `provisioningState:
-//! Succeeded`); a deployment runs inside its PUT and hands out an
-//! `Azure-AsyncOperation` status that is already terminal. A peer failure answers 503/500 and leaves no acknowledged
-//! half-written resource.
+//! Writes that span Entra and IMDS (VMs, user-assigned identities) are
+//! persisted operations (`domain::orchestrate`): a VM write answers
+//! `Succeeded` when its operation completes within the request, else
+//! `Updating` with an `Azure-AsyncOperation` status URL that ends `Succeeded`
+//! or `Failed`. A user-assigned identity is created synchronously: Entra
+//! unavailable answers 503 and keeps nothing. A deployment runs inside its
+//! PUT and hands out an `Azure-AsyncOperation` status that is already terminal.
 
 pub mod config;
 pub mod domain;
@@ -27,11 +30,11 @@ pub mod template;
 use std::sync::Arc;
 
 use misim_proto::entra::v1::directory_client::DirectoryClient;
+use misim_proto::faults::PeerChannel;
 use misim_proto::imds::v1::control_client::ControlClient;
 use misim_runtime::Shutdown;
 use misim_types::{SharedClock, SharedIds};
 use tokio::net::TcpListener;
-use tonic::transport::Channel;
 
 pub use config::{Config, ConfigError, Settings};
 pub use error::ArmError;
@@ -47,10 +50,11 @@ pub struct Deps {
     pub ids: SharedIds,
     /// Entra's signing keys (bearer-token verification).
     pub keys: misim_proto::keys::EntraKeys,
-    /// Entra's directory (service principals).
-    pub directory: DirectoryClient<Channel>,
+    /// Entra's directory (service principals). A [`PeerChannel`] so tests
+    /// can fail single calls (`misim_proto::faults`).
+    pub directory: DirectoryClient<PeerChannel>,
     /// IMDS's control plane.
-    pub imds: ControlClient<Channel>,
+    pub imds: ControlClient<PeerChannel>,
 }
 
 /// A cheap handle on the running ARM.

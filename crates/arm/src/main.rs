@@ -5,6 +5,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use misim_arm::{Arm, Deps, Settings};
 use misim_proto::entra::v1::directory_client::DirectoryClient;
+use misim_proto::faults::Faults;
 use misim_proto::imds::v1::control_client::ControlClient;
 use misim_types::{Clock, ProcessEnv, RandomIds, SystemClock};
 
@@ -27,8 +28,8 @@ async fn main() -> anyhow::Result<()> {
         clock: Arc::new(SystemClock),
         ids: Arc::new(RandomIds),
         keys: misim_proto::keys::EntraKeys::new(DirectoryClient::new(entra.clone())),
-        directory: DirectoryClient::new(entra),
-        imds: ControlClient::new(imds),
+        directory: DirectoryClient::new(Faults::none().wrap(entra)),
+        imds: ControlClient::new(Faults::none().wrap(imds)),
     };
     let tls = misim_runtime::tls::load_or_create(
         &settings.data_dir.join("tls"),

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use misim_proto::entra::v1::directory_client::DirectoryClient;
+use misim_proto::faults::Faults;
 use misim_proto::imds::v1::control_client::ControlClient;
 use misim_runtime::Shutdown;
 use misim_store::Store;
@@ -64,6 +65,9 @@ pub struct SandboxConfig {
     pub clock: SharedClock,
     /// GUID source for every service.
     pub ids: SharedIds,
+    /// Faults on ARM's calls to Entra and IMDS (tests make one step of a
+    /// cross-service operation fail; none by default).
+    pub arm_peer_faults: Faults,
 }
 
 impl SandboxConfig {
@@ -75,6 +79,7 @@ impl SandboxConfig {
             ports: Ports::default(),
             clock: std::sync::Arc::new(misim_types::SystemClock),
             ids: std::sync::Arc::new(misim_types::RandomIds),
+            arm_peer_faults: Faults::none(),
         }
     }
 }
@@ -259,6 +264,7 @@ impl Sandbox {
             ports,
             clock,
             ids,
+            arm_peer_faults,
         } = config;
         std::fs::create_dir_all(&data_dir)
             .with_context(|| format!("creating {}", data_dir.display()))?;
@@ -286,7 +292,14 @@ impl Sandbox {
             format!("https://{VAULT_DNS_SUFFIX}:{}", keyvault_addr.port());
 
         let directory = DirectoryClient::new(misim_runtime::lazy_channel(&entra_grpc_url)?);
-        let imds_control = ControlClient::new(misim_runtime::lazy_channel(&imds_grpc_url)?);
+        // ARM's own clients, behind the test's fault hook (if any).
+        let arm_directory = DirectoryClient::new(
+            arm_peer_faults
+                .clone()
+                .wrap(misim_runtime::lazy_channel(&entra_grpc_url)?),
+        );
+        let arm_imds =
+            ControlClient::new(arm_peer_faults.wrap(misim_runtime::lazy_channel(&imds_grpc_url)?));
         let authz = misim_proto::arm::v1::authorization_client::AuthorizationClient::new(
             misim_runtime::lazy_channel(&arm_grpc_url)?,
         );
@@ -408,8 +421,8 @@ impl Sandbox {
                 clock: clock.clone(),
                 ids: ids.clone(),
                 keys: keys.clone(),
-                directory: directory.clone(),
-                imds: imds_control,
+                directory: arm_directory,
+                imds: arm_imds,
             },
         )
         .await

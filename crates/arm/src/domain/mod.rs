@@ -15,11 +15,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use misim_proto::entra::v1 as entra;
+use misim_proto::faults::PeerChannel;
 use misim_proto::imds::v1 as imds;
 use misim_store::{CachedTable, Store, Table};
 use misim_types::{ErrorCode, ResourceId, SharedClock, SharedIds};
 use serde_json::{Map, Value};
-use tonic::transport::Channel;
 
 use crate::config::Config;
 use crate::error::ArmError;
@@ -39,8 +39,8 @@ pub struct Core {
     pub(crate) clock: SharedClock,
     pub(crate) keys: misim_proto::keys::EntraKeys,
     ids: SharedIds,
-    directory: entra::directory_client::DirectoryClient<Channel>,
-    imds: imds::control_client::ControlClient<Channel>,
+    directory: entra::directory_client::DirectoryClient<PeerChannel>,
+    imds: imds::control_client::ControlClient<PeerChannel>,
     rgs: Table<RgRecord>,
     uamis: Table<UamiRecord>,
     vms: Table<VmRecord>,
@@ -170,8 +170,8 @@ impl Core {
         clock: SharedClock,
         ids: SharedIds,
         keys: misim_proto::keys::EntraKeys,
-        directory: entra::directory_client::DirectoryClient<Channel>,
-        imds: imds::control_client::ControlClient<Channel>,
+        directory: entra::directory_client::DirectoryClient<PeerChannel>,
+        imds: imds::control_client::ControlClient<PeerChannel>,
     ) -> Result<Self, ArmError> {
         Ok(Self {
             config,
@@ -733,7 +733,7 @@ impl Core {
 
     /// Deletes a user-assigned identity: its record at once, then (durably)
     /// its principal and its IMDS entries on every VM that carries it. The
-    /// VMs keep listing its id, as in Azure. Returns false when it did not exist.
+    /// VMs keep listing it with its old ids, as in Azure. Returns false when it did not exist.
     pub async fn delete_uami(&self, sub: &str, rg: &str, name: &str) -> Result<bool, ArmError> {
         self.require_rg(sub, rg)?;
         let key = res_key(sub, rg, Kind::Uami, name);
@@ -920,7 +920,15 @@ impl Core {
             error: None,
             uami_principals: attached
                 .iter()
-                .map(|(k, u)| (k.clone(), u.credential.principal_id.clone()))
+                .map(|(k, u)| {
+                    (
+                        k.clone(),
+                        AttachedUami {
+                            principal_id: u.credential.principal_id.clone(),
+                            client_id: u.credential.client_id.clone(),
+                        },
+                    )
+                })
                 .collect(),
         };
         // Intent first, then the record; the operation converges Entra and IMDS.
@@ -993,15 +1001,30 @@ impl Core {
             .ok_or_else(|| Self::not_found(Kind::Vm, rg, name))
     }
 
-    /// The UAMI records attached to a VM (for rendering `principalId`/`clientId`).
+    /// The ids to show for each UAMI a VM lists (id as sent → ids, `None`
+    /// when unknown): the identity's own while it exists and is the one that
+    /// was attached; else, as Azure does for a deleted (or deleted and
+    /// recreated) identity, the ids it had when it was attached.
     pub fn attached_uamis(
         &self,
         vm: &VmRecord,
-    ) -> Result<Vec<(String, Option<UamiRecord>)>, ArmError> {
-        vm.uamis
-            .values()
-            .map(|id| Ok((id.clone(), self.uami_by_id(id)?)))
-            .collect()
+    ) -> Result<Vec<(String, Option<AttachedUami>)>, ArmError> {
+        let mut out = Vec::new();
+        for (k, original) in &vm.uamis {
+            let stored = vm.uami_principals.get(k);
+            let live = self
+                .uami_by_id(original)?
+                .filter(|u| stored.is_none_or(|s| s.principal_id == u.credential.principal_id));
+            let ids = match live {
+                Some(u) => Some(AttachedUami {
+                    principal_id: u.credential.principal_id,
+                    client_id: u.credential.client_id,
+                }),
+                None => stored.cloned(),
+            };
+            out.push((original.clone(), ids));
+        }
+        Ok(out)
     }
 
     /// The UAMIs a VM carries: attached, existing, and the same identity
@@ -1013,7 +1036,7 @@ impl Core {
                 && vm
                     .uami_principals
                     .get(k)
-                    .is_none_or(|p| *p == u.credential.principal_id)
+                    .is_none_or(|a| a.principal_id == u.credential.principal_id)
             {
                 out.push(u);
             }

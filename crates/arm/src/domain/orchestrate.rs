@@ -25,6 +25,13 @@ use crate::error::ArmError;
 const MAX_HARD_FAILURES: u32 = 10;
 /// How long the request path waits for an operation before answering "in progress".
 const INLINE_BUDGET: Duration = Duration::from_secs(10);
+/// How long a finished operation stays readable at its status URL. Azure keeps
+/// an operation's status for a while after it ends, since clients may poll long
+/// after the request (`az ... --no-wait`, an SDK poller resumed from a saved
+/// token); a day covers any such poller while keeping the table bounded.
+pub(crate) const OP_RETENTION: Duration = Duration::from_secs(24 * 3600);
+/// How often (by the injected clock) the reconciler looks for expired operations.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// Per-resource locks.
 #[derive(Debug, Default)]
@@ -78,6 +85,7 @@ impl Core {
             error: None,
             start_time: rfc3339(now),
             end_time: None,
+            ended_unix: None,
             attempts: 0,
             hard_failures: 0,
             retire: Vec::new(),
@@ -152,7 +160,12 @@ impl Core {
                 }
                 Err(e) => {
                     tracing::warn!(op = %op.id, target, error = %e, "operation failed");
-                    let msg = e.to_string();
+                    // Every operation is identity work of the MSI resource
+                    // provider; Azure words such failures this way.
+                    let msg = format!(
+                        "Identity operation for resource '{}' failed with error '{e}'.",
+                        op.resource_id
+                    );
                     if op.kind == OpKind::Vm
                         && let Some(mut rec) = self.vms.get(target)?
                     {
@@ -176,9 +189,11 @@ impl Core {
         status: OpStatus,
         error: Option<String>,
     ) -> Result<(), ArmError> {
+        let now = self.clock.now();
         op.status = status;
         op.error = error;
-        op.end_time = Some(rfc3339(self.clock.now()));
+        op.end_time = Some(rfc3339(now));
+        op.ended_unix = Some(misim_types::unix_seconds(now));
         self.ops.put(&op.id, op).await?;
         self.pending.remove(pk).await?;
         Ok(())
@@ -216,10 +231,49 @@ impl Core {
         }
     }
 
-    /// The reconciler: resumes pending operations until `shutdown`.
+    /// Deletes finished operations that ended more than [`OP_RETENTION`] ago
+    /// (by the injected clock). Pending operations are never touched. A
+    /// finished record without an end stamp (written before stamps existed)
+    /// is stamped now, so it too is kept a full retention window. Returns
+    /// how many were deleted.
+    pub async fn prune_ops(&self) -> Result<usize, ArmError> {
+        let now = misim_types::unix_seconds(self.clock.now());
+        let keep = OP_RETENTION.as_secs() as i64;
+        let mut pruned = 0;
+        for (k, mut op) in self.ops.all()? {
+            if op.status == OpStatus::InProgress {
+                continue;
+            }
+            match op.ended_unix {
+                Some(t) if now - t >= keep => {
+                    self.ops.remove(&k).await?;
+                    pruned += 1;
+                }
+                Some(_) => {}
+                None => {
+                    op.ended_unix = Some(now);
+                    self.ops.put(&k, &op).await?;
+                }
+            }
+        }
+        if pruned > 0 {
+            tracing::info!(pruned, "expired operation records deleted");
+        }
+        Ok(pruned)
+    }
+
+    /// The reconciler: resumes pending operations until `shutdown`, and
+    /// prunes expired operation records.
     pub async fn reconcile(self: Arc<Self>, shutdown: misim_runtime::Shutdown) {
         let mut backoff = HashMap::new();
+        let mut next_prune = self.clock.now();
         loop {
+            if self.clock.now() >= next_prune {
+                if let Err(e) = self.prune_ops().await {
+                    tracing::warn!(error = %e, "cannot prune operation records");
+                }
+                next_prune = self.clock.now() + PRUNE_EVERY;
+            }
             self.reconcile_once(&mut backoff).await;
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -447,5 +501,76 @@ impl Core {
         self.vms.put(&op.target, &rec).await?;
         tracing::info!(id = %rec.id, op = %op.id, "virtual machine converged");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use misim_proto::faults::Faults;
+    use misim_types::{ManualClock, SeqIds};
+
+    const T0: u64 = 1_700_000_000;
+
+    /// A core whose peers are never called (pruning is local).
+    fn core(clock: Arc<ManualClock>) -> Core {
+        let ch = misim_runtime::lazy_channel("http://127.0.0.1:9").unwrap();
+        Core::new(
+            crate::Config::default(),
+            &misim_store::Store::memory().unwrap(),
+            clock,
+            Arc::new(SeqIds::new(1)),
+            misim_proto::keys::EntraKeys::new(entra::directory_client::DirectoryClient::new(
+                ch.clone(),
+            )),
+            entra::directory_client::DirectoryClient::new(Faults::none().wrap(ch.clone())),
+            imds::control_client::ControlClient::new(Faults::none().wrap(ch)),
+        )
+        .unwrap()
+    }
+
+    async fn op(core: &Core, name: &str, status: Option<OpStatus>) -> String {
+        let target = format!("sub/rg/microsoft.compute/virtualmachines/{name}");
+        let mut op = core.new_op(&target, name, OpKind::Vm).await.unwrap();
+        if let Some(st) = status {
+            let pk = pending_key(&op.target, op.seq);
+            core.finish(&pk, &mut op, st, None).await.unwrap();
+        }
+        op.id
+    }
+
+    #[tokio::test]
+    async fn finished_operations_are_pruned_after_the_retention_window_pending_ones_never() {
+        let clock = Arc::new(ManualClock::at_unix(T0));
+        let core = core(clock.clone());
+        let hour = Duration::from_secs(3600);
+        let done = op(&core, "a", Some(OpStatus::Succeeded)).await;
+        clock.advance(hour);
+        let failed = op(&core, "b", Some(OpStatus::Failed)).await;
+        let pending = op(&core, "c", None).await;
+        // A finished record written before end stamps existed.
+        let legacy = op(&core, "d", Some(OpStatus::Succeeded)).await;
+        let mut rec = core.get_op(&legacy).unwrap().unwrap();
+        rec.ended_unix = None;
+        core.ops.put(&legacy, &rec).await.unwrap();
+        let exists = |id: &str| core.get_op(id).unwrap().is_some();
+
+        // Just inside the window of the first: nothing goes; the legacy one is stamped.
+        clock.set(UNIX_EPOCH + Duration::from_secs(T0) + OP_RETENTION - Duration::from_secs(1));
+        assert_eq!(core.prune_ops().await.unwrap(), 0);
+        assert!(core.get_op(&legacy).unwrap().unwrap().ended_unix.is_some());
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(core.prune_ops().await.unwrap(), 1);
+        assert!(!exists(&done));
+        assert!(exists(&failed) && exists(&pending) && exists(&legacy));
+        clock.advance(hour);
+        assert_eq!(core.prune_ops().await.unwrap(), 1);
+        assert!(!exists(&failed), "failed operations go too");
+        // A day after it was stamped, the legacy record goes; the pending one never does.
+        clock.advance(OP_RETENTION * 100);
+        assert_eq!(core.prune_ops().await.unwrap(), 1);
+        assert!(!exists(&legacy));
+        assert!(exists(&pending), "a pending operation is never pruned");
+        assert_eq!(core.op_counts().unwrap(), (1, 0));
     }
 }

@@ -91,11 +91,53 @@ pub struct VmRecord {
     /// Why the last operation failed.
     #[serde(default)]
     pub error: Option<String>,
-    /// The principal each UAMI had when it was attached (lower-case id →
-    /// principal id): a UAMI deleted and created again under the same id is a
-    /// new identity that the VM does not carry until it is assigned again.
+    /// The principal and client id each UAMI had when it was attached
+    /// (lower-case id → ids): a UAMI deleted and created again under the same
+    /// id is a new identity that the VM does not carry until it is assigned
+    /// again, and a deleted one stays listed with these ids, as in Azure.
     #[serde(default)]
-    pub uami_principals: BTreeMap<String, String>,
+    pub uami_principals: BTreeMap<String, AttachedUami>,
+}
+
+/// What a VM recorded about a user-assigned identity when it was attached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "AttachedRepr")]
+pub struct AttachedUami {
+    /// `principalId`.
+    pub principal_id: String,
+    /// `clientId`; empty in records written when only the principal was kept.
+    pub client_id: String,
+}
+
+/// The stored forms of [`AttachedUami`]: the current object, or the bare
+/// principal id that records written before client ids were kept hold.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum AttachedRepr {
+    Ids {
+        principal_id: String,
+        #[serde(default)]
+        client_id: String,
+    },
+    PrincipalOnly(String),
+}
+
+impl From<AttachedRepr> for AttachedUami {
+    fn from(r: AttachedRepr) -> Self {
+        match r {
+            AttachedRepr::Ids {
+                principal_id,
+                client_id,
+            } => Self {
+                principal_id,
+                client_id,
+            },
+            AttachedRepr::PrincipalOnly(principal_id) => Self {
+                principal_id,
+                client_id: String::new(),
+            },
+        }
+    }
 }
 
 impl VmRecord {
@@ -187,6 +229,9 @@ pub struct OpRecord {
     pub start_time: String,
     /// RFC 3339, once finished.
     pub end_time: Option<String>,
+    /// Unix seconds, once finished: when the record may be pruned from.
+    #[serde(default)]
+    pub ended_unix: Option<i64>,
     /// Attempts so far.
     pub attempts: u32,
     /// Attempts that failed with a non-transient error.
@@ -270,4 +315,48 @@ pub struct DeploymentRecord {
     pub properties: Value,
     /// The id of the async operation handed out by the last PUT.
     pub operation_id: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn vm(uami_principals: Option<Value>) -> Value {
+        let mut v = json!({
+            "id": "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm1",
+            "name": "vm1", "resource_group": "rg", "location": "eastus", "tags": {},
+            "vm_id": "v", "properties": {}, "sami": null,
+            "uamis": {"/x/id1": "/X/id1"},
+        });
+        if let Some(p) = uami_principals {
+            v["uami_principals"] = p;
+        }
+        v
+    }
+
+    #[test]
+    fn vm_records_of_every_earlier_shape_still_read() {
+        // Before attached identities were recorded at all.
+        let r: VmRecord = serde_json::from_value(vm(None)).unwrap();
+        assert!(r.uami_principals.is_empty());
+        assert_eq!(r.state, ProvState::Succeeded);
+        // When only the principal id was kept.
+        let r: VmRecord = serde_json::from_value(vm(Some(json!({"/x/id1": "p1"})))).unwrap();
+        assert_eq!(
+            r.uami_principals["/x/id1"],
+            AttachedUami {
+                principal_id: "p1".into(),
+                client_id: String::new()
+            }
+        );
+        // Now: both ids, and a round trip keeps them.
+        let r: VmRecord = serde_json::from_value(vm(Some(
+            json!({"/x/id1": {"principal_id": "p1", "client_id": "c1"}}),
+        )))
+        .unwrap();
+        assert_eq!(r.uami_principals["/x/id1"].client_id, "c1");
+        let again: VmRecord = serde_json::from_value(serde_json::to_value(&r).unwrap()).unwrap();
+        assert_eq!(again, r);
+    }
 }

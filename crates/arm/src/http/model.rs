@@ -90,11 +90,16 @@ pub fn uami(c: &Config, u: &UamiRecord) -> Value {
     })
 }
 
+/// The error code of a failed operation. Every persisted operation is
+/// identity work of the managed-identity resource provider (principals,
+/// certificates, IMDS identities), which Azure reports with this code.
+pub const FAILED_OPERATION_CODE: &str = "FailedIdentityOperation";
+
 /// A VM (spec §3.4) with its canonical identity block.
 pub fn vm(
     c: &Config,
     v: &VmRecord,
-    uamis: &[(String, Option<UamiRecord>)],
+    uamis: &[(String, Option<AttachedUami>)],
     expand_instance_view: bool,
 ) -> Value {
     let mut props = v.properties.clone();
@@ -102,12 +107,30 @@ pub fn vm(
         p.insert("vmId".into(), json!(v.vm_id));
         p.insert("provisioningState".into(), json!(v.state.as_str()));
         if expand_instance_view {
+            // Compute reports the provisioning state, and why it failed, here.
+            let provisioning = match v.state {
+                ProvState::Succeeded => {
+                    json!({"code": "ProvisioningState/succeeded", "level": "Info", "displayStatus": "Provisioning succeeded"})
+                }
+                ProvState::Updating => {
+                    json!({"code": "ProvisioningState/updating", "level": "Info", "displayStatus": "Updating"})
+                }
+                ProvState::Deleting => {
+                    json!({"code": "ProvisioningState/deleting", "level": "Info", "displayStatus": "Deleting"})
+                }
+                ProvState::Failed => json!({
+                    "code": format!("ProvisioningState/failed/{FAILED_OPERATION_CODE}"),
+                    "level": "Error",
+                    "displayStatus": "Provisioning failed",
+                    "message": v.error.as_deref().unwrap_or("The operation failed."),
+                }),
+            };
             p.insert(
                 "instanceView".into(),
                 json!({
                     "computerName": v.properties.pointer("/osProfile/computerName").and_then(Value::as_str).unwrap_or(&v.name),
                     "statuses": [
-                        {"code": "ProvisioningState/succeeded", "level": "Info", "displayStatus": "Provisioning succeeded"},
+                        provisioning,
                         {"code": "PowerState/running", "level": "Info", "displayStatus": "VM running"},
                     ],
                 }),
@@ -131,11 +154,15 @@ pub fn vm(
         if kind.user {
             let map: serde_json::Map<String, Value> = uamis
                 .iter()
-                .map(|(id, rec)| {
-                    let val = match rec {
-                        Some(u) => json!({"principalId": u.credential.principal_id, "clientId": u.credential.client_id}),
-                        None => json!({}),
-                    };
+                .map(|(id, ids)| {
+                    let mut val = json!({});
+                    if let Some(a) = ids {
+                        val["principalId"] = json!(a.principal_id);
+                        // Unknown for identities attached before client ids were kept.
+                        if !a.client_id.is_empty() {
+                            val["clientId"] = json!(a.client_id);
+                        }
+                    }
                     (id.clone(), val)
                 })
                 .collect();
@@ -237,7 +264,7 @@ pub fn operation(o: &OpRecord) -> Value {
     }
     if o.status == OpStatus::Failed {
         out["error"] = json!({
-            "code": "OperationFailed",
+            "code": FAILED_OPERATION_CODE,
             "message": o.error.clone().unwrap_or_else(|| "The operation failed.".into()),
         });
     }

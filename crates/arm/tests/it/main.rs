@@ -10,6 +10,7 @@ use http_body_util::BodyExt;
 use misim_arm::{Arm, Config, Deps};
 use misim_proto::arm::v1::{CheckVaultAccessRequest, authorization_client::AuthorizationClient};
 use misim_proto::entra::v1 as entra;
+use misim_proto::faults::Faults;
 use misim_proto::imds::v1 as imds;
 use misim_token::RsaSigner;
 use misim_types::{Clock, ManualClock, SeqIds};
@@ -359,8 +360,8 @@ async fn harness_with(imds_url: Option<&str>) -> Harness {
         keys: misim_proto::keys::EntraKeys::new(entra::directory_client::DirectoryClient::new(
             ch.clone(),
         )),
-        directory: entra::directory_client::DirectoryClient::new(ch),
-        imds: imds::control_client::ControlClient::new(imds_ch),
+        directory: entra::directory_client::DirectoryClient::new(Faults::none().wrap(ch)),
+        imds: imds::control_client::ControlClient::new(Faults::none().wrap(imds_ch)),
     };
     let arm = Arm::open(config, deps).await.unwrap();
     Harness {

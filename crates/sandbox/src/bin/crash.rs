@@ -2,11 +2,12 @@
 //!
 //! Runs misim-entra, misim-arm and misim-imds as separate processes on one data
 //! directory, drives a random mix of create/assign/remove/delete operations
-//! through ARM's public API while SIGKILLing one service at random points and
-//! restarting it, then checks: zero drift from ARM's doctor, every
-//! acknowledged operation's effect present, every identity that exists has
-//! exactly one service principal with one key credential, none that was
-//! deleted still has one.
+//! through ARM's public API from concurrent workers (each in its own resource
+//! group, one request at a time) while SIGKILLing one service at random points
+//! and restarting it, then checks: zero drift from ARM's doctor, every
+//! acknowledged operation's effect present (per worker), every identity that
+//! exists has exactly one service principal with one key credential, none
+//! that was deleted still has one.
 //!
 //! Environment: `MISIM_CRASH_KILLS` (default 30), `MISIM_CRASH_SEED`,
 //! `MISIM_CRASH_BIN_DIR` (default: this executable's directory),
@@ -15,6 +16,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,8 +26,12 @@ use misim_types::Clock;
 use serde_json::{Value, json};
 
 const SERVICES: [&str; 3] = ["entra", "arm", "imds"];
-const VMS: usize = 6;
-const UAMIS: usize = 4;
+/// Concurrent workers, each in its own resource group.
+const WORKERS: usize = 3;
+/// VMs per worker.
+const VMS: usize = 4;
+/// User-assigned identities per worker.
+const UAMIS: usize = 3;
 
 struct Rng(u64);
 
@@ -124,6 +130,16 @@ struct Counts {
     rejected: u64,
     unreachable: u64,
     uncertain: u64,
+}
+
+impl Counts {
+    fn add(&mut self, o: &Counts) {
+        self.sent += o.sent;
+        self.acked += o.acked;
+        self.rejected += o.rejected;
+        self.unreachable += o.unreachable;
+        self.uncertain += o.uncertain;
+    }
 }
 
 #[tokio::main]
@@ -261,161 +277,70 @@ async fn run(
         }
         tok.context("admin token")?
     };
-    let sub = b.subscription_id.clone();
-    let rg = format!("/subscriptions/{sub}/resourceGroups/crash");
-    let arm = |method: &str, path: String, body: Option<Value>| {
-        let mut req = http
-            .request(
-                method.parse().expect("method"),
-                format!("{arm_url}{path}?api-version=2024-11-01"),
-            )
-            .bearer_auth(&token);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        req.send()
-    };
-    // The resource group (retry until ARM answers).
-    for i in 0.. {
-        match arm("PUT", rg.clone(), Some(json!({"location": "eastus"}))).await {
-            Ok(r) if r.status().is_success() => break,
-            _ if i > 200 => bail!("cannot create the resource group"),
-            _ => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-    let uami_id = |i: usize| {
-        format!(
-            "/subscriptions/{sub}/resourcegroups/crash/providers/Microsoft.ManagedIdentity/userAssignedIdentities/u{i}"
-        )
-    };
-    let vm_path = |i: usize| format!("{rg}/providers/Microsoft.Compute/virtualMachines/vm{i}");
+    let api = Arc::new(Api {
+        http,
+        arm_url,
+        token,
+        sub: b.subscription_id.clone(),
+    });
 
-    // The killer: SIGKILL one service at random points, restart it.
+    // The workers' resource groups, before anything is killed.
+    let mut workers = Vec::new();
+    for n in 0..WORKERS {
+        let w = Worker::new(n, seed);
+        w.create_rg(&api).await?;
+        workers.push(w);
+    }
+
+    // The killer: SIGKILL one service at random points, restart it. It
+    // raises `done` however it ends, so the workers stop.
     let procs = Arc::new(tokio::sync::Mutex::new(procs));
     let kill_counts = Arc::new(Mutex::new(BTreeMap::<&str, u32>::new()));
-    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let done = Arc::new(AtomicBool::new(false));
     let killer = {
         let (procs, kill_counts, done) = (procs.clone(), kill_counts.clone(), done.clone());
         let mut rng = Rng(seed.rotate_left(17) | 1);
         tokio::spawn(async move {
-            for k in 0..kills {
-                tokio::time::sleep(Duration::from_millis(100 + rng.below(500))).await;
-                // Round-robin: each service is killed kills/3 times.
-                let svc = SERVICES[(k % 3) as usize];
-                let mut p = procs.lock().await;
-                p.kill(svc)?;
-                *kill_counts.lock().expect("counts").entry(svc).or_default() += 1;
-                drop(p);
-                tokio::time::sleep(Duration::from_millis(rng.below(300))).await;
-                let mut p = procs.lock().await;
-                p.spawn(svc)?;
-                p.wait_ready(svc).await?;
+            let r = async {
+                for k in 0..kills {
+                    tokio::time::sleep(Duration::from_millis(100 + rng.below(500))).await;
+                    // Round-robin: each service is killed kills/3 times.
+                    let svc = SERVICES[(k % 3) as usize];
+                    let mut p = procs.lock().await;
+                    p.kill(svc)?;
+                    *kill_counts.lock().expect("counts").entry(svc).or_default() += 1;
+                    drop(p);
+                    tokio::time::sleep(Duration::from_millis(rng.below(300))).await;
+                    let mut p = procs.lock().await;
+                    p.spawn(svc)?;
+                    p.wait_ready(svc).await?;
+                }
+                anyhow::Ok(())
             }
-            done.store(true, std::sync::atomic::Ordering::SeqCst);
-            anyhow::Ok(())
+            .await;
+            done.store(true, Ordering::SeqCst);
+            r
         })
     };
 
-    // The workload.
-    let mut rng = Rng(seed);
-    let mut uamis: Vec<Known<String>> = vec![Known::Certain(None); UAMIS]; // principal id
-    let mut vms: Vec<Known<VmState>> = vec![Known::Certain(None); VMS];
-    let mut counts = Counts::default();
+    // The workload: concurrent workers, each alone in its resource group.
     let deadline = tokio::time::Instant::now() + budget;
-    while !done.load(std::sync::atomic::Ordering::SeqCst) {
-        if tokio::time::Instant::now() > deadline {
-            bail!("time budget exhausted during the workload");
-        }
-        if killer.is_finished() {
-            break;
-        }
-        counts.sent += 1;
-        let pick = rng.below(10);
-        // (request, on_ack) per kind
-        if pick < 3 {
-            let i = rng.below(UAMIS as u64) as usize;
-            let del = matches!(uamis[i], Known::Certain(Some(_))) && rng.below(2) == 0;
-            let (m, body) = if del {
-                ("DELETE", None)
-            } else {
-                ("PUT", Some(json!({"location": "eastus"})))
-            };
-            match arm(m, uami_id(i), body).await {
-                Ok(r) if r.status().is_success() => {
-                    counts.acked += 1;
-                    uamis[i] = if del {
-                        Known::Certain(None)
-                    } else {
-                        let v: Value = r.json().await.unwrap_or(Value::Null);
-                        match v.pointer("/properties/principalId").and_then(Value::as_str) {
-                            Some(p) => Known::Certain(Some(p.to_owned())),
-                            None => Known::Uncertain,
-                        }
-                    };
-                }
-                Ok(r) if r.status().is_client_error() => counts.rejected += 1,
-                Err(e) if e.is_connect() => {
-                    counts.unreachable += 1;
-                    tokio::time::sleep(Duration::from_millis(25)).await;
-                }
-                _ => {
-                    counts.uncertain += 1;
-                    uamis[i] = Known::Uncertain;
-                }
-            }
-        } else {
-            let i = rng.below(VMS as u64) as usize;
-            let del = !matches!(vms[i], Known::Certain(None)) && rng.below(4) == 0;
-            let state = VmState {
-                sami: rng.below(2) == 0,
-                uamis: (0..UAMIS).filter(|_| rng.below(3) == 0).collect(),
-            };
-            let body = if del {
-                None
-            } else {
-                let kind = match (state.sami, !state.uamis.is_empty()) {
-                    (true, true) => "SystemAssigned, UserAssigned",
-                    (true, false) => "SystemAssigned",
-                    (false, true) => "UserAssigned",
-                    (false, false) => "None",
-                };
-                let map: serde_json::Map<String, Value> = state
-                    .uamis
-                    .iter()
-                    .map(|u| (uami_id(*u), json!({})))
-                    .collect();
-                let mut ident = json!({"type": kind});
-                if !map.is_empty() {
-                    ident["userAssignedIdentities"] = Value::Object(map);
-                }
-                Some(json!({"location": "eastus", "identity": ident,
-                    "properties": {"hardwareProfile": {"vmSize": "Standard_B1s"}}}))
-            };
-            match arm(if del { "DELETE" } else { "PUT" }, vm_path(i), body).await {
-                Ok(r) if r.status().is_success() => {
-                    counts.acked += 1;
-                    vms[i] = if del {
-                        Known::Certain(None)
-                    } else {
-                        Known::Certain(Some(state))
-                    };
-                }
-                Ok(r) if r.status().is_client_error() => counts.rejected += 1,
-                Err(e) if e.is_connect() => {
-                    counts.unreachable += 1;
-                    tokio::time::sleep(Duration::from_millis(25)).await;
-                }
-                _ => {
-                    counts.uncertain += 1;
-                    vms[i] = Known::Uncertain;
-                }
-            }
-        }
+    let running: Vec<_> = workers
+        .into_iter()
+        .map(|w| tokio::spawn(w.run(api.clone(), done.clone(), deadline)))
+        .collect();
+    let mut finished = Vec::new();
+    for w in running {
+        finished.push(w.await??);
     }
     killer.await??;
     let kc = kill_counts.lock().expect("counts").clone();
+    let mut counts = Counts::default();
+    for w in &finished {
+        counts.add(&w.counts);
+    }
     println!(
-        "crash test: kills={} ({}) operations sent={} acknowledged={} rejected={} unreachable={} uncertain={}",
+        "crash test: kills={} ({}) workers={WORKERS} operations sent={} acknowledged={} rejected={} unreachable={} uncertain={}",
         kc.values().sum::<u32>(),
         kc.iter()
             .map(|(k, v)| format!("{k}={v}"))
@@ -455,7 +380,7 @@ async fn run(
         report.failed_operations
     );
 
-    // Every acknowledged effect present.
+    // Every acknowledged effect present, per worker.
     let mut dir = misim_proto::entra::v1::directory_client::DirectoryClient::new(
         misim_runtime::lazy_channel(&format!("http://127.0.0.1:{eg}"))?,
     );
@@ -464,72 +389,9 @@ async fn run(
         .await?
         .into_inner()
         .service_principals;
-    let per_resource = |rid: &str| {
-        sps.iter()
-            .filter(|s| s.managed_identity_resource_id.eq_ignore_ascii_case(rid))
-            .collect::<Vec<_>>()
-    };
     let mut checked = 0;
-    for (i, k) in uamis.iter().enumerate() {
-        let r = arm("GET", uami_id(i), None).await?;
-        let exists = r.status().is_success();
-        let v: Value = r.json().await.unwrap_or(Value::Null);
-        if let Known::Certain(want) = k {
-            checked += 1;
-            if want.is_some() != exists {
-                bail!("uami u{i}: expected exists={} got {exists}", want.is_some());
-            }
-            if let Some(p) = want
-                && v.pointer("/properties/principalId").and_then(Value::as_str) != Some(p)
-            {
-                bail!("uami u{i}: principal changed: {v}");
-            }
-        }
-        let sp = per_resource(&uami_id(i));
-        let want_sps = usize::from(exists);
-        if sp.len() != want_sps || sp.iter().any(|s| s.key_credentials.len() != 1) {
-            bail!(
-                "uami u{i}: exists={exists} but {} principal(s): {sp:?}",
-                sp.len()
-            );
-        }
-    }
-    for (i, k) in vms.iter().enumerate() {
-        let r = arm("GET", vm_path(i), None).await?;
-        let exists = r.status().is_success();
-        let v: Value = r.json().await.unwrap_or(Value::Null);
-        if exists && v["properties"]["provisioningState"] != "Succeeded" {
-            bail!("vm{i} not settled: {v}");
-        }
-        let sami = v.pointer("/identity/principalId").is_some();
-        if let Known::Certain(want) = k {
-            checked += 1;
-            match want {
-                None if exists => bail!("vm{i}: deleted but exists: {v}"),
-                Some(_) if !exists => bail!("vm{i}: acknowledged but missing"),
-                Some(s) => {
-                    let listed: BTreeSet<String> = v
-                        .pointer("/identity/userAssignedIdentities")
-                        .and_then(Value::as_object)
-                        .map(|m| m.keys().map(|k| k.to_ascii_lowercase()).collect())
-                        .unwrap_or_default();
-                    let want_ids: BTreeSet<String> = s
-                        .uamis
-                        .iter()
-                        .map(|u| uami_id(*u).to_ascii_lowercase())
-                        .collect();
-                    if s.sami != sami || listed != want_ids {
-                        bail!("vm{i}: expected {s:?}, got {v}");
-                    }
-                }
-                None => {}
-            }
-        }
-        let id = format!("{}{}", "", vm_path(i));
-        let sp = per_resource(&id);
-        if sp.len() != usize::from(sami) || sp.iter().any(|s| s.key_credentials.len() != 1) {
-            bail!("vm{i}: sami={sami} but {} principal(s): {sp:?}", sp.len());
-        }
+    for w in &finished {
+        checked += w.verify(&api, &sps).await?;
     }
     println!(
         "crash test: {checked} resources with a certain expected state verified; {} managed-identity principals, all owned",
@@ -543,6 +405,278 @@ async fn run(
     }
     procs.lock().await.children.clear_all();
     Ok(())
+}
+
+/// ARM's public API as the admin.
+struct Api {
+    http: reqwest::Client,
+    arm_url: String,
+    token: String,
+    sub: String,
+}
+
+impl Api {
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> reqwest::Result<reqwest::Response> {
+        let mut req = self
+            .http
+            .request(
+                method.parse().expect("method"),
+                format!("{}{path}?api-version=2024-11-01", self.arm_url),
+            )
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        req.send().await
+    }
+}
+
+/// One worker: its own resource group, VMs and identities (its VMs attach
+/// only its identities), driven one request at a time, so what it knows of
+/// its resources is exact whatever the other workers do.
+struct Worker {
+    rg: String,
+    rng: Rng,
+    uamis: Vec<Known<String>>, // principal id
+    vms: Vec<Known<VmState>>,
+    counts: Counts,
+}
+
+impl Worker {
+    fn new(n: usize, seed: u64) -> Self {
+        Self {
+            rg: format!("crash{n}"),
+            rng: Rng(seed.wrapping_add(0x9e37_79b9_7f4a_7c15u64.wrapping_mul(n as u64 + 1)) | 1),
+            uamis: vec![Known::Certain(None); UAMIS],
+            vms: vec![Known::Certain(None); VMS],
+            counts: Counts::default(),
+        }
+    }
+
+    fn rg_path(&self, api: &Api) -> String {
+        format!("/subscriptions/{}/resourceGroups/{}", api.sub, self.rg)
+    }
+
+    fn uami_id(&self, api: &Api, i: usize) -> String {
+        format!(
+            "/subscriptions/{}/resourcegroups/{}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/u{i}",
+            api.sub, self.rg
+        )
+    }
+
+    fn vm_path(&self, api: &Api, i: usize) -> String {
+        format!(
+            "{}/providers/Microsoft.Compute/virtualMachines/vm{i}",
+            self.rg_path(api)
+        )
+    }
+
+    /// Creates the worker's resource group (retrying until ARM answers).
+    async fn create_rg(&self, api: &Api) -> anyhow::Result<()> {
+        for _ in 0..200 {
+            let body = Some(json!({"location": "eastus"}));
+            match api.send("PUT", &self.rg_path(api), body).await {
+                Ok(r) if r.status().is_success() => return Ok(()),
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        bail!("{}: cannot create the resource group", self.rg)
+    }
+
+    /// Sends requests until `done` (or the deadline, an error).
+    async fn run(
+        mut self,
+        api: Arc<Api>,
+        done: Arc<AtomicBool>,
+        deadline: tokio::time::Instant,
+    ) -> anyhow::Result<Self> {
+        while !done.load(Ordering::SeqCst) {
+            if tokio::time::Instant::now() > deadline {
+                bail!("{}: time budget exhausted during the workload", self.rg);
+            }
+            self.step(&api).await;
+        }
+        Ok(self)
+    }
+
+    /// One request, and what its answer tells about the resource.
+    async fn step(&mut self, api: &Api) {
+        self.counts.sent += 1;
+        if self.rng.below(10) < 3 {
+            let i = self.rng.below(UAMIS as u64) as usize;
+            let del = matches!(self.uamis[i], Known::Certain(Some(_))) && self.rng.below(2) == 0;
+            let (m, body) = if del {
+                ("DELETE", None)
+            } else {
+                ("PUT", Some(json!({"location": "eastus"})))
+            };
+            match api.send(m, &self.uami_id(api, i), body).await {
+                Ok(r) if r.status().is_success() => {
+                    self.counts.acked += 1;
+                    self.uamis[i] = if del {
+                        Known::Certain(None)
+                    } else {
+                        let v: Value = r.json().await.unwrap_or(Value::Null);
+                        match v.pointer("/properties/principalId").and_then(Value::as_str) {
+                            Some(p) => Known::Certain(Some(p.to_owned())),
+                            None => Known::Uncertain,
+                        }
+                    };
+                }
+                r => {
+                    self.unacknowledged(r, |w| w.uamis[i] = Known::Uncertain)
+                        .await
+                }
+            }
+        } else {
+            let i = self.rng.below(VMS as u64) as usize;
+            let del = !matches!(self.vms[i], Known::Certain(None)) && self.rng.below(4) == 0;
+            let state = VmState {
+                sami: self.rng.below(2) == 0,
+                uamis: (0..UAMIS).filter(|_| self.rng.below(3) == 0).collect(),
+            };
+            let body = if del {
+                None
+            } else {
+                let kind = match (state.sami, !state.uamis.is_empty()) {
+                    (true, true) => "SystemAssigned, UserAssigned",
+                    (true, false) => "SystemAssigned",
+                    (false, true) => "UserAssigned",
+                    (false, false) => "None",
+                };
+                let map: serde_json::Map<String, Value> = state
+                    .uamis
+                    .iter()
+                    .map(|u| (self.uami_id(api, *u), json!({})))
+                    .collect();
+                let mut ident = json!({"type": kind});
+                if !map.is_empty() {
+                    ident["userAssignedIdentities"] = Value::Object(map);
+                }
+                Some(json!({"location": "eastus", "identity": ident,
+                    "properties": {"hardwareProfile": {"vmSize": "Standard_B1s"}}}))
+            };
+            let method = if del { "DELETE" } else { "PUT" };
+            match api.send(method, &self.vm_path(api, i), body).await {
+                Ok(r) if r.status().is_success() => {
+                    self.counts.acked += 1;
+                    self.vms[i] = if del {
+                        Known::Certain(None)
+                    } else {
+                        Known::Certain(Some(state))
+                    };
+                }
+                r => {
+                    self.unacknowledged(r, |w| w.vms[i] = Known::Uncertain)
+                        .await
+                }
+            }
+        }
+    }
+
+    /// A request that was not acknowledged: refused (nothing changed),
+    /// never delivered (nothing changed), or of unknown outcome.
+    async fn unacknowledged(
+        &mut self,
+        r: reqwest::Result<reqwest::Response>,
+        uncertain: impl FnOnce(&mut Self),
+    ) {
+        match r {
+            Ok(r) if r.status().is_client_error() => self.counts.rejected += 1,
+            Err(e) if e.is_connect() => {
+                self.counts.unreachable += 1;
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            _ => {
+                self.counts.uncertain += 1;
+                uncertain(self);
+            }
+        }
+    }
+
+    /// Checks this worker's resources against what it knows and against
+    /// Entra's principals; returns how many had a certain expected state.
+    async fn verify(
+        &self,
+        api: &Api,
+        sps: &[misim_proto::entra::v1::ServicePrincipal],
+    ) -> anyhow::Result<usize> {
+        let rg = &self.rg;
+        let per_resource = |rid: &str| {
+            sps.iter()
+                .filter(|s| s.managed_identity_resource_id.eq_ignore_ascii_case(rid))
+                .collect::<Vec<_>>()
+        };
+        let mut checked = 0;
+        for (i, k) in self.uamis.iter().enumerate() {
+            let r = api.send("GET", &self.uami_id(api, i), None).await?;
+            let exists = r.status().is_success();
+            let v: Value = r.json().await.unwrap_or(Value::Null);
+            if let Known::Certain(want) = k {
+                checked += 1;
+                if want.is_some() != exists {
+                    bail!("{rg}/u{i}: expected exists={} got {exists}", want.is_some());
+                }
+                if let Some(p) = want
+                    && v.pointer("/properties/principalId").and_then(Value::as_str) != Some(p)
+                {
+                    bail!("{rg}/u{i}: principal changed: {v}");
+                }
+            }
+            let sp = per_resource(&self.uami_id(api, i));
+            if sp.len() != usize::from(exists) || sp.iter().any(|s| s.key_credentials.len() != 1) {
+                bail!(
+                    "{rg}/u{i}: exists={exists} but {} principal(s): {sp:?}",
+                    sp.len()
+                );
+            }
+        }
+        for (i, k) in self.vms.iter().enumerate() {
+            let r = api.send("GET", &self.vm_path(api, i), None).await?;
+            let exists = r.status().is_success();
+            let v: Value = r.json().await.unwrap_or(Value::Null);
+            if exists && v["properties"]["provisioningState"] != "Succeeded" {
+                bail!("{rg}/vm{i} not settled: {v}");
+            }
+            let sami = v.pointer("/identity/principalId").is_some();
+            if let Known::Certain(want) = k {
+                checked += 1;
+                match want {
+                    None if exists => bail!("{rg}/vm{i}: deleted but exists: {v}"),
+                    Some(_) if !exists => bail!("{rg}/vm{i}: acknowledged but missing"),
+                    Some(s) => {
+                        let listed: BTreeSet<String> = v
+                            .pointer("/identity/userAssignedIdentities")
+                            .and_then(Value::as_object)
+                            .map(|m| m.keys().map(|k| k.to_ascii_lowercase()).collect())
+                            .unwrap_or_default();
+                        let want_ids: BTreeSet<String> = s
+                            .uamis
+                            .iter()
+                            .map(|u| self.uami_id(api, *u).to_ascii_lowercase())
+                            .collect();
+                        if s.sami != sami || listed != want_ids {
+                            bail!("{rg}/vm{i}: expected {s:?}, got {v}");
+                        }
+                    }
+                    None => {}
+                }
+            }
+            let sp = per_resource(&self.vm_path(api, i));
+            if sp.len() != usize::from(sami) || sp.iter().any(|s| s.key_credentials.len() != 1) {
+                bail!(
+                    "{rg}/vm{i}: sami={sami} but {} principal(s): {sp:?}",
+                    sp.len()
+                );
+            }
+        }
+        Ok(checked)
+    }
 }
 
 trait ClearAll {

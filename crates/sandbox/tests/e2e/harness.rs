@@ -1,5 +1,8 @@
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
+use misim_proto::faults::{FaultHook, Faults};
 use misim_sandbox::{Sandbox, SandboxConfig};
 use misim_token::verify::{AccessClaims, KeySet};
 use serde_json::{Value, json};
@@ -14,6 +17,93 @@ pub struct World {
     pub http: reqwest::Client,
     pub dir: tempfile::TempDir,
     pub admin_arm: String,
+    /// Sees (and may fail) every call ARM makes to Entra and IMDS.
+    pub faults: Arc<PeerFaults>,
+}
+
+/// The fault hook on ARM's calls to its peers: counts every call by
+/// `service/method` and fails the ones a test names, deterministically.
+#[derive(Debug)]
+pub struct PeerFaults {
+    state: Mutex<FaultState>,
+    /// Bumped on every call, so a test can wait for a count without sleeping.
+    seen: tokio::sync::watch::Sender<u64>,
+}
+
+#[derive(Debug, Default)]
+struct FaultState {
+    /// `service/method` suffix → the status such calls fail with.
+    fail: BTreeMap<String, (tonic::Code, String)>,
+    calls: BTreeMap<String, u64>,
+}
+
+impl Default for PeerFaults {
+    fn default() -> Self {
+        Self {
+            state: Mutex::default(),
+            seen: tokio::sync::watch::Sender::new(0),
+        }
+    }
+}
+
+impl PeerFaults {
+    fn state(&self) -> std::sync::MutexGuard<'_, FaultState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every later call whose `service/method` ends with `method` fails with
+    /// `code` and `message`, unsent.
+    pub fn fail(&self, method: &str, code: tonic::Code, message: &str) {
+        self.state()
+            .fail
+            .insert(method.to_owned(), (code, message.to_owned()));
+    }
+
+    /// No call fails any more.
+    pub fn clear(&self) {
+        self.state().fail.clear();
+    }
+
+    /// Calls so far whose `service/method` ends with `method` (failed or not).
+    pub fn calls(&self, method: &str) -> u64 {
+        self.state()
+            .calls
+            .iter()
+            .filter(|(k, _)| k.ends_with(method))
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// Waits (up to a minute) until there have been `n` such calls.
+    pub async fn wait_calls(&self, method: &str, n: u64) {
+        let mut rx = self.seen.subscribe();
+        let r = tokio::time::timeout(
+            Duration::from_secs(60),
+            rx.wait_for(|_| self.calls(method) >= n),
+        )
+        .await;
+        assert!(
+            matches!(r, Ok(Ok(_))),
+            "{n} calls of {method} never came ({} seen)",
+            self.calls(method)
+        );
+    }
+}
+
+impl FaultHook for PeerFaults {
+    fn before_call(&self, service: &str, method: &str) -> Option<tonic::Status> {
+        let key = format!("{service}/{method}");
+        let failure = {
+            let mut st = self.state();
+            *st.calls.entry(key.clone()).or_default() += 1;
+            st.fail
+                .iter()
+                .find(|(m, _)| key.ends_with(m.as_str()))
+                .map(|(_, (code, msg))| tonic::Status::new(*code, msg.clone()))
+        };
+        self.seen.send_modify(|n| *n += 1);
+        failure
+    }
 }
 
 /// A service principal created through Graph, with an ARM token.
@@ -31,15 +121,17 @@ pub async fn start() -> World {
 }
 
 pub async fn start_in(dir: tempfile::TempDir) -> World {
-    let sb = Sandbox::start(SandboxConfig::new(dir.path()))
-        .await
-        .expect("sandbox starts");
+    let faults = Arc::new(PeerFaults::default());
+    let mut config = SandboxConfig::new(dir.path());
+    config.arm_peer_faults = Faults::with(faults.clone());
+    let sb = Sandbox::start(config).await.expect("sandbox starts");
     let http = client(&sb);
     let mut w = World {
         sb,
         http,
         dir,
         admin_arm: String::new(),
+        faults,
     };
     w.admin_arm = w.admin_token("https://management.azure.com/.default").await;
     w

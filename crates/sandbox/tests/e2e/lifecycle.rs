@@ -6,12 +6,15 @@
 use std::time::Duration;
 
 use misim_proto::arm::v1::DoctorReport;
-use misim_proto::entra::v1::GetServicePrincipalRequest;
+use misim_proto::entra::v1::{GetServicePrincipalRequest, ListServicePrincipalsRequest};
 use misim_proto::imds::v1::GetVmRequest;
 use misim_sandbox::Service;
 use serde_json::{Value, json};
 
 use crate::harness::*;
+
+const CREATE_SP: &str = "misim.entra.v1.Directory/CreateServicePrincipal";
+const DELETE_VM: &str = "misim.imds.v1.Control/DeleteVm";
 
 /// `GET {entra}/v1.0/servicePrincipals/{id}` with an admin Graph token: the status.
 async fn graph_sp(w: &World, principal: &str) -> u16 {
@@ -341,13 +344,22 @@ async fn deleting_a_user_identity_shared_by_three_vms_while_in_use() {
             .imds_token(&eps[i], VAULT_AUD, Some(("client_id", ucid.as_str())))
             .await;
         assert_ne!(st, 200, "{t}");
-        // The VM's identity block still lists the id, as in Azure.
+        // The VM's identity block still lists it with its old ids, as in Azure.
         let (st, v) = w.admin("GET", &vm_id, None).await;
         assert_eq!(st, 200);
         let listed = v["identity"]["userAssignedIdentities"]
             .as_object()
             .unwrap_or_else(|| panic!("{v}"));
-        assert!(listed.keys().any(|k| k.eq_ignore_ascii_case(&uid)), "{v}");
+        let entry = listed
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(&uid))
+            .map(|(_, e)| e)
+            .unwrap_or_else(|| panic!("{v}"));
+        assert_eq!(
+            *entry,
+            json!({"principalId": upid, "clientId": ucid}),
+            "{v}"
+        );
         // A token issued before stays valid until it expires.
         let c = w.verify_with_jwks(&tokens[i], VAULT_AUD).await;
         assert_eq!(c.oid, upid);
@@ -379,6 +391,20 @@ async fn deleting_a_user_identity_shared_by_three_vms_while_in_use() {
         )
         .await;
     assert_eq!(st, 200, "{v}");
+    settle(&w).await;
+    // Created again under the same id it is a new identity: vm3 keeps
+    // showing the old ids, and does not carry the new one, until reassigned.
+    let again = create_uami(&w, "rg1", "shared").await;
+    let new_cid = s(&again, "/properties/clientId");
+    assert_ne!(s(&again, "/properties/principalId"), upid);
+    let vm3 = w.vm_id("rg1", "vm3");
+    let (_, v) = w.admin("GET", &vm3, None).await;
+    assert_eq!(
+        v["identity"]["userAssignedIdentities"][&uid],
+        json!({"principalId": upid, "clientId": ucid}),
+        "{v}"
+    );
+    assert!(!imds_clients(&w, &vm3).await.unwrap().contains(&new_cid));
     settle(&w).await;
     w.sb.shutdown().await.unwrap();
 }
@@ -425,12 +451,18 @@ async fn deleting_a_resource_group_cascades() {
     assert_eq!(clients.len(), 2, "{clients:?}");
     assert!(!clients.contains(&ucid));
     let (_, v) = w.admin("GET", &w.vm_id("rg2", "vm2"), None).await;
+    let listed = v["identity"]["userAssignedIdentities"].as_object().unwrap();
+    assert_eq!(listed.len(), 2, "{v}");
+    // The deleted one with the ids it had (from the VM's record), the live one with its own.
     assert_eq!(
-        v["identity"]["userAssignedIdentities"]
-            .as_object()
-            .unwrap()
-            .len(),
-        2,
+        listed[&uid],
+        json!({"principalId": upid, "clientId": ucid}),
+        "{v}"
+    );
+    let keep_id = s(&keep, "/id");
+    assert_eq!(
+        listed[&keep_id],
+        json!({"principalId": s(&keep, "/properties/principalId"), "clientId": s(&keep, "/properties/clientId")}),
         "{v}"
     );
     assert_eq!(r.identities, 2, "{r:?}");
@@ -470,26 +502,37 @@ async fn entra_then_imds_outage_converges_without_duplicates() {
         op["startTime"].is_string() && op["name"].is_string(),
         "{op}"
     );
-    // A user-assigned identity cannot be created: a clean error, nothing kept.
+    // A user-assigned identity cannot be created (Azure fails the synchronous
+    // create when the directory is unavailable): 503 in ARM's error shape,
+    // nothing kept.
+    let never = w.uami_id("rg1", "never");
     let (st, v) = w
-        .admin(
-            "PUT",
-            &w.uami_id("rg1", "never"),
-            Some(json!({"location": "eastus"})),
-        )
+        .admin("PUT", &never, Some(json!({"location": "eastus"})))
         .await;
-    assert!(st >= 500, "{st} {v}");
-    assert!(v["error"]["code"].is_string(), "{v}");
-    let (st, _) = w.admin("GET", &w.uami_id("rg1", "never"), None).await;
+    assert_eq!(st, 503, "{v}");
+    assert_eq!(v["error"]["code"], "ServiceUnavailable", "{v}");
+    assert!(!s(&v, "/error/message").is_empty(), "{v}");
+    assert_eq!(v.as_object().unwrap().len(), 1, "only `error`: {v}");
+    assert_eq!(v["error"].as_object().unwrap().len(), 2, "{v}");
+    let (st, _) = w.admin("GET", &never, None).await;
     assert_eq!(st, 404);
     // Deleting one is accepted; its principal goes when Entra is back.
     let (st, v) = w.admin("DELETE", &s(&gone, "/id"), None).await;
     assert_eq!(st, 200, "{v}");
     let pending = w.sb.doctor().await;
     assert!(pending.is_err() || pending.unwrap().pending_operations > 0);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The reconciler retries while Entra is down (the VM's principal).
+    let tried = w.faults.calls(CREATE_SP);
+    w.faults.wait_calls(CREATE_SP, tried + 1).await;
     w.sb.start_service(Service::Entra).await.unwrap();
     let r = settle(&w).await;
+    // Nothing of the refused create leaks once Entra is back: no resource,
+    // no principal (the one the reconciler may create for its request id
+    // is deleted again), no failed operation.
+    let (st, _) = w.admin("GET", &never, None).await;
+    assert_eq!(st, 404);
+    assert!(principals_of(&w, &never).await.is_empty());
+    assert_eq!(r.failed_operations, 0, "{r:?}");
     let op = poll(&w, &status_url).await;
     assert_eq!(op["status"], "Succeeded", "{op}");
     let (_, v) = w.admin("GET", &vm_id, None).await;
@@ -525,7 +568,9 @@ async fn entra_then_imds_outage_converges_without_duplicates() {
         .admin("PATCH", &w.vm_id("rg1", "vm2"), Some(json!({"tags": {}})))
         .await;
     assert_eq!(st, 409, "{v}");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The reconciler retries while IMDS is down (vm2's deletion).
+    let tried = w.faults.calls(DELETE_VM);
+    w.faults.wait_calls(DELETE_VM, tried + 1).await;
     w.sb.start_service(Service::Imds).await.unwrap();
     let r = settle(&w).await;
     assert_eq!(poll(&w, &del_url).await["status"], "Succeeded");
@@ -618,5 +663,120 @@ async fn deleting_a_resource_group_while_imds_is_down_is_accepted_and_polled() {
     assert_eq!(r.status(), 200);
     assert_eq!(graph_sp(&w, &sami).await, 404);
     assert_eq!(imds_clients(&w, &w.vm_id("rg1", "vm1")).await, None);
+    w.sb.shutdown().await.unwrap();
+}
+
+/// Managed-identity principals Entra holds for a resource id.
+async fn principals_of(w: &World, resource_id: &str) -> Vec<String> {
+    w.sb.directory()
+        .unwrap()
+        .list_service_principals(ListServicePrincipalsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .service_principals
+        .into_iter()
+        .filter(|sp| {
+            sp.managed_identity_resource_id
+                .eq_ignore_ascii_case(resource_id)
+        })
+        .map(|sp| sp.object_id)
+        .collect()
+}
+
+/// Polls an operation status URL until it leaves `InProgress`.
+async fn poll_finished(w: &World, url: &str) -> Value {
+    for _ in 0..240 {
+        let op = poll(w, url).await;
+        if op["status"] != "InProgress" {
+            return op;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{url} never finished");
+}
+
+#[tokio::test]
+async fn a_step_that_keeps_failing_fails_the_operation_and_a_retry_succeeds() {
+    const ADD_KEY: &str = "misim.entra.v1.Directory/AddKeyCredential";
+    let w = start().await;
+    w.create_rg("rg1").await;
+    settle(&w).await;
+
+    // Entra rejects every certificate ARM registers: a non-transient error.
+    w.faults.fail(
+        ADD_KEY,
+        tonic::Code::InvalidArgument,
+        "the certificate was rejected (injected fault)",
+    );
+    let vm_id = w.vm_id("rg1", "vm1");
+    let (st, h, v) = arm_raw(
+        &w,
+        "PUT",
+        &vm_id,
+        Some(vm_body(json!({"type": "SystemAssigned"}))),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(v["properties"]["provisioningState"], "Updating", "{v}");
+    let status_url = h["azure-asyncoperation"].to_str().unwrap().to_owned();
+
+    // The orchestrator gives up after its limit of non-transient failures (10).
+    w.faults.wait_calls(ADD_KEY, 10).await;
+    let op = poll_finished(&w, &status_url).await;
+    assert_eq!(op["status"], "Failed", "{op}");
+    assert_eq!(op["error"]["code"], "FailedIdentityOperation", "{op}");
+    let msg = s(&op, "/error/message");
+    assert!(
+        msg.contains(&vm_id) && msg.contains("injected fault"),
+        "{op}"
+    );
+    assert!(op["endTime"].is_string() && op["name"].is_string(), "{op}");
+
+    // The VM shows Failed, and why in its instance view (as compute does).
+    let (st, v) = w.admin("GET", &vm_id, None).await;
+    assert_eq!(st, 200);
+    assert_eq!(v["properties"]["provisioningState"], "Failed", "{v}");
+    let (st, v) = w
+        .admin("GET", &format!("{vm_id}?$expand=instanceView"), None)
+        .await;
+    assert_eq!(st, 200);
+    let status = &v["properties"]["instanceView"]["statuses"][0];
+    assert_eq!(
+        status["code"], "ProvisioningState/failed/FailedIdentityOperation",
+        "{v}"
+    );
+    assert_eq!(status["level"], "Error", "{v}");
+    assert!(s(status, "/message").contains("injected fault"), "{v}");
+
+    // Nothing half-made stays: the attempt's principal is deleted again.
+    let r = settle(&w).await;
+    assert_eq!(r.failed_operations, 1, "{r:?}");
+    assert_eq!(r.service_principals, 0, "{r:?}");
+    assert!(principals_of(&w, &vm_id).await.is_empty());
+    assert_eq!(imds_clients(&w, &vm_id).await, Some(vec![]));
+    assert_eq!(w.faults.calls(ADD_KEY), 10, "no attempt after giving up");
+
+    // The fault goes; the user PUTs the VM again and it succeeds.
+    w.faults.clear();
+    let (st, _, v) = arm_raw(
+        &w,
+        "PUT",
+        &vm_id,
+        Some(vm_body(json!({"type": "SystemAssigned"}))),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["properties"]["provisioningState"], "Succeeded", "{v}");
+    let sami = s(&v, "/identity/principalId");
+    assert_eq!(principals_of(&w, &vm_id).await, vec![sami.clone()]);
+    assert_eq!(sp_keys(&w, &sami).await, Some(1));
+    let ep = w.imds_endpoint(&vm_id).await;
+    let (st, t) = w.imds_token(&ep, VAULT_AUD, None).await;
+    assert_eq!(st, 200, "{t}");
+    let r = settle(&w).await;
+    assert_eq!((r.identities, r.service_principals), (1, 1), "{r:?}");
+    // The failed operation's status stays readable.
+    assert_eq!(poll(&w, &status_url).await["status"], "Failed");
     w.sb.shutdown().await.unwrap();
 }

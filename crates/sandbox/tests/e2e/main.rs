@@ -1,7 +1,9 @@
 //! System tests: the whole sandbox in-process on loopback port 0 with sled in a
 //! temp dir, driven only through the public HTTP endpoints (ARM, Entra, IMDS,
 //! Key Vault) the way real clients drive Azure. gRPC is used only to *observe*
-//! effects (service principals in Entra, identities in IMDS).
+//! effects (service principals in Entra, identities in IMDS); failures are
+//! injected through the fault hook on ARM's calls to its peers
+//! (`harness::PeerFaults`), never by timing.
 
 mod errors;
 mod flow;
