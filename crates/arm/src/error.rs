@@ -34,6 +34,23 @@ pub enum ArmError {
         /// The scope.
         scope: String,
     },
+    /// The caller may do `action` at `scope` but not `linked_action` on the
+    /// resources the request links to (a VM's user-assigned identities).
+    #[error(
+        "The client '{principal}' with object id '{principal}' has permission to perform action '{action}' on scope '{scope}'; however, it does not have permission to perform action '{linked_action}' on the linked scope(s) '{linked_scopes}' or the linked scope(s) are invalid."
+    )]
+    LinkedAuthorizationFailed {
+        /// Caller object id.
+        principal: String,
+        /// The permitted action.
+        action: String,
+        /// Its scope.
+        scope: String,
+        /// The refused action.
+        linked_action: String,
+        /// The linked scopes, comma-separated as Azure lists them.
+        linked_scopes: String,
+    },
     /// Unknown subscription.
     #[error("The subscription '{0}' could not be found.")]
     SubscriptionNotFound(String),
@@ -191,7 +208,9 @@ impl ArmError {
             | E::InvalidToken(_)
             | E::ExpiredToken(_)
             | E::WrongAudience(_) => ErrorCode::Unauthenticated,
-            E::AuthorizationFailed { .. } => ErrorCode::PermissionDenied,
+            E::AuthorizationFailed { .. } | E::LinkedAuthorizationFailed { .. } => {
+                ErrorCode::PermissionDenied
+            }
             E::SubscriptionNotFound(_)
             | E::ResourceGroupNotFound(_)
             | E::ResourceNotFound { .. }
@@ -220,6 +239,7 @@ impl ArmError {
             E::ExpiredToken(_) => "ExpiredAuthenticationToken",
             E::WrongAudience(_) => "InvalidAuthenticationTokenAudience",
             E::AuthorizationFailed { .. } => "AuthorizationFailed",
+            E::LinkedAuthorizationFailed { .. } => "LinkedAuthorizationFailed",
             E::SubscriptionNotFound(_) => "SubscriptionNotFound",
             E::ResourceGroupNotFound(_) => "ResourceGroupNotFound",
             E::ResourceNotFound { .. } => "ResourceNotFound",

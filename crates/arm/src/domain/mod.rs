@@ -57,6 +57,9 @@ pub struct Core {
     op_seq: std::sync::Mutex<u64>,
 }
 
+/// Attaching a user-assigned identity to a resource.
+const UAMI_ASSIGN: &str = "Microsoft.ManagedIdentity/userAssignedIdentities/assign/action";
+
 /// A PUT's outcome: the record and whether it was created.
 pub type Put<T> = (T, bool);
 
@@ -838,30 +841,52 @@ impl Core {
             (true, Some(r)) => identity::merge(&current, r)?,
             (false, r) => identity::replace(&current, r.as_ref())?,
         };
-        // Every UAMI must exist; new ones need the assign permission.
-        let mut attached = BTreeMap::new();
-        for (k, original) in &desired.uamis {
-            let u = self.uami_by_id(original)?.ok_or_else(|| {
-                ArmError::FailedIdentityOperation(format!(
-                    "Identity '{original}' could not be found: the user-assigned identity does not exist."
-                ))
-            })?;
-            if !current.uamis.contains_key(k) {
-                self.authorize(
-                    principal,
-                    "Microsoft.ManagedIdentity/userAssignedIdentities/assign/action",
-                    &u.id,
-                )?;
-            }
-            attached.insert(k.clone(), u);
-        }
-
         let id = existing.as_ref().map(|v| v.id.clone()).unwrap_or_else(|| {
             format!(
                 "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Compute/virtualMachines/{name}",
                 self.config.subscription_id, group.name
             )
         });
+        // Every UAMI must exist; new ones need the assign permission. So does
+        // one whose identity changed under the same id (deleted and created
+        // again): attaching it would hand the VM a principal the caller was
+        // never checked for.
+        let mut attached = BTreeMap::new();
+        let mut unassignable = Vec::new();
+        for (k, original) in &desired.uamis {
+            let u = self.uami_by_id(original)?.ok_or_else(|| {
+                ArmError::FailedIdentityOperation(format!(
+                    "Identity '{original}' could not be found: the user-assigned identity does not exist."
+                ))
+            })?;
+            let same_identity = current.uamis.contains_key(k)
+                && existing
+                    .as_ref()
+                    .and_then(|v| v.uami_principals.get(k))
+                    .is_none_or(|a| a.principal_id == u.credential.principal_id);
+            if !same_identity {
+                let scope =
+                    ResourceId::parse(&u.id).map_err(|e| ArmError::Internal(e.to_string()))?;
+                let d = self.decide(principal, UAMI_ASSIGN, &scope, false)?;
+                if !d.allowed {
+                    tracing::info!(principal, action = UAMI_ASSIGN, scope = %u.id, reason = %d.reason, "authorization denied");
+                    unassignable.push(u.id.clone());
+                }
+            }
+            attached.insert(k.clone(), u);
+        }
+        if !unassignable.is_empty() {
+            // Azure's answer when the caller may write the VM but not use a
+            // resource it links to.
+            return Err(ArmError::LinkedAuthorizationFailed {
+                principal: principal.to_owned(),
+                action: "Microsoft.Compute/virtualMachines/write".into(),
+                scope: id,
+                linked_action: UAMI_ASSIGN.into(),
+                linked_scopes: unassignable.join(","),
+            });
+        }
+
         let mut properties = match body.get("properties") {
             None | Some(Value::Null) => Value::Object(Map::new()),
             Some(p @ Value::Object(_)) => p.clone(),

@@ -1299,12 +1299,13 @@ async fn vm_contributor_needs_managed_identity_operator_to_attach() {
         .call_as(dev, "PATCH", &vm_path("rg1", "vm1"), Some(attach.clone()))
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
-    assert_eq!(v["error"]["code"], "AuthorizationFailed");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("Microsoft.ManagedIdentity/userAssignedIdentities/assign/action")
+    // Allowed to write the VM, not to use the identity it links to.
+    assert_eq!(v["error"]["code"], "LinkedAuthorizationFailed");
+    assert_eq!(
+        v["error"]["message"],
+        format!(
+            "The client '{dev}' with object id '{dev}' has permission to perform action 'Microsoft.Compute/virtualMachines/write' on scope '/subscriptions/{SUB}/resourceGroups/rg1/providers/Microsoft.Compute/virtualMachines/vm1'; however, it does not have permission to perform action 'Microsoft.ManagedIdentity/userAssignedIdentities/assign/action' on the linked scope(s) '{id}' or the linked scope(s) are invalid."
+        )
     );
     // Nothing changed.
     let (_, v) = h.call("GET", &vm_path("rg1", "vm1"), None).await;
@@ -1316,6 +1317,26 @@ async fn vm_contributor_needs_managed_identity_operator_to_attach() {
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["identity"]["type"], "SystemAssigned, UserAssigned");
+
+    // Keeping an attached identity needs no permission on it...
+    let ops = "99999999-9999-4999-8999-999999999999";
+    h.principal(ops);
+    h.assign(ops, VM_CONTRIBUTOR, &rg_scope).await;
+    let tags = json!({"tags": {"env": "test"}});
+    let (s, v) = h
+        .call_as(ops, "PATCH", &vm_path("rg1", "vm1"), Some(tags.clone()))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    // ...but an identity deleted and created again under the same id is
+    // another principal: using it is a new assignment, checked as one.
+    let (s, _) = h.call("DELETE", &uami_path("rg1", "id1"), None).await;
+    assert!(s.is_success());
+    h.uami("rg1", "id1").await;
+    let (s, v) = h
+        .call_as(ops, "PATCH", &vm_path("rg1", "vm1"), Some(tags))
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    assert_eq!(v["error"]["code"], "LinkedAuthorizationFailed", "{v}");
 }
 
 #[tokio::test]
