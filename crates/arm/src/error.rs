@@ -34,6 +34,23 @@ pub enum ArmError {
         /// The scope.
         scope: String,
     },
+    /// The write is allowed, but an action on a resource the request links is
+    /// not (a user-assigned identity attached to a VM needs its `assign/action`).
+    #[error(
+        "The client '{principal}' with object id '{principal}' has permission to perform action '{action}' on scope '{scope}'; however, it does not have permission to perform action(s) '{linked_actions}' on the linked scope(s) '{linked_scopes}' (respectively) or the linked scope(s) are invalid."
+    )]
+    LinkedAuthorizationFailed {
+        /// Caller object id.
+        principal: String,
+        /// The allowed action.
+        action: String,
+        /// Its scope.
+        scope: String,
+        /// The denied linked actions, comma-separated (one per linked scope).
+        linked_actions: String,
+        /// The linked scopes, comma-separated.
+        linked_scopes: String,
+    },
     /// Unknown subscription.
     #[error("The subscription '{0}' could not be found.")]
     SubscriptionNotFound(String),
@@ -126,6 +143,10 @@ pub enum ArmError {
     /// A deployment template cannot be evaluated (syntax, unknown function, cycle, parameters).
     #[error("{0}")]
     InvalidTemplate(String),
+    /// A deployment's preflight refused it (the deployer may not write some
+    /// template resources); nothing was deployed.
+    #[error("{0}")]
+    InvalidTemplateDeployment(String),
     /// A resource refers to another that does not exist (a NIC's subnet).
     #[error(
         "Resource {reference} referenced by resource {referrer} was not found. Please make sure that the referenced resource exists, and that both resources are in the same region."
@@ -175,6 +196,7 @@ impl ArmError {
             | E::InvalidRequestContent(_)
             | E::InvalidParameter(_)
             | E::FailedIdentityOperation(_)
+            | E::InvalidTemplateDeployment(_)
             | E::InvalidResourceType { .. }
             | E::NoRegisteredProviderFound(_)
             | E::MethodNotAllowed(_)
@@ -187,7 +209,9 @@ impl ArmError {
             | E::InvalidToken(_)
             | E::ExpiredToken(_)
             | E::WrongAudience(_) => ErrorCode::Unauthenticated,
-            E::AuthorizationFailed { .. } => ErrorCode::PermissionDenied,
+            E::AuthorizationFailed { .. } | E::LinkedAuthorizationFailed { .. } => {
+                ErrorCode::PermissionDenied
+            }
             E::SubscriptionNotFound(_)
             | E::ResourceGroupNotFound(_)
             | E::ResourceNotFound { .. }
@@ -216,6 +240,7 @@ impl ArmError {
             E::ExpiredToken(_) => "ExpiredAuthenticationToken",
             E::WrongAudience(_) => "InvalidAuthenticationTokenAudience",
             E::AuthorizationFailed { .. } => "AuthorizationFailed",
+            E::LinkedAuthorizationFailed { .. } => "LinkedAuthorizationFailed",
             E::SubscriptionNotFound(_) => "SubscriptionNotFound",
             E::ResourceGroupNotFound(_) => "ResourceGroupNotFound",
             E::ResourceNotFound { .. } => "ResourceNotFound",
@@ -238,6 +263,7 @@ impl ArmError {
             E::RoleDefinitionHasAssignments(_) => "RoleDefinitionHasAssignments",
             E::OperationNotAllowed(_) => "OperationNotAllowed",
             E::InvalidTemplate(_) => "InvalidTemplate",
+            E::InvalidTemplateDeployment(_) => "InvalidTemplateDeployment",
             E::InvalidResourceReference { .. } => "InvalidResourceReference",
             E::InvalidResourceNamespace(_) => "InvalidResourceNamespace",
             E::ImageNotFound => "NotFound",

@@ -758,8 +758,17 @@ impl Core {
             (true, Some(r)) => identity::merge(&current, r)?,
             (false, r) => identity::replace(&current, r.as_ref())?,
         };
-        // Every UAMI must exist; new ones need the assign permission.
+        let id = existing.as_ref().map(|v| v.id.clone()).unwrap_or_else(|| {
+            format!(
+                "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Compute/virtualMachines/{name}",
+                self.config.subscription_id, group.name
+            )
+        });
+        // Every UAMI must exist; new ones need the assign permission on them,
+        // which ARM checks as a linked authorization of the VM write.
+        const ASSIGN: &str = "Microsoft.ManagedIdentity/userAssignedIdentities/assign/action";
         let mut attached = BTreeMap::new();
+        let mut unassignable = Vec::new();
         for (k, original) in &desired.uamis {
             let u = self.uami_by_id(original)?.ok_or_else(|| {
                 ArmError::FailedIdentityOperation(format!(
@@ -767,21 +776,25 @@ impl Core {
                 ))
             })?;
             if !current.uamis.contains_key(k) {
-                self.authorize(
-                    principal,
-                    "Microsoft.ManagedIdentity/userAssignedIdentities/assign/action",
-                    &u.id,
-                )?;
+                let scope =
+                    ResourceId::parse(&u.id).map_err(|e| ArmError::Internal(e.to_string()))?;
+                let d = self.decide(principal, ASSIGN, &scope, false)?;
+                if !d.allowed {
+                    tracing::info!(principal, vm = %id, uami = %u.id, reason = %d.reason, "linked authorization denied");
+                    unassignable.push(u.id.clone());
+                }
             }
             attached.insert(k.clone(), u);
         }
-
-        let id = existing.as_ref().map(|v| v.id.clone()).unwrap_or_else(|| {
-            format!(
-                "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Compute/virtualMachines/{name}",
-                self.config.subscription_id, group.name
-            )
-        });
+        if !unassignable.is_empty() {
+            return Err(ArmError::LinkedAuthorizationFailed {
+                principal: principal.to_owned(),
+                action: "Microsoft.Compute/virtualMachines/write".into(),
+                scope: id,
+                linked_actions: vec![ASSIGN; unassignable.len()].join(","),
+                linked_scopes: unassignable.join(","),
+            });
+        }
         let mut properties = match body.get("properties") {
             None | Some(Value::Null) => Value::Object(Map::new()),
             Some(p @ Value::Object(_)) => p.clone(),

@@ -37,6 +37,8 @@ struct Row {
     status: u16,
     /// For a 403: the action the message must name (its scope is checked too).
     denied: Option<(&'static str, String)>,
+    /// The 403's error code.
+    code: &'static str,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -79,7 +81,7 @@ async fn run(w: &World, cast: &Cast, rows: Vec<Row>) {
             r.what, r.who, r.method, r.path, r.status
         );
         if let Some((action, scope)) = r.denied {
-            assert_eq!(body["error"]["code"], "AuthorizationFailed", "{}", r.what);
+            assert_eq!(body["error"]["code"], r.code, "{}", r.what);
             let msg = body["error"]["message"].as_str().unwrap_or("");
             assert!(
                 msg.contains(&p.object_id),
@@ -110,6 +112,7 @@ fn row(what: &'static str, who: Who, method: &'static str, path: String) -> Row 
         body: None,
         status: 200,
         denied: None,
+        code: "AuthorizationFailed",
     }
 }
 
@@ -126,6 +129,14 @@ impl Row {
         self.status = 403;
         self.denied = Some((action, scope));
         self
+    }
+    /// Denied as a linked authorization: the write itself is allowed, an
+    /// action on a resource it links (`scope`) is not.
+    fn linked(self, action: &'static str, scope: String) -> Self {
+        Self {
+            code: "LinkedAuthorizationFailed",
+            ..self.denied(action, scope)
+        }
     }
 }
 
@@ -220,7 +231,7 @@ async fn the_seeds_permission_model() {
                 vm("rg1", "vm-uami"),
             )
             .body(vm_body(with_uami(&uami)))
-            .denied(ASSIGN, uami.clone()),
+            .linked(ASSIGN, uami.clone()),
             row(
                 "VMC cannot attach a UAMI to an existing VM",
                 VmContributor,
@@ -228,7 +239,7 @@ async fn the_seeds_permission_model() {
                 vm("rg1", "existing"),
             )
             .body(json!({"identity": with_uami(&uami)}))
-            .denied(ASSIGN, uami.clone()),
+            .linked(ASSIGN, uami.clone()),
             row(
                 "VMC cannot add role assignments (--role/--scope)",
                 VmContributor,
