@@ -34,21 +34,21 @@ pub enum ArmError {
         /// The scope.
         scope: String,
     },
-    /// The caller may do `action` at `scope` but not `linked_action` on the
-    /// resources the request links to (a VM's user-assigned identities).
+    /// The write is allowed, but an action on a resource the request links is
+    /// not (a user-assigned identity attached to a VM needs its `assign/action`).
     #[error(
-        "The client '{principal}' with object id '{principal}' has permission to perform action '{action}' on scope '{scope}'; however, it does not have permission to perform action '{linked_action}' on the linked scope(s) '{linked_scopes}' or the linked scope(s) are invalid."
+        "The client '{principal}' with object id '{principal}' has permission to perform action '{action}' on scope '{scope}'; however, it does not have permission to perform action(s) '{linked_actions}' on the linked scope(s) '{linked_scopes}' (respectively) or the linked scope(s) are invalid."
     )]
     LinkedAuthorizationFailed {
         /// Caller object id.
         principal: String,
-        /// The permitted action.
+        /// The allowed action.
         action: String,
         /// Its scope.
         scope: String,
-        /// The refused action.
-        linked_action: String,
-        /// The linked scopes, comma-separated as Azure lists them.
+        /// The denied linked actions, comma-separated (one per linked scope).
+        linked_actions: String,
+        /// The linked scopes, comma-separated.
         linked_scopes: String,
     },
     /// Unknown subscription.
@@ -146,6 +146,10 @@ pub enum ArmError {
     /// A deployment template cannot be evaluated (syntax, unknown function, cycle, parameters).
     #[error("{0}")]
     InvalidTemplate(String),
+    /// A deployment's preflight refused it (the deployer may not write some
+    /// template resources); nothing was deployed.
+    #[error("{0}")]
+    InvalidTemplateDeployment(String),
     /// A resource refers to another that does not exist (a NIC's subnet).
     #[error(
         "Resource {reference} referenced by resource {referrer} was not found. Please make sure that the referenced resource exists, and that both resources are in the same region."
@@ -195,6 +199,7 @@ impl ArmError {
             | E::InvalidRequestContent(_)
             | E::InvalidParameter(_)
             | E::FailedIdentityOperation(_)
+            | E::InvalidTemplateDeployment(_)
             | E::InvalidResourceType { .. }
             | E::NoRegisteredProviderFound(_)
             | E::MethodNotAllowed(_)
@@ -263,6 +268,7 @@ impl ArmError {
             E::RoleDefinitionHasAssignments(_) => "RoleDefinitionHasAssignments",
             E::OperationNotAllowed(_) => "OperationNotAllowed",
             E::InvalidTemplate(_) => "InvalidTemplate",
+            E::InvalidTemplateDeployment(_) => "InvalidTemplateDeployment",
             E::InvalidResourceReference { .. } => "InvalidResourceReference",
             E::InvalidResourceNamespace(_) => "InvalidResourceNamespace",
             E::ImageNotFound => "NotFound",

@@ -9,7 +9,10 @@
 //!
 //! Template problems found before anything is deployed (syntax, unsupported
 //! functions, parameters, unknown `dependsOn`, cycles) answer the PUT with 400
-//! `InvalidTemplate`, as ARM's validation does; nothing is recorded.
+//! `InvalidTemplate`, as ARM's validation does; nothing is recorded. So does
+//! ARM's preflight authorization: a template resource the deployer may not
+//! write answers 400 `InvalidTemplateDeployment` ("Authorization failed for
+//! template resource ..."), and nothing is deployed.
 
 use std::time::SystemTime;
 
@@ -20,7 +23,7 @@ use super::{Core, Put, res_key};
 use crate::error::ArmError;
 use crate::http::model;
 use crate::http::route::{self, Kind, Route};
-use crate::template::{Evaluator, Resources, Target, Template, TemplateError};
+use crate::template::{Evaluator, Planned, Resources, Target, Template, TemplateError};
 
 const WRITE: &str = "Microsoft.Resources/deployments/write";
 
@@ -152,6 +155,7 @@ impl Core {
             principal,
         };
         let plan = template.plan(&Evaluator::new(&template, &target, &params, &live))?;
+        self.preflight(principal, &plan)?;
         let ev = Evaluator::new(&template, &target, &params, &live).with_plan(&plan);
 
         let key = res_key(sub, rg, Kind::Deployment, name);
@@ -220,10 +224,50 @@ impl Core {
         Ok((rec, !existed))
     }
 
+    /// ARM's preflight authorization: the deployer must be allowed to write
+    /// every resource of the template before anything is deployed. Otherwise
+    /// 400 `InvalidTemplateDeployment` names each refused resource (in
+    /// template order) and nothing is deployed or recorded. Linked checks
+    /// (attaching a user-assigned identity) happen later, as the resource is
+    /// written.
+    fn preflight(&self, principal: &str, plan: &[Planned]) -> Result<(), ArmError> {
+        let mut ordered: Vec<&Planned> = plan.iter().collect();
+        ordered.sort_by_key(|p| p.index);
+        let mut refused = Vec::new();
+        for p in ordered {
+            let action = match route::parse(&p.id) {
+                Ok(Route::Resource { kind, .. }) => format!("{}/write", kind.type_name()),
+                Ok(Route::RoleAssignment { .. }) => {
+                    "Microsoft.Authorization/roleAssignments/write".to_owned()
+                }
+                // Types misim does not deploy fail as the deployment runs.
+                _ => continue,
+            };
+            match self.authorize(principal, &action, &p.id) {
+                Ok(()) => {}
+                Err(ArmError::AuthorizationFailed { .. }) => refused.push(format!(
+                    "Authorization failed for template resource '{}' of type '{}'. The client '{principal}' with object id '{principal}' does not have permission to perform action '{action}' at scope '{}'.",
+                    p.name, p.resource_type, p.id
+                )),
+                Err(e) => return Err(e),
+            }
+        }
+        match refused.as_slice() {
+            [] => Ok(()),
+            [one] => Err(ArmError::InvalidTemplateDeployment(format!(
+                "The template deployment failed with error: '{one}'."
+            ))),
+            many => Err(ArmError::InvalidTemplateDeployment(format!(
+                "Deployment failed with multiple errors: '{}'",
+                many.join(":")
+            ))),
+        }
+    }
+
     async fn deploy_resource(
         &self,
         principal: &str,
-        p: &crate::template::Planned,
+        p: &Planned,
         body: &Value,
     ) -> Result<(), ArmError> {
         match route::parse(&p.id)? {

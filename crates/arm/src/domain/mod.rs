@@ -882,7 +882,7 @@ impl Core {
                 principal: principal.to_owned(),
                 action: "Microsoft.Compute/virtualMachines/write".into(),
                 scope: id,
-                linked_action: UAMI_ASSIGN.into(),
+                linked_actions: vec![UAMI_ASSIGN; unassignable.len()].join(","),
                 linked_scopes: unassignable.join(","),
             });
         }

@@ -395,25 +395,52 @@ async fn deployments_are_authorized_like_direct_puts() {
             .contains("Microsoft.Resources/deployments/write")
     );
 
-    // VM Contributor may deploy, but not write a virtual network: the
-    // deployment fails at its first resource with the same error a direct PUT gives.
+    // VM Contributor may deploy, but not write a virtual network, an NSG, a
+    // public IP or a role assignment: ARM's preflight refuses the deployment
+    // (400 InvalidTemplateDeployment, one entry per refused template resource,
+    // in template order) and nothing is deployed or recorded.
     let dev = "88888888-8888-4888-8888-888888888888";
     h.principal(dev);
     h.assign(dev, VM_CONTRIBUTOR, &rg_scope).await;
     let (s, op, v) = h.deploy_as(dev, "vm_deploy_d", &system_assigned()).await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    assert_eq!(v["properties"]["provisioningState"], "Failed");
-    let status = h.poll(&op.unwrap()).await;
-    assert_eq!(status["status"], "Failed");
-    let detail = &status["error"]["details"][0];
-    assert_eq!(detail["code"], "AuthorizationFailed");
-    assert!(
-        detail["message"]
-            .as_str()
-            .unwrap()
-            .contains("'Microsoft.Network/virtualNetworks/write'"),
-        "{detail}"
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(op.is_none());
+    assert_eq!(v["error"]["code"], "InvalidTemplateDeployment");
+    let refused = |name: &str, ty: &str, id: &str| {
+        format!(
+            "Authorization failed for template resource '{name}' of type '{ty}'. The client '{dev}' with object id '{dev}' does not have permission to perform action '{ty}/write' at scope '{id}'."
+        )
+    };
+    let ra = "12c639e8-863d-421b-8c5f-45d8d3ddcd58";
+    assert_eq!(
+        v["error"]["message"],
+        format!(
+            "Deployment failed with multiple errors: '{}:{}:{}:{}'",
+            refused(
+                "myVMVNET",
+                "Microsoft.Network/virtualNetworks",
+                &net_path("virtualNetworks", "myVMVNET")
+            ),
+            refused(
+                "myVMNSG",
+                "Microsoft.Network/networkSecurityGroups",
+                &net_path("networkSecurityGroups", "myVMNSG")
+            ),
+            refused(
+                "myVMPublicIP",
+                "Microsoft.Network/publicIPAddresses",
+                &net_path("publicIPAddresses", "myVMPublicIP")
+            ),
+            refused(
+                ra,
+                "Microsoft.Authorization/roleAssignments",
+                &format!(
+                    "/subscriptions/{SUB}/providers/Microsoft.Authorization/roleAssignments/{ra}"
+                )
+            ),
+        )
     );
+    // A direct PUT of the same resource gives ARM's usual 403.
     let (s, direct) = h
         .call_as(
             dev,
@@ -423,20 +450,106 @@ async fn deployments_are_authorized_like_direct_puts() {
         )
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
-    assert_eq!(direct["error"]["message"], detail["message"]);
+    assert_eq!(direct["error"]["code"], "AuthorizationFailed");
 
     for (s, _) in [
         h.call("GET", &vm_path(RG, "myVM"), None).await,
-        h.call("GET", &net_path("virtualNetworks", "myVMVNET"), None)
+        h.call("GET", &net_path("networkInterfaces", "myVMVMNic"), None)
             .await,
+        h.call("GET", &deployment_path("vm_deploy_d"), None).await,
     ] {
         assert_eq!(s, StatusCode::NOT_FOUND);
     }
-    let (s, d) = h
-        .call_as(dev, "GET", &deployment_path("vm_deploy_d"), None)
-        .await;
-    assert_eq!(s, StatusCode::OK);
-    assert_eq!(d["properties"]["provisioningState"], "Failed");
+
+    // With only the role assignment refused, the message is the single form.
+    let mut body = system_assigned();
+    let resources = body["properties"]["template"]["resources"]
+        .as_array_mut()
+        .unwrap();
+    resources.retain(|r| r["type"] == "Microsoft.Authorization/roleAssignments");
+    resources[0]["dependsOn"] = json!([]);
+    resources[0]["properties"]["principalId"] = json!(dev);
+    let (s, _, v) = h.deploy_as(dev, "vm_deploy_ra", &body).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(
+        v["error"]["message"],
+        format!(
+            "The template deployment failed with error: '{}'.",
+            refused(
+                ra,
+                "Microsoft.Authorization/roleAssignments",
+                &format!(
+                    "/subscriptions/{SUB}/providers/Microsoft.Authorization/roleAssignments/{ra}"
+                )
+            )
+        )
+    );
+}
+
+/// `az vm create --assign-identity <uami>` on an existing network: the
+/// deployment passes preflight (VM Contributor writes NICs and VMs), and the
+/// VM write fails its linked check on the identity: the deployment fails with
+/// `LinkedAuthorizationFailed`, until Managed Identity Operator is granted.
+#[tokio::test]
+async fn attaching_a_user_assigned_identity_is_a_linked_authorization() {
+    let h = harness().await;
+    h.rg(RG).await;
+    let u = h.uami(RG, "myUserAssignedIdentity").await;
+    let uami = u["id"].as_str().unwrap().to_owned();
+    let (s, _, v) = h.deploy_as(ADMIN, "vm_deploy_1", &system_assigned()).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let dev = "88888888-8888-4888-8888-888888888888";
+    h.principal(dev);
+    h.assign(
+        dev,
+        VM_CONTRIBUTOR,
+        &format!("/subscriptions/{SUB}/resourceGroups/{RG}"),
+    )
+    .await;
+
+    // The user-assigned body without its NSG and public IP.
+    let mut body = user_assigned();
+    let resources = body["properties"]["template"]["resources"]
+        .as_array_mut()
+        .unwrap();
+    resources.retain(|r| {
+        r["type"] == "Microsoft.Network/networkInterfaces"
+            || r["type"] == "Microsoft.Compute/virtualMachines"
+    });
+    let nic = &mut resources[0];
+    nic["dependsOn"] = json!([]);
+    nic["properties"]
+        .as_object_mut()
+        .unwrap()
+        .remove("networkSecurityGroup");
+    nic["properties"]["ipConfigurations"][0]["properties"]
+        .as_object_mut()
+        .unwrap()
+        .remove("publicIPAddress");
+
+    let (s, op, v) = h.deploy_as(dev, "vm_deploy_2", &body).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let status = h.poll(&op.unwrap()).await;
+    assert_eq!(status["status"], "Failed", "{status}");
+    assert_eq!(status["error"]["code"], "DeploymentFailed");
+    let detail = &status["error"]["details"][0];
+    let vm = format!(
+        "/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.Compute/virtualMachines/myVM2"
+    );
+    assert_eq!(detail["code"], "LinkedAuthorizationFailed", "{detail}");
+    assert_eq!(
+        detail["message"],
+        format!(
+            "The client '{dev}' with object id '{dev}' has permission to perform action 'Microsoft.Compute/virtualMachines/write' on scope '{vm}'; however, it does not have permission to perform action(s) 'Microsoft.ManagedIdentity/userAssignedIdentities/assign/action' on the linked scope(s) '{uami}' (respectively) or the linked scope(s) are invalid."
+        )
+    );
+    let (s, _) = h.call("GET", &vm_path(RG, "myVM2"), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    h.assign(dev, MI_OPERATOR, &uami).await;
+    let (s, op, v) = h.deploy_as(dev, "vm_deploy_3", &body).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(h.poll(&op.unwrap()).await["status"], "Succeeded");
 }
 
 #[tokio::test]

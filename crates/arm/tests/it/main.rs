@@ -1294,19 +1294,27 @@ async fn vm_contributor_needs_managed_identity_operator_to_attach() {
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
-    let attach = json!({"identity": {"type": "SystemAssigned,UserAssigned", "userAssignedIdentities": {&id: {}}}});
+    // Attaching is a linked authorization of the VM write: ARM names every
+    // identity the caller may not assign, with one action for each.
+    let id2 = h.uami("rg1", "id2").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let both = json!({"identity": {"type": "SystemAssigned,UserAssigned",
+        "userAssignedIdentities": {&id: {}, &id2: {}}}});
     let (s, v) = h
-        .call_as(dev, "PATCH", &vm_path("rg1", "vm1"), Some(attach.clone()))
+        .call_as(dev, "PATCH", &vm_path("rg1", "vm1"), Some(both))
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
-    // Allowed to write the VM, not to use the identity it links to.
     assert_eq!(v["error"]["code"], "LinkedAuthorizationFailed");
+    let assign = "Microsoft.ManagedIdentity/userAssignedIdentities/assign/action";
     assert_eq!(
         v["error"]["message"],
         format!(
-            "The client '{dev}' with object id '{dev}' has permission to perform action 'Microsoft.Compute/virtualMachines/write' on scope '/subscriptions/{SUB}/resourceGroups/rg1/providers/Microsoft.Compute/virtualMachines/vm1'; however, it does not have permission to perform action 'Microsoft.ManagedIdentity/userAssignedIdentities/assign/action' on the linked scope(s) '{id}' or the linked scope(s) are invalid."
+            "The client '{dev}' with object id '{dev}' has permission to perform action 'Microsoft.Compute/virtualMachines/write' on scope '/subscriptions/{SUB}/resourceGroups/rg1/providers/Microsoft.Compute/virtualMachines/vm1'; however, it does not have permission to perform action(s) '{assign},{assign}' on the linked scope(s) '{id},{id2}' (respectively) or the linked scope(s) are invalid."
         )
     );
+    let attach = json!({"identity": {"type": "SystemAssigned,UserAssigned", "userAssignedIdentities": {&id: {}}}});
     // Nothing changed.
     let (_, v) = h.call("GET", &vm_path("rg1", "vm1"), None).await;
     assert_eq!(v["identity"]["type"], "SystemAssigned");

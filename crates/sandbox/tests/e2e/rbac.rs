@@ -39,6 +39,8 @@ struct Row {
     status: u16,
     /// For a 403: the action the message must name (its scope is checked too).
     denied: Option<(&'static str, String)>,
+    /// The 403's error code.
+    code: &'static str,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -81,14 +83,7 @@ async fn run(w: &World, cast: &Cast, rows: Vec<Row>) {
             r.what, r.who, r.method, r.path, r.status
         );
         if let Some((action, scope)) = r.denied {
-            // Attaching an identity is a check on a linked resource: the
-            // caller may write the VM, not use the identity.
-            let code = if action == ASSIGN {
-                "LinkedAuthorizationFailed"
-            } else {
-                "AuthorizationFailed"
-            };
-            assert_eq!(body["error"]["code"], code, "{}", r.what);
+            assert_eq!(body["error"]["code"], r.code, "{}", r.what);
             let msg = body["error"]["message"].as_str().unwrap_or("");
             assert!(
                 msg.contains(&p.object_id),
@@ -119,6 +114,7 @@ fn row(what: &'static str, who: Who, method: &'static str, path: String) -> Row 
         body: None,
         status: 200,
         denied: None,
+        code: "AuthorizationFailed",
     }
 }
 
@@ -135,6 +131,14 @@ impl Row {
         self.status = 403;
         self.denied = Some((action, scope));
         self
+    }
+    /// Denied as a linked authorization: the write itself is allowed, an
+    /// action on a resource it links (`scope`) is not.
+    fn linked(self, action: &'static str, scope: String) -> Self {
+        Self {
+            code: "LinkedAuthorizationFailed",
+            ..self.denied(action, scope)
+        }
     }
 }
 
@@ -229,7 +233,7 @@ async fn the_seeds_permission_model() {
                 vm("rg1", "vm-uami"),
             )
             .body(vm_body(with_uami(&uami)))
-            .denied(ASSIGN, uami.clone()),
+            .linked(ASSIGN, uami.clone()),
             row(
                 "VMC cannot attach a UAMI to an existing VM",
                 VmContributor,
@@ -237,7 +241,7 @@ async fn the_seeds_permission_model() {
                 vm("rg1", "existing"),
             )
             .body(json!({"identity": with_uami(&uami)}))
-            .denied(ASSIGN, uami.clone()),
+            .linked(ASSIGN, uami.clone()),
             row(
                 "VMC cannot add role assignments (--role/--scope)",
                 VmContributor,
