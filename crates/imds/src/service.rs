@@ -45,7 +45,7 @@ pub(crate) struct LiveVm {
 }
 
 /// Why a token could not be obtained from Entra.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum IssueError {
     /// Entra rejected the resource (AADSTS500011); Entra's text.
     InvalidResource(String),
@@ -407,12 +407,14 @@ impl Imds {
         resource: &str,
     ) -> Result<Arc<CachedToken>, IssueError> {
         let client_id = identity.record.client_id.as_str();
-        let now = self.inner.clock.unix();
         self.inner
             .cache
-            .get_or_fetch(client_id, resource, now, || {
-                self.fetch_token(identity, resource, now)
-            })
+            .get_or_fetch(
+                client_id,
+                resource,
+                || self.inner.clock.unix(),
+                |now| self.fetch_token(identity, resource, now),
+            )
             .await
     }
 

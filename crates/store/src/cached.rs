@@ -76,16 +76,25 @@ impl<V: Serialize + DeserializeOwned> CachedTable<V> {
 
     /// Writes one value durably (see [`Table::put`]).
     pub async fn put(&self, key: &str, value: &V) -> Result<()> {
-        let r = self.table.put(key, value).await;
-        self.invalidate();
-        r
+        let _invalidate = Invalidate(self);
+        self.table.put(key, value).await
     }
 
     /// Removes one value durably (see [`Table::remove`]).
     pub async fn remove(&self, key: &str) -> Result<Option<V>> {
-        let r = self.table.remove(key).await;
-        self.invalidate();
-        r
+        let _invalidate = Invalidate(self);
+        self.table.remove(key).await
+    }
+}
+
+/// Drops the snapshot when a write ends however it ends: the tree changes on
+/// the write future's first poll, so a write cancelled while it flushes (its
+/// request dropped) must invalidate too.
+struct Invalidate<'a, V: Serialize + DeserializeOwned>(&'a CachedTable<V>);
+
+impl<V: Serialize + DeserializeOwned> Drop for Invalidate<'_, V> {
+    fn drop(&mut self) {
+        self.0.invalidate();
     }
 }
 
@@ -110,5 +119,25 @@ mod tests {
         assert_eq!(t.get("b").unwrap(), Some(2));
         // The first snapshot is immutable: readers holding it are unaffected.
         assert_eq!(first.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_write_cancelled_while_it_flushes_still_invalidates() {
+        use std::future::Future;
+        use std::pin::pin;
+        use std::task::{Context, Poll, Waker};
+        let s = Store::memory().unwrap();
+        let t = CachedTable::new(s.table::<u32>("n").unwrap());
+        t.put("a", &1).await.unwrap();
+        assert_eq!(t.all().unwrap().len(), 1);
+        {
+            // One poll writes the tree; dropping the future then abandons the flush.
+            let mut remove = pin!(t.remove("a"));
+            let mut cx = Context::from_waker(Waker::noop());
+            if let Poll::Ready(r) = remove.as_mut().poll(&mut cx) {
+                r.unwrap();
+            }
+        }
+        assert!(t.all().unwrap().is_empty(), "no stale snapshot");
     }
 }

@@ -329,8 +329,10 @@ impl Core {
         }
         let id = ResourceId::parse(&format!("/subscriptions/{sub}"))
             .map_err(|e| ArmError::InvalidParameter(e.to_string()))?;
-        let d = self.decide_with(principal, "", &id, false, rbac::evaluate_subscription_read)?;
-        Ok(!d.considered.is_empty())
+        Ok(self.assignments.all()?.iter().any(|(_, a)| {
+            a.principal_id.eq_ignore_ascii_case(principal)
+                && ResourceId::parse(&a.scope).is_ok_and(|s| id.is_within(&s) || s.is_within(&id))
+        }))
     }
 
     /// Fails with 403 `AuthorizationFailed` unless `principal` has any access
@@ -863,7 +865,7 @@ impl Core {
                 && existing
                     .as_ref()
                     .and_then(|v| v.uami_principals.get(k))
-                    .is_none_or(|a| a.principal_id == u.credential.principal_id);
+                    .is_some_and(|a| a.principal_id == u.credential.principal_id);
             if !same_identity {
                 let scope =
                     ResourceId::parse(&u.id).map_err(|e| ArmError::Internal(e.to_string()))?;
@@ -1270,17 +1272,6 @@ impl Core {
         let Some(role) = self.role(&role_guid)? else {
             return Err(ArmError::RoleDefinitionDoesNotExist(role_guid));
         };
-        // A role is assignable only at or below one of its assignableScopes
-        // (built-ins have "/"; a custom role names its subscriptions or groups).
-        let target = ResourceId::parse(if scope.is_empty() { "/" } else { scope })
-            .map_err(|e| ArmError::InvalidParameter(e.to_string()))?;
-        let assignable = role
-            .assignable_scopes
-            .iter()
-            .any(|s| ResourceId::parse(s).is_ok_and(|s| target.is_within(&s)));
-        if !assignable {
-            return Err(ArmError::ScopeDoesNotMatchRoleDefinition(role.role_name));
-        }
         let principal_type = props
             .get("principalType")
             .and_then(Value::as_str)
@@ -1296,6 +1287,17 @@ impl Core {
                 return Ok((old, false));
             }
             return Err(ArmError::RoleAssignmentUpdateNotPermitted);
+        }
+        // A role is assignable only at or below one of its assignableScopes
+        // (built-ins have "/"; a custom role names its subscriptions or groups).
+        let target = ResourceId::parse(if scope.is_empty() { "/" } else { scope })
+            .map_err(|e| ArmError::InvalidParameter(e.to_string()))?;
+        let assignable = role
+            .assignable_scopes
+            .iter()
+            .any(|s| ResourceId::parse(s).is_ok_and(|s| target.is_within(&s)));
+        if !assignable {
+            return Err(ArmError::ScopeDoesNotMatchRoleDefinition(role.role_name));
         }
         let dup = self.assignments.all()?.iter().any(|(_, a)| {
             a.principal_id.eq_ignore_ascii_case(&principal_id)

@@ -30,6 +30,9 @@ const INLINE_BUDGET: Duration = Duration::from_secs(10);
 /// after the request (`az ... --no-wait`, an SDK poller resumed from a saved
 /// token); a day covers any such poller while keeping the table bounded.
 pub(crate) const OP_RETENTION: Duration = Duration::from_secs(24 * 3600);
+/// Most expired operations deleted per pass (each delete is a flush), so a
+/// backlog after a long downtime does not hold up resuming pending work.
+const PRUNE_BATCH: usize = 64;
 /// How often (by the injected clock) the reconciler looks for expired operations.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
@@ -91,6 +94,7 @@ impl Core {
             retire: Vec::new(),
             sami_request: None,
             pending_cred: None,
+            failed: None,
         };
         self.ops.put(&op.id, &op).await?;
         self.pending.put(&pending_key(target, seq), &op.id).await?;
@@ -144,6 +148,20 @@ impl Core {
                 continue;
             }
             op.attempts += 1;
+            if let Some(msg) = op.failed.clone() {
+                // Failed for good; only its cleanup is left.
+                match self.clean_up(&mut op).await {
+                    Ok(()) => {
+                        self.finish(&pk, &mut op, OpStatus::Failed, Some(msg))
+                            .await?
+                    }
+                    Err(e) => {
+                        tracing::info!(op = %op.id, target, error = %e, "cleanup of a failed operation will be retried");
+                        return Ok(false);
+                    }
+                }
+                continue;
+            }
             let result = self.run_op(&mut op).await;
             if let Err(e) = &result
                 && !transient(e)
@@ -152,8 +170,16 @@ impl Core {
             }
             match result {
                 Ok(()) => self.finish(&pk, &mut op, OpStatus::Succeeded, None).await?,
-                Err(e) if op.hard_failures < MAX_HARD_FAILURES => {
-                    tracing::info!(op = %op.id, target, attempt = op.attempts, error = %e, "operation will be retried");
+                // Only a VM operation can fail for good: its record stays, so
+                // the user retries it. Deleting a user-assigned identity (and
+                // cleaning up after its create) has no record left to retry
+                // from, so it is retried until it completes.
+                Err(e) if op.hard_failures < MAX_HARD_FAILURES || op.kind != OpKind::Vm => {
+                    if op.hard_failures >= MAX_HARD_FAILURES {
+                        tracing::warn!(op = %op.id, target, attempt = op.attempts, error = %e, "cleanup operation keeps failing; retrying");
+                    } else {
+                        tracing::info!(op = %op.id, target, attempt = op.attempts, error = %e, "operation will be retried");
+                    }
                     op.error = Some(e.to_string());
                     self.ops.put(&op.id, &op).await?;
                     return Ok(false);
@@ -166,20 +192,30 @@ impl Core {
                         "Identity operation for resource '{}' failed with error '{e}'.",
                         op.resource_id
                     );
-                    if op.kind == OpKind::Vm
-                        && let Some(mut rec) = self.vms.get(target)?
-                    {
+                    if let Some(mut rec) = self.vms.get(target)? {
                         rec.state = ProvState::Failed;
                         rec.error = Some(msg.clone());
                         self.vms.put(target, &rec).await?;
                     }
-                    self.abort_sami_request(&mut op).await.ok();
+                    op.failed = Some(msg.clone());
+                    self.ops.put(&op.id, &op).await?;
+                    if let Err(e) = self.clean_up(&mut op).await {
+                        tracing::info!(op = %op.id, target, error = %e, "cleanup of a failed operation will be retried");
+                        return Ok(false);
+                    }
                     self.finish(&pk, &mut op, OpStatus::Failed, Some(msg))
                         .await?;
                 }
             }
         }
         Ok(true)
+    }
+
+    /// What a failed VM operation must still undo: principals of a disabled
+    /// SAMI, and a principal created for a SAMI that no record took.
+    async fn clean_up(&self, op: &mut OpRecord) -> Result<(), ArmError> {
+        self.retire(op).await?;
+        self.abort_sami_request(op).await
     }
 
     async fn finish(
@@ -235,7 +271,7 @@ impl Core {
     /// (by the injected clock). Pending operations are never touched. A
     /// finished record without an end stamp (written before stamps existed)
     /// is stamped now, so it too is kept a full retention window. Returns
-    /// how many were deleted.
+    /// how many were deleted (at most [`PRUNE_BATCH`]; the rest go next time).
     pub async fn prune_ops(&self) -> Result<usize, ArmError> {
         let now = misim_types::unix_seconds(self.clock.now());
         let keep = OP_RETENTION.as_secs() as i64;
@@ -248,6 +284,9 @@ impl Core {
                 Some(t) if now - t >= keep => {
                     self.ops.remove(&k).await?;
                     pruned += 1;
+                    if pruned == PRUNE_BATCH {
+                        break;
+                    }
                 }
                 Some(_) => {}
                 None => {

@@ -243,6 +243,11 @@ pub struct OpRecord {
     pub sami_request: Option<String>,
     /// The SAMI credential being registered (persisted before `AddKeyCredential`).
     pub pending_cred: Option<Credential>,
+    /// Set when the operation has failed for good but still has cleanup to
+    /// do (principals to retire, an abandoned SAMI request): the error it
+    /// will finish with once that is done. Cleanup never fails for good.
+    #[serde(default)]
+    pub failed: Option<String>,
 }
 
 /// A key vault.

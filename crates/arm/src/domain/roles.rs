@@ -152,6 +152,37 @@ impl Core {
             )?;
         }
         let key = guid.to_ascii_lowercase();
+        let previous = self.custom_roles.get(&key)?;
+        if let Some(old) = &previous {
+            // Changing a role changes what every assignment of it grants, at
+            // every scope it was assignable at: the writer must hold the
+            // right there too, and no assignment may end up outside.
+            for s in &old.definition.assignable_scopes {
+                self.authorize(
+                    principal,
+                    "Microsoft.Authorization/roleDefinitions/write",
+                    s,
+                )?;
+            }
+            let inside = |scope: &str| {
+                ResourceId::parse(scope).is_ok_and(|t| {
+                    assignable_scopes
+                        .iter()
+                        .any(|s| ResourceId::parse(s).is_ok_and(|s| t.is_within(&s)))
+                })
+            };
+            if let Some((_, a)) = self
+                .assignments
+                .all()?
+                .iter()
+                .find(|(_, a)| a.role_guid == key && !inside(&a.scope))
+            {
+                return Err(ArmError::InvalidParameter(format!(
+                    "The role definition cannot be updated: its assignment '{}' at scope '{}' would be outside the new assignable scopes. Delete the assignment first.",
+                    a.name, a.scope
+                )));
+            }
+        }
         let name_taken = self
             .custom_roles
             .all()?
@@ -173,7 +204,7 @@ impl Core {
             permissions,
             custom: true,
         };
-        let created = self.custom_roles.get(&key)?.is_none();
+        let created = previous.is_none();
         let rec = CustomRoleRecord {
             scope: scope.to_owned(),
             definition: definition.clone(),
@@ -184,13 +215,27 @@ impl Core {
     }
 
     /// Deletes a custom role definition; refuses while assignments use it.
-    pub async fn delete_custom_role(&self, guid: &str) -> Result<Option<RoleDefinition>, ArmError> {
+    /// The caller needs `roleDefinitions/delete` at each of its assignable scopes.
+    pub async fn delete_custom_role(
+        &self,
+        principal: &str,
+        guid: &str,
+    ) -> Result<Option<RoleDefinition>, ArmError> {
         if rbac::role_by_guid(guid).is_some() {
             return Err(ArmError::InvalidParameter(format!(
                 "The role definition '{guid}' is a built-in role and cannot be deleted."
             )));
         }
         let key = guid.to_ascii_lowercase();
+        if let Some(old) = self.custom_roles.get(&key)? {
+            for s in &old.definition.assignable_scopes {
+                self.authorize(
+                    principal,
+                    "Microsoft.Authorization/roleDefinitions/delete",
+                    s,
+                )?;
+            }
+        }
         if self
             .assignments
             .all()?

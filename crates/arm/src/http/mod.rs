@@ -495,7 +495,7 @@ async fn dispatch(
                     )
                         .into_response())
                 }
-                _ => match core.delete_custom_role(&name).await? {
+                _ => match core.delete_custom_role(&principal, &name).await? {
                     Some(r) => Ok(ok(model::role_definition(core, &r))),
                     None => Ok(StatusCode::NO_CONTENT.into_response()),
                 },

@@ -254,4 +254,54 @@ async fn assignable_scopes_bound_custom_roles() {
         .call_as(USER, "PUT", &def_path(&rg1, other), Some(one))
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
+
+    // ...and may not rewrite or delete a role assignable beyond rg1: that would
+    // change what its assignments grant elsewhere.
+    let wide = "8f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0";
+    let (s, v) = h
+        .call(
+            "PUT",
+            &def_path(&sub, wide),
+            Some(json!({"properties": {"roleName": "Wide", "assignableScopes": [sub], "permissions": []}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, v) = h
+        .call_as(
+            USER,
+            "PUT",
+            &def_path(&rg1, wide),
+            Some(
+                json!({"properties": {"roleName": "Wide", "assignableScopes": [rg1],
+                "permissions": [{"actions": ["*"]}]}}),
+            ),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("over scope '{sub}'")),
+        "{v}"
+    );
+    let (s, v) = h.call_as(USER, "DELETE", &def_path(&rg1, wide), None).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+
+    // Narrowing a role past one of its assignments is refused; re-creating an
+    // assignment that exists stays idempotent.
+    let (path, body) = assignment(&rg1, "a1b2c3d4-0000-4000-8000-000000000002");
+    let (s, _) = h.call("PUT", &path, Some(body)).await;
+    assert_eq!(s, StatusCode::OK);
+    let mut narrowed = custom_body(&rg2);
+    narrowed["properties"]["roleName"] = json!("VM Starter");
+    let (s, v) = h.call("PUT", &def_path(&sub, CUSTOM), Some(narrowed)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("outside the new assignable scopes"),
+        "{v}"
+    );
 }

@@ -415,10 +415,24 @@ impl Directory {
                 ..AppChanges::default()
             })
             .await?;
-        let principal = self.create_app_principal(&application.app_id).await?;
-        let secret = self
-            .add_password(&application.object_id, Some("misim".into()), None, None)
-            .await?;
+        let made = async {
+            let principal = self.create_app_principal(&application.app_id).await?;
+            let secret = self
+                .add_password(&application.object_id, Some("misim".into()), None, None)
+                .await?;
+            Ok::<_, EntraError>((principal, secret))
+        };
+        let (principal, secret) = match made.await {
+            Ok(made) => made,
+            Err(e) => {
+                // The caller cannot retry this call idempotently, so leave no
+                // half-made application behind (it takes its principal along).
+                if let Err(cleanup) = self.delete_application(&application.object_id).await {
+                    tracing::warn!(app = %application.object_id, error = %cleanup, "could not remove a half-created application");
+                }
+                return Err(e);
+            }
+        };
         Ok(NewApplicationPrincipal {
             application,
             principal,

@@ -4,8 +4,10 @@
 //! `&str` without allocating. Values are `Arc`s: readers hold the read lock
 //! only for a clone.
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::RwLock;
 
@@ -51,8 +53,24 @@ impl CachedToken {
     }
 }
 
-/// Held while one fetch of a (client id, resource) token is in progress.
-type Flight = Arc<tokio::sync::Mutex<()>>;
+/// The callers of one (client id, resource) token that missed the cache.
+#[derive(Default)]
+struct Flight {
+    /// Held by the caller whose turn it is to fetch.
+    gate: tokio::sync::Mutex<()>,
+    /// Fetches completed, so a queued caller knows whether one ended while it waited.
+    finished: AtomicU64,
+    /// The error of the last fetch, if it failed (the callers' error type).
+    failure: parking_lot::Mutex<Option<Arc<dyn Any + Send + Sync>>>,
+}
+
+impl std::fmt::Debug for Flight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Flight")
+            .field("finished", &self.finished)
+            .finish_non_exhaustive()
+    }
+}
 
 /// Tokens by client id and resource, keyed by the resource string exactly as
 /// requested: the token's `aud` echoes it, so `https://management.azure.com`
@@ -64,7 +82,7 @@ pub struct TokenCache {
     /// One lock per (client id, resource) being fetched, so concurrent misses
     /// for the same token make one Entra call (a VM's processes often start
     /// together and all ask at once).
-    flights: parking_lot::Mutex<HashMap<(String, String), Flight>>,
+    flights: parking_lot::Mutex<HashMap<(String, String), Arc<Flight>>>,
 }
 
 impl TokenCache {
@@ -91,36 +109,62 @@ impl TokenCache {
         self.flights.lock().retain(|(c, _), _| c != client_id);
     }
 
-    /// The token at `now` from the cache, else from `fetch` (stored on
-    /// success). Concurrent misses for one key wait for the first fetch and
-    /// share its token; a failed fetch is not shared, the next waiter tries.
+    /// The token from the cache, else from `fetch` (stored on success).
+    /// Concurrent misses for one key queue behind the first fetch and share
+    /// its outcome: its token, or its error, so a hung or failing Entra is
+    /// asked once per wave of callers, not once per caller in turn. `now` is
+    /// read when a caller's turn comes (it may have waited) and handed to
+    /// `fetch` for the client assertion's lifetime.
     pub async fn get_or_fetch<E, F, Fut>(
         &self,
         client_id: &str,
         resource: &str,
-        now: i64,
+        now: impl Fn() -> i64,
         fetch: F,
     ) -> Result<Arc<CachedToken>, E>
     where
-        F: FnOnce() -> Fut,
+        E: Clone + Send + Sync + 'static,
+        F: FnOnce(i64) -> Fut,
         Fut: std::future::Future<Output = Result<CachedToken, E>>,
     {
-        if let Some(t) = self.get(client_id, resource, now) {
+        if let Some(t) = self.get(client_id, resource, now()) {
             return Ok(t);
         }
-        let flight = self
-            .flights
-            .lock()
-            .entry((client_id.to_owned(), resource.to_owned()))
-            .or_default()
-            .clone();
-        let _turn = flight.lock().await;
-        if let Some(t) = self.get(client_id, resource, now) {
-            return Ok(t);
+        let key = (client_id.to_owned(), resource.to_owned());
+        let flight = self.flights.lock().entry(key.clone()).or_default().clone();
+        let seen = flight.finished.load(Ordering::SeqCst);
+        let outcome = {
+            let _turn = flight.gate.lock().await;
+            let now = now();
+            if let Some(t) = self.get(client_id, resource, now) {
+                Ok(t)
+            } else if let Some(e) = (flight.finished.load(Ordering::SeqCst) != seen)
+                .then(|| flight.failure.lock().clone())
+                .flatten()
+                .and_then(|f| f.downcast_ref::<E>().cloned())
+            {
+                // A fetch finished while this caller queued, and failed.
+                Err(e)
+            } else {
+                let fetched = fetch(now).await.map(Arc::new);
+                *flight.failure.lock() = match &fetched {
+                    Ok(token) => {
+                        self.put(client_id, resource, token.clone());
+                        None
+                    }
+                    Err(e) => Some(Arc::new(e.clone())),
+                };
+                flight.finished.fetch_add(1, Ordering::SeqCst);
+                fetched
+            }
+        };
+        // The last caller of a flight removes it, so failing resources
+        // cannot grow the map.
+        let mut flights = self.flights.lock();
+        if Arc::strong_count(&flight) == 2 {
+            flights.remove(&key);
         }
-        let token = Arc::new(fetch().await?);
-        self.put(client_id, resource, token.clone());
-        Ok(token)
+        outcome
     }
 }
 
@@ -169,17 +213,20 @@ mod tests {
         assert!(c.get("c1", "https://management.azure.com", 10).is_none());
     }
 
-    /// Eight concurrent misses for one token while Entra is slow: one fetch,
-    /// one token for all. A failed fetch is retried by the next caller.
-    #[tokio::test(flavor = "current_thread")]
-    async fn concurrent_misses_make_one_fetch() {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        let cache = Arc::new(TokenCache::default());
+    /// Runs `n` callers of one token concurrently on this single-threaded
+    /// runtime, releasing the first fetch only once every caller queued behind
+    /// it; returns their results and the number of fetches made.
+    async fn wave(
+        cache: &Arc<TokenCache>,
+        n: usize,
+        outcome: Result<&'static str, &'static str>,
+    ) -> (Vec<Result<String, &'static str>>, usize) {
+        use std::sync::atomic::AtomicUsize;
         let fetches = Arc::new(AtomicUsize::new(0));
         let arrived = Arc::new(AtomicUsize::new(0));
         let gate = Arc::new(tokio::sync::Semaphore::new(0));
         let mut tasks = Vec::new();
-        for _ in 0..8 {
+        for _ in 0..n {
             let (cache, fetches, arrived, gate) = (
                 cache.clone(),
                 fetches.clone(),
@@ -189,37 +236,57 @@ mod tests {
             tasks.push(tokio::spawn(async move {
                 arrived.fetch_add(1, Ordering::SeqCst);
                 cache
-                    .get_or_fetch("c", "r", 0, || async move {
-                        fetches.fetch_add(1, Ordering::SeqCst);
-                        let _p = gate.acquire().await.unwrap();
-                        Ok::<_, ()>(CachedToken::new("t".into(), 0, 0, 3600))
-                    })
+                    .get_or_fetch(
+                        "c",
+                        "r",
+                        || 0,
+                        |_| async move {
+                            fetches.fetch_add(1, Ordering::SeqCst);
+                            let _p = gate.acquire().await.unwrap();
+                            outcome.map(|t| CachedToken::new(t.into(), 0, 0, 3600))
+                        },
+                    )
                     .await
+                    .map(|t| t.access_token.clone())
             }));
         }
-        // On this single-threaded runtime every task runs up to its first
-        // wait (the fetch's gate, or the flight lock) before the gate opens.
-        while arrived.load(Ordering::SeqCst) < 8 {
+        // Every task runs up to its first wait (the fetch's gate, or the
+        // flight's) before the gate opens.
+        while arrived.load(Ordering::SeqCst) < n {
             tokio::task::yield_now().await;
         }
-        for _ in 0..8 {
+        for _ in 0..n {
             tokio::task::yield_now().await;
         }
-        gate.add_permits(8);
+        gate.add_permits(n);
+        let mut results = Vec::new();
         for t in tasks {
-            assert_eq!(t.await.unwrap().unwrap().access_token, "t");
+            results.push(t.await.unwrap());
         }
-        assert_eq!(fetches.load(Ordering::SeqCst), 1);
+        (results, fetches.load(Ordering::SeqCst))
+    }
 
-        let failed: Result<Arc<CachedToken>, &str> = cache
-            .get_or_fetch("c", "other", 0, || async { Err("down") })
-            .await;
-        assert_eq!(failed.unwrap_err(), "down");
-        let ok: Result<_, &str> = cache
-            .get_or_fetch("c", "other", 0, || async {
-                Ok(CachedToken::new("u".into(), 0, 0, 3600))
-            })
-            .await;
-        assert_eq!(ok.unwrap().access_token, "u");
+    /// Concurrent misses for one token make one fetch and share its outcome:
+    /// the error while Entra fails (each caller is not made to wait for its
+    /// own failing call in turn), the token once it answers.
+    #[tokio::test(flavor = "current_thread")]
+    async fn concurrent_misses_share_one_fetch() {
+        let cache = Arc::new(TokenCache::default());
+        let (results, fetches) = wave(&cache, 8, Err("down")).await;
+        assert_eq!(fetches, 1);
+        assert!(results.iter().all(|r| *r == Err("down")), "{results:?}");
+        let (results, fetches) = wave(&cache, 8, Ok("t")).await;
+        assert_eq!(fetches, 1);
+        assert!(
+            results.iter().all(|r| r.as_deref() == Ok("t")),
+            "{results:?}"
+        );
+        assert!(
+            cache.flights.lock().is_empty(),
+            "finished flights are dropped"
+        );
+        // Later callers are cache hits.
+        let (results, fetches) = wave(&cache, 2, Err("unused")).await;
+        assert_eq!((fetches, results[0].as_deref()), (0, Ok("t")));
     }
 }

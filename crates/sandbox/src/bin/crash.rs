@@ -101,12 +101,19 @@ impl Procs {
     }
 }
 
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in self.children.values_mut() {
+impl Procs {
+    /// Kills and reaps every service.
+    fn stop_all(&mut self) {
+        for (_, mut c) in std::mem::take(&mut self.children) {
             c.kill().ok();
             c.wait().ok();
         }
+    }
+}
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        self.stop_all();
     }
 }
 
@@ -403,7 +410,7 @@ async fn run(
     if total < kills {
         bail!("only {total} kills");
     }
-    procs.lock().await.children.clear_all();
+    procs.lock().await.stop_all();
     Ok(())
 }
 
@@ -676,19 +683,5 @@ impl Worker {
             }
         }
         Ok(checked)
-    }
-}
-
-trait ClearAll {
-    fn clear_all(&mut self);
-}
-
-impl ClearAll for BTreeMap<&'static str, Child> {
-    fn clear_all(&mut self) {
-        for c in self.values_mut() {
-            c.kill().ok();
-            c.wait().ok();
-        }
-        self.clear();
     }
 }

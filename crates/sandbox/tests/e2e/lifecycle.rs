@@ -780,3 +780,35 @@ async fn a_step_that_keeps_failing_fails_the_operation_and_a_retry_succeeds() {
     assert_eq!(poll(&w, &status_url).await["status"], "Failed");
     w.sb.shutdown().await.unwrap();
 }
+
+/// Deleting a user-assigned identity cannot fail for good: its record is gone
+/// at once, so nothing could retry it. However long Entra refuses to delete
+/// the principal, the operation stays pending and completes when it can.
+#[tokio::test]
+async fn a_uami_delete_outlasts_any_number_of_failures() {
+    const DELETE_SP: &str = "misim.entra.v1.Directory/DeleteServicePrincipal";
+    let w = start().await;
+    w.create_rg("rg1").await;
+    let u = create_uami(&w, "rg1", "id1").await;
+    let pid = s(&u, "/properties/principalId");
+    settle(&w).await;
+
+    w.faults.fail(
+        DELETE_SP,
+        tonic::Code::InvalidArgument,
+        "the principal cannot be deleted (injected fault)",
+    );
+    let (st, v) = w.admin("DELETE", &w.uami_id("rg1", "id1"), None).await;
+    assert_eq!(st, 200, "{v}");
+    // More failures than a VM operation is allowed before it fails.
+    w.faults.wait_calls(DELETE_SP, 11).await;
+    let r = w.sb.doctor().await.unwrap();
+    assert_eq!((r.pending_operations, r.failed_operations), (1, 0), "{r:?}");
+    assert_eq!(graph_sp(&w, &pid).await, 200, "not deleted yet");
+
+    w.faults.clear();
+    let r = settle(&w).await;
+    assert_eq!((r.failed_operations, r.service_principals), (0, 0), "{r:?}");
+    assert_eq!(graph_sp(&w, &pid).await, 404);
+    w.sb.shutdown().await.unwrap();
+}
