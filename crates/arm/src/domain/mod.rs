@@ -360,6 +360,52 @@ impl Core {
         })
     }
 
+    /// Azure's linked authorization: the caller, allowed `action` at `scope`,
+    /// must also be allowed each `(action, scope)` of the resources the
+    /// request links to (identities a VM attaches, the subnet, NSG and public
+    /// IP a NIC joins). Fails with 403 `LinkedAuthorizationFailed` naming
+    /// every refused link.
+    pub(crate) fn authorize_links(
+        &self,
+        principal: &str,
+        action: &str,
+        scope: &str,
+        links: &[(&str, String)],
+    ) -> Result<(), ArmError> {
+        let mut refused: Vec<&(&str, String)> = Vec::new();
+        for link in links {
+            let (linked_action, linked_scope) = link;
+            let id = ResourceId::parse(linked_scope).map_err(|e| {
+                ArmError::InvalidParameter(format!(
+                    "'{linked_scope}' is not a valid resource id: {e}"
+                ))
+            })?;
+            let d = self.decide(principal, linked_action, &id, false)?;
+            if !d.allowed {
+                tracing::info!(principal, action = linked_action, scope = %linked_scope, reason = %d.reason, "linked authorization denied");
+                refused.push(link);
+            }
+        }
+        if refused.is_empty() {
+            return Ok(());
+        }
+        Err(ArmError::LinkedAuthorizationFailed {
+            principal: principal.to_owned(),
+            action: action.to_owned(),
+            scope: scope.to_owned(),
+            linked_actions: refused
+                .iter()
+                .map(|(a, _)| *a)
+                .collect::<Vec<_>>()
+                .join(","),
+            linked_scopes: refused
+                .iter()
+                .map(|(_, s)| s.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+        })
+    }
+
     fn enforce(principal: &str, action: &str, scope: &str, d: &Decision) -> Result<(), ArmError> {
         if d.allowed {
             tracing::debug!(principal, action, scope, reason = %d.reason, "authorization allowed");
@@ -448,7 +494,9 @@ impl Core {
             | Kind::NetworkSecurityGroup
             | Kind::PublicIp
             | Kind::NetworkInterface => {
-                let (r, created) = self.put_network(sub, rg, kind, name, body, patch).await?;
+                let (r, created) = self
+                    .put_network(principal, sub, rg, kind, name, body, patch)
+                    .await?;
                 Ok((model::network(&r), created))
             }
             Kind::Deployment => Err(ArmError::InvalidTemplate(
@@ -854,7 +902,7 @@ impl Core {
         // again): attaching it would hand the VM a principal the caller was
         // never checked for.
         let mut attached = BTreeMap::new();
-        let mut unassignable = Vec::new();
+        let mut links = Vec::new();
         for (k, original) in &desired.uamis {
             let u = self.uami_by_id(original)?.ok_or_else(|| {
                 ArmError::FailedIdentityOperation(format!(
@@ -867,27 +915,16 @@ impl Core {
                     .and_then(|v| v.uami_principals.get(k))
                     .is_some_and(|a| a.principal_id == u.credential.principal_id);
             if !same_identity {
-                let scope =
-                    ResourceId::parse(&u.id).map_err(|e| ArmError::Internal(e.to_string()))?;
-                let d = self.decide(principal, UAMI_ASSIGN, &scope, false)?;
-                if !d.allowed {
-                    tracing::info!(principal, action = UAMI_ASSIGN, scope = %u.id, reason = %d.reason, "authorization denied");
-                    unassignable.push(u.id.clone());
-                }
+                links.push((UAMI_ASSIGN, u.id.clone()));
             }
             attached.insert(k.clone(), u);
         }
-        if !unassignable.is_empty() {
-            // Azure's answer when the caller may write the VM but not use a
-            // resource it links to.
-            return Err(ArmError::LinkedAuthorizationFailed {
-                principal: principal.to_owned(),
-                action: "Microsoft.Compute/virtualMachines/write".into(),
-                scope: id,
-                linked_actions: vec![UAMI_ASSIGN; unassignable.len()].join(","),
-                linked_scopes: unassignable.join(","),
-            });
-        }
+        self.authorize_links(
+            principal,
+            "Microsoft.Compute/virtualMachines/write",
+            &id,
+            &links,
+        )?;
 
         let mut properties = match body.get("properties") {
             None | Some(Value::Null) => Value::Object(Map::new()),

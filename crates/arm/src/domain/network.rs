@@ -80,14 +80,46 @@ fn ip_configs(props: &Value) -> impl Iterator<Item = &Map<String, Value>> {
         .filter_map(Value::as_object)
 }
 
+/// The resources a NIC joins, with the action joining each takes.
+fn nic_links(props: &Value) -> Vec<(&'static str, String)> {
+    let mut links = Vec::new();
+    for c in ip_configs(props).filter_map(|c| c.get("properties")) {
+        if let Some(id) = text_at(c, "/subnet/id") {
+            links.push((
+                "Microsoft.Network/virtualNetworks/subnets/join/action",
+                id.to_owned(),
+            ));
+        }
+        if let Some(id) = text_at(c, "/publicIPAddress/id") {
+            links.push((
+                "Microsoft.Network/publicIPAddresses/join/action",
+                id.to_owned(),
+            ));
+        }
+    }
+    if let Some(id) = text_at(props, "/networkSecurityGroup/id") {
+        links.push((
+            "Microsoft.Network/networkSecurityGroups/join/action",
+            id.to_owned(),
+        ));
+    }
+    links.sort();
+    links.dedup_by(|a, b| a.0 == b.0 && a.1.eq_ignore_ascii_case(&b.1));
+    links
+}
+
 fn text_at<'v>(v: &'v Value, ptr: &str) -> Option<&'v str> {
     v.pointer(ptr).and_then(Value::as_str)
 }
 
 impl Core {
-    /// Creates, replaces (PUT) or updates (PATCH) a network resource.
+    /// Creates, replaces (PUT) or updates (PATCH) a network resource. A NIC
+    /// that newly joins a subnet, NSG or public IP needs the `join/action` on
+    /// it (a linked authorization, as on Azure).
+    #[allow(clippy::too_many_arguments)]
     pub async fn put_network(
         &self,
+        principal: &str,
         sub: &str,
         rg: &str,
         kind: Kind,
@@ -132,6 +164,22 @@ impl Core {
                 .map(str::to_owned)
                 .unwrap_or_else(|| self.ids.guid());
             p.insert("resourceGuid".into(), json!(guid));
+        }
+        if kind == Kind::NetworkInterface {
+            let before = existing
+                .as_ref()
+                .map(|e| nic_links(&e.properties))
+                .unwrap_or_default();
+            let links: Vec<(&str, String)> = nic_links(&props)
+                .into_iter()
+                .filter(|l| !before.contains(l))
+                .collect();
+            self.authorize_links(
+                principal,
+                "Microsoft.Network/networkInterfaces/write",
+                &id,
+                &links,
+            )?;
         }
         match kind {
             Kind::VirtualNetwork => name_children(

@@ -305,3 +305,92 @@ async fn assignable_scopes_bound_custom_roles() {
         "{v}"
     );
 }
+
+/// A NIC that joins a subnet, NSG or public IP needs each one's `join/action`
+/// (a linked authorization): a role that may write NICs but join nothing is
+/// refused with every refused link named; Virtual Machine Contributor, which
+/// lists the join actions, is not.
+#[tokio::test]
+async fn nics_need_the_join_actions_of_what_they_join() {
+    let h = harness().await;
+    h.rg("rg1").await;
+    h.principal(USER);
+    let sub = format!("/subscriptions/{SUB}");
+    let rg1 = rg_path("rg1");
+    let net = |t: &str, n: &str| format!("{rg1}/providers/Microsoft.Network/{t}/{n}");
+    for (path, body) in [
+        (
+            net("virtualNetworks", "vnet1"),
+            json!({"location": "eastus", "properties": {
+            "addressSpace": {"addressPrefixes": ["10.0.0.0/16"]},
+            "subnets": [{"name": "s1", "properties": {"addressPrefix": "10.0.0.0/24"}}]}}),
+        ),
+        (
+            net("networkSecurityGroups", "nsg1"),
+            json!({"location": "eastus", "properties": {}}),
+        ),
+        (
+            net("publicIPAddresses", "pip1"),
+            json!({"location": "eastus", "properties": {}}),
+        ),
+    ] {
+        let (s, v) = h.call("PUT", &path, Some(body)).await;
+        assert!(s.is_success(), "{path}: {v}");
+    }
+    let nic_writer = "5e1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0";
+    let (s, v) = h
+        .call(
+            "PUT",
+            &def_path(&sub, nic_writer),
+            Some(
+                json!({"properties": {"roleName": "NIC writer", "assignableScopes": [rg1],
+                "permissions": [{"actions": ["Microsoft.Network/networkInterfaces/*"]}]}}),
+            ),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    h.assign(USER, nic_writer, &rg1).await;
+
+    let subnet = format!("{}/subnets/s1", net("virtualNetworks", "vnet1"));
+    let nic = net("networkInterfaces", "nic1");
+    let body = json!({"location": "eastus", "properties": {
+        "networkSecurityGroup": {"id": net("networkSecurityGroups", "nsg1")},
+        "ipConfigurations": [{"name": "ipconfig1", "properties": {
+            "subnet": {"id": subnet}, "publicIPAddress": {"id": net("publicIPAddresses", "pip1")}}}]}});
+    let (s, v) = h.call_as(USER, "PUT", &nic, Some(body.clone())).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    assert_eq!(v["error"]["code"], "LinkedAuthorizationFailed", "{v}");
+    let msg = v["error"]["message"].as_str().unwrap();
+    for (action, scope) in [
+        (
+            "Microsoft.Network/virtualNetworks/subnets/join/action",
+            subnet.clone(),
+        ),
+        (
+            "Microsoft.Network/publicIPAddresses/join/action",
+            net("publicIPAddresses", "pip1"),
+        ),
+        (
+            "Microsoft.Network/networkSecurityGroups/join/action",
+            net("networkSecurityGroups", "nsg1"),
+        ),
+    ] {
+        assert!(
+            msg.contains(action) && msg.contains(&scope),
+            "{action} {scope}: {msg}"
+        );
+    }
+    assert!(
+        msg.to_ascii_lowercase().contains(
+            &format!("'Microsoft.Network/networkInterfaces/write' on scope '{nic}'")
+                .to_ascii_lowercase()
+        ),
+        "{msg}"
+    );
+    let (s, _) = h.call("GET", &nic, None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "nothing written");
+
+    h.assign(USER, VM_CONTRIBUTOR, &rg1).await;
+    let (s, v) = h.call_as(USER, "PUT", &nic, Some(body)).await;
+    assert!(s.is_success(), "{v}");
+}
