@@ -71,6 +71,7 @@ impl Entra {
         config.validate()?;
         let signing = domain::signing::load_or_create(&deps.store, deps.clock.as_ref()).await?;
         let directory = Directory::open(&deps.store, deps.clock.clone(), deps.ids.clone())?;
+        directory.repair_indexes().await?;
         if let Some(admin) = &config.admin {
             directory
                 .ensure_application(EnsureApp {

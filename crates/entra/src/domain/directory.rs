@@ -89,6 +89,36 @@ impl Directory {
         })
     }
 
+    /// Restores index entries a crash left unwritten: `create` writes the
+    /// principal before its app-id and request-id indexes (and applications
+    /// go before theirs), so a record may lack them. Without this, a retried create (same request id) would make
+    /// a second principal and orphan the first. Runs at open, before any request.
+    pub(crate) async fn repair_indexes(&self) -> Result<usize, EntraError> {
+        let mut repaired = 0;
+        for (oid, p) in self.principals.all()? {
+            if self.by_app.get(&key(&p.app_id))?.is_none() {
+                self.by_app.put(&key(&p.app_id), &oid).await?;
+                repaired += 1;
+            }
+            if let Some(r) = &p.request_id
+                && self.by_request.get(&key(r))?.is_none()
+            {
+                self.by_request.put(&key(r), &oid).await?;
+                repaired += 1;
+            }
+        }
+        for (oid, a) in self.applications.all()? {
+            if self.apps_by_app_id.get(&key(&a.app_id))?.is_none() {
+                self.apps_by_app_id.put(&key(&a.app_id), &oid).await?;
+                repaired += 1;
+            }
+        }
+        if repaired > 0 {
+            tracing::warn!(repaired, "directory index entries restored after a crash");
+        }
+        Ok(repaired)
+    }
+
     pub(crate) fn get(&self, object_id: &str) -> Result<Option<Principal>, EntraError> {
         Ok(self.principals.get(&key(object_id))?)
     }
@@ -246,5 +276,61 @@ impl Directory {
         p.key_credentials.push(k.clone());
         self.principals.put(&key(&p.object_id), &p).await?;
         Ok(k)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn mi(request_id: &str) -> NewPrincipal {
+        NewPrincipal {
+            request_id: request_id.into(),
+            display_name: "vm1".into(),
+            kind: PrincipalKind::ManagedIdentity,
+            managed_identity_resource_id: Some(
+                misim_types::ResourceId::parse(
+                    "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm1",
+                )
+                .unwrap(),
+            ),
+        }
+    }
+
+    /// A crash between writing a principal and its indexes must not let the
+    /// retried create (same request id) make a second principal.
+    #[tokio::test]
+    async fn a_create_cut_short_by_a_crash_is_found_again_after_reopen() {
+        let store = Store::memory().unwrap();
+        let open = || {
+            Directory::open(
+                &store,
+                Arc::new(misim_types::ManualClock::at_unix(1_700_000_000)),
+                Arc::new(misim_types::SeqIds::new(1)),
+            )
+            .unwrap()
+        };
+        let d = open();
+        let first = d.create(mi("op-1-sami")).await.unwrap();
+        // What a crash right after the principal write leaves behind.
+        d.by_request.remove(&key("op-1-sami")).await.unwrap();
+        d.by_app.remove(&key(&first.app_id)).await.unwrap();
+
+        let d = open();
+        assert_eq!(d.repair_indexes().await.unwrap(), 2);
+        let again = d.create(mi("op-1-sami")).await.unwrap();
+        assert_eq!(again.object_id, first.object_id);
+        assert_eq!(d.list().unwrap().len(), 1);
+        assert_eq!(
+            d.get_by_app(&first.app_id).unwrap().map(|p| p.object_id),
+            Some(first.object_id)
+        );
+        assert_eq!(
+            d.repair_indexes().await.unwrap(),
+            0,
+            "nothing left to repair"
+        );
     }
 }
