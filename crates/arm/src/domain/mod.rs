@@ -57,6 +57,11 @@ pub struct Core {
     op_seq: std::sync::Mutex<u64>,
 }
 
+/// The lock serialising claims of a vault name (names are global).
+fn vault_name_lock(name_key: &str) -> String {
+    format!("vault-name|{name_key}")
+}
+
 /// Attaching a user-assigned identity to a resource.
 const UAMI_ASSIGN: &str = "Microsoft.ManagedIdentity/userAssignedIdentities/assign/action";
 
@@ -1158,8 +1163,14 @@ impl Core {
         let group = self.require_rg(sub, rg)?;
         let key = res_key(sub, rg, Kind::Vault, name);
         let name_key = name.to_ascii_lowercase();
+        // Claims of one name are decided one at a time.
+        let lock = self.locks.get(&vault_name_lock(&name_key));
+        let _claiming = lock.lock().await;
+        // The name is taken only by a vault that exists: a claim without its
+        // vault is what a crash between the two writes (either way) leaves.
         if let Some(other) = self.vault_names.get(&name_key)?
             && other != key
+            && self.vaults.get(&other)?.is_some()
         {
             return Err(ArmError::VaultAlreadyExists(name.to_owned()));
         }
@@ -1210,11 +1221,7 @@ impl Core {
                 .map(|v| v.uid.clone())
                 .unwrap_or_else(|| self.ids.guid()),
         };
-        if !self.vault_names.insert_new(&name_key, &key).await?
-            && self.vault_names.get(&name_key)?.as_deref() != Some(&key)
-        {
-            return Err(ArmError::VaultAlreadyExists(name.to_owned()));
-        }
+        self.vault_names.put(&name_key, &key).await?;
         self.vaults.put(&key, &rec).await?;
         Ok((rec, existing.is_none()))
     }
@@ -1236,12 +1243,17 @@ impl Core {
     pub async fn delete_vault(&self, sub: &str, rg: &str, name: &str) -> Result<bool, ArmError> {
         self.require_rg(sub, rg)?;
         let key = res_key(sub, rg, Kind::Vault, name);
-        let Some(rec) = self.vaults.remove(&key).await? else {
+        let name_key = name.to_ascii_lowercase();
+        let lock = self.locks.get(&vault_name_lock(&name_key));
+        let _claiming = lock.lock().await;
+        let Some(_) = self.vaults.remove(&key).await? else {
             return Ok(false);
         };
-        self.vault_names
-            .remove(&rec.name.to_ascii_lowercase())
-            .await?;
+        // Only this vault's own claim goes (another group may hold the name
+        // by now if this vault's claim was lost to a crash).
+        if self.vault_names.get(&name_key)?.as_deref() == Some(key.as_str()) {
+            self.vault_names.remove(&name_key).await?;
+        }
         Ok(true)
     }
 
@@ -1447,6 +1459,50 @@ mod tests {
         let mut t = json!({"a": 1, "b": {"c": 2, "d": 3}});
         merge_patch(&mut t, &json!({"a": null, "b": {"c": 5}, "e": [1]}));
         assert_eq!(t, json!({"b": {"c": 5, "d": 3}, "e": [1]}));
+    }
+
+    /// A vault-name claim whose vault does not exist (a crash between the
+    /// two writes) does not keep the name from another group.
+    #[tokio::test]
+    async fn a_vault_name_claim_without_its_vault_is_free() {
+        use misim_proto::faults::Faults;
+        let ch = misim_runtime::lazy_channel("http://127.0.0.1:9").unwrap();
+        let config = crate::Config::default();
+        let sub = config.subscription_id.clone();
+        let core = Core::new(
+            config,
+            &misim_store::Store::memory().unwrap(),
+            std::sync::Arc::new(misim_types::ManualClock::at_unix(1_700_000_000)),
+            std::sync::Arc::new(misim_types::SeqIds::new(1)),
+            misim_proto::keys::EntraKeys::new(entra::directory_client::DirectoryClient::new(
+                ch.clone(),
+            )),
+            entra::directory_client::DirectoryClient::new(Faults::none().wrap(ch.clone())),
+            imds::control_client::ControlClient::new(Faults::none().wrap(ch)),
+        )
+        .unwrap();
+        for rg in ["rg1", "rg2"] {
+            core.put_rg(&sub, rg, &json!({"location": "eastus"}))
+                .await
+                .unwrap();
+        }
+        let body = json!({"location": "eastus", "properties": {}});
+        core.put_vault(&sub, "rg1", "kv1", &body).await.unwrap();
+        assert!(matches!(
+            core.put_vault(&sub, "rg2", "KV1", &body).await,
+            Err(ArmError::VaultAlreadyExists(_))
+        ));
+        // The vault record lost, its claim kept: what a crash can leave.
+        core.vaults
+            .remove(&res_key(&sub, "rg1", Kind::Vault, "kv1"))
+            .await
+            .unwrap();
+        let (v, created) = core.put_vault(&sub, "rg2", "kv1", &body).await.unwrap();
+        assert!(created);
+        assert_eq!(core.vault_by_name("kv1").unwrap().map(|r| r.id), Some(v.id));
+        // Deleting the lost vault's leftovers does not take the new owner's name.
+        assert!(!core.delete_vault(&sub, "rg1", "kv1").await.unwrap());
+        assert!(core.vault_by_name("KV1").unwrap().is_some());
     }
 
     #[test]
