@@ -57,6 +57,12 @@ pub struct Core {
     op_seq: std::sync::Mutex<u64>,
 }
 
+/// The id of subscription `sub` as a scope.
+fn sub_id(sub: &str) -> Result<ResourceId, ArmError> {
+    ResourceId::parse(&format!("/subscriptions/{sub}"))
+        .map_err(|e| ArmError::InvalidParameter(e.to_string()))
+}
+
 /// The lock serialising claims of a vault name (names are global).
 fn vault_name_lock(name_key: &str) -> String {
     format!("vault-name|{name_key}")
@@ -312,9 +318,7 @@ impl Core {
         sub: &str,
     ) -> Result<(), ArmError> {
         self.check_sub(sub)?;
-        let scope = format!("/subscriptions/{sub}");
-        let id =
-            ResourceId::parse(&scope).map_err(|e| ArmError::InvalidParameter(e.to_string()))?;
+        let id = sub_id(sub)?;
         let d = self.decide_with(
             principal,
             action,
@@ -322,7 +326,7 @@ impl Core {
             false,
             rbac::evaluate_subscription_read,
         )?;
-        Self::enforce(principal, action, &scope, &d)
+        Self::enforce(principal, action, id.as_str(), &d)
     }
 
     /// True when `principal` holds any role assignment at, above or within
@@ -332,8 +336,7 @@ impl Core {
         if self.check_sub(sub).is_err() {
             return Ok(false);
         }
-        let id = ResourceId::parse(&format!("/subscriptions/{sub}"))
-            .map_err(|e| ArmError::InvalidParameter(e.to_string()))?;
+        let id = sub_id(sub)?;
         Ok(self.assignments.all()?.iter().any(|(_, a)| {
             a.principal_id.eq_ignore_ascii_case(principal)
                 && ResourceId::parse(&a.scope).is_ok_and(|s| id.is_within(&s) || s.is_within(&id))

@@ -105,6 +105,21 @@ async fn create_uami(w: &World, rg: &str, name: &str) -> Value {
     v
 }
 
+/// PUTs a VM with a system identity while its provisioning cannot complete:
+/// 201, `Updating`, and the `Azure-AsyncOperation` URL to poll.
+async fn create_vm_left_updating(w: &World, vm_id: &str) -> String {
+    let (st, h, v) = arm_raw(
+        w,
+        "PUT",
+        vm_id,
+        Some(vm_body(json!({"type": "SystemAssigned"}))),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(v["properties"]["provisioningState"], "Updating", "{v}");
+    h["azure-asyncoperation"].to_str().unwrap().to_owned()
+}
+
 fn s(v: &Value, ptr: &str) -> String {
     v.pointer(ptr)
         .and_then(Value::as_str)
@@ -486,16 +501,7 @@ async fn entra_then_imds_outage_converges_without_duplicates() {
     // A VM with a system identity is accepted and shows Updating with
     // Azure's async-operation header.
     let vm_id = w.vm_id("rg1", "vm1");
-    let (st, h, v) = arm_raw(
-        &w,
-        "PUT",
-        &vm_id,
-        Some(vm_body(json!({"type": "SystemAssigned"}))),
-    )
-    .await;
-    assert_eq!(st, 201, "{v}");
-    assert_eq!(v["properties"]["provisioningState"], "Updating", "{v}");
-    let status_url = h["azure-asyncoperation"].to_str().unwrap().to_owned();
+    let status_url = create_vm_left_updating(&w, &vm_id).await;
     let op = poll(&w, &status_url).await;
     assert_eq!(op["status"], "InProgress", "{op}");
     assert!(
@@ -710,16 +716,7 @@ async fn a_step_that_keeps_failing_fails_the_operation_and_a_retry_succeeds() {
         "the certificate was rejected (injected fault)",
     );
     let vm_id = w.vm_id("rg1", "vm1");
-    let (st, h, v) = arm_raw(
-        &w,
-        "PUT",
-        &vm_id,
-        Some(vm_body(json!({"type": "SystemAssigned"}))),
-    )
-    .await;
-    assert_eq!(st, 201, "{v}");
-    assert_eq!(v["properties"]["provisioningState"], "Updating", "{v}");
-    let status_url = h["azure-asyncoperation"].to_str().unwrap().to_owned();
+    let status_url = create_vm_left_updating(&w, &vm_id).await;
 
     // The orchestrator gives up after its limit of non-transient failures (10).
     w.faults.wait_calls(ADD_KEY, 10).await;
