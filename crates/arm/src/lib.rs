@@ -98,7 +98,7 @@ impl Arm {
                 core: self.core.clone(),
             },
         );
-        misim_proto::server::router_with(authz).add_service(ops)
+        misim_proto::server::router_with(authz).add_service(misim_proto::server::Detached(ops))
     }
 }
 

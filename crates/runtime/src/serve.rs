@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::response::IntoResponse;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
@@ -134,6 +135,22 @@ pub fn collapse_slashes<B>(mut req: http::Request<B>) -> http::Request<B> {
 
 /// Serves a tonic router (with health and reflection already added by the
 /// caller) on `listener` until `shutdown` fires.
+/// Axum middleware (`axum::middleware::from_fn(run_to_completion)`): the
+/// request's handler runs in its own task, so a client that times out or
+/// disconnects cannot stop it between two writes of one change. The services
+/// whose handlers make several dependent writes (ARM, Entra) use it.
+pub async fn run_to_completion(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    match tokio::spawn(next.run(req)).await {
+        Ok(response) => response,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // Only a runtime shutting down cancels the task.
+        Err(_) => http::StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    }
+}
+
 pub async fn serve_grpc(
     listener: TcpListener,
     router: tonic::transport::server::Router,

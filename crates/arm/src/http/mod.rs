@@ -27,6 +27,9 @@ pub(crate) fn router(core: Arc<Core>) -> Router {
     Router::new()
         .fallback(handle)
         .with_state(core)
+        .layer(axum::middleware::from_fn(
+            misim_runtime::serve::run_to_completion,
+        ))
         .layer(misim_runtime::telemetry::http_trace_layer("arm"))
 }
 

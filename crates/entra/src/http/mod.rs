@@ -34,6 +34,9 @@ pub(crate) fn router(state: Entra) -> Router {
         )
         .route("/common/discovery/instance", get(discovery::instance))
         .merge(graph::routes())
+        .layer(axum::middleware::from_fn(
+            misim_runtime::serve::run_to_completion,
+        ))
         .layer(misim_runtime::telemetry::http_trace_layer("entra"))
         .with_state(state)
 }
