@@ -339,7 +339,7 @@ impl Core {
         let id = sub_id(sub)?;
         Ok(self.assignments.all()?.iter().any(|(_, a)| {
             a.principal_id.eq_ignore_ascii_case(principal)
-                && ResourceId::parse(&a.scope).is_ok_and(|s| id.is_within(&s) || s.is_within(&id))
+                && ResourceId::parse(&a.scope).is_ok_and(|s| rbac::on_one_path(&id, &s))
         }))
     }
 

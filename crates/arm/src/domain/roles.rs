@@ -71,9 +71,11 @@ impl Core {
             ResourceId::parse(scope).map_err(|e| ArmError::InvalidParameter(e.to_string()))?;
         let mut out: Vec<RoleDefinition> = rbac::builtin_roles().to_vec();
         for (_, r) in self.custom_roles.all()?.iter() {
-            let visible = r.definition.assignable_scopes.iter().any(|s| {
-                ResourceId::parse(s).is_ok_and(|s| target.is_within(&s) || s.is_within(&target))
-            });
+            let visible = r
+                .definition
+                .assignable_scopes
+                .iter()
+                .any(|s| ResourceId::parse(s).is_ok_and(|s| rbac::on_one_path(&target, &s)));
             if visible {
                 out.push(r.definition.clone());
             }

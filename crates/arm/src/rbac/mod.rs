@@ -218,9 +218,13 @@ pub fn evaluate_subscription_read(
     req: &AccessRequest<'_>,
     assignments: &[AssignmentView<'_>],
 ) -> Decision {
-    evaluate_where(req, assignments, |sub, at| {
-        sub.is_within(at) || at.is_within(sub)
-    })
+    evaluate_where(req, assignments, on_one_path)
+}
+
+/// True when one scope contains the other (or they are equal): an assignment
+/// at `b` reaches into, or covers, `a`.
+pub fn on_one_path(a: &ResourceId, b: &ResourceId) -> bool {
+    a.is_within(b) || b.is_within(a)
 }
 
 fn evaluate_where(

@@ -14,6 +14,12 @@ fn def_path(scope: &str, guid: &str) -> String {
     format!("{scope}/providers/Microsoft.Authorization/roleDefinitions/{guid}")
 }
 
+/// A custom role body: `name`, assignable at `scopes`, with `actions`.
+fn role(name: &str, scopes: &[&str], actions: &[&str]) -> Value {
+    json!({"properties": {"roleName": name, "assignableScopes": scopes,
+        "permissions": [{"actions": actions}]}})
+}
+
 fn custom_body(scope: &str) -> Value {
     json!({"properties": {"roleName": "VM Starter", "type": "CustomRole",
         "description": "Reads and writes VMs, never deletes them.",
@@ -91,7 +97,7 @@ async fn custom_role_lifecycle_and_evaluation() {
         (OWNER, custom_body(&rg1), "InvalidParameter"),
         (
             "7f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0",
-            json!({"properties": {"roleName": "Reader", "assignableScopes": [rg1], "permissions": []}}),
+            role("Reader", &[&rg1], &[]),
             "RoleDefinitionWithSameNameExists",
         ),
         (
@@ -232,7 +238,7 @@ async fn assignable_scopes_bound_custom_roles() {
         .call(
             "PUT",
             &def_path(&sub, other),
-            Some(json!({"properties": {"roleName": "Everywhere", "assignableScopes": ["/"], "permissions": []}})),
+            Some(role("Everywhere", &["/"], &[])),
         )
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
@@ -240,7 +246,7 @@ async fn assignable_scopes_bound_custom_roles() {
 
     // An owner of rg1 alone may define a role for rg1, not one for rg2 too.
     h.assign(USER, OWNER, &rg1).await;
-    let both = json!({"properties": {"roleName": "Two groups", "assignableScopes": [rg1, rg2], "permissions": []}});
+    let both = role("Two groups", &[&rg1, &rg2], &[]);
     let (s, v) = h
         .call_as(USER, "PUT", &def_path(&rg1, other), Some(both))
         .await;
@@ -249,7 +255,7 @@ async fn assignable_scopes_bound_custom_roles() {
         v["error"]["message"].as_str().unwrap().contains(&rg2),
         "{v}"
     );
-    let one = json!({"properties": {"roleName": "One group", "assignableScopes": [rg1], "permissions": []}});
+    let one = role("One group", &[&rg1], &[]);
     let (s, v) = h
         .call_as(USER, "PUT", &def_path(&rg1, other), Some(one))
         .await;
@@ -262,7 +268,7 @@ async fn assignable_scopes_bound_custom_roles() {
         .call(
             "PUT",
             &def_path(&sub, wide),
-            Some(json!({"properties": {"roleName": "Wide", "assignableScopes": [sub], "permissions": []}})),
+            Some(role("Wide", &[&sub], &[])),
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
@@ -271,10 +277,7 @@ async fn assignable_scopes_bound_custom_roles() {
             USER,
             "PUT",
             &def_path(&rg1, wide),
-            Some(
-                json!({"properties": {"roleName": "Wide", "assignableScopes": [rg1],
-                "permissions": [{"actions": ["*"]}]}}),
-            ),
+            Some(role("Wide", &[&rg1], &["*"])),
         )
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
@@ -342,10 +345,11 @@ async fn nics_need_the_join_actions_of_what_they_join() {
         .call(
             "PUT",
             &def_path(&sub, nic_writer),
-            Some(
-                json!({"properties": {"roleName": "NIC writer", "assignableScopes": [rg1],
-                "permissions": [{"actions": ["Microsoft.Network/networkInterfaces/*"]}]}}),
-            ),
+            Some(role(
+                "NIC writer",
+                &[&rg1],
+                &["Microsoft.Network/networkInterfaces/*"],
+            )),
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");

@@ -120,6 +120,22 @@ async fn create_vm_left_updating(w: &World, vm_id: &str) -> String {
     h["azure-asyncoperation"].to_str().unwrap().to_owned()
 }
 
+/// `(id, principalId, clientId)` of a user-assigned identity.
+fn uami_ids(u: &Value) -> (String, String, String) {
+    (
+        s(u, "/id"),
+        s(u, "/properties/principalId"),
+        s(u, "/properties/clientId"),
+    )
+}
+
+/// An identity block with the system-assigned identity and `uamis`.
+fn sami_and(uamis: &[&str]) -> Value {
+    let attached: serde_json::Map<String, Value> =
+        uamis.iter().map(|id| (id.to_string(), json!({}))).collect();
+    json!({"type": "SystemAssigned, UserAssigned", "userAssignedIdentities": attached})
+}
+
 fn s(v: &Value, ptr: &str) -> String {
     v.pointer(ptr)
         .and_then(Value::as_str)
@@ -177,18 +193,8 @@ async fn deleting_a_vm_deletes_its_system_identity_and_keeps_its_user_identity()
     let w = start().await;
     w.create_rg("rg1").await;
     let u = create_uami(&w, "rg1", "id1").await;
-    let (uid, upid, ucid) = (
-        s(&u, "/id"),
-        s(&u, "/properties/principalId"),
-        s(&u, "/properties/clientId"),
-    );
-    let vm = w
-        .create_vm(
-            "rg1",
-            "vm1",
-            json!({"type": "SystemAssigned, UserAssigned", "userAssignedIdentities": {&uid: {}}}),
-        )
-        .await;
+    let (uid, upid, _) = uami_ids(&u);
+    let vm = w.create_vm("rg1", "vm1", sami_and(&[&uid])).await;
     assert_eq!(vm["properties"]["provisioningState"], "Succeeded", "{vm}");
     let sami = s(&vm, "/identity/principalId");
     let vm_id = w.vm_id("rg1", "vm1");
@@ -224,7 +230,6 @@ async fn deleting_a_vm_deletes_its_system_identity_and_keeps_its_user_identity()
     // Tokens already issued stay valid until they expire.
     let claims = w.verify_with_jwks(&before, VAULT_AUD).await;
     assert_eq!(claims.oid, sami);
-    let _ = ucid;
     settle(&w).await;
     w.sb.shutdown().await.unwrap();
 }
@@ -234,18 +239,8 @@ async fn disabling_the_system_identity_deletes_it_and_reenabling_creates_a_new_o
     let w = start().await;
     w.create_rg("rg1").await;
     let u = create_uami(&w, "rg1", "id1").await;
-    let (uid, upid, ucid) = (
-        s(&u, "/id"),
-        s(&u, "/properties/principalId"),
-        s(&u, "/properties/clientId"),
-    );
-    let vm = w
-        .create_vm(
-            "rg1",
-            "vm1",
-            json!({"type": "SystemAssigned,UserAssigned", "userAssignedIdentities": {&uid: {}}}),
-        )
-        .await;
+    let (uid, upid, ucid) = uami_ids(&u);
+    let vm = w.create_vm("rg1", "vm1", sami_and(&[&uid])).await;
     let vm_id = w.vm_id("rg1", "vm1");
     let sami1 = s(&vm, "/identity/principalId");
 
@@ -312,18 +307,14 @@ async fn deleting_a_user_identity_shared_by_three_vms_while_in_use() {
     w.create_vault("rg1", "kv1").await;
     w.set_secret("kv1", "s1", "v1").await;
     let u = create_uami(&w, "rg1", "shared").await;
-    let (uid, upid, ucid) = (
-        s(&u, "/id"),
-        s(&u, "/properties/principalId"),
-        s(&u, "/properties/clientId"),
-    );
+    let (uid, upid, ucid) = uami_ids(&u);
     w.assign_role(&w.vault_id("rg1", "kv1"), &upid, KV_SECRETS_USER)
         .await;
     let mut eps = Vec::new();
     let mut samis = Vec::new();
     for n in ["vm1", "vm2", "vm3"] {
         let ident = if n == "vm1" {
-            json!({"type": "SystemAssigned,UserAssigned", "userAssignedIdentities": {&uid: {}}})
+            sami_and(&[&uid])
         } else {
             json!({"type": "UserAssigned", "userAssignedIdentities": {&uid: {}}})
         };
@@ -430,25 +421,15 @@ async fn deleting_a_resource_group_cascades() {
     w.create_rg("rg1").await;
     w.create_rg("rg2").await;
     let u = create_uami(&w, "rg1", "id1").await;
-    let (uid, upid, ucid) = (
-        s(&u, "/id"),
-        s(&u, "/properties/principalId"),
-        s(&u, "/properties/clientId"),
-    );
+    let (uid, upid, ucid) = uami_ids(&u);
     let keep = create_uami(&w, "rg2", "keep").await;
-    let vm1 = w
-        .create_vm(
-            "rg1",
-            "vm1",
-            json!({"type": "SystemAssigned,UserAssigned", "userAssignedIdentities": {&uid: {}}}),
-        )
-        .await;
+    let vm1 = w.create_vm("rg1", "vm1", sami_and(&[&uid])).await;
     let sami1 = s(&vm1, "/identity/principalId");
     let vm2 = w
         .create_vm(
             "rg2",
             "vm2",
-            json!({"type": "SystemAssigned,UserAssigned", "userAssignedIdentities": {&uid: {}, keep["id"].as_str().unwrap(): {}}}),
+            sami_and(&[&uid, keep["id"].as_str().unwrap()]),
         )
         .await;
     let sami2 = s(&vm2, "/identity/principalId");
