@@ -121,9 +121,20 @@ pub async fn start() -> World {
 }
 
 pub async fn start_in(dir: tempfile::TempDir) -> World {
+    start_with_clock(dir, None).await
+}
+
+/// A sandbox in `dir` whose services all read `clock` (the real clock if none).
+pub async fn start_with_clock(
+    dir: tempfile::TempDir,
+    clock: Option<misim_types::SharedClock>,
+) -> World {
     let faults = Arc::new(PeerFaults::default());
     let mut config = SandboxConfig::new(dir.path());
     config.arm_peer_faults = Faults::with(faults.clone());
+    if let Some(clock) = clock {
+        config.clock = clock;
+    }
     let sb = Sandbox::start(config).await.expect("sandbox starts");
     let http = client(&sb);
     let mut w = World {
