@@ -255,6 +255,37 @@ fn is_domain_file(path: &str) -> bool {
     parts.len() > 4 && parts[0] == "crates" && parts[2] == "src" && parts[3] == "domain"
 }
 
+/// The repository must stand alone: no citation of files outside it. The needles are
+/// assembled at run time so this file does not match itself.
+#[test]
+fn no_citation_of_files_outside_the_repository() {
+    let needles = [
+        concat!("spec ", "§"),
+        concat!("../", "shared"),
+        concat!("azure-wire", "-protocol"),
+        concat!("shared", " spec"),
+    ];
+    let mut offenders = Vec::new();
+    for file in repo_files() {
+        if file.starts_with(".ci/") {
+            continue;
+        }
+        // Binary files cannot hold a citation a reader would follow.
+        let Ok(text) = std::fs::read_to_string(root().join(&file)) else {
+            continue;
+        };
+        for (n, line) in text.lines().enumerate() {
+            if needles.iter().any(|needle| line.contains(needle)) {
+                offenders.push(format!("{file}:{}: {}", n + 1, line.trim()));
+            }
+        }
+    }
+    report(
+        "cite docs/azure-protocol.md or Azure's public documentation, not files outside the repository",
+        &offenders,
+    );
+}
+
 #[test]
 fn domain_path_matching() {
     assert!(is_domain_file("crates/arm/src/domain/mod.rs"));
