@@ -25,7 +25,8 @@ const MIN_IDENTITY_API: &str = "2018-02-01";
 const MIN_API: &str = "2017-03-01";
 /// Oldest api-version of the App Service-style endpoint.
 const MIN_APP_SERVICE_API: &str = "2019-08-01";
-/// api-versions IMDS advertises (DOC-IMDS), newest first.
+/// api-versions IMDS advertises, newest first
+/// (<https://learn.microsoft.com/azure/virtual-machines/instance-metadata-service#supported-api-versions>).
 const API_VERSIONS: &[&str] = &[
     "2025-04-07",
     "2024-07-17",
@@ -145,7 +146,8 @@ fn bad_request(message: &str) -> Response {
     )
 }
 
-/// Query parameters; a parameter given twice is an error (DOC-IMDS).
+/// Query parameters; a parameter given twice is an error (docs/azure-protocol.md, IMDS: token
+/// request).
 struct Query(Vec<(String, String)>);
 
 impl Query {
