@@ -5,7 +5,7 @@
 //! that resource. The first failure stops the deployment; it is recorded as
 //! `Failed` with ARM's `DeploymentFailed` error. The PUT hands out an
 //! `Azure-AsyncOperation` URL whose status is already terminal, so
-//! azure-core's ARMPolling finishes after one poll (spec §3.2).
+//! azure-core's ARMPolling finishes after one poll (docs/azure-protocol.md, ARM: async operations).
 //!
 //! Template problems found before anything is deployed (syntax, unsupported
 //! functions, parameters, unknown `dependsOn`, cycles) answer the PUT with 400

@@ -1,6 +1,5 @@
-//! `Microsoft.Resources/deployments` driven with the exact bodies `az vm
-//! create` sends (fixtures copied from the shared spec), plus the catalog
-//! reads around it.
+//! `Microsoft.Resources/deployments` driven with the exact bodies `az vm create` sends
+//! (docs/azure-protocol.md, ARM: template deployments), plus the catalog reads around it.
 
 use http::StatusCode;
 use serde_json::{Value, json};

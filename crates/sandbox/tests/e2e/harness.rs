@@ -1,3 +1,6 @@
+//! The system-test harness: a whole sandbox in-process on port 0 with sled in a temp dir, an HTTPS
+//! client that trusts its CA, a fault hook on ARM's peer calls, and helpers for common requests.
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
