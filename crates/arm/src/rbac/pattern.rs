@@ -145,7 +145,6 @@ pub fn validate_pattern(pattern: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Instant;
 
     #[test]
     fn pathological_patterns_match_quickly_without_recursion() {
@@ -160,11 +159,9 @@ mod tests {
         assert!(!action_matches(&slashes, &format!("y{}", "/".repeat(50))));
         assert!(action_matches(&slashes, &format!("x{}y", "/".repeat(50))));
         assert!(action_matches(&slashes, "x/a/b/c"));
-        let start = Instant::now();
         let nested = format!("x{}/y", "/*".repeat(11));
         assert!(!action_matches(&nested, &format!("x{}z", "/a".repeat(30))));
         assert!(action_matches(&nested, "x/y"));
-        eprintln!("x/*… at 11 repeats: {:?}", start.elapsed());
     }
 
     #[test]

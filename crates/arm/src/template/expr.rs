@@ -951,4 +951,78 @@ mod tests {
             );
         }
     }
+
+    const CASES: u32 = 512;
+
+    /// Expression text from the language's own tokens, so that cases reach
+    /// evaluation rather than stopping at the first character.
+    fn expression() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let token = prop::sample::select(vec![
+            "concat(",
+            "format(",
+            "if(",
+            "equals(",
+            "not(",
+            "length(",
+            "empty(",
+            "toLower(",
+            "string(",
+            "guid(",
+            "uniqueString(",
+            "resourceId(",
+            "reference(",
+            "variables(",
+            "parameters(",
+            "resourceGroup()",
+            "subscription()",
+            "true()",
+            "null()",
+            "utcNow()",
+            "'vmName'",
+            "'list'",
+            "'n'",
+            "'{0}{1}'",
+            "'Microsoft.A/b'",
+            "'Full'",
+            "'",
+            "''",
+            "1",
+            "-1",
+            "99999999999999999999",
+            ",",
+            ")",
+            "(",
+            "[",
+            "]",
+            ".",
+            ".id",
+            "[0]",
+            " ",
+            "x",
+        ]);
+        proptest::collection::vec(token, 0..24).prop_map(|t| format!("[{}]", t.concat()))
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(CASES))]
+
+        #[test]
+        fn any_expression_evaluates_or_is_an_invalid_template(e in expression(), raw in "\\PC{0,48}") {
+            for text in [e, format!("[{raw}]"), raw] {
+                match eval_value(&json!(text), &Fake(Budget::default())) {
+                    Ok(_)
+                    | Err(TemplateError::Invalid(_))
+                    | Err(TemplateError::UnsupportedFunction(_))
+                    | Err(TemplateError::Budget(_)) => {}
+                    Err(other) => proptest::prop_assert!(false, "{}: {:?}", text, other),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn property_case_counts() {
+        eprintln!("template expression property: {CASES} cases");
+    }
 }
