@@ -939,4 +939,57 @@ mod tests {
         let names: Vec<String> = t.plan(&ev).unwrap().into_iter().map(|p| p.name).collect();
         assert_eq!(names, ["on"]);
     }
+
+    #[test]
+    fn az_vm_create_uses_a_sliver_of_the_budget() {
+        for fixture in [
+            include_str!("../../tests/it/fixtures/system-assigned-with-role.json"),
+            include_str!("../../tests/it/fixtures/user-assigned.json"),
+        ] {
+            let body: Value = serde_json::from_str(fixture).unwrap();
+            let t = Template::parse(&body["properties"]["template"]).unwrap();
+            let tg = target();
+            let budget = Budget::default();
+            let p = t
+                .resolve_parameters(body["properties"]["parameters"].as_object(), &tg, &budget)
+                .unwrap();
+            let ev = Evaluator::new(&t, &tg, &p, &NoResources, &budget);
+            let plan = t.plan(&ev).unwrap();
+            let ev = ev.with_plan(&plan);
+            ev.check_before_deploying(&plan).unwrap();
+            assert!(budget.spent() > 0);
+            assert!(
+                budget.spent() < budget::MAX_WORK / 1000,
+                "{} units",
+                budget.spent()
+            );
+        }
+    }
+
+    #[test]
+    fn the_check_before_deploying_defers_references_and_keeps_other_errors() {
+        let t = Template::parse(&json!({
+            "variables": {"fine": "[concat('a', 'b')]", "later": "[reference('x').id]", "bad": "[parameters('nope')]"},
+            "resources": [{"type": "A.B/c", "name": "r", "properties": {"p": "[reference('r').x]"}}],
+        }))
+        .unwrap();
+        let tg = target();
+        let budget = Budget::default();
+        let p = t.resolve_parameters(None, &tg, &budget).unwrap();
+        let ev = Evaluator::new(&t, &tg, &p, &NoResources, &budget);
+        let plan = t.plan(&ev).unwrap();
+        let ev = ev.with_plan(&plan);
+        ev.check_before_deploying(&plan).unwrap();
+        // After the check, reference() is live again (here: NoResources refuses it).
+        assert!(matches!(
+            ev.variable("later"),
+            Err(TemplateError::Invalid(_))
+        ));
+        let tight = Budget::with_limits(budget::MAX_DEPTH, 3, budget::MAX_WORK);
+        let ev = Evaluator::new(&t, &tg, &p, &NoResources, &tight).with_plan(&plan);
+        assert!(matches!(
+            ev.check_before_deploying(&plan),
+            Err(TemplateError::Budget(_))
+        ));
+    }
 }
