@@ -992,4 +992,21 @@ mod tests {
             Err(TemplateError::Budget(_))
         ));
     }
+
+    #[test]
+    fn variable_cycles_are_invalid_not_unbounded() {
+        let t = Template::parse(&json!({
+            "variables": {"a": "[variables('b')]", "b": "[concat('x', variables('c'))]", "c": "[variables('A')]"},
+        }))
+        .unwrap();
+        let tg = target();
+        let budget = Budget::default();
+        let p = t.resolve_parameters(None, &tg, &budget).unwrap();
+        let ev = Evaluator::new(&t, &tg, &p, &NoResources, &budget);
+        let e = ev.variable("a").unwrap_err();
+        assert_eq!(
+            e,
+            TemplateError::Invalid("The template variable 'A' refers to itself.".into())
+        );
+    }
 }
