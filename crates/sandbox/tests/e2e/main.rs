@@ -10,5 +10,6 @@ mod flow;
 mod harness;
 mod lifecycle;
 mod rbac;
+mod security_evaluators;
 mod security_tokens;
 mod security_vm_isolation;
