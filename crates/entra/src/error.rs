@@ -60,6 +60,22 @@ pub enum EntraError {
         /// Why.
         reason: String,
     },
+    /// The client assertion is not a well-formed JWT (or lacks a claim Entra needs).
+    #[error("JWT token is invalid or malformed: {reason}.")]
+    MalformedAssertion {
+        /// Why.
+        reason: String,
+    },
+    /// The client assertion's `iss` or `sub` is not the `client_id` of the request.
+    #[error(
+        "Client assertion application identifier doesn't match 'client_id' parameter. Review the documentation at https://learn.microsoft.com/entra/identity-platform/certificate-credentials ."
+    )]
+    AssertionClientMismatch,
+    /// The client assertion's `aud` is not this tenant's token endpoint.
+    #[error(
+        "Client assertion audience claim does not match Realm issuer. Review the documentation at https://learn.microsoft.com/entra/identity-platform/certificate-credentials ."
+    )]
+    AssertionAudience,
     /// The client assertion or its certificate is outside its validity window.
     #[error("Client assertion is not within its valid time range: {reason}.")]
     AssertionExpired {
@@ -122,6 +138,9 @@ impl EntraError {
             UnknownApplication { .. }
             | InvalidSecret { .. }
             | InvalidAssertion { .. }
+            | MalformedAssertion { .. }
+            | AssertionClientMismatch
+            | AssertionAudience
             | AssertionExpired { .. } => ErrorCode::Unauthenticated,
             Conflict(_) => ErrorCode::FailedPrecondition,
             Store(_) | Signing(_) => ErrorCode::Internal,
@@ -129,7 +148,13 @@ impl EntraError {
     }
 
     /// The OAuth2 `error` string and AADSTS code this error has at the token
-    /// endpoints (docs/azure-protocol.md, Entra: errors).
+    /// endpoints (docs/azure-protocol.md, Entra: errors). The client-assertion
+    /// codes are those Azure's SDK troubleshooting guide lists (700021, 700023,
+    /// 700027:
+    /// https://learn.microsoft.com/azure/developer/java/sdk/troubleshooting-authentication-service-principal),
+    /// 700024 for lifetimes (https://github.com/MicrosoftDocs/azure-docs/issues/65990)
+    /// and 50027 "JWT token is invalid or malformed"
+    /// (https://learn.microsoft.com/entra/identity-platform/reference-error-codes).
     pub fn oauth(&self) -> (&'static str, u32) {
         use EntraError::*;
         match self {
@@ -149,6 +174,9 @@ impl EntraError {
             InvalidSecret { .. } => ("invalid_client", 7000215),
             InvalidAssertion { .. } => ("invalid_client", 700027),
             AssertionExpired { .. } => ("invalid_client", 700024),
+            AssertionClientMismatch => ("invalid_client", 700021),
+            AssertionAudience => ("invalid_client", 700023),
+            MalformedAssertion { .. } => ("invalid_request", 50027),
             UnknownResource { .. } => ("invalid_resource", 500011),
             Store(_) | Signing(_) => ("server_error", 90033),
         }

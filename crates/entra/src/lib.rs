@@ -32,6 +32,7 @@ pub use config::{
     ENV_ADMIN_APP_ID, ENV_ADMIN_DISPLAY_NAME, ENV_ADMIN_OBJECT_ID, ENV_ADMIN_SECRET, ENV_DATA_DIR,
     ENV_EXTRA_RESOURCES, ENV_GRPC_ADDR, ENV_HTTP_ADDR, ENV_PUBLIC_URL, ENV_TENANT_ID,
 };
+pub use domain::graph_permission::GraphPermission;
 pub use domain::tokens::{APP_LIFETIME_SECS, MI_LIFETIME_SECS};
 pub use error::EntraError;
 

@@ -14,6 +14,15 @@ use crate::TokenError;
 /// Clock skew tolerated on `nbf`/`exp`, as Entra and ARM allow (5 minutes).
 pub const SKEW_SECS: i64 = 300;
 
+/// The longest a client assertion may be valid: its `exp` at most this long
+/// after the earliest of its `nbf`, its `iat` and now. Entra documents no
+/// limit ("Microsoft Entra ID currently doesn't place restrictions on the exp
+/// time", https://learn.microsoft.com/entra/identity-platform/certificate-credentials)
+/// but asks for 5-10 minutes; MSAL signs 10 minutes, the Rust `azure_identity`
+/// crate 5 and misim's IMDS 10. misim bounds how long a leaked assertion can
+/// be replayed at one hour, generous for every client (a deviation from Azure).
+pub const MAX_ASSERTION_LIFETIME_SECS: i64 = 3600;
+
 /// The claims that resource servers read from an access token.
 #[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
 pub struct AccessClaims {
@@ -212,8 +221,12 @@ pub fn assertion_header(token: &str) -> Result<AssertionHeader, TokenError> {
 
 /// Verifies a client assertion signed with the key of a registered certificate
 /// whose PKCS#1 public key is `rsa_public_key`: signature, `iss == sub ==
-/// client_id`, an accepted `aud`, and lifetime. `nbf`/`iat` are optional and
-/// NumericDates may be floats (MSAL sends them so).
+/// client_id`, an accepted `aud`, and lifetime (at most
+/// [`MAX_ASSERTION_LIFETIME_SECS`]). `nbf`/`iat` are optional and
+/// NumericDates may be floats (MSAL sends them so). `jti` is not checked:
+/// Entra accepts an assertion more than once within its lifetime (MSAL.NET
+/// reused one for 5 minutes:
+/// https://github.com/AzureAD/microsoft-authentication-library-for-dotnet/issues/2288).
 pub fn verify_client_assertion(
     token: &str,
     header: &AssertionHeader,
@@ -263,7 +276,15 @@ pub fn verify_client_assertion(
         claim: "exp",
         reason: "missing".into(),
     })?;
-    check_lifetime(now, n("nbf"), exp)
+    let nbf = n("nbf");
+    check_lifetime(now, nbf, exp)?;
+    let start = [nbf, n("iat")].into_iter().flatten().fold(now, i64::min);
+    if exp.saturating_sub(start) > MAX_ASSERTION_LIFETIME_SECS {
+        return Err(TokenError::Lifetime(format!(
+            "expiry {exp} is more than {MAX_ASSERTION_LIFETIME_SECS} seconds after {start}"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

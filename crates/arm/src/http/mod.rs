@@ -325,6 +325,7 @@ async fn dispatch(
                 let o = core
                     .get_op(id)?
                     .ok_or_else(|| ArmError::UnknownPath(uri.path().to_owned()))?;
+                authorize_operation(core, &principal, &sub, &o, uri.path())?;
                 done &= o.status != crate::domain::records::OpStatus::InProgress;
             }
             if done {
@@ -339,6 +340,7 @@ async fn dispatch(
             let o = core
                 .get_op(&op)?
                 .ok_or_else(|| ArmError::UnknownPath(uri.path().to_owned()))?;
+            authorize_operation(core, &principal, &sub, &o, uri.path())?;
             Ok(ok(model::operation(&o)))
         }
         (Route::Providers { sub }, Method::GET) => {
@@ -644,6 +646,33 @@ async fn resource(
         }
         ref other => Err(ArmError::MethodNotAllowed(other.to_string())),
     }
+}
+
+/// An operation's status is as private as the resource it converges: polling
+/// it needs the permission a GET of that resource needs (`{type}/read`,
+/// evaluated at the resource's id, which works while the resource is being
+/// deleted too), refused as that GET is (403 `AuthorizationFailed`). Azure
+/// documents no rule of its own for status URLs, so misim mirrors the resource
+/// GET. An operation outside the URL's subscription does not exist there.
+fn authorize_operation(
+    core: &Core,
+    principal: &str,
+    sub: &str,
+    o: &crate::domain::records::OpRecord,
+    path: &str,
+) -> Result<(), ArmError> {
+    let id = misim_types::ResourceId::parse(&o.resource_id)
+        .ok()
+        .filter(|id| {
+            id.subscription()
+                .is_some_and(|s| s.eq_ignore_ascii_case(sub))
+        })
+        .ok_or_else(|| ArmError::UnknownPath(path.to_owned()))?;
+    core.authorize(
+        principal,
+        &format!("{}/read", id.resource_type()),
+        id.as_str(),
+    )
 }
 
 /// Azure's long-running-operation headers for a VM operation still in progress:

@@ -34,6 +34,7 @@ const KV_SECRETS_OFFICER: &str = "b86a8fe4-44ce-4948-aee5-eccb2c155cd7";
 mod bodies;
 mod custom_roles;
 mod deployments;
+mod operation_status;
 
 // ------------------------------------------------------------------ fakes
 

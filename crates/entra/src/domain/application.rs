@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::directory::{Directory, hash_secret, key};
+use super::graph_permission::GraphPermission;
 use super::principal::{KeyCredential, Principal, PrincipalKind};
 use crate::EntraError;
 
@@ -440,21 +441,27 @@ impl Directory {
         })
     }
 
-    /// True when `object_id` was allowed to write through Graph.
-    pub(crate) fn is_graph_writer(&self, object_id: &str) -> Result<bool, EntraError> {
-        Ok(self.graph_writers.get(&key(object_id))?.unwrap_or(false))
-    }
-
-    /// Allows (or disallows) `object_id` to write through Graph.
-    pub(crate) async fn set_graph_writer(
+    /// The Graph permission granted to `object_id`, if any.
+    pub(crate) fn graph_permission(
         &self,
         object_id: &str,
-        allowed: bool,
+    ) -> Result<Option<GraphPermission>, EntraError> {
+        Ok(self.graph_permissions.get(&key(object_id))?)
+    }
+
+    /// Grants `object_id` a Graph permission, or (`None`) revokes it.
+    pub(crate) async fn set_graph_permission(
+        &self,
+        object_id: &str,
+        permission: Option<GraphPermission>,
     ) -> Result<(), EntraError> {
-        if allowed {
-            self.graph_writers.put(&key(object_id), &true).await?;
-        } else {
-            self.graph_writers.remove(&key(object_id)).await?;
+        match permission {
+            Some(p) => {
+                self.graph_permissions.put(&key(object_id), &p).await?;
+            }
+            None => {
+                self.graph_permissions.remove(&key(object_id)).await?;
+            }
         }
         Ok(())
     }

@@ -44,8 +44,8 @@ pub(crate) struct Directory {
     pub(super) applications: Table<Application>,
     /// Application app id → application object id.
     pub(super) apps_by_app_id: Table<String>,
-    /// Object ids of principals allowed to write through Graph (beyond the admin).
-    pub(super) graph_writers: Table<bool>,
+    /// Graph application permissions by principal object id (the admin has all).
+    pub(super) graph_permissions: Table<super::graph_permission::GraphPermission>,
     /// Serialises writes so index updates never interleave.
     pub(super) write: tokio::sync::Mutex<()>,
     pub(super) clock: SharedClock,
@@ -82,7 +82,7 @@ impl Directory {
             by_request: store.table("principals_by_request_id")?,
             applications: store.table("applications")?,
             apps_by_app_id: store.table("applications_by_app_id")?,
-            graph_writers: store.table("graph_writers")?,
+            graph_permissions: store.table("graph_permissions")?,
             write: tokio::sync::Mutex::new(()),
             clock,
             ids,

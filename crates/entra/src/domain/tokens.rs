@@ -68,8 +68,9 @@ pub(crate) struct Issuer {
     issuer_v1: String,
     /// Normalised extra resources.
     extra_resources: Vec<String>,
-    /// Lower-case accepted assertion audience paths.
-    assertion_paths: [String; 2],
+    /// Accepted client-assertion audiences, normalised ([`normalize_url`]):
+    /// the v2 and v1 token endpoints of this tenant under the public URL.
+    assertion_audiences: [String; 2],
     /// Normalised audiences of the Graph API Entra serves: its own URL and Microsoft Graph's.
     graph_audiences: [String; 2],
     /// The public half of the signing key, for verifying Graph bearer tokens.
@@ -79,14 +80,25 @@ pub(crate) struct Issuer {
     ids: SharedIds,
 }
 
-/// The path of a URL (`https://host/a/b?q` → `/a/b`); the whole string when it has no scheme.
-fn url_path(url: &str) -> &str {
-    let rest = match url.find("://") {
-        Some(i) => &url[i + 3..],
-        None => return url,
+/// A URL for comparing audiences: lower-case (hosts, the tenant GUID and
+/// Entra's paths are case-insensitive), without the scheme's default port
+/// and trailing slashes, so `https://Host:443/T/oauth2/v2.0/token/` matches
+/// `https://host/t/oauth2/v2.0/token` (clients such as the Rust
+/// `azure_identity` crate build the URL with a URL parser that drops
+/// default ports).
+fn normalize_url(url: &str) -> String {
+    let lower = url.trim().to_ascii_lowercase();
+    let (scheme, rest) = match lower.split_once("://") {
+        Some(parts) => parts,
+        None => return lower.trim_end_matches('/').to_owned(),
     };
-    let path = rest.find('/').map_or("", |i| &rest[i..]);
-    path.split(['?', '#']).next().unwrap_or("")
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let host = match scheme {
+        "https" => host.strip_suffix(":443").unwrap_or(host),
+        "http" => host.strip_suffix(":80").unwrap_or(host),
+        _ => host,
+    };
+    format!("{scheme}://{host}{}", path.trim_end_matches('/'))
 }
 
 impl Issuer {
@@ -96,7 +108,6 @@ impl Issuer {
         clock: SharedClock,
         ids: SharedIds,
     ) -> Self {
-        let tid = config.tenant_id.to_ascii_lowercase();
         let mut keys = KeySet::new(config.tenant_id.clone());
         keys.add_rsa(signing.kid(), &signing.modulus, &signing.exponent);
         Self {
@@ -107,9 +118,19 @@ impl Issuer {
                 .iter()
                 .map(|r| audiences::normalize(r))
                 .collect(),
-            assertion_paths: [
-                format!("/{tid}/oauth2/v2.0/token"),
-                format!("/{tid}/oauth2/token"),
+            // Entra accepts its token endpoint as `aud`, v2 (what MSAL and the
+            // Azure SDKs send) or v1 (ADAL's), of this tenant at this host:
+            // https://learn.microsoft.com/entra/identity-platform/certificate-credentials.
+            // misim's authority host is its public URL.
+            assertion_audiences: [
+                normalize_url(&format!(
+                    "{}/{}/oauth2/v2.0/token",
+                    config.public_url, config.tenant_id
+                )),
+                normalize_url(&format!(
+                    "{}/{}/oauth2/token",
+                    config.public_url, config.tenant_id
+                )),
             ],
             graph_audiences: [
                 audiences::normalize(&config.public_url),
@@ -157,8 +178,7 @@ impl Issuer {
     }
 
     fn assertion_aud_ok(&self, aud: &str) -> bool {
-        let path = url_path(aud).to_ascii_lowercase();
-        self.assertion_paths.contains(&path)
+        self.assertion_audiences.contains(&normalize_url(aud))
     }
 
     /// Authenticates the client; returns its principal and `appidacr`.
@@ -218,7 +238,9 @@ impl Issuer {
         assertion: &str,
     ) -> Result<(), EntraError> {
         let invalid = |reason: String| EntraError::InvalidAssertion { reason };
-        let header = assertion_header(assertion).map_err(|e| invalid(e.to_string()))?;
+        let header = assertion_header(assertion).map_err(|e| EntraError::MalformedAssertion {
+            reason: e.to_string(),
+        })?;
         let sha1 = header.x5t.as_deref().map(misim_token::hex_upper);
         let sha256 = header.x5t_s256.as_deref().map(misim_token::hex_upper);
         let cred = creds
@@ -251,7 +273,15 @@ impl Issuer {
         )
         .map_err(|e| match e {
             TokenError::Lifetime(r) => EntraError::AssertionExpired { reason: r },
-            other => invalid(other.to_string()),
+            TokenError::Claim {
+                claim: "iss" | "sub",
+                ..
+            } => EntraError::AssertionClientMismatch,
+            TokenError::Claim { claim: "aud", .. } => EntraError::AssertionAudience,
+            TokenError::Signature(r) => invalid(r),
+            other => EntraError::MalformedAssertion {
+                reason: other.to_string(),
+            },
         })
     }
 
@@ -319,13 +349,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn url_paths() {
+    fn urls_normalise_for_audience_comparison() {
         assert_eq!(
-            url_path("https://h:1/t/oauth2/token?x=1"),
-            "/t/oauth2/token"
+            normalize_url("HTTPS://Login.Sim:443/T1/oauth2/v2.0/token/"),
+            "https://login.sim/t1/oauth2/v2.0/token"
         );
-        assert_eq!(url_path("https://h"), "");
-        assert_eq!(url_path("/t/oauth2/token"), "/t/oauth2/token");
+        assert_eq!(normalize_url("http://h:80/a"), "http://h/a");
+        assert_eq!(normalize_url("https://h:8443/a"), "https://h:8443/a");
+        assert_eq!(normalize_url("https://h:4430/a"), "https://h:4430/a");
+        assert_eq!(normalize_url("/t/oauth2/token/"), "/t/oauth2/token");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! and the token endpoints authenticating application principals with them.
 
 use super::*;
+use misim_entra::GraphPermission;
 
 const GRAPH_V1: &str = "https://graph.microsoft.com";
 
@@ -563,13 +564,42 @@ async fn managed_identities_are_read_only_and_non_admins_cannot_write() {
     .await;
     assert_graph_error(s, &b, StatusCode::FORBIDDEN, "Authorization_RequestDenied");
 
-    // The managed identity's own Graph token: reads yes, writes no.
+    // The managed identity's own Graph token: no Graph permission, so neither
+    // reads nor writes (Azure grants a managed identity none by default).
     let a = assertion(&mi.signer, &mi.sp.app_id, &v2_aud(), NOW);
     let t = issue(&env.entra, &mi.sp.app_id, a, &format!("{PUBLIC}/"))
         .await
         .unwrap();
     let mi_token = t.access_token;
-    let (s, _, _) = graph(
+    for path in [
+        "/v1.0/servicePrincipals".to_owned(),
+        format!("/v1.0/servicePrincipals/{ADMIN_OID}"),
+        format!("/v1.0/directoryObjects/{ADMIN_OID}"),
+        "/v1.0/applications".to_owned(),
+        "/v1.0/organization".to_owned(),
+    ] {
+        let (s, _, b) = graph(&env.entra, Some(&mi_token), "GET", &path, None).await;
+        assert_graph_error(s, &b, StatusCode::FORBIDDEN, "Authorization_RequestDenied");
+        assert_eq!(
+            b["error"]["message"], "Insufficient privileges to complete the operation.",
+            "{path}"
+        );
+    }
+    let (s, _, b) = graph(
+        &env.entra,
+        Some(&mi_token),
+        "POST",
+        "/v1.0/directoryObjects/getByIds",
+        Some(json!({"ids": [ADMIN_OID]})),
+    )
+    .await;
+    assert_graph_error(s, &b, StatusCode::FORBIDDEN, "Authorization_RequestDenied");
+    // Once granted Application.Read.All, it reads.
+    env.entra
+        .set_graph_permission(&mi.sp.object_id, Some(GraphPermission::ApplicationReadAll))
+        .await
+        .unwrap();
+    let (s, _, b) = graph(
         &env.entra,
         Some(&mi_token),
         "GET",
@@ -577,7 +607,7 @@ async fn managed_identities_are_read_only_and_non_admins_cannot_write() {
         None,
     )
     .await;
-    assert_eq!(s, StatusCode::OK);
+    assert_eq!(s, StatusCode::OK, "{b}");
     let (s, _, b) = graph(
         &env.entra,
         Some(&mi_token),
@@ -606,14 +636,17 @@ async fn managed_identities_are_read_only_and_non_admins_cannot_write() {
     .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     let app_token = b["access_token"].as_str().unwrap().to_owned();
-    let (s, _, _) = graph(
-        &env.entra,
-        Some(&app_token),
-        "GET",
-        &format!("/v1.0/applications/{}", app["id"].as_str().unwrap()),
-        None,
-    )
-    .await;
+    let own_app = format!("/v1.0/applications/{}", app["id"].as_str().unwrap());
+    let (s, _, b) = graph(&env.entra, Some(&app_token), "GET", &own_app, None).await;
+    assert_graph_error(s, &b, StatusCode::FORBIDDEN, "Authorization_RequestDenied");
+    env.entra
+        .set_graph_permission(
+            sp["id"].as_str().unwrap(),
+            Some(GraphPermission::ApplicationReadAll),
+        )
+        .await
+        .unwrap();
+    let (s, _, _) = graph(&env.entra, Some(&app_token), "GET", &own_app, None).await;
     assert_eq!(s, StatusCode::OK);
     for (method, path, body) in [
         (
@@ -670,6 +703,8 @@ async fn managed_identities_are_read_only_and_non_admins_cannot_write() {
     )
     .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _, _) = graph(&env.entra, Some(&app_token), "GET", &own_app, None).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "revoking takes reads too");
 
     // /me is for users; /organization answers; unknown segments are bad requests.
     let (s, _, b) = graph(&env.entra, Some(&admin), "GET", "/v1.0/me", None).await;

@@ -191,8 +191,7 @@ fn assertion(signer: &RsaSigner, client_id: &str, aud: &str, now: u64) -> String
 }
 
 fn v2_aud() -> String {
-    // Any host: the compose sandbox reaches Entra under another name.
-    format!("https://entra.internal:8443/{TID}/oauth2/v2.0/token")
+    format!("{PUBLIC}/{TID}/oauth2/v2.0/token")
 }
 
 async fn issue(
@@ -567,6 +566,104 @@ async fn bad_assertions_are_refused() {
     .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unauthenticated);
     let _ = &mi.cert;
+}
+
+/// An assertion with exactly `claims`, signed by `signer`.
+fn assertion_with(signer: &RsaSigner, claims: Value) -> String {
+    signer.sign(&claims).unwrap()
+}
+
+/// `POST /{tid}/oauth2/v2.0/token` with a client assertion.
+async fn post_assertion(entra: &Entra, client_id: &str, assertion: &str) -> (StatusCode, Value) {
+    let form = [
+        ("grant_type", "client_credentials"),
+        ("client_id", client_id),
+        ("scope", "https://vault.azure.net/.default"),
+        ("client_assertion_type", FORM_ASSERTION_TYPE),
+        ("client_assertion", assertion),
+    ];
+    post_form(entra, &format!("/{TID}/oauth2/v2.0/token"), &form).await
+}
+
+#[tokio::test]
+async fn assertion_claims_get_entras_codes() {
+    let env = env().await;
+    let mi = create_mi(&env.entra, "op-1", VM_ID).await;
+    let id = mi.sp.app_id.as_str();
+    let claims = |aud: &str, iss: &str, nbf: u64, exp: u64| json!({"aud": aud, "iss": iss, "sub": iss, "jti": "j-1", "nbf": nbf, "iat": nbf, "exp": exp});
+    let refused = async |a: String, error: &str, code: u64| {
+        let (s, b) = post_assertion(&env.entra, id, &a).await;
+        let want = if error == "invalid_client" {
+            StatusCode::UNAUTHORIZED
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        assert_eq!(s, want, "{b}");
+        assert_aadsts(&b, error, code);
+    };
+
+    // `aud` must be this tenant's token endpoint at misim's public URL: another
+    // host, another tenant and another path are refused (AADSTS700023).
+    for aud in [
+        format!("https://entra.internal:8443/{TID}/oauth2/v2.0/token"),
+        format!("https://login.microsoftonline.com/{TID}/oauth2/v2.0/token"),
+        format!("{PUBLIC}/00000000-0000-0000-0000-000000000000/oauth2/v2.0/token"),
+        format!("{PUBLIC}/{TID}/oauth2/v2.0/authorize"),
+        format!("{PUBLIC}/{TID}/oauth2/v2.0/token/extra"),
+        String::new(),
+    ] {
+        let a = assertion_with(&mi.signer, claims(&aud, id, NOW, NOW + 600));
+        refused(a, "invalid_client", 700023).await;
+    }
+    // The v1 endpoint, a case-changed URL and a trailing slash are the same audience.
+    for aud in [
+        format!("{PUBLIC}/{TID}/oauth2/token"),
+        format!(
+            "{}/{}/OAuth2/v2.0/token/",
+            PUBLIC.to_uppercase(),
+            TID.to_uppercase()
+        ),
+    ] {
+        let a = assertion_with(&mi.signer, claims(&aud, id, NOW, NOW + 600));
+        let (s, b) = post_assertion(&env.entra, id, &a).await;
+        assert_eq!(s, StatusCode::OK, "{aud}: {b}");
+    }
+
+    // iss/sub of another client: AADSTS700021.
+    let a = assertion_with(
+        &mi.signer,
+        claims(&v2_aud(), "someone-else", NOW, NOW + 600),
+    );
+    refused(a, "invalid_client", 700021).await;
+
+    // Lifetime: at most an hour from the earliest of nbf, iat and now (AADSTS700024).
+    let a = assertion_with(&mi.signer, claims(&v2_aud(), id, NOW, NOW + 3601));
+    refused(a, "invalid_client", 700024).await;
+    let a = assertion_with(&mi.signer, claims(&v2_aud(), id, NOW - 3000, NOW + 601));
+    refused(a, "invalid_client", 700024).await;
+    let a = assertion_with(
+        &mi.signer,
+        json!({"aud": v2_aud(), "iss": id, "sub": id, "jti": "j", "exp": NOW as i64 + 86_400 * 365}),
+    );
+    refused(a, "invalid_client", 700024).await;
+    let a = assertion_with(&mi.signer, claims(&v2_aud(), id, NOW, NOW + 3600));
+    assert_eq!(post_assertion(&env.entra, id, &a).await.0, StatusCode::OK);
+
+    // No exp, or not a JWT at all: AADSTS50027.
+    let a = assertion_with(
+        &mi.signer,
+        json!({"aud": v2_aud(), "iss": id, "sub": id, "jti": "j"}),
+    );
+    refused(a, "invalid_request", 50027).await;
+    refused("not-a-jwt".into(), "invalid_request", 50027).await;
+
+    // Entra does not refuse a reused jti (MSAL.NET reused assertions for 5
+    // minutes), so neither does misim: the same assertion works twice.
+    let a = assertion(&mi.signer, id, &v2_aud(), NOW);
+    for _ in 0..2 {
+        let (s, b) = post_assertion(&env.entra, id, &a).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+    }
 }
 
 #[tokio::test]

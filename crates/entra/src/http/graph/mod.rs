@@ -3,9 +3,12 @@
 //!
 //! Every request carries a bearer token that Entra issued itself for one of
 //! the Graph audiences (`{public_url}/` or `https://graph.microsoft.com`).
-//! Every principal of the tenant may read; writes need the bootstrap
-//! administrator or a principal allowed with [`Entra::set_graph_writer`].
-//! Managed-identity principals are read-only here: their Azure resource owns them.
+//! Reads need the Graph permission `Application.Read.All` and writes
+//! `Application.ReadWrite.All` ([`GraphPermission`], granted with
+//! [`Entra::set_graph_permission`]); the bootstrap administrator has both, and
+//! every other principal, managed identities included, starts with neither,
+//! as on Azure. Managed-identity principals are read-only here: their Azure
+//! resource owns them.
 
 mod model;
 
@@ -20,6 +23,7 @@ use axum::routing::{any, get, post};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use serde_json::{Map, Value, json};
 
+use crate::domain::graph_permission::GraphPermission;
 use crate::domain::odata::Filter;
 use crate::domain::principal::{Principal, PrincipalKind};
 use crate::{Entra, EntraError};
@@ -141,24 +145,46 @@ pub(crate) fn routes() -> Router<Entra> {
         .route("/v1.0/{*rest}", any(unknown_segment))
 }
 
-/// The authenticated caller.
+/// The authenticated caller and its Graph permission.
 struct Caller {
     principal: Principal,
-    can_write: bool,
+    permission: Option<GraphPermission>,
 }
 
 impl Caller {
+    fn refuse(&self, what: &str) -> GraphError {
+        tracing::info!(caller = %self.principal.object_id, "graph {what} refused");
+        GraphError::denied(INSUFFICIENT)
+    }
+
+    /// Application.Read.All (or more).
+    fn require_read(&self) -> Result<(), GraphError> {
+        match self.permission {
+            Some(_) => Ok(()),
+            None => Err(self.refuse("read")),
+        }
+    }
+
+    /// Application.ReadWrite.All.
     fn require_write(&self) -> Result<(), GraphError> {
-        if self.can_write {
-            Ok(())
-        } else {
-            tracing::info!(caller = %self.principal.object_id, "graph write refused");
-            Err(GraphError::denied(INSUFFICIENT))
+        match self.permission {
+            Some(p) if p.can_write() => Ok(()),
+            _ => Err(self.refuse("write")),
         }
     }
 }
 
+/// The caller of a request that needs at least read permission: every
+/// route but `/me` and unknown segments, which Graph refuses for what they
+/// are whatever the caller may do.
 fn authenticate(e: &Entra, headers: &HeaderMap) -> Result<Caller, GraphError> {
+    let caller = identify(e, headers)?;
+    caller.require_read()?;
+    Ok(caller)
+}
+
+/// The caller behind the bearer token, whatever it may do.
+fn identify(e: &Entra, headers: &HeaderMap) -> Result<Caller, GraphError> {
     let token = headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -184,10 +210,14 @@ fn authenticate(e: &Entra, headers: &HeaderMap) -> Result<Caller, GraphError> {
         .admin
         .as_ref()
         .is_some_and(|a| a.object_id.eq_ignore_ascii_case(&principal.object_id));
-    let can_write = is_admin || e.inner.directory.is_graph_writer(&principal.object_id)?;
+    let permission = if is_admin {
+        Some(GraphPermission::ApplicationReadWriteAll)
+    } else {
+        e.inner.directory.graph_permission(&principal.object_id)?
+    };
     Ok(Caller {
         principal,
-        can_write,
+        permission,
     })
 }
 
@@ -228,9 +258,15 @@ fn error_response(e: &Entra, headers: &HeaderMap, err: GraphError) -> Response {
     resp
 }
 
-/// Authenticates, runs `f` and renders its error in Graph's shape.
+/// Authenticates a caller allowed to read, runs `f` and renders its error in Graph's shape.
 fn run(e: &Entra, headers: &HeaderMap, f: impl FnOnce(Caller) -> GraphResult) -> Response {
     let result = authenticate(e, headers).and_then(f);
+    finish(e, headers, result)
+}
+
+/// [`run`] for any authenticated caller, whatever its permission.
+fn run_any(e: &Entra, headers: &HeaderMap, f: impl FnOnce(Caller) -> GraphResult) -> Response {
+    let result = identify(e, headers).and_then(f);
     finish(e, headers, result)
 }
 
@@ -639,7 +675,7 @@ async fn get_directory_object(
 // ---- the rest ----
 
 async fn me(State(e): State<Entra>, h: HeaderMap) -> Response {
-    run(&e, &h, |_| {
+    run_any(&e, &h, |_| {
         Err(GraphError::bad_request(
             "/me request is only valid with delegated authentication flow.",
         ))
@@ -675,7 +711,7 @@ async fn unknown_segment(
     Path(rest): Path<String>,
     h: HeaderMap,
 ) -> Response {
-    run(&e, &h, |_| {
+    run_any(&e, &h, |_| {
         let segment = rest.split('/').next().unwrap_or_default();
         Err(GraphError::bad_request(format!(
             "Resource not found for the segment '{segment}'."
@@ -684,13 +720,25 @@ async fn unknown_segment(
 }
 
 impl Entra {
-    /// Allows (`true`) or stops allowing (`false`) the principal `object_id`
-    /// to write applications and service principals through Graph. The
-    /// bootstrap administrator may always write. Persisted.
-    pub async fn set_graph_writer(&self, object_id: &str, allowed: bool) -> Result<(), EntraError> {
+    /// Grants the principal `object_id` a Microsoft Graph application
+    /// permission, or (`None`) revokes the one it has. The bootstrap
+    /// administrator always has `Application.ReadWrite.All`. Persisted.
+    pub async fn set_graph_permission(
+        &self,
+        object_id: &str,
+        permission: Option<GraphPermission>,
+    ) -> Result<(), EntraError> {
         self.inner
             .directory
-            .set_graph_writer(object_id, allowed)
+            .set_graph_permission(object_id, permission)
             .await
+    }
+
+    /// Allows (`true`: `Application.ReadWrite.All`) or stops allowing
+    /// (`false`: no permission at all) the principal `object_id` to write
+    /// applications and service principals through Graph.
+    pub async fn set_graph_writer(&self, object_id: &str, allowed: bool) -> Result<(), EntraError> {
+        let permission = allowed.then_some(GraphPermission::ApplicationReadWriteAll);
+        self.set_graph_permission(object_id, permission).await
     }
 }
