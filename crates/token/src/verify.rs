@@ -395,4 +395,161 @@ mod tests {
             Err(TokenError::Signature(_))
         ));
     }
+
+    #[test]
+    fn client_assertion_lifetime_is_bounded() {
+        let (s, g) = signer();
+        let info = cert::parse_rsa_cert(&g.certificate_der).unwrap();
+        let aud = "https://login.sim/t1/oauth2/v2.0/token";
+        let now = NOW as i64;
+        let check = |claims: serde_json::Value| {
+            let a = s.sign(&claims).unwrap();
+            let h = assertion_header(&a).unwrap();
+            verify_client_assertion(&a, &h, &info.rsa_public_key, "c1", now, |x| x == aud)
+        };
+        let claims = |nbf: Option<i64>, iat: Option<i64>, exp: i64| {
+            let mut c = serde_json::json!({"aud": aud, "iss": "c1", "sub": "c1", "exp": exp});
+            if let Some(n) = nbf {
+                c["nbf"] = n.into();
+            }
+            if let Some(i) = iat {
+                c["iat"] = i.into();
+            }
+            c
+        };
+        let max = MAX_ASSERTION_LIFETIME_SECS;
+        check(claims(Some(now), Some(now), now + max)).unwrap();
+        check(claims(None, None, now + max)).unwrap();
+        for c in [
+            claims(None, None, now + max + 1),
+            claims(Some(now), None, now + max + 1),
+            // An early nbf or iat makes the lifetime longer, not the check looser.
+            claims(Some(now - 100), None, now + max - 99),
+            claims(None, Some(now - 100), now + max - 99),
+            claims(None, None, i64::MAX),
+        ] {
+            assert!(
+                matches!(check(c.clone()), Err(TokenError::Lifetime(_))),
+                "{c}"
+            );
+        }
+    }
+
+    mod props {
+        //! Garbled and hostile JWTs: every verifier answers with an error, never a panic.
+
+        use super::*;
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config, TestRunner};
+        use serde_json::Value;
+
+        const CASES: u32 = 256;
+
+        fn json_value() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                any::<f64>().prop_map(
+                    |f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)
+                ),
+                Just(Value::from(1e300)),
+                Just(Value::from(-1e300)),
+                Just(Value::from(NOW as i64)),
+                ".{0,40}".prop_map(Value::from),
+                Just(Value::from("c1")),
+                Just(Value::from("https://login.sim/t1/oauth2/v2.0/token")),
+                prop::collection::vec(".{0,10}".prop_map(Value::from), 0..3).prop_map(Value::from),
+            ]
+        }
+
+        fn object(keys: &'static [&'static str]) -> impl Strategy<Value = Value> {
+            prop::collection::btree_map(
+                prop::sample::select(keys).prop_map(str::to_owned),
+                json_value(),
+                0..keys.len(),
+            )
+            .prop_map(|m| Value::Object(m.into_iter().collect()))
+        }
+
+        fn claims() -> impl Strategy<Value = Value> {
+            object(&[
+                "aud", "iss", "sub", "exp", "nbf", "iat", "jti", "tid", "oid", "appid", "azp",
+                "ver",
+            ])
+        }
+
+        fn header() -> impl Strategy<Value = Value> {
+            let alg = prop::sample::select(vec!["RS256", "PS256", "HS256", "none", "ES256", ""]);
+            (object(&["typ", "kid", "x5t", "x5t#S256", "crit"]), alg).prop_map(|(mut h, alg)| {
+                h["alg"] = alg.into();
+                h
+            })
+        }
+
+        /// Random text, JWT-shaped garbage, and tokens our key really signed
+        /// around random claims.
+        fn tokens(s: &'static RsaSigner) -> impl Strategy<Value = String> {
+            let b64 = |v: &Value| crate::b64url(v.to_string().as_bytes());
+            prop_oneof![
+                ".{0,120}",
+                "[A-Za-z0-9_.-]{0,200}",
+                (header(), claims(), "[A-Za-z0-9_-]{0,80}").prop_map(move |(h, c, sig)| format!(
+                    "{}.{}.{sig}",
+                    b64(&h),
+                    b64(&c)
+                )),
+                claims().prop_map(move |c| s.sign(&c).unwrap()),
+                (claims(), 0usize..400, any::<u8>()).prop_map(move |(c, at, byte)| {
+                    let mut t = s.sign(&c).unwrap().into_bytes();
+                    let i = at % t.len();
+                    t[i] = byte % 0x7f;
+                    String::from_utf8_lossy(&t).into_owned()
+                }),
+            ]
+        }
+
+        fn fixture() -> &'static (RsaSigner, Vec<u8>) {
+            static F: std::sync::OnceLock<(RsaSigner, Vec<u8>)> = std::sync::OnceLock::new();
+            F.get_or_init(|| {
+                let (s, g) = signer();
+                let info = cert::parse_rsa_cert(&g.certificate_der).unwrap();
+                (s, info.rsa_public_key)
+            })
+        }
+
+        #[test]
+        fn garbled_tokens_never_panic_the_verifiers() {
+            let (s, public_key) = fixture();
+            let mut keys = KeySet::new("t1");
+            let (n, e) = s.public_components();
+            keys.add_rsa(s.kid(), &n, &e);
+            let clock = ManualClock::at_unix(NOW);
+            let iss = ["https://sts.windows.net/t1/"];
+            let mut runner = TestRunner::new(Config {
+                cases: CASES,
+                ..Config::default()
+            });
+            let accepted = std::cell::Cell::new(0u32);
+            runner
+                .run(&tokens(s), |token| {
+                    let _ = peek_kid(&token);
+                    let _ = verify_access_token(&token, &keys, &iss, &clock, |_| true);
+                    if let Ok(h) = assertion_header(&token)
+                        && verify_client_assertion(&token, &h, public_key, "c1", NOW as i64, |a| {
+                            a.ends_with("/oauth2/v2.0/token")
+                        })
+                        .is_ok()
+                    {
+                        accepted.set(accepted.get() + 1);
+                    }
+                    Ok(())
+                })
+                .unwrap();
+            println!(
+                "garbled_tokens_never_panic_the_verifiers: {CASES} cases, {} assertions accepted",
+                accepted.get()
+            );
+        }
+    }
 }

@@ -18,6 +18,7 @@ use misim_types::{ManualClock, SeqIds, audiences};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
+mod assertion_props;
 mod graph;
 
 const TID: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
