@@ -10,6 +10,7 @@ mod flow;
 mod harness;
 mod lifecycle;
 mod rbac;
+mod security_authz;
 mod security_evaluators;
 mod security_tokens;
 mod security_vm_isolation;
