@@ -36,7 +36,10 @@ async fn a_vms_managed_identity_cannot_read_the_directory_through_graph() {
     // Code in the VM gets a Graph token from its own IMDS, under either
     // Graph audience (Microsoft Graph's, and Entra's own URL as the cloud
     // metadata names it).
-    for resource in ["https://graph.microsoft.com", &format!("{}/", w.sb.entra_url)] {
+    for resource in [
+        "https://graph.microsoft.com",
+        &format!("{}/", w.sb.entra_url),
+    ] {
         let (s, t) = w.imds_token(&endpoint, resource, None).await;
         assert_eq!(s, 200, "{t}");
         let token = t["access_token"].as_str().unwrap();
@@ -131,11 +134,7 @@ fn admin_signer(w: &World) -> misim_token::RsaSigner {
 async fn with_assertion(w: &World, assertion: &str) -> (u16, Value) {
     let r = w
         .http
-        .post(format!(
-            "{}/{}/oauth2/v2.0/token",
-            w.sb.entra_url,
-            w.tid()
-        ))
+        .post(format!("{}/{}/oauth2/v2.0/token", w.sb.entra_url, w.tid()))
         .form(&[
             ("grant_type", "client_credentials"),
             ("client_id", w.sb.bootstrap.admin_client_id.as_str()),
@@ -177,7 +176,10 @@ async fn client_assertions_are_bound_to_this_token_endpoint_and_an_hour() {
     // An assertion made for another token endpoint (Azure's, or another
     // host's) cannot be replayed here: AADSTS700023.
     for foreign in [
-        format!("https://login.microsoftonline.com/{}/oauth2/v2.0/token", w.tid()),
+        format!(
+            "https://login.microsoftonline.com/{}/oauth2/v2.0/token",
+            w.tid()
+        ),
         format!("https://attacker.example/{}/oauth2/v2.0/token", w.tid()),
     ] {
         let (s, b) = with_assertion(&w, &sign(&foreign, "j-aud", now + 600)).await;
