@@ -10,3 +10,5 @@ mod flow;
 mod harness;
 mod lifecycle;
 mod rbac;
+mod security_disk;
+mod security_grpc;
