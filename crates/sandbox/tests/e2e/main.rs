@@ -11,4 +11,7 @@ mod harness;
 mod lifecycle;
 mod rbac;
 mod security_disk;
+mod security_evaluators;
 mod security_grpc;
+mod security_tokens;
+mod security_vm_isolation;
