@@ -11,6 +11,8 @@ mod harness;
 mod lifecycle;
 mod rbac;
 mod security_authz;
+mod security_disk;
 mod security_evaluators;
+mod security_grpc;
 mod security_tokens;
 mod security_vm_isolation;
