@@ -278,7 +278,7 @@ impl Template {
                     "Deployment template validation failed: 'The provided value for the template parameter '{name}' is not valid.'"
                 )));
             }
-            resolved.0.insert(name.clone(), (decl.ty.clone(), value));
+            resolved.insert(name, decl.ty.clone(), value);
         }
         Ok(resolved)
     }
@@ -501,9 +501,21 @@ fn display_type(ty: &str) -> &'static str {
 
 /// Resolved parameters: name → (declared type, value).
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Parameters(BTreeMap<String, (String, Value)>);
+pub struct Parameters(
+    BTreeMap<String, (String, Value)>,
+    /// Lower-cased name → name, so that a lookup costs the length of the
+    /// name looked up rather than a comparison with every parameter's.
+    BTreeMap<String, String>,
+);
 
 impl Parameters {
+    fn insert(&mut self, name: &str, ty: String, value: Value) {
+        self.1
+            .entry(name.to_ascii_lowercase())
+            .or_insert_with(|| name.to_owned());
+        self.0.insert(name.to_owned(), (ty, value));
+    }
+
     /// What a deployment GET shows: secure values never echo.
     pub fn echo(&self) -> Value {
         let m: Map<String, Value> = self
@@ -523,10 +535,8 @@ impl Parameters {
     }
 
     fn get(&self, name: &str) -> Option<&Value> {
-        self.0
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, (_, v))| v)
+        let key = self.1.get(&name.to_ascii_lowercase())?;
+        self.0.get(key).map(|(_, v)| v)
     }
 }
 
@@ -991,6 +1001,34 @@ mod tests {
             ev.check_before_deploying(&plan),
             Err(TemplateError::Budget(_))
         ));
+    }
+
+    #[test]
+    fn parameter_lookups_by_long_names_cost_what_they_are_charged() {
+        // 256 parameters whose 4,000-character names differ only at the end,
+        // looked up 12,000 times by a computed name: scanning every name on
+        // each lookup compared 12 G bytes (seconds of CPU on a budget of
+        // 64 M units); each lookup is charged about 4,000 units.
+        let name = |i: usize| format!("{}{i:03}", "p".repeat(3_997));
+        let params: Map<String, Value> = (0..256)
+            .map(|i| (name(i), json!({"type": "int", "defaultValue": i})))
+            .collect();
+        let calls = vec![json!("[parameters(variables('n'))]"); 12_000];
+        let t = Template::parse(&json!({
+            "parameters": params,
+            "variables": {"n": name(255).to_uppercase(), "calls": calls},
+        }))
+        .unwrap();
+        let tg = target();
+        let budget = Budget::default();
+        let p = t.resolve_parameters(None, &tg, &budget).unwrap();
+        let ev = Evaluator::new(&t, &tg, &p, &NoResources, &budget);
+        let started = std::time::Instant::now();
+        let v = ev.variable("calls").unwrap();
+        let took = started.elapsed();
+        assert_eq!(v[11_999], json!(255));
+        // Before the index: 199 s in a debug build; now about 1 s.
+        assert!(took < std::time::Duration::from_secs(20), "{took:?}");
     }
 
     #[test]
