@@ -709,7 +709,12 @@ pub fn unique_string(input: &str) -> String {
 /// Evaluates every expression string inside a JSON value (object keys are
 /// kept), within the scope's [`Budget`].
 pub fn eval_value(v: &Value, scope: &dyn Scope) -> Result<Value, TemplateError> {
-    eval_value_sized(v, scope).map(|(v, _)| v)
+    let (v, _) = eval_value_sized(v, scope)?;
+    // Every value leaving the engine passes here (a variable's too, before
+    // it is nested in others); measuring it costs less than its size, which
+    // was charged.
+    scope.budget().check_nesting(&v)?;
+    Ok(v)
 }
 
 fn eval_value_sized(v: &Value, scope: &dyn Scope) -> Result<(Value, usize), TemplateError> {
