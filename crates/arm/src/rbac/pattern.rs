@@ -230,7 +230,7 @@ mod tests {
             .collect();
         assert!(patterns.iter().all(|p| validate_pattern(p).is_ok()));
         let action = "Microsoft.Compute/virtualMachines/extensions/read";
-        let started = std::time::Instant::now();
+        let started = tokio::time::Instant::now();
         for _ in 0..50 {
             assert!(!patterns.iter().any(|p| action_matches(p, action)));
         }
