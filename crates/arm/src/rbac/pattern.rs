@@ -40,6 +40,19 @@ pub fn action_matches(pattern: &str, action: &str) -> bool {
         return pattern.eq_ignore_ascii_case(action);
     }
     let p = pattern.as_bytes();
+    // The text before the first `*` begins every action the pattern
+    // matches, and the text after the last ends it (a `/*/` read as `/`
+    // keeps both): most patterns are refused here, in steps of the action's
+    // length, before the automaton is built in steps of the pattern's.
+    let first = pattern.find('*').unwrap_or(0);
+    let last = pattern.rfind('*').map_or(0, |i| i + 1);
+    let (a, head, tail) = (action.as_bytes(), &p[..first], &p[last..]);
+    if a.len() < head.len().max(tail.len())
+        || !a[..head.len()].eq_ignore_ascii_case(head)
+        || !a[a.len() - tail.len()..].eq_ignore_ascii_case(tail)
+    {
+        return false;
+    }
     // Runs of `*` are one star. `skip[i]` marks a `/` followed by a single
     // `*` and another `/`: from before it, the automaton may jump past the
     // `/*` (the `/*/` → `/` reading).
@@ -64,45 +77,54 @@ pub fn action_matches(pattern: &str, action: &str) -> bool {
         skip.push(false);
     }
     let n = toks.len();
-    // `live[i]`: the action read so far can end just before token `i`.
-    let close = |live: &mut [bool]| {
-        for i in 0..n {
-            if live[i] {
-                if toks[i] == Tok::Star {
-                    live[i + 1] = true;
-                }
-                if skip[i] {
-                    live[i + 2] = true;
-                }
-            }
+    // The live positions (the action read so far can end just before token
+    // `i`) as a list, so that a step costs the positions alive rather than
+    // the pattern's length: with one `*` at most three are.
+    // `seen[i] == round` marks `i` as already in this round's list.
+    let mut seen = vec![usize::MAX; n + 1];
+    let mut live: Vec<usize> = Vec::with_capacity(4);
+    let mut next: Vec<usize> = Vec::with_capacity(4);
+    let add = |i: usize, list: &mut Vec<usize>, seen: &mut [usize], round: usize| {
+        if seen[i] != round {
+            seen[i] = round;
+            list.push(i);
         }
     };
-    let mut live = vec![false; n + 1];
-    let mut next = vec![false; n + 1];
-    live[0] = true;
-    close(&mut live);
-    for &c in action.as_bytes() {
-        let c = c.to_ascii_lowercase();
-        next.fill(false);
-        let mut any = false;
-        for i in 0..n {
-            if !live[i] {
-                continue;
+    // Adds what the positions in `list` reach without reading a character.
+    let close = |list: &mut Vec<usize>, seen: &mut [usize], round: usize| {
+        let mut k = 0;
+        while let Some(&i) = list.get(k) {
+            if i < n {
+                if toks[i] == Tok::Star {
+                    add(i + 1, list, seen, round);
+                }
+                if skip[i] {
+                    add(i + 2, list, seen, round);
+                }
             }
-            match toks[i] {
-                Tok::Star => next[i] = true,
-                Tok::Lit(b) if b == c => next[i + 1] = true,
-                Tok::Lit(_) => continue,
-            }
-            any = true;
+            k += 1;
         }
-        if !any {
+    };
+    add(0, &mut live, &mut seen, 0);
+    close(&mut live, &mut seen, 0);
+    for (round, &c) in action.as_bytes().iter().enumerate() {
+        let round = round + 1;
+        let c = c.to_ascii_lowercase();
+        next.clear();
+        for &i in &live {
+            match toks.get(i) {
+                Some(Tok::Star) => add(i, &mut next, &mut seen, round),
+                Some(&Tok::Lit(b)) if b == c => add(i + 1, &mut next, &mut seen, round),
+                _ => {}
+            }
+        }
+        if next.is_empty() {
             return false;
         }
-        close(&mut next);
+        close(&mut next, &mut seen, round);
         std::mem::swap(&mut live, &mut next);
     }
-    live[n]
+    live.contains(&n)
 }
 
 /// A pattern for an error message: never the whole of a long one.
@@ -195,6 +217,26 @@ mod tests {
         };
         assert!(evaluate(&ask("Microsoft.Network/virtualNetworks/read"), &assignments).allowed);
         assert!(!evaluate(&ask("Microsoft.Compute/virtualMachines/read"), &assignments).allowed);
+    }
+
+    #[test]
+    fn a_role_at_the_write_limits_matches_in_steps_per_live_position() {
+        // 2,000 patterns of 512 characters with one leading `*` (all within
+        // the write limits), each kept alive by the star for the whole
+        // action: stepping every position of every pattern for each
+        // character was 80 M steps per authorization of an assignee.
+        let patterns: Vec<String> = (0..2_000)
+            .map(|i| format!("*{}{i:04}", "a".repeat(507)))
+            .collect();
+        assert!(patterns.iter().all(|p| validate_pattern(p).is_ok()));
+        let action = "Microsoft.Compute/virtualMachines/extensions/read";
+        let started = tokio::time::Instant::now();
+        for _ in 0..50 {
+            assert!(!patterns.iter().any(|p| action_matches(p, action)));
+        }
+        let took = started.elapsed();
+        // 109 s in a debug build before; now well under a second.
+        assert!(took < std::time::Duration::from_secs(5), "{took:?}");
     }
 
     #[test]

@@ -31,6 +31,14 @@ pub const MAX_DEPTH: usize = 256;
 /// https://learn.microsoft.com/azure/azure-resource-manager/templates/best-practices#template-limits
 pub const MAX_VALUE_BYTES: usize = 4 * 1024 * 1024;
 
+/// Deepest nesting of arrays and objects in a value the evaluation produces.
+/// Variables nest their values inside each other, so a template could build
+/// values nested hundreds of levels deep from a body serde_json had read at
+/// its limit of 128: the deployment's response, its stored record and the
+/// resources it wrote could then no longer be read back. Real templates nest
+/// a dozen levels at most.
+pub const MAX_VALUE_DEPTH: usize = 64;
+
 /// Total work of one deployment: one unit per value evaluated plus the bytes
 /// of every value materialised (parsed, produced by a function or copied
 /// from a variable or parameter). So memory held by the evaluation is
@@ -109,6 +117,17 @@ impl Budget {
         Ok(())
     }
 
+    /// Refuses a value that nests arrays and objects deeper than
+    /// [`MAX_VALUE_DEPTH`].
+    pub fn check_nesting(&self, v: &Value) -> Result<(), TemplateError> {
+        if depth_of(v) > MAX_VALUE_DEPTH {
+            return Err(exceeded(format!(
+                "nests values deeper than {MAX_VALUE_DEPTH} levels"
+            )));
+        }
+        Ok(())
+    }
+
     /// Work spent so far.
     pub fn spent(&self) -> u64 {
         self.work.load(Ordering::Relaxed)
@@ -148,6 +167,22 @@ pub fn size_of(v: &Value) -> usize {
     total
 }
 
+/// How deeply a value nests arrays and objects (a scalar is 0), without
+/// recursion.
+pub fn depth_of(v: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(v, 0usize)];
+    while let Some((v, d)) = stack.pop() {
+        deepest = deepest.max(d);
+        match v {
+            Value::Array(a) => stack.extend(a.iter().map(|x| (x, d + 1))),
+            Value::Object(o) => stack.extend(o.values().map(|x| (x, d + 1))),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,6 +214,8 @@ mod tests {
         assert!(b.check_size(10).is_ok());
         assert!(b.check_size(11).is_err());
         assert_eq!(size_of(&json!("abc")), 5);
+        assert_eq!(depth_of(&json!("abc")), 0);
+        assert_eq!(depth_of(&json!({"k": [1, {"x": []}], "j": 1})), 3);
         assert_eq!(size_of(&json!({"k": [1, "x"]})), 2 + 5 + 2 + 2 + 8 + 3);
     }
 }

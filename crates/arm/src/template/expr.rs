@@ -490,7 +490,7 @@ fn call(name: &str, args: &[Value], scope: &dyn Scope) -> Result<Value, Template
         }
         "format" => {
             arity(name, args, 1, usize::MAX)?;
-            format_net(s(0)?, &args[1..]).map(Value::String)
+            format_net(s(0)?, &args[1..], scope.budget()).map(Value::String)
         }
         "guid" => {
             arity(name, args, 1, usize::MAX)?;
@@ -622,7 +622,12 @@ fn resource_id(
 }
 
 /// .NET composite formatting: `{0}`, `{1:fmt}` (format ignored), `{{`, `}}`.
-fn format_net(fmt: &str, args: &[Value]) -> Result<String, TemplateError> {
+///
+/// The only function whose value can outgrow its arguments many times over
+/// (every placeholder repeats an argument), so it checks the size as it
+/// writes: 8,000 `{0}` of a 1 MB argument would otherwise build 8 GB before
+/// the value is measured.
+fn format_net(fmt: &str, args: &[Value], budget: &Budget) -> Result<String, TemplateError> {
     let mut out = String::new();
     let mut it = fmt.chars().peekable();
     while let Some(c) = it.next() {
@@ -649,7 +654,11 @@ fn format_net(fmt: &str, args: &[Value]) -> Result<String, TemplateError> {
                     .ok()
                     .and_then(|i| args.get(i))
                     .ok_or_else(|| invalid(format!("format: no argument for '{{{spec}}}'")))?;
-                out.push_str(&to_text(v));
+                match v {
+                    Value::String(s) => out.push_str(s),
+                    other => out.push_str(&to_text(other)),
+                }
+                budget.check_size(out.len())?;
             }
             other => out.push(other),
         }
@@ -700,7 +709,12 @@ pub fn unique_string(input: &str) -> String {
 /// Evaluates every expression string inside a JSON value (object keys are
 /// kept), within the scope's [`Budget`].
 pub fn eval_value(v: &Value, scope: &dyn Scope) -> Result<Value, TemplateError> {
-    eval_value_sized(v, scope).map(|(v, _)| v)
+    let (v, _) = eval_value_sized(v, scope)?;
+    // Every value leaving the engine passes here (a variable's too, before
+    // it is nested in others); measuring it costs less than its size, which
+    // was charged.
+    scope.budget().check_nesting(&v)?;
+    Ok(v)
 }
 
 fn eval_value_sized(v: &Value, scope: &dyn Scope) -> Result<(Value, usize), TemplateError> {
@@ -795,6 +809,7 @@ mod tests {
             match name {
                 "vmName" => Ok(json!("myVM")),
                 "n" => Ok(json!(3)),
+                "wide" => Ok(json!("x".repeat(32 * 1024))),
                 _ => Err(invalid(format!("no parameter {name}"))),
             }
         }
@@ -892,6 +907,39 @@ mod tests {
         for (input, want) in cases {
             assert_eq!(ev(input).unwrap(), want, "{input}");
         }
+    }
+
+    /// Peak resident memory of this test process so far, in bytes
+    /// (nextest runs each test in its own process).
+    #[cfg(target_os = "linux")]
+    fn peak_rss() -> usize {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let kb = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|l| l.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
+            .unwrap();
+        kb * 1024
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn format_stops_at_the_value_limit_instead_of_building_the_whole_string() {
+        // 8,000 placeholders (an expression of 24,000 characters) of a 32 KB
+        // argument would be 256 MB; with a 1 MB argument, 8 GB.
+        let e = format!("[format('{}', parameters('wide'))]", "{0}".repeat(8_000));
+        let budget = Budget::default();
+        match eval_value(&json!(e), &Fake(budget)) {
+            Err(TemplateError::Budget(m)) => {
+                assert!(
+                    m.contains("produces a value larger than 4194304 bytes"),
+                    "{m}"
+                )
+            }
+            other => panic!("{:?}", other.map(|v| abbreviate(&v))),
+        }
+        let peak = peak_rss();
+        assert!(peak < 96 * 1024 * 1024, "peak resident memory {peak} bytes");
     }
 
     #[test]

@@ -994,3 +994,34 @@ async fn doubling_values_is_refused_by_the_size_budget_before_anything_is_deploy
     let (s, _) = h.call("GET", &deployment_path("double"), None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn values_nested_deeper_than_stored_records_may_be_are_an_invalid_template() {
+    // Three variables of 60 nested objects each, the innermost naming the
+    // next: an output nested 180 levels deep, more than a stored record may
+    // nest (serde_json reads at most 128 levels back).
+    let h = harness().await;
+    h.rg(RG).await;
+    let nest = |inner: Value| (0..60).fold(inner, |v, _| json!({ "x": v }));
+    let mut vars = serde_json::Map::new();
+    vars.insert("a".into(), nest(json!("[variables('b')]")));
+    vars.insert("b".into(), nest(json!("[variables('c')]")));
+    vars.insert("c".into(), nest(json!("bottom")));
+    vars.insert("small".into(), json!("nested"));
+    let mut body = named_by(vars, "small");
+    body["properties"]["template"]["outputs"] =
+        json!({"deep": {"type": "object", "value": "[variables('a')]"}});
+    let (s, op, v) = h.deploy_as(ADMIN, "nested", &body).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(op.is_none());
+    assert_eq!(v["error"]["code"], "InvalidTemplate");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("The template nests values deeper than 64 levels"),
+        "{msg}"
+    );
+    let (s, _) = h.call("GET", &deployment_path("nested"), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, v) = h.call("GET", &uami_path(RG, "nested"), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+}
