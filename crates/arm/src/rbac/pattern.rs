@@ -230,13 +230,12 @@ mod tests {
             .collect();
         assert!(patterns.iter().all(|p| validate_pattern(p).is_ok()));
         let action = "Microsoft.Compute/virtualMachines/extensions/read";
-        let started = tokio::time::Instant::now();
         for _ in 0..50 {
             assert!(!patterns.iter().any(|p| action_matches(p, action)));
         }
-        let took = started.elapsed();
-        // 109 s in a debug build before; now well under a second.
-        assert!(took < std::time::Duration::from_secs(5), "{took:?}");
+        // 109 s in a debug build before; now well under a second. No timing is asserted (tests never time work): a regression
+        // shows as a test that runs for minutes and is ended by nextest\'s
+        // terminate-after (.config/nextest.toml).
     }
 
     #[test]

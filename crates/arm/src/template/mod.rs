@@ -1053,12 +1053,11 @@ mod tests {
         let budget = Budget::default();
         let p = t.resolve_parameters(None, &tg, &budget).unwrap();
         let ev = Evaluator::new(&t, &tg, &p, &NoResources, &budget);
-        let started = tokio::time::Instant::now();
         let v = ev.variable("calls").unwrap();
-        let took = started.elapsed();
         assert_eq!(v[11_999], json!(255));
-        // Before the index: 199 s in a debug build; now about 1 s.
-        assert!(took < std::time::Duration::from_secs(20), "{took:?}");
+        // Before the index: 199 s in a debug build; now about 1 s. No timing is asserted (tests never time work): a regression
+        // shows as a test that runs for minutes and is ended by nextest\'s
+        // terminate-after (.config/nextest.toml).
     }
 
     #[test]
@@ -1084,12 +1083,11 @@ mod tests {
         let budget = Budget::default();
         let p = t.resolve_parameters(None, &tg, &budget).unwrap();
         let ev = Evaluator::new(&t, &tg, &p, &NoResources, &budget);
-        let started = tokio::time::Instant::now();
         let plan = t.plan(&ev).unwrap();
-        let took = started.elapsed();
         assert_eq!(plan.len(), 800);
-        // Before the index: 264 s in a debug build; now about 1.5 s.
-        assert!(took < std::time::Duration::from_secs(30), "{took:?}");
+        // Before the index: 264 s in a debug build; now about 1.5 s. No timing is asserted (tests never time work): a regression
+        // shows as a test that runs for minutes and is ended by nextest\'s
+        // terminate-after (.config/nextest.toml).
     }
 
     /// Every resource exists, with `{"x": 1}` as its properties.
@@ -1120,11 +1118,8 @@ mod tests {
         let ev = Evaluator::new(&t, &tg, &p, &Everything, &budget);
         let plan = t.plan(&ev).unwrap();
         let ev = ev.with_plan(&plan);
-        let started = tokio::time::Instant::now();
         let v = ev.variable("calls").unwrap();
-        let took = started.elapsed();
         assert_eq!(v[1_999], json!(1));
-        assert!(took < std::time::Duration::from_secs(30), "{took:?}");
     }
 
     #[test]
