@@ -233,9 +233,9 @@ mod tests {
         for _ in 0..50 {
             assert!(!patterns.iter().any(|p| action_matches(p, action)));
         }
-        // 109 s in a debug build before; now well under a second. No timing is asserted (tests never time work): a regression
-        // shows as a test that runs for minutes and is ended by nextest\'s
-        // terminate-after (.config/nextest.toml).
+        // 109 s in a debug build before; now well under a second.
+        // No timing is asserted: a regression shows as a test that runs for
+        // minutes, ended by nextest's terminate-after (.config/nextest.toml).
     }
 
     #[test]

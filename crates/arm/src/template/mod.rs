@@ -1055,9 +1055,9 @@ mod tests {
         let ev = Evaluator::new(&t, &tg, &p, &NoResources, &budget);
         let v = ev.variable("calls").unwrap();
         assert_eq!(v[11_999], json!(255));
-        // Before the index: 199 s in a debug build; now about 1 s. No timing is asserted (tests never time work): a regression
-        // shows as a test that runs for minutes and is ended by nextest\'s
-        // terminate-after (.config/nextest.toml).
+        // Before the index: 199 s in a debug build; now about 1 s.
+        // No timing is asserted: a regression shows as a test that runs for
+        // minutes, ended by nextest's terminate-after (.config/nextest.toml).
     }
 
     #[test]
@@ -1085,9 +1085,9 @@ mod tests {
         let ev = Evaluator::new(&t, &tg, &p, &NoResources, &budget);
         let plan = t.plan(&ev).unwrap();
         assert_eq!(plan.len(), 800);
-        // Before the index: 264 s in a debug build; now about 1.5 s. No timing is asserted (tests never time work): a regression
-        // shows as a test that runs for minutes and is ended by nextest\'s
-        // terminate-after (.config/nextest.toml).
+        // Before the index: 264 s in a debug build; now about 1.5 s.
+        // No timing is asserted: a regression shows as a test that runs for
+        // minutes, ended by nextest's terminate-after (.config/nextest.toml).
     }
 
     /// Every resource exists, with `{"x": 1}` as its properties.
