@@ -7,6 +7,7 @@ use misim_proto::arm::v1::{
     AccessDecision, CheckAccessRequest, CheckVaultAccessRequest, CreateRoleAssignmentRequest,
     RoleAssignment, VaultAccessDecision, authorization_server::Authorization,
 };
+use misim_proto::auth::Caller;
 use misim_proto::{code_to_status, required};
 use misim_types::ResourceId;
 use tonic::{Request, Response, Status};
@@ -18,6 +19,17 @@ use crate::error::ArmError;
 #[derive(Debug, Clone)]
 pub(crate) struct AuthorizationService {
     pub(crate) core: Arc<Core>,
+}
+
+/// Who may call each `Authorization` method, besides the sandbox owner
+/// (`admin`, who may call everything): Key Vault asks for data-plane
+/// decisions; `CreateRoleAssignment` (a grant for test clients) is the
+/// owner's alone.
+pub(crate) fn allowed(method: &str) -> &'static [Caller] {
+    match method {
+        "CheckAccess" | "CheckVaultAccess" => &[Caller::KeyVault],
+        _ => &[],
+    }
 }
 
 fn status(e: ArmError) -> Status {

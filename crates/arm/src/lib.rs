@@ -86,8 +86,12 @@ impl Arm {
         http::router(self.core.clone())
     }
 
-    /// The gRPC surface, with health and reflection.
-    pub fn grpc_router(&self) -> tonic::transport::server::Router {
+    /// The gRPC surface, with health and reflection; every call but health
+    /// needs a credential made with `control`.
+    pub fn grpc_router(
+        &self,
+        control: &misim_proto::auth::ControlKey,
+    ) -> tonic::transport::server::Router {
         let authz = misim_proto::arm::v1::authorization_server::AuthorizationServer::new(
             grpc::AuthorizationService {
                 core: self.core.clone(),
@@ -98,7 +102,9 @@ impl Arm {
                 core: self.core.clone(),
             },
         );
-        misim_proto::server::router_with(authz).add_service(misim_proto::server::Detached(ops))
+        misim_proto::server::router_with(authz, control, grpc::allowed).add_service(
+            misim_proto::server::guarded(ops, control, grpc_ops::allowed),
+        )
     }
 }
 
@@ -108,12 +114,14 @@ pub async fn serve(
     http: TcpListener,
     grpc: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
+    control: misim_proto::auth::ControlKey,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     use anyhow::Context;
     let http_task =
         misim_runtime::serve::serve_http(http, arm.http_router(), tls, shutdown.clone());
-    let grpc_task = misim_runtime::serve::serve_grpc(grpc, arm.grpc_router(), shutdown.clone());
+    let grpc_task =
+        misim_runtime::serve::serve_grpc(grpc, arm.grpc_router(&control), shutdown.clone());
     // The reconciler resumes pending cross-service operations (after a restart too).
     let reconciler = arm.core.clone().reconcile(shutdown.clone());
     let (h, g, ()) = tokio::join!(http_task, grpc_task, reconciler);

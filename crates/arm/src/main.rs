@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use misim_arm::{Arm, Deps, Settings};
+use misim_proto::auth::{Caller, ControlKey};
 use misim_proto::entra::v1::directory_client::DirectoryClient;
 use misim_proto::faults::Faults;
 use misim_proto::imds::v1::control_client::ControlClient;
@@ -19,10 +20,16 @@ async fn main() -> anyhow::Result<()> {
             std::process::exit(64);
         }
     };
+    misim_store::private_dir(&settings.data_dir).context("securing the data directory")?;
+    let control = ControlKey::for_service(&ProcessEnv, &settings.data_dir)
+        .context("loading the control key")?;
     let store =
         misim_store::Store::open(&settings.data_dir.join("arm")).context("opening the store")?;
-    let entra = misim_runtime::lazy_channel(&settings.entra_grpc_url)?;
-    let imds = misim_runtime::lazy_channel(&settings.imds_grpc_url)?;
+    let as_arm = control.credential(Caller::Arm);
+    let entra = as_arm
+        .clone()
+        .wrap(misim_runtime::lazy_channel(&settings.entra_grpc_url)?);
+    let imds = as_arm.wrap(misim_runtime::lazy_channel(&settings.imds_grpc_url)?);
     let deps = Deps {
         store: store.clone(),
         clock: Arc::new(SystemClock),
@@ -48,7 +55,7 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(https = %http.local_addr()?, grpc = %grpc.local_addr()?, "misim-arm listening");
     let shutdown = misim_runtime::Shutdown::new();
     tokio::spawn(misim_runtime::cancel_on_signal(shutdown.clone()));
-    misim_arm::serve(arm, http, grpc, Some(tls.server_config), shutdown).await?;
+    misim_arm::serve(arm, http, grpc, Some(tls.server_config), control, shutdown).await?;
     store.flush().await.context("flushing the store")?;
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! `misim.entra.v1.Directory`: the only module that sees the generated types.
 
+use misim_proto::auth::Caller;
 use misim_proto::entra::v1 as pb;
 use misim_proto::required;
 use misim_types::ResourceId;
@@ -45,6 +46,26 @@ fn status(method: &'static str, e: EntraError) -> Status {
         _ => tracing::info!(method, error = %e, "directory call refused"),
     }
     e.into()
+}
+
+/// Who may call each `Directory` method, besides the sandbox owner (`admin`,
+/// who may call everything). Only ARM, as the managed-identity resource
+/// provider, manages managed-identity principals and their certificates;
+/// only IMDS redeems client assertions; services that verify tokens read the
+/// signing keys. `CreateApplication` (a principal with a secret) and
+/// `EnsureApplication` are for the sandbox owner only.
+pub(crate) fn allowed(method: &str) -> &'static [Caller] {
+    use Caller::{Arm, Imds, KeyVault};
+    match method {
+        "GetTenant" | "GetSigningKeys" => &[Arm, Imds, KeyVault],
+        "CreateServicePrincipal"
+        | "GetServicePrincipal"
+        | "ListServicePrincipals"
+        | "DeleteServicePrincipal"
+        | "AddKeyCredential" => &[Arm],
+        "IssueToken" => &[Imds],
+        _ => &[],
+    }
 }
 
 impl Entra {

@@ -111,10 +111,14 @@ impl Entra {
         http::router(self.clone())
     }
 
-    /// The gRPC surface: `Directory`, gRPC health and reflection.
-    pub fn grpc_router(&self) -> tonic::transport::server::Router {
+    /// The gRPC surface: `Directory`, gRPC health and reflection; every
+    /// call but health needs a credential made with `control`.
+    pub fn grpc_router(
+        &self,
+        control: &misim_proto::auth::ControlKey,
+    ) -> tonic::transport::server::Router {
         use misim_proto::entra::v1::directory_server::DirectoryServer;
-        misim_proto::server::router_with(DirectoryServer::new(self.clone()))
+        misim_proto::server::router_with(DirectoryServer::new(self.clone()), control, grpc::allowed)
     }
 }
 
@@ -125,10 +129,12 @@ pub async fn serve(
     http: TcpListener,
     grpc: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
+    control: misim_proto::auth::ControlKey,
     shutdown: misim_runtime::Shutdown,
 ) -> anyhow::Result<()> {
     let http_fut = misim_runtime::serve::serve_http(http, svc.http_router(), tls, shutdown.clone());
-    let grpc_fut = misim_runtime::serve::serve_grpc(grpc, svc.grpc_router(), shutdown.clone());
+    let grpc_fut =
+        misim_runtime::serve::serve_grpc(grpc, svc.grpc_router(&control), shutdown.clone());
     let result = tokio::try_join!(
         async { http_fut.await.context("entra https server") },
         async { grpc_fut.await.context("entra grpc server") },

@@ -31,6 +31,9 @@ async fn main() -> ExitCode {
 
 async fn run(launch: LaunchConfig) -> anyhow::Result<()> {
     let clock = Arc::new(SystemClock);
+    misim_store::private_dir(&launch.data_dir).context("securing the data directory")?;
+    let control = misim_proto::auth::ControlKey::for_service(&ProcessEnv, &launch.data_dir)
+        .context("loading the control key")?;
     let tls = misim_runtime::tls::load_or_create(
         &launch.data_dir.join("tls"),
         &misim_runtime::tls::extra_names_from_env(&ProcessEnv),
@@ -57,7 +60,15 @@ async fn run(launch: LaunchConfig) -> anyhow::Result<()> {
         public_url = %entra.config().public_url, "misim-entra listening");
     let shutdown = Shutdown::new();
     tokio::spawn(misim_runtime::cancel_on_signal(shutdown.clone()));
-    misim_entra::serve(entra, http, grpc, Some(tls.server_config), shutdown).await?;
+    misim_entra::serve(
+        entra,
+        http,
+        grpc,
+        Some(tls.server_config),
+        control,
+        shutdown,
+    )
+    .await?;
     store.flush().await.context("flushing the store")?;
     Ok(())
 }

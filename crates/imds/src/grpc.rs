@@ -1,6 +1,7 @@
 //! `misim.imds.v1.Control`: how ARM configures VMs and their identities.
 //! The only module that sees the generated types.
 
+use misim_proto::auth::Caller;
 use misim_proto::imds::v1 as pb;
 use misim_proto::imds::v1::control_server::Control;
 use misim_proto::required;
@@ -8,6 +9,18 @@ use tonic::{Request, Response, Status};
 
 use crate::domain::{IdentityRecord, Kind, VmMeta};
 use crate::service::{Imds, LiveVm};
+
+/// Who may call each `Control` method, besides the sandbox owner (`admin`,
+/// who may call everything, e.g. `misim vm list`): ARM alone configures VMs
+/// and pushes identities (their private keys) into IMDS.
+pub(crate) fn allowed(method: &str) -> &'static [Caller] {
+    match method {
+        "PutVm" | "GetVm" | "ListVms" | "DeleteVm" | "PutIdentity" | "RemoveIdentity" => {
+            &[Caller::Arm]
+        }
+        _ => &[],
+    }
+}
 
 fn meta_from(m: pb::VmMetadata) -> VmMeta {
     VmMeta {

@@ -32,9 +32,13 @@ pub use error::ImdsError;
 pub use service::{Deps, Imds};
 
 impl Imds {
-    /// The Control gRPC service with tonic-health and reflection.
-    pub fn grpc_router(&self) -> tonic::transport::server::Router {
-        misim_proto::server::router_with(ControlServer::new(self.clone()))
+    /// The Control gRPC service with tonic-health and reflection; every
+    /// call but health needs a credential made with `control`.
+    pub fn grpc_router(
+        &self,
+        control: &misim_proto::auth::ControlKey,
+    ) -> tonic::transport::server::Router {
+        misim_proto::server::router_with(ControlServer::new(self.clone()), control, grpc::allowed)
     }
 
     /// The shared HTTP router of source-address mode: the caller's IP
@@ -51,9 +55,11 @@ pub async fn serve(
     imds: Imds,
     shared_http: Option<TcpListener>,
     grpc: TcpListener,
+    control: misim_proto::auth::ControlKey,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    let grpc_fut = misim_runtime::serve::serve_grpc(grpc, imds.grpc_router(), shutdown.clone());
+    let grpc_fut =
+        misim_runtime::serve::serve_grpc(grpc, imds.grpc_router(&control), shutdown.clone());
     let http_fut = async {
         match shared_http {
             Some(l) => misim_runtime::serve::serve_http(

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use misim_imds::config::BinConfig;
 use misim_imds::{Deps, Imds};
+use misim_proto::auth::{Caller, ControlKey};
 use misim_proto::entra::v1::directory_client::DirectoryClient;
 use tokio::net::TcpListener;
 
@@ -18,6 +19,9 @@ async fn main() -> anyhow::Result<()> {
             std::process::exit(64);
         }
     };
+    misim_store::private_dir(&cfg.data_dir).context("securing the data directory")?;
+    let control = ControlKey::for_service(&misim_types::ProcessEnv, &cfg.data_dir)
+        .context("loading the control key")?;
     let store =
         misim_store::Store::open(&cfg.data_dir.join("imds")).context("opening the imds store")?;
     let shutdown = misim_runtime::Shutdown::new();
@@ -25,7 +29,11 @@ async fn main() -> anyhow::Result<()> {
         store: store.clone(),
         clock: Arc::new(misim_types::SystemClock),
         ids: Arc::new(misim_types::RandomIds),
-        directory: DirectoryClient::new(misim_runtime::lazy_channel(&cfg.entra_grpc_url)?),
+        directory: DirectoryClient::new(
+            control
+                .credential(Caller::Imds)
+                .wrap(misim_runtime::lazy_channel(&cfg.entra_grpc_url)?),
+        ),
         shutdown: shutdown.clone(),
     };
     let grpc = TcpListener::bind(cfg.grpc_addr)
@@ -46,7 +54,7 @@ async fn main() -> anyhow::Result<()> {
         imds.set_static_addresses(cfg.vm_addresses);
     }
     tokio::spawn(misim_runtime::cancel_on_signal(shutdown.clone()));
-    let result = misim_imds::serve(imds, http, grpc, shutdown).await;
+    let result = misim_imds::serve(imds, http, grpc, control, shutdown).await;
     store.flush().await.context("flushing the imds store")?;
     result
 }

@@ -5,13 +5,13 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use misim_proto::auth::ControlChannel;
 use misim_proto::entra::v1::{IssueTokenRequest, directory_client::DirectoryClient};
 use misim_runtime::Shutdown;
 use misim_store::{Store, Table};
 use misim_types::{SharedClock, SharedIds};
 use parking_lot::RwLock;
 use tokio::net::TcpListener;
-use tonic::transport::Channel;
 
 use crate::config::{Config, VmAddresses, VmAddressing};
 use crate::domain::cache::{CachedToken, TokenCache};
@@ -30,7 +30,7 @@ pub struct Deps {
     /// GUIDs (assertion `jti`).
     pub ids: SharedIds,
     /// Entra's directory, for `IssueToken`.
-    pub directory: DirectoryClient<Channel>,
+    pub directory: DirectoryClient<ControlChannel>,
     /// Process shutdown; per-VM listeners stop with it.
     pub shutdown: Shutdown,
 }
@@ -62,7 +62,7 @@ pub(crate) struct Inner {
     table: Table<VmRecord>,
     pub(crate) clock: SharedClock,
     pub(crate) ids: SharedIds,
-    directory: DirectoryClient<Channel>,
+    directory: DirectoryClient<ControlChannel>,
     shutdown: Shutdown,
     /// VMs by lower-case resource id.
     vms: RwLock<HashMap<String, Arc<LiveVm>>>,

@@ -16,12 +16,12 @@ mod http;
 use std::sync::Arc;
 
 use misim_proto::arm::v1::authorization_client::AuthorizationClient;
+use misim_proto::auth::ControlChannel;
 use misim_proto::keys::EntraKeys;
 use misim_runtime::Shutdown;
 use misim_store::Store;
 use misim_types::{SharedClock, SharedIds};
 use tokio::net::TcpListener;
-use tonic::transport::Channel;
 
 pub use config::Config;
 pub use error::KvError;
@@ -38,7 +38,7 @@ pub struct Deps {
     /// Entra's signing keys, for bearer tokens.
     pub keys: EntraKeys,
     /// ARM's RBAC.
-    pub authz: AuthorizationClient<Channel>,
+    pub authz: AuthorizationClient<ControlChannel>,
 }
 
 pub(crate) struct Inner {
@@ -47,7 +47,7 @@ pub(crate) struct Inner {
     pub(crate) clock: SharedClock,
     pub(crate) ids: SharedIds,
     pub(crate) keys: EntraKeys,
-    pub(crate) authz: AuthorizationClient<Channel>,
+    pub(crate) authz: AuthorizationClient<ControlChannel>,
 }
 
 /// The Key Vault service (cheap to clone).

@@ -6,6 +6,7 @@ use anyhow::Context;
 use misim_keyvault::config::BinConfig;
 use misim_keyvault::{Deps, KeyVault};
 use misim_proto::arm::v1::authorization_client::AuthorizationClient;
+use misim_proto::auth::{Caller, ControlKey};
 use misim_proto::entra::v1::directory_client::DirectoryClient;
 use misim_types::Clock;
 use tokio::net::TcpListener;
@@ -21,6 +22,10 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     let clock = Arc::new(misim_types::SystemClock);
+    misim_store::private_dir(&cfg.data_dir).context("securing the data directory")?;
+    let as_keyvault = ControlKey::for_service(&misim_types::ProcessEnv, &cfg.data_dir)
+        .context("loading the control key")?
+        .credential(Caller::KeyVault);
     let suffix = cfg.config.dns_suffix.trim_matches('.').to_owned();
     let mut names = vec![suffix.clone(), format!("*.{suffix}")];
     names.extend(misim_runtime::tls::extra_names_from_env(
@@ -30,13 +35,19 @@ async fn main() -> anyhow::Result<()> {
         .context("loading TLS material")?;
     let store = misim_store::Store::open(&cfg.data_dir.join("keyvault"))
         .context("opening the key vault store")?;
-    let directory = DirectoryClient::new(misim_runtime::lazy_channel(&cfg.entra_grpc_url)?);
+    let directory = DirectoryClient::new(
+        as_keyvault
+            .clone()
+            .wrap(misim_runtime::lazy_channel(&cfg.entra_grpc_url)?),
+    );
     let deps = Deps {
         store: store.clone(),
         clock,
         ids: Arc::new(misim_types::RandomIds),
         keys: misim_proto::keys::EntraKeys::new(directory),
-        authz: AuthorizationClient::new(misim_runtime::lazy_channel(&cfg.arm_grpc_url)?),
+        authz: AuthorizationClient::new(
+            as_keyvault.wrap(misim_runtime::lazy_channel(&cfg.arm_grpc_url)?),
+        ),
     };
     let kv = KeyVault::open(cfg.config, deps)
         .await

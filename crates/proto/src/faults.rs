@@ -11,8 +11,9 @@ use std::sync::Arc;
 
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 use tonic::{GrpcMethod, Request, Status};
+
+use crate::auth::ControlChannel;
 
 /// Decides, before each outgoing call, whether it fails.
 pub trait FaultHook: Send + Sync + std::fmt::Debug + 'static {
@@ -37,8 +38,8 @@ impl Faults {
         Self(Some(hook))
     }
 
-    /// `channel` behind this interceptor.
-    pub fn wrap(self, channel: Channel) -> PeerChannel {
+    /// `channel` (already carrying its caller's credential) behind this interceptor.
+    pub fn wrap(self, channel: ControlChannel) -> PeerChannel {
         InterceptedService::new(channel, self)
     }
 }
@@ -60,7 +61,7 @@ impl Interceptor for Faults {
 }
 
 /// A channel to a peer service, with an optional [`FaultHook`] in front.
-pub type PeerChannel = InterceptedService<Channel, Faults>;
+pub type PeerChannel = InterceptedService<ControlChannel, Faults>;
 
 #[cfg(test)]
 mod tests {

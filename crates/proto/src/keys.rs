@@ -47,14 +47,14 @@ pub enum KeysError {
 /// across the fetch so concurrent misses make one call, not many.
 #[derive(Debug, Clone)]
 pub struct EntraKeys {
-    client: DirectoryClient<tonic::transport::Channel>,
+    client: DirectoryClient<crate::auth::ControlChannel>,
     current: Arc<parking_lot::RwLock<Option<Arc<Trusted>>>>,
     refresh: Arc<Mutex<Option<tokio::time::Instant>>>,
 }
 
 impl EntraKeys {
     /// A cache that fetches through `client`.
-    pub fn new(client: DirectoryClient<tonic::transport::Channel>) -> Self {
+    pub fn new(client: DirectoryClient<crate::auth::ControlChannel>) -> Self {
         Self {
             client,
             current: Arc::new(parking_lot::RwLock::new(None)),

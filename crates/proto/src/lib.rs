@@ -33,6 +33,7 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("misi
 mod status;
 pub use status::{ProtocolError, code_to_status, required, status_to_code};
 
+pub mod auth;
 pub mod faults;
 pub mod keys;
 pub mod server;

@@ -78,7 +78,17 @@ pub fn load_or_create(
     extra_names: &[String],
     now: SystemTime,
 ) -> anyhow::Result<SandboxTls> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    // Owner-only: the CA key lives here (data directories are owner-only too).
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
     let ca_path = dir.join("ca.pem");
     let ca_key_path = dir.join("ca-key.pem");
     let (ca_pem, ca_key) = if ca_path.exists() && ca_key_path.exists() {
@@ -96,7 +106,8 @@ pub fn load_or_create(
         write_private(&ca_key_path, &key.serialize_pem())?;
         // Write the key first: a crash between the two writes leaves no
         // certificate, so the next start regenerates both.
-        std::fs::write(&ca_path, cert.pem()).context("writing CA cert")?;
+        // Public, but it lives in an owner-only data directory like the rest.
+        write_private(&ca_path, &cert.pem()).context("writing CA cert")?;
         (cert.pem(), key)
     };
     // The issuer is rebuilt from the same distinguished name and key; that is

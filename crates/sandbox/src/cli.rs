@@ -57,7 +57,7 @@ enum Command {
     /// Compare ARM's identities and VMs with Entra's service principals and
     /// IMDS's VMs; print every drift; exit 1 when there is any.
     Doctor {
-        /// The sandbox's data directory (for `MISIM_ARM_GRPC_URL` in misim.env).
+        /// The sandbox's data directory (for `MISIM_ARM_GRPC_URL` in misim.env, and its control.key).
         #[arg(long, env = "MISIM_DATA_DIR", default_value_os_t = default_data_dir())]
         data_dir: PathBuf,
         /// ARM's gRPC URL (instead of the data directory's misim.env).
@@ -66,6 +66,16 @@ enum Command {
         /// Wait up to this many seconds for pending operations to finish and drift to clear.
         #[arg(long, default_value_t = 0)]
         wait: u64,
+    },
+    /// Print the `authorization` metadata value for calling misim's gRPC
+    /// control plane by hand: `grpcurl -H "authorization: $(misim control-token)" ...`.
+    ControlToken {
+        /// The sandbox's data directory (its control.key is read).
+        #[arg(long, env = "MISIM_DATA_DIR", default_value_os_t = default_data_dir())]
+        data_dir: PathBuf,
+        /// Who to call as: admin (may call everything), arm, entra, imds or keyvault.
+        #[arg(long, default_value = "admin")]
+        caller: String,
     },
     /// Wait until SIGTERM or Ctrl-C (the main process of a compose VM container).
     Idle,
@@ -234,6 +244,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             arm_grpc_url,
             wait,
         } => doctor(&data_dir, arm_grpc_url, wait).await,
+        Command::ControlToken { data_dir, caller } => {
+            let caller = misim_proto::auth::Caller::from_name(&caller).with_context(|| {
+                format!("unknown caller {caller}: one of arm, entra, imds, keyvault, admin")
+            })?;
+            println!(
+                "{}",
+                control_key(&data_dir)?.credential(caller).header_value()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Idle => {
             let stop = misim_runtime::Shutdown::new();
             misim_runtime::cancel_on_signal(stop).await;
@@ -323,6 +343,27 @@ fn read_env_file(data_dir: &Path) -> anyhow::Result<Vec<String>> {
         .collect())
 }
 
+/// The control key the CLI calls gRPC with (as `admin`): the file
+/// `MISIM_CONTROL_KEY_FILE` names, else `<data dir>/control.key`.
+fn control_key(data_dir: &Path) -> anyhow::Result<misim_proto::auth::ControlKey> {
+    use misim_types::EnvSource;
+    let path = misim_types::ProcessEnv
+        .get(misim_proto::auth::ENV_CONTROL_KEY_FILE)
+        .map_or_else(
+            || data_dir.join(misim_proto::auth::CONTROL_KEY_FILE),
+            PathBuf::from,
+        );
+    misim_proto::auth::ControlKey::load(&path)
+        .with_context(|| "reading the control key (is `misim up` running with this --data-dir?)")
+}
+
+/// An `admin` client channel to a gRPC URL of the sandbox in `data_dir`.
+fn admin_channel(data_dir: &Path, url: &str) -> anyhow::Result<misim_proto::auth::ControlChannel> {
+    Ok(control_key(data_dir)?
+        .credential(misim_proto::auth::Caller::Admin)
+        .wrap(misim_runtime::lazy_channel(url)?))
+}
+
 fn env_value(lines: &[String], key: &str) -> anyhow::Result<String> {
     lines
         .iter()
@@ -337,9 +378,8 @@ async fn find_vm(
 ) -> anyhow::Result<(Vec<String>, misim_proto::imds::v1::Vm)> {
     let env = read_env_file(data_dir)?;
     let url = env_value(&env, "MISIM_IMDS_GRPC_URL")?;
-    let mut control = misim_proto::imds::v1::control_client::ControlClient::new(
-        misim_runtime::lazy_channel(&url)?,
-    );
+    let mut control =
+        misim_proto::imds::v1::control_client::ControlClient::new(admin_channel(data_dir, &url)?);
     let vms = control
         .list_vms(misim_proto::imds::v1::ListVmsRequest {})
         .await
@@ -408,9 +448,10 @@ async fn doctor(data_dir: &Path, url: Option<String>, wait: u64) -> anyhow::Resu
         Some(u) => u,
         None => env_value(&read_env_file(data_dir)?, "MISIM_ARM_GRPC_URL")?,
     };
+    let key = control_key(data_dir)?;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(wait);
     let report = loop {
-        let r = crate::doctor(&url).await;
+        let r = crate::doctor(&url, &key).await;
         let settled = r
             .as_ref()
             .is_ok_and(|r| r.drifts.is_empty() && r.pending_operations == 0);
@@ -442,9 +483,8 @@ async fn doctor(data_dir: &Path, url: Option<String>, wait: u64) -> anyhow::Resu
 async fn vm_list(data_dir: &Path) -> anyhow::Result<ExitCode> {
     let env = read_env_file(data_dir)?;
     let url = env_value(&env, "MISIM_IMDS_GRPC_URL")?;
-    let mut control = misim_proto::imds::v1::control_client::ControlClient::new(
-        misim_runtime::lazy_channel(&url)?,
-    );
+    let mut control =
+        misim_proto::imds::v1::control_client::ControlClient::new(admin_channel(data_dir, &url)?);
     let vms = control
         .list_vms(misim_proto::imds::v1::ListVmsRequest {})
         .await

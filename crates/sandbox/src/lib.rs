@@ -13,6 +13,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use misim_proto::auth::{Caller, ControlChannel, ControlKey};
 use misim_proto::entra::v1::directory_client::DirectoryClient;
 use misim_proto::faults::Faults;
 use misim_proto::imds::v1::control_client::ControlClient;
@@ -111,6 +112,10 @@ pub struct Sandbox {
     pub ca_pem: String,
     /// PEM file with the administrator's private key and certificate.
     pub admin_cert_path: PathBuf,
+    /// The control key file (`<data dir>/control.key`, 0600): every gRPC
+    /// call carries a credential made with it (`misim_proto::auth`).
+    pub control_key_path: PathBuf,
+    control: ControlKey,
     data_dir: PathBuf,
     shutdown: Shutdown,
     tasks: JoinSet<anyhow::Result<()>>,
@@ -251,6 +256,13 @@ async fn bind(ip: IpAddr, port: u16, what: &str) -> anyhow::Result<TcpListener> 
         .with_context(|| format!("binding {what} on {ip}:{port}"))
 }
 
+/// A gRPC client channel to `url` that calls as `caller`.
+fn channel_as(control: &ControlKey, caller: Caller, url: &str) -> anyhow::Result<ControlChannel> {
+    Ok(control
+        .credential(caller)
+        .wrap(misim_runtime::lazy_channel(url)?))
+}
+
 fn open_store(data_dir: &Path, name: &str) -> anyhow::Result<Store> {
     let dir = data_dir.join(name);
     Store::open(&dir).with_context(|| format!("opening {name} store in {}", dir.display()))
@@ -267,8 +279,12 @@ impl Sandbox {
             ids,
             arm_peer_faults,
         } = config;
-        std::fs::create_dir_all(&data_dir)
-            .with_context(|| format!("creating {}", data_dir.display()))?;
+        // Owner-only before anything secret is written; refused if another user owns it.
+        misim_store::private_dir(&data_dir)
+            .with_context(|| format!("securing the data directory {}", data_dir.display()))?;
+        let control_key_path = data_dir.join(misim_proto::auth::CONTROL_KEY_FILE);
+        let control =
+            ControlKey::load_or_create(&control_key_path).context("loading the control key")?;
         let bootstrap = Bootstrap::load_or_create(&data_dir, ids.as_ref())?;
         let tls = misim_runtime::tls::load_or_create(&data_dir.join("tls"), &[], clock.now())?;
         let server_tls = Some(tls.server_config.clone());
@@ -292,17 +308,32 @@ impl Sandbox {
         let vault_challenge_resource =
             format!("https://{VAULT_DNS_SUFFIX}:{}", keyvault_addr.port());
 
-        let directory = DirectoryClient::new(misim_runtime::lazy_channel(&entra_grpc_url)?);
+        // Each service's clients call as that service.
+        let imds_directory =
+            DirectoryClient::new(channel_as(&control, Caller::Imds, &entra_grpc_url)?);
+        let arm_keys = misim_proto::keys::EntraKeys::new(DirectoryClient::new(channel_as(
+            &control,
+            Caller::Arm,
+            &entra_grpc_url,
+        )?));
+        let kv_keys = misim_proto::keys::EntraKeys::new(DirectoryClient::new(channel_as(
+            &control,
+            Caller::KeyVault,
+            &entra_grpc_url,
+        )?));
         // ARM's own clients, behind the test's fault hook (if any).
-        let arm_directory = DirectoryClient::new(
-            arm_peer_faults
-                .clone()
-                .wrap(misim_runtime::lazy_channel(&entra_grpc_url)?),
-        );
-        let arm_imds =
-            ControlClient::new(arm_peer_faults.wrap(misim_runtime::lazy_channel(&imds_grpc_url)?));
+        let arm_directory = DirectoryClient::new(arm_peer_faults.clone().wrap(channel_as(
+            &control,
+            Caller::Arm,
+            &entra_grpc_url,
+        )?));
+        let arm_imds = ControlClient::new(arm_peer_faults.wrap(channel_as(
+            &control,
+            Caller::Arm,
+            &imds_grpc_url,
+        )?));
         let authz = misim_proto::arm::v1::authorization_client::AuthorizationClient::new(
-            misim_runtime::lazy_channel(&arm_grpc_url)?,
+            channel_as(&control, Caller::KeyVault, &arm_grpc_url)?,
         );
         let shutdown = Shutdown::new();
         let mut tasks = JoinSet::new();
@@ -346,13 +377,15 @@ impl Sandbox {
         }
         let mut controls = Vec::new();
         {
-            let (entra, tls) = (entra.clone(), server_tls.clone());
+            let (entra, tls, key) = (entra.clone(), server_tls.clone(), control.clone());
             controls.push(spawn_http_grpc(
                 &mut tasks,
                 Service::Entra,
                 &shutdown,
                 (entra_http, entra_grpc),
-                move |h, g, tok| misim_entra::serve(entra.clone(), h, g, tls.clone(), tok),
+                move |h, g, tok| {
+                    misim_entra::serve(entra.clone(), h, g, tls.clone(), key.clone(), tok)
+                },
             )?);
         }
 
@@ -368,7 +401,7 @@ impl Sandbox {
                 store,
                 clock: clock.clone(),
                 ids: ids.clone(),
-                directory: directory.clone(),
+                directory: imds_directory,
                 shutdown: shutdown.clone(),
             },
         )
@@ -378,26 +411,26 @@ impl Sandbox {
             let (want, ctl) = Control::new(Service::Imds);
             let addr = imds_grpc.local_addr()?;
             let mut first = Some(imds_grpc);
+            let key = control.clone();
             tasks.spawn(supervise(
                 want,
                 ctl.state_tx.clone(),
                 shutdown.clone(),
                 move |tok| {
                     let l = first.take();
-                    let imds = imds.clone();
+                    let (imds, key) = (imds.clone(), key.clone());
                     async move {
                         let g = match l {
                             Some(l) => l,
                             None => rebind(addr).await?,
                         };
-                        misim_imds::serve(imds, None, g, tok).await
+                        misim_imds::serve(imds, None, g, key, tok).await
                     }
                 },
             ));
             controls.push(ctl);
         }
 
-        let keys = misim_proto::keys::EntraKeys::new(directory.clone());
         let store = open_store(&data_dir, "arm")?;
         stores.push(store.clone());
         let arm = misim_arm::Arm::open(
@@ -421,7 +454,7 @@ impl Sandbox {
                 store,
                 clock: clock.clone(),
                 ids: ids.clone(),
-                keys: keys.clone(),
+                keys: arm_keys,
                 directory: arm_directory,
                 imds: arm_imds,
             },
@@ -429,13 +462,13 @@ impl Sandbox {
         .await
         .context("opening arm")?;
         {
-            let (arm, tls) = (arm.clone(), server_tls.clone());
+            let (arm, tls, key) = (arm.clone(), server_tls.clone(), control.clone());
             controls.push(spawn_http_grpc(
                 &mut tasks,
                 Service::Arm,
                 &shutdown,
                 (arm_http, arm_grpc),
-                move |h, g, tok| misim_arm::serve(arm.clone(), h, g, tls.clone(), tok),
+                move |h, g, tok| misim_arm::serve(arm.clone(), h, g, tls.clone(), key.clone(), tok),
             )?);
         }
 
@@ -452,7 +485,7 @@ impl Sandbox {
                 store,
                 clock: clock.clone(),
                 ids: ids.clone(),
-                keys,
+                keys: kv_keys,
                 authz,
             },
         )
@@ -476,6 +509,8 @@ impl Sandbox {
             ca_path: tls.ca_path.clone(),
             ca_pem: tls.ca_pem.clone(),
             admin_cert_path,
+            control_key_path,
+            control,
             data_dir,
             shutdown,
             tasks,
@@ -492,18 +527,41 @@ impl Sandbox {
         )
     }
 
-    /// A client of IMDS's control API (VM endpoints, configured identities).
-    pub fn imds_control(&self) -> anyhow::Result<ControlClient<tonic::transport::Channel>> {
-        Ok(ControlClient::new(misim_runtime::lazy_channel(
-            &self.imds_grpc_url,
-        )?))
+    /// The sandbox's control key (what the `admin` and the services' credentials are made with).
+    pub fn control_key(&self) -> &ControlKey {
+        &self.control
     }
 
-    /// A client of Entra's directory API (service principals, keys).
-    pub fn directory(&self) -> anyhow::Result<DirectoryClient<tonic::transport::Channel>> {
-        Ok(DirectoryClient::new(misim_runtime::lazy_channel(
-            &self.entra_grpc_url,
-        )?))
+    /// A gRPC channel to `url` calling as `caller` (tests of the control plane's table).
+    pub fn channel_as(&self, caller: Caller, url: &str) -> anyhow::Result<ControlChannel> {
+        channel_as(&self.control, caller, url)
+    }
+
+    /// A client of IMDS's control API (VM endpoints, configured identities), as `admin`.
+    pub fn imds_control(&self) -> anyhow::Result<ControlClient<ControlChannel>> {
+        Ok(ControlClient::new(
+            self.channel_as(Caller::Admin, &self.imds_grpc_url)?,
+        ))
+    }
+
+    /// A client of Entra's directory API (service principals, keys), as `admin`.
+    pub fn directory(&self) -> anyhow::Result<DirectoryClient<ControlChannel>> {
+        Ok(DirectoryClient::new(
+            self.channel_as(Caller::Admin, &self.entra_grpc_url)?,
+        ))
+    }
+
+    /// A client of ARM's Authorization API (role grants for test clients), as `admin`.
+    pub fn authorization(
+        &self,
+    ) -> anyhow::Result<
+        misim_proto::arm::v1::authorization_client::AuthorizationClient<ControlChannel>,
+    > {
+        Ok(
+            misim_proto::arm::v1::authorization_client::AuthorizationClient::new(
+                self.channel_as(Caller::Admin, &self.arm_grpc_url)?,
+            ),
+        )
     }
 
     /// The `misim.env` file: what clients need to reach this sandbox.
@@ -527,6 +585,10 @@ impl Sandbox {
             ("MISIM_ENTRA_GRPC_URL", self.entra_grpc_url.clone()),
             ("MISIM_ARM_GRPC_URL", self.arm_grpc_url.clone()),
             ("MISIM_IMDS_GRPC_URL", self.imds_grpc_url.clone()),
+            (
+                misim_proto::auth::ENV_CONTROL_KEY_FILE,
+                self.control_key_path.display().to_string(),
+            ),
         ];
         vars.iter().map(|(k, v)| format!("{k}={v}\n")).collect()
     }
@@ -569,7 +631,7 @@ impl Sandbox {
 
     /// ARM's convergence report (`misim doctor`).
     pub async fn doctor(&self) -> anyhow::Result<misim_proto::arm::v1::DoctorReport> {
-        doctor(&self.arm_grpc_url).await
+        doctor(&self.arm_grpc_url, &self.control).await
     }
 
     /// Stops every service, waits for in-flight requests and flushes all stores.
@@ -600,11 +662,16 @@ impl Sandbox {
     }
 }
 
-/// Asks ARM (at its gRPC URL) to compare the services' states.
-pub async fn doctor(arm_grpc_url: &str) -> anyhow::Result<misim_proto::arm::v1::DoctorReport> {
-    let mut c = misim_proto::arm::v1::operations_client::OperationsClient::new(
-        misim_runtime::lazy_channel(arm_grpc_url)?,
-    );
+/// Asks ARM (at its gRPC URL, as `admin` with `control`) to compare the services' states.
+pub async fn doctor(
+    arm_grpc_url: &str,
+    control: &ControlKey,
+) -> anyhow::Result<misim_proto::arm::v1::DoctorReport> {
+    let mut c = misim_proto::arm::v1::operations_client::OperationsClient::new(channel_as(
+        control,
+        Caller::Admin,
+        arm_grpc_url,
+    )?);
     Ok(c.doctor(misim_proto::arm::v1::DoctorRequest {})
         .await
         .context("asking ARM for its convergence report")?

@@ -9,8 +9,10 @@
 //! evolve with a migration instead of a wipe.
 
 mod cached;
+mod private;
 
 pub use cached::{CachedTable, Snapshot};
+pub use private::{PrivateDirError, private_dir};
 
 use std::marker::PhantomData;
 use std::path::Path;
@@ -41,6 +43,9 @@ pub enum StoreError {
     /// A value could not be encoded.
     #[error("cannot encode record: {0}")]
     Encode(#[from] serde_json::Error),
+    /// The directory cannot be made owner-only (or belongs to another user).
+    #[error(transparent)]
+    Private(#[from] PrivateDirError),
 }
 
 impl StoreError {
@@ -60,12 +65,17 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (or creates) the database in `dir`.
+    /// Opens (or creates) the database in `dir`, owner-only (see
+    /// [`private_dir`]): the directory is created 0700 and refused when
+    /// another user owns it, and sled's files (created with the umask) are
+    /// tightened once sled has opened them.
     pub fn open(dir: &Path) -> Result<Self> {
+        private_dir(dir)?;
         let db = sled::Config::new()
             .path(dir)
             .mode(sled::Mode::HighThroughput)
             .open()?;
+        private_dir(dir)?;
         Ok(Self { db })
     }
 
@@ -202,6 +212,29 @@ mod tests {
     struct Rec {
         name: String,
         n: u32,
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn sled_files_are_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("entra");
+        let _s = Store::open(&dir).unwrap();
+        let mut seen = 0;
+        let mut stack = vec![dir];
+        while let Some(p) = stack.pop() {
+            let meta = std::fs::symlink_metadata(&p).unwrap();
+            let mode = meta.permissions().mode() & 0o777;
+            if meta.is_dir() {
+                assert_eq!(mode, 0o700, "{}", p.display());
+                stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+            } else {
+                assert_eq!(mode & 0o077, 0, "{} is {mode:o}", p.display());
+                seen += 1;
+            }
+        }
+        assert!(seen > 0, "sled wrote no files");
     }
 
     #[tokio::test]

@@ -1469,7 +1469,9 @@ mod tests {
     #[tokio::test]
     async fn a_vault_name_claim_without_its_vault_is_free() {
         use misim_proto::faults::Faults;
-        let ch = misim_runtime::lazy_channel("http://127.0.0.1:9").unwrap();
+        let ch = misim_proto::auth::ControlKey::from_bytes([0; 32])
+            .credential(misim_proto::auth::Caller::Arm)
+            .wrap(misim_runtime::lazy_channel("http://127.0.0.1:9").unwrap());
         let config = crate::Config::default();
         let sub = config.subscription_id.clone();
         let core = Core::new(

@@ -553,7 +553,9 @@ mod tests {
 
     /// A core whose peers are never called (pruning is local).
     fn core(clock: Arc<ManualClock>) -> Core {
-        let ch = misim_runtime::lazy_channel("http://127.0.0.1:9").unwrap();
+        let ch = misim_proto::auth::ControlKey::from_bytes([0; 32])
+            .credential(misim_proto::auth::Caller::Arm)
+            .wrap(misim_runtime::lazy_channel("http://127.0.0.1:9").unwrap());
         Core::new(
             crate::Config::default(),
             &misim_store::Store::memory().unwrap(),

@@ -9,6 +9,7 @@ use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use misim_arm::{Arm, Config, Deps};
 use misim_proto::arm::v1::{CheckVaultAccessRequest, authorization_client::AuthorizationClient};
+use misim_proto::auth::{Caller, ControlKey};
 use misim_proto::entra::v1 as entra;
 use misim_proto::faults::Faults;
 use misim_proto::imds::v1 as imds;
@@ -328,10 +329,23 @@ async fn serve_fakes(shared: Arc<Mutex<Shared>>, signer: Arc<RsaSigner>) -> Stri
     format!("http://{addr}")
 }
 
-fn channel(url: &str) -> tonic::transport::Channel {
-    tonic::transport::Endpoint::from_shared(url.to_owned())
-        .unwrap()
-        .connect_lazy()
+/// The control key of these tests' gRPC servers and clients.
+fn control_key() -> ControlKey {
+    ControlKey::from_bytes([1; 32])
+}
+
+/// A gRPC channel calling as `caller`.
+fn channel_as(caller: Caller, url: &str) -> misim_proto::auth::ControlChannel {
+    control_key().credential(caller).wrap(
+        tonic::transport::Endpoint::from_shared(url.to_owned())
+            .unwrap()
+            .connect_lazy(),
+    )
+}
+
+/// A gRPC channel calling as ARM (to the fake Entra and IMDS).
+fn channel(url: &str) -> misim_proto::auth::ControlChannel {
+    channel_as(Caller::Arm, url)
 }
 
 async fn harness_with(imds_url: Option<&str>) -> Harness {
@@ -1387,13 +1401,24 @@ async fn vault_access_follows_assignments_at_vault_scope() {
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let grpc = h.arm.grpc_router();
+    let grpc = h.arm.grpc_router(&control_key());
     tokio::spawn(async move {
         grpc.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
             .await
             .unwrap();
     });
-    let mut client = AuthorizationClient::new(channel(&format!("http://{addr}")));
+    let url = format!("http://{addr}");
+    // Role grants for test clients are the sandbox owner's, not Key Vault's.
+    let refused = AuthorizationClient::new(channel_as(Caller::KeyVault, &url))
+        .create_role_assignment(misim_proto::arm::v1::CreateRoleAssignmentRequest {
+            principal_id: app.into(),
+            role: "Owner".into(),
+            scope: format!("/subscriptions/{SUB}"),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+    let mut client = AuthorizationClient::new(channel_as(Caller::KeyVault, &url));
     let ask = |vault: &str, action: &str| CheckVaultAccessRequest {
         vault_name: vault.into(),
         principal_id: app.into(),

@@ -745,7 +745,9 @@ async fn grpc_validates_requests() {
         .unwrap();
 
     // The gRPC router (health + reflection) builds.
-    let _router = env.entra.grpc_router();
+    let _router = env
+        .entra
+        .grpc_router(&misim_proto::auth::ControlKey::from_bytes([1; 32]));
 }
 
 #[tokio::test]
@@ -878,11 +880,13 @@ async fn serve_answers_grpc_with_health() {
     let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", grpc.local_addr().unwrap());
     let shutdown = misim_runtime::Shutdown::new();
+    let key = misim_proto::auth::ControlKey::from_bytes([1; 32]);
     let server = tokio::spawn(misim_entra::serve(
         env.entra.clone(),
         http,
         grpc,
         None,
+        key.clone(),
         shutdown.clone(),
     ));
     let channel = tonic::transport::Endpoint::from_shared(url)
@@ -890,12 +894,22 @@ async fn serve_answers_grpc_with_health() {
         .connect()
         .await
         .unwrap();
-    let tenant = DirectoryClient::new(channel.clone())
+    // Without a credential: refused; as Key Vault: the tenant.
+    let refused = DirectoryClient::new(channel.clone())
         .get_tenant(pb::GetTenantRequest {})
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    let tenant = DirectoryClient::new(
+        key.credential(misim_proto::auth::Caller::KeyVault)
+            .wrap(channel.clone()),
+    )
+    .get_tenant(pb::GetTenantRequest {})
+    .await
+    .unwrap()
+    .into_inner();
     assert_eq!(tenant.tenant_id, TID);
+    // Health stays open: container probes have no key.
     let health = HealthClient::new(channel)
         .check(HealthCheckRequest {
             service: String::new(),

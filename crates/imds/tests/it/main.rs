@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use misim_imds::config::VmAddresses;
 use misim_imds::{Config, Deps, Imds, VmAddressing};
+use misim_proto::auth::{Caller, ControlKey};
 use misim_proto::entra::v1 as entra;
 use misim_proto::entra::v1::directory_server::{Directory, DirectoryServer};
 use misim_proto::imds::v1 as pb;
@@ -203,6 +204,18 @@ impl Drop for Harness {
     }
 }
 
+/// The control key of these tests' gRPC servers and clients.
+fn control_key() -> ControlKey {
+    ControlKey::from_bytes([1; 32])
+}
+
+/// A gRPC channel calling as `caller`.
+fn channel_as(caller: Caller, url: &str) -> misim_proto::auth::ControlChannel {
+    control_key()
+        .credential(caller)
+        .wrap(misim_runtime::lazy_channel(url).unwrap())
+}
+
 fn http_client() -> reqwest::Client {
     // Never through a proxy: every request goes to loopback.
     reqwest::Client::builder().no_proxy().build().unwrap()
@@ -226,9 +239,10 @@ async fn open(
         store,
         clock: clock.clone(),
         ids: Arc::new(misim_types::SeqIds::new(1)),
-        directory: misim_proto::entra::v1::directory_client::DirectoryClient::new(
-            misim_runtime::lazy_channel(directory_url).unwrap(),
-        ),
+        directory: misim_proto::entra::v1::directory_client::DirectoryClient::new(channel_as(
+            Caller::Imds,
+            directory_url,
+        )),
         shutdown: shutdown.clone(),
     };
     let imds = Imds::open(config, deps).await.unwrap();
@@ -922,12 +936,11 @@ async fn control_over_grpc_never_returns_private_keys() {
     let url = format!("http://{}", l.local_addr().unwrap());
     tokio::spawn(misim_runtime::serve::serve_grpc(
         l,
-        h.imds.grpc_router(),
+        h.imds.grpc_router(&control_key()),
         h.shutdown.clone(),
     ));
-    let mut c = misim_proto::imds::v1::control_client::ControlClient::new(
-        misim_runtime::lazy_channel(&url).unwrap(),
-    );
+    let mut c =
+        misim_proto::imds::v1::control_client::ControlClient::new(channel_as(Caller::Arm, &url));
     let vm = c
         .put_vm(pb::PutVmRequest {
             metadata: Some(meta(VM1, "")),
@@ -992,6 +1005,22 @@ async fn control_over_grpc_never_returns_private_keys() {
         st.into_inner().status,
         tonic_health::pb::health_check_response::ServingStatus::Serving as i32
     );
+    // Only ARM (and the sandbox owner) configures VMs: Key Vault may not.
+    let mut kv = misim_proto::imds::v1::control_client::ControlClient::new(channel_as(
+        Caller::KeyVault,
+        &url,
+    ));
+    let refused = kv
+        .put_vm(pb::PutVmRequest {
+            metadata: Some(meta(VM2, "")),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+    assert_eq!(
+        refused.message(),
+        "caller keyvault may not call misim.imds.v1.Control/PutVm"
+    );
 }
 
 #[tokio::test]
@@ -1014,9 +1043,10 @@ async fn source_address_mode_identifies_vms_by_peer_ip() {
             store: misim_store::Store::memory().unwrap(),
             clock,
             ids: Arc::new(misim_types::SeqIds::new(2)),
-            directory: misim_proto::entra::v1::directory_client::DirectoryClient::new(
-                misim_runtime::lazy_channel(&url).unwrap(),
-            ),
+            directory: misim_proto::entra::v1::directory_client::DirectoryClient::new(channel_as(
+                Caller::Imds,
+                &url,
+            )),
             shutdown: shutdown.clone(),
         },
     )

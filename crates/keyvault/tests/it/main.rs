@@ -221,6 +221,9 @@ async fn harness_with(arm_url: Option<String>) -> Harness {
         Some(u) => u,
         None => serve(AuthorizationServer::new(arm.clone())).await,
     };
+    // The fakes do not check credentials; Key Vault sends one anyway.
+    let as_keyvault = misim_proto::auth::ControlKey::from_bytes([1; 32])
+        .credential(misim_proto::auth::Caller::KeyVault);
     let kv = KeyVault::open(
         Config {
             tenant_id: TENANT.into(),
@@ -233,10 +236,12 @@ async fn harness_with(arm_url: Option<String>) -> Harness {
             clock: clock.clone(),
             ids: Arc::new(misim_types::SeqIds::new(9)),
             keys: misim_proto::keys::EntraKeys::new(entra::directory_client::DirectoryClient::new(
-                misim_runtime::lazy_channel(&entra_url).unwrap(),
+                as_keyvault
+                    .clone()
+                    .wrap(misim_runtime::lazy_channel(&entra_url).unwrap()),
             )),
             authz: arm::authorization_client::AuthorizationClient::new(
-                misim_runtime::lazy_channel(&arm_url).unwrap(),
+                as_keyvault.wrap(misim_runtime::lazy_channel(&arm_url).unwrap()),
             ),
         },
     )

@@ -205,6 +205,11 @@ async fn run(
     seed: u64,
     budget: Duration,
 ) -> anyhow::Result<()> {
+    misim_store::private_dir(data)?;
+    // One key for every service process (they share the data directory) and this driver.
+    let control = misim_proto::auth::ControlKey::load_or_create(
+        &data.join(misim_proto::auth::CONTROL_KEY_FILE),
+    )?;
     let b = Bootstrap::load_or_create(data, &misim_types::RandomIds)?;
     let tls =
         misim_runtime::tls::load_or_create(&data.join("tls"), &[], misim_types::SystemClock.now())?;
@@ -363,7 +368,7 @@ async fn run(
     // Convergence.
     let mut report = None;
     while tokio::time::Instant::now() < deadline {
-        match misim_sandbox::doctor(&arm_grpc).await {
+        match misim_sandbox::doctor(&arm_grpc, &control).await {
             Ok(r) if r.pending_operations == 0 && r.drifts.is_empty() => {
                 report = Some(r);
                 break;
@@ -375,7 +380,7 @@ async fn run(
         Some(r) => r,
         None => bail!(
             "no convergence: {:?}",
-            misim_sandbox::doctor(&arm_grpc).await
+            misim_sandbox::doctor(&arm_grpc, &control).await
         ),
     };
     println!(
@@ -389,7 +394,11 @@ async fn run(
 
     // Every acknowledged effect present, per worker.
     let mut dir = misim_proto::entra::v1::directory_client::DirectoryClient::new(
-        misim_runtime::lazy_channel(&format!("http://127.0.0.1:{eg}"))?,
+        control
+            .credential(misim_proto::auth::Caller::Admin)
+            .wrap(misim_runtime::lazy_channel(&format!(
+                "http://127.0.0.1:{eg}"
+            ))?),
     );
     let sps = dir
         .list_service_principals(misim_proto::entra::v1::ListServicePrincipalsRequest {})

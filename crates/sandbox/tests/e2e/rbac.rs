@@ -2,10 +2,8 @@
 //! created through Microsoft Graph with the admin token (`misim principal
 //! create`), roles are granted through ARM, and each row acts as one principal.
 
-use misim_proto::arm::v1::authorization_client::AuthorizationClient;
 use misim_proto::arm::v1::{CheckAccessRequest, CreateRoleAssignmentRequest};
 use misim_proto::entra::v1::CreateApplicationRequest;
-use misim_proto::entra::v1::directory_client::DirectoryClient;
 use serde_json::{Value, json};
 
 use crate::harness::{KV_SECRETS_USER, Principal, VAULT_AUD, World, start};
@@ -411,8 +409,7 @@ async fn the_seeds_permission_model() {
     );
 
     // The decision is explainable over gRPC: the assignments considered are named.
-    let mut authz =
-        AuthorizationClient::new(misim_runtime::lazy_channel(&w.sb.arm_grpc_url).unwrap());
+    let mut authz = w.sb.authorization().unwrap();
     let d = authz
         .check_access(CheckAccessRequest {
             principal_id: cast.contributor.object_id.clone(),
@@ -533,10 +530,8 @@ async fn principals_and_grants_over_grpc() {
     w.create_rg("rg1").await;
     w.create_rg("rg2").await;
     let rg1 = w.rg_id("rg1");
-    let mut directory =
-        DirectoryClient::new(misim_runtime::lazy_channel(&w.sb.entra_grpc_url).unwrap());
-    let mut authz =
-        AuthorizationClient::new(misim_runtime::lazy_channel(&w.sb.arm_grpc_url).unwrap());
+    let mut directory = w.sb.directory().unwrap();
+    let mut authz = w.sb.authorization().unwrap();
 
     let created = directory
         .create_application(CreateApplicationRequest {
