@@ -2,8 +2,8 @@
 //! `deploy/`. The one-shot `secrets-init` container runs `misim secrets init`
 //! once, into a volume that only the service containers mount (never a VM):
 //!
-//! - `control.key`: the per-sandbox key every gRPC call carries (64 lower-case
-//!   hex digits of 32 random bytes and a newline; services read it from
+//! - `control.key`: the per-sandbox key every gRPC call's credential is made
+//!   with ([`misim_proto::auth::ControlKey`]; services read it from
 //!   `MISIM_CONTROL_KEY_FILE`);
 //! - `admin-secret`: the bootstrap administrator's client secret (Entra reads
 //!   it from `MISIM_ADMIN_SECRET_FILE`; the owner prints it on the host with
@@ -19,7 +19,7 @@ use anyhow::Context;
 use crate::write_atomically;
 
 /// The control key's file name in the secrets directory.
-pub const CONTROL_KEY_FILE: &str = "control.key";
+pub const CONTROL_KEY_FILE: &str = misim_proto::auth::CONTROL_KEY_FILE;
 /// The admin secret's file name in the secrets directory.
 pub const ADMIN_SECRET_FILE: &str = "admin-secret";
 
@@ -40,15 +40,6 @@ fn random_hex32() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// True for the control key's file format: 64 lower-case hex digits and a newline.
-fn is_control_key(text: &str) -> bool {
-    text.strip_suffix('\n').is_some_and(|k| {
-        k.len() == 64
-            && k.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    })
-}
-
 /// Creates `dir` (0700) and each secret that is missing. An existing control
 /// key in another format is an error, never silently replaced: the services
 /// already running with it would stop trusting each other.
@@ -63,19 +54,10 @@ pub fn init(dir: &Path) -> anyhow::Result<Secrets> {
     let control_key = dir.join(CONTROL_KEY_FILE);
     let admin_secret = dir.join(ADMIN_SECRET_FILE);
     let mut created = Vec::new();
-    match std::fs::read_to_string(&control_key) {
-        Ok(text) => anyhow::ensure!(
-            is_control_key(&text),
-            "{} exists but is not 64 lower-case hex digits and a newline",
-            control_key.display()
-        ),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            write_atomically(&control_key, &format!("{}\n", random_hex32()))?;
-            created.push(control_key.clone());
-        }
-        Err(e) => {
-            return Err(e).with_context(|| format!("reading {}", control_key.display()));
-        }
+    let existed = control_key.exists();
+    misim_proto::auth::ControlKey::load_or_create(&control_key)?;
+    if !existed {
+        created.push(control_key.clone());
     }
     if !admin_secret.exists() {
         write_atomically(&admin_secret, &format!("{}\n", random_hex32()))?;
@@ -139,7 +121,15 @@ mod tests {
         let first = init(&dir).unwrap();
         assert_eq!(first.created.len(), 2);
         let key = std::fs::read_to_string(&first.control_key).unwrap();
-        assert!(is_control_key(&key), "{key:?}");
+        assert!(
+            key.len() == 65
+                && key.ends_with('\n')
+                && key[..64]
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()),
+            "{key:?}"
+        );
+        misim_proto::auth::ControlKey::load(&first.control_key).unwrap();
         let secret = std::fs::read_to_string(&first.admin_secret).unwrap();
         assert_eq!(secret.trim().len(), 64);
         assert_ne!(key, secret, "two independent random values");
@@ -171,12 +161,12 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         std::fs::write(tmp.path().join(CONTROL_KEY_FILE), "not-a-key\n").unwrap();
         let e = init(tmp.path()).unwrap_err();
-        assert!(
-            format!("{e:#}").contains("64 lower-case hex digits"),
-            "{e:#}"
+        assert!(format!("{e:#}").contains("is malformed"), "{e:#}");
+        assert_eq!(
+            std::fs::read_to_string(tmp.path().join(CONTROL_KEY_FILE)).unwrap(),
+            "not-a-key\n",
+            "never silently replaced"
         );
-        assert!(!is_control_key(&format!("{}\n", "A".repeat(64))));
-        assert!(!is_control_key(&"a".repeat(64)));
     }
 
     #[test]
