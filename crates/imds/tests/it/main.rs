@@ -1211,7 +1211,7 @@ impl SourceImds {
                 clock,
                 ids: Arc::new(misim_types::SeqIds::new(3)),
                 directory: misim_proto::entra::v1::directory_client::DirectoryClient::new(
-                    misim_runtime::lazy_channel(&url).unwrap(),
+                    channel_as(Caller::Imds, &url),
                 ),
                 shutdown: shutdown.clone(),
             },
