@@ -130,6 +130,11 @@ pub enum ArmError {
     /// Another role definition has this display name.
     #[error("A role definition cannot be updated with a name that already exists: '{0}'.")]
     RoleDefinitionWithSameNameExists(String),
+    /// A custom role's action pattern is refused (too long, too many
+    /// wildcards, too many patterns). Azure's code for an invalid action:
+    /// https://github.com/MicrosoftDocs/azure-docs/issues/74428
+    #[error("{0}")]
+    InvalidActionOrNotAction(String),
     /// A custom role still has assignments.
     #[error(
         "There are existing role assignments referencing role '{0}'. Delete the role assignments before deleting the role definition."
@@ -208,6 +213,7 @@ impl ArmError {
             | E::RoleDefinitionDoesNotExist(_)
             | E::ScopeDoesNotMatchRoleDefinition(_)
             | E::InvalidTemplate(_)
+            | E::InvalidActionOrNotAction(_)
             | E::InvalidResourceReference { .. } => ErrorCode::InvalidArgument,
             E::AuthenticationMissing
             | E::InvalidToken(_)
@@ -266,6 +272,7 @@ impl ArmError {
             E::RoleDefinitionWithSameNameExists(_) => "RoleDefinitionWithSameNameExists",
             E::ScopeDoesNotMatchRoleDefinition(_) => "ScopeDoesNotMatchRoleDefinition",
             E::RoleDefinitionHasAssignments(_) => "RoleDefinitionHasAssignments",
+            E::InvalidActionOrNotAction(_) => "InvalidActionOrNotAction",
             E::OperationNotAllowed(_) => "OperationNotAllowed",
             E::InvalidTemplate(_) => "InvalidTemplate",
             E::InvalidTemplateDeployment(_) => "InvalidTemplateDeployment",

@@ -1,7 +1,7 @@
 //! misim's Azure Resource Manager.
 //!
 //! Serves the ARM REST surface that the Azure CLI and SDKs use for managed
-//! identities (spec §3): subscriptions, resource groups, user-assigned
+//! identities (docs/azure-protocol.md, ARM): subscriptions, resource groups, user-assigned
 //! identities, VMs with their `identity` block, key vaults, role definitions
 //! and assignments, the `Microsoft.Network` resources a VM needs, resource-group
 //! template deployments (how `az vm create` works, see [`template`]), the

@@ -129,7 +129,7 @@ impl EntraError {
     }
 
     /// The OAuth2 `error` string and AADSTS code this error has at the token
-    /// endpoints (spec §4.3).
+    /// endpoints (docs/azure-protocol.md, Entra: errors).
     pub fn oauth(&self) -> (&'static str, u32) {
         use EntraError::*;
         match self {

@@ -2,10 +2,10 @@
 //!
 //! - Service principals (applications and managed identities) with their key
 //!   credentials, kept in the store and served over `misim.entra.v1.Directory`.
-//! - Token issuance: the OAuth2 client-credentials grant over HTTPS (v1 and v2
-//!   endpoints, secret or certificate assertion) and `Directory.IssueToken`
-//!   for IMDS. Tokens are always v1 access tokens (spec §4.5), signed by one
-//!   RSA key generated on first open and parsed once.
+//! - Token issuance: the OAuth2 client-credentials grant over HTTPS (v1 and v2 endpoints, secret or
+//!   certificate assertion) and `Directory.IssueToken` for IMDS. Tokens are always v1 access tokens
+//!   (docs/azure-protocol.md, Entra: managed-identity access tokens), signed by one RSA key
+//!   generated on first open and parsed once.
 //! - OIDC discovery, JWKS and MSAL instance discovery.
 //! - The applications and service principals of Microsoft Graph v1.0
 //!   (`/v1.0/applications`, `/v1.0/servicePrincipals`, `getByIds`), for

@@ -2,9 +2,9 @@
 //!
 //! ARM configures VMs and their managed identities over the `Control` gRPC
 //! service; each VM then fetches tokens over plain HTTP exactly as on Azure
-//! (spec §1: `/metadata/identity/oauth2/token`, plus `/metadata/instance`,
+//! (`/metadata/identity/oauth2/token`, plus `/metadata/instance`,
 //! `/metadata/identity/info`, `/metadata/versions`) and through an App
-//! Service-style endpoint (`/msi/token`, spec §2) for SDKs that hard-code the
+//! Service-style endpoint (`/msi/token`) for SDKs that hard-code the
 //! real IMDS address ([`config::AZURE_IMDS_IP`], which misim never contacts).
 //!
 //! A token is obtained by signing a client assertion with the identity's key

@@ -1,4 +1,4 @@
-//! misim's Key Vault: the secrets data plane (spec §5).
+//! misim's Key Vault: the secrets data plane (docs/azure-protocol.md, Key Vault).
 //!
 //! Vaults are told apart by the first label of the `Host` header
 //! (`https://{vault}.{dns_suffix}:{port}/`). Requests carry an Entra access

@@ -1,3 +1,6 @@
+//! Error mapping at the gRPC edge: the shared `ErrorCode` vocabulary to and from
+//! `tonic::Status`, and `ProtocolError` for fields a peer sent empty or malformed.
+
 use misim_types::ErrorCode;
 
 /// Maps the shared error vocabulary to a gRPC status.

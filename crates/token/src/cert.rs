@@ -1,9 +1,9 @@
 //! RSA keys and X.509 certificates.
 //!
-//! Managed identities authenticate to Entra with certificates (spec §6): ARM,
-//! acting as the managed-identity resource provider, generates a key pair and a
-//! self-signed certificate per identity, registers the certificate with Entra
-//! and hands both to the VM's IMDS.
+//! Managed identities authenticate to Entra with certificates (docs/azure-protocol.md, Entra:
+//! managed-identity certificates): ARM, acting as the managed-identity resource provider, generates
+//! a key pair and a self-signed certificate per identity, registers the certificate with Entra and
+//! hands both to the VM's IMDS.
 
 use std::time::SystemTime;
 

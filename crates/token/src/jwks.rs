@@ -3,7 +3,8 @@
 use base64::Engine;
 use serde::Serialize;
 
-/// One key of a JWKS, in the shape Entra publishes (spec §4.4).
+/// One key of a JWKS, in the shape Entra publishes (docs/azure-protocol.md, Entra: OIDC discovery
+/// and JWKS).
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct Jwk {
     /// Always `RSA`.

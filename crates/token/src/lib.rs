@@ -68,7 +68,7 @@ pub fn b64url(bytes: &[u8]) -> String {
 }
 
 /// Decodes base64 leniently: URL-safe or standard alphabet, padding optional.
-/// Clients disagree on how they encode `x5t` (spec §4.2).
+/// Clients disagree on how they encode `x5t` (docs/azure-protocol.md, Entra: client assertions).
 pub fn b64_lenient(s: &str) -> Option<Vec<u8>> {
     let cleaned: String = s.trim_end_matches('=').replace('+', "-").replace('/', "_");
     base64::engine::general_purpose::URL_SAFE_NO_PAD

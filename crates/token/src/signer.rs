@@ -1,3 +1,5 @@
+//! `RsaSigner`: an RSA key parsed once and reused to sign every RS256 JWT.
+
 use ring::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
 use serde::Serialize;
 

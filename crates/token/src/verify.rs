@@ -187,7 +187,7 @@ pub struct AssertionHeader {
 }
 
 /// Reads an assertion's header. Accepts RS256 and PS256 and either thumbprint
-/// in any base64 spelling (clients differ, spec §4.2).
+/// in any base64 spelling (clients differ: docs/azure-protocol.md, Entra: client assertions).
 pub fn assertion_header(token: &str) -> Result<AssertionHeader, TokenError> {
     let h = jsonwebtoken::decode_header(token).map_err(|e| TokenError::Malformed(e.to_string()))?;
     if !matches!(h.alg, Algorithm::RS256 | Algorithm::PS256) {

@@ -1,3 +1,6 @@
+//! Injected wall-clock time: `Clock`, `SystemClock` (the only reader of system time) and
+//! `ManualClock` for tests.
+
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

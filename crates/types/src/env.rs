@@ -1,3 +1,6 @@
+//! `EnvSource`: configuration reads environment variables through a trait, so tests never
+//! mutate the process environment.
+
 use std::collections::HashMap;
 
 /// Where configuration reads environment variables from. Binaries use

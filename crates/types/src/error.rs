@@ -1,3 +1,5 @@
+//! `ErrorCode`: the error classes every misim error maps to, at every protocol edge.
+
 /// The small set of error classes that every misim error maps to. `misim-proto`
 /// maps them to gRPC codes and `misim-runtime` to HTTP statuses. Add variants
 /// reluctantly: each one is a promise to every caller.

@@ -1,3 +1,6 @@
+//! Injected GUID generation: `IdGen`, random in production (`RandomIds`), sequential in tests
+//! (`SeqIds`).
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 

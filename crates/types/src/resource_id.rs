@@ -1,3 +1,6 @@
+//! `ResourceId`: ARM resource ids, compared case-insensitively but echoed with their original
+//! casing.
+
 use std::fmt;
 
 /// An ARM resource id such as

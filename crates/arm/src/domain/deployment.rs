@@ -5,14 +5,16 @@
 //! that resource. The first failure stops the deployment; it is recorded as
 //! `Failed` with ARM's `DeploymentFailed` error. The PUT hands out an
 //! `Azure-AsyncOperation` URL whose status is already terminal, so
-//! azure-core's ARMPolling finishes after one poll (spec §3.2).
+//! azure-core's ARMPolling finishes after one poll (docs/azure-protocol.md, ARM: async operations).
 //!
 //! Template problems found before anything is deployed (syntax, unsupported
 //! functions, parameters, unknown `dependsOn`, cycles) answer the PUT with 400
 //! `InvalidTemplate`, as ARM's validation does; nothing is recorded. So does
 //! ARM's preflight authorization: a template resource the deployer may not
 //! write answers 400 `InvalidTemplateDeployment` ("Authorization failed for
-//! template resource ..."), and nothing is deployed.
+//! template resource ..."), and nothing is deployed. Evaluation runs within
+//! one [`Budget`] per deployment (nesting, value size, work); a template over
+//! it is `InvalidTemplate` too, found before anything is deployed.
 
 use std::time::SystemTime;
 
@@ -23,7 +25,7 @@ use super::{Core, Put, res_key};
 use crate::error::ArmError;
 use crate::http::model;
 use crate::http::route::{self, Kind, Route};
-use crate::template::{Evaluator, Planned, Resources, Target, Template, TemplateError};
+use crate::template::{Budget, Evaluator, Planned, Resources, Target, Template, TemplateError};
 
 const WRITE: &str = "Microsoft.Resources/deployments/write";
 
@@ -149,14 +151,18 @@ impl Core {
                 ));
             }
         };
-        let params = template.resolve_parameters(supplied, &target)?;
+        // One budget for everything this deployment evaluates.
+        let budget = Budget::default();
+        let params = template.resolve_parameters(supplied, &target, &budget)?;
         let live = Live {
             core: self,
             principal,
         };
-        let plan = template.plan(&Evaluator::new(&template, &target, &params, &live))?;
+        let ev = Evaluator::new(&template, &target, &params, &live, &budget);
+        let plan = template.plan(&ev)?;
         self.preflight(principal, &plan)?;
-        let ev = Evaluator::new(&template, &target, &params, &live).with_plan(&plan);
+        let ev = ev.with_plan(&plan);
+        ev.check_before_deploying(&plan)?;
 
         let key = res_key(sub, rg, Kind::Deployment, name);
         let existed = self.deployments.get(&key)?.is_some();

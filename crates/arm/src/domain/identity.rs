@@ -1,5 +1,5 @@
-//! The VM `identity` block (spec §3.4): type strings and PATCH merge rules.
-//! Pure: no IO, unit-tested against the spec's tables.
+//! The VM `identity` block: type strings and PATCH merge rules (docs/azure-protocol.md, ARM: VM
+//! identity block). Pure: no IO, unit-tested against the merge table there.
 
 use std::collections::BTreeMap;
 
@@ -127,7 +127,8 @@ impl IdentityState {
     }
 }
 
-/// Applies a PATCH `identity` block to `current` (spec §3.4 merge table).
+/// Applies a PATCH `identity` block to `current` (the merge table in docs/azure-protocol.md, ARM:
+/// VM identity block).
 pub fn merge(current: &IdentityState, req: &IdentityRequest) -> Result<IdentityState, ArmError> {
     let kind = req.kind.unwrap_or_else(|| {
         // No type: keep the SAMI as is; UAMIs follow the map.

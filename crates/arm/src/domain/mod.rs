@@ -29,7 +29,8 @@ use crate::rbac::{self, AccessRequest, AssignmentView, Decision};
 use identity::{IdentityRequest, IdentityState};
 use records::*;
 
-/// Validity of managed-identity certificates (spec §6).
+/// Validity of managed-identity certificates (docs/azure-protocol.md, Entra: managed-identity
+/// certificates).
 const CERT_VALIDITY: Duration = Duration::from_secs(90 * 86400);
 
 /// The ARM core shared by the HTTP and gRPC edges.

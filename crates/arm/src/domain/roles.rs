@@ -126,6 +126,9 @@ impl Core {
             Some(p) => serde_json::from_value(p.clone())
                 .map_err(|e| ArmError::InvalidRequestContent(format!("permissions: {e}")))?,
         };
+        // Before anything else reads them: every later authorization of an
+        // assignee matches these patterns.
+        rbac::validate_permissions(&permissions).map_err(ArmError::InvalidActionOrNotAction)?;
         let assignable_scopes: Vec<String> = match props.get("assignableScopes") {
             Some(v) => serde_json::from_value(v.clone())
                 .map_err(|e| ArmError::InvalidRequestContent(format!("assignableScopes: {e}")))?,

@@ -1,6 +1,6 @@
 //! The one place where [`ArmError`] becomes an HTTP response:
 //! `{"error":{"code","message"}}` with the status of its class, plus the
-//! `WWW-Authenticate` challenge on 401s (spec §3.1).
+//! `WWW-Authenticate` challenge on 401s (docs/azure-protocol.md, ARM: common rules).
 
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode};

@@ -1,4 +1,4 @@
-//! JSON shapes (spec §3): camelCase, ids with their original casing.
+//! JSON shapes (docs/azure-protocol.md, ARM): camelCase, ids with their original casing.
 
 use serde_json::{Value, json};
 
@@ -8,7 +8,7 @@ use crate::domain::identity::IdentityType;
 use crate::domain::records::*;
 use crate::rbac::RoleDefinition;
 
-/// `/metadata/endpoints` (spec §3.9).
+/// `/metadata/endpoints` (docs/azure-protocol.md, ARM: cloud metadata endpoints).
 pub fn endpoints(c: &Config) -> Value {
     let arm = format!("{}/", c.public_url);
     json!({
@@ -49,7 +49,7 @@ pub fn endpoints(c: &Config) -> Value {
     })
 }
 
-/// One subscription (spec §3.7).
+/// One subscription (docs/azure-protocol.md, ARM: subscriptions).
 pub fn subscription(c: &Config) -> Value {
     json!({
         "id": format!("/subscriptions/{}", c.subscription_id),
@@ -67,7 +67,7 @@ pub fn subscription(c: &Config) -> Value {
     })
 }
 
-/// A resource group (spec §3.3).
+/// A resource group (docs/azure-protocol.md, ARM: resource groups).
 pub fn rg(r: &RgRecord) -> Value {
     json!({
         "id": r.id, "name": r.name, "type": "Microsoft.Resources/resourceGroups",
@@ -76,7 +76,7 @@ pub fn rg(r: &RgRecord) -> Value {
     })
 }
 
-/// A user-assigned identity (spec §3.5).
+/// A user-assigned identity (docs/azure-protocol.md, ARM: user-assigned identities).
 pub fn uami(c: &Config, u: &UamiRecord) -> Value {
     json!({
         "id": u.id, "name": u.name, "type": "Microsoft.ManagedIdentity/userAssignedIdentities",
@@ -95,7 +95,7 @@ pub fn uami(c: &Config, u: &UamiRecord) -> Value {
 /// certificates, IMDS identities), which Azure reports with this code.
 pub const FAILED_OPERATION_CODE: &str = "FailedIdentityOperation";
 
-/// A VM (spec §3.4) with its canonical identity block.
+/// A VM with its canonical identity block (docs/azure-protocol.md, ARM: VM identity block).
 pub fn vm(
     c: &Config,
     v: &VmRecord,
@@ -201,7 +201,7 @@ pub fn deployment(d: &DeploymentRecord) -> Value {
     })
 }
 
-/// A role assignment (spec §3.6).
+/// A role assignment (docs/azure-protocol.md, ARM: role assignments).
 pub fn assignment(a: &AssignmentRecord) -> Value {
     json!({
         "id": a.id, "name": a.name, "type": "Microsoft.Authorization/roleAssignments",
@@ -250,7 +250,7 @@ pub fn parse_role_name_filter(filter: &str) -> Option<String> {
     quoted_after(filter, "roleName eq")
 }
 
-/// A compute async operation's status (spec §3.2):
+/// A compute async operation's status (docs/azure-protocol.md, ARM: async operations):
 /// `{"startTime","status":"InProgress|Succeeded|Failed","name"}` (+ `endTime`, `error`).
 pub fn operation(o: &OpRecord) -> Value {
     let status = match o.status {

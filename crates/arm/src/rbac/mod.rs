@@ -11,6 +11,8 @@
 //! The decision names every assignment of the principal that applies at the
 //! scope and what each did, so a denial can be explained.
 
+pub mod pattern;
+
 use std::sync::OnceLock;
 
 use misim_types::ResourceId;
@@ -84,39 +86,35 @@ pub mod roles {
     pub const KEY_VAULT_SECRETS_OFFICER: &str = "b86a8fe4-44ce-4948-aee5-eccb2c155cd7";
 }
 
-/// Matches an action against a permission pattern, case-insensitively.
-/// `*` matches any run of characters; `/*/` also matches a single `/`, so
-/// `Microsoft.ManagedIdentity/userAssignedIdentities/*/assign/action` covers
-/// `Microsoft.ManagedIdentity/userAssignedIdentities/assign/action`.
-pub fn action_matches(pattern: &str, action: &str) -> bool {
-    let p = pattern.to_ascii_lowercase();
-    let a = action.to_ascii_lowercase();
-    glob_or_collapsed(&p, &a)
-}
+pub use pattern::action_matches;
 
-fn glob_or_collapsed(p: &str, a: &str) -> bool {
-    if glob(p.as_bytes(), a.as_bytes()) {
-        return true;
+/// Checks the permission blocks a custom role would store (see
+/// [`pattern`] for the limits); the message is for `InvalidActionOrNotAction`.
+pub fn validate_permissions(perms: &[Permission]) -> Result<(), String> {
+    if perms.len() > pattern::MAX_BLOCKS {
+        return Err(format!(
+            "The role definition has {} permission blocks; at most {} are allowed.",
+            perms.len(),
+            pattern::MAX_BLOCKS
+        ));
     }
-    // Try each `/*/` collapsed to `/`.
-    let mut start = 0;
-    while let Some(pos) = p[start..].find("/*/") {
-        let at = start + pos;
-        let collapsed = format!("{}{}", &p[..at], &p[at + 2..]);
-        if glob_or_collapsed(&collapsed, a) {
-            return true;
-        }
-        start = at + 1;
+    let all = || {
+        perms.iter().flat_map(|p| {
+            p.actions
+                .iter()
+                .chain(&p.not_actions)
+                .chain(&p.data_actions)
+                .chain(&p.not_data_actions)
+        })
+    };
+    let n = all().count();
+    if n > pattern::MAX_PATTERNS {
+        return Err(format!(
+            "The role definition has {n} actions and data actions; at most {} are allowed.",
+            pattern::MAX_PATTERNS
+        ));
     }
-    false
-}
-
-fn glob(p: &[u8], a: &[u8]) -> bool {
-    match p.split_first() {
-        None => a.is_empty(),
-        Some((b'*', rest)) => (0..=a.len()).any(|i| glob(rest, &a[i..])),
-        Some((c, rest)) => a.first() == Some(c) && glob(rest, &a[1..]),
-    }
+    all().try_for_each(|a| pattern::validate_pattern(a))
 }
 
 /// True when `perm` grants `action` (`data` selects the data-action lists).

@@ -8,6 +8,7 @@
 use serde_json::{Map, Value};
 
 use super::TemplateError;
+use super::budget::{Budget, size_of};
 
 /// A parsed expression.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,7 +66,13 @@ pub trait Scope {
     /// The state of a deployed resource: `target` is an id or a template
     /// resource name; `full` selects the whole resource, else `properties`.
     fn reference(&self, target: &str, full: bool) -> Result<Value, TemplateError>;
+    /// The deployment's evaluation budget.
+    fn budget(&self) -> &Budget;
 }
+
+/// Longest expression ARM accepts:
+/// https://learn.microsoft.com/azure/azure-resource-manager/templates/best-practices#template-limits
+pub const MAX_EXPRESSION_CHARS: usize = 24_576;
 
 fn invalid(msg: impl Into<String>) -> TemplateError {
     TemplateError::Invalid(msg.into())
@@ -77,6 +84,12 @@ pub fn parse_string(s: &str) -> Result<Option<Expr>, TemplateError> {
         return Ok(None);
     }
     let inner = &s[1..s.len() - 1];
+    let chars = inner.chars().count();
+    if chars > MAX_EXPRESSION_CHARS {
+        return Err(invalid(format!(
+            "Deployment template validation failed: 'The template language expression is {chars} characters long; the limit is {MAX_EXPRESSION_CHARS}.'"
+        )));
+    }
     let mut p = Parser {
         src: inner,
         chars: inner.char_indices().collect(),
@@ -292,7 +305,8 @@ pub fn to_text(v: &Value) -> String {
 fn want_str<'v>(f: &str, v: &'v Value) -> Result<&'v str, TemplateError> {
     v.as_str().ok_or_else(|| {
         invalid(format!(
-            "The template function '{f}' expects a string argument, got {v}"
+            "The template function '{f}' expects a string argument, got {}",
+            abbreviate(v)
         ))
     })
 }
@@ -307,11 +321,54 @@ fn arity(f: &str, args: &[Value], min: usize, max: usize) -> Result<(), Template
     Ok(())
 }
 
-/// Evaluates an expression.
+/// Evaluates an expression within the scope's [`Budget`].
 pub fn eval(e: &Expr, scope: &dyn Scope) -> Result<Value, TemplateError> {
+    eval_sized(e, scope).map(|(v, _)| v)
+}
+
+/// [`eval`], also returning the value's [`size_of`]. Every value is charged
+/// to the budget as it is materialised.
+fn eval_sized(e: &Expr, scope: &dyn Scope) -> Result<(Value, usize), TemplateError> {
+    let budget = scope.budget();
+    let _level = budget.enter()?;
+    budget.charge(1)?;
+    let v = match e {
+        Expr::Str(s) => {
+            budget.charge(s.len())?;
+            return Ok((Value::String(s.clone()), s.len() + 2));
+        }
+        Expr::Int(i) => return Ok((Value::from(*i), 8)),
+        Expr::Call(name, raw_args) => {
+            // The arguments together are bounded like one value, so a call
+            // never holds (or concatenates) more than that.
+            let mut args = Vec::with_capacity(raw_args.len());
+            let mut total = 0usize;
+            for a in raw_args {
+                let (v, n) = eval_sized(a, scope)?;
+                total = total.saturating_add(n);
+                budget.check_size(total)?;
+                args.push(v);
+            }
+            if name.eq_ignore_ascii_case("variables") {
+                // Kept out of `call` (whose frame is large in debug builds):
+                // chains of variables recurse through here.
+                arity(name, &args, 1, 1)?;
+                scope.variable(want_str(name, &args[0])?)?
+            } else {
+                call(name, &args, scope)?
+            }
+        }
+        other => eval_access(other, scope)?,
+    };
+    let n = size_of(&v);
+    budget.check_size(n)?;
+    budget.charge(n)?;
+    Ok((v, n))
+}
+
+/// `expr.property` and `expr[index]`.
+fn eval_access(e: &Expr, scope: &dyn Scope) -> Result<Value, TemplateError> {
     match e {
-        Expr::Str(s) => Ok(Value::String(s.clone())),
-        Expr::Int(i) => Ok(Value::from(*i)),
         Expr::Prop(base, name) => {
             let v = eval(base, scope)?;
             let obj = v.as_object().ok_or_else(|| {
@@ -348,16 +405,24 @@ pub fn eval(e: &Expr, scope: &dyn Scope) -> Result<Value, TemplateError> {
                             "The language expression property '{k}' doesn't exist"
                         ))
                     }),
-                _ => Err(invalid(format!("cannot index {v} with {i}"))),
+                _ => Err(invalid(format!(
+                    "cannot index {} with {}",
+                    abbreviate(&v),
+                    abbreviate(&i)
+                ))),
             }
         }
-        Expr::Call(name, raw_args) => {
-            let args = raw_args
-                .iter()
-                .map(|a| eval(a, scope))
-                .collect::<Result<Vec<_>, _>>()?;
-            call(name, &args, scope)
-        }
+        Expr::Str(_) | Expr::Int(_) | Expr::Call(..) => eval(e, scope),
+    }
+}
+
+/// A value for an error message: never the whole of a large one.
+pub(crate) fn abbreviate(v: &Value) -> String {
+    const MAX: usize = 120;
+    let text = v.to_string();
+    match text.char_indices().nth(MAX) {
+        Some((at, _)) => format!("{}...", &text[..at]),
+        None => text,
     }
 }
 
@@ -396,7 +461,12 @@ fn call(name: &str, args: &[Value], scope: &dyn Scope) -> Result<Value, Template
             let full = match args.get(2) {
                 None => false,
                 Some(v) if want_str(name, v)?.eq_ignore_ascii_case("full") => true,
-                Some(v) => return Err(invalid(format!("reference: unknown option {v}"))),
+                Some(v) => {
+                    return Err(invalid(format!(
+                        "reference: unknown option {}",
+                        abbreviate(v)
+                    )));
+                }
             };
             scope.reference(s(0)?, full)
         }
@@ -487,7 +557,12 @@ fn call(name: &str, args: &[Value], scope: &dyn Scope) -> Result<Value, Template
                 Value::String(s) => s.chars().count(),
                 Value::Array(a) => a.len(),
                 Value::Object(o) => o.len(),
-                other => return Err(invalid(format!("length: unsupported value {other}"))),
+                other => {
+                    return Err(invalid(format!(
+                        "length: unsupported value {}",
+                        abbreviate(other)
+                    )));
+                }
             };
             Ok(Value::from(n))
         }
@@ -622,26 +697,51 @@ pub fn unique_string(input: &str) -> String {
     out
 }
 
-/// Evaluates every expression string inside a JSON value (object keys are kept).
+/// Evaluates every expression string inside a JSON value (object keys are
+/// kept), within the scope's [`Budget`].
 pub fn eval_value(v: &Value, scope: &dyn Scope) -> Result<Value, TemplateError> {
+    eval_value_sized(v, scope).map(|(v, _)| v)
+}
+
+fn eval_value_sized(v: &Value, scope: &dyn Scope) -> Result<(Value, usize), TemplateError> {
+    let budget = scope.budget();
+    let _level = budget.enter()?;
+    budget.charge(1)?;
     Ok(match v {
-        Value::String(s) => match parse_string(s)? {
-            Some(e) => eval(&e, scope)?,
-            None => Value::String(literal(s).to_owned()),
-        },
-        Value::Array(a) => Value::Array(
-            a.iter()
-                .map(|x| eval_value(x, scope))
-                .collect::<Result<_, _>>()?,
-        ),
+        Value::String(s) => {
+            // Parsing is work too.
+            budget.charge(s.len())?;
+            match parse_string(s)? {
+                Some(e) => eval_sized(&e, scope)?,
+                None => {
+                    let text = literal(s);
+                    (Value::String(text.to_owned()), text.len() + 2)
+                }
+            }
+        }
+        Value::Array(a) => {
+            let mut out = Vec::with_capacity(a.len());
+            let mut total = 2usize;
+            for x in a {
+                let (v, n) = eval_value_sized(x, scope)?;
+                total = total.saturating_add(n + 1);
+                budget.check_size(total)?;
+                out.push(v);
+            }
+            (Value::Array(out), total)
+        }
         Value::Object(o) => {
             let mut m = Map::new();
+            let mut total = 2usize;
             for (k, x) in o {
-                m.insert(k.clone(), eval_value(x, scope)?);
+                let (v, n) = eval_value_sized(x, scope)?;
+                total = total.saturating_add(k.len() + 4 + n);
+                budget.check_size(total)?;
+                m.insert(k.clone(), v);
             }
-            Value::Object(m)
+            (Value::Object(m), total)
         }
-        other => other.clone(),
+        other => (other.clone(), size_of(other)),
     })
 }
 
@@ -676,9 +776,12 @@ mod tests {
         assert!(parse_string(&fine).unwrap().is_some());
     }
 
-    struct Fake;
+    struct Fake(Budget);
 
     impl Scope for Fake {
+        fn budget(&self) -> &Budget {
+            &self.0
+        }
         fn subscription_id(&self) -> &str {
             "sub1"
         }
@@ -713,7 +816,7 @@ mod tests {
     }
 
     fn ev(s: &str) -> Result<Value, TemplateError> {
-        eval_value(&json!(s), &Fake)
+        eval_value(&json!(s), &Fake(Budget::default()))
     }
 
     #[test]
@@ -847,5 +950,79 @@ mod tests {
                 ev(bad)
             );
         }
+    }
+
+    const CASES: u32 = 512;
+
+    /// Expression text from the language's own tokens, so that cases reach
+    /// evaluation rather than stopping at the first character.
+    fn expression() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let token = prop::sample::select(vec![
+            "concat(",
+            "format(",
+            "if(",
+            "equals(",
+            "not(",
+            "length(",
+            "empty(",
+            "toLower(",
+            "string(",
+            "guid(",
+            "uniqueString(",
+            "resourceId(",
+            "reference(",
+            "variables(",
+            "parameters(",
+            "resourceGroup()",
+            "subscription()",
+            "true()",
+            "null()",
+            "utcNow()",
+            "'vmName'",
+            "'list'",
+            "'n'",
+            "'{0}{1}'",
+            "'Microsoft.A/b'",
+            "'Full'",
+            "'",
+            "''",
+            "1",
+            "-1",
+            "99999999999999999999",
+            ",",
+            ")",
+            "(",
+            "[",
+            "]",
+            ".",
+            ".id",
+            "[0]",
+            " ",
+            "x",
+        ]);
+        proptest::collection::vec(token, 0..24).prop_map(|t| format!("[{}]", t.concat()))
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(CASES))]
+
+        #[test]
+        fn any_expression_evaluates_or_is_an_invalid_template(e in expression(), raw in "\\PC{0,48}") {
+            for text in [e, format!("[{raw}]"), raw] {
+                match eval_value(&json!(text), &Fake(Budget::default())) {
+                    Ok(_)
+                    | Err(TemplateError::Invalid(_))
+                    | Err(TemplateError::UnsupportedFunction(_))
+                    | Err(TemplateError::Budget(_)) => {}
+                    Err(other) => proptest::prop_assert!(false, "{}: {:?}", text, other),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn property_case_counts() {
+        eprintln!("template expression property: {CASES} cases");
     }
 }

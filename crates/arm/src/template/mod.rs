@@ -8,13 +8,16 @@
 //! evaluates each resource with [`Evaluator::resource_body`] right before
 //! deploying it, so `reference()` sees the resources deployed so far.
 
+pub mod budget;
 pub mod expr;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::{Map, Value};
 
+pub use budget::Budget;
 use expr::Scope;
 
 /// Why a template cannot be deployed. Both render as ARM's `InvalidTemplate`.
@@ -26,6 +29,30 @@ pub enum TemplateError {
     /// Anything else wrong with the template or its evaluation.
     #[error("{0}")]
     Invalid(String),
+    /// The evaluation exceeded the deployment's [`Budget`] (nesting, value
+    /// size or work).
+    #[error("{0}")]
+    Budget(String),
+    /// `reference()` during the check before deploying, when resources the
+    /// template deploys do not exist yet; it is evaluated as the deployment runs.
+    #[error("The template function 'reference' is evaluated as the deployment runs.")]
+    Deferred,
+}
+
+/// ARM's documented template limits; see
+/// https://learn.microsoft.com/azure/azure-resource-manager/templates/best-practices#template-limits
+/// (256 parameters, 512 variables, 800 resources, 64 outputs, 24,576
+/// characters in an expression; the 4 MB size is [`budget::MAX_VALUE_BYTES`]).
+const MAX_PARAMETERS: usize = 256;
+const MAX_VARIABLES: usize = 512;
+const MAX_RESOURCES: usize = 800;
+const MAX_OUTPUTS: usize = 64;
+
+/// ARM's wording, as quoted in https://github.com/Azure/acs-engine/issues/2393.
+fn over_limit(what: &str, n: usize, max: usize) -> TemplateError {
+    invalid(format!(
+        "Deployment template validation failed: 'The number of template {what} limit exceeded. Limit: '{max}' and actual: '{n}'. Please see https://aka.ms/arm-template/#{what} for usage details.'."
+    ))
 }
 
 fn invalid(msg: impl Into<String>) -> TemplateError {
@@ -170,6 +197,16 @@ impl Template {
                 ));
             }
         };
+        for (what, n, max) in [
+            ("parameters", params.len(), MAX_PARAMETERS),
+            ("variables", variables.len(), MAX_VARIABLES),
+            ("resources", resources.len(), MAX_RESOURCES),
+            ("outputs", outputs.len(), MAX_OUTPUTS),
+        ] {
+            if n > max {
+                return Err(over_limit(what, n, max));
+            }
+        }
         let tpl = Self {
             params,
             variables,
@@ -194,6 +231,7 @@ impl Template {
         &self,
         supplied: Option<&Map<String, Value>>,
         target: &Target,
+        budget: &Budget,
     ) -> Result<Parameters, TemplateError> {
         let supplied = supplied.cloned().unwrap_or_default();
         for name in supplied.keys() {
@@ -223,7 +261,7 @@ impl Template {
                 }
                 None => match &decl.default {
                     Some(d) => {
-                        let ev = Evaluator::new(self, target, &resolved, &NoResources);
+                        let ev = Evaluator::new(self, target, &resolved, &NoResources, budget);
                         expr::eval_value(d, &ev)?
                     }
                     None => {
@@ -256,7 +294,8 @@ impl Template {
                     Value::Bool(false) => continue,
                     other => {
                         return Err(invalid(format!(
-                            "The condition of template resource {i} must be a boolean, got {other}."
+                            "The condition of template resource {i} must be a boolean, got {}.",
+                            expr::abbreviate(&other)
                         )));
                     }
                 }
@@ -518,6 +557,9 @@ pub struct Evaluator<'a> {
     names: Vec<(String, String, String)>,
     vars: RefCell<BTreeMap<String, Value>>,
     evaluating: RefCell<BTreeSet<String>>,
+    budget: &'a Budget,
+    /// Set while [`Evaluator::check_before_deploying`] runs.
+    defer_references: AtomicBool,
 }
 
 impl std::fmt::Debug for Evaluator<'_> {
@@ -535,6 +577,7 @@ impl<'a> Evaluator<'a> {
         target: &'a Target,
         params: &'a Parameters,
         resources: &'a (dyn Resources + Sync),
+        budget: &'a Budget,
     ) -> Self {
         Self {
             template,
@@ -544,7 +587,38 @@ impl<'a> Evaluator<'a> {
             names: Vec::new(),
             vars: RefCell::new(BTreeMap::new()),
             evaluating: RefCell::new(BTreeSet::new()),
+            budget,
+            defer_references: AtomicBool::new(false),
         }
+    }
+
+    /// Evaluates every variable, the body of every planned resource and the
+    /// outputs once before anything is deployed, so that a template over its
+    /// [`Budget`] is refused as a whole (ARM resolves variables before it
+    /// starts deploying). `reference()` cannot be answered yet and cuts its
+    /// value short; every other error is left to the deployment, which
+    /// reports it as before. Variables evaluated here are cached for it.
+    pub fn check_before_deploying(&self, plan: &[Planned]) -> Result<(), TemplateError> {
+        self.defer_references.store(true, Ordering::Relaxed);
+        let r = self.check_all(plan);
+        self.defer_references.store(false, Ordering::Relaxed);
+        r
+    }
+
+    fn check_all(&self, plan: &[Planned]) -> Result<(), TemplateError> {
+        fn only_budget<T>(r: Result<T, TemplateError>) -> Result<(), TemplateError> {
+            match r {
+                Err(e @ TemplateError::Budget(_)) => Err(e),
+                _ => Ok(()),
+            }
+        }
+        for name in self.template.variables.keys() {
+            only_budget(self.variable(name))?;
+        }
+        for p in plan {
+            only_budget(self.resource_body(p))?;
+        }
+        only_budget(self.template.outputs(self))
     }
 
     /// Lets `reference('name')` find the planned resources.
@@ -604,7 +678,14 @@ impl Scope for Evaluator<'_> {
         })
     }
 
+    fn budget(&self) -> &Budget {
+        self.budget
+    }
+
     fn variable(&self, name: &str) -> Result<Value, TemplateError> {
+        // Variables resolve recursively (a variable's value names others):
+        // each resolution is a level of the budget's depth.
+        let _level = self.budget.enter()?;
         let key = name.to_ascii_lowercase();
         if let Some(v) = self.vars.borrow().get(&key) {
             return Ok(v.clone());
@@ -627,6 +708,9 @@ impl Scope for Evaluator<'_> {
     }
 
     fn reference(&self, target: &str, full: bool) -> Result<Value, TemplateError> {
+        if self.defer_references.load(Ordering::Relaxed) {
+            return Err(TemplateError::Deferred);
+        }
         let id = if target.starts_with('/') {
             target.to_owned()
         } else {
@@ -667,8 +751,9 @@ mod tests {
             &json!({"resources": resources, "parameters": {"p": {"type": "string", "defaultValue": "x"}}}),
         )?;
         let tg = target();
-        let params = t.resolve_parameters(None, &tg)?;
-        let ev = Evaluator::new(&t, &tg, &params, &NoResources);
+        let params = t.resolve_parameters(None, &tg, &Budget::default())?;
+        let budget = Budget::default();
+        let ev = Evaluator::new(&t, &tg, &params, &NoResources, &budget);
         Ok(t.plan(&ev)?.into_iter().map(|p| p.name).collect())
     }
 
@@ -795,27 +880,36 @@ mod tests {
         .unwrap();
         let tg = target();
         let supplied = json!({"adminPassword": {"value": "hunter2"}});
-        let p = t.resolve_parameters(supplied.as_object(), &tg).unwrap();
+        let p = t
+            .resolve_parameters(supplied.as_object(), &tg, &Budget::default())
+            .unwrap();
         assert_eq!(
             p.echo(),
             json!({"adminPassword": {"type": "SecureString"}, "size": {"type": "String", "value": "B1s"}, "vmName": {"type": "String", "value": "vm-rg1"}})
         );
-        let ev = Evaluator::new(&t, &tg, &p, &NoResources);
+        let budget = Budget::default();
+        let ev = Evaluator::new(&t, &tg, &p, &NoResources, &budget);
         assert_eq!(ev.parameter("ADMINPASSWORD").unwrap(), json!("hunter2"));
         assert_eq!(
             t.outputs(&ev).unwrap(),
             *json!({"nicId": {"type": "String", "value": "/subscriptions/s1/resourceGroups/rg1/providers/Microsoft.Network/networkInterfaces/vm-rg1Nic"}}).as_object().unwrap()
         );
         assert!(
-            t.resolve_parameters(None, &tg)
+            t.resolve_parameters(None, &tg, &Budget::default())
                 .unwrap_err()
                 .to_string()
                 .contains("adminPassword")
         );
         let extra = json!({"adminPassword": {"value": "x"}, "nope": {"value": 1}});
-        assert!(t.resolve_parameters(extra.as_object(), &tg).is_err());
+        assert!(
+            t.resolve_parameters(extra.as_object(), &tg, &Budget::default())
+                .is_err()
+        );
         let bad = json!({"adminPassword": {"value": "x"}, "size": {"value": "huge"}});
-        assert!(t.resolve_parameters(bad.as_object(), &tg).is_err());
+        assert!(
+            t.resolve_parameters(bad.as_object(), &tg, &Budget::default())
+                .is_err()
+        );
     }
 
     #[test]
@@ -839,9 +933,80 @@ mod tests {
         ]}))
         .unwrap();
         let tg = target();
-        let p = t.resolve_parameters(None, &tg).unwrap();
-        let ev = Evaluator::new(&t, &tg, &p, &NoResources);
+        let p = t.resolve_parameters(None, &tg, &Budget::default()).unwrap();
+        let budget = Budget::default();
+        let ev = Evaluator::new(&t, &tg, &p, &NoResources, &budget);
         let names: Vec<String> = t.plan(&ev).unwrap().into_iter().map(|p| p.name).collect();
         assert_eq!(names, ["on"]);
+    }
+
+    #[test]
+    fn az_vm_create_uses_a_sliver_of_the_budget() {
+        for fixture in [
+            include_str!("../../tests/it/fixtures/system-assigned-with-role.json"),
+            include_str!("../../tests/it/fixtures/user-assigned.json"),
+        ] {
+            let body: Value = serde_json::from_str(fixture).unwrap();
+            let t = Template::parse(&body["properties"]["template"]).unwrap();
+            let tg = target();
+            let budget = Budget::default();
+            let p = t
+                .resolve_parameters(body["properties"]["parameters"].as_object(), &tg, &budget)
+                .unwrap();
+            let ev = Evaluator::new(&t, &tg, &p, &NoResources, &budget);
+            let plan = t.plan(&ev).unwrap();
+            let ev = ev.with_plan(&plan);
+            ev.check_before_deploying(&plan).unwrap();
+            assert!(budget.spent() > 0);
+            assert!(
+                budget.spent() < budget::MAX_WORK / 1000,
+                "{} units",
+                budget.spent()
+            );
+        }
+    }
+
+    #[test]
+    fn the_check_before_deploying_defers_references_and_keeps_other_errors() {
+        let t = Template::parse(&json!({
+            "variables": {"fine": "[concat('a', 'b')]", "later": "[reference('x').id]", "bad": "[parameters('nope')]"},
+            "resources": [{"type": "A.B/c", "name": "r", "properties": {"p": "[reference('r').x]"}}],
+        }))
+        .unwrap();
+        let tg = target();
+        let budget = Budget::default();
+        let p = t.resolve_parameters(None, &tg, &budget).unwrap();
+        let ev = Evaluator::new(&t, &tg, &p, &NoResources, &budget);
+        let plan = t.plan(&ev).unwrap();
+        let ev = ev.with_plan(&plan);
+        ev.check_before_deploying(&plan).unwrap();
+        // After the check, reference() is live again (here: NoResources refuses it).
+        assert!(matches!(
+            ev.variable("later"),
+            Err(TemplateError::Invalid(_))
+        ));
+        let tight = Budget::with_limits(budget::MAX_DEPTH, 3, budget::MAX_WORK);
+        let ev = Evaluator::new(&t, &tg, &p, &NoResources, &tight).with_plan(&plan);
+        assert!(matches!(
+            ev.check_before_deploying(&plan),
+            Err(TemplateError::Budget(_))
+        ));
+    }
+
+    #[test]
+    fn variable_cycles_are_invalid_not_unbounded() {
+        let t = Template::parse(&json!({
+            "variables": {"a": "[variables('b')]", "b": "[concat('x', variables('c'))]", "c": "[variables('A')]"},
+        }))
+        .unwrap();
+        let tg = target();
+        let budget = Budget::default();
+        let p = t.resolve_parameters(None, &tg, &budget).unwrap();
+        let ev = Evaluator::new(&t, &tg, &p, &NoResources, &budget);
+        let e = ev.variable("a").unwrap_err();
+        assert_eq!(
+            e,
+            TemplateError::Invalid("The template variable 'A' refers to itself.".into())
+        );
     }
 }

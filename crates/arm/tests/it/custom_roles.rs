@@ -399,3 +399,67 @@ async fn nics_need_the_join_actions_of_what_they_join() {
     let (s, v) = h.call_as(USER, "PUT", &nic, Some(body)).await;
     assert!(s.is_success(), "{v}");
 }
+
+const ROLE_2: &str = "7a2b3c4d-5e6f-4a8b-9c0d-1e2f3a4b5c6d";
+
+#[tokio::test]
+async fn an_action_of_200000_wildcards_is_refused_at_write() {
+    let h = harness().await;
+    h.rg("rg1").await;
+    h.principal(USER);
+    let rg1 = rg_path("rg1");
+    h.assign(USER, OWNER, &rg1).await;
+    let stars = "*".repeat(200_000);
+    let (s, v) = h
+        .call_as(
+            USER,
+            "PUT",
+            &def_path(&rg1, CUSTOM),
+            Some(role("Stars", &[&rg1], &[&stars])),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["error"]["code"], "InvalidActionOrNotAction");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.ends_with("is 200000 characters long; an action may have at most 512."),
+        "{msg}"
+    );
+    assert!(msg.len() < 200, "the message does not echo the pattern");
+    // Nothing stored; the writer's next authorization works.
+    let (s, _) = h.call("GET", &def_path(&rg1, CUSTOM), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, v) = h.call_as(USER, "GET", &rg1, None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+}
+
+#[tokio::test]
+async fn nested_wildcard_actions_are_refused_at_write() {
+    let h = harness().await;
+    h.rg("rg1").await;
+    h.principal(USER);
+    let rg1 = rg_path("rg1");
+    h.assign(USER, OWNER, &rg1).await;
+    // 26 s to match at 11 repeats with the recursive matcher.
+    let nested = format!("x{}/y", "/*".repeat(11));
+    let (s, v) = h
+        .call_as(
+            USER,
+            "PUT",
+            &def_path(&rg1, ROLE_2),
+            Some(
+                json!({"properties": {"roleName": "Nested", "assignableScopes": [rg1],
+                "permissions": [{"actions": ["Microsoft.Compute/virtualMachines/read"],
+                    "notDataActions": [nested]}]}}),
+            ),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["error"]["code"], "InvalidActionOrNotAction");
+    assert_eq!(
+        v["error"]["message"],
+        format!("'{nested}' contains multiple wildcards. Only one is allowed.")
+    );
+    let (s, v) = h.call_as(USER, "GET", &rg1, None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+}

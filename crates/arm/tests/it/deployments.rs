@@ -1,6 +1,5 @@
-//! `Microsoft.Resources/deployments` driven with the exact bodies `az vm
-//! create` sends (fixtures copied from the shared spec), plus the catalog
-//! reads around it.
+//! `Microsoft.Resources/deployments` driven with the exact bodies `az vm create` sends
+//! (docs/azure-protocol.md, ARM: template deployments), plus the catalog reads around it.
 
 use http::StatusCode;
 use serde_json::{Value, json};
@@ -866,4 +865,132 @@ async fn reference_is_authorized_as_the_deployer() {
     // The administrator (Owner of the subscription) may reference it.
     let (s, _op, v) = h.deploy_as(ADMIN, "allowed", &template).await;
     assert!(s.is_success(), "{v}");
+}
+
+/// A template whose resource (a user-assigned identity) is named by the
+/// first of `vars`.
+fn named_by(vars: serde_json::Map<String, Value>, top: &str) -> Value {
+    json!({"properties": {"mode": "Incremental", "template": {
+        "$schema": "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#",
+        "contentVersion": "1.0.0.0",
+        "variables": vars,
+        "resources": [{"type": "Microsoft.ManagedIdentity/userAssignedIdentities",
+            "apiVersion": "2023-01-31", "name": format!("[variables('{top}')]"),
+            "location": "eastus"}],
+    }}})
+}
+
+/// `c0 = [variables('c1')]`, …, `c{n-1} = 'chained'`: `n` variables, each
+/// naming the next.
+fn chain(n: usize) -> Value {
+    let mut vars = serde_json::Map::new();
+    for i in 0..n - 1 {
+        vars.insert(format!("c{i}"), json!(format!("[variables('c{}')]", i + 1)));
+    }
+    vars.insert(format!("c{}", n - 1), json!("chained"));
+    named_by(vars, "c0")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_2000_deep_variable_chain_is_an_invalid_template_and_arm_keeps_serving() {
+    let h = Arc::new(harness().await);
+    h.rg(RG).await;
+    // On a worker task, like a served request: before the budget this
+    // overflowed the stack and aborted the process.
+    let (s, op, v) = tokio::spawn({
+        let h = h.clone();
+        async move { h.deploy_as(ADMIN, "chain", &chain(2000)).await }
+    })
+    .await
+    .unwrap();
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(op.is_none());
+    assert_eq!(v["error"]["code"], "InvalidTemplate");
+    assert_eq!(
+        v["error"]["message"],
+        "Deployment template validation failed: 'The number of template variables limit exceeded. Limit: '512' and actual: '2000'. Please see https://aka.ms/arm-template/#variables for usage details.'."
+    );
+    // Within the variable limit, the depth budget refuses it.
+    let (s, _, v) = tokio::spawn({
+        let h = h.clone();
+        async move { h.deploy_as(ADMIN, "chain", &chain(500)).await }
+    })
+    .await
+    .unwrap();
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["error"]["code"], "InvalidTemplate");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.starts_with("Deployment template validation failed: 'The template evaluation nests deeper than 256 levels"),
+        "{msg}"
+    );
+    // Nothing was recorded or deployed, and ARM still answers.
+    let (s, _) = h.call("GET", &deployment_path("chain"), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, v) = h.call("GET", &uami_path(RG, "chained"), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deepest_allowed_chain_runs_on_a_worker_stack() {
+    // The resource name is 1 level, its call 2, and each variable 3 more:
+    // 85 variables nest 4 + 3 * 84 = 256 levels, the most the budget allows.
+    let h = Arc::new(harness().await);
+    h.rg(RG).await;
+    let (s, _, v) = tokio::spawn({
+        let h = h.clone();
+        async move { h.deploy_as(ADMIN, "deepest", &chain(85)).await }
+    })
+    .await
+    .unwrap();
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["properties"]["provisioningState"], "Succeeded", "{v}");
+    let (s, v) = h.call("GET", &uami_path(RG, "chained"), None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, _, v) = h.deploy_as(ADMIN, "deeper", &chain(86)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("deeper than 256 levels"),
+        "{v}"
+    );
+}
+
+#[tokio::test]
+async fn doubling_values_is_refused_by_the_size_budget_before_anything_is_deployed() {
+    let h = harness().await;
+    h.rg(RG).await;
+    // d0 is 1 KB; d{i} = concat(d{i-1}, d{i-1}) would reach 1 GB at d20.
+    let mut vars = serde_json::Map::new();
+    vars.insert("d0".into(), json!("x".repeat(1024)));
+    for i in 1..=20 {
+        vars.insert(
+            format!("d{i}"),
+            json!(format!(
+                "[concat(variables('d{p}'), variables('d{p}'))]",
+                p = i - 1
+            )),
+        );
+    }
+    vars.insert("small".into(), json!("doubled"));
+    let mut body = named_by(vars, "small");
+    body["properties"]["template"]["outputs"] =
+        json!({"big": {"type": "string", "value": "[variables('d20')]"}});
+    let (s, op, v) = h.deploy_as(ADMIN, "double", &body).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(op.is_none());
+    assert_eq!(v["error"]["code"], "InvalidTemplate");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("produces a value larger than 4194304 bytes"),
+        "{msg}"
+    );
+    // The identity the template names was not deployed: the budget is
+    // checked before the first resource.
+    let (s, v) = h.call("GET", &uami_path(RG, "doubled"), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+    let (s, _) = h.call("GET", &deployment_path("double"), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
 }

@@ -32,6 +32,7 @@ const MI_OPERATOR: &str = "f1a07417-d97a-45cb-824c-7a7467783830";
 const KV_SECRETS_USER: &str = "4633458b-17de-408a-b874-0445c86b69e6";
 const KV_SECRETS_OFFICER: &str = "b86a8fe4-44ce-4948-aee5-eccb2c155cd7";
 
+mod bodies;
 mod custom_roles;
 mod deployments;
 

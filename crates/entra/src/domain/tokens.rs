@@ -1,5 +1,5 @@
-//! Token issuance: client authentication (secret or certificate assertion),
-//! resource check and the v1 access-token claims (spec §4.5).
+//! Token issuance: client authentication (secret or certificate assertion), resource check and the
+//! v1 access-token claims (docs/azure-protocol.md, Entra: managed-identity access tokens).
 
 use misim_token::TokenError;
 use misim_token::verify::{
@@ -14,7 +14,8 @@ use super::principal::{KeyCredential, Principal, PrincipalKind};
 use super::signing::SigningKey;
 use crate::EntraError;
 
-/// Lifetime of managed-identity tokens (spec §4.5).
+/// Lifetime of managed-identity tokens (docs/azure-protocol.md, Entra: managed-identity access
+/// tokens).
 pub const MI_LIFETIME_SECS: i64 = 86400;
 /// Lifetime of application tokens.
 pub const APP_LIFETIME_SECS: i64 = 3600;

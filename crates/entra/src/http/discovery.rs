@@ -1,4 +1,5 @@
-//! OIDC discovery (v1 and v2), JWKS and MSAL instance discovery (spec §4.4).
+//! OIDC discovery (v1 and v2), JWKS and MSAL instance discovery (docs/azure-protocol.md, Entra:
+//! OIDC discovery and JWKS).
 //!
 //! Access tokens carry the v1 issuer, so the v1 document (issuer
 //! `https://sts.windows.net/{tid}/`, keys without an `issuer`) is the one a

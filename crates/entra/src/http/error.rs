@@ -1,5 +1,5 @@
-//! Errors in Entra's shape (spec §4.3): `error`, `error_description` with the
-//! AADSTS code and trace lines, `error_codes`, ids and timestamp.
+//! Errors in Entra's shape (docs/azure-protocol.md, Entra: errors): `error`, `error_description`
+//! with the AADSTS code and trace lines, `error_codes`, ids and timestamp.
 
 use axum::Json;
 use axum::response::{IntoResponse, Response};

@@ -1,4 +1,5 @@
-//! The server-side token cache (spec §1.5: Entra is called only on a miss).
+//! The server-side token cache: Entra is called only on a miss (docs/azure-protocol.md, IMDS: token
+//! cache).
 //!
 //! Keyed by client id, then by normalised resource, so a hit looks both up by
 //! `&str` without allocating. Values are `Arc`s: readers hold the read lock

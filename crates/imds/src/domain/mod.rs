@@ -1,5 +1,5 @@
-//! Pure IMDS logic: stored records, identity selection (spec §1.2) and the
-//! token-reuse policy. No axum, no tonic, no IO.
+//! Pure IMDS logic: stored records, identity selection (docs/azure-protocol.md, IMDS: identity
+//! selection) and the token-reuse policy. No axum, no tonic, no IO.
 
 pub mod cache;
 
@@ -100,7 +100,8 @@ impl LiveIdentity {
     }
 }
 
-/// Which identity a token request names (spec §1.1: at most one selector).
+/// Which identity a token request names: at most one selector (docs/azure-protocol.md, IMDS: token
+/// request).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Selector<'a> {
     /// No selector: the default identity.
@@ -122,9 +123,9 @@ pub enum SelectError {
     Ambiguous,
 }
 
-/// Picks the identity for a request (spec §1.2): a selector must match an
-/// identity of this VM; without one the system-assigned identity is the
-/// default, else the only user-assigned identity.
+/// Picks the identity for a request (docs/azure-protocol.md, IMDS: identity selection): a selector
+/// must match an identity of this VM; without one the system-assigned identity is the default, else
+/// the only user-assigned identity.
 pub fn select<'v>(
     ids: &'v [Arc<LiveIdentity>],
     sel: Selector<'_>,

@@ -1,5 +1,5 @@
-//! The VM-facing HTTP surface: IMDS endpoints (spec §1) and the App
-//! Service-style token endpoint (spec §2). Plain HTTP, as on Azure.
+//! The VM-facing HTTP surface: IMDS endpoints and the App Service-style token endpoint
+//! (docs/azure-protocol.md, IMDS). Plain HTTP, as on Azure.
 //!
 //! One fallback handler dispatches on the path so that every failure
 //! (wrong verb, duplicated parameters, missing headers) answers in the shape
@@ -25,7 +25,8 @@ const MIN_IDENTITY_API: &str = "2018-02-01";
 const MIN_API: &str = "2017-03-01";
 /// Oldest api-version of the App Service-style endpoint.
 const MIN_APP_SERVICE_API: &str = "2019-08-01";
-/// api-versions IMDS advertises (DOC-IMDS), newest first.
+/// api-versions IMDS advertises, newest first
+/// (<https://learn.microsoft.com/azure/virtual-machines/instance-metadata-service#supported-api-versions>).
 const API_VERSIONS: &[&str] = &[
     "2025-04-07",
     "2024-07-17",
@@ -129,7 +130,7 @@ fn json_response<T: Serialize + ?Sized>(status: StatusCode, body: &T) -> Respons
     }
 }
 
-/// The identity endpoint's error shape (spec §1.4).
+/// The identity endpoint's error shape (docs/azure-protocol.md, IMDS: errors).
 fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
     json_response(
         status,
@@ -137,7 +138,7 @@ fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
     )
 }
 
-/// The error shape of the other IMDS endpoints (spec §1.4).
+/// The error shape of the other IMDS endpoints (docs/azure-protocol.md, IMDS: errors).
 fn bad_request(message: &str) -> Response {
     json_response(
         StatusCode::BAD_REQUEST,
@@ -145,7 +146,8 @@ fn bad_request(message: &str) -> Response {
     )
 }
 
-/// Query parameters; a parameter given twice is an error (DOC-IMDS).
+/// Query parameters; a parameter given twice is an error (docs/azure-protocol.md, IMDS: token
+/// request).
 struct Query(Vec<(String, String)>);
 
 impl Query {
@@ -386,7 +388,8 @@ async fn app_service_token(
             "The resource parameter is required",
         );
     };
-    // App Service ignores msi_res_id (spec §2); principal_id and object_id are aliases.
+    // App Service ignores msi_res_id; principal_id and object_id are aliases
+    // (docs/azure-protocol.md, IMDS: App Service-style endpoint).
     let sels = [
         q.get("client_id").map(Selector::ClientId),
         q.get("principal_id").map(Selector::ObjectId),
@@ -483,7 +486,8 @@ fn versions(method: &Method, h: &HeaderMap) -> Response {
     json_response(StatusCode::OK, &json!({"apiVersions": API_VERSIONS}))
 }
 
-/// The instance document: every leaf a string, missing values `""` (spec §1.8).
+/// The instance document: every leaf a string, missing values `""` (docs/azure-protocol.md, IMDS:
+/// instance metadata).
 fn instance_doc(vm: &LiveVm) -> Value {
     let m = &vm.record.meta;
     let tags: Vec<String> = m.tags.iter().map(|(k, v)| format!("{k}:{v}")).collect();

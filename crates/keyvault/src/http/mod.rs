@@ -1,4 +1,4 @@
-//! The Key Vault secrets data plane over HTTP (spec §5).
+//! The Key Vault secrets data plane over HTTP (docs/azure-protocol.md, Key Vault).
 //!
 //! Every request goes: vault from `Host` → `api-version` → route → bearer
 //! token (else a 401 challenge) → `CheckVaultAccess` at ARM → the operation.

@@ -1,3 +1,6 @@
+//! Bad input across the flow (IMDS, Entra, ARM, Key Vault) answers in Azure's error shapes,
+//! never a panic.
+
 use serde_json::json;
 
 use crate::harness::{VAULT_AUD, start};

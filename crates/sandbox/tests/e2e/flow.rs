@@ -1,3 +1,6 @@
+//! The end-to-end flows: the seven steps for system- and user-assigned identities, restart,
+//! and vault re-creation.
+
 use misim_proto::entra::v1::{GetServicePrincipalRequest, ServicePrincipalType};
 use misim_proto::imds::v1::{GetVmRequest, IdentityKind};
 use serde_json::json;

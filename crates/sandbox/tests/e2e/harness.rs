@@ -1,3 +1,6 @@
+//! The system-test harness: a whole sandbox in-process on port 0 with sled in a temp dir, an HTTPS
+//! client that trusts its CA, a fault hook on ARM's peer calls, and helpers for common requests.
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
@@ -121,9 +124,20 @@ pub async fn start() -> World {
 }
 
 pub async fn start_in(dir: tempfile::TempDir) -> World {
+    start_with_clock(dir, None).await
+}
+
+/// A sandbox in `dir` whose services all read `clock` (the real clock if none).
+pub async fn start_with_clock(
+    dir: tempfile::TempDir,
+    clock: Option<misim_types::SharedClock>,
+) -> World {
     let faults = Arc::new(PeerFaults::default());
     let mut config = SandboxConfig::new(dir.path());
     config.arm_peer_faults = Faults::with(faults.clone());
+    if let Some(clock) = clock {
+        config.clock = clock;
+    }
     let sb = Sandbox::start(config).await.expect("sandbox starts");
     let http = client(&sb);
     let mut w = World {

@@ -10,3 +10,8 @@ mod flow;
 mod harness;
 mod lifecycle;
 mod rbac;
+mod security_disk;
+mod security_evaluators;
+mod security_grpc;
+mod security_tokens;
+mod security_vm_isolation;
