@@ -4,11 +4,16 @@
 #   waits for every healthcheck, runs the seven-step flow inside VM container vm1
 #   for a system- and a user-assigned identity, proves isolation (vm2 cannot
 #   use vm1's identities by client_id, object_id or msi_res_id, forged
-#   forwarding headers don't help, VMs cannot reach any gRPC port), restarts the
+#   forwarding headers don't help, VMs cannot reach any gRPC port, a VM named
+#   vm1 in another resource group gets nothing of vm1's), proves a VM cannot act
+#   as the admin (no admin secret or control key anywhere in it, the secret once
+#   committed to deploy/sandbox.env is refused with invalid_client), restarts the
 #   stack (`restart`, then `down` + `up` without -v) and proves the state
 #   survived, then tears everything down (`down -v`).
 # Admin steps (1-4) use curl from the host through the 127.0.0.1-published
-# HTTPS ports; steps 5-7 run inside vm1 with `misim token` / `misim secret`.
+# HTTPS ports, with the admin credentials the stack generated at first start
+# (`misim secrets admin-env` in the entra container); steps 5-7 run inside vm1
+# with `misim token` / `misim secret`.
 # Options: --no-build (reuse misim-sandbox:local), KEEP=1 (leave the stack up).
 set -euo pipefail
 # The Azure IMDS address: it exists only on the compose VM network (internal: true)
@@ -82,7 +87,17 @@ json() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval('d'+sys
 claim() {  # claim NAME < jwt
   python3 -c "import base64,json,sys; p=sys.stdin.read().strip().split('.')[1]; p+='='*(-len(p)%4); print(json.loads(base64.urlsafe_b64decode(p))[sys.argv[1]])" "$1"
 }
-set -a; . deploy/sandbox.env; set +a
+set -a; . deploy/sandbox.env; set +a   # the public ids
+# The admin's credentials as the owner gets them on the host (generated at
+# first start into a volume only the services mount).
+admin_env() {
+  dc exec -T entra misim secrets admin-env >"$WORK/admin.env" || die "misim secrets admin-env failed"
+  set -a; . "$WORK/admin.env"; set +a
+}
+admin_env
+# What deploy/sandbox.env committed as the admin secret before it was generated.
+OLD_SECRET=misim-sandbox-admin-secret-not-a-real-secret
+FIRST_SECRET=$MISIM_ADMIN_CLIENT_SECRET
 docker cp "$(dc ps -q arm):/data/tls/ca.pem" "$WORK/ca.pem"
 CURL=(curl -sS --fail-with-body --cacert "$WORK/ca.pem")
 ARM=https://localhost:$MISIM_ARM_HOST_PORT
@@ -96,7 +111,7 @@ SECRETS_USER=$SUB/providers/Microsoft.Authorization/roleDefinitions/4633458b-17d
 
 admin_token() {
   "${CURL[@]}" "$ENTRA/$MISIM_TENANT_ID/oauth2/v2.0/token" -d grant_type=client_credentials \
-    -d "client_id=$MISIM_ADMIN_APP_ID" --data-urlencode "client_secret=$MISIM_ADMIN_SECRET" \
+    -d "client_id=$MISIM_ADMIN_CLIENT_ID" --data-urlencode "client_secret=$MISIM_ADMIN_CLIENT_SECRET" \
     -d "scope=$1/.default" | json '["access_token"]'
 }
 arm() {  # arm METHOD PATH [JSON]
@@ -195,16 +210,65 @@ flow() {  # steps 5-7 inside vm1, isolation from vm2
 }
 flow
 
+step "a VM named vm1 in resource group rg2 gets nothing of rg1/vm1's (IMDS maps full resource ids)"
+RG2=$SUB/resourceGroups/rg2
+arm PUT "$RG2" '{"location":"eastus"}' >/dev/null
+arm PUT "$RG2/providers/Microsoft.Compute/virtualMachines/vm1" \
+  '{"location":"eastus","identity":{"type":"SystemAssigned"},"properties":{"hardwareProfile":{"vmSize":"Standard_B1s"}}}' \
+  >"$WORK/rg2vm1.json"
+S1B=$(json '["identity"]["principalId"]' <"$WORK/rg2vm1.json")
+[ "$(json '["properties"]["provisioningState"]' <"$WORK/rg2vm1.json")" = Succeeded ] \
+  && ok "rg2/vm1 provisioned (SAMI $S1B)" || bad "rg2/vm1: $(cat "$WORK/rg2vm1.json")"
+T=$(tok vm1) && [ "$(claim oid <<<"$T")" = "$S1" ] \
+  && ok "container vm1 still gets rg1/vm1's identity, not rg2/vm1's" || bad "vm1 after rg2/vm1: $T $(cat "$WORK/err")"
+expect_not_found "container vm1 asks for rg2/vm1's SAMI by object_id" vm1 --object-id "$S1B"
+
 step "network isolation: VMs reach HTTPS by name, never gRPC"
 out=$(vm vm1 probe http "https://arm:8443/metadata/endpoints?api-version=2022-09-01" \
   "https://entra:8444/$MISIM_TENANT_ID/v2.0/.well-known/openid-configuration" "$VAULT_URL/" 2>&1) \
   && ok "vm1 reaches arm, entra, kv1.vault.sim over TLS with the sandbox CA" || bad "vm1 https: $out"
-for target in arm:50052 entra:50051 keyvault:50051 $IMDS_ADDR:50053 \
-    169.254.100.10:50052 169.254.100.11:50051 169.254.100.12:50053 arm-grpc:50052 entra-grpc:50051 imds-grpc:50053; do
+for target in arm:50052 entra:50051 keyvault:50051 $IMDS_ADDR:50053 169.254.169.2:50052 169.254.169.3:50051 \
+    169.254.100.10:50052 169.254.100.11:50051 169.254.100.12:50053 arm-grpc:50052 entra-grpc:50051 imds-grpc:50053 \
+    169.254.100.10:8443 169.254.100.11:8444 169.254.100.13:8445; do
   if out=$(vm vm1 probe tcp --timeout-ms 1500 "$target" 2>&1); then bad "vm1 reached $target"; else ok "vm1 cannot reach $target"; fi
 done
 if vm vm1 probe tcp --timeout-ms 1500 169.254.169.2:8443 >/dev/null 2>&1; then ok "(control) vm1 reaches arm's HTTPS port"; else bad "vm1 cannot reach arm:8443"; fi
 if out=$(dc exec -T vm1 misim ca init --dir /etc/misim 2>&1); then bad "vm1 could write the CA: $out"; else ok "vm1 has no CA key and cannot write one"; fi
+
+step "vm1 cannot act as admin: no admin secret or control key in the VM; the once-committed secret is refused"
+VM1_ID=$(dc ps -q vm1)
+[ ${#MISIM_ADMIN_CLIENT_SECRET} -ge 32 ] && [ "$MISIM_ADMIN_CLIENT_SECRET" != "$OLD_SECRET" ] \
+  && ok "the admin secret was generated (${#MISIM_ADMIN_CLIENT_SECRET} chars)" || bad "admin secret: $MISIM_ADMIN_CLIENT_SECRET"
+CONTROL_KEY=$(docker cp "$(dc ps -q entra):/secrets/control.key" - | tar -xO)
+[[ "$CONTROL_KEY" =~ ^[0-9a-f]{64}$ ]] && ok "the control key was generated (64 hex digits)" || bad "control key: $CONTROL_KEY"
+mounts=$(docker inspect -f '{{range .Mounts}}{{.Destination}} {{end}}' "$VM1_ID")
+[ "$mounts" = "/etc/misim " ] && ok "vm1 mounts only the public CA volume" || bad "vm1 mounts: $mounts"
+docker inspect -f '{{range .Config.Env}}{{println .}}{{end}}' "$VM1_ID" >"$WORK/vm1.env"
+if grep -qF -e "$MISIM_ADMIN_CLIENT_SECRET" -e "$CONTROL_KEY" -e SECRET -e CONTROL_KEY "$WORK/vm1.env"; then
+  bad "vm1's environment names a secret: $(cat "$WORK/vm1.env")"
+else ok "vm1's environment holds no secret"; fi
+if docker cp "$VM1_ID:/secrets" - >/dev/null 2>&1; then bad "vm1 has /secrets"; else ok "vm1 has no /secrets"; fi
+docker export "$VM1_ID" >"$WORK/vm1.tar" && docker cp "$VM1_ID:/etc/misim" - >"$WORK/vm1-volumes.tar" \
+  || die "exporting vm1's filesystem"
+hits=$(cat "$WORK/vm1.tar" "$WORK/vm1-volumes.tar" | grep -acF -e "$MISIM_ADMIN_CLIENT_SECRET" -e "$CONTROL_KEY" || true)
+[ "$hits" = 0 ] && ok "vm1's filesystem (image, writable layer, volumes: $(du -ch "$WORK"/vm1*.tar | tail -1 | cut -f1)) holds neither the admin secret nor the control key" \
+  || bad "vm1's filesystem holds the admin secret or the control key ($hits lines)"
+rm -f "$WORK"/vm1*.tar
+# The attack that worked while deploy/sandbox.env committed the secret:
+# `misim principal create --role Owner` from inside vm1.
+mkdir -p "$WORK/attack"
+printf '%s\n' "MISIM_ARM_URL=https://arm:8443" "MISIM_ENTRA_URL=https://entra:8444" \
+  "MISIM_CA_BUNDLE=/etc/misim/ca.pem" "MISIM_TENANT_ID=$MISIM_TENANT_ID" \
+  "MISIM_SUBSCRIPTION_ID=$MISIM_SUBSCRIPTION_ID" "MISIM_ADMIN_CLIENT_ID=$MISIM_ADMIN_CLIENT_ID" \
+  "MISIM_ADMIN_CLIENT_SECRET=$OLD_SECRET" >"$WORK/attack/misim.env"
+docker cp "$WORK/attack" "$VM1_ID:/tmp/attack"
+if out=$(vm vm1 principal create --name pwned --role Owner --scope "$SUB" --data-dir /tmp/attack 2>&1); then
+  bad "vm1 made itself an Owner with the once-committed secret: $out"
+elif grep -q '401.*invalid_client' <<<"$out"; then
+  ok "vm1's principal create --role Owner with the once-committed secret: Entra answers 401 invalid_client"
+else
+  bad "vm1 principal create: $out"
+fi
 
 step "docker compose restart: state survives"
 dc restart >/dev/null 2>&1
@@ -215,6 +279,8 @@ P=$(arm GET "$VM1" | json '["identity"]["principalId"]') && [ "$P" = "$S1" ] && 
 step "docker compose down && up (volumes kept): state survives"
 dc down >/dev/null 2>&1
 up
+admin_env
+[ "$MISIM_ADMIN_CLIENT_SECRET" = "$FIRST_SECRET" ] && ok "the admin secret survived (generated once)" || bad "the admin secret changed"
 ARM_TOKEN=$(admin_token https://management.azure.com)
 flow
 P=$(arm GET "$VM1" | json '["identity"]["principalId"]') && [ "$P" = "$S1" ] && ok "ARM still has vm1 with the same principal" || bad "vm1 after down/up: $P"

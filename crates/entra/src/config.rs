@@ -29,6 +29,10 @@ pub const ENV_ADMIN_OBJECT_ID: &str = "MISIM_ADMIN_OBJECT_ID";
 pub const ENV_ADMIN_DISPLAY_NAME: &str = "MISIM_ADMIN_DISPLAY_NAME";
 /// Bootstrap administrator application: client secret.
 pub const ENV_ADMIN_SECRET: &str = "MISIM_ADMIN_SECRET";
+/// Bootstrap administrator application: a file holding the client secret
+/// (instead of [`ENV_ADMIN_SECRET`]), so that a deployment commits no secret:
+/// the compose sandbox generates it at first start (`misim secrets init`).
+pub const ENV_ADMIN_SECRET_FILE: &str = "MISIM_ADMIN_SECRET_FILE";
 
 const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:40001";
 const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:40002";
@@ -166,7 +170,7 @@ impl LaunchConfig {
         let admin = match (
             env.get(ENV_ADMIN_APP_ID),
             env.get(ENV_ADMIN_OBJECT_ID),
-            env.get(ENV_ADMIN_SECRET),
+            admin_secret(env)?,
         ) {
             (None, None, None) => None,
             (Some(app_id), Some(object_id), Some(secret)) => Some(AdminBootstrap {
@@ -179,7 +183,7 @@ impl LaunchConfig {
             }),
             _ => {
                 return Err(EntraError::Config(format!(
-                    "{ENV_ADMIN_APP_ID}, {ENV_ADMIN_OBJECT_ID} and {ENV_ADMIN_SECRET} go together"
+                    "{ENV_ADMIN_APP_ID}, {ENV_ADMIN_OBJECT_ID} and {ENV_ADMIN_SECRET} (or {ENV_ADMIN_SECRET_FILE}) go together"
                 )));
             }
         };
@@ -196,6 +200,30 @@ impl LaunchConfig {
             data_dir,
             config,
         })
+    }
+}
+
+/// The admin secret from [`ENV_ADMIN_SECRET`] or the file [`ENV_ADMIN_SECRET_FILE`]
+/// names (its first line; surrounding whitespace is not part of the secret).
+fn admin_secret(env: &dyn EnvSource) -> Result<Option<String>, EntraError> {
+    match (env.get(ENV_ADMIN_SECRET), env.get(ENV_ADMIN_SECRET_FILE)) {
+        (None, None) => Ok(None),
+        (Some(s), None) => Ok(Some(s)),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                EntraError::Config(format!("{ENV_ADMIN_SECRET_FILE}={path:?}: {e}"))
+            })?;
+            let secret = text.lines().next().unwrap_or("").trim();
+            if secret.is_empty() {
+                return Err(EntraError::Config(format!(
+                    "{ENV_ADMIN_SECRET_FILE}={path:?} is empty"
+                )));
+            }
+            Ok(Some(secret.to_owned()))
+        }
+        (Some(_), Some(_)) => Err(EntraError::Config(format!(
+            "set {ENV_ADMIN_SECRET} or {ENV_ADMIN_SECRET_FILE}, not both"
+        ))),
     }
 }
 
@@ -219,6 +247,34 @@ mod tests {
         assert_eq!(c.config.public_url, "https://localhost:40001");
         assert_eq!(c.config.extra_resources.len(), 2);
         assert!(!format!("{:?}", c.config.admin).contains("s3cret"));
+    }
+
+    #[test]
+    fn reads_the_admin_secret_from_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("admin-secret");
+        std::fs::write(&file, "generated-secret\n").unwrap();
+        let path = file.to_str().unwrap();
+        let base = [
+            (ENV_TENANT_ID, TID),
+            (ENV_ADMIN_APP_ID, "a"),
+            (ENV_ADMIN_OBJECT_ID, "o"),
+        ];
+        let with = |extra: &[(&str, &str)]| {
+            let mut pairs = base.to_vec();
+            pairs.extend_from_slice(extra);
+            LaunchConfig::from_env(&MapEnv::from_pairs(pairs))
+        };
+        let c = with(&[(ENV_ADMIN_SECRET_FILE, path)]).unwrap();
+        assert_eq!(c.config.admin.unwrap().secret, "generated-secret");
+        let both = with(&[(ENV_ADMIN_SECRET_FILE, path), (ENV_ADMIN_SECRET, "s")]).unwrap_err();
+        assert!(both.to_string().contains("not both"), "{both}");
+        let missing = dir.path().join("nope");
+        let e = with(&[(ENV_ADMIN_SECRET_FILE, missing.to_str().unwrap())]).unwrap_err();
+        assert!(e.to_string().contains(ENV_ADMIN_SECRET_FILE), "{e}");
+        std::fs::write(&file, "\n").unwrap();
+        let e = with(&[(ENV_ADMIN_SECRET_FILE, path)]).unwrap_err();
+        assert!(e.to_string().contains("is empty"), "{e}");
     }
 
     #[test]

@@ -19,9 +19,10 @@ pub const ENV_ENTRA_PUBLIC_URL: &str = "MISIM_ENTRA_PUBLIC_URL";
 /// `per-vm` (default) or `source-address`.
 pub const ENV_ADDRESSING: &str = "MISIM_IMDS_ADDRESSING";
 /// Source-address mode: static `vm=ip` pairs, comma-separated
-/// (`myVM=169.254.169.11,/subscriptions/.../virtualMachines/vm2=169.254.169.12`),
-/// used for VMs whose `VmMetadata.private_ip` ARM left empty. The key is a
-/// VM name or a full resource id, both case-insensitive.
+/// (`/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/vm1=169.254.169.11,...`):
+/// the address each VM container calls from. The key is a full VM resource id
+/// (case-insensitive), never a bare name: a VM of the same name in another
+/// resource group must not be able to claim or unsettle the mapping.
 pub const ENV_VM_ADDRESSES: &str = "MISIM_IMDS_VM_ADDRESSES";
 
 /// The real IMDS address. Only ever named, never contacted: misim serves
@@ -95,31 +96,103 @@ pub struct BinConfig {
     /// Entra gRPC URL.
     pub entra_grpc_url: String,
     /// Static VM addresses ([`ENV_VM_ADDRESSES`]), source-address mode only.
-    pub vm_addresses: Vec<(String, IpAddr)>,
+    pub vm_addresses: VmAddresses,
 }
 
-/// Parses [`ENV_VM_ADDRESSES`]: `key=ip` pairs, comma-separated; an address
-/// may name only one VM.
-pub fn parse_vm_addresses(v: &str) -> Result<Vec<(String, IpAddr)>, String> {
-    let mut out: Vec<(String, IpAddr)> = Vec::new();
-    for pair in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let Some((key, ip)) = pair.rsplit_once('=') else {
-            return Err(format!("{ENV_VM_ADDRESSES}: {pair:?} is not vm=ip"));
-        };
-        let key = key.trim();
-        let ip: IpAddr = ip
-            .trim()
-            .parse()
-            .map_err(|e| format!("{ENV_VM_ADDRESSES}: {pair:?}: {e}"))?;
-        if key.is_empty() {
-            return Err(format!("{ENV_VM_ADDRESSES}: {pair:?} has no VM"));
+/// The static map of source-address mode: which VM (by full resource id)
+/// calls from which address. Built only through [`VmAddresses::new`] or
+/// [`VmAddresses::parse`], so every key is a VM resource id and neither an id
+/// nor an address appears twice.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VmAddresses {
+    /// (lower-case VM resource id, address).
+    pairs: Vec<(String, IpAddr)>,
+}
+
+impl VmAddresses {
+    /// Checks `(resource id, address)` pairs; the error names the offending entry.
+    pub fn new<K: AsRef<str>>(
+        pairs: impl IntoIterator<Item = (K, IpAddr)>,
+    ) -> Result<Self, String> {
+        let mut out = Self::default();
+        for (key, ip) in pairs {
+            let key = key.as_ref().trim();
+            let entry = format!("{key}={ip}");
+            let id = vm_resource_id(key)
+                .map_err(|why| format!("{ENV_VM_ADDRESSES}: entry {entry:?}: {why}"))?;
+            if let Some((_, other)) = out.pairs.iter().find(|(k, _)| *k == id) {
+                return Err(format!(
+                    "{ENV_VM_ADDRESSES}: entry {entry:?}: VM {key} is already mapped to {other}"
+                ));
+            }
+            if let Some((other, _)) = out.pairs.iter().find(|(_, a)| *a == ip) {
+                return Err(format!(
+                    "{ENV_VM_ADDRESSES}: entry {entry:?}: address {ip} is already mapped to {other}"
+                ));
+            }
+            out.pairs.push((id, ip));
         }
-        if out.iter().any(|(_, other)| *other == ip) {
-            return Err(format!("{ENV_VM_ADDRESSES}: {ip} is given twice"));
-        }
-        out.push((key.to_owned(), ip));
+        Ok(out)
     }
-    Ok(out)
+
+    /// Parses [`ENV_VM_ADDRESSES`]: `resource-id=ip` pairs, comma-separated.
+    pub fn parse(v: &str) -> Result<Self, String> {
+        let mut pairs = Vec::new();
+        for pair in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let Some((key, ip)) = pair.rsplit_once('=') else {
+                return Err(format!(
+                    "{ENV_VM_ADDRESSES}: entry {pair:?} is not <vm resource id>=<ip>"
+                ));
+            };
+            let ip: IpAddr = ip
+                .trim()
+                .parse()
+                .map_err(|e| format!("{ENV_VM_ADDRESSES}: entry {pair:?}: {e}"))?;
+            pairs.push((key, ip));
+        }
+        Self::new(pairs)
+    }
+
+    /// True when no VM is mapped.
+    pub fn is_empty(&self) -> bool {
+        self.pairs.is_empty()
+    }
+
+    /// The lower-case resource id of the VM mapped to `ip`.
+    pub(crate) fn vm_at(&self, ip: IpAddr) -> Option<&str> {
+        self.pairs
+            .iter()
+            .find(|(_, a)| *a == ip)
+            .map(|(k, _)| k.as_str())
+    }
+
+    /// True when the VM (lower-case resource id) has a static address.
+    pub(crate) fn maps(&self, vm_key: &str) -> bool {
+        self.pairs.iter().any(|(k, _)| k == vm_key)
+    }
+}
+
+/// The lower-case key of `s` when it is exactly
+/// `/subscriptions/{s}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/{name}`.
+fn vm_resource_id(s: &str) -> Result<String, String> {
+    let not_vm = || {
+        "is not a full VM resource id (/subscriptions/{id}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/{name})"
+            .to_owned()
+    };
+    let id = misim_types::ResourceId::parse(s).map_err(|_| not_vm())?;
+    let segs: Vec<&str> = id.as_str()[1..].split('/').collect();
+    match segs.as_slice() {
+        [subs, _, rgs, _, providers, ns, ty, _]
+            if subs.eq_ignore_ascii_case("subscriptions")
+                && rgs.eq_ignore_ascii_case("resourceGroups")
+                && providers.eq_ignore_ascii_case("providers")
+                && ns.eq_ignore_ascii_case("Microsoft.Compute")
+                && ty.eq_ignore_ascii_case("virtualMachines") =>
+        {
+            Ok(id.key())
+        }
+        _ => Err(not_vm()),
+    }
 }
 
 impl BinConfig {
@@ -144,13 +217,13 @@ impl BinConfig {
             None => None,
         };
         let vm_addresses = match env.get(ENV_VM_ADDRESSES) {
-            Some(v) if addressing == VmAddressing::SourceAddress => parse_vm_addresses(&v)?,
+            Some(v) if addressing == VmAddressing::SourceAddress => VmAddresses::parse(&v)?,
             Some(_) => {
                 return Err(format!(
                     "{ENV_VM_ADDRESSES} applies to source-address mode only"
                 ));
             }
-            None => Vec::new(),
+            None => VmAddresses::default(),
         };
         let config = Config {
             tenant_id: req(ENV_TENANT_ID)?,
@@ -203,31 +276,100 @@ mod tests {
         assert!(BinConfig::from_env(&MapEnv::from_pairs([(ENV_ADDRESSING, "nope")])).is_err());
     }
 
-    #[test]
-    fn parses_static_vm_addresses() {
-        let mut env = vec![
+    const VM1: &str =
+        "/subscriptions/s/resourceGroups/rg1/providers/Microsoft.Compute/virtualMachines/vm1";
+    const VM2: &str =
+        "/subscriptions/s/resourceGroups/rg1/providers/Microsoft.Compute/virtualMachines/vm2";
+
+    /// The binary's view of `MISIM_IMDS_VM_ADDRESSES=v` in source-address mode.
+    fn from_env_with_addresses(v: &str) -> Result<BinConfig, String> {
+        let imds_addr = format!("{AZURE_IMDS_IP}:80");
+        BinConfig::from_env(&MapEnv::from_pairs([
             (ENV_TENANT_ID, "t1"),
             (ENV_ENTRA_PUBLIC_URL, "https://localhost:1"),
             (ENV_DATA_DIR, "/tmp/x"),
             (ENV_ENTRA_GRPC_URL, "http://127.0.0.1:2"),
-            (
-                ENV_VM_ADDRESSES,
-                "myVM=169.254.169.11, /subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm2=169.254.169.12",
-            ),
+            (ENV_ADDRESSING, "source-address"),
+            (ENV_HTTP_ADDR, imds_addr.as_str()),
+            (ENV_VM_ADDRESSES, v),
+        ]))
+    }
+
+    #[test]
+    fn parses_static_vm_addresses() {
+        let env = [
+            (ENV_TENANT_ID, "t1"),
+            (ENV_ENTRA_PUBLIC_URL, "https://localhost:1"),
+            (ENV_DATA_DIR, "/tmp/x"),
+            (ENV_ENTRA_GRPC_URL, "http://127.0.0.1:2"),
+            (ENV_VM_ADDRESSES, VM1),
         ];
         // Only meaningful in source-address mode.
-        assert!(BinConfig::from_env(&MapEnv::from_pairs(env.clone())).is_err());
-        env.push((ENV_ADDRESSING, "source-address"));
-        let imds_addr = format!("{AZURE_IMDS_IP}:80");
-        env.push((ENV_HTTP_ADDR, imds_addr.as_str()));
-        let c = BinConfig::from_env(&MapEnv::from_pairs(env)).unwrap();
-        assert_eq!(c.vm_addresses.len(), 2);
-        assert_eq!(c.vm_addresses[0].0, "myVM");
-        assert_eq!(c.vm_addresses[1].1.to_string(), "169.254.169.12");
-        assert!(parse_vm_addresses("a=1.2.3.4,b=1.2.3.4").is_err());
-        assert!(parse_vm_addresses("a=not-an-ip").is_err());
-        assert!(parse_vm_addresses("=1.2.3.4").is_err());
-        assert!(parse_vm_addresses("1.2.3.4").is_err());
-        assert!(parse_vm_addresses("").unwrap().is_empty());
+        assert!(BinConfig::from_env(&MapEnv::from_pairs(env)).is_err());
+        let c = from_env_with_addresses(&format!(
+            " {VM1}=169.254.169.11, {}/=169.254.169.12,",
+            VM2.to_uppercase()
+        ))
+        .unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            c.vm_addresses.vm_at(ip("169.254.169.11")),
+            Some(VM1.to_ascii_lowercase().as_str())
+        );
+        assert_eq!(
+            c.vm_addresses.vm_at(ip("169.254.169.12")),
+            Some(VM2.to_ascii_lowercase().as_str()),
+            "ids are case-insensitive, a trailing slash is dropped"
+        );
+        assert!(c.vm_addresses.maps(&VM2.to_ascii_lowercase()));
+        assert_eq!(c.vm_addresses.vm_at(ip("169.254.169.13")), None);
+        assert!(VmAddresses::parse("").unwrap().is_empty());
+    }
+
+    /// Each refusal names the entry, so the operator sees which one to fix.
+    #[test]
+    fn refuses_ambiguous_static_vm_addresses() {
+        let refused = |v: String, why: &str| {
+            let e = from_env_with_addresses(&v).expect_err(&v);
+            assert!(e.contains(ENV_VM_ADDRESSES), "{e}");
+            assert!(e.contains(why), "{v}: {e}");
+        };
+        // A bare name would also match a VM of that name in any other resource group.
+        refused(
+            "vm1=169.254.169.11".into(),
+            "entry \"vm1=169.254.169.11\": is not a full VM resource id",
+        );
+        refused(
+            format!("{VM1}=169.254.169.11,/subscriptions/s/resourceGroups/rg1=169.254.169.12"),
+            "is not a full VM resource id",
+        );
+        refused(
+            format!("{VM1}/extensions/x=169.254.169.11"),
+            "is not a full VM resource id",
+        );
+        refused(
+            "/subscriptions/s/resourceGroups/rg1/providers/Microsoft.Web/sites/vm1=169.254.169.11"
+                .into(),
+            "is not a full VM resource id",
+        );
+        // The same VM twice (case and trailing slash do not make another VM).
+        refused(
+            format!(
+                "{VM1}=169.254.169.11,{}/=169.254.169.12",
+                VM1.to_uppercase()
+            ),
+            "is already mapped to 169.254.169.11",
+        );
+        // The same address for two VMs.
+        refused(
+            format!("{VM1}=169.254.169.11,{VM2}=169.254.169.11"),
+            "address 169.254.169.11 is already mapped to",
+        );
+        refused(format!("{VM1}=not-an-ip"), "entry");
+        refused(
+            format!("=169.254.169.11,{VM1}=169.254.169.12"),
+            "entry \"=169.254.169.11\"",
+        );
+        refused("169.254.169.11".into(), "is not <vm resource id>=<ip>");
     }
 }

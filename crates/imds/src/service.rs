@@ -13,7 +13,7 @@ use misim_types::{SharedClock, SharedIds};
 use parking_lot::RwLock;
 use tokio::net::TcpListener;
 
-use crate::config::{Config, VmAddressing};
+use crate::config::{Config, VmAddresses, VmAddressing};
 use crate::domain::cache::{CachedToken, TokenCache};
 use crate::domain::{
     ASSERTION_LIFETIME, AssertionClaims, IdentityRecord, Kind, LiveIdentity, VmMeta, VmRecord,
@@ -70,10 +70,9 @@ pub(crate) struct Inner {
     /// Serialises control-plane writes (reads never take it).
     write: tokio::sync::Mutex<()>,
     assertion_aud: String,
-    /// Static `(vm name or lower-case resource id, ip)` pairs for VMs whose
-    /// `private_ip` is empty (source-address mode, see
+    /// The static address map of source-address mode (see
     /// [`Imds::set_static_addresses`]).
-    static_addresses: RwLock<Vec<(String, IpAddr)>>,
+    static_addresses: RwLock<VmAddresses>,
 }
 
 /// The Instance Metadata Service (cheap to clone).
@@ -118,7 +117,7 @@ impl Imds {
                 cache: TokenCache::default(),
                 write: tokio::sync::Mutex::new(()),
                 assertion_aud,
-                static_addresses: RwLock::new(Vec::new()),
+                static_addresses: RwLock::new(VmAddresses::default()),
             }),
         };
         for (key, mut record) in imds.inner.table.all()? {
@@ -191,41 +190,29 @@ impl Imds {
         self.inner.vms.read().get(key).cloned()
     }
 
-    /// Source-address mode: tells IMDS which address each VM calls from when
-    /// ARM gives the VM no `private_ip` (the compose sandbox, where addresses
-    /// are fixed in the compose file). A key is a VM name or a full resource
-    /// id (case-insensitive). A VM with a `private_ip` keeps it; a name that
-    /// matches several VMs matches none.
-    pub fn set_static_addresses(&self, pairs: Vec<(String, IpAddr)>) {
-        *self.inner.static_addresses.write() =
-            pairs.into_iter().map(|(k, ip)| (vm_key(&k), ip)).collect();
+    /// Source-address mode: tells IMDS which address each VM calls from (the
+    /// compose sandbox, where container addresses are fixed in the compose
+    /// file and ARM reports only a virtual NIC address). The map names VMs by
+    /// full resource id only, so a VM of the same name elsewhere is a stranger.
+    pub fn set_static_addresses(&self, map: VmAddresses) {
+        *self.inner.static_addresses.write() = map;
     }
 
     pub(crate) fn vm_by_ip(&self, ip: IpAddr) -> Option<Arc<LiveVm>> {
         let vms = self.inner.vms.read();
         // The static map names the real address of a VM's container, so it
-        // wins over the NIC address ARM reports (a virtual 10.0.0.x).
+        // wins over the NIC address ARM reports (a virtual 10.0.0.x): a mapped
+        // address serves that one VM or, while ARM has not created it, nobody.
         let statics = self.inner.static_addresses.read();
-        let keys: Vec<&str> = statics
-            .iter()
-            .filter(|(_, a)| *a == ip)
-            .map(|(k, _)| k.as_str())
-            .collect();
-        if !keys.is_empty() {
-            return unique(
-                vms.iter()
-                    .filter(|(k, v)| {
-                        keys.iter().any(|key| {
-                            k.as_str() == *key || v.record.meta.name.eq_ignore_ascii_case(key)
-                        })
-                    })
-                    .map(|(_, v)| v),
-            );
+        if let Some(key) = statics.vm_at(ip) {
+            return vms.get(key).cloned();
         }
-        unique(
-            vms.values()
-                .filter(|v| v.record.meta.private_ip.parse::<IpAddr>().ok() == Some(ip)),
-        )
+        // A mapped VM answers only at its mapped address, never also at its
+        // NIC address.
+        unique(vms.iter().filter_map(|(k, v)| {
+            (!statics.maps(k) && v.record.meta.private_ip.parse::<IpAddr>().ok() == Some(ip))
+                .then_some(v)
+        }))
     }
 
     /// All VMs, ordered by resource id.
@@ -477,7 +464,7 @@ impl Imds {
 }
 
 /// The only VM of `candidates`. Two VMs claiming one address (e.g. 10.0.0.4 in
-/// two VNets, or a name shared by two resource groups) identify neither:
+/// two VNets) identify neither:
 /// serving either could hand a VM another VM's identity.
 fn unique<'a>(mut candidates: impl Iterator<Item = &'a Arc<LiveVm>>) -> Option<Arc<LiveVm>> {
     match (candidates.next(), candidates.next()) {

@@ -89,6 +89,41 @@ enum Command {
         #[command(subcommand)]
         command: PrincipalCommand,
     },
+    /// The compose sandbox's generated secrets (control key, admin secret).
+    Secrets {
+        #[command(subcommand)]
+        command: SecretsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SecretsCommand {
+    /// Generate the control key (`control.key`) and the admin secret
+    /// (`admin-secret`) in DIR unless they exist (the one-shot `secrets-init`).
+    Init {
+        /// The secrets directory (a volume only service containers mount).
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Print the bootstrap administrator's credentials as `misim.env` lines
+    /// (run in the entra container: `docker compose exec -T entra misim secrets admin-env`).
+    AdminEnv {
+        /// The admin secret file.
+        #[arg(long, env = "MISIM_ADMIN_SECRET_FILE")]
+        secret_file: PathBuf,
+        /// The tenant id.
+        #[arg(long, env = "MISIM_TENANT_ID")]
+        tenant_id: String,
+        /// The subscription id.
+        #[arg(long, env = "MISIM_SUBSCRIPTION_ID")]
+        subscription_id: String,
+        /// The admin application's app (client) id.
+        #[arg(long, env = "MISIM_ADMIN_APP_ID")]
+        app_id: String,
+        /// The admin service principal's object id.
+        #[arg(long, env = "MISIM_ADMIN_OBJECT_ID")]
+        object_id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -173,6 +208,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Token(args) => client::token(args).await,
         Command::Secret { command } => client::secret(command).await,
         Command::Ca { command } => client::ca(command),
+        Command::Secrets { command } => secrets(command),
         Command::Principal {
             command:
                 PrincipalCommand::Create {
@@ -224,6 +260,38 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn secrets(command: SecretsCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        SecretsCommand::Init { dir } => {
+            let s = crate::secrets::init(&dir)?;
+            for p in [&s.control_key, &s.admin_secret] {
+                let state = if s.created.contains(p) {
+                    "created"
+                } else {
+                    "kept"
+                };
+                eprintln!("{state} {}", p.display());
+            }
+        }
+        SecretsCommand::AdminEnv {
+            secret_file,
+            tenant_id,
+            subscription_id,
+            app_id,
+            object_id,
+        } => {
+            let env = crate::secrets::AdminEnv {
+                tenant_id,
+                subscription_id,
+                client_id: app_id,
+                object_id,
+            };
+            print!("{}", env.render(&secret_file)?);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn up(data_dir: PathBuf, random_ports: bool) -> anyhow::Result<ExitCode> {

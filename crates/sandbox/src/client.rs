@@ -320,6 +320,11 @@ pub fn ca(cmd: CaCommand) -> anyhow::Result<ExitCode> {
         } => {
             let tls = misim_runtime::tls::load_or_create(&dir, &[], misim_types::SystemClock.now())
                 .with_context(|| format!("creating the CA in {}", dir.display()))?;
+            // Owner-only now, while it is writable: the services mount it
+            // read-only as `<data dir>/tls` and refuse a data directory they
+            // cannot make owner-only (a compose volume starts 0755).
+            misim_store::private_dir(&dir)
+                .with_context(|| format!("making {} owner-only", dir.display()))?;
             if let Some(p) = public_dir {
                 std::fs::create_dir_all(&p).with_context(|| format!("creating {}", p.display()))?;
                 std::fs::write(p.join("ca.pem"), &tls.ca_pem)
@@ -404,5 +409,29 @@ mod tests {
             std::fs::read_to_string(dir.path().join("public/ca.pem")).unwrap()
         );
         assert!(!dir.path().join("public/ca-key.pem").exists());
+    }
+
+    /// The CA directory is made owner-only even when it already existed with
+    /// looser modes (a fresh compose volume is 0755): the services mount it
+    /// read-only inside their data directory and could not tighten it there.
+    #[cfg(unix)]
+    #[test]
+    fn ca_init_makes_an_existing_loose_directory_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let ca_dir = tmp.path().join("ca");
+        std::fs::create_dir(&ca_dir).unwrap();
+        std::fs::set_permissions(&ca_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        ca(CaCommand::Init {
+            dir: ca_dir.clone(),
+            public_dir: None,
+            print: false,
+        })
+        .unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&ca_dir), 0o700);
+        for f in ["ca.pem", "ca-key.pem"] {
+            assert_eq!(mode(&ca_dir.join(f)) & 0o077, 0, "{f}");
+        }
     }
 }

@@ -7,6 +7,7 @@
 
 mod bootstrap;
 pub mod cli;
+pub mod secrets;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};

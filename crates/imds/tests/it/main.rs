@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use misim_imds::config::VmAddresses;
 use misim_imds::{Config, Deps, Imds, VmAddressing};
 use misim_proto::auth::{Caller, ControlKey};
 use misim_proto::entra::v1 as entra;
@@ -1135,10 +1136,13 @@ async fn source_address_mode_identifies_vms_by_peer_ip() {
     )
     .await
     .unwrap();
-    imds.set_static_addresses(vec![
-        ("VM2".into(), "10.1.0.6".parse().unwrap()),
-        (VM1.into(), "10.1.0.7".parse().unwrap()),
-    ]);
+    imds.set_static_addresses(
+        VmAddresses::new([
+            (VM2, "10.1.0.6".parse().unwrap()),
+            (VM1, "10.1.0.7".parse().unwrap()),
+        ])
+        .unwrap(),
+    );
     let (s, b) = body(
         imds.vm_router_for_source_address()
             .oneshot(call("10.1.0.6"))
@@ -1158,20 +1162,157 @@ async fn source_address_mode_identifies_vms_by_peer_ip() {
     assert_eq!(s, 200, "the static map wins over the NIC address: {b}");
     assert_eq!(b["client_id"], "client-vm1");
     // ...and then vm1's NIC address no longer identifies it: one address per VM.
-    imds.set_static_addresses(vec![
-        ("VM2".into(), "10.1.0.6".parse().unwrap()),
-        (VM1.into(), "10.1.0.6".parse().unwrap()),
-    ]);
     let (s, b) = body(
         imds.vm_router_for_source_address()
-            .oneshot(call("10.1.0.6"))
+            .oneshot(call("10.1.0.4"))
             .await
             .unwrap(),
     )
     .await;
     assert_eq!(
         s, 400,
-        "an address claimed by two VMs identifies neither: {b}"
+        "a mapped VM answers only at its mapped address: {b}"
     );
+    error_is(&b, "invalid_request", "Identity not found");
     shutdown.cancel();
+}
+
+/// An IMDS in source-address mode with `map` as its static addresses, and
+/// a call from `ip` for an ARM token: (status, body).
+struct SourceImds {
+    imds: Imds,
+    dir: Arc<FakeDirectory>,
+    shutdown: misim_runtime::Shutdown,
+}
+
+impl Drop for SourceImds {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl SourceImds {
+    async fn open(map: VmAddresses) -> Self {
+        let clock = Arc::new(ManualClock::at_unix(NOW));
+        let dir = Arc::new(FakeDirectory {
+            clock: Some(clock.clone()),
+            ..Default::default()
+        });
+        let url = serve_fake(dir.clone()).await;
+        let shutdown = misim_runtime::Shutdown::new();
+        let imds = Imds::open(
+            Config {
+                tenant_id: TENANT.into(),
+                entra_authority: AUTHORITY.into(),
+                addressing: VmAddressing::SourceAddress,
+            },
+            Deps {
+                store: misim_store::Store::memory().unwrap(),
+                clock,
+                ids: Arc::new(misim_types::SeqIds::new(3)),
+                directory: misim_proto::entra::v1::directory_client::DirectoryClient::new(
+                    channel_as(Caller::Imds, &url),
+                ),
+                shutdown: shutdown.clone(),
+            },
+        )
+        .await
+        .unwrap();
+        imds.set_static_addresses(map);
+        Self {
+            imds,
+            dir,
+            shutdown,
+        }
+    }
+
+    /// Creates (or updates) VM `id` with NIC address `ip` and a system-assigned
+    /// identity `client-{name}` (key `n`).
+    async fn put_vm(&self, id: &str, ip: &str, name: &str, n: usize) {
+        Control::put_vm(
+            &self.imds,
+            Request::new(pb::PutVmRequest {
+                metadata: Some(meta(id, ip)),
+            }),
+        )
+        .await
+        .unwrap();
+        let i = identity(SAMI, name, n);
+        self.dir
+            .certs
+            .lock()
+            .insert(i.client_id.clone(), certs()[n].certificate_der.clone());
+        Control::put_identity(
+            &self.imds,
+            Request::new(pb::PutIdentityRequest {
+                vm_resource_id: id.into(),
+                identity: Some(i),
+            }),
+        )
+        .await
+        .unwrap();
+    }
+
+    async fn token_from(&self, ip: &str) -> (u16, Value) {
+        use http_body_util::BodyExt;
+        use tower::ServiceExt;
+        let peer: std::net::SocketAddr = format!("{ip}:50000").parse().unwrap();
+        let req = http::Request::get(format!(
+            "/metadata/identity/oauth2/token?api-version=2018-02-01&resource={ARM}"
+        ))
+        .header("Metadata", "true")
+        .extension(misim_runtime::serve::PeerAddr(peer))
+        .body(axum::body::Body::empty())
+        .unwrap();
+        let r = self
+            .imds
+            .vm_router_for_source_address()
+            .oneshot(req)
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let bytes = r.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+}
+
+/// The compose map names vm1 by resource id: a VM called vm1 in another
+/// resource group neither takes over vm1's address (before or after vm1
+/// exists, by name or by claiming the address as its NIC's) nor makes it
+/// ambiguous.
+#[tokio::test]
+async fn a_same_named_vm_in_another_group_gets_nothing() {
+    const VM1_ADDR: &str = "169.254.169.11";
+    const STRANGER: &str =
+        "/subscriptions/s1/resourceGroups/rg2/providers/Microsoft.Compute/virtualMachines/vm1";
+    // The map cannot be written by name at all.
+    let e = VmAddresses::new([("vm1", VM1_ADDR.parse().unwrap())]).unwrap_err();
+    assert!(e.contains("\"vm1=169.254.169.11\""), "{e}");
+    let imds =
+        SourceImds::open(VmAddresses::new([(VM1, VM1_ADDR.parse().unwrap())]).unwrap()).await;
+
+    // rg2/vm1 exists, rg/vm1 not yet: vm1's container is nobody.
+    imds.put_vm(STRANGER, "", "stranger", 1).await;
+    let (s, b) = imds.token_from(VM1_ADDR).await;
+    assert_eq!(s, 400, "{b}");
+    error_is(&b, "invalid_request", "Identity not found");
+
+    // rg/vm1 is created: its container gets exactly its identity.
+    imds.put_vm(VM1, "10.0.0.4", "vm1", 0).await;
+    let (s, b) = imds.token_from(VM1_ADDR).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["client_id"], "client-vm1");
+
+    // The stranger claims vm1's container address as its NIC address: the
+    // map still wins, and nothing else calls from that address.
+    imds.put_vm(STRANGER, VM1_ADDR, "stranger", 1).await;
+    let (s, b) = imds.token_from(VM1_ADDR).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["client_id"], "client-vm1");
+    // The stranger is served only where it really is (its own NIC address
+    // in per-NIC addressing), never at a mapped address.
+    imds.put_vm(STRANGER, "10.9.0.4", "stranger", 1).await;
+    let (s, b) = imds.token_from("10.9.0.4").await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["client_id"], "client-stranger");
 }
