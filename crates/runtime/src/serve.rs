@@ -655,6 +655,30 @@ mod tests {
         wait_closed(&mut s).await;
     }
 
+    /// The gRPC listener hands tonic at most `cap` connections at once.
+    #[tokio::test]
+    async fn the_grpc_connection_cap_holds() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+        let stop = Shutdown::new();
+        tokio::spawn(accept_capped(listener, 1, tx, stop.clone()));
+        let _a = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let first = tokio::time::timeout(BOUND, rx.recv()).await.unwrap();
+        let _b = tokio::net::TcpStream::connect(addr).await.unwrap();
+        // A bounded wait for something that must not happen.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), rx.recv())
+                .await
+                .is_err(),
+            "a connection over the cap was handed on"
+        );
+        drop(first);
+        let second = tokio::time::timeout(BOUND, rx.recv()).await.unwrap();
+        assert!(matches!(second, Some(Ok(_))));
+        stop.cancel();
+    }
+
     #[test]
     fn resource_errors_back_off_and_connection_errors_do_not() {
         use std::io::{Error, ErrorKind};

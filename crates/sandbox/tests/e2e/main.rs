@@ -10,3 +10,4 @@ mod flow;
 mod harness;
 mod lifecycle;
 mod rbac;
+mod security_listeners;
