@@ -70,10 +70,10 @@ fn mapped(a: SocketAddr) -> SocketAddr {
 #[cfg(target_os = "linux")]
 fn peer_uid(peer: SocketAddr, local: SocketAddr) -> Option<u32> {
     let read = |p: &str| std::fs::read_to_string(p).ok();
-    if let (IpAddr::V4(_), IpAddr::V4(_)) = (peer.ip(), local.ip()) {
-        if let Some(uid) = read("/proc/net/tcp").and_then(|t| socket_uid(&t, peer, local)) {
-            return Some(uid);
-        }
+    if let (IpAddr::V4(_), IpAddr::V4(_)) = (peer.ip(), local.ip())
+        && let Some(uid) = read("/proc/net/tcp").and_then(|t| socket_uid(&t, peer, local))
+    {
+        return Some(uid);
     }
     let t = read("/proc/net/tcp6")?;
     socket_uid(&t, peer, local).or_else(|| socket_uid(&t, mapped(peer), mapped(local)))
