@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -162,40 +163,42 @@ impl LogLimiter {
 }
 
 /// Requests in flight on one connection and when the last one ended, for the
-/// idle timeout.
+/// idle timeout. Two atomic writes per request and no wake-ups: the
+/// watchdog re-reads them only when its deadline comes (the IMDS hot path
+/// serves keep-alive connections).
 #[derive(Debug)]
 struct Activity {
-    in_flight: std::sync::atomic::AtomicUsize,
-    changed: tokio::sync::Notify,
+    opened: tokio::time::Instant,
+    in_flight: AtomicUsize,
+    /// Milliseconds after `opened` when the last request ended.
+    last_end_ms: AtomicU64,
 }
 
 impl Activity {
     fn new() -> Arc<Self> {
         Arc::new(Self {
-            in_flight: std::sync::atomic::AtomicUsize::new(0),
-            changed: tokio::sync::Notify::new(),
+            opened: tokio::time::Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            last_end_ms: AtomicU64::new(0),
         })
     }
 
     fn start(self: &Arc<Self>) -> ActivityGuard {
-        self.in_flight
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.changed.notify_waiters();
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
         ActivityGuard(self.clone())
     }
 
     /// Completes once the connection has had no request in flight for `idle`.
     async fn idle_for(&self, idle: Duration) {
         loop {
-            let changed = self.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            if self.in_flight.load(std::sync::atomic::Ordering::SeqCst) == 0 {
-                if tokio::time::timeout(idle, changed).await.is_err() {
-                    return;
-                }
+            let last = self.opened + Duration::from_millis(self.last_end_ms.load(Ordering::SeqCst));
+            let deadline = last + idle;
+            if self.in_flight.load(Ordering::SeqCst) > 0 {
+                tokio::time::sleep(idle).await;
+            } else if tokio::time::Instant::now() >= deadline {
+                return;
             } else {
-                changed.await;
+                tokio::time::sleep_until(deadline).await;
             }
         }
     }
@@ -205,10 +208,11 @@ struct ActivityGuard(Arc<Activity>);
 
 impl Drop for ActivityGuard {
     fn drop(&mut self) {
-        self.0
-            .in_flight
-            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-        self.0.changed.notify_waiters();
+        let a = &self.0;
+        let ms = u64::try_from(a.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        // The end time first, so a watchdog that sees nothing in flight sees it.
+        a.last_end_ms.store(ms, Ordering::SeqCst);
+        a.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
