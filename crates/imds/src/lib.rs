@@ -20,6 +20,7 @@ pub mod domain;
 mod error;
 mod grpc;
 mod http;
+mod peer;
 mod service;
 
 use anyhow::Context;

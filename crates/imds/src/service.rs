@@ -73,7 +73,14 @@ pub(crate) struct Inner {
     /// The static address map of source-address mode (see
     /// [`Imds::set_static_addresses`]).
     static_addresses: RwLock<VmAddresses>,
+    /// Per-VM listeners admit only the owner's processes (`crate::peer`).
+    admit: Option<misim_runtime::serve::AdmitFn>,
 }
+
+/// Connections one VM's listener serves at once: a VM's processes need a
+/// few; a client that opens hundreds must not exhaust the process's
+/// descriptors for every other listener.
+const VM_LISTENER_CONNECTIONS: usize = 64;
 
 /// The Instance Metadata Service (cheap to clone).
 #[derive(Clone)]
@@ -118,6 +125,7 @@ impl Imds {
                 write: tokio::sync::Mutex::new(()),
                 assertion_aud,
                 static_addresses: RwLock::new(VmAddresses::default()),
+                admit: crate::peer::owner_only(),
             }),
         };
         for (key, mut record) in imds.inner.table.all()? {
@@ -177,8 +185,22 @@ impl Imds {
         let router = crate::http::vm_router(self.clone(), Arc::from(key));
         let stop = cancel.clone();
         let vm = key.to_owned();
+        let limits = misim_runtime::serve::ServeLimits {
+            max_connections: VM_LISTENER_CONNECTIONS,
+            admit: self
+                .inner
+                .admit
+                .clone()
+                .map(|check| misim_runtime::serve::Admit {
+                    check,
+                    refusal: crate::http::refusal_router(),
+                }),
+            ..Default::default()
+        };
         tokio::spawn(async move {
-            if let Err(e) = misim_runtime::serve::serve_http(listener, router, None, stop).await {
+            if let Err(e) =
+                misim_runtime::serve::serve_http_with(listener, router, None, stop, limits).await
+            {
                 tracing::error!(vm, error = %e, "vm listener failed");
             }
         });

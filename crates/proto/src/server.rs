@@ -156,6 +156,24 @@ pub fn guarded<S>(svc: S, key: &ControlKey, policy: Policy) -> Guarded<Detached<
     Guarded::new(Detached(svc), key, policy)
 }
 
+/// The settings of every misim gRPC server. gRPC is the trusted control
+/// plane on loopback, but a stuck or misbehaving peer must still not hold
+/// resources forever: calls have a deadline (a [`Detached`] call goes on
+/// running after it, only its caller stops waiting), dead peers are found
+/// by HTTP/2 pings, connections are recycled (channels reconnect on their
+/// own), and one connection cannot open unbounded streams. The connection
+/// cap is on the listener (`misim_runtime::serve::serve_grpc`).
+fn limited_builder() -> tonic::transport::Server {
+    use std::time::Duration;
+    tonic::transport::Server::builder()
+        .timeout(Duration::from_secs(120))
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .max_connection_age(Duration::from_secs(30 * 60))
+        .max_concurrent_streams(256)
+        .concurrency_limit_per_connection(256)
+}
+
 /// A router serving `svc` (guarded by `key` and `policy`, detached), health
 /// (open) and reflection (any caller with a valid credential). Add further
 /// services of the same process with [`Router::add_service`] and [`guarded`].
@@ -181,7 +199,7 @@ where
                 .await;
         });
     }
-    let router = tonic::transport::Server::builder()
+    let router = limited_builder()
         .add_service(health)
         .add_service(guarded(svc, key, policy));
     match tonic_reflection::server::Builder::configure()

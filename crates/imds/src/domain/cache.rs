@@ -1,8 +1,8 @@
 //! The server-side token cache: Entra is called only on a miss (docs/azure-protocol.md, IMDS: token
 //! cache).
 //!
-//! Keyed by client id, then by normalised resource, so a hit looks both up by
-//! `&str` without allocating. Values are `Arc`s: readers hold the read lock
+//! Keyed by client id, then by [`cache_key`] of the resource, so a hit looks
+//! both up by `&str` without allocating (for a resource already in key form). Values are `Arc`s: readers hold the read lock
 //! only for a clone.
 
 use std::any::Any;
@@ -73,35 +73,139 @@ impl std::fmt::Debug for Flight {
     }
 }
 
-/// Tokens by client id and resource, keyed by the resource string exactly as
-/// requested: the token's `aud` echoes it, so `https://management.azure.com`
-/// and `https://management.azure.com/` are different cache entries, as they
-/// are different audiences.
+/// The cache key of a requested resource: Entra treats spellings that differ
+/// in case or in trailing slashes as one resource (`audiences::normalize`),
+/// so those share an entry instead of each costing a signing and a slot. One
+/// trailing slash stays significant: Azure echoes the requested spelling in
+/// the token's `aud`, and real clients send both (the Azure CLI
+/// `https://management.core.windows.net/`, the SDKs `https://management.azure.com`),
+/// so each of those keeps its own token with the `aud` it asked for.
+pub fn cache_key(resource: &str) -> std::borrow::Cow<'_, str> {
+    let trimmed = resource.trim_end_matches('/');
+    let slash = trimmed.len() < resource.len();
+    let plain = resource.len() - trimmed.len() <= 1;
+    if plain && !trimmed.bytes().any(|b| b.is_ascii_uppercase()) {
+        return std::borrow::Cow::Borrowed(resource);
+    }
+    let mut key = trimmed.to_ascii_lowercase();
+    if slash {
+        key.push('/');
+    }
+    std::borrow::Cow::Owned(key)
+}
+
+/// How many tokens the cache keeps. Past a bound, tokens past their reuse
+/// point go first, then the least recently served.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheBounds {
+    /// Tokens per identity (distinct resources one identity asked for).
+    pub per_identity: usize,
+    /// Tokens in all.
+    pub total: usize,
+}
+
+impl Default for CacheBounds {
+    fn default() -> Self {
+        // Far above what a sandbox's clients ask for (a handful of resources
+        // per identity), low enough that a VM looping over made-up resources
+        // cannot grow IMDS's memory without bound.
+        Self {
+            per_identity: 64,
+            total: 4096,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    token: Arc<CachedToken>,
+    /// The cache's use counter when this entry was last served.
+    last_used: AtomicU64,
+}
+
+/// Tokens by client id and [`cache_key`] of the resource, bounded by
+/// [`CacheBounds`].
 #[derive(Debug, Default)]
 pub struct TokenCache {
-    map: RwLock<HashMap<String, HashMap<String, Arc<CachedToken>>>>,
+    map: RwLock<HashMap<String, HashMap<String, Entry>>>,
     /// One lock per (client id, resource) being fetched, so concurrent misses
     /// for the same token make one Entra call (a VM's processes often start
     /// together and all ask at once).
     flights: parking_lot::Mutex<HashMap<(String, String), Arc<Flight>>>,
+    bounds: CacheBounds,
+    /// Bumped on every hit and store: the recency order for eviction.
+    uses: AtomicU64,
 }
 
 impl TokenCache {
-    /// A token still worth serving at `now`.
-    pub fn get(&self, client_id: &str, resource: &str, now: i64) -> Option<Arc<CachedToken>> {
-        let map = self.map.read();
-        let t = map.get(client_id)?.get(resource)?;
-        (now < t.reuse_until).then(|| t.clone())
+    /// An empty cache with the given bounds.
+    pub fn with_bounds(bounds: CacheBounds) -> Self {
+        Self {
+            bounds,
+            ..Self::default()
+        }
     }
 
-    /// Stores a freshly issued token.
-    pub fn put(&self, client_id: &str, resource: &str, token: Arc<CachedToken>) {
-        let r = resource.to_owned();
-        self.map
-            .write()
-            .entry(client_id.to_owned())
-            .or_default()
-            .insert(r, token);
+    /// A token still worth serving at `now`.
+    pub fn get(&self, client_id: &str, resource: &str, now: i64) -> Option<Arc<CachedToken>> {
+        let key = cache_key(resource);
+        let map = self.map.read();
+        let e = map.get(client_id)?.get(key.as_ref())?;
+        (now < e.token.reuse_until).then(|| {
+            e.last_used
+                .store(self.uses.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
+            e.token.clone()
+        })
+    }
+
+    /// Stores a freshly issued token, then evicts down to the bounds.
+    pub fn put(&self, client_id: &str, resource: &str, token: Arc<CachedToken>, now: i64) {
+        let entry = Entry {
+            token,
+            last_used: AtomicU64::new(self.uses.fetch_add(1, Ordering::Relaxed)),
+        };
+        let mut map = self.map.write();
+        let tokens = map.entry(client_id.to_owned()).or_default();
+        tokens.insert(cache_key(resource).into_owned(), entry);
+        if tokens.len() > self.bounds.per_identity {
+            tokens.retain(|_, e| now < e.token.reuse_until);
+            while tokens.len() > self.bounds.per_identity {
+                let Some(oldest) = least_recent(tokens.iter().map(|(k, e)| ((), k, e))) else {
+                    break;
+                };
+                tokens.remove(&oldest.1);
+            }
+        }
+        if map.values().map(HashMap::len).sum::<usize>() > self.bounds.total {
+            for tokens in map.values_mut() {
+                tokens.retain(|_, e| now < e.token.reuse_until);
+            }
+            map.retain(|_, t| !t.is_empty());
+            while map.values().map(HashMap::len).sum::<usize>() > self.bounds.total {
+                let oldest = least_recent(
+                    map.iter()
+                        .flat_map(|(c, t)| t.iter().map(move |(k, e)| (c, k, e))),
+                )
+                .map(|(c, k)| (c.clone(), k));
+                let Some((c, k)) = oldest else { break };
+                if let Some(t) = map.get_mut(&c) {
+                    t.remove(&k);
+                    if t.is_empty() {
+                        map.remove(&c);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Tokens held, for tests and diagnostics.
+    pub fn len(&self) -> usize {
+        self.map.read().values().map(HashMap::len).sum()
+    }
+
+    /// True when no token is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Forgets every token of an identity (removed from a VM, or replaced).
@@ -131,7 +235,7 @@ impl TokenCache {
         if let Some(t) = self.get(client_id, resource, now()) {
             return Ok(t);
         }
-        let key = (client_id.to_owned(), resource.to_owned());
+        let key = (client_id.to_owned(), cache_key(resource).into_owned());
         let flight = self.flights.lock().entry(key.clone()).or_default().clone();
         let seen = flight.finished.load(Ordering::SeqCst);
         let outcome = {
@@ -150,7 +254,7 @@ impl TokenCache {
                 let fetched = fetch(now).await.map(Arc::new);
                 *flight.failure.lock() = match &fetched {
                     Ok(token) => {
-                        self.put(client_id, resource, token.clone());
+                        self.put(client_id, resource, token.clone(), now);
                         None
                     }
                     Err(e) => Some(Arc::new(e.clone())),
@@ -167,6 +271,15 @@ impl TokenCache {
         }
         outcome
     }
+}
+
+/// The (group, key) of the least recently used entry.
+fn least_recent<'a, G: Clone + 'a>(
+    entries: impl Iterator<Item = (G, &'a String, &'a Entry)>,
+) -> Option<(G, String)> {
+    entries
+        .min_by_key(|(_, _, e)| e.last_used.load(Ordering::Relaxed))
+        .map(|(g, k, _)| (g, k.clone()))
 }
 
 #[cfg(test)]
@@ -204,14 +317,89 @@ mod tests {
             "c1",
             "https://management.azure.com",
             Arc::new(CachedToken::new("t".into(), 0, 0, 3600)),
+            0,
         );
         assert!(c.get("c1", "https://management.azure.com", 10).is_some());
-        // Another spelling is another audience, so another entry.
+        // The trailing slash is another audience (`aud` echoes it), so another entry.
         assert!(c.get("c1", "https://management.azure.com/", 10).is_none());
         assert!(c.get("c1", "https://management.azure.com", 2700).is_none());
         assert!(c.get("c2", "https://management.azure.com", 10).is_none());
         c.purge("c1");
         assert!(c.get("c1", "https://management.azure.com", 10).is_none());
+    }
+
+    #[test]
+    fn spellings_entra_treats_as_one_resource_share_a_key() {
+        let k = |r: &str| cache_key(r).into_owned();
+        assert_eq!(k("https://vault.azure.net"), "https://vault.azure.net");
+        assert_eq!(k("HTTPS://Vault.Azure.NET"), "https://vault.azure.net");
+        assert_eq!(k("https://vault.azure.net/"), "https://vault.azure.net/");
+        assert_eq!(k("https://VAULT.azure.net///"), "https://vault.azure.net/");
+        assert!(matches!(
+            cache_key("https://vault.azure.net/"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
+
+    fn token(name: &str, expires_on: i64) -> Arc<CachedToken> {
+        Arc::new(CachedToken::new(name.into(), 0, 0, expires_on))
+    }
+
+    /// Issue #10: the cache stays within its bounds however many distinct
+    /// resources are asked for, evicting the least recently served.
+    #[test]
+    fn the_cache_is_bounded_per_identity_and_in_total() {
+        let c = TokenCache::with_bounds(CacheBounds {
+            per_identity: 4,
+            total: 10,
+        });
+        for i in 0..100 {
+            c.put("c1", &format!("https://r{i}"), token("t", 86400), 1);
+        }
+        assert_eq!(c.len(), 4);
+        // The most recent survive.
+        assert!(c.get("c1", "https://r99", 1).is_some());
+        assert!(c.get("c1", "https://r0", 1).is_none());
+        for id in 0..10 {
+            for i in 0..10 {
+                c.put(
+                    &format!("id{id}"),
+                    &format!("https://r{i}"),
+                    token("t", 86400),
+                    1,
+                );
+            }
+        }
+        assert!(c.len() <= 10, "{} tokens", c.len());
+        // A token served recently outlives one that was not.
+        let c = TokenCache::with_bounds(CacheBounds {
+            per_identity: 2,
+            total: 10,
+        });
+        c.put("c", "https://a", token("a", 86400), 1);
+        c.put("c", "https://b", token("b", 86400), 1);
+        assert!(c.get("c", "https://a", 1).is_some());
+        c.put("c", "https://new", token("n", 86400), 1);
+        assert!(c.get("c", "https://a", 1).is_some());
+        assert!(c.get("c", "https://b", 1).is_none());
+    }
+
+    /// Tokens past their reuse point are evicted before live ones.
+    #[test]
+    fn expired_tokens_go_first() {
+        let c = TokenCache::with_bounds(CacheBounds {
+            per_identity: 2,
+            total: 10,
+        });
+        c.put("c", "https://live", token("l", 86400), 1);
+        c.put("c", "https://old", token("o", 1800), 1);
+        // At 1000 `old` (reuse until 900) is past its reuse point.
+        assert!(c.get("c", "https://live", 1000).is_some());
+        assert!(c.get("c", "https://old", 10).is_some());
+        c.put("c", "https://new", token("n", 86400), 1000);
+        assert!(c.get("c", "https://live", 1000).is_some());
+        assert!(c.get("c", "https://new", 1000).is_some());
+        assert_eq!(c.len(), 2);
     }
 
     /// Runs `n` callers of one token concurrently on this single-threaded

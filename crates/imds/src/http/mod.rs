@@ -82,6 +82,21 @@ pub(crate) fn vm_router(imds: Imds, vm_key: Arc<str>) -> Router {
         .layer(misim_runtime::telemetry::http_trace_layer("imds"))
 }
 
+/// What a per-VM listener answers a connection from another local user
+/// (refused at accept, see `crate::peer`): a 403 in IMDS's OAuth2 error
+/// shape rather than a reset, so the refused caller learns why.
+pub(crate) fn refusal_router() -> Router {
+    Router::new()
+        .fallback(|| async {
+            oauth_error(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "This IMDS endpoint serves only the user that owns the sandbox",
+            )
+        })
+        .layer(misim_runtime::telemetry::http_trace_layer("imds"))
+}
+
 /// The shared router of source-address mode.
 pub(crate) fn source_address_router(imds: Imds) -> Router {
     Router::new()

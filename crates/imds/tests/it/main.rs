@@ -1316,3 +1316,112 @@ async fn a_same_named_vm_in_another_group_gets_nothing() {
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["client_id"], "client-stranger");
 }
+
+/// Issue #10: spellings Entra treats as one resource (case, repeated trailing
+/// slashes) share one cache entry: one Entra call, not one per spelling.
+#[tokio::test]
+async fn spellings_of_one_resource_share_one_token() {
+    let h = harness().await;
+    let vm = h.put_vm(VM1).await;
+    h.put_identity(VM1, identity(SAMI, "vm1", 0)).await;
+    let q = "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=";
+    let (s, first) = h.get(&vm, &format!("{q}https://vault.azure.net")).await;
+    assert_eq!(s, 200, "{first}");
+    for spelling in [
+        "HTTPS://VAULT.AZURE.NET",
+        "https://Vault.Azure.Net",
+        "https://vault.azure.NET",
+    ] {
+        let (s, b) = h.get(&vm, &format!("{q}{spelling}")).await;
+        assert_eq!(s, 200, "{b}");
+        assert_eq!(b["access_token"], first["access_token"], "{spelling}");
+        // The body still echoes what was asked for.
+        assert_eq!(b["resource"], spelling);
+    }
+    assert_eq!(h.dir.calls(), 1, "one Entra call for every spelling");
+    let (_, slash) = h.get(&vm, &format!("{q}https://vault.azure.net/")).await;
+    for spelling in ["https://vault.azure.net//", "https://VAULT.azure.net///"] {
+        let (_, b) = h.get(&vm, &format!("{q}{spelling}")).await;
+        assert_eq!(b["access_token"], slash["access_token"], "{spelling}");
+    }
+    assert_eq!(h.dir.calls(), 2, "a trailing slash keeps its own `aud`");
+}
+
+/// Property: any query string and headers on the token endpoint get IMDS's
+/// error shape (or a token), never a panic or another status.
+#[test]
+fn random_token_queries_answer_in_imds_shape() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config as PtConfig, TestRunner};
+    const CASES: u32 = 96;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (h, vm) = rt.block_on(async {
+        let h = harness().await;
+        let vm = h.put_vm(VM1).await;
+        h.put_identity(VM1, identity(SAMI, "vm1", 0)).await;
+        h.put_identity(VM1, identity(UAMI, "u1", 1)).await;
+        (h, vm)
+    });
+    let key = prop_oneof![
+        Just("api-version".to_owned()),
+        Just("resource".to_owned()),
+        Just("client_id".to_owned()),
+        Just("object_id".to_owned()),
+        Just("msi_res_id".to_owned()),
+        Just("mi_res_id".to_owned()),
+        Just("API-VERSION".to_owned()),
+        "[a-z_%0-9]{0,8}",
+    ];
+    let value = prop_oneof![
+        Just("2018-02-01".to_owned()),
+        Just("2019-08-01".to_owned()),
+        Just("2017-01-01".to_owned()),
+        Just("https://management.azure.com/".to_owned()),
+        Just("https%3A%2F%2Fvault.azure.net".to_owned()),
+        Just("client-vm1".to_owned()),
+        Just("client-u1".to_owned()),
+        Just("object-u1".to_owned()),
+        Just("%".to_owned()),
+        Just("%zz".to_owned()),
+        Just("%ff%fe".to_owned()),
+        Just("%00".to_owned()),
+        "[ -~]{0,24}".prop_map(|s| s.replace(['#', '&'], "")),
+    ];
+    let param =
+        (key, value, any::<bool>()).prop_map(|(k, v, eq)| if eq { format!("{k}={v}") } else { k });
+    let headers = (0u8..4, any::<bool>());
+    let strategy = (proptest::collection::vec(param, 0..7), headers);
+    let mut runner = TestRunner::new(PtConfig {
+        cases: CASES,
+        failure_persistence: None,
+        ..PtConfig::default()
+    });
+    runner
+        .run(&strategy, |(params, (metadata, xff))| {
+            let pq = format!("/metadata/identity/oauth2/token?{}", params.join("&"));
+            let mut hs: Vec<(&str, &str)> = match metadata {
+                0 => vec![],
+                1 => vec![("Metadata", "true")],
+                2 => vec![("Metadata", "false")],
+                _ => vec![("Metadata", "TRUE")],
+            };
+            if xff {
+                hs.push(("X-Forwarded-For", "10.0.0.1"));
+            }
+            let (status, body) = rt.block_on(h.get_with(&vm, &pq, &hs));
+            prop_assert!(status == 200 || status == 400, "{status} {pq}: {body}");
+            if status == 200 {
+                prop_assert!(body["access_token"].is_string(), "{pq}: {body}");
+            } else {
+                prop_assert!(body["error"].is_string(), "{pq}: {body}");
+                prop_assert!(body["error_description"].is_string(), "{pq}: {body}");
+            }
+            Ok(())
+        })
+        .unwrap();
+    println!("random_token_queries_answer_in_imds_shape: {CASES} cases");
+}

@@ -14,5 +14,6 @@ mod security_authz;
 mod security_disk;
 mod security_evaluators;
 mod security_grpc;
+mod security_listeners;
 mod security_tokens;
 mod security_vm_isolation;
