@@ -170,6 +170,9 @@ fn limited_builder() -> tonic::transport::Server {
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .max_connection_age(Duration::from_secs(30 * 60))
+        // Without a grace period an endless stream (health `Watch` is open to
+        // anyone) would keep its connection, and its slot, forever.
+        .max_connection_age_grace(Duration::from_secs(30))
         .max_concurrent_streams(256)
         .concurrency_limit_per_connection(256)
 }

@@ -65,6 +65,11 @@ pub struct ServeLimits {
     pub h2_keep_alive_timeout: Duration,
     /// Concurrent streams one HTTP/2 client may open.
     pub h2_max_concurrent_streams: u32,
+    /// The longest wait for the next piece of a request body: a client that
+    /// trickles its body keeps a request in flight, so the idle timeout
+    /// never fires; this ends it (the handler sees a body error, answered
+    /// as a bad request).
+    pub body_frame_timeout: Duration,
     /// Connections served at once. Over the cap the listener stops accepting
     /// until one closes: waiting clients sit in the kernel's backlog, costing
     /// no descriptor, and are served late rather than refused.
@@ -81,6 +86,7 @@ impl Default for ServeLimits {
             h2_keep_alive_interval: Duration::from_secs(30),
             h2_keep_alive_timeout: Duration::from_secs(20),
             h2_max_concurrent_streams: 256,
+            body_frame_timeout: Duration::from_secs(30),
             max_connections: 512,
             admit: None,
         }
@@ -297,21 +303,34 @@ pub async fn serve_http_with(
         .layer(axum::Extension(LocalAddr(local)));
         let activity = Activity::new();
         let busy = activity.clone();
+        let body_timeout = limits.body_frame_timeout;
         let service =
             hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
                 let mut router = router.clone();
                 let guard = busy.start();
                 async move {
                     use tower::Service;
-                    let response = router
-                        .call(collapse_slashes(req.map(axum::body::Body::new)))
-                        .await;
+                    let req = req.map(|b| {
+                        axum::body::Body::new(tower_http::timeout::TimeoutBody::new(
+                            body_timeout,
+                            b,
+                        ))
+                    });
+                    let response = router.call(collapse_slashes(req)).await;
                     drop(guard);
                     response
                 }
             });
         let builder = builder.clone();
         let idle = limits.idle_timeout;
+        // A refused peer gets its answer, but neither a connection slot nor
+        // time: it must not crowd out the peers the listener serves.
+        let (permit, lifetime) = if admitted {
+            (Some(permit), None)
+        } else {
+            drop(permit);
+            (None, Some(REFUSED_CONNECTION_LIFETIME))
+        };
         match &acceptor {
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
@@ -334,7 +353,11 @@ pub async fn serve_http_with(
                         }
                     };
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-                    until_idle(watcher.watch(conn.into_owned()), &activity, idle).await;
+                    at_most(
+                        lifetime,
+                        until_idle(watcher.watch(conn.into_owned()), &activity, idle),
+                    )
+                    .await;
                 });
             }
             None => {
@@ -344,7 +367,7 @@ pub async fn serve_http_with(
                 let fut = graceful.watch(conn);
                 tokio::spawn(async move {
                     let _permit = permit;
-                    until_idle(fut, &activity, idle).await;
+                    at_most(lifetime, until_idle(fut, &activity, idle)).await;
                 });
             }
         }
@@ -353,6 +376,20 @@ pub async fn serve_http_with(
     // Give in-flight requests a bounded time to finish.
     let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
     Ok(())
+}
+
+/// How long a connection refused by the admission check may stay open: long
+/// enough to read one request and write the refusal.
+const REFUSED_CONNECTION_LIFETIME: Duration = Duration::from_secs(2);
+
+/// Runs `fut` to completion, or drops it after `limit` when one is given.
+async fn at_most(limit: Option<Duration>, fut: impl std::future::Future<Output = ()>) {
+    match limit {
+        Some(limit) => {
+            let _ = tokio::time::timeout(limit, fut).await;
+        }
+        None => fut.await,
+    }
 }
 
 /// Runs a connection until it ends or has been idle (no request in flight)
@@ -563,7 +600,12 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = Shutdown::new();
-        let router = Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let router = Router::new()
+            .route("/", axum::routing::get(|| async { "ok" }))
+            .route(
+                "/echo",
+                axum::routing::post(|body: String| async move { body.len().to_string() }),
+            );
         tokio::spawn(serve_http_with(
             listener,
             router,
@@ -616,6 +658,71 @@ mod tests {
         wait_closed(&mut b).await;
         let got = tokio::time::timeout(BOUND, get(addr)).await;
         assert_eq!(got.expect("served").unwrap(), "ok");
+    }
+
+    /// A client that sends its head and then trickles (here: stops) its body
+    /// keeps a request in flight, so no idle timer fires; the body timeout
+    /// ends the request with a 400 and the connection frees.
+    #[tokio::test]
+    async fn a_stalled_body_is_a_bad_request() {
+        let (addr, _stop) = start(ServeLimits {
+            body_frame_timeout: Duration::from_millis(200),
+            ..ServeLimits::default()
+        })
+        .await;
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nx")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(BOUND, s.read(&mut buf))
+            .await
+            .expect("an answer before the bound")
+            .unwrap();
+        let head = String::from_utf8_lossy(&buf[..n]);
+        assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+    }
+
+    /// Refused connections get their answer but hold no slot and are closed
+    /// soon: a refused client cannot crowd out the clients the listener is for.
+    #[tokio::test]
+    async fn refused_connections_hold_no_slot() {
+        let refusal = Router::new().fallback(|| async { (http::StatusCode::FORBIDDEN, "no") });
+        let (addr, _stop) = start(ServeLimits {
+            max_connections: 1,
+            admit: Some(Admit {
+                check: Arc::new(|_, _| false),
+                refusal,
+            }),
+            ..ServeLimits::default()
+        })
+        .await;
+        // Two refused clients at once, with a cap of one: both are answered.
+        let mut held = tokio::net::TcpStream::connect(addr).await.unwrap();
+        held.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 32];
+        let n = tokio::time::timeout(BOUND, held.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 403"));
+        let second = tokio::time::timeout(
+            BOUND,
+            reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .unwrap()
+                .get(format!("http://{addr}/"))
+                .send(),
+        )
+        .await
+        .expect("a refused client is answered while another refused one holds its connection")
+        .unwrap();
+        assert_eq!(second.status(), 403);
+        // And the kept-alive refused connection is closed by the server.
+        wait_closed(&mut held).await;
     }
 
     /// Over the cap, a new connection waits for a slot rather than being

@@ -68,7 +68,9 @@ enum Command {
         wait: u64,
     },
     /// Print the `authorization` metadata value for calling misim's gRPC
-    /// control plane by hand: `grpcurl -H "authorization: $(misim control-token)" ...`.
+    /// control plane by hand. Keep it out of command lines (other users read
+    /// argv): `export MISIM_AUTH=$(misim control-token)`, then
+    /// `grpcurl -expand-headers -H 'authorization: ${MISIM_AUTH}' ...`.
     ControlToken {
         /// The sandbox's data directory (its control.key is read).
         #[arg(long, env = "MISIM_DATA_DIR", default_value_os_t = default_data_dir())]

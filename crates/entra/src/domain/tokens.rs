@@ -177,8 +177,27 @@ impl Issuer {
         )
     }
 
+    /// The token endpoint under the public URL, or the same path on a
+    /// loopback host: one Entra is reached under several names (compose
+    /// publishes `https://entra:8444` to VMs and `https://localhost:{port}`
+    /// to the host), and clients that build the endpoint themselves sign
+    /// the name they used.
     fn assertion_aud_ok(&self, aud: &str) -> bool {
-        self.assertion_audiences.contains(&normalize_url(aud))
+        let aud = normalize_url(aud);
+        if self.assertion_audiences.contains(&aud) {
+            return true;
+        }
+        let Some(rest) = aud.strip_prefix("https://") else {
+            return false;
+        };
+        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
+        matches!(host, "localhost" | "127.0.0.1" | "[::1]")
+            && self.assertion_audiences.iter().any(|a| {
+                a.strip_prefix("https://")
+                    .and_then(|r| r.find('/').map(|i| &r[i..]))
+                    == Some(path)
+            })
     }
 
     /// Authenticates the client; returns its principal and `appidacr`.

@@ -611,14 +611,22 @@ async fn assertion_claims_get_entras_codes() {
         format!("{PUBLIC}/00000000-0000-0000-0000-000000000000/oauth2/v2.0/token"),
         format!("{PUBLIC}/{TID}/oauth2/v2.0/authorize"),
         format!("{PUBLIC}/{TID}/oauth2/v2.0/token/extra"),
+        format!("http://localhost:40001/{TID}/oauth2/v2.0/token"),
+        format!("https://localhost.example.com/{TID}/oauth2/v2.0/token"),
+        format!("https://127.0.0.1:8444/{TID}/oauth2/v2.0/authorize"),
         String::new(),
     ] {
         let a = assertion_with(&mi.signer, claims(&aud, id, NOW, NOW + 600));
         refused(a, "invalid_client", 700023).await;
     }
-    // The v1 endpoint, a case-changed URL and a trailing slash are the same audience.
+    // The v1 endpoint, a case-changed URL and a trailing slash are the same
+    // audience; so is the endpoint under another loopback name (compose's host
+    // side reaches the Entra whose public URL is `https://entra:8444` as
+    // `https://localhost:{port}`).
     for aud in [
         format!("{PUBLIC}/{TID}/oauth2/token"),
+        format!("https://localhost:8444/{TID}/oauth2/v2.0/token"),
+        format!("https://127.0.0.1/{TID}/oauth2/token"),
         format!(
             "{}/{}/OAuth2/v2.0/token/",
             PUBLIC.to_uppercase(),
