@@ -46,6 +46,10 @@ pub enum StoreError {
     /// The directory cannot be made owner-only (or belongs to another user).
     #[error(transparent)]
     Private(#[from] PrivateDirError),
+    /// Another open database (in this or another process) still holds the
+    /// directory's lock.
+    #[error("the data directory {0} is in use by another misim process")]
+    InUse(String),
 }
 
 impl StoreError {
@@ -58,6 +62,15 @@ impl StoreError {
 /// Result alias for this crate.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// How long [`Store::open`] waits for a lock held by a closing database.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// sled reports a held directory lock only as an IO error whose text names
+/// the lock (it wraps `WouldBlock` from `flock` in a custom error).
+fn is_lock_contention(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
+}
+
 /// An open database: one per service process.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -69,12 +82,31 @@ impl Store {
     /// [`private_dir`]): the directory is created 0700 and refused when
     /// another user owns it, and sled's files (created with the umask) are
     /// tightened once sled has opened them.
+    ///
+    /// sled releases its directory lock only when the last of its background
+    /// threads lets go of the database, which can be a moment after the
+    /// previous `Store` was dropped; a restart in the same process (or a quick
+    /// one after another process exited) therefore waits a bounded
+    /// [`LOCK_WAIT`] for the lock before answering [`StoreError::InUse`].
     pub fn open(dir: &Path) -> Result<Self> {
         private_dir(dir)?;
-        let db = sled::Config::new()
-            .path(dir)
-            .mode(sled::Mode::HighThroughput)
-            .open()?;
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        let db = loop {
+            match sled::Config::new()
+                .path(dir)
+                .mode(sled::Mode::HighThroughput)
+                .open()
+            {
+                Ok(db) => break db,
+                Err(e) if is_lock_contention(&e) => {
+                    if std::time::Instant::now() >= deadline {
+                        return Err(StoreError::InUse(dir.display().to_string()));
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         private_dir(dir)?;
         Ok(Self { db })
     }
@@ -212,6 +244,37 @@ mod tests {
     struct Rec {
         name: String,
         n: u32,
+    }
+
+    #[test]
+    fn a_held_directory_is_refused_as_in_use() {
+        let tmp = tempfile::tempdir().unwrap();
+        let _held = Store::open(tmp.path()).unwrap();
+        let err = Store::open(tmp.path()).unwrap_err();
+        assert!(matches!(err, StoreError::InUse(_)), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn reopening_right_after_flushed_writes_succeeds() {
+        // Flushes run on sled's helper threads, which hold the lock a moment
+        // after the store is dropped: reopening must wait for them.
+        let tmp = tempfile::tempdir().unwrap();
+        for round in 0..20u32 {
+            let store = Store::open(tmp.path()).unwrap();
+            let t = store.table::<Rec>("t").unwrap();
+            t.put(
+                "k",
+                &Rec {
+                    name: "x".into(),
+                    n: round,
+                },
+            )
+            .await
+            .unwrap();
+            store.flush().await.unwrap();
+        }
+        let t = Store::open(tmp.path()).unwrap().table::<Rec>("t").unwrap();
+        assert_eq!(t.get("k").unwrap().unwrap().n, 19);
     }
 
     #[cfg(unix)]
