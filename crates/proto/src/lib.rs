@@ -1,7 +1,8 @@
 //! gRPC contracts between the misim services.
 //!
 //! Generated code stays at the edge: services convert these messages to their
-//! own domain types on receipt. [`status`] maps domain error codes to gRPC.
+//! own domain types on receipt. [`status`] maps domain error codes to gRPC and
+//! carries an error's reason as a `google.rpc.ErrorInfo` detail.
 
 pub mod entra {
     //! `misim.entra.v1`: the directory (service principals, tokens, keys).
@@ -30,7 +31,7 @@ pub mod arm {
 /// Encoded `FileDescriptorSet` of every misim proto, for tonic-reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("misim_descriptor");
 
-mod status;
+pub mod status;
 pub use status::{ProtocolError, code_to_status, required, status_to_code};
 
 pub mod auth;
