@@ -184,17 +184,63 @@ impl EntraError {
 }
 
 impl From<EntraError> for tonic::Status {
-    /// The message starts with the AADSTS code (`AADSTS500011: ...`), as
-    /// Entra's `error_description` does, so peers (IMDS) can map it to the
-    /// OAuth2 error their own clients expect.
+    /// The AADSTS code travels as the status's `ErrorInfo` reason (domain
+    /// [`ENTRA_DOMAIN`](misim_proto::status::ENTRA_DOMAIN)): that is what
+    /// peers (IMDS) map to the OAuth2 error their own clients expect. The
+    /// message starts with the code too, as Entra's `error_description` does,
+    /// for people and logs; an internal failure's details stay in Entra's log.
     fn from(e: EntraError) -> Self {
         let (_, aadsts) = e.oauth();
-        misim_proto::code_to_status(e.code(), format!("AADSTS{aadsts}: {e}"))
+        let reason = format!("AADSTS{aadsts}");
+        let message = match e.code() {
+            ErrorCode::Internal => format!("{reason}: internal error"),
+            _ => format!("{reason}: {e}"),
+        };
+        misim_proto::status::with_reason(
+            misim_proto::code_to_status(e.code(), message),
+            misim_proto::status::ENTRA_DOMAIN,
+            &reason,
+        )
     }
 }
 
 impl From<misim_proto::ProtocolError> for EntraError {
     fn from(e: misim_proto::ProtocolError) -> Self {
         EntraError::InvalidRequest(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use misim_proto::status::{ENTRA_DOMAIN, reason_of};
+
+    #[test]
+    fn every_status_carries_its_aadsts_code_as_the_reason() {
+        let e = EntraError::UnknownResource {
+            resource: "https://nope.example".into(),
+            tenant: "t".into(),
+        };
+        let s = tonic::Status::from(e);
+        assert_eq!(s.code(), tonic::Code::InvalidArgument);
+        assert!(
+            s.message()
+                .starts_with("AADSTS500011: The resource principal named https://nope.example"),
+            "{}",
+            s.message()
+        );
+        assert_eq!(reason_of(&s, ENTRA_DOMAIN).as_deref(), Some("AADSTS500011"));
+        let s = tonic::Status::from(EntraError::AssertionAudience);
+        assert_eq!(s.code(), tonic::Code::Unauthenticated);
+        assert_eq!(reason_of(&s, ENTRA_DOMAIN).as_deref(), Some("AADSTS700023"));
+    }
+
+    #[test]
+    fn internal_failures_cross_grpc_without_their_details() {
+        let e = EntraError::Signing(TokenError::Key("secret detail".into()));
+        let s = tonic::Status::from(e);
+        assert_eq!(s.code(), tonic::Code::Internal);
+        assert_eq!(s.message(), "AADSTS90033: internal error");
+        assert_eq!(reason_of(&s, ENTRA_DOMAIN).as_deref(), Some("AADSTS90033"));
     }
 }

@@ -37,7 +37,9 @@ fn principal_to_pb(p: &Principal) -> pb::ServicePrincipal {
     }
 }
 
-/// Logs an error where it is handled: server faults at ERROR, client mistakes at INFO.
+/// Logs an error where it is handled (server faults at ERROR, client mistakes
+/// at INFO) and maps it to a status carrying its AADSTS code as the
+/// `ErrorInfo` reason (see `From<EntraError> for Status`).
 fn status(method: &'static str, e: EntraError) -> Status {
     match e.code() {
         misim_types::ErrorCode::Internal | misim_types::ErrorCode::Unavailable => {
@@ -258,19 +260,18 @@ impl pb::directory_server::Directory for Entra {
         let client_id = required("client_id", &r.client_id)?;
         let assertion = required("client_assertion", &r.client_assertion)?;
         let resource = required("resource", &r.resource)?;
-        let issued = self
-            .inner
-            .issuer
-            .issue(
-                self.directory(),
-                client_id,
-                ClientCredential::Assertion(assertion),
-                resource,
-            )
-            .map_err(|e| {
-                tracing::info!(client_id, resource, error = %e, "token request refused");
-                Status::from(e)
-            })?;
+        let issued = {
+            let _span = tracing::info_span!("issue_token", client_id, resource).entered();
+            self.inner
+                .issuer
+                .issue(
+                    self.directory(),
+                    client_id,
+                    ClientCredential::Assertion(assertion),
+                    resource,
+                )
+                .map_err(|e| status("IssueToken", e))?
+        };
         Ok(Response::new(pb::IssuedToken {
             access_token: issued.access_token,
             issued_at_unix: issued.iat,
