@@ -14,9 +14,15 @@
 //!
 //! VMs are told apart by the listener they call ([`VmAddressing::PerVmListener`])
 //! or by their source address ([`VmAddressing::SourceAddress`]).
+//!
+//! Layering: the edges (`http`, `grpc`) call the service's narrow API
+//! (`service`), which uses the pure `domain`, the store and Entra
+//! (`entra`, the one module that decodes Entra's statuses). This file wires
+//! them together.
 
 pub mod config;
 pub mod domain;
+mod entra;
 mod error;
 mod grpc;
 mod http;
@@ -29,10 +35,20 @@ use misim_runtime::Shutdown;
 use tokio::net::TcpListener;
 
 pub use config::{Config, VmAddressing};
-pub use error::ImdsError;
+pub use error::{ImdsError, IssueError};
 pub use service::{Deps, Imds};
 
 impl Imds {
+    /// Opens IMDS on its store and, in per-VM mode, re-binds every persisted
+    /// VM's listener (its previous port when free).
+    pub async fn open(config: Config, deps: Deps) -> Result<Self, ImdsError> {
+        let routers = service::VmRouters {
+            vm: http::vm_router,
+            refusal: http::refusal_router,
+        };
+        Imds::build(config, deps, routers).await
+    }
+
     /// The Control gRPC service with tonic-health and reflection; every
     /// call but health needs a credential made with `control`.
     pub fn grpc_router(

@@ -5,12 +5,13 @@
 //! both up by `&str` without allocating (for a resource already in key form). Values are `Arc`s: readers hold the read lock
 //! only for a clone.
 
-use std::any::Any;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::RwLock;
+
+use crate::error::IssueError;
 
 /// Minimum lifetime a served token keeps: 15 minutes. Clients refresh when
 /// 5 minutes remain (Rust `TokenCache`, MSAL), so they must never be handed a
@@ -61,8 +62,8 @@ struct Flight {
     gate: tokio::sync::Mutex<()>,
     /// Fetches completed, so a queued caller knows whether one ended while it waited.
     finished: AtomicU64,
-    /// The error of the last fetch, if it failed (the callers' error type).
-    failure: parking_lot::Mutex<Option<Arc<dyn Any + Send + Sync>>>,
+    /// The error of the last fetch, if it failed.
+    failure: parking_lot::Mutex<Option<IssueError>>,
 }
 
 impl std::fmt::Debug for Flight {
@@ -220,17 +221,16 @@ impl TokenCache {
     /// asked once per wave of callers, not once per caller in turn. `now` is
     /// read when a caller's turn comes (it may have waited) and handed to
     /// `fetch` for the client assertion's lifetime.
-    pub async fn get_or_fetch<E, F, Fut>(
+    pub async fn get_or_fetch<F, Fut>(
         &self,
         client_id: &str,
         resource: &str,
         now: impl Fn() -> i64,
         fetch: F,
-    ) -> Result<Arc<CachedToken>, E>
+    ) -> Result<Arc<CachedToken>, IssueError>
     where
-        E: Clone + Send + Sync + 'static,
         F: FnOnce(i64) -> Fut,
-        Fut: std::future::Future<Output = Result<CachedToken, E>>,
+        Fut: std::future::Future<Output = Result<CachedToken, IssueError>>,
     {
         if let Some(t) = self.get(client_id, resource, now()) {
             return Ok(t);
@@ -246,7 +246,6 @@ impl TokenCache {
             } else if let Some(e) = (flight.finished.load(Ordering::SeqCst) != seen)
                 .then(|| flight.failure.lock().clone())
                 .flatten()
-                .and_then(|f| f.downcast_ref::<E>().cloned())
             {
                 // A fetch finished while this caller queued, and failed.
                 Err(e)
@@ -257,7 +256,7 @@ impl TokenCache {
                         self.put(client_id, resource, token.clone(), now);
                         None
                     }
-                    Err(e) => Some(Arc::new(e.clone())),
+                    Err(e) => Some(e.clone()),
                 };
                 flight.finished.fetch_add(1, Ordering::SeqCst);
                 fetched
@@ -409,7 +408,7 @@ mod tests {
         cache: &Arc<TokenCache>,
         n: usize,
         outcome: Result<&'static str, &'static str>,
-    ) -> (Vec<Result<String, &'static str>>, usize) {
+    ) -> (Vec<Result<String, IssueError>>, usize) {
         use std::sync::atomic::AtomicUsize;
         let fetches = Arc::new(AtomicUsize::new(0));
         let arrived = Arc::new(AtomicUsize::new(0));
@@ -432,7 +431,9 @@ mod tests {
                         |_| async move {
                             fetches.fetch_add(1, Ordering::SeqCst);
                             let _p = gate.acquire().await.unwrap();
-                            outcome.map(|t| CachedToken::new(t.into(), 0, 0, 3600))
+                            outcome
+                                .map(|t| CachedToken::new(t.into(), 0, 0, 3600))
+                                .map_err(|e| IssueError::Unavailable(e.into()))
                         },
                     )
                     .await
@@ -463,7 +464,8 @@ mod tests {
         let cache = Arc::new(TokenCache::default());
         let (results, fetches) = wave(&cache, 8, Err("down")).await;
         assert_eq!(fetches, 1);
-        assert!(results.iter().all(|r| *r == Err("down")), "{results:?}");
+        let down = Err(IssueError::Unavailable("down".into()));
+        assert!(results.iter().all(|r| *r == down), "{results:?}");
         let (results, fetches) = wave(&cache, 8, Ok("t")).await;
         assert_eq!(fetches, 1);
         assert!(

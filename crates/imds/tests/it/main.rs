@@ -162,10 +162,15 @@ impl Directory for FakeSvc {
         )
         .map_err(|e| Status::unauthenticated(format!("AADSTS700027: {e}")))?;
         if misim_types::audiences::known(&req.resource).is_none() {
-            return Err(Status::invalid_argument(format!(
-                "AADSTS500011: The resource principal named {} was not found in the tenant named {TENANT}.",
-                req.resource
-            )));
+            // As Entra answers: the AADSTS code as the status's ErrorInfo reason.
+            return Err(misim_proto::status::with_reason(
+                Status::invalid_argument(format!(
+                    "AADSTS500011: The resource principal named {} was not found in the tenant named {TENANT}.",
+                    req.resource
+                )),
+                misim_proto::status::ENTRA_DOMAIN,
+                "AADSTS500011",
+            ));
         }
         Ok(Response::new(entra::IssuedToken {
             access_token: format!("tok-{n}-{}-{}", req.client_id, req.resource),

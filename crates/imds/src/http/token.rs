@@ -1,0 +1,375 @@
+//! The two token endpoints, one pipeline (step 5 of the flow): the Azure
+//! IMDS endpoint `/metadata/identity/oauth2/token` and the App Service-style
+//! `/msi/token` (docs/azure-protocol.md, IMDS: token request, App
+//! Service-style endpoint).
+//!
+//! Each endpoint is a [`Flavour`]: how it checks the verb and headers, which
+//! query parameters it reads, and how it renders a token or a refusal. The
+//! steps between (query parsing, identity selection, the token from the
+//! cache or Entra) are shared, and so is their order.
+
+use std::sync::Arc;
+
+use axum::response::Response;
+use http::{HeaderMap, Method, StatusCode};
+use serde::Serialize;
+use serde_json::json;
+
+use super::{Query, api_version_ok, has_metadata, json_response, oauth_error};
+use crate::domain::cache::CachedToken;
+use crate::domain::{LiveIdentity, SelectError, Selector, select};
+use crate::error::IssueError;
+use crate::service::{Imds, LiveVm};
+
+/// Oldest api-version of the identity endpoints.
+pub(super) const MIN_IDENTITY_API: &str = "2018-02-01";
+/// Oldest api-version of the App Service-style endpoint.
+const MIN_APP_SERVICE_API: &str = "2019-08-01";
+
+const METHOD_NOT_SUPPORTED: &str = "The request method is not supported";
+const AMBIGUOUS: &str = "Multiple user assigned identities exist, please specify the clientId / resourceId of the identity in the token request";
+
+/// Why a token request gets no token; each flavour words it in its own shape.
+#[derive(Debug)]
+enum Refusal {
+    MethodNotAllowed,
+    /// A malformed request, in the flavour's words.
+    BadRequest(String),
+    /// App Service: the `X-IDENTITY-HEADER` secret does not match the VM's.
+    BadIdentityHeader,
+    /// No identity of this VM matches (or the caller is no VM).
+    NoIdentity(SelectError),
+    /// Entra gave no token.
+    Issue(IssueError),
+}
+
+/// What a token request asks for.
+#[derive(Debug)]
+struct Wanted<'q> {
+    resource: &'q str,
+    selector: Selector<'q>,
+    /// Echoed in the IMDS response when given.
+    object_id: Option<&'q str>,
+    /// Echoed in the IMDS response when given (`msi_res_id` or `mi_res_id`).
+    msi_res_id: Option<&'q str>,
+}
+
+/// One token endpoint's wire shape.
+trait Flavour {
+    /// Checks the verb and headers. The VM comes back when the flavour needs
+    /// it before reading the query (App Service authenticates first).
+    fn admit(
+        vm: Option<Arc<LiveVm>>,
+        method: &Method,
+        h: &HeaderMap,
+    ) -> Result<Option<Arc<LiveVm>>, Refusal>;
+    /// The api-version, resource and identity selector from the query.
+    fn read(q: &Query) -> Result<Wanted<'_>, Refusal>;
+    /// The 200 answer.
+    fn render(
+        imds: &Imds,
+        wanted: &Wanted<'_>,
+        identity: &LiveIdentity,
+        t: &CachedToken,
+    ) -> Response;
+    /// The error answer.
+    fn refuse(imds: &Imds, r: Refusal) -> Response;
+}
+
+/// `/metadata/identity/oauth2/token`.
+pub(super) async fn identity_token(
+    imds: &Imds,
+    vm: Option<Arc<LiveVm>>,
+    method: &Method,
+    h: &HeaderMap,
+    q: &str,
+) -> Response {
+    serve::<ImdsEndpoint>(imds, vm, method, h, q).await
+}
+
+/// `/msi/token`.
+pub(super) async fn app_service_token(
+    imds: &Imds,
+    vm: Option<Arc<LiveVm>>,
+    method: &Method,
+    h: &HeaderMap,
+    q: &str,
+) -> Response {
+    serve::<AppServiceEndpoint>(imds, vm, method, h, q).await
+}
+
+async fn serve<F: Flavour>(
+    imds: &Imds,
+    vm: Option<Arc<LiveVm>>,
+    method: &Method,
+    h: &HeaderMap,
+    raw_query: &str,
+) -> Response {
+    let outcome = async {
+        let vm = F::admit(vm, method, h)?;
+        let query = Query::parse(raw_query).map_err(Refusal::BadRequest)?;
+        let wanted = F::read(&query)?;
+        let vm = vm.ok_or(Refusal::NoIdentity(SelectError::NotFound))?;
+        let identity = select(&vm.identities, wanted.selector).map_err(Refusal::NoIdentity)?;
+        let token = imds
+            .token(identity, wanted.resource)
+            .await
+            .map_err(Refusal::Issue)?;
+        Ok(F::render(imds, &wanted, identity, &token))
+    }
+    .await;
+    outcome.unwrap_or_else(|r| {
+        if let Refusal::Issue(e @ (IssueError::Unavailable(_) | IssueError::Internal(_))) = &r {
+            tracing::error!(error = %e, "no token from entra");
+        }
+        F::refuse(imds, r)
+    })
+}
+
+struct ImdsEndpoint;
+
+#[derive(Serialize)]
+struct ImdsToken<'a> {
+    access_token: &'a str,
+    client_id: &'a str,
+    expires_in: String,
+    expires_on: String,
+    ext_expires_in: String,
+    not_before: String,
+    resource: &'a str,
+    token_type: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    object_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    msi_res_id: Option<&'a str>,
+}
+
+impl Flavour for ImdsEndpoint {
+    fn admit(
+        vm: Option<Arc<LiveVm>>,
+        method: &Method,
+        h: &HeaderMap,
+    ) -> Result<Option<Arc<LiveVm>>, Refusal> {
+        let bad = |d: &str| Err(Refusal::BadRequest(d.to_owned()));
+        if method != Method::GET {
+            return Err(Refusal::MethodNotAllowed);
+        }
+        if h.contains_key("x-forwarded-for") {
+            return bad(
+                "Request rejected: the X-Forwarded-For header is not allowed; IMDS does not support proxies",
+            );
+        }
+        if !has_metadata(h) {
+            return bad("Required metadata header not specified");
+        }
+        Ok(vm)
+    }
+
+    fn read(q: &Query) -> Result<Wanted<'_>, Refusal> {
+        let bad = |d: &str| Err(Refusal::BadRequest(d.to_owned()));
+        if !api_version_ok(q.get("api-version"), MIN_IDENTITY_API) {
+            return bad(
+                "api-version is invalid or was not specified in the request. For more information refer to aka.ms/azureimds",
+            );
+        }
+        let Some(resource) = q.get("resource") else {
+            return bad("Required query variable 'resource' is missing");
+        };
+        let (client_id, object_id) = (q.get("client_id"), q.get("object_id"));
+        let (msi_res_id, mi_res_id) = (q.get("msi_res_id"), q.get("mi_res_id"));
+        let given = [client_id, object_id, msi_res_id, mi_res_id];
+        if given.iter().flatten().count() > 1 {
+            return bad(
+                "Only one of client_id, object_id, msi_res_id and mi_res_id may be specified",
+            );
+        }
+        let res_id = msi_res_id.or(mi_res_id);
+        let selector = match (client_id, object_id, res_id) {
+            (Some(c), _, _) => Selector::ClientId(c),
+            (_, Some(o), _) => Selector::ObjectId(o),
+            (_, _, Some(r)) => Selector::ResourceId(r),
+            _ => Selector::None,
+        };
+        Ok(Wanted {
+            resource,
+            selector,
+            object_id,
+            msi_res_id: res_id,
+        })
+    }
+
+    fn render(
+        imds: &Imds,
+        wanted: &Wanted<'_>,
+        identity: &LiveIdentity,
+        t: &CachedToken,
+    ) -> Response {
+        let remaining = (t.expires_on - imds.now()).max(0).to_string();
+        json_response(
+            StatusCode::OK,
+            &ImdsToken {
+                access_token: &t.access_token,
+                client_id: &identity.record.client_id,
+                expires_in: remaining.clone(),
+                expires_on: t.expires_on.to_string(),
+                ext_expires_in: remaining,
+                not_before: t.not_before.to_string(),
+                resource: wanted.resource,
+                token_type: "Bearer",
+                object_id: wanted.object_id,
+                msi_res_id: wanted.msi_res_id,
+            },
+        )
+    }
+
+    /// The identity endpoint's OAuth2 shape (docs/azure-protocol.md, IMDS: errors).
+    fn refuse(_: &Imds, r: Refusal) -> Response {
+        let bad = |d: &str| oauth_error(StatusCode::BAD_REQUEST, "invalid_request", d);
+        match r {
+            Refusal::MethodNotAllowed => oauth_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                METHOD_NOT_SUPPORTED,
+            ),
+            Refusal::BadRequest(d) => bad(&d),
+            // Not reached: this flavour does not authenticate with the header.
+            Refusal::BadIdentityHeader | Refusal::NoIdentity(SelectError::NotFound) => {
+                bad("Identity not found")
+            }
+            Refusal::NoIdentity(SelectError::Ambiguous) => bad(AMBIGUOUS),
+            Refusal::Issue(IssueError::InvalidResource(d)) => {
+                oauth_error(StatusCode::BAD_REQUEST, "invalid_resource", &d)
+            }
+            Refusal::Issue(IssueError::Rejected(d)) => bad(&d),
+            Refusal::Issue(IssueError::Unavailable(_)) => oauth_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service_unavailable",
+                "Failed to retrieve token from the Active directory: the service is unavailable",
+            ),
+            Refusal::Issue(IssueError::Internal(_)) => oauth_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "Failed to retrieve token from the Active directory",
+            ),
+        }
+    }
+}
+
+struct AppServiceEndpoint;
+
+#[derive(Serialize)]
+struct AppServiceToken<'a> {
+    access_token: &'a str,
+    expires_on: String,
+    not_before: String,
+    resource: &'a str,
+    token_type: &'static str,
+    client_id: &'a str,
+}
+
+/// Compares secrets without an early exit.
+fn secret_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl Flavour for AppServiceEndpoint {
+    fn admit(
+        vm: Option<Arc<LiveVm>>,
+        method: &Method,
+        h: &HeaderMap,
+    ) -> Result<Option<Arc<LiveVm>>, Refusal> {
+        if method != Method::GET {
+            return Err(Refusal::MethodNotAllowed);
+        }
+        let Some(secret) = h.get("x-identity-header") else {
+            return Err(Refusal::BadRequest(
+                "The X-IDENTITY-HEADER header is required".into(),
+            ));
+        };
+        match vm {
+            Some(vm) if secret_eq(secret.as_bytes(), vm.record.identity_header.as_bytes()) => {
+                Ok(Some(vm))
+            }
+            _ => Err(Refusal::BadIdentityHeader),
+        }
+    }
+
+    fn read(q: &Query) -> Result<Wanted<'_>, Refusal> {
+        let bad = |d: &str| Err(Refusal::BadRequest(d.to_owned()));
+        if !api_version_ok(q.get("api-version"), MIN_APP_SERVICE_API) {
+            return bad("api-version is invalid or was not specified; use 2019-08-01");
+        }
+        let Some(resource) = q.get("resource") else {
+            return bad("The resource parameter is required");
+        };
+        // App Service ignores msi_res_id; principal_id and object_id are aliases
+        // (docs/azure-protocol.md, IMDS: App Service-style endpoint).
+        let sels = [
+            q.get("client_id").map(Selector::ClientId),
+            q.get("principal_id").map(Selector::ObjectId),
+            q.get("object_id").map(Selector::ObjectId),
+            q.get("mi_res_id").map(Selector::ResourceId),
+        ];
+        let mut given = sels.iter().flatten();
+        let selector = match (given.next(), given.next()) {
+            (None, _) => Selector::None,
+            (Some(s), None) => *s,
+            (Some(_), Some(_)) => {
+                return bad(
+                    "Only one of client_id, principal_id, object_id and mi_res_id may be specified",
+                );
+            }
+        };
+        Ok(Wanted {
+            resource,
+            selector,
+            object_id: None,
+            msi_res_id: None,
+        })
+    }
+
+    fn render(_: &Imds, wanted: &Wanted<'_>, identity: &LiveIdentity, t: &CachedToken) -> Response {
+        json_response(
+            StatusCode::OK,
+            &AppServiceToken {
+                access_token: &t.access_token,
+                expires_on: t.expires_on.to_string(),
+                not_before: t.not_before.to_string(),
+                resource: wanted.resource,
+                token_type: "Bearer",
+                client_id: &identity.record.client_id,
+            },
+        )
+    }
+
+    /// App Service's shape: `statusCode`, `message`, `correlationId`.
+    fn refuse(imds: &Imds, r: Refusal) -> Response {
+        let (status, message) = match &r {
+            Refusal::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, METHOD_NOT_SUPPORTED),
+            Refusal::BadRequest(m) => (StatusCode::BAD_REQUEST, m.as_str()),
+            Refusal::BadIdentityHeader => (
+                StatusCode::UNAUTHORIZED,
+                "The X-IDENTITY-HEADER is not valid",
+            ),
+            Refusal::NoIdentity(SelectError::NotFound) => {
+                (StatusCode::BAD_REQUEST, "Identity not found")
+            }
+            Refusal::NoIdentity(SelectError::Ambiguous) => (StatusCode::BAD_REQUEST, AMBIGUOUS),
+            Refusal::Issue(IssueError::InvalidResource(d) | IssueError::Rejected(d)) => {
+                (StatusCode::BAD_REQUEST, d.as_str())
+            }
+            Refusal::Issue(IssueError::Unavailable(_)) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Failed to retrieve token: the identity service is unavailable",
+            ),
+            Refusal::Issue(IssueError::Internal(_)) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Failed to retrieve token",
+            ),
+        };
+        json_response(
+            status,
+            &json!({"statusCode": status.as_u16(), "message": message, "correlationId": imds.correlation_id()}),
+        )
+    }
+}

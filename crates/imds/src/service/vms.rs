@@ -1,0 +1,267 @@
+//! VMs and identities as ARM configures them (step 3 of the flow): the
+//! control-plane writes, each persisted before it is served, and the per-VM
+//! listeners they start and stop.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use misim_runtime::Shutdown;
+use tokio::net::TcpListener;
+
+use super::{Imds, LiveVm, vm_key};
+use crate::config::VmAddressing;
+use crate::domain::{IdentityRecord, Kind, LiveIdentity, VmMeta, VmRecord};
+use crate::error::ImdsError;
+
+/// Connections one VM's listener serves at once: a VM's processes need a
+/// few; a client that opens hundreds must not exhaust the process's
+/// descriptors for every other listener.
+const VM_LISTENER_CONNECTIONS: usize = 64;
+
+fn random_secret() -> String {
+    let bytes: [u8; 24] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Imds {
+    /// Loads every persisted VM and, in per-VM mode, re-binds its listener.
+    pub(super) async fn restore(&self) -> Result<(), ImdsError> {
+        for (key, mut record) in self.inner.table.all()? {
+            let identities = record
+                .identities
+                .iter()
+                .filter_map(|r| match LiveIdentity::new(r.clone()) {
+                    Ok(l) => Some(Arc::new(l)),
+                    Err(e) => {
+                        tracing::error!(client_id = %r.client_id, error = %e, "skipping identity with unusable key");
+                        None
+                    }
+                })
+                .collect();
+            let cancel = self.start_listener(&key, &mut record, true).await?;
+            self.inner.table.put(&key, &record).await?;
+            self.inner.vms.write().insert(
+                key,
+                Arc::new(LiveVm {
+                    record,
+                    identities,
+                    cancel,
+                }),
+            );
+        }
+        Ok(())
+    }
+
+    /// In per-VM mode binds and serves the VM's listener, recording its port.
+    async fn start_listener(
+        &self,
+        key: &str,
+        record: &mut VmRecord,
+        reuse_port: bool,
+    ) -> Result<Option<Shutdown>, ImdsError> {
+        let VmAddressing::PerVmListener { bind_ip } = self.inner.config.addressing else {
+            record.imds_endpoint.clear();
+            return Ok(None);
+        };
+        let mut listener = None;
+        if reuse_port && record.port != 0 {
+            listener = TcpListener::bind(SocketAddr::new(bind_ip, record.port))
+                .await
+                .ok();
+        }
+        let listener = match listener {
+            Some(l) => l,
+            None => TcpListener::bind(SocketAddr::new(bind_ip, 0)).await?,
+        };
+        let local = listener.local_addr()?;
+        record.port = local.port();
+        record.imds_endpoint = match local.ip() {
+            IpAddr::V6(ip) => format!("http://[{ip}]:{}", local.port()),
+            IpAddr::V4(ip) => format!("http://{ip}:{}", local.port()),
+        };
+        let cancel = self.inner.shutdown.child_token();
+        let routers = self.inner.routers;
+        let router = (routers.vm)(self.clone(), Arc::from(key));
+        let stop = cancel.clone();
+        let vm = key.to_owned();
+        let limits = misim_runtime::serve::ServeLimits {
+            max_connections: VM_LISTENER_CONNECTIONS,
+            admit: self
+                .inner
+                .admit
+                .clone()
+                .map(|check| misim_runtime::serve::Admit {
+                    check,
+                    refusal: (routers.refusal)(),
+                }),
+            ..Default::default()
+        };
+        tokio::spawn(async move {
+            if let Err(e) =
+                misim_runtime::serve::serve_http_with(listener, router, None, stop, limits).await
+            {
+                tracing::error!(vm, error = %e, "vm listener failed");
+            }
+        });
+        tracing::info!(vm = key, endpoint = %record.imds_endpoint, "vm imds listener started");
+        Ok(Some(cancel))
+    }
+
+    /// Creates or updates a VM (idempotent).
+    pub(crate) async fn put_vm(&self, meta: VmMeta) -> Result<Arc<LiveVm>, ImdsError> {
+        misim_types::ResourceId::parse(&meta.resource_id)
+            .map_err(|e| ImdsError::Invalid(e.to_string()))?;
+        let key = vm_key(&meta.resource_id);
+        let _w = self.inner.write.lock().await;
+        let existing = self.vm(&key);
+        let live = match existing {
+            Some(old) => {
+                let mut record = old.record.clone();
+                record.meta = meta;
+                if record == old.record {
+                    return Ok(old);
+                }
+                self.inner.table.put(&key, &record).await?;
+                Arc::new(LiveVm {
+                    record,
+                    identities: old.identities.clone(),
+                    cancel: old.cancel.clone(),
+                })
+            }
+            None => {
+                let mut record = VmRecord {
+                    meta,
+                    imds_endpoint: String::new(),
+                    port: 0,
+                    identity_header: random_secret(),
+                    identities: Vec::new(),
+                };
+                let cancel = self.start_listener(&key, &mut record, false).await?;
+                if let Err(e) = self.inner.table.put(&key, &record).await {
+                    if let Some(c) = cancel {
+                        c.cancel();
+                    }
+                    return Err(e.into());
+                }
+                Arc::new(LiveVm {
+                    record,
+                    identities: Vec::new(),
+                    cancel,
+                })
+            }
+        };
+        self.inner.vms.write().insert(key, live.clone());
+        Ok(live)
+    }
+
+    /// Deletes a VM, stops its listener, forgets its tokens.
+    pub(crate) async fn delete_vm(&self, resource_id: &str) -> Result<bool, ImdsError> {
+        let key = vm_key(resource_id);
+        let _w = self.inner.write.lock().await;
+        self.inner.table.remove(&key).await?;
+        let old = self.inner.vms.write().remove(&key);
+        match old {
+            Some(vm) => {
+                if let Some(c) = &vm.cancel {
+                    c.cancel();
+                }
+                for i in &vm.identities {
+                    self.inner.cache.purge(&i.record.client_id);
+                }
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Configures (or replaces) an identity on a VM. A new system-assigned
+    /// identity replaces the old one: a VM has at most one.
+    pub(crate) async fn put_identity(
+        &self,
+        vm_resource_id: &str,
+        record: IdentityRecord,
+    ) -> Result<(), ImdsError> {
+        if record.client_id.is_empty() {
+            return Err(ImdsError::Invalid("identity.client_id is required".into()));
+        }
+        let live = LiveIdentity::new(record.clone()).map_err(|reason| ImdsError::BadKey {
+            client_id: record.client_id.clone(),
+            reason,
+        })?;
+        let key = vm_key(vm_resource_id);
+        let _w = self.inner.write.lock().await;
+        let old = self
+            .vm(&key)
+            .ok_or_else(|| ImdsError::VmNotFound(vm_resource_id.to_owned()))?;
+        let replaced = |r: &IdentityRecord| {
+            r.client_id.eq_ignore_ascii_case(&record.client_id)
+                || (record.kind == Kind::System && r.kind == Kind::System)
+        };
+        if old.record.identities.contains(&record) {
+            return Ok(());
+        }
+        let mut vm = old.record.clone();
+        let mut identities = old.identities.clone();
+        for r in vm.identities.iter().filter(|r| replaced(r)) {
+            self.inner.cache.purge(&r.client_id);
+        }
+        vm.identities.retain(|r| !replaced(r));
+        identities.retain(|i| !replaced(&i.record));
+        vm.identities.push(record);
+        identities.push(Arc::new(live));
+        self.inner.table.put(&key, &vm).await?;
+        self.inner
+            .cache
+            .purge(&vm.identities[vm.identities.len() - 1].client_id);
+        self.inner.vms.write().insert(
+            key,
+            Arc::new(LiveVm {
+                record: vm,
+                identities,
+                cancel: old.cancel.clone(),
+            }),
+        );
+        Ok(())
+    }
+
+    /// Removes an identity from a VM; false when it was not there.
+    pub(crate) async fn remove_identity(
+        &self,
+        vm_resource_id: &str,
+        client_id: &str,
+    ) -> Result<bool, ImdsError> {
+        let key = vm_key(vm_resource_id);
+        let _w = self.inner.write.lock().await;
+        let Some(old) = self.vm(&key) else {
+            return Ok(false);
+        };
+        if !old
+            .record
+            .identities
+            .iter()
+            .any(|r| r.client_id.eq_ignore_ascii_case(client_id))
+        {
+            return Ok(false);
+        }
+        let mut vm = old.record.clone();
+        vm.identities
+            .retain(|r| !r.client_id.eq_ignore_ascii_case(client_id));
+        let identities = old
+            .identities
+            .iter()
+            .filter(|i| !i.record.client_id.eq_ignore_ascii_case(client_id))
+            .cloned()
+            .collect();
+        self.inner.table.put(&key, &vm).await?;
+        self.inner.cache.purge(client_id);
+        self.inner.vms.write().insert(
+            key,
+            Arc::new(LiveVm {
+                record: vm,
+                identities,
+                cancel: old.cancel.clone(),
+            }),
+        );
+        Ok(true)
+    }
+}
