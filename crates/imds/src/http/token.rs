@@ -98,6 +98,8 @@ pub(super) async fn app_service_token(
     serve::<AppServiceEndpoint>(imds, vm, method, h, q).await
 }
 
+/// The shared steps. Their order decides which refusal a request with
+/// several faults gets, so it is fixed here for both flavours.
 async fn serve<F: Flavour>(
     imds: &Imds,
     vm: Option<Arc<LiveVm>>,
@@ -232,10 +234,10 @@ impl Flavour for ImdsEndpoint {
                 METHOD_NOT_SUPPORTED,
             ),
             Refusal::BadRequest(d) => bad(&d),
-            // Not reached: this flavour does not authenticate with the header.
-            Refusal::BadIdentityHeader | Refusal::NoIdentity(SelectError::NotFound) => {
-                bad("Identity not found")
-            }
+            Refusal::NoIdentity(SelectError::NotFound) => bad("Identity not found"),
+            // Never made by this flavour, which has no identity header; the
+            // caller is no VM's, so it has no identity.
+            Refusal::BadIdentityHeader => bad("Identity not found"),
             Refusal::NoIdentity(SelectError::Ambiguous) => bad(AMBIGUOUS),
             Refusal::Issue(IssueError::InvalidResource(d)) => {
                 oauth_error(StatusCode::BAD_REQUEST, "invalid_resource", &d)
