@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "misim/imds/v1/control.proto",
         "misim/arm/v1/authorization.proto",
         "misim/arm/v1/operations.proto",
+        "misim/oidc/v1/issuers.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());
