@@ -492,7 +492,7 @@ impl crate::Entra {
     /// Authenticates the client, checks the resource and signs an access
     /// token; an external token (a federated credential) is verified with its
     /// issuer's keys first, which may mean fetching them.
-    pub(crate) async fn issue_token(
+    pub(crate) async fn issue_access_token(
         &self,
         client_id: &str,
         credential: ClientCredential<'_>,

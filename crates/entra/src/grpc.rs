@@ -276,7 +276,7 @@ impl pb::directory_server::Directory for Entra {
         let assertion = required("client_assertion", &r.client_assertion)?;
         let resource = required("resource", &r.resource)?;
         let issued = self
-            .issue_token(client_id, ClientCredential::Assertion(assertion), resource)
+            .issue_access_token(client_id, ClientCredential::Assertion(assertion), resource)
             .await
             .map_err(|e| {
                 tracing::info!(client_id, resource, error = %e, "token request refused");

@@ -140,7 +140,9 @@ async fn handle(
             ));
         }
     };
-    entra.issue_token(client_id, credential, resource).await
+    entra
+        .issue_access_token(client_id, credential, resource)
+        .await
 }
 
 async fn respond(

@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 mod assertion_props;
+mod federation;
 mod graph;
 
 const TID: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
