@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .canonicalize()?;
     let files = [
         "misim/entra/v1/directory.proto",
+        "misim/entra/v1/federation.proto",
         "misim/imds/v1/control.proto",
         "misim/arm/v1/authorization.proto",
         "misim/arm/v1/operations.proto",

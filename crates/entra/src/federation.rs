@@ -1,6 +1,6 @@
 //! The keys of external token issuers, for workload identity federation
 //! (docs/workload-identity.md): registered ahead of time (configuration or
-//! `Directory.PutIssuerKeys`) or fetched through the issuer's OIDC discovery
+//! `Federation.PutIssuerKeys`) or fetched through the issuer's OIDC discovery
 //! document and JWKS over HTTPS, then cached.
 //!
 //! Fetching is confined: only issuers whose host resolves to loopback, or a

@@ -64,10 +64,8 @@ fn status(method: &'static str, e: EntraError) -> Status {
 /// who may call everything). Only ARM, as the managed-identity resource
 /// provider, manages managed-identity principals and their certificates;
 /// only IMDS redeems client assertions; services that verify tokens read the
-/// signing keys; ARM, as the managed-identity resource provider, pushes the
-/// federated credentials of user-assigned identities. `CreateApplication` (a
-/// principal with a secret), `EnsureApplication` and the external issuers'
-/// keys (`PutIssuerKeys`, ...) are for the sandbox owner only.
+/// signing keys. `CreateApplication` (a principal with a secret) and
+/// `EnsureApplication` are for the sandbox owner only.
 pub(crate) fn allowed(method: &str) -> &'static [Caller] {
     use Caller::{Arm, Imds, KeyVault};
     match method {
@@ -76,11 +74,21 @@ pub(crate) fn allowed(method: &str) -> &'static [Caller] {
         | "GetServicePrincipal"
         | "ListServicePrincipals"
         | "DeleteServicePrincipal"
-        | "AddKeyCredential"
-        | "PutFederatedCredential"
-        | "DeleteFederatedCredential"
-        | "ListFederatedCredentials" => &[Arm],
+        | "AddKeyCredential" => &[Arm],
         "IssueToken" => &[Imds],
+        _ => &[],
+    }
+}
+
+/// Who may call each `Federation` method, besides the sandbox owner: ARM,
+/// the managed-identity resource provider, pushes the federated credentials
+/// of user-assigned identities; the external issuers' keys (`PutIssuerKeys`,
+/// ...) are the sandbox owner's alone.
+pub(crate) fn federation_allowed(method: &str) -> &'static [Caller] {
+    match method {
+        "PutFederatedCredential" | "DeleteFederatedCredential" | "ListFederatedCredentials" => {
+            &[Caller::Arm]
+        }
         _ => &[],
     }
 }
@@ -306,7 +314,10 @@ impl pb::directory_server::Directory for Entra {
             tenant_id: self.inner.config.tenant_id.clone(),
         }))
     }
+}
 
+#[tonic::async_trait]
+impl pb::federation_server::Federation for Entra {
     async fn put_federated_credential(
         &self,
         request: Request<pb::PutFederatedCredentialRequest>,

@@ -135,14 +135,20 @@ impl Entra {
         http::router(self.clone())
     }
 
-    /// The gRPC surface: `Directory`, gRPC health and reflection; every
-    /// call but health needs a credential made with `control`.
+    /// The gRPC surface: `Directory`, `Federation`, gRPC health and
+    /// reflection; every call but health needs a credential made with `control`.
     pub fn grpc_router(
         &self,
         control: &misim_proto::auth::ControlKey,
     ) -> tonic::transport::server::Router {
         use misim_proto::entra::v1::directory_server::DirectoryServer;
+        use misim_proto::entra::v1::federation_server::FederationServer;
         misim_proto::server::router_with(DirectoryServer::new(self.clone()), control, grpc::allowed)
+            .add_service(misim_proto::server::guarded(
+                FederationServer::new(self.clone()),
+                control,
+                grpc::federation_allowed,
+            ))
     }
 }
 
