@@ -10,9 +10,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .canonicalize()?;
     let files = [
         "misim/entra/v1/directory.proto",
+        "misim/entra/v1/federation.proto",
         "misim/imds/v1/control.proto",
         "misim/arm/v1/authorization.proto",
         "misim/arm/v1/operations.proto",
+        "misim/oidc/v1/issuers.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());

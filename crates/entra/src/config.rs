@@ -34,6 +34,14 @@ pub const ENV_ADMIN_SECRET: &str = "MISIM_ADMIN_SECRET";
 /// the compose sandbox generates it at first start (`misim secrets init`).
 pub const ENV_ADMIN_SECRET_FILE: &str = "MISIM_ADMIN_SECRET_FILE";
 
+/// Comma-separated hosts Entra may fetch external issuers' discovery
+/// documents and keys from although they do not resolve to loopback (the
+/// compose sandbox's service names).
+pub const ENV_OIDC_ALLOWED_HOSTS: &str = "MISIM_ENTRA_OIDC_ALLOWED_HOSTS";
+/// Comma-separated JWKS files of external issuers Entra cannot reach, each
+/// with the issuer as a top-level member: `{"issuer": "https://...", "keys": [...]}`.
+pub const ENV_OIDC_ISSUER_KEYS: &str = "MISIM_ENTRA_OIDC_ISSUER_KEYS";
+
 const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:40001";
 const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:40002";
 
@@ -138,6 +146,8 @@ pub struct LaunchConfig {
     pub data_dir: PathBuf,
     /// The service configuration (validated).
     pub config: Config,
+    /// How external token issuers are reached; the launcher adds the sandbox CA.
+    pub federation: crate::FederationConfig,
 }
 
 impl LaunchConfig {
@@ -194,11 +204,32 @@ impl LaunchConfig {
             admin,
         };
         config.validate()?;
+        let list = |key: &str| -> Vec<String> {
+            env.get(key)
+                .map(|v| {
+                    v.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let issuer_keys = list(ENV_OIDC_ISSUER_KEYS)
+            .iter()
+            .map(|path| crate::RegisteredIssuer::from_file(std::path::Path::new(path)))
+            .collect::<Result<_, _>>()?;
+        let federation = crate::FederationConfig {
+            allowed_hosts: list(ENV_OIDC_ALLOWED_HOSTS),
+            issuer_keys,
+            ..crate::FederationConfig::default()
+        };
         Ok(Self {
             http_addr,
             grpc_addr,
             data_dir,
             config,
+            federation,
         })
     }
 }
@@ -275,6 +306,24 @@ mod tests {
         std::fs::write(&file, "\n").unwrap();
         let e = with(&[(ENV_ADMIN_SECRET_FILE, path)]).unwrap_err();
         assert!(e.to_string().contains("is empty"), "{e}");
+    }
+
+    #[test]
+    fn federation_hosts_and_issuer_key_files_come_from_the_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("issuer.json");
+        let jwks = r#"{"issuer": "https://idp.example", "keys": [{"kty": "RSA", "kid": "k1", "n": "sXchDaQebHnPiGvyDOAT4saGEUetSyo9MKLOoWFsueri23bOdgWp4Dy1WlUzewbgBHod5pcM9H95GQRV3JDXboIRROSBigeC5yjU1hGzHHyXss8UDprecbAYxknTcQkhslANGRUZmdTOQ5qTRsLAt6BTYuyvVRdhS8exSZEy_c4gs_7svlJJQ4H9_NxsiIoLwAEk7-Q3UXERGYw_75IDrGA84-lA_-Ct4eTlXHBIY2EaV7t7LjJaynVJCpkv4LKjTTAumiGUIuQhrNhZLuF_RJLqHpM2kgWFLU7-VTdL1VbC2tejvcI2BlMkEpk1BzBZI0KQB0GaDWFLN-aEAw3vRw", "e": "AQAB"}]}"#;
+        std::fs::write(&file, jwks).unwrap();
+        let env = MapEnv::from_pairs([
+            (ENV_TENANT_ID, TID),
+            (ENV_OIDC_ALLOWED_HOSTS, "oidc, idp.internal"),
+            (ENV_OIDC_ISSUER_KEYS, file.to_str().unwrap()),
+        ]);
+        let c = LaunchConfig::from_env(&env).unwrap();
+        assert_eq!(c.federation.allowed_hosts, ["oidc", "idp.internal"]);
+        assert_eq!(c.federation.issuer_keys[0].issuer, "https://idp.example");
+        std::fs::write(&file, r#"{"keys": []}"#).unwrap();
+        assert!(LaunchConfig::from_env(&env).is_err());
     }
 
     #[test]

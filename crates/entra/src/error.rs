@@ -110,6 +110,94 @@ pub enum EntraError {
     /// The request conflicts with an existing principal.
     #[error("{0}")]
     Conflict(String),
+    /// An external token was presented, but the principal has no federated
+    /// identity credential at all.
+    #[error(
+        "No matching federated identity record found for presented assertion. Assertion Issuer: '{issuer}'. Assertion Subject: '{subject}'. Assertion Audience: '{audience}'. https://learn.microsoft.com/entra/workload-id/workload-identity-federation"
+    )]
+    NoFederatedCredential {
+        /// The token's `iss`.
+        issuer: String,
+        /// The token's `sub`.
+        subject: String,
+        /// The token's `aud` (comma-separated when several).
+        audience: String,
+    },
+    /// No federated identity credential names the token's issuer.
+    #[error(
+        "No matching federated identity record found for presented assertion issuer '{issuer}'. Please check your federated identity credential Subject, Audience and Issuer against the presented assertion. https://learn.microsoft.com/entra/workload-id/workload-identity-federation"
+    )]
+    FederatedIssuerMismatch {
+        /// The token's `iss`.
+        issuer: String,
+    },
+    /// Credentials name the issuer, none the subject.
+    #[error(
+        "No matching federated identity record found for presented assertion subject '{subject}'. Check your federated identity credential Subject, Audience and Issuer against the presented assertion. https://learn.microsoft.com/entra/workload-id/workload-identity-federation"
+    )]
+    FederatedSubjectMismatch {
+        /// The token's `sub`.
+        subject: String,
+    },
+    /// A credential names the subject in another case only.
+    #[error(
+        "No matching federated identity record found for presented assertion subject '{subject}'. The subject matches with case-insensitive comparison, but not with case-sensitive comparison. Check your federated identity credential Subject, Audience and Issuer against the presented assertion. See documentation at: https://learn.microsoft.com/entra/workload-id/workload-identity-federation."
+    )]
+    FederatedSubjectCase {
+        /// The token's `sub`.
+        subject: String,
+    },
+    /// Credentials name issuer and subject, none the audience.
+    #[error(
+        "No matching federated identity record found for presented assertion audience '{audience}'. Please check your federated identity credential Subject, Audience and Issuer against the presented assertion. https://learn.microsoft.com/entra/workload-id/workload-identity-federation"
+    )]
+    FederatedAudienceMismatch {
+        /// The token's `aud` (comma-separated when several).
+        audience: String,
+    },
+    /// The external token lives longer than Entra accepts (or has no `iat`).
+    #[error(
+        "External OIDC Provider token must have a lifetime of less than or equal to 1.01:00:00. Token issued at {iat}. Token expires on {exp}."
+    )]
+    FederatedTokenTooLong {
+        /// `iat` (0 when missing).
+        iat: i64,
+        /// `exp`.
+        exp: i64,
+    },
+    /// The external token is expired or not yet valid.
+    #[error(
+        "Client assertion is not within its valid time range. Current time: {}, assertion valid from {}, expiry time of assertion {}. Review the documentation at https://learn.microsoft.com/entra/identity-platform/certificate-credentials .",
+        crate::domain::datetime::format_ticks(*now), crate::domain::datetime::format_ticks(*nbf), crate::domain::datetime::format_ticks(*exp)
+    )]
+    FederatedTokenTimeRange {
+        /// Now, Unix seconds.
+        now: i64,
+        /// `nbf` (0 when missing).
+        nbf: i64,
+        /// `exp`.
+        exp: i64,
+    },
+    /// The external issuer's discovery document or keys could not be fetched.
+    #[error("Request to External OIDC endpoint failed. ({reason})")]
+    IssuerUnreachable {
+        /// What went wrong (misim's addition; Entra says no more).
+        reason: String,
+    },
+    /// The issuer's keys do not include the one that signed the token.
+    #[error(
+        "The certificate with identifier {kid} used to sign the federated credential could not be found in the metadata of identity provider {issuer}. Please validate that your Identity Provider's metadata exposes the key used to sign the incoming token."
+    )]
+    IssuerKeyNotFound {
+        /// The token's `kid` (or `x5t`).
+        kid: String,
+        /// The issuer.
+        issuer: String,
+    },
+    /// A token Entra issued, other than a managed identity's, was presented
+    /// as a federated credential.
+    #[error("AAD-issued tokens may not be used for federated identity flows.")]
+    EntraIssuedToken,
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -143,6 +231,16 @@ impl EntraError {
             | AssertionAudience
             | AssertionExpired { .. } => ErrorCode::Unauthenticated,
             Conflict(_) => ErrorCode::FailedPrecondition,
+            NoFederatedCredential { .. }
+            | FederatedIssuerMismatch { .. }
+            | FederatedSubjectMismatch { .. }
+            | FederatedSubjectCase { .. }
+            | FederatedAudienceMismatch { .. }
+            | FederatedTokenTooLong { .. }
+            | FederatedTokenTimeRange { .. }
+            | IssuerKeyNotFound { .. }
+            | EntraIssuedToken => ErrorCode::Unauthenticated,
+            IssuerUnreachable { .. } => ErrorCode::FailedPrecondition,
             Store(_) | Signing(_) => ErrorCode::Internal,
         }
     }
@@ -178,6 +276,17 @@ impl EntraError {
             AssertionAudience => ("invalid_client", 700023),
             MalformedAssertion { .. } => ("invalid_request", 50027),
             UnknownResource { .. } => ("invalid_resource", 500011),
+            // Workload identity federation (docs/workload-identity.md).
+            NoFederatedCredential { .. } => ("invalid_request", 70021),
+            FederatedIssuerMismatch { .. } => ("invalid_client", 700211),
+            FederatedAudienceMismatch { .. } => ("invalid_client", 700212),
+            FederatedSubjectMismatch { .. } => ("invalid_client", 700213),
+            FederatedSubjectCase { .. } => ("invalid_client", 7002138),
+            FederatedTokenTooLong { .. } => ("invalid_request", 70023),
+            FederatedTokenTimeRange { .. } => ("invalid_client", 700024),
+            IssuerUnreachable { .. } => ("invalid_request", 50166),
+            IssuerKeyNotFound { .. } => ("invalid_client", 7000272),
+            EntraIssuedToken => ("invalid_client", 700222),
             Store(_) | Signing(_) => ("server_error", 90033),
         }
     }

@@ -5,8 +5,10 @@ use misim_proto::entra::v1 as pb;
 use misim_proto::required;
 use misim_types::ResourceId;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use crate::domain::directory::{EnsureApp, NewPrincipal, hash_secret};
+use crate::domain::federation::{CredentialInput, FederatedCredential, Owner};
 use crate::domain::principal::{KeyCredential, Principal, PrincipalKind};
 use crate::domain::tokens::ClientCredential;
 use crate::{Entra, EntraError};
@@ -34,6 +36,17 @@ fn principal_to_pb(p: &Principal) -> pb::ServicePrincipal {
         key_credentials: p.key_credentials.iter().map(key_to_pb).collect(),
         created_unix: p.created_unix,
         managed_identity_resource_id: p.managed_identity_resource_id.clone().unwrap_or_default(),
+    }
+}
+
+fn fic_to_pb(c: &FederatedCredential) -> pb::FederatedCredential {
+    pb::FederatedCredential {
+        id: c.id.clone(),
+        name: c.name.clone(),
+        issuer: c.issuer.clone(),
+        subject: c.subject.clone(),
+        audiences: c.audiences.clone(),
+        description: c.description.clone().unwrap_or_default(),
     }
 }
 
@@ -66,6 +79,19 @@ pub(crate) fn allowed(method: &str) -> &'static [Caller] {
         | "DeleteServicePrincipal"
         | "AddKeyCredential" => &[Arm],
         "IssueToken" => &[Imds],
+        _ => &[],
+    }
+}
+
+/// Who may call each `Federation` method, besides the sandbox owner: ARM,
+/// the managed-identity resource provider, pushes the federated credentials
+/// of user-assigned identities; the external issuers' keys (`PutIssuerKeys`,
+/// ...) are the sandbox owner's alone.
+pub(crate) fn federation_allowed(method: &str) -> &'static [Caller] {
+    match method {
+        "PutFederatedCredential" | "DeleteFederatedCredential" | "ListFederatedCredentials" => {
+            &[Caller::Arm]
+        }
         _ => &[],
     }
 }
@@ -260,18 +286,11 @@ impl pb::directory_server::Directory for Entra {
         let client_id = required("client_id", &r.client_id)?;
         let assertion = required("client_assertion", &r.client_assertion)?;
         let resource = required("resource", &r.resource)?;
-        let issued = {
-            let _span = tracing::info_span!("issue_token", client_id, resource).entered();
-            self.inner
-                .issuer
-                .issue(
-                    self.directory(),
-                    client_id,
-                    ClientCredential::Assertion(assertion),
-                    resource,
-                )
-                .map_err(|e| status("IssueToken", e))?
-        };
+        let issued = self
+            .issue_access_token(client_id, ClientCredential::Assertion(assertion), resource)
+            .instrument(tracing::info_span!("issue_token", client_id, resource))
+            .await
+            .map_err(|e| status("IssueToken", e))?;
         Ok(Response::new(pb::IssuedToken {
             access_token: issued.access_token,
             issued_at_unix: issued.iat,
@@ -294,6 +313,127 @@ impl pb::directory_server::Directory for Entra {
                 certificate_der: k.certificate_der.clone(),
             }],
             tenant_id: self.inner.config.tenant_id.clone(),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::federation_server::Federation for Entra {
+    async fn put_federated_credential(
+        &self,
+        request: Request<pb::PutFederatedCredentialRequest>,
+    ) -> Result<Response<pb::FederatedCredential>, Status> {
+        let r = request.into_inner();
+        let app_id = required("app_id", &r.app_id)?;
+        let c = r
+            .credential
+            .ok_or(misim_proto::ProtocolError::Missing("credential"))?;
+        let input = CredentialInput {
+            name: Some(required("credential.name", &c.name)?.to_owned()),
+            issuer: Some(c.issuer),
+            subject: Some(c.subject),
+            audiences: Some(c.audiences),
+            description: Some(c.description),
+        };
+        let stored = self
+            .directory()
+            .put_federated(Owner::Principal(app_id), input)
+            .await
+            .map_err(|e| status("PutFederatedCredential", e))?;
+        Ok(Response::new(fic_to_pb(&stored)))
+    }
+
+    async fn delete_federated_credential(
+        &self,
+        request: Request<pb::DeleteFederatedCredentialRequest>,
+    ) -> Result<Response<pb::DeleteFederatedCredentialResponse>, Status> {
+        let r = request.into_inner();
+        let app_id = required("app_id", &r.app_id)?;
+        let name = required("name", &r.name)?;
+        let existed = match self
+            .directory()
+            .delete_federated(Owner::Principal(app_id), name)
+            .await
+        {
+            Ok(existed) => existed,
+            // The identity went first (its credentials with it): nothing to delete.
+            Err(EntraError::PrincipalNotFound(_)) => false,
+            Err(e) => return Err(status("DeleteFederatedCredential", e)),
+        };
+        Ok(Response::new(pb::DeleteFederatedCredentialResponse {
+            existed,
+        }))
+    }
+
+    async fn list_federated_credentials(
+        &self,
+        request: Request<pb::ListFederatedCredentialsRequest>,
+    ) -> Result<Response<pb::ListFederatedCredentialsResponse>, Status> {
+        let r = request.into_inner();
+        let app_id = required("app_id", &r.app_id)?;
+        let all = self
+            .directory()
+            .list_federated(Owner::Principal(app_id))
+            .map_err(|e| status("ListFederatedCredentials", e))?;
+        Ok(Response::new(pb::ListFederatedCredentialsResponse {
+            credentials: all.iter().map(fic_to_pb).collect(),
+        }))
+    }
+
+    async fn put_issuer_keys(
+        &self,
+        request: Request<pb::PutIssuerKeysRequest>,
+    ) -> Result<Response<pb::IssuerKeys>, Status> {
+        let r = request.into_inner();
+        let issuer = required("issuer", &r.issuer)?;
+        let jwks = required("jwks_json", &r.jwks_json)?;
+        let s = self
+            .inner
+            .issuer_keys
+            .put(issuer, jwks)
+            .await
+            .map_err(|e| status("PutIssuerKeys", e))?;
+        tracing::info!(issuer, kids = ?s.kids, "external issuer keys registered");
+        Ok(Response::new(pb::IssuerKeys {
+            issuer: s.issuer,
+            kids: s.kids,
+            from_config: s.from_config,
+        }))
+    }
+
+    async fn delete_issuer_keys(
+        &self,
+        request: Request<pb::DeleteIssuerKeysRequest>,
+    ) -> Result<Response<pb::DeleteIssuerKeysResponse>, Status> {
+        let r = request.into_inner();
+        let issuer = required("issuer", &r.issuer)?;
+        let existed = self
+            .inner
+            .issuer_keys
+            .delete(issuer)
+            .await
+            .map_err(|e| status("DeleteIssuerKeys", e))?;
+        Ok(Response::new(pb::DeleteIssuerKeysResponse { existed }))
+    }
+
+    async fn list_issuer_keys(
+        &self,
+        _: Request<pb::ListIssuerKeysRequest>,
+    ) -> Result<Response<pb::ListIssuerKeysResponse>, Status> {
+        let all = self
+            .inner
+            .issuer_keys
+            .list()
+            .map_err(|e| status("ListIssuerKeys", e))?;
+        Ok(Response::new(pb::ListIssuerKeysResponse {
+            issuers: all
+                .into_iter()
+                .map(|s| pb::IssuerKeys {
+                    issuer: s.issuer,
+                    kids: s.kids,
+                    from_config: s.from_config,
+                })
+                .collect(),
         }))
     }
 }

@@ -6,6 +6,11 @@
 //!   certificate assertion) and `Directory.IssueToken` for IMDS. Tokens are always v1 access tokens
 //!   (docs/azure-protocol.md, Entra: managed-identity access tokens), signed by one RSA key
 //!   generated on first open and parsed once.
+//! - Workload identity federation: federated identity credentials on
+//!   applications (Graph) and managed identities (gRPC, pushed by ARM), and
+//!   the client-credentials grant with an external token as the assertion,
+//!   verified through its issuer's discovery document and JWKS
+//!   (docs/workload-identity.md).
 //! - OIDC discovery, JWKS and MSAL instance discovery.
 //! - The applications and service principals of Microsoft Graph v1.0
 //!   (`/v1.0/applications`, `/v1.0/servicePrincipals`, `getByIds`), for
@@ -18,6 +23,7 @@
 mod config;
 mod domain;
 mod error;
+mod federation;
 mod grpc;
 mod http;
 
@@ -31,11 +37,13 @@ pub use config::{AdminBootstrap, Config, LaunchConfig};
 pub use config::{
     ENV_ADMIN_APP_ID, ENV_ADMIN_DISPLAY_NAME, ENV_ADMIN_OBJECT_ID, ENV_ADMIN_SECRET,
     ENV_ADMIN_SECRET_FILE, ENV_DATA_DIR, ENV_EXTRA_RESOURCES, ENV_GRPC_ADDR, ENV_HTTP_ADDR,
-    ENV_PUBLIC_URL, ENV_TENANT_ID,
+    ENV_OIDC_ALLOWED_HOSTS, ENV_OIDC_ISSUER_KEYS, ENV_PUBLIC_URL, ENV_TENANT_ID,
 };
+pub use domain::federation::{MAX_PER_OWNER as MAX_FEDERATED_CREDENTIALS, TOKEN_EXCHANGE_AUDIENCE};
 pub use domain::graph_permission::GraphPermission;
 pub use domain::tokens::{APP_LIFETIME_SECS, MI_LIFETIME_SECS};
 pub use error::EntraError;
+pub use federation::{FederationConfig, RegisteredIssuer};
 
 use domain::directory::{Directory, EnsureApp};
 use domain::tokens::Issuer;
@@ -56,6 +64,7 @@ struct Inner {
     config: Config,
     directory: Directory,
     issuer: Issuer,
+    issuer_keys: federation::IssuerKeys,
     clock: SharedClock,
     ids: SharedIds,
 }
@@ -70,7 +79,20 @@ impl Entra {
     /// Opens the tenant: validates `config`, loads (or generates) the signing
     /// key and ensures the bootstrap administrator application.
     pub async fn open(config: Config, deps: Deps) -> Result<Self, EntraError> {
+        Self::open_with(config, deps, FederationConfig::default()).await
+    }
+
+    /// [`Entra::open`] with the ways to reach external token issuers
+    /// (workload identity federation): trusted CAs, hosts that may be fetched
+    /// from, issuer keys given ahead of time.
+    pub async fn open_with(
+        config: Config,
+        deps: Deps,
+        federation: FederationConfig,
+    ) -> Result<Self, EntraError> {
         config.validate()?;
+        let issuer_keys =
+            federation::IssuerKeys::open(federation, &deps.store, deps.clock.clone())?;
         let signing = domain::signing::load_or_create(&deps.store, deps.clock.as_ref()).await?;
         let directory = Directory::open(&deps.store, deps.clock.clone(), deps.ids.clone())?;
         directory.repair_indexes().await?;
@@ -91,6 +113,7 @@ impl Entra {
                 config,
                 directory,
                 issuer,
+                issuer_keys,
                 clock: deps.clock,
                 ids: deps.ids,
             }),
@@ -112,14 +135,20 @@ impl Entra {
         http::router(self.clone())
     }
 
-    /// The gRPC surface: `Directory`, gRPC health and reflection; every
-    /// call but health needs a credential made with `control`.
+    /// The gRPC surface: `Directory`, `Federation`, gRPC health and
+    /// reflection; every call but health needs a credential made with `control`.
     pub fn grpc_router(
         &self,
         control: &misim_proto::auth::ControlKey,
     ) -> tonic::transport::server::Router {
         use misim_proto::entra::v1::directory_server::DirectoryServer;
+        use misim_proto::entra::v1::federation_server::FederationServer;
         misim_proto::server::router_with(DirectoryServer::new(self.clone()), control, grpc::allowed)
+            .add_service(misim_proto::server::guarded(
+                FederationServer::new(self.clone()),
+                control,
+                grpc::federation_allowed,
+            ))
     }
 }
 

@@ -47,7 +47,10 @@ async fn run(launch: LaunchConfig) -> anyhow::Result<()> {
         clock,
         ids: Arc::new(RandomIds),
     };
-    let entra = Entra::open(launch.config, deps)
+    // External issuers inside the sandbox serve certificates from its CA.
+    let mut federation = launch.federation;
+    federation.trusted_ca_pem.push(tls.ca_pem.clone());
+    let entra = Entra::open_with(launch.config, deps, federation)
         .await
         .context("opening entra")?;
     let http = TcpListener::bind(launch.http_addr)

@@ -28,6 +28,14 @@ pub mod arm {
     }
 }
 
+pub mod oidc {
+    //! `misim.oidc.v1`: the sandbox's OIDC token issuers (Kubernetes, GitHub Actions).
+    pub mod v1 {
+        #![allow(clippy::all, missing_docs, rust_2018_idioms)]
+        tonic::include_proto!("misim.oidc.v1");
+    }
+}
+
 /// Encoded `FileDescriptorSet` of every misim proto, for tonic-reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("misim_descriptor");
 

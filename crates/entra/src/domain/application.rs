@@ -43,6 +43,9 @@ pub struct Application {
     /// Certificates.
     #[serde(default)]
     pub key_credentials: Vec<KeyCredential>,
+    /// Federated identity credentials (`federatedIdentityCredentials`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub federated_credentials: Vec<super::federation::FederatedCredential>,
     /// Other Graph properties as the client last set them (`web`, `api`, `notes`, ...).
     #[serde(default)]
     pub properties: Map<String, Value>,
@@ -262,6 +265,7 @@ impl Directory {
             sign_in_audience: None,
             password_credentials: Vec::new(),
             key_credentials: Vec::new(),
+            federated_credentials: Vec::new(),
             properties: Map::new(),
         };
         self.apply(&mut app, changes)?;
@@ -398,6 +402,7 @@ impl Directory {
             secret_sha256: None,
             key_credentials: Vec::new(),
             application_object_id: Some(app.object_id.clone()),
+            federated_credentials: Vec::new(),
         };
         self.principals.put(&key(&p.object_id), &p).await?;
         self.by_app.put(&key(&p.app_id), &key(&p.object_id)).await?;

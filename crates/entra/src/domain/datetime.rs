@@ -36,6 +36,13 @@ pub(crate) fn format_iso(unix: i64) -> String {
     )
 }
 
+/// `YYYY-MM-DDThh:mm:ss.0000000Z`: the seven fraction digits (.NET ticks)
+/// Entra's AADSTS700024 message writes its times with.
+pub(crate) fn format_ticks(unix: i64) -> String {
+    let iso = format_iso(unix);
+    format!("{}.0000000Z", iso.trim_end_matches('Z'))
+}
+
 /// Parses `YYYY-MM-DDThh:mm:ss[.fff][Z|±hh:mm]` (or a bare date) to Unix seconds.
 pub(crate) fn parse_iso(s: &str) -> Option<i64> {
     let s = s.trim();

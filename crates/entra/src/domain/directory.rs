@@ -165,6 +165,7 @@ impl Directory {
             secret_sha256: None,
             key_credentials: Vec::new(),
             application_object_id: None,
+            federated_credentials: Vec::new(),
         };
         // Principal first, indexes after: an index never points at nothing
         // that a retry could not repair.
@@ -218,6 +219,7 @@ impl Directory {
                 secret_sha256: Some(hash_secret(app.secret)),
                 key_credentials: Vec::new(),
                 application_object_id: None,
+                federated_credentials: Vec::new(),
             },
         };
         self.principals.put(&key(&p.object_id), &p).await?;

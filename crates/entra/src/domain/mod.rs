@@ -4,6 +4,7 @@
 pub(crate) mod application;
 pub(crate) mod datetime;
 pub(crate) mod directory;
+pub(crate) mod federation;
 pub(crate) mod graph_permission;
 pub(crate) mod odata;
 pub(crate) mod principal;

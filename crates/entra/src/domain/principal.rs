@@ -40,6 +40,9 @@ pub struct Principal {
     /// password and key credentials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub application_object_id: Option<String>,
+    /// Federated identity credentials (managed identities: pushed by ARM).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub federated_credentials: Vec<super::federation::FederatedCredential>,
 }
 
 /// A registered certificate, with what verification needs pre-extracted so

@@ -10,6 +10,7 @@ use misim_types::{SharedClock, SharedIds, audiences};
 use serde::Serialize;
 
 use super::directory::{Directory, constant_time_eq, hash_secret};
+use super::federation::{self, ExternalClaims, TOKEN_EXCHANGE_AUDIENCE};
 use super::principal::{KeyCredential, Principal, PrincipalKind};
 use super::signing::SigningKey;
 use crate::EntraError;
@@ -27,6 +28,62 @@ pub(crate) enum ClientCredential<'a> {
     Secret(&'a str),
     /// A certificate-signed client assertion (`appidacr` "2").
     Assertion(&'a str),
+}
+
+/// The outcome of client authentication.
+#[derive(Debug)]
+pub(crate) enum Authenticated {
+    /// Authenticated: the principal and its `appidacr`.
+    Done(Box<Principal>, &'static str),
+    /// An external token that matches one of the principal's federated
+    /// credentials and is within its lifetime; its signature is still to be
+    /// verified with its issuer's keys.
+    Federated(Box<PendingFederation>),
+}
+
+/// An external token waiting for its issuer's keys.
+#[derive(Debug)]
+pub(crate) struct PendingFederation {
+    pub(crate) principal: Principal,
+    pub(crate) claims: ExternalClaims,
+    pub(crate) token: String,
+    /// `kid` (or `x5t`) of the token's header.
+    pub(crate) kid: Option<String>,
+}
+
+/// The payload of a compact JWT, unverified.
+fn peek_payload(token: &str) -> Option<serde_json::Value> {
+    let payload = token.split('.').nth(1)?;
+    serde_json::from_slice(&misim_token::b64_lenient(payload)?).ok()
+}
+
+/// The claims the exchange reads; `iss` and `sub` must be strings.
+fn external_claims(c: &serde_json::Value) -> Result<ExternalClaims, EntraError> {
+    let malformed = |what: &str| EntraError::MalformedAssertion {
+        reason: format!("the assertion has no {what} claim"),
+    };
+    let s = |name: &str| c.get(name).and_then(|v| v.as_str()).map(str::to_owned);
+    // NumericDates may be floats; `as` saturates hostile values.
+    let n = |name: &str| c.get(name).and_then(|v| v.as_f64()).map(|f| f as i64);
+    let aud = match c.get("aud") {
+        Some(serde_json::Value::String(a)) => vec![a.clone()],
+        Some(serde_json::Value::Array(a)) => a
+            .iter()
+            .filter_map(|x| x.as_str().map(str::to_owned))
+            .collect(),
+        _ => Vec::new(),
+    };
+    if aud.is_empty() {
+        return Err(malformed("aud"));
+    }
+    Ok(ExternalClaims {
+        iss: s("iss").ok_or_else(|| malformed("iss"))?,
+        sub: s("sub").ok_or_else(|| malformed("sub"))?,
+        aud,
+        exp: n("exp"),
+        nbf: n("nbf"),
+        iat: n("iat"),
+    })
 }
 
 /// An issued access token.
@@ -66,6 +123,7 @@ struct AccessClaims<'a> {
 pub(crate) struct Issuer {
     tenant_id: String,
     issuer_v1: String,
+    issuer_v2: String,
     /// Normalised extra resources.
     extra_resources: Vec<String>,
     /// Accepted client-assertion audiences, normalised ([`normalize_url`]):
@@ -113,6 +171,7 @@ impl Issuer {
         Self {
             tenant_id: config.tenant_id.clone(),
             issuer_v1: config.issuer_v1(),
+            issuer_v2: config.issuer_v2(),
             extra_resources: config
                 .extra_resources
                 .iter()
@@ -148,6 +207,7 @@ impl Issuer {
         let norm = audiences::normalize(resource);
         if !resource.is_empty()
             && (audiences::known(resource).is_some()
+                || norm == audiences::normalize(TOKEN_EXCHANGE_AUDIENCE)
                 || self.extra_resources.contains(&norm)
                 || self.graph_audiences.contains(&norm))
         {
@@ -200,13 +260,14 @@ impl Issuer {
             })
     }
 
-    /// Authenticates the client; returns its principal and `appidacr`.
+    /// Authenticates the client: its principal and `appidacr`, or an external
+    /// token still to be verified with its issuer's keys.
     pub(crate) fn authenticate(
         &self,
         dir: &Directory,
         client_id: &str,
         credential: ClientCredential<'_>,
-    ) -> Result<(Principal, &'static str), EntraError> {
+    ) -> Result<Authenticated, EntraError> {
         let p = dir
             .get_by_app(client_id)?
             .ok_or_else(|| EntraError::UnknownApplication {
@@ -236,7 +297,7 @@ impl Issuer {
                         client_id: client_id.to_owned(),
                     });
                 }
-                Ok((p, "1"))
+                Ok(Authenticated::Done(Box::new(p), "1"))
             }
             ClientCredential::Assertion(assertion) => {
                 let creds: Vec<&KeyCredential> = p
@@ -244,10 +305,94 @@ impl Issuer {
                     .iter()
                     .chain(app.iter().flat_map(|a| a.key_credentials.iter()))
                     .collect();
+                if let Some((claims, kid)) = Self::external(client_id, assertion, &creds)? {
+                    let fics = dir.federated_for(&p)?;
+                    federation::match_credential(&fics, &claims)?;
+                    federation::check_lifetime(&claims, now, misim_token::verify::SKEW_SECS)?;
+                    return Ok(Authenticated::Federated(Box::new(PendingFederation {
+                        principal: p,
+                        claims,
+                        token: assertion.to_owned(),
+                        kid,
+                    })));
+                }
                 self.verify_assertion(&creds, client_id, assertion)?;
-                Ok((p, "2"))
+                Ok(Authenticated::Done(Box::new(p), "2"))
             }
         }
+    }
+
+    /// The claims and key id of `assertion` when it is an external token: not
+    /// the client's own certificate assertion (whose `iss` is the client id
+    /// and whose header names one of its certificates). `None` leaves the
+    /// assertion to the certificate path and its errors.
+    fn external(
+        client_id: &str,
+        assertion: &str,
+        creds: &[&KeyCredential],
+    ) -> Result<Option<(ExternalClaims, Option<String>)>, EntraError> {
+        let (Ok(header), Some(payload)) = (
+            jsonwebtoken::decode_header(assertion),
+            peek_payload(assertion),
+        ) else {
+            return Ok(None);
+        };
+        if payload.get("iss").and_then(|v| v.as_str()) == Some(client_id) {
+            return Ok(None);
+        }
+        let thumb = |t: &Option<String>| {
+            t.as_deref()
+                .and_then(misim_token::b64_lenient)
+                .map(|b| misim_token::hex_upper(&b))
+        };
+        let (sha1, sha256) = (thumb(&header.x5t), thumb(&header.x5t_s256));
+        if creds.iter().any(|k| {
+            sha1.as_deref() == Some(&k.thumbprint_sha1)
+                || sha256.as_deref() == Some(&k.thumbprint_sha256)
+        }) {
+            return Ok(None);
+        }
+        let claims = external_claims(&payload)?;
+        Ok(Some((claims, header.kid.or(header.x5t))))
+    }
+
+    /// True when `iss` is this tenant's own (v1 or v2) issuer.
+    pub(crate) fn is_own_issuer(&self, iss: &str) -> bool {
+        iss == self.issuer_v1 || iss == self.issuer_v2
+    }
+
+    /// Verifies a token this tenant issued and presented as a federated
+    /// credential: only a managed identity's token may be (its `sub` the
+    /// identity's object id), signed with this tenant's key.
+    pub(crate) fn verify_own_token(
+        &self,
+        dir: &Directory,
+        pending: &PendingFederation,
+    ) -> Result<(), EntraError> {
+        let claims = verify_access_token(
+            &pending.token,
+            &self.keys,
+            &[self.issuer_v1.as_str(), self.issuer_v2.as_str()],
+            self.clock.as_ref(),
+            |_| true,
+        )
+        .map_err(|e| match e {
+            TokenError::Lifetime(_) => EntraError::FederatedTokenTimeRange {
+                now: self.clock.unix(),
+                nbf: pending.claims.nbf.unwrap_or(0),
+                exp: pending.claims.exp.unwrap_or(0),
+            },
+            other => EntraError::InvalidAssertion {
+                reason: other.to_string(),
+            },
+        })?;
+        let is_mi = dir
+            .get(&claims.oid)?
+            .is_some_and(|p| p.kind == PrincipalKind::ManagedIdentity && p.object_id == claims.sub);
+        if !is_mi {
+            return Err(EntraError::EntraIssuedToken);
+        }
+        Ok(())
     }
 
     fn verify_assertion(
@@ -304,20 +449,11 @@ impl Issuer {
         })
     }
 
-    /// Authenticates the client, checks the resource and signs a v1 access token.
-    pub(crate) fn issue(
-        &self,
-        dir: &Directory,
-        client_id: &str,
-        credential: ClientCredential<'_>,
-        resource: &str,
-    ) -> Result<Issued, EntraError> {
-        let (p, appidacr) = self.authenticate(dir, client_id, credential)?;
-        self.check_resource(resource)?;
-        self.sign_for(&p, appidacr, resource)
-    }
-
-    fn sign_for(
+    /// Signs a v1 access token for `p`. A token for
+    /// `api://AzureADTokenExchange` (a managed identity's token used as an
+    /// application's federated credential) carries the v2 issuer and
+    /// `ver` 2.0, which the credential names (docs/workload-identity.md).
+    pub(crate) fn sign_for(
         &self,
         p: &Principal,
         appidacr: &str,
@@ -329,27 +465,34 @@ impl Issuer {
             PrincipalKind::Application => APP_LIFETIME_SECS,
         };
         let exp = iat + lifetime;
+        let exchange =
+            audiences::normalize(resource) == audiences::normalize(TOKEN_EXCHANGE_AUDIENCE);
+        let (iss, ver) = if exchange {
+            (self.issuer_v2.as_str(), "2.0")
+        } else {
+            (self.issuer_v1.as_str(), "1.0")
+        };
         let opaque = |g: String| misim_token::b64url(g.as_bytes());
         let uti = opaque(self.ids.guid());
         let aio = opaque(self.ids.guid());
         let rh = format!("0.A{}", opaque(self.tenant_id.clone()));
         let claims = AccessClaims {
             aud: resource,
-            iss: &self.issuer_v1,
+            iss,
             iat,
             nbf: iat,
             exp,
             aio: &aio,
             appid: &p.app_id,
             appidacr,
-            idp: &self.issuer_v1,
+            idp: iss,
             idtyp: "app",
             oid: &p.object_id,
             rh: &rh,
             sub: &p.object_id,
             tid: &self.tenant_id,
             uti: &uti,
-            ver: "1.0",
+            ver,
             xms_mirid: p.xms_mirid(),
         };
         let access_token = self.signing.signer.sign(&claims)?;

@@ -1,5 +1,6 @@
 //! `POST /{tenant}/oauth2/token` (v1) and `/{tenant}/oauth2/v2.0/token` (v2):
-//! the client-credentials grant with a secret or a certificate assertion.
+//! the client-credentials grant with a secret, a certificate assertion or an
+//! external token matching a federated identity credential.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -82,7 +83,7 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<[(String, String); 2]
     ]))
 }
 
-fn handle(
+async fn handle(
     entra: &Entra,
     headers: &HeaderMap,
     tenant: &str,
@@ -140,19 +141,18 @@ fn handle(
         }
     };
     entra
-        .inner
-        .issuer
-        .issue(&entra.inner.directory, client_id, credential, resource)
+        .issue_access_token(client_id, credential, resource)
+        .await
 }
 
-fn respond(
+async fn respond(
     entra: &Entra,
     headers: &HeaderMap,
     tenant: &str,
     body: &[u8],
     version: Version,
 ) -> Response {
-    match handle(entra, headers, tenant, body, version) {
+    match handle(entra, headers, tenant, body, version).await {
         Ok(t) => {
             let expires_in = t.exp - entra.inner.clock.unix();
             let json = match version {
@@ -192,7 +192,7 @@ pub(crate) async fn token_v1(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    respond(&entra, &headers, &tenant, &body, Version::V1)
+    respond(&entra, &headers, &tenant, &body, Version::V1).await
 }
 
 pub(crate) async fn token_v2(
@@ -201,7 +201,7 @@ pub(crate) async fn token_v2(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    respond(&entra, &headers, &tenant, &body, Version::V2)
+    respond(&entra, &headers, &tenant, &body, Version::V2).await
 }
 
 #[cfg(test)]

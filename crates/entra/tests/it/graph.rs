@@ -6,7 +6,12 @@ use misim_entra::GraphPermission;
 
 const GRAPH_V1: &str = "https://graph.microsoft.com";
 
-async fn token_for(entra: &Entra, client: &str, secret: &str, scope: &str) -> (StatusCode, Value) {
+pub(crate) async fn token_for(
+    entra: &Entra,
+    client: &str,
+    secret: &str,
+    scope: &str,
+) -> (StatusCode, Value) {
     post_form(
         entra,
         &format!("/{TID}/oauth2/v2.0/token"),
@@ -16,7 +21,7 @@ async fn token_for(entra: &Entra, client: &str, secret: &str, scope: &str) -> (S
 }
 
 /// A Graph token for the admin, with the audience the Azure CLI asks for (`{entra}/`).
-async fn admin_graph_token(entra: &Entra) -> String {
+pub(crate) async fn admin_graph_token(entra: &Entra) -> String {
     let (s, b) = token_for(
         entra,
         ADMIN_APP,
@@ -30,7 +35,7 @@ async fn admin_graph_token(entra: &Entra) -> String {
     token
 }
 
-async fn graph(
+pub(crate) async fn graph(
     entra: &Entra,
     token: Option<&str>,
     method: &str,
@@ -54,7 +59,7 @@ async fn graph(
     send(entra, req.body(body).unwrap()).await
 }
 
-fn assert_graph_error(status: StatusCode, body: &Value, want: StatusCode, code: &str) {
+pub(crate) fn assert_graph_error(status: StatusCode, body: &Value, want: StatusCode, code: &str) {
     assert_eq!(status, want, "{body}");
     assert_eq!(body["error"]["code"], code, "{body}");
     assert!(body["error"]["message"].is_string(), "{body}");
@@ -71,7 +76,7 @@ fn filter_path(collection: &str, filter: &str) -> String {
 }
 
 /// `POST /applications` + `POST /servicePrincipals`; returns (app, sp).
-async fn create_app_and_sp(entra: &Entra, token: &str, name: &str) -> (Value, Value) {
+pub(crate) async fn create_app_and_sp(entra: &Entra, token: &str, name: &str) -> (Value, Value) {
     let (s, _, app) = graph(
         entra,
         Some(token),
@@ -93,7 +98,7 @@ async fn create_app_and_sp(entra: &Entra, token: &str, name: &str) -> (Value, Va
     (app, sp)
 }
 
-async fn add_password(entra: &Entra, token: &str, app_oid: &str) -> Value {
+pub(crate) async fn add_password(entra: &Entra, token: &str, app_oid: &str) -> Value {
     let (s, _, cred) = graph(
         entra,
         Some(token),

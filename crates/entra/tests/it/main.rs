@@ -10,6 +10,7 @@ use http_body_util::BodyExt;
 use misim_entra::{AdminBootstrap, Config, Deps, Entra};
 use misim_proto::entra::v1 as pb;
 use misim_proto::entra::v1::directory_server::Directory;
+use misim_proto::entra::v1::federation_server::Federation;
 use misim_store::Store;
 use misim_token::RsaSigner;
 use misim_token::cert::{GeneratedCert, generate_rsa_cert};
@@ -19,6 +20,7 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 mod assertion_props;
+mod federation;
 mod graph;
 
 const TID: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";

@@ -29,9 +29,11 @@ use crate::domain::principal::{Principal, PrincipalKind};
 use crate::{Entra, EntraError};
 
 use model::{
-    app_changes, application_json, context, opt_datetime, password_credential_json,
-    service_principal_json,
+    app_changes, application_json, context, federated_credential_input, federated_credential_json,
+    opt_datetime, password_credential_json, service_principal_json,
 };
+
+use crate::domain::federation::Owner;
 
 /// A Graph error: status, code and message.
 #[derive(Debug)]
@@ -125,6 +127,26 @@ pub(crate) fn routes() -> Router<Entra> {
                 .delete(delete_application),
         )
         .route("/v1.0/applications/{id}/addPassword", post(add_password))
+        .route(
+            "/v1.0/applications/{id}/federatedIdentityCredentials",
+            get(list_federated).post(create_federated),
+        )
+        .route(
+            "/v1.0/applications/{id}/federatedIdentityCredentials/{fic}",
+            get(get_federated)
+                .patch(patch_federated)
+                .delete(delete_federated),
+        )
+        .route(
+            "/beta/applications/{id}/federatedIdentityCredentials",
+            get(list_federated).post(create_federated),
+        )
+        .route(
+            "/beta/applications/{id}/federatedIdentityCredentials/{fic}",
+            get(get_federated)
+                .patch(patch_federated)
+                .delete(delete_federated),
+        )
         .route(
             "/v1.0/applications/{id}/removePassword",
             post(remove_password),
@@ -472,6 +494,174 @@ async fn remove_password(
             .and_then(Value::as_str)
             .ok_or_else(|| GraphError::bad_request("Property 'keyId' is required."))?;
         e.inner.directory.remove_password(&id, key_id).await?;
+        Ok(no_content())
+    }
+    .await;
+    finish(&e, &h, result)
+}
+
+// ---- federated identity credentials ----
+//
+// `applications/{id}/federatedIdentityCredentials[/{id or name}]`, under
+// v1.0 and beta (the Azure CLI used beta until 2.40). Reads need
+// Application.Read.All, writes Application.ReadWrite.All, as for the
+// application itself.
+
+/// The Graph version the request was made under (`v1.0` or `beta`).
+fn version_of(uri: &http::Uri) -> &'static str {
+    if uri.path().starts_with("/beta/") {
+        "beta"
+    } else {
+        "v1.0"
+    }
+}
+
+fn fic_context(e: &Entra, version: &str, app: &str, entity: bool) -> String {
+    format!(
+        "{}/{version}/$metadata#applications('{app}')/federatedIdentityCredentials{}",
+        e.inner.config.public_url,
+        if entity { "/$entity" } else { "" }
+    )
+}
+
+fn with_context(context: String, v: Value) -> Value {
+    let mut out = Map::new();
+    out.insert("@odata.context".into(), Value::String(context));
+    if let Value::Object(mut m) = v {
+        out.append(&mut m);
+    }
+    Value::Object(out)
+}
+
+fn fic_not_found(id: &str) -> GraphError {
+    GraphError::new(
+        StatusCode::NOT_FOUND,
+        "Request_ResourceNotFound",
+        format!("FederatedIdentityCredential with identifier '{id}' not found."),
+    )
+}
+
+async fn list_federated(
+    State(e): State<Entra>,
+    uri: http::Uri,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    h: HeaderMap,
+) -> Response {
+    run(&e, &h, |_| {
+        let version = version_of(&uri);
+        let app = load_app(&e, &id)?;
+        let filter = filter_of(&q)?;
+        let value: Vec<Value> = e
+            .inner
+            .directory
+            .list_federated(Owner::Application(&app.object_id))?
+            .iter()
+            .map(federated_credential_json)
+            .filter(|v| filter.as_ref().is_none_or(|f| f.matches(v)))
+            .collect();
+        Ok(Json(json!({
+            "@odata.context": fic_context(&e, version, &app.object_id, false),
+            "value": value,
+        }))
+        .into_response())
+    })
+}
+
+async fn create_federated(
+    State(e): State<Entra>,
+    uri: http::Uri,
+    Path(id): Path<String>,
+    h: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let result = async {
+        let caller = authenticate(&e, &h)?;
+        let version = version_of(&uri);
+        let app = load_app(&e, &id)?;
+        caller.require_write()?;
+        let input = federated_credential_input(&json_body(&body)?)?;
+        let c = e
+            .inner
+            .directory
+            .add_federated(Owner::Application(&app.object_id), input)
+            .await?;
+        tracing::info!(app_id = %app.app_id, name = %c.name, issuer = %c.issuer, subject = %c.subject,
+            "federated identity credential created");
+        let v = with_context(
+            fic_context(&e, version, &app.object_id, true),
+            federated_credential_json(&c),
+        );
+        Ok((StatusCode::CREATED, Json(v)).into_response())
+    }
+    .await;
+    finish(&e, &h, result)
+}
+
+async fn get_federated(
+    State(e): State<Entra>,
+    uri: http::Uri,
+    Path((id, fic)): Path<(String, String)>,
+    h: HeaderMap,
+) -> Response {
+    run(&e, &h, |_| {
+        let version = version_of(&uri);
+        let app = load_app(&e, &id)?;
+        let c = e
+            .inner
+            .directory
+            .list_federated(Owner::Application(&app.object_id))?
+            .into_iter()
+            .find(|c| c.id.eq_ignore_ascii_case(&fic) || c.name.eq_ignore_ascii_case(&fic))
+            .ok_or_else(|| fic_not_found(&fic))?;
+        Ok(Json(with_context(
+            fic_context(&e, version, &app.object_id, true),
+            federated_credential_json(&c),
+        ))
+        .into_response())
+    })
+}
+
+async fn patch_federated(
+    State(e): State<Entra>,
+    Path((id, fic)): Path<(String, String)>,
+    h: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let result = async {
+        let caller = authenticate(&e, &h)?;
+        let app = load_app(&e, &id)?;
+        caller.require_write()?;
+        let patch = federated_credential_input(&json_body(&body)?)?;
+        e.inner
+            .directory
+            .update_federated(Owner::Application(&app.object_id), &fic, patch)
+            .await?
+            .ok_or_else(|| fic_not_found(&fic))?;
+        Ok(no_content())
+    }
+    .await;
+    finish(&e, &h, result)
+}
+
+async fn delete_federated(
+    State(e): State<Entra>,
+    Path((id, fic)): Path<(String, String)>,
+    h: HeaderMap,
+) -> Response {
+    let result = async {
+        let caller = authenticate(&e, &h)?;
+        let app = load_app(&e, &id)?;
+        caller.require_write()?;
+        if !e
+            .inner
+            .directory
+            .delete_federated(Owner::Application(&app.object_id), &fic)
+            .await?
+        {
+            return Err(fic_not_found(&fic));
+        }
+        tracing::info!(app_id = %app.app_id, credential = %fic, "federated identity credential deleted");
         Ok(no_content())
     }
     .await;

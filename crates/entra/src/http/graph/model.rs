@@ -7,6 +7,7 @@ use crate::Config;
 use crate::EntraError;
 use crate::domain::application::{AppChanges, Application, KeyCredentialInput, PasswordCredential};
 use crate::domain::datetime::{format_iso, parse_iso};
+use crate::domain::federation::{CredentialInput, FederatedCredential};
 use crate::domain::principal::{KeyCredential, Principal, PrincipalKind};
 
 /// The tenant that owns Microsoft's first-party (managed identity) applications.
@@ -303,4 +304,53 @@ pub(crate) fn app_changes(body: &Map<String, Value>) -> Result<AppChanges, Entra
         }
     }
     Ok(changes)
+}
+
+/// A federatedIdentityCredential as Graph returns it.
+pub(crate) fn federated_credential_json(c: &FederatedCredential) -> Value {
+    json!({
+        "id": c.id,
+        "name": c.name,
+        "issuer": c.issuer,
+        "subject": c.subject,
+        "description": c.description,
+        "audiences": c.audiences,
+    })
+}
+
+/// The properties of a federatedIdentityCredential POST or PATCH body;
+/// `id` and OData annotations are ignored, unknown properties refused.
+pub(crate) fn federated_credential_input(
+    body: &Map<String, Value>,
+) -> Result<CredentialInput, EntraError> {
+    let mut input = CredentialInput::default();
+    for (k, v) in body {
+        match k.as_str() {
+            "name" => input.name = opt_string(body, k)?,
+            "issuer" => input.issuer = opt_string(body, k)?,
+            "subject" => input.subject = opt_string(body, k)?,
+            "description" => input.description = opt_string(body, k)?,
+            "audiences" => {
+                let list = v
+                    .as_array()
+                    .and_then(|a| {
+                        a.iter()
+                            .map(|u| u.as_str().map(str::to_owned))
+                            .collect::<Option<Vec<_>>>()
+                    })
+                    .ok_or_else(|| {
+                        bad("Property 'audiences' must be an array of strings.".into())
+                    })?;
+                input.audiences = Some(list);
+            }
+            "id" => {}
+            k if k.starts_with('@') => {}
+            other => {
+                return Err(bad(format!(
+                    "Property '{other}' does not exist on type 'microsoft.graph.federatedIdentityCredential'."
+                )));
+            }
+        }
+    }
+    Ok(input)
 }
