@@ -25,6 +25,8 @@ mod grpc;
 mod grpc_ops;
 pub mod http;
 pub mod rbac;
+pub mod records;
+pub mod resource;
 pub mod template;
 
 use std::sync::Arc;

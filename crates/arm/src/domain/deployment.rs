@@ -20,11 +20,11 @@ use std::time::SystemTime;
 
 use serde_json::{Value, json};
 
-use super::records::DeploymentRecord;
+use super::model;
 use super::{Core, Put, res_key};
 use crate::error::ArmError;
-use crate::http::model;
-use crate::http::route::{self, Kind, Route};
+use crate::records::DeploymentRecord;
+use crate::resource::{Address, Kind};
 use crate::template::{Budget, Evaluator, Planned, Resources, Target, Template, TemplateError};
 
 const WRITE: &str = "Microsoft.Resources/deployments/write";
@@ -241,9 +241,9 @@ impl Core {
         ordered.sort_by_key(|p| p.index);
         let mut refused = Vec::new();
         for p in ordered {
-            let action = match route::parse(&p.id) {
-                Ok(Route::Resource { kind, .. }) => format!("{}/write", kind.type_name()),
-                Ok(Route::RoleAssignment { .. }) => {
+            let action = match Address::parse(&p.id) {
+                Ok(Some(Address::Resource { kind, .. })) => kind.action("write"),
+                Ok(Some(Address::RoleAssignment { .. })) => {
                     "Microsoft.Authorization/roleAssignments/write".to_owned()
                 }
                 // Types misim does not deploy fail as the deployment runs.
@@ -276,18 +276,18 @@ impl Core {
         p: &Planned,
         body: &Value,
     ) -> Result<(), ArmError> {
-        match route::parse(&p.id)? {
-            Route::Resource {
+        match Address::parse(&p.id)? {
+            Some(Address::Resource {
                 sub,
                 rg,
                 kind,
                 name,
-            } if kind != Kind::Deployment => {
+            }) if kind != Kind::Deployment => {
                 self.write_resource(principal, &sub, &rg, kind, &name, body, false)
                     .await?;
                 Ok(())
             }
-            Route::RoleAssignment { scope, name } => {
+            Some(Address::RoleAssignment { scope, name }) => {
                 self.authorize(
                     principal,
                     "Microsoft.Authorization/roleAssignments/write",
@@ -362,23 +362,23 @@ impl Core {
 
     /// The JSON of any resource ARM stores, by id (what `reference()` reads).
     pub fn resource_json(&self, id: &str) -> Result<Value, ArmError> {
-        match route::parse(id)? {
-            Route::Resource {
+        match Address::parse(id)? {
+            Some(Address::Resource {
                 sub,
                 rg,
                 kind,
                 name,
-            } => self.read_resource(&sub, &rg, kind, &name, false),
-            Route::RoleAssignment { scope, name } => {
+            }) => self.read_resource(&sub, &rg, kind, &name, false),
+            Some(Address::RoleAssignment { scope, name }) => {
                 Ok(model::assignment(&self.get_assignment(&scope, &name)?))
             }
-            Route::ResourceGroup { sub, rg } => Ok(model::rg(&self.require_rg(&sub, &rg)?)),
-            Route::Subnet {
+            Some(Address::ResourceGroup { sub, rg }) => Ok(model::rg(&self.require_rg(&sub, &rg)?)),
+            Some(Address::Subnet {
                 sub,
                 rg,
                 vnet,
                 name: Some(name),
-            } => self.get_subnet(&sub, &rg, &vnet, &name),
+            }) => self.get_subnet(&sub, &rg, &vnet, &name),
             _ => Err(ArmError::UnknownPath(id.to_owned())),
         }
     }

@@ -9,8 +9,8 @@ use misim_proto::entra::v1 as entra;
 use misim_proto::imds::v1 as imds;
 
 use super::Core;
-use super::records::*;
 use crate::error::ArmError;
+use crate::records::*;
 
 fn drift(kind: &str, subject: &str, detail: String) -> Drift {
     Drift {

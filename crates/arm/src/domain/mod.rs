@@ -6,9 +6,9 @@ pub mod catalog;
 pub mod deployment;
 mod doctor;
 pub mod identity;
+pub mod model;
 pub mod network;
 pub mod orchestrate;
-pub mod records;
 pub mod roles;
 
 use std::collections::BTreeMap;
@@ -23,11 +23,11 @@ use serde_json::{Map, Value};
 
 use crate::config::Config;
 use crate::error::ArmError;
-use crate::http::model;
-use crate::http::route::Kind;
+
 use crate::rbac::{self, AccessRequest, AssignmentView, Decision};
+use crate::records::*;
+use crate::resource::Kind;
 use identity::{IdentityRequest, IdentityState};
-use records::*;
 
 /// Validity of managed-identity certificates (docs/azure-protocol.md, Entra: managed-identity
 /// certificates).
@@ -231,7 +231,7 @@ impl Core {
                 name,
                 scope: scope.clone(),
                 role_guid: role.to_ascii_lowercase(),
-                role_definition_id: self.role_definition_id(role),
+                role_definition_id: self.config.role_definition_id(role),
                 principal_id: principal.clone(),
                 principal_type: "ServicePrincipal".into(),
             };
@@ -241,14 +241,6 @@ impl Core {
             tracing::info!(principal, role, "bootstrap role assignment created");
         }
         Ok(())
-    }
-
-    /// The ARM id of a built-in role definition in the subscription.
-    pub fn role_definition_id(&self, guid: &str) -> String {
-        format!(
-            "/subscriptions/{}/providers/Microsoft.Authorization/roleDefinitions/{guid}",
-            self.config.subscription_id
-        )
     }
 
     /// Decides an access question.

@@ -11,10 +11,10 @@ use std::net::Ipv4Addr;
 use misim_types::ResourceId;
 use serde_json::{Map, Value, json};
 
-use super::records::NetworkRecord;
 use super::{Core, Put, location_of, merge_patch, res_key, tags_of};
 use crate::error::ArmError;
-use crate::http::route::Kind;
+use crate::records::NetworkRecord;
+use crate::resource::Kind;
 
 /// First address of the simulated public range.
 const PUBLIC_BASE: Ipv4Addr = Ipv4Addr::new(20, 81, 0, 4);

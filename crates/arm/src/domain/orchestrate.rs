@@ -18,8 +18,8 @@ use misim_types::ErrorCode;
 
 use super::Core;
 use super::deployment::rfc3339;
-use super::records::*;
 use crate::error::ArmError;
+use crate::records::*;
 
 /// Attempts after which an operation failing with a non-transient error fails for good.
 const MAX_HARD_FAILURES: u32 = 10;

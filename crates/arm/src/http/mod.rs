@@ -3,7 +3,7 @@
 //! authorizes the operation and renders Azure-shaped JSON.
 
 pub mod error;
-pub mod model;
+mod query;
 pub mod route;
 
 use std::sync::Arc;
@@ -17,10 +17,12 @@ use misim_proto::keys::KeysError;
 use misim_token::TokenError;
 use serde_json::{Value, json};
 
-use crate::domain::records::ProvState;
-use crate::domain::{Core, catalog};
+use crate::domain::{Core, catalog, model};
 use crate::error::ArmError;
-use route::{Kind, Route};
+use crate::records::ProvState;
+use crate::resource::{Address, Kind};
+use query::{param, query};
+use route::Route;
 
 /// Builds the router.
 pub(crate) fn router(core: Arc<Core>) -> Router {
@@ -44,18 +46,6 @@ async fn handle(
         Ok(r) => r,
         Err(e) => error::render(&core.config, e),
     }
-}
-
-fn query(uri: &Uri) -> Vec<(String, String)> {
-    uri.query()
-        .and_then(|q| serde_urlencoded::from_str::<Vec<(String, String)>>(q).ok())
-        .unwrap_or_default()
-}
-
-fn param<'a>(q: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    q.iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
 }
 
 async fn authenticate(core: &Core, headers: &HeaderMap) -> Result<String, ArmError> {
@@ -178,11 +168,11 @@ async fn dispatch(
             core.require_access_in(&principal, "Microsoft.Resources/subscriptions/read", &sub)?;
             Ok(ok(model::subscription(&core.config)))
         }
-        (Route::ResourceGroups { sub }, Method::GET) => {
+        (Route::At(Address::ResourceGroups { sub }), Method::GET) => {
             core.authorize(&principal, &format!("{RG_ACTION}/read"), &sub_scope(&sub))?;
             Ok(list(core.list_rgs(&sub)?.iter().map(model::rg).collect()))
         }
-        (Route::ResourceGroup { sub, rg }, m) => {
+        (Route::At(Address::ResourceGroup { sub, rg }), m) => {
             core.check_sub(&sub)?;
             let scope = rg_scope(&sub, &rg);
             match m {
@@ -217,7 +207,7 @@ async fn dispatch(
                 other => Err(ArmError::MethodNotAllowed(other.to_string())),
             }
         }
-        (Route::Collection { sub, rg, kind }, Method::GET) => {
+        (Route::At(Address::Collection { sub, rg, kind }), Method::GET) => {
             let scope = match &rg {
                 Some(rg) => rg_scope(&sub, rg),
                 None => sub_scope(&sub),
@@ -265,12 +255,12 @@ async fn dispatch(
             Ok(list(values))
         }
         (
-            Route::Resource {
+            Route::At(Address::Resource {
                 sub,
                 rg,
                 kind,
                 name,
-            },
+            }),
             m,
         ) => {
             let scope = res_scope(&sub, &rg, kind, &name);
@@ -288,12 +278,12 @@ async fn dispatch(
             resource(core, &principal, &m, &sub, &rg, kind, &name, &q, body).await
         }
         (
-            Route::Subnet {
+            Route::At(Address::Subnet {
                 sub,
                 rg,
                 vnet,
                 name,
-            },
+            }),
             Method::GET,
         ) => {
             let vnet_id = res_scope(&sub, &rg, Kind::VirtualNetwork, &vnet);
@@ -309,7 +299,7 @@ async fn dispatch(
                 }
             }
         }
-        (Route::DeploymentOperation { sub, rg, name, op }, Method::GET) => {
+        (Route::At(Address::DeploymentOperation { sub, rg, name, op }), Method::GET) => {
             let id = res_scope(&sub, &rg, Kind::Deployment, &name);
             core.authorize(
                 &principal,
@@ -326,7 +316,7 @@ async fn dispatch(
                     .get_op(id)?
                     .ok_or_else(|| ArmError::UnknownPath(uri.path().to_owned()))?;
                 authorize_operation(core, &principal, &sub, &o, uri.path())?;
-                done &= o.status != crate::domain::records::OpStatus::InProgress;
+                done &= o.status != crate::records::OpStatus::InProgress;
             }
             if done {
                 return Ok(StatusCode::OK.into_response());
@@ -374,7 +364,7 @@ async fn dispatch(
             // subscription): `az vm create` lists them to pick defaults.
             core.require_access_in(&principal, "Microsoft.Compute/skus/read", &sub)?;
             let filter = param(&q, "$filter").unwrap_or("");
-            let location = model::quoted_after(filter, "location eq");
+            let location = query::quoted_after(filter, "location eq");
             Ok(list(catalog::compute_skus(location.as_deref())))
         }
         (
@@ -410,14 +400,14 @@ async fn dispatch(
                 versions,
             )
         }
-        (Route::RoleAssignments { scope }, Method::GET) => {
+        (Route::At(Address::RoleAssignments { scope }), Method::GET) => {
             core.authorize(
                 &principal,
                 "Microsoft.Authorization/roleAssignments/read",
                 &scope,
             )?;
             let filter = param(&q, "$filter").unwrap_or("");
-            let (at_scope, who) = model::parse_assignment_filter(filter);
+            let (at_scope, who) = query::parse_assignment_filter(filter);
             let values = core
                 .list_assignments(&scope, at_scope, who.as_deref())?
                 .iter()
@@ -425,7 +415,7 @@ async fn dispatch(
                 .collect();
             Ok(list(values))
         }
-        (Route::RoleAssignment { scope, name }, m) => match m {
+        (Route::At(Address::RoleAssignment { scope, name }), m) => match m {
             Method::GET => {
                 core.authorize(
                     &principal,
@@ -457,22 +447,22 @@ async fn dispatch(
             }
             other => Err(ArmError::MethodNotAllowed(other.to_string())),
         },
-        (Route::RoleDefinitions { scope }, Method::GET) => {
+        (Route::At(Address::RoleDefinitions { scope }), Method::GET) => {
             core.authorize(
                 &principal,
                 "Microsoft.Authorization/roleDefinitions/read",
                 &scope,
             )?;
             let filter = param(&q, "$filter").unwrap_or("");
-            let wanted = model::parse_role_name_filter(filter);
+            let wanted = query::parse_role_name_filter(filter);
             let values = core
                 .list_roles(&scope, wanted.as_deref())?
                 .iter()
-                .map(|r| model::role_definition(core, r))
+                .map(|r| model::role_definition(&core.config, r))
                 .collect();
             Ok(list(values))
         }
-        (Route::RoleDefinition { scope, name }, m) => {
+        (Route::At(Address::RoleDefinition { scope, name }), m) => {
             let verb = match m {
                 Method::GET => "read",
                 Method::PUT => "write",
@@ -489,19 +479,19 @@ async fn dispatch(
                     let r = core
                         .role(&name)?
                         .ok_or(ArmError::RoleDefinitionNotFound(name))?;
-                    Ok(ok(model::role_definition(core, &r)))
+                    Ok(ok(model::role_definition(&core.config, &r)))
                 }
                 Method::PUT => {
                     let b = body_json(body)?;
                     let (r, created) = core.put_custom_role(&principal, &scope, &name, &b).await?;
                     Ok((
                         put_status(created),
-                        axum::Json(model::role_definition(core, &r)),
+                        axum::Json(model::role_definition(&core.config, &r)),
                     )
                         .into_response())
                 }
                 _ => match core.delete_custom_role(&principal, &name).await? {
-                    Some(r) => Ok(ok(model::role_definition(core, &r))),
+                    Some(r) => Ok(ok(model::role_definition(&core.config, &r))),
                     None => Ok(StatusCode::NO_CONTENT.into_response()),
                 },
             }
@@ -658,7 +648,7 @@ fn authorize_operation(
     core: &Core,
     principal: &str,
     sub: &str,
-    o: &crate::domain::records::OpRecord,
+    o: &crate::records::OpRecord,
     path: &str,
 ) -> Result<(), ArmError> {
     let id = misim_types::ResourceId::parse(&o.resource_id)
