@@ -1,10 +1,10 @@
 //! ARM's logic: resources, managed-identity provisioning (ARM acting as the
-//! MSI resource provider, docs/contracts.md) and RBAC decisions. No axum or
-//! tonic server types; peers are the generated gRPC clients.
+//! MSI resource provider, docs/contracts.md) and RBAC decisions. No axum,
+//! tonic or generated proto types: peers are reached through [`crate::peers`].
 
 pub mod catalog;
 pub mod deployment;
-mod doctor;
+pub mod doctor;
 pub mod identity;
 pub mod model;
 pub mod network;
@@ -14,15 +14,13 @@ pub mod roles;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use misim_proto::entra::v1 as entra;
-use misim_proto::faults::PeerChannel;
-use misim_proto::imds::v1 as imds;
 use misim_store::{CachedTable, Store, Table};
-use misim_types::{ErrorCode, ResourceId, SharedClock, SharedIds};
+use misim_types::{ResourceId, SharedClock, SharedIds};
 use serde_json::{Map, Value};
 
 use crate::config::Config;
 use crate::error::ArmError;
+use crate::peers::{IdentityKind, Peers, Principal};
 
 use crate::rbac::{self, AccessRequest, AssignmentView, Decision};
 use crate::records::*;
@@ -38,10 +36,9 @@ const CERT_VALIDITY: Duration = Duration::from_secs(90 * 86400);
 pub struct Core {
     pub(crate) config: Config,
     pub(crate) clock: SharedClock,
-    pub(crate) keys: misim_proto::keys::EntraKeys,
     ids: SharedIds,
-    directory: entra::directory_client::DirectoryClient<PeerChannel>,
-    imds: imds::control_client::ControlClient<PeerChannel>,
+    /// Entra and IMDS.
+    peers: Peers,
     rgs: Table<RgRecord>,
     uamis: Table<UamiRecord>,
     vms: Table<VmRecord>,
@@ -179,22 +176,18 @@ fn merge_patch(target: &mut Value, patch: &Value) {
 
 impl Core {
     /// Opens the tables.
-    pub fn new(
+    pub(crate) fn new(
         config: Config,
         store: &Store,
         clock: SharedClock,
         ids: SharedIds,
-        keys: misim_proto::keys::EntraKeys,
-        directory: entra::directory_client::DirectoryClient<PeerChannel>,
-        imds: imds::control_client::ControlClient<PeerChannel>,
+        peers: Peers,
     ) -> Result<Self, ArmError> {
         Ok(Self {
             config,
             clock,
-            keys,
             ids,
-            directory,
-            imds,
+            peers,
             rgs: store.table("resource_groups")?,
             uamis: store.table("user_assigned_identities")?,
             vms: store.table("virtual_machines")?,
@@ -422,6 +415,11 @@ impl Core {
 
     // ------------------------------------------------------------ scopes
 
+    /// The object id of the caller of an ARM bearer `token`.
+    pub async fn authenticate(&self, token: &str) -> Result<String, ArmError> {
+        self.peers.verify_bearer(token, self.clock.as_ref()).await
+    }
+
     /// Fails unless `sub` is the configured subscription.
     pub fn check_sub(&self, sub: &str) -> Result<(), ArmError> {
         if sub.eq_ignore_ascii_case(&self.config.subscription_id) {
@@ -628,15 +626,16 @@ impl Core {
         request_id: &str,
     ) -> Result<Credential, ArmError> {
         let sp = self
-            .create_sp(request_id, display_name, resource_id)
+            .peers
+            .create_principal(request_id, display_name, resource_id)
             .await?;
         let c = self.new_credential(&sp).await?;
-        self.register_certificate(&c).await?;
+        self.peers.register_certificate(&c).await?;
         Ok(c)
     }
 
     /// A new key and certificate for a principal (not yet registered).
-    async fn new_credential(&self, sp: &entra::ServicePrincipal) -> Result<Credential, ArmError> {
+    async fn new_credential(&self, sp: &Principal) -> Result<Credential, ArmError> {
         let now = self.clock.now();
         let cn = sp.app_id.clone();
         let cert = tokio::task::spawn_blocking(move || {
@@ -653,56 +652,17 @@ impl Core {
         })
     }
 
-    /// Registers a credential's certificate with Entra (idempotent by thumbprint).
-    async fn register_certificate(&self, c: &Credential) -> Result<(), ArmError> {
-        let der = misim_token::cert::pem_to_der(&c.certificate_pem, "CERTIFICATE")
-            .map_err(|e| ArmError::Internal(e.to_string()))?;
-        self.directory
-            .clone()
-            .add_key_credential(entra::AddKeyCredentialRequest {
-                object_id: c.principal_id.clone(),
-                certificate_der: der,
-            })
-            .await
-            .map_err(|s| ArmError::peer("entra", s))?;
-        Ok(())
-    }
-
-    async fn delete_principal(&self, object_id: &str) -> Result<(), ArmError> {
-        self.directory
-            .clone()
-            .delete_service_principal(entra::DeleteServicePrincipalRequest {
-                object_id: object_id.to_owned(),
-            })
-            .await
-            .map_err(|s| ArmError::peer("entra", s))?;
-        Ok(())
-    }
-
+    /// Step 3: pushes one identity of a VM to IMDS.
     async fn push_identity(
         &self,
         vm_id: &str,
-        kind: imds::IdentityKind,
+        kind: IdentityKind,
         resource_id: &str,
         c: &Credential,
     ) -> Result<(), ArmError> {
-        self.imds
-            .clone()
-            .put_identity(imds::PutIdentityRequest {
-                vm_resource_id: vm_id.to_owned(),
-                identity: Some(imds::ManagedIdentity {
-                    kind: kind as i32,
-                    client_id: c.client_id.clone(),
-                    object_id: c.principal_id.clone(),
-                    resource_id: resource_id.to_owned(),
-                    tenant_id: self.config.tenant_id.clone(),
-                    certificate_pem: c.certificate_pem.clone(),
-                    private_key_pem: c.private_key_pem.clone(),
-                }),
-            })
+        self.peers
+            .push_identity(vm_id, kind, resource_id, &self.config.tenant_id, c)
             .await
-            .map_err(|s| ArmError::peer("imds", s))?;
-        Ok(())
     }
 
     // ------------------------------------------------------------- UAMIs
@@ -1010,54 +970,6 @@ impl Core {
         Ok((rec, existing.is_none()))
     }
 
-    fn vm_metadata(&self, v: &VmRecord) -> imds::VmMetadata {
-        let p = &v.properties;
-        let s = |ptr: &str| {
-            p.pointer(ptr)
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_owned()
-        };
-        let os_type = match s("/storageProfile/osDisk/osType") {
-            t if !t.is_empty() => t,
-            _ if p.pointer("/osProfile/windowsConfiguration").is_some() => "Windows".into(),
-            _ => "Linux".into(),
-        };
-        let computer_name = match s("/osProfile/computerName") {
-            c if c.is_empty() => v.name.clone(),
-            c => c,
-        };
-        imds::VmMetadata {
-            resource_id: v.id.clone(),
-            vm_id: v.vm_id.clone(),
-            name: v.name.clone(),
-            resource_group: v.resource_group.clone(),
-            subscription_id: self.config.subscription_id.clone(),
-            location: v.location.clone(),
-            vm_size: s("/hardwareProfile/vmSize"),
-            os_type,
-            tags: v
-                .tags
-                .iter()
-                .map(|(k, val)| {
-                    (
-                        k.clone(),
-                        val.as_str()
-                            .map(str::to_owned)
-                            .unwrap_or_else(|| val.to_string()),
-                    )
-                })
-                .collect(),
-            publisher: s("/storageProfile/imageReference/publisher"),
-            offer: s("/storageProfile/imageReference/offer"),
-            sku: s("/storageProfile/imageReference/sku"),
-            version: s("/storageProfile/imageReference/version"),
-            admin_username: s("/osProfile/adminUsername"),
-            computer_name,
-            private_ip: self.vm_private_ip(&v.properties).unwrap_or_default(),
-        }
-    }
-
     /// Reads a VM.
     pub fn get_vm(&self, sub: &str, rg: &str, name: &str) -> Result<VmRecord, ArmError> {
         self.require_rg(sub, rg)?;
@@ -1354,26 +1266,11 @@ impl Core {
         if dup {
             return Err(ArmError::RoleAssignmentExists);
         }
-        match self
-            .directory
-            .clone()
-            .get_service_principal(entra::GetServicePrincipalRequest {
-                object_id: principal_id.clone(),
-                app_id: String::new(),
-            })
-            .await
-        {
-            Ok(_) => {}
-            Err(s)
-                if misim_proto::status_to_code(&s) == ErrorCode::NotFound
-                    || s.code() == tonic::Code::InvalidArgument =>
-            {
-                return Err(ArmError::PrincipalNotFound {
-                    principal: principal_id,
-                    tenant: self.config.tenant_id.clone(),
-                });
-            }
-            Err(s) => return Err(ArmError::peer("entra", s)),
+        if !self.peers.principal_exists(&principal_id).await? {
+            return Err(ArmError::PrincipalNotFound {
+                principal: principal_id,
+                tenant: self.config.tenant_id.clone(),
+            });
         }
         let rec = AssignmentRecord {
             id,
@@ -1461,10 +1358,6 @@ mod tests {
     /// two writes) does not keep the name from another group.
     #[tokio::test]
     async fn a_vault_name_claim_without_its_vault_is_free() {
-        use misim_proto::faults::Faults;
-        let ch = misim_proto::auth::ControlKey::from_bytes([0; 32])
-            .credential(misim_proto::auth::Caller::Arm)
-            .wrap(misim_runtime::lazy_channel("http://127.0.0.1:9").unwrap());
         let config = crate::Config::default();
         let sub = config.subscription_id.clone();
         let core = Core::new(
@@ -1472,11 +1365,7 @@ mod tests {
             &misim_store::Store::memory().unwrap(),
             std::sync::Arc::new(misim_types::ManualClock::at_unix(1_700_000_000)),
             std::sync::Arc::new(misim_types::SeqIds::new(1)),
-            misim_proto::keys::EntraKeys::new(entra::directory_client::DirectoryClient::new(
-                ch.clone(),
-            )),
-            entra::directory_client::DirectoryClient::new(Faults::none().wrap(ch.clone())),
-            imds::control_client::ControlClient::new(Faults::none().wrap(ch)),
+            Peers::unreachable(),
         )
         .unwrap();
         for rg in ["rg1", "rg2"] {

@@ -13,8 +13,6 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, Method, StatusCode, Uri};
-use misim_proto::keys::KeysError;
-use misim_token::TokenError;
 use serde_json::{Value, json};
 
 use crate::domain::{Core, catalog, model};
@@ -59,23 +57,7 @@ async fn authenticate(core: &Core, headers: &HeaderMap) -> Result<String, ArmErr
     let token = misim_token::bearer_token(header).ok_or_else(|| {
         ArmError::InvalidToken("The authentication scheme must be Bearer.".into())
     })?;
-    match core
-        .keys
-        .verify(token, core.clock.as_ref(), misim_types::audiences::is_arm)
-        .await
-    {
-        Ok(c) => Ok(c.oid),
-        Err(KeysError::Token(TokenError::Lifetime(m))) => Err(ArmError::ExpiredToken(m)),
-        Err(KeysError::Token(TokenError::Claim {
-            claim: "aud",
-            reason,
-        })) => Err(ArmError::WrongAudience(reason)),
-        Err(KeysError::Token(e)) => Err(ArmError::InvalidToken(e.to_string())),
-        Err(KeysError::Unavailable(m)) => Err(ArmError::PeerUnavailable {
-            peer: "entra",
-            message: m,
-        }),
-    }
+    core.authenticate(token).await
 }
 
 fn body_json(body: &Bytes) -> Result<Value, ArmError> {
