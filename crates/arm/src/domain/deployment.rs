@@ -20,7 +20,6 @@ use std::time::SystemTime;
 
 use serde_json::{Value, json};
 
-use super::model;
 use super::{Core, Put, res_key};
 use crate::error::ArmError;
 use crate::records::DeploymentRecord;
@@ -316,11 +315,6 @@ impl Core {
             .ok_or_else(|| Self::not_found(Kind::Deployment, rg, name))
     }
 
-    /// Lists a group's deployments.
-    pub fn list_deployments(&self, sub: &str, rg: &str) -> Result<Vec<DeploymentRecord>, ArmError> {
-        self.list(&self.deployments, sub, Some(rg), Kind::Deployment)
-    }
-
     /// Deletes a deployment record (never its resources, as in ARM).
     pub async fn delete_deployment(
         &self,
@@ -358,29 +352,6 @@ impl Core {
             v["error"] = e.clone();
         }
         Ok(v)
-    }
-
-    /// The JSON of any resource ARM stores, by id (what `reference()` reads).
-    pub fn resource_json(&self, id: &str) -> Result<Value, ArmError> {
-        match Address::parse(id)? {
-            Some(Address::Resource {
-                sub,
-                rg,
-                kind,
-                name,
-            }) => self.read_resource(&sub, &rg, kind, &name, false),
-            Some(Address::RoleAssignment { scope, name }) => {
-                Ok(model::assignment(&self.get_assignment(&scope, &name)?))
-            }
-            Some(Address::ResourceGroup { sub, rg }) => Ok(model::rg(&self.require_rg(&sub, &rg)?)),
-            Some(Address::Subnet {
-                sub,
-                rg,
-                vnet,
-                name: Some(name),
-            }) => self.get_subnet(&sub, &rg, &vnet, &name),
-            _ => Err(ArmError::UnknownPath(id.to_owned())),
-        }
     }
 }
 
