@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::Core;
 use crate::error::ArmError;
+use crate::peers::{ImdsVm, ListedPrincipal};
 use crate::records::*;
 
 /// One disagreement between ARM and a peer.
@@ -53,6 +54,54 @@ fn thumbprint(c: &Credential) -> Option<String> {
     Some(misim_token::hex_upper(&info.sha1))
 }
 
+/// Entra against ARM: every managed-identity principal owned by an ARM
+/// resource, with exactly ARM's certificate; every owned principal present.
+fn entra_drifts(
+    sps: &[ListedPrincipal],
+    owned: &BTreeMap<String, (String, &Credential)>,
+) -> Vec<Drift> {
+    let mut drifts = Vec::new();
+    let mut seen = BTreeSet::new();
+    for sp in sps {
+        let oid = sp.object_id.to_ascii_lowercase();
+        let Some((res, cred)) = owned.get(&oid) else {
+            drifts.push(drift(
+                "orphan_service_principal",
+                &sp.object_id,
+                format!(
+                    "managed-identity principal of '{}' has no owning resource in ARM",
+                    sp.resource_id
+                ),
+            ));
+            continue;
+        };
+        seen.insert(oid);
+        let want = thumbprint(cred);
+        let have: Vec<&str> = sp.thumbprints.iter().map(String::as_str).collect();
+        if have.len() != 1 || want.as_deref() != Some(have[0]) {
+            drifts.push(drift(
+                "key_credential_mismatch",
+                res,
+                format!(
+                    "principal {} has key credentials {have:?}, ARM's certificate is {want:?}",
+                    sp.object_id
+                ),
+            ));
+        }
+    }
+    for (oid, (res, _)) in owned {
+        if !seen.contains(oid) {
+            drifts.push(drift(
+                "missing_service_principal",
+                res,
+                format!("principal {oid} does not exist in Entra"),
+            ));
+        }
+    }
+
+    drifts
+}
+
 impl Core {
     /// Compares the three services' states.
     pub async fn doctor(&self) -> Result<Report, ArmError> {
@@ -75,50 +124,30 @@ impl Core {
                 owned.insert(c.principal_id.to_ascii_lowercase(), (v.id.clone(), c));
             }
         }
-        let mut drifts = Vec::new();
-        let mut seen = BTreeSet::new();
-        for sp in &sps {
-            let oid = sp.object_id.to_ascii_lowercase();
-            let Some((res, cred)) = owned.get(&oid) else {
-                drifts.push(drift(
-                    "orphan_service_principal",
-                    &sp.object_id,
-                    format!(
-                        "managed-identity principal of '{}' has no owning resource in ARM",
-                        sp.resource_id
-                    ),
-                ));
-                continue;
-            };
-            seen.insert(oid);
-            let want = thumbprint(cred);
-            let have: Vec<&str> = sp.thumbprints.iter().map(String::as_str).collect();
-            if have.len() != 1 || want.as_deref() != Some(have[0]) {
-                drifts.push(drift(
-                    "key_credential_mismatch",
-                    res,
-                    format!(
-                        "principal {} has key credentials {have:?}, ARM's certificate is {want:?}",
-                        sp.object_id
-                    ),
-                ));
-            }
-        }
-        for (oid, (res, _)) in &owned {
-            if !seen.contains(oid) {
-                drifts.push(drift(
-                    "missing_service_principal",
-                    res,
-                    format!("principal {oid} does not exist in Entra"),
-                ));
-            }
-        }
+        let mut drifts = entra_drifts(&sps, &owned);
+        self.imds_drifts(&vms, &imds_vms, &mut drifts)?;
+        Ok(Report {
+            drifts,
+            pending_operations: pending,
+            failed_operations: failed,
+            identities: owned.len() as u32,
+            service_principals: sps.len() as u32,
+            vms: vms.len() as u32,
+            imds_vms: imds_vms.len() as u32,
+        })
+    }
 
-        // IMDS: every VM ARM knows, with exactly the identities it carries.
+    /// IMDS against ARM: every VM ARM knows, with exactly the identities it carries.
+    fn imds_drifts(
+        &self,
+        vms: &[VmRecord],
+        imds_vms: &[ImdsVm],
+        drifts: &mut Vec<Drift>,
+    ) -> Result<(), ArmError> {
         let by_id: BTreeMap<String, &VmRecord> =
             vms.iter().map(|v| (v.id.to_ascii_lowercase(), v)).collect();
         let mut imds_seen = BTreeSet::new();
-        for live in &imds_vms {
+        for live in imds_vms {
             let rid = live.resource_id.clone();
             let key = rid.to_ascii_lowercase();
             let Some(v) = by_id.get(&key) else {
@@ -183,7 +212,7 @@ impl Core {
                 }
             }
         }
-        for v in &vms {
+        for v in vms {
             if !imds_seen.contains(&v.id.to_ascii_lowercase()) {
                 drifts.push(drift(
                     "missing_imds_vm",
@@ -192,14 +221,6 @@ impl Core {
                 ));
             }
         }
-        Ok(Report {
-            drifts,
-            pending_operations: pending,
-            failed_operations: failed,
-            identities: owned.len() as u32,
-            service_principals: sps.len() as u32,
-            vms: vms.len() as u32,
-            imds_vms: imds_vms.len() as u32,
-        })
+        Ok(())
     }
 }

@@ -77,6 +77,68 @@ fn complete_vm_properties(p: &mut Map<String, Value>, vm_name: &str) {
     }
 }
 
+/// The identities a VM has (`current`) and is to have after this write: the
+/// body's `identity` block replaces them (PUT) or merges into them (PATCH).
+fn identities(
+    body: &Value,
+    existing: Option<&VmRecord>,
+    patch: bool,
+) -> Result<(IdentityState, IdentityState), ArmError> {
+    let current = existing
+        .map(|v| IdentityState {
+            system: v.sami.is_some(),
+            uamis: v.uamis.clone(),
+        })
+        .unwrap_or_default();
+    let request = match body.get("identity") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(IdentityRequest::from_json(v)?),
+    };
+    let desired = match (patch, &request) {
+        (true, None) => current.clone(),
+        (true, Some(r)) => identity::merge(&current, r)?,
+        (false, r) => identity::replace(&current, r.as_ref())?,
+    };
+    Ok((current, desired))
+}
+
+/// A VM's stored `properties`: the body's (merged into the stored ones for a
+/// PATCH) without read-only fields and secrets, completed with what clients read back.
+fn vm_properties(
+    body: &Value,
+    existing: Option<&VmRecord>,
+    patch: bool,
+    name: &str,
+) -> Result<Value, ArmError> {
+    let mut properties = match body.get("properties") {
+        None | Some(Value::Null) => Value::Object(Map::new()),
+        Some(p @ Value::Object(_)) => p.clone(),
+        Some(_) => {
+            return Err(ArmError::InvalidRequestContent(
+                "properties must be an object".into(),
+            ));
+        }
+    };
+    if patch {
+        let mut merged = existing
+            .map(|v| v.properties.clone())
+            .unwrap_or(Value::Object(Map::new()));
+        merge_patch(&mut merged, &properties);
+        properties = merged;
+    }
+    if let Some(p) = properties.as_object_mut() {
+        for ro in ["provisioningState", "vmId", "instanceView"] {
+            p.remove(ro);
+        }
+        if let Some(Value::Object(os)) = p.get_mut("osProfile") {
+            os.remove("adminPassword");
+            os.remove("customData");
+        }
+        complete_vm_properties(p, name);
+    }
+    Ok(properties)
+}
+
 impl Core {
     /// Creates, replaces (PUT) or updates (PATCH) a VM, reconciling its identities.
     /// Checks `userAssignedIdentities/assign/action` for each newly attached UAMI.
@@ -110,50 +172,14 @@ impl Core {
                 "The operation is not allowed: virtual machine '{name}' is being deleted."
             )));
         }
-        let current = existing
-            .as_ref()
-            .map(|v| IdentityState {
-                system: v.sami.is_some(),
-                uamis: v.uamis.clone(),
-            })
-            .unwrap_or_default();
-        let ident_req = match body.get("identity") {
-            None | Some(Value::Null) => None,
-            Some(v) => Some(IdentityRequest::from_json(v)?),
-        };
-        let desired = match (patch, &ident_req) {
-            (true, None) => current.clone(),
-            (true, Some(r)) => identity::merge(&current, r)?,
-            (false, r) => identity::replace(&current, r.as_ref())?,
-        };
+        let (current, desired) = identities(body, existing.as_ref(), patch)?;
         let id = existing.as_ref().map(|v| v.id.clone()).unwrap_or_else(|| {
             format!(
                 "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Compute/virtualMachines/{name}",
                 self.config.subscription_id, group.name
             )
         });
-        // Every UAMI must exist; new ones need the assign permission. So does
-        // one whose identity changed under the same id (deleted and created
-        // again): attaching it would hand the VM a principal the caller was
-        // never checked for.
-        let mut attached = BTreeMap::new();
-        let mut links = Vec::new();
-        for (k, original) in &desired.uamis {
-            let u = self.uami_by_id(original)?.ok_or_else(|| {
-                ArmError::FailedIdentityOperation(format!(
-                    "Identity '{original}' could not be found: the user-assigned identity does not exist."
-                ))
-            })?;
-            let same_identity = current.uamis.contains_key(k)
-                && existing
-                    .as_ref()
-                    .and_then(|v| v.uami_principals.get(k))
-                    .is_some_and(|a| a.principal_id == u.credential.principal_id);
-            if !same_identity {
-                links.push((UAMI_ASSIGN, u.id.clone()));
-            }
-            attached.insert(k.clone(), u);
-        }
+        let (attached, links) = self.uamis_to_attach(&desired, &current, existing.as_ref())?;
         self.authorize_links(
             principal,
             "Microsoft.Compute/virtualMachines/write",
@@ -161,33 +187,7 @@ impl Core {
             &links,
         )?;
 
-        let mut properties = match body.get("properties") {
-            None | Some(Value::Null) => Value::Object(Map::new()),
-            Some(p @ Value::Object(_)) => p.clone(),
-            Some(_) => {
-                return Err(ArmError::InvalidRequestContent(
-                    "properties must be an object".into(),
-                ));
-            }
-        };
-        if patch {
-            let mut merged = existing
-                .as_ref()
-                .map(|v| v.properties.clone())
-                .unwrap_or(Value::Object(Map::new()));
-            merge_patch(&mut merged, &properties);
-            properties = merged;
-        }
-        if let Some(p) = properties.as_object_mut() {
-            for ro in ["provisioningState", "vmId", "instanceView"] {
-                p.remove(ro);
-            }
-            if let Some(Value::Object(os)) = p.get_mut("osProfile") {
-                os.remove("adminPassword");
-                os.remove("customData");
-            }
-            complete_vm_properties(p, name);
-        }
+        let properties = vm_properties(body, existing.as_ref(), patch, name)?;
         let mut rec = VmRecord {
             id: id.clone(),
             name: existing
@@ -242,6 +242,38 @@ impl Core {
             .ok_or_else(|| Self::not_found(Kind::Vm, rg, name))?;
         tracing::info!(id = %rec.id, identity = desired.kind().canonical(), state = rec.state.as_str(), "virtual machine written");
         Ok((rec, existing.is_none()))
+    }
+
+    /// The UAMIs a VM is to carry (lower-case id → record), and the linked
+    /// authorizations attaching them takes. Every UAMI must exist; new ones
+    /// need the assign permission. So does one whose identity changed under
+    /// the same id (deleted and created again): attaching it would hand the
+    /// VM a principal the caller was never checked for.
+    #[allow(clippy::type_complexity)]
+    fn uamis_to_attach(
+        &self,
+        desired: &IdentityState,
+        current: &IdentityState,
+        existing: Option<&VmRecord>,
+    ) -> Result<(BTreeMap<String, UamiRecord>, Vec<(&'static str, String)>), ArmError> {
+        let mut attached = BTreeMap::new();
+        let mut links = Vec::new();
+        for (k, original) in &desired.uamis {
+            let u = self.uami_by_id(original)?.ok_or_else(|| {
+                ArmError::FailedIdentityOperation(format!(
+                    "Identity '{original}' could not be found: the user-assigned identity does not exist."
+                ))
+            })?;
+            let same_identity = current.uamis.contains_key(k)
+                && existing
+                    .and_then(|v| v.uami_principals.get(k))
+                    .is_some_and(|a| a.principal_id == u.credential.principal_id);
+            if !same_identity {
+                links.push((UAMI_ASSIGN, u.id.clone()));
+            }
+            attached.insert(k.clone(), u);
+        }
+        Ok((attached, links))
     }
 
     /// Reads a VM.
