@@ -4,7 +4,7 @@
 use misim_types::ResourceId;
 use serde_json::Value;
 
-use super::*;
+use super::{Core, Put};
 use crate::error::ArmError;
 use crate::records::*;
 

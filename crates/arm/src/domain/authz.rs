@@ -5,8 +5,9 @@
 
 use misim_types::ResourceId;
 
-use super::*;
+use super::Core;
 use crate::error::ArmError;
+use crate::rbac::{self, AccessRequest, AssignmentView, Decision};
 use crate::records::*;
 
 /// The id of subscription `sub` as a scope.

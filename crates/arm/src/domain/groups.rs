@@ -4,7 +4,7 @@ use misim_types::ResourceId;
 use serde_json::Value;
 
 use super::resources::{Deleted, Pending};
-use super::*;
+use super::{Core, Put, location_of, rg_key, tags_of};
 use crate::error::ArmError;
 use crate::records::*;
 use crate::resource::Kind;

@@ -5,8 +5,11 @@
 use misim_types::ResourceId;
 use serde_json::Value;
 
-use super::*;
+use std::time::Duration;
+
+use super::{Core, Put, location_of, res_key, tags_of};
 use crate::error::ArmError;
+use crate::peers::{IdentityKind, Principal};
 use crate::records::*;
 use crate::resource::Kind;
 

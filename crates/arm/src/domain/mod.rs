@@ -20,17 +20,13 @@ mod vms;
 
 pub use resources::{Deleted, Pending, Written};
 
-use std::time::Duration;
-
 use misim_store::{CachedTable, Store, Table};
 use misim_types::{SharedClock, SharedIds};
 use serde_json::{Map, Value};
 
 use crate::config::Config;
 use crate::error::ArmError;
-use crate::peers::{IdentityKind, Peers, Principal};
-
-use crate::rbac::{self, AccessRequest, AssignmentView, Decision};
+use crate::peers::Peers;
 use crate::records::*;
 use crate::resource::Kind;
 

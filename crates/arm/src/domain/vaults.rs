@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use super::*;
+use super::{Core, Put, location_of, res_key, tags_of};
 use crate::error::ArmError;
 use crate::records::*;
 use crate::resource::Kind;
@@ -138,7 +138,7 @@ mod tests {
             &misim_store::Store::memory().unwrap(),
             std::sync::Arc::new(misim_types::ManualClock::at_unix(1_700_000_000)),
             std::sync::Arc::new(misim_types::SeqIds::new(1)),
-            Peers::unreachable(),
+            crate::peers::Peers::unreachable(),
         )
         .unwrap();
         for rg in ["rg1", "rg2"] {

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use super::identity::{self, IdentityRequest, IdentityState};
-use super::*;
+use super::{Core, Put, catalog, location_of, merge_patch, res_key, tags_of};
 use crate::error::ArmError;
 use crate::records::*;
 use crate::resource::Kind;
