@@ -111,6 +111,14 @@ impl Config {
         Ok(())
     }
 
+    /// The ARM id of a role definition in the subscription.
+    pub fn role_definition_id(&self, guid: &str) -> String {
+        format!(
+            "/subscriptions/{}/providers/Microsoft.Authorization/roleDefinitions/{guid}",
+            self.subscription_id
+        )
+    }
+
     /// The vault URI of `name`: `https://{name}.{suffix}[:{port}]/`.
     pub fn vault_uri(&self, name: &str) -> String {
         match self.keyvault_port {

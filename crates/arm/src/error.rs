@@ -171,7 +171,8 @@ pub enum ArmError {
     /// No image matches a publisher/offer/sku/version.
     #[error("Artifact: VMImage was not found.")]
     ImageNotFound,
-    /// A peer (Entra, IMDS) is unreachable.
+    /// A peer (Entra, IMDS) is unreachable, overloaded or too slow: worth
+    /// retrying (`peers` decides, from the status code and error type).
     #[error("{peer} is unavailable: {message}")]
     PeerUnavailable {
         /// Which peer.
@@ -287,17 +288,6 @@ impl ArmError {
     /// The ARM error envelope's inner object: `{"code","message"}`.
     pub fn body(&self) -> serde_json::Value {
         serde_json::json!({"code": self.arm_code(), "message": self.to_string()})
-    }
-
-    /// Maps a peer's gRPC status: unreachable peers are 503, others 500.
-    pub(crate) fn peer(peer: &'static str, status: tonic::Status) -> Self {
-        let message = status.message().to_owned();
-        match misim_proto::status_to_code(&status) {
-            ErrorCode::Unavailable | ErrorCode::TooManyRequests => {
-                ArmError::PeerUnavailable { peer, message }
-            }
-            _ => ArmError::PeerFailed { peer, message },
-        }
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use misim_proto::arm::v1::{DoctorReport, DoctorRequest, operations_server::Operations};
+use misim_proto::arm::v1::{DoctorReport, DoctorRequest, Drift, operations_server::Operations};
 use misim_proto::auth::Caller;
 use misim_proto::code_to_status;
 use tonic::{Request, Response, Status};
@@ -24,10 +24,27 @@ pub(crate) struct OperationsService {
 #[tonic::async_trait]
 impl Operations for OperationsService {
     async fn doctor(&self, _req: Request<DoctorRequest>) -> Result<Response<DoctorReport>, Status> {
-        self.core
+        let r = self
+            .core
             .doctor()
             .await
-            .map(Response::new)
-            .map_err(|e| code_to_status(e.code(), e.to_string()))
+            .map_err(|e| code_to_status(e.code(), e.to_string()))?;
+        Ok(Response::new(DoctorReport {
+            drifts: r
+                .drifts
+                .into_iter()
+                .map(|d| Drift {
+                    kind: d.kind,
+                    subject: d.subject,
+                    detail: d.detail,
+                })
+                .collect(),
+            pending_operations: r.pending_operations,
+            failed_operations: r.failed_operations,
+            identities: r.identities,
+            service_principals: r.service_principals,
+            vms: r.vms,
+            imds_vms: r.imds_vms,
+        }))
     }
 }

@@ -24,7 +24,10 @@ pub mod error;
 mod grpc;
 mod grpc_ops;
 pub mod http;
+mod peers;
 pub mod rbac;
+pub mod records;
+pub mod resource;
 pub mod template;
 
 use std::sync::Arc;
@@ -66,15 +69,8 @@ pub struct Arm {
 impl Arm {
     /// Opens ARM's tables and ensures the bootstrap role assignments.
     pub async fn open(config: Config, deps: Deps) -> Result<Self, ArmError> {
-        let core = domain::Core::new(
-            config,
-            &deps.store,
-            deps.clock,
-            deps.ids,
-            deps.keys,
-            deps.directory,
-            deps.imds,
-        )?;
+        let peers = peers::Peers::new(deps.keys, deps.directory, deps.imds);
+        let core = domain::Core::new(config, &deps.store, deps.clock, deps.ids, peers)?;
         core.bootstrap().await?;
         Ok(Self {
             core: Arc::new(core),

@@ -200,15 +200,11 @@ fn tidy_depends_on_no_misim_crate() {
     );
 }
 
-/// Domain modules that still use generated proto types today. ARM's domain calls its peers
-/// (Entra, IMDS) with generated request types and reports doctor results as proto messages;
-/// a later refactor moves the peer calls into one module. This list may only shrink: a file
-/// here that no longer uses `misim_proto` fails the test until it is removed from the list.
-const DOMAIN_PROTO_ALLOWLIST: [&str; 3] = [
-    "crates/arm/src/domain/doctor.rs",
-    "crates/arm/src/domain/mod.rs",
-    "crates/arm/src/domain/orchestrate.rs",
-];
+/// Domain modules allowed to use generated proto types. Empty: ARM's peer
+/// calls live in `arm/src/peers.rs` and doctor reports are converted in
+/// `grpc_ops.rs`. This list may only shrink: a file here that no longer uses
+/// `misim_proto` fails the test until it is removed from the list.
+const DOMAIN_PROTO_ALLOWLIST: [&str; 0] = [];
 
 /// Whether a file uses `misim_proto` outside comments.
 fn uses_proto(source: &str) -> bool {

@@ -20,11 +20,10 @@ use std::time::SystemTime;
 
 use serde_json::{Value, json};
 
-use super::records::DeploymentRecord;
 use super::{Core, Put, res_key};
 use crate::error::ArmError;
-use crate::http::model;
-use crate::http::route::{self, Kind, Route};
+use crate::records::DeploymentRecord;
+use crate::resource::{Address, Kind};
 use crate::template::{Budget, Evaluator, Planned, Resources, Target, Template, TemplateError};
 
 const WRITE: &str = "Microsoft.Resources/deployments/write";
@@ -98,6 +97,8 @@ pub fn rfc3339(t: SystemTime) -> String {
 
 impl Core {
     /// Creates or re-runs a deployment; returns the record (already terminal).
+    // Long on purpose: one linear pipeline (validate, plan, preflight, deploy
+    // in order, record) over one evaluator and budget; the steps share them.
     pub async fn put_deployment(
         &self,
         principal: &str,
@@ -241,9 +242,9 @@ impl Core {
         ordered.sort_by_key(|p| p.index);
         let mut refused = Vec::new();
         for p in ordered {
-            let action = match route::parse(&p.id) {
-                Ok(Route::Resource { kind, .. }) => format!("{}/write", kind.type_name()),
-                Ok(Route::RoleAssignment { .. }) => {
+            let action = match Address::parse(&p.id) {
+                Ok(Some(Address::Resource { kind, .. })) => kind.action("write"),
+                Ok(Some(Address::RoleAssignment { .. })) => {
                     "Microsoft.Authorization/roleAssignments/write".to_owned()
                 }
                 // Types misim does not deploy fail as the deployment runs.
@@ -276,18 +277,18 @@ impl Core {
         p: &Planned,
         body: &Value,
     ) -> Result<(), ArmError> {
-        match route::parse(&p.id)? {
-            Route::Resource {
+        match Address::parse(&p.id)? {
+            Some(Address::Resource {
                 sub,
                 rg,
                 kind,
                 name,
-            } if kind != Kind::Deployment => {
+            }) if kind != Kind::Deployment => {
                 self.write_resource(principal, &sub, &rg, kind, &name, body, false)
                     .await?;
                 Ok(())
             }
-            Route::RoleAssignment { scope, name } => {
+            Some(Address::RoleAssignment { scope, name }) => {
                 self.authorize(
                     principal,
                     "Microsoft.Authorization/roleAssignments/write",
@@ -314,11 +315,6 @@ impl Core {
         self.deployments
             .get(&res_key(sub, rg, Kind::Deployment, name))?
             .ok_or_else(|| Self::not_found(Kind::Deployment, rg, name))
-    }
-
-    /// Lists a group's deployments.
-    pub fn list_deployments(&self, sub: &str, rg: &str) -> Result<Vec<DeploymentRecord>, ArmError> {
-        self.list(&self.deployments, sub, Some(rg), Kind::Deployment)
     }
 
     /// Deletes a deployment record (never its resources, as in ARM).
@@ -358,29 +354,6 @@ impl Core {
             v["error"] = e.clone();
         }
         Ok(v)
-    }
-
-    /// The JSON of any resource ARM stores, by id (what `reference()` reads).
-    pub fn resource_json(&self, id: &str) -> Result<Value, ArmError> {
-        match route::parse(id)? {
-            Route::Resource {
-                sub,
-                rg,
-                kind,
-                name,
-            } => self.read_resource(&sub, &rg, kind, &name, false),
-            Route::RoleAssignment { scope, name } => {
-                Ok(model::assignment(&self.get_assignment(&scope, &name)?))
-            }
-            Route::ResourceGroup { sub, rg } => Ok(model::rg(&self.require_rg(&sub, &rg)?)),
-            Route::Subnet {
-                sub,
-                rg,
-                vnet,
-                name: Some(name),
-            } => self.get_subnet(&sub, &rg, &vnet, &name),
-            _ => Err(ArmError::UnknownPath(id.to_owned())),
-        }
     }
 }
 

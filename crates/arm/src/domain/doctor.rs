@@ -1,16 +1,44 @@
 //! The convergence check: ARM's identities and VMs against Entra's service
 //! principals (`Directory.ListServicePrincipals`) and IMDS's VMs
-//! (`Control.ListVms`). Zero drifts on a healthy, settled system.
+//! (`Control.ListVms`), both read through [`crate::peers`]. Zero drifts on a
+//! healthy, settled system. `grpc_ops` turns the [`Report`] into its message.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use misim_proto::arm::v1::{DoctorReport, Drift};
-use misim_proto::entra::v1 as entra;
-use misim_proto::imds::v1 as imds;
-
 use super::Core;
-use super::records::*;
 use crate::error::ArmError;
+use crate::peers::{ImdsVm, ListedPrincipal};
+use crate::records::*;
+
+/// One disagreement between ARM and a peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drift {
+    /// What kind (`orphan_service_principal`, `missing_imds_identity`, ...).
+    pub kind: String,
+    /// The resource or principal it concerns.
+    pub subject: String,
+    /// For a human.
+    pub detail: String,
+}
+
+/// What `misim doctor` reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// Every disagreement found.
+    pub drifts: Vec<Drift>,
+    /// Operations not finished yet.
+    pub pending_operations: u32,
+    /// Operations that failed for good.
+    pub failed_operations: u32,
+    /// Managed identities ARM owns (user-assigned, and VMs' system-assigned).
+    pub identities: u32,
+    /// Managed-identity principals in Entra.
+    pub service_principals: u32,
+    /// VMs in ARM.
+    pub vms: u32,
+    /// VMs in IMDS.
+    pub imds_vms: u32,
+}
 
 fn drift(kind: &str, subject: &str, detail: String) -> Drift {
     Drift {
@@ -26,26 +54,60 @@ fn thumbprint(c: &Credential) -> Option<String> {
     Some(misim_token::hex_upper(&info.sha1))
 }
 
+/// Entra against ARM: every managed-identity principal owned by an ARM
+/// resource, with exactly ARM's certificate; every owned principal present.
+fn entra_drifts(
+    sps: &[ListedPrincipal],
+    owned: &BTreeMap<String, (String, &Credential)>,
+) -> Vec<Drift> {
+    let mut drifts = Vec::new();
+    let mut seen = BTreeSet::new();
+    for sp in sps {
+        let oid = sp.object_id.to_ascii_lowercase();
+        let Some((res, cred)) = owned.get(&oid) else {
+            drifts.push(drift(
+                "orphan_service_principal",
+                &sp.object_id,
+                format!(
+                    "managed-identity principal of '{}' has no owning resource in ARM",
+                    sp.resource_id
+                ),
+            ));
+            continue;
+        };
+        seen.insert(oid);
+        let want = thumbprint(cred);
+        let have: Vec<&str> = sp.thumbprints.iter().map(String::as_str).collect();
+        if have.len() != 1 || want.as_deref() != Some(have[0]) {
+            drifts.push(drift(
+                "key_credential_mismatch",
+                res,
+                format!(
+                    "principal {} has key credentials {have:?}, ARM's certificate is {want:?}",
+                    sp.object_id
+                ),
+            ));
+        }
+    }
+    for (oid, (res, _)) in owned {
+        if !seen.contains(oid) {
+            drifts.push(drift(
+                "missing_service_principal",
+                res,
+                format!("principal {oid} does not exist in Entra"),
+            ));
+        }
+    }
+
+    drifts
+}
+
 impl Core {
     /// Compares the three services' states.
-    pub async fn doctor(&self) -> Result<DoctorReport, ArmError> {
+    pub async fn doctor(&self) -> Result<Report, ArmError> {
         let (pending, failed) = self.op_counts()?;
-        let sps = self
-            .directory
-            .clone()
-            .list_service_principals(entra::ListServicePrincipalsRequest {})
-            .await
-            .map_err(|s| ArmError::peer("entra", s))?
-            .into_inner()
-            .service_principals;
-        let imds_vms = self
-            .imds
-            .clone()
-            .list_vms(imds::ListVmsRequest {})
-            .await
-            .map_err(|s| ArmError::peer("imds", s))?
-            .into_inner()
-            .vms;
+        let sps = self.peers.managed_identity_principals().await?;
+        let imds_vms = self.peers.imds_vms().await?;
         let uamis: Vec<UamiRecord> = self.uamis.all()?.into_iter().map(|(_, u)| u).collect();
         let vms: Vec<VmRecord> = self.vms.all()?.into_iter().map(|(_, v)| v).collect();
 
@@ -62,62 +124,31 @@ impl Core {
                 owned.insert(c.principal_id.to_ascii_lowercase(), (v.id.clone(), c));
             }
         }
-        let mut drifts = Vec::new();
-        let mut seen = BTreeSet::new();
-        for sp in sps
-            .iter()
-            .filter(|s| !s.managed_identity_resource_id.is_empty())
-        {
-            let oid = sp.object_id.to_ascii_lowercase();
-            let Some((res, cred)) = owned.get(&oid) else {
-                drifts.push(drift(
-                    "orphan_service_principal",
-                    &sp.object_id,
-                    format!(
-                        "managed-identity principal of '{}' has no owning resource in ARM",
-                        sp.managed_identity_resource_id
-                    ),
-                ));
-                continue;
-            };
-            seen.insert(oid);
-            let want = thumbprint(cred);
-            let have: Vec<&str> = sp
-                .key_credentials
-                .iter()
-                .map(|k| k.thumbprint_sha1.as_str())
-                .collect();
-            if have.len() != 1 || want.as_deref() != Some(have[0]) {
-                drifts.push(drift(
-                    "key_credential_mismatch",
-                    res,
-                    format!(
-                        "principal {} has key credentials {have:?}, ARM's certificate is {want:?}",
-                        sp.object_id
-                    ),
-                ));
-            }
-        }
-        for (oid, (res, _)) in &owned {
-            if !seen.contains(oid) {
-                drifts.push(drift(
-                    "missing_service_principal",
-                    res,
-                    format!("principal {oid} does not exist in Entra"),
-                ));
-            }
-        }
+        let mut drifts = entra_drifts(&sps, &owned);
+        self.imds_drifts(&vms, &imds_vms, &mut drifts)?;
+        Ok(Report {
+            drifts,
+            pending_operations: pending,
+            failed_operations: failed,
+            identities: owned.len() as u32,
+            service_principals: sps.len() as u32,
+            vms: vms.len() as u32,
+            imds_vms: imds_vms.len() as u32,
+        })
+    }
 
-        // IMDS: every VM ARM knows, with exactly the identities it carries.
+    /// IMDS against ARM: every VM ARM knows, with exactly the identities it carries.
+    fn imds_drifts(
+        &self,
+        vms: &[VmRecord],
+        imds_vms: &[ImdsVm],
+        drifts: &mut Vec<Drift>,
+    ) -> Result<(), ArmError> {
         let by_id: BTreeMap<String, &VmRecord> =
             vms.iter().map(|v| (v.id.to_ascii_lowercase(), v)).collect();
         let mut imds_seen = BTreeSet::new();
-        for live in &imds_vms {
-            let rid = live
-                .metadata
-                .as_ref()
-                .map(|m| m.resource_id.clone())
-                .unwrap_or_default();
+        for live in imds_vms {
+            let rid = live.resource_id.clone();
             let key = rid.to_ascii_lowercase();
             let Some(v) = by_id.get(&key) else {
                 drifts.push(drift(
@@ -181,7 +212,7 @@ impl Core {
                 }
             }
         }
-        for v in &vms {
+        for v in vms {
             if !imds_seen.contains(&v.id.to_ascii_lowercase()) {
                 drifts.push(drift(
                     "missing_imds_vm",
@@ -190,17 +221,6 @@ impl Core {
                 ));
             }
         }
-        Ok(DoctorReport {
-            drifts,
-            pending_operations: pending,
-            failed_operations: failed,
-            identities: owned.len() as u32,
-            service_principals: sps
-                .iter()
-                .filter(|s| !s.managed_identity_resource_id.is_empty())
-                .count() as u32,
-            vms: vms.len() as u32,
-            imds_vms: imds_vms.len() as u32,
-        })
+        Ok(())
     }
 }

@@ -11,10 +11,10 @@ use std::net::Ipv4Addr;
 use misim_types::ResourceId;
 use serde_json::{Map, Value, json};
 
-use super::records::NetworkRecord;
 use super::{Core, Put, location_of, merge_patch, res_key, tags_of};
 use crate::error::ArmError;
-use crate::http::route::Kind;
+use crate::records::NetworkRecord;
+use crate::resource::Kind;
 
 /// First address of the simulated public range.
 const PUBLIC_BASE: Ipv4Addr = Ipv4Addr::new(20, 81, 0, 4);
@@ -181,31 +181,7 @@ impl Core {
                 &links,
             )?;
         }
-        match kind {
-            Kind::VirtualNetwork => name_children(
-                &mut props,
-                "subnets",
-                &id,
-                "Microsoft.Network/virtualNetworks/subnets",
-            ),
-            Kind::NetworkSecurityGroup => name_children(
-                &mut props,
-                "securityRules",
-                &id,
-                "Microsoft.Network/networkSecurityGroups/securityRules",
-            ),
-            Kind::PublicIp => self.assign_public_ip(&id, existing.as_ref(), &mut props)?,
-            Kind::NetworkInterface => {
-                name_children(
-                    &mut props,
-                    "ipConfigurations",
-                    &id,
-                    "Microsoft.Network/networkInterfaces/ipConfigurations",
-                );
-                self.assign_private_ips(&id, existing.as_ref(), &mut props)?;
-            }
-            _ => {}
-        }
+        self.fill_read_only(kind, &id, existing.as_ref(), &mut props)?;
         let rec = NetworkRecord {
             id,
             name: existing
@@ -233,6 +209,43 @@ impl Core {
         self.network.put(&key, &rec).await?;
         tracing::info!(id = %rec.id, "network resource written");
         Ok((rec, existing.is_none()))
+    }
+
+    /// The read-only fields of each network kind: child ids, a public
+    /// address, NICs' private addresses.
+    fn fill_read_only(
+        &self,
+        kind: Kind,
+        id: &str,
+        existing: Option<&NetworkRecord>,
+        props: &mut Value,
+    ) -> Result<(), ArmError> {
+        match kind {
+            Kind::VirtualNetwork => name_children(
+                props,
+                "subnets",
+                id,
+                "Microsoft.Network/virtualNetworks/subnets",
+            ),
+            Kind::NetworkSecurityGroup => name_children(
+                props,
+                "securityRules",
+                id,
+                "Microsoft.Network/networkSecurityGroups/securityRules",
+            ),
+            Kind::PublicIp => self.assign_public_ip(id, existing, props)?,
+            Kind::NetworkInterface => {
+                name_children(
+                    props,
+                    "ipConfigurations",
+                    id,
+                    "Microsoft.Network/networkInterfaces/ipConfigurations",
+                );
+                self.assign_private_ips(id, existing, props)?;
+            }
+            _ => {}
+        }
+        Ok(())
     }
 
     fn assign_public_ip(

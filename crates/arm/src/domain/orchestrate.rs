@@ -12,14 +12,11 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use misim_proto::entra::v1 as entra;
-use misim_proto::imds::v1 as imds;
-use misim_types::ErrorCode;
-
 use super::Core;
 use super::deployment::rfc3339;
-use super::records::*;
 use crate::error::ArmError;
+use crate::peers::IdentityKind;
+use crate::records::*;
 
 /// Attempts after which an operation failing with a non-transient error fails for good.
 const MAX_HARD_FAILURES: u32 = 10;
@@ -51,13 +48,10 @@ fn pending_key(target: &str, seq: u64) -> String {
     format!("{target}|{seq:020}")
 }
 
+/// A failure worth retrying without counting it against the operation:
+/// `peers` decided, from the peer's status, that the peer was unreachable.
 fn transient(e: &ArmError) -> bool {
     matches!(e, ArmError::PeerUnavailable { .. })
-        || matches!(e, ArmError::PeerFailed { message, .. } if message.contains("transport") || message.contains("connect"))
-}
-
-fn not_found(s: &tonic::Status) -> bool {
-    misim_proto::status_to_code(s) == ErrorCode::NotFound
 }
 
 impl Core {
@@ -338,18 +332,21 @@ impl Core {
                     // before its deletion has finished pushing it.
                     let lock = self.locks.get(&vk);
                     let _g = lock.lock().await;
-                    self.imds_remove_identity(&vm.id, &client_id).await?;
+                    self.peers.remove_identity(&vm.id, &client_id).await?;
                 }
-                self.delete_principal(&principal_id).await
+                self.peers.delete_principal(&principal_id).await
             }
             OpKind::UamiCreate { request_id } => {
-                let sp = self.create_sp(&request_id, "", &op.resource_id).await?;
+                let sp = self
+                    .peers
+                    .create_principal(&request_id, "", &op.resource_id)
+                    .await?;
                 let owned = self
                     .uamis
                     .get(&op.target)?
                     .is_some_and(|u| u.credential.principal_id == sp.object_id);
                 if !owned {
-                    self.delete_principal(&sp.object_id).await?;
+                    self.peers.delete_principal(&sp.object_id).await?;
                 }
                 Ok(())
             }
@@ -360,14 +357,17 @@ impl Core {
     /// no record took (create by request id is idempotent, so this finds it).
     async fn abort_sami_request(&self, op: &mut OpRecord) -> Result<(), ArmError> {
         if let Some(req) = op.sami_request.clone() {
-            let sp = self.create_sp(&req, "", &op.resource_id).await?;
+            let sp = self
+                .peers
+                .create_principal(&req, "", &op.resource_id)
+                .await?;
             let owned = self
                 .vms
                 .get(&op.target)?
                 .and_then(|v| v.sami)
                 .is_some_and(|c| c.principal_id == sp.object_id);
             if !owned {
-                self.delete_principal(&sp.object_id).await?;
+                self.peers.delete_principal(&sp.object_id).await?;
             }
             op.sami_request = None;
             op.pending_cred = None;
@@ -378,56 +378,11 @@ impl Core {
 
     async fn retire(&self, op: &mut OpRecord) -> Result<(), ArmError> {
         while let Some(p) = op.retire.last().cloned() {
-            self.delete_principal(&p).await?;
+            self.peers.delete_principal(&p).await?;
             op.retire.pop();
             self.ops.put(&op.id, op).await?;
         }
         Ok(())
-    }
-
-    pub(crate) async fn create_sp(
-        &self,
-        request_id: &str,
-        display_name: &str,
-        resource_id: &str,
-    ) -> Result<entra::ServicePrincipal, ArmError> {
-        let display = if display_name.is_empty() {
-            resource_id.rsplit('/').next().unwrap_or(resource_id)
-        } else {
-            display_name
-        };
-        Ok(self
-            .directory
-            .clone()
-            .create_service_principal(entra::CreateServicePrincipalRequest {
-                request_id: request_id.to_owned(),
-                display_name: display.to_owned(),
-                r#type: entra::ServicePrincipalType::ManagedIdentity as i32,
-                managed_identity_resource_id: resource_id.to_owned(),
-            })
-            .await
-            .map_err(|s| ArmError::peer("entra", s))?
-            .into_inner())
-    }
-
-    pub(crate) async fn imds_remove_identity(
-        &self,
-        vm_id: &str,
-        client_id: &str,
-    ) -> Result<(), ArmError> {
-        match self
-            .imds
-            .clone()
-            .remove_identity(imds::RemoveIdentityRequest {
-                vm_resource_id: vm_id.to_owned(),
-                client_id: client_id.to_owned(),
-            })
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(s) if not_found(&s) => Ok(()),
-            Err(s) => Err(ArmError::peer("imds", s)),
-        }
     }
 
     async fn run_vm_op(&self, op: &mut OpRecord) -> Result<(), ArmError> {
@@ -436,20 +391,9 @@ impl Core {
             return self.abort_sami_request(op).await;
         };
         if rec.state == ProvState::Deleting {
-            match self
-                .imds
-                .clone()
-                .delete_vm(imds::DeleteVmRequest {
-                    resource_id: rec.id.clone(),
-                })
-                .await
-            {
-                Ok(_) => {}
-                Err(s) if not_found(&s) => {}
-                Err(s) => return Err(ArmError::peer("imds", s)),
-            }
+            self.peers.delete_vm(&rec.id).await?;
             if let Some(c) = &rec.sami {
-                self.delete_principal(&c.principal_id).await?;
+                self.peers.delete_principal(&c.principal_id).await?;
             }
             self.retire(op).await?;
             self.abort_sami_request(op).await?;
@@ -458,13 +402,10 @@ impl Core {
             return Ok(());
         }
         // 1. IMDS learns the VM before any identity is pushed.
-        self.imds
-            .clone()
-            .put_vm(imds::PutVmRequest {
-                metadata: Some(self.vm_metadata(&rec)),
-            })
-            .await
-            .map_err(|s| ArmError::peer("imds", s))?;
+        let private_ip = self.vm_private_ip(&rec.properties);
+        self.peers
+            .put_vm(&rec, &self.config.subscription_id, private_ip)
+            .await?;
         // 2. The system-assigned identity.
         if rec.wants_sami() && rec.sami.is_none() {
             let cred = match op.pending_cred.clone() {
@@ -479,14 +420,17 @@ impl Core {
                             r
                         }
                     };
-                    let sp = self.create_sp(&req, &rec.name, &rec.id).await?;
+                    let sp = self
+                        .peers
+                        .create_principal(&req, &rec.name, &rec.id)
+                        .await?;
                     let c = self.new_credential(&sp).await?;
                     op.pending_cred = Some(c.clone());
                     self.ops.put(&op.id, op).await?;
                     c
                 }
             };
-            self.register_certificate(&cred).await?;
+            self.peers.register_certificate(&cred).await?;
             rec.sami = Some(cred);
             self.vms.put(&op.target, &rec).await?;
             op.pending_cred = None;
@@ -503,33 +447,19 @@ impl Core {
         // 3. Push what the VM carries.
         let mut desired = BTreeSet::new();
         if let Some(c) = &rec.sami {
-            self.push_identity(&rec.id, imds::IdentityKind::SystemAssigned, &rec.id, c)
+            self.push_identity(&rec.id, IdentityKind::System, &rec.id, c)
                 .await?;
             desired.insert(c.client_id.clone());
         }
         for u in self.live_uamis(&rec)? {
-            self.push_identity(
-                &rec.id,
-                imds::IdentityKind::UserAssigned,
-                &u.id,
-                &u.credential,
-            )
-            .await?;
+            self.push_identity(&rec.id, IdentityKind::User, &u.id, &u.credential)
+                .await?;
             desired.insert(u.credential.client_id.clone());
         }
         // 4. Remove what it no longer carries.
-        let live = self
-            .imds
-            .clone()
-            .get_vm(imds::GetVmRequest {
-                resource_id: rec.id.clone(),
-            })
-            .await
-            .map_err(|s| ArmError::peer("imds", s))?
-            .into_inner();
-        for i in live.identities {
-            if !desired.contains(&i.client_id) {
-                self.imds_remove_identity(&rec.id, &i.client_id).await?;
+        for client_id in self.peers.vm_client_ids(&rec.id).await? {
+            if !desired.contains(&client_id) {
+                self.peers.remove_identity(&rec.id, &client_id).await?;
             }
         }
         // 5. Principals of a disabled SAMI go.
@@ -546,26 +476,18 @@ impl Core {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use misim_proto::faults::Faults;
     use misim_types::{ManualClock, SeqIds};
 
     const T0: u64 = 1_700_000_000;
 
     /// A core whose peers are never called (pruning is local).
     fn core(clock: Arc<ManualClock>) -> Core {
-        let ch = misim_proto::auth::ControlKey::from_bytes([0; 32])
-            .credential(misim_proto::auth::Caller::Arm)
-            .wrap(misim_runtime::lazy_channel("http://127.0.0.1:9").unwrap());
         Core::new(
             crate::Config::default(),
             &misim_store::Store::memory().unwrap(),
             clock,
             Arc::new(SeqIds::new(1)),
-            misim_proto::keys::EntraKeys::new(entra::directory_client::DirectoryClient::new(
-                ch.clone(),
-            )),
-            entra::directory_client::DirectoryClient::new(Faults::none().wrap(ch.clone())),
-            imds::control_client::ControlClient::new(Faults::none().wrap(ch)),
+            crate::peers::Peers::unreachable(),
         )
         .unwrap()
     }

@@ -1,12 +1,13 @@
-//! JSON shapes (docs/azure-protocol.md, ARM): camelCase, ids with their original casing.
+//! ARM's JSON shapes (docs/azure-protocol.md, ARM): camelCase, ids with their
+//! original casing. Rendered from records and configuration alone, for HTTP
+//! responses and for what a template's `reference()` reads.
 
 use serde_json::{Value, json};
 
+use super::identity::IdentityType;
 use crate::config::Config;
-use crate::domain::Core;
-use crate::domain::identity::IdentityType;
-use crate::domain::records::*;
 use crate::rbac::RoleDefinition;
+use crate::records::*;
 
 /// `/metadata/endpoints` (docs/azure-protocol.md, ARM: cloud metadata endpoints).
 pub fn endpoints(c: &Config) -> Value {
@@ -215,9 +216,9 @@ pub fn assignment(a: &AssignmentRecord) -> Value {
 }
 
 /// A role definition.
-pub fn role_definition(core: &Core, r: &RoleDefinition) -> Value {
+pub fn role_definition(c: &Config, r: &RoleDefinition) -> Value {
     json!({
-        "id": core.role_definition_id(&r.name), "name": r.name, "type": "Microsoft.Authorization/roleDefinitions",
+        "id": c.role_definition_id(&r.name), "name": r.name, "type": "Microsoft.Authorization/roleDefinitions",
         "properties": {
             "roleName": r.role_name,
             "type": if r.custom { "CustomRole" } else { "BuiltInRole" },
@@ -225,29 +226,6 @@ pub fn role_definition(core: &Core, r: &RoleDefinition) -> Value {
             "assignableScopes": r.assignable_scopes, "permissions": r.permissions,
         },
     })
-}
-
-/// The first `'…'` after `key` (case-insensitive), e.g. in an OData `$filter`.
-pub fn quoted_after(filter: &str, key: &str) -> Option<String> {
-    let lower = filter.to_ascii_lowercase();
-    let at = lower.find(&key.to_ascii_lowercase())? + key.len();
-    let rest = &filter[at..];
-    let open = rest.find('\'')? + 1;
-    let close = rest[open..].find('\'')? + open;
-    Some(rest[open..close].to_owned())
-}
-
-/// `$filter` of role assignment lists: `atScope()`, `principalId eq '…'`, `assignedTo('…')`.
-pub fn parse_assignment_filter(filter: &str) -> (bool, Option<String>) {
-    let at_scope = filter.to_ascii_lowercase().contains("atscope()");
-    let who =
-        quoted_after(filter, "principalId eq").or_else(|| quoted_after(filter, "assignedTo("));
-    (at_scope, who)
-}
-
-/// `$filter=roleName eq 'X'` of role definition lists.
-pub fn parse_role_name_filter(filter: &str) -> Option<String> {
-    quoted_after(filter, "roleName eq")
 }
 
 /// A compute async operation's status (docs/azure-protocol.md, ARM: async operations):
@@ -269,30 +247,4 @@ pub fn operation(o: &OpRecord) -> Value {
         });
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn filters() {
-        assert_eq!(
-            parse_assignment_filter("atScope() and principalId eq 'ABC'"),
-            (true, Some("ABC".into()))
-        );
-        assert_eq!(
-            parse_assignment_filter("assignedTo('x')"),
-            (false, Some("x".into()))
-        );
-        assert_eq!(parse_assignment_filter(""), (false, None));
-        assert_eq!(
-            parse_role_name_filter("roleName eq 'Key Vault Secrets User'").as_deref(),
-            Some("Key Vault Secrets User")
-        );
-        assert_eq!(
-            parse_role_name_filter("ROLENAME EQ 'reader'").as_deref(),
-            Some("reader")
-        );
-    }
 }

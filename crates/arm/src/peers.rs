@@ -1,0 +1,480 @@
+//! ARM's calls to its peers: Entra's `Directory` (managed-identity principals,
+//! their certificates, signing keys) and IMDS's `Control` (VMs and the
+//! identities they carry). The one module besides `grpc*.rs` that sees generated
+//! proto types; the domain speaks in records and the small types below.
+//!
+//! A failed call becomes an [`ArmError`] here, once: `PeerUnavailable` when it
+//! is worth retrying (the peer is down, slow or overloaded, or the connection
+//! failed), else `PeerFailed`. Calls the domain makes idempotent treat the
+//! peer's `NotFound` as done.
+
+use std::error::Error as _;
+
+use misim_proto::entra::v1 as entra;
+use misim_proto::faults::PeerChannel;
+use misim_proto::imds::v1 as imds;
+use misim_proto::keys::{EntraKeys, KeysError};
+use misim_token::TokenError;
+use misim_types::{Clock, ErrorCode};
+use serde_json::Value;
+use tonic::Status;
+
+use crate::error::ArmError;
+use crate::records::{Credential, VmRecord};
+
+const ENTRA: &str = "entra";
+const IMDS: &str = "imds";
+
+/// A managed-identity principal Entra created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Principal {
+    /// Object id (`principalId`).
+    pub object_id: String,
+    /// App id (`clientId`).
+    pub app_id: String,
+}
+
+/// A managed-identity principal as Entra lists it (for `doctor`).
+#[derive(Debug, Clone)]
+pub(crate) struct ListedPrincipal {
+    pub object_id: String,
+    pub resource_id: String,
+    /// SHA-1 thumbprints of its key credentials, upper-case hex.
+    pub thumbprints: Vec<String>,
+}
+
+/// A VM as IMDS serves it (for `doctor`).
+#[derive(Debug, Clone)]
+pub(crate) struct ImdsVm {
+    pub resource_id: String,
+    pub identities: Vec<ImdsIdentity>,
+}
+
+/// An identity IMDS signs for on a VM.
+#[derive(Debug, Clone)]
+pub(crate) struct ImdsIdentity {
+    pub client_id: String,
+    pub object_id: String,
+    pub certificate_thumbprint: String,
+}
+
+/// Which identity of a VM is pushed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IdentityKind {
+    System,
+    User,
+}
+
+/// ARM's clients of Entra and IMDS.
+#[derive(Debug)]
+pub(crate) struct Peers {
+    /// Entra's signing keys (bearer-token verification).
+    keys: EntraKeys,
+    directory: entra::directory_client::DirectoryClient<PeerChannel>,
+    imds: imds::control_client::ControlClient<PeerChannel>,
+}
+
+/// Whether a failed call may succeed if retried: by the status code (peer
+/// down, deadline, cancelled, overloaded) or, for statuses tonic made from a
+/// local error, by the error's type (the connection failed).
+fn transient(s: &Status) -> bool {
+    if matches!(
+        misim_proto::status_to_code(s),
+        ErrorCode::Unavailable | ErrorCode::TooManyRequests
+    ) {
+        return true;
+    }
+    let mut source = s.source();
+    while let Some(e) = source {
+        if e.is::<tonic::transport::Error>()
+            || e.is::<tonic::ConnectError>()
+            || e.is::<tonic::TimeoutExpired>()
+            || e.is::<std::io::Error>()
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// The one mapping of a peer's failure into ARM's errors.
+fn failed(peer: &'static str, s: Status) -> ArmError {
+    let message = s.message().to_owned();
+    if transient(&s) {
+        ArmError::PeerUnavailable { peer, message }
+    } else {
+        ArmError::PeerFailed { peer, message }
+    }
+}
+
+fn is_not_found(s: &Status) -> bool {
+    misim_proto::status_to_code(s) == ErrorCode::NotFound
+}
+
+impl Peers {
+    /// Clients over channels the caller built (with fault hooks in tests).
+    pub(crate) fn new(
+        keys: EntraKeys,
+        directory: entra::directory_client::DirectoryClient<PeerChannel>,
+        imds: imds::control_client::ControlClient<PeerChannel>,
+    ) -> Self {
+        Self {
+            keys,
+            directory,
+            imds,
+        }
+    }
+
+    /// Peers at a closed port: for unit tests whose code never calls them.
+    #[cfg(test)]
+    pub(crate) fn unreachable() -> Self {
+        use misim_proto::faults::Faults;
+        let ch = misim_proto::auth::ControlKey::from_bytes([0; 32])
+            .credential(misim_proto::auth::Caller::Arm)
+            .wrap(misim_runtime::lazy_channel("http://127.0.0.1:9").expect("a valid url"));
+        Self::new(
+            EntraKeys::new(entra::directory_client::DirectoryClient::new(ch.clone())),
+            entra::directory_client::DirectoryClient::new(Faults::none().wrap(ch.clone())),
+            imds::control_client::ControlClient::new(Faults::none().wrap(ch)),
+        )
+    }
+
+    // ------------------------------------------------------------- Entra
+
+    /// Verifies an ARM bearer token against Entra's keys; the caller's object id.
+    pub(crate) async fn verify_bearer(
+        &self,
+        token: &str,
+        clock: &dyn Clock,
+    ) -> Result<String, ArmError> {
+        match self
+            .keys
+            .verify(token, clock, misim_types::audiences::is_arm)
+            .await
+        {
+            Ok(c) => Ok(c.oid),
+            Err(KeysError::Token(TokenError::Lifetime(m))) => Err(ArmError::ExpiredToken(m)),
+            Err(KeysError::Token(TokenError::Claim {
+                claim: "aud",
+                reason,
+            })) => Err(ArmError::WrongAudience(reason)),
+            Err(KeysError::Token(e)) => Err(ArmError::InvalidToken(e.to_string())),
+            Err(KeysError::Unavailable(m)) => Err(ArmError::PeerUnavailable {
+                peer: ENTRA,
+                message: m,
+            }),
+        }
+    }
+
+    /// Step 2: creates (idempotently by `request_id`) the managed-identity
+    /// principal of `resource_id`, named `display_name` or else after the resource.
+    pub(crate) async fn create_principal(
+        &self,
+        request_id: &str,
+        display_name: &str,
+        resource_id: &str,
+    ) -> Result<Principal, ArmError> {
+        let display = if display_name.is_empty() {
+            resource_id.rsplit('/').next().unwrap_or(resource_id)
+        } else {
+            display_name
+        };
+        let sp = self
+            .directory
+            .clone()
+            .create_service_principal(entra::CreateServicePrincipalRequest {
+                request_id: request_id.to_owned(),
+                display_name: display.to_owned(),
+                r#type: entra::ServicePrincipalType::ManagedIdentity as i32,
+                managed_identity_resource_id: resource_id.to_owned(),
+            })
+            .await
+            .map_err(|s| failed(ENTRA, s))?
+            .into_inner();
+        Ok(Principal {
+            object_id: sp.object_id,
+            app_id: sp.app_id,
+        })
+    }
+
+    /// Step 2: registers a credential's certificate (idempotent by thumbprint).
+    pub(crate) async fn register_certificate(&self, c: &Credential) -> Result<(), ArmError> {
+        let der = misim_token::cert::pem_to_der(&c.certificate_pem, "CERTIFICATE")
+            .map_err(|e| ArmError::Internal(e.to_string()))?;
+        self.directory
+            .clone()
+            .add_key_credential(entra::AddKeyCredentialRequest {
+                object_id: c.principal_id.clone(),
+                certificate_der: der,
+            })
+            .await
+            .map_err(|s| failed(ENTRA, s))?;
+        Ok(())
+    }
+
+    /// Deletes a principal (deleting one that is gone succeeds).
+    pub(crate) async fn delete_principal(&self, object_id: &str) -> Result<(), ArmError> {
+        self.directory
+            .clone()
+            .delete_service_principal(entra::DeleteServicePrincipalRequest {
+                object_id: object_id.to_owned(),
+            })
+            .await
+            .map_err(|s| failed(ENTRA, s))?;
+        Ok(())
+    }
+
+    /// Whether the directory knows the principal (a role assignment's target).
+    pub(crate) async fn principal_exists(&self, object_id: &str) -> Result<bool, ArmError> {
+        match self
+            .directory
+            .clone()
+            .get_service_principal(entra::GetServicePrincipalRequest {
+                object_id: object_id.to_owned(),
+                app_id: String::new(),
+            })
+            .await
+        {
+            Ok(_) => Ok(true),
+            // Not a GUID is as unknown as a GUID nobody has.
+            Err(s) if is_not_found(&s) || s.code() == tonic::Code::InvalidArgument => Ok(false),
+            Err(s) => Err(failed(ENTRA, s)),
+        }
+    }
+
+    /// Every managed-identity principal in the directory.
+    pub(crate) async fn managed_identity_principals(
+        &self,
+    ) -> Result<Vec<ListedPrincipal>, ArmError> {
+        let sps = self
+            .directory
+            .clone()
+            .list_service_principals(entra::ListServicePrincipalsRequest {})
+            .await
+            .map_err(|s| failed(ENTRA, s))?
+            .into_inner()
+            .service_principals;
+        Ok(sps
+            .into_iter()
+            .filter(|s| !s.managed_identity_resource_id.is_empty())
+            .map(|s| ListedPrincipal {
+                thumbprints: s
+                    .key_credentials
+                    .into_iter()
+                    .map(|k| k.thumbprint_sha1)
+                    .collect(),
+                object_id: s.object_id,
+                resource_id: s.managed_identity_resource_id,
+            })
+            .collect())
+    }
+
+    // -------------------------------------------------------------- IMDS
+
+    /// Step 3, first: IMDS learns the VM (and gives it a listener) before
+    /// any identity is pushed.
+    pub(crate) async fn put_vm(
+        &self,
+        v: &VmRecord,
+        subscription_id: &str,
+        private_ip: Option<String>,
+    ) -> Result<(), ArmError> {
+        self.imds
+            .clone()
+            .put_vm(imds::PutVmRequest {
+                metadata: Some(vm_metadata(v, subscription_id, private_ip)),
+            })
+            .await
+            .map_err(|s| failed(IMDS, s))?;
+        Ok(())
+    }
+
+    /// Step 3: pushes one identity's ids, certificate and key to a VM.
+    pub(crate) async fn push_identity(
+        &self,
+        vm_id: &str,
+        kind: IdentityKind,
+        resource_id: &str,
+        tenant_id: &str,
+        c: &Credential,
+    ) -> Result<(), ArmError> {
+        let kind = match kind {
+            IdentityKind::System => imds::IdentityKind::SystemAssigned,
+            IdentityKind::User => imds::IdentityKind::UserAssigned,
+        };
+        self.imds
+            .clone()
+            .put_identity(imds::PutIdentityRequest {
+                vm_resource_id: vm_id.to_owned(),
+                identity: Some(imds::ManagedIdentity {
+                    kind: kind as i32,
+                    client_id: c.client_id.clone(),
+                    object_id: c.principal_id.clone(),
+                    resource_id: resource_id.to_owned(),
+                    tenant_id: tenant_id.to_owned(),
+                    certificate_pem: c.certificate_pem.clone(),
+                    private_key_pem: c.private_key_pem.clone(),
+                }),
+            })
+            .await
+            .map_err(|s| failed(IMDS, s))?;
+        Ok(())
+    }
+
+    /// The client ids of the identities IMDS serves on a VM.
+    pub(crate) async fn vm_client_ids(&self, vm_id: &str) -> Result<Vec<String>, ArmError> {
+        let vm = self
+            .imds
+            .clone()
+            .get_vm(imds::GetVmRequest {
+                resource_id: vm_id.to_owned(),
+            })
+            .await
+            .map_err(|s| failed(IMDS, s))?
+            .into_inner();
+        Ok(vm.identities.into_iter().map(|i| i.client_id).collect())
+    }
+
+    /// Removes an identity from a VM (done when either is gone).
+    pub(crate) async fn remove_identity(
+        &self,
+        vm_id: &str,
+        client_id: &str,
+    ) -> Result<(), ArmError> {
+        match self
+            .imds
+            .clone()
+            .remove_identity(imds::RemoveIdentityRequest {
+                vm_resource_id: vm_id.to_owned(),
+                client_id: client_id.to_owned(),
+            })
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(s) if is_not_found(&s) => Ok(()),
+            Err(s) => Err(failed(IMDS, s)),
+        }
+    }
+
+    /// Deletes a VM and its identities from IMDS (done when it is gone).
+    pub(crate) async fn delete_vm(&self, vm_id: &str) -> Result<(), ArmError> {
+        match self
+            .imds
+            .clone()
+            .delete_vm(imds::DeleteVmRequest {
+                resource_id: vm_id.to_owned(),
+            })
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(s) if is_not_found(&s) => Ok(()),
+            Err(s) => Err(failed(IMDS, s)),
+        }
+    }
+
+    /// Every VM IMDS serves, with its identities.
+    pub(crate) async fn imds_vms(&self) -> Result<Vec<ImdsVm>, ArmError> {
+        let vms = self
+            .imds
+            .clone()
+            .list_vms(imds::ListVmsRequest {})
+            .await
+            .map_err(|s| failed(IMDS, s))?
+            .into_inner()
+            .vms;
+        Ok(vms
+            .into_iter()
+            .map(|v| ImdsVm {
+                resource_id: v.metadata.map(|m| m.resource_id).unwrap_or_default(),
+                identities: v
+                    .identities
+                    .into_iter()
+                    .map(|i| ImdsIdentity {
+                        client_id: i.client_id,
+                        object_id: i.object_id,
+                        certificate_thumbprint: i.certificate_thumbprint,
+                    })
+                    .collect(),
+            })
+            .collect())
+    }
+}
+
+/// What IMDS's `/metadata/instance` serves for a VM, from its record.
+fn vm_metadata(
+    v: &VmRecord,
+    subscription_id: &str,
+    private_ip: Option<String>,
+) -> imds::VmMetadata {
+    let p = &v.properties;
+    let s = |ptr: &str| {
+        p.pointer(ptr)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned()
+    };
+    let os_type = match s("/storageProfile/osDisk/osType") {
+        t if !t.is_empty() => t,
+        _ if p.pointer("/osProfile/windowsConfiguration").is_some() => "Windows".into(),
+        _ => "Linux".into(),
+    };
+    let computer_name = match s("/osProfile/computerName") {
+        c if c.is_empty() => v.name.clone(),
+        c => c,
+    };
+    imds::VmMetadata {
+        resource_id: v.id.clone(),
+        vm_id: v.vm_id.clone(),
+        name: v.name.clone(),
+        resource_group: v.resource_group.clone(),
+        subscription_id: subscription_id.to_owned(),
+        location: v.location.clone(),
+        vm_size: s("/hardwareProfile/vmSize"),
+        os_type,
+        tags: v
+            .tags
+            .iter()
+            .map(|(k, val)| {
+                (
+                    k.clone(),
+                    val.as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| val.to_string()),
+                )
+            })
+            .collect(),
+        publisher: s("/storageProfile/imageReference/publisher"),
+        offer: s("/storageProfile/imageReference/offer"),
+        sku: s("/storageProfile/imageReference/sku"),
+        version: s("/storageProfile/imageReference/version"),
+        admin_username: s("/osProfile/adminUsername"),
+        computer_name,
+        private_ip: private_ip.unwrap_or_default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transience_is_decided_by_code_and_error_type_not_message() {
+        assert!(transient(&Status::unavailable("x")));
+        assert!(transient(&Status::deadline_exceeded("x")));
+        assert!(!transient(&Status::internal("transport error")));
+        assert!(!transient(&Status::unknown("error trying to connect")));
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        let from_io = Status::from_error(Box::new(io));
+        assert_eq!(from_io.code(), tonic::Code::Unknown);
+        assert!(transient(&from_io));
+        assert!(matches!(
+            failed(ENTRA, from_io),
+            ArmError::PeerUnavailable { peer: "entra", .. }
+        ));
+        assert!(matches!(
+            failed(IMDS, Status::not_found("gone")),
+            ArmError::PeerFailed { peer: "imds", .. }
+        ));
+    }
+}
