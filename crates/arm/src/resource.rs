@@ -205,7 +205,7 @@ pub(crate) fn segments(path: &str) -> Option<Vec<&str>> {
 impl Address {
     /// Parses an id. `Ok(None)` when the path has no resource shape (the
     /// router's own endpoints); an error for a malformed id or an unknown type.
-    // Long on purpose: the id grammar as one table of slice patterns, read
+    // long: the id grammar as one table of slice patterns, read
     // top to bottom in the order ARM matches them.
     pub fn parse(path: &str) -> Result<Option<Self>, ArmError> {
         let unknown = || ArmError::UnknownPath(path.to_owned());

@@ -160,7 +160,7 @@ fn issue_run(f: &Fixture, threads: usize, s: &Settings) -> Run {
 }
 
 /// Runs benchmark 1; `world` provides the HTTPS endpoint of a running sandbox.
-pub async fn run(s: &Settings, world: &World) -> anyhow::Result<()> {
+pub(crate) async fn run(s: &Settings, world: &World) -> anyhow::Result<()> {
     let f = fixture().await.context("setting up the in-process Entra")?;
     // Fail fast (with the reason) if the in-process path does not work.
     if let Err(e) = f

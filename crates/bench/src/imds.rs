@@ -93,7 +93,7 @@ async fn provision_vm(world: &World) -> anyhow::Result<String> {
 }
 
 /// Runs benchmark 2 against `world`'s sandbox.
-pub async fn run(s: &Settings, world: &World) -> anyhow::Result<()> {
+pub(crate) async fn run(s: &Settings, world: &World) -> anyhow::Result<()> {
     let endpoint = provision_vm(world).await?;
     let client = reqwest::Client::builder()
         .no_proxy()

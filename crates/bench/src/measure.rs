@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 /// The outcome of one measurement window.
 #[derive(Debug, Clone)]
-pub struct Run {
+pub(crate) struct Run {
     /// What was measured.
     pub label: String,
     /// Successful operations.
@@ -28,12 +28,12 @@ pub struct Run {
 
 impl Run {
     /// Successful operations per second.
-    pub fn rate(&self) -> f64 {
+    pub(crate) fn rate(&self) -> f64 {
         self.ops as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 
     /// Adds another window of the same measurement (interleaved rounds).
-    pub fn merge(mut self, other: Run) -> Run {
+    pub(crate) fn merge(mut self, other: Run) -> Run {
         self.ops += other.ops;
         self.errors += other.errors;
         self.elapsed += other.elapsed;
@@ -43,7 +43,7 @@ impl Run {
     }
 
     /// The `q` quantile (0..=1) of the latencies.
-    pub fn quantile(&self, q: f64) -> Option<Duration> {
+    pub(crate) fn quantile(&self, q: f64) -> Option<Duration> {
         if self.latencies_us.is_empty() {
             return None;
         }
@@ -53,7 +53,7 @@ impl Run {
 }
 
 /// Merges `Some(acc)` with `run` (or starts with `run`).
-pub fn accumulate(acc: &mut Option<Run>, run: Run) {
+pub(crate) fn accumulate(acc: &mut Option<Run>, run: Run) {
     *acc = Some(match acc.take() {
         Some(a) => a.merge(run),
         None => run,
@@ -63,7 +63,7 @@ pub fn accumulate(acc: &mut Option<Run>, run: Run) {
 /// Runs `op` in a loop on `threads` OS threads for `window` (after the same
 /// loop ran for `warmup`); `make` builds each thread's operation.
 /// The operation returns false on failure.
-pub fn on_threads<F, Op>(
+pub(crate) fn on_threads<F, Op>(
     label: impl Into<String>,
     threads: usize,
     warmup: Duration,
@@ -125,7 +125,7 @@ where
 /// Runs `concurrency` tasks that each issue requests back to back (one in
 /// flight per task) for `window`, after a `warmup` of the same. `request`
 /// resolves to true on success. Records every request's latency.
-pub async fn in_flight<F, Fut>(
+pub(crate) async fn in_flight<F, Fut>(
     label: impl Into<String>,
     concurrency: usize,
     warmup: Duration,
@@ -198,7 +198,7 @@ fn fmt_latency(d: Option<Duration>) -> String {
 
 /// Prints a small table: the baseline, the subject(s), and each subject's
 /// ratio to the baseline. Returns the ratios.
-pub fn report(title: &str, baseline: &Run, subjects: &[&Run]) -> Vec<f64> {
+pub(crate) fn report(title: &str, baseline: &Run, subjects: &[&Run]) -> Vec<f64> {
     let with_latency = std::iter::once(baseline)
         .chain(subjects.iter().copied())
         .any(|r| !r.latencies_us.is_empty());

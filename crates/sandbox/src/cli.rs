@@ -580,6 +580,33 @@ async fn call(
     serde_json::from_str(&text).with_context(|| format!("{method} {url}: not JSON"))
 }
 
+/// The role definition id of `role`: a GUID as is, else the role of that name visible at `scope`.
+async fn role_definition_id(
+    http: &reqwest::Client,
+    t: &PublicApis,
+    arm_token: &str,
+    role: &str,
+    scope: &str,
+) -> anyhow::Result<String> {
+    if role.len() == 36 && role.matches('-').count() == 4 {
+        return Ok(format!(
+            "/subscriptions/{}/providers/Microsoft.Authorization/roleDefinitions/{role}",
+            t.subscription_id
+        ));
+    }
+    let mut url = reqwest::Url::parse(&format!(
+        "{}{scope}/providers/Microsoft.Authorization/roleDefinitions?{ARM_API}",
+        t.arm_url
+    ))?;
+    url.query_pairs_mut()
+        .append_pair("$filter", &format!("roleName eq '{role}'"));
+    let found = call(http, reqwest::Method::GET, url.as_str(), arm_token, None).await?;
+    Ok(found["value"][0]["id"]
+        .as_str()
+        .with_context(|| format!("no role named '{role}'"))?
+        .to_owned())
+}
+
 /// `misim principal create`: what `az ad sp create-for-rbac` does, against
 /// misim's public APIs only. Graph (`POST /v1.0/applications`, `addPassword`,
 /// `POST /v1.0/servicePrincipals`) with an admin token for
@@ -645,24 +672,7 @@ pub async fn create_principal(
         let arm = admin_token(&http, t, "https://management.azure.com/.default").await?;
         for (role, scope) in grants {
             let scope = scope.trim_end_matches('/');
-            let role_id = if role.len() == 36 && role.matches('-').count() == 4 {
-                format!(
-                    "/subscriptions/{}/providers/Microsoft.Authorization/roleDefinitions/{role}",
-                    t.subscription_id
-                )
-            } else {
-                let mut url = reqwest::Url::parse(&format!(
-                    "{}{scope}/providers/Microsoft.Authorization/roleDefinitions?{ARM_API}",
-                    t.arm_url
-                ))?;
-                url.query_pairs_mut()
-                    .append_pair("$filter", &format!("roleName eq '{role}'"));
-                let found = call(&http, reqwest::Method::GET, url.as_str(), &arm, None).await?;
-                found["value"][0]["id"]
-                    .as_str()
-                    .with_context(|| format!("no role named '{role}'"))?
-                    .to_owned()
-            };
+            let role_id = role_definition_id(&http, t, &arm, role, scope).await?;
             let name = misim_types::RandomIds.guid();
             let a = call(
                 &http,

@@ -14,17 +14,17 @@ use misim_types::Clock;
 /// Where a VM finds IMDS: the real address, only ever reached from inside a
 /// compose VM container (whose network is the only place it exists).
 /// `AZURE_POD_IDENTITY_AUTHORITY_HOST` overrides it, as for azure-identity.
-pub const DEFAULT_IMDS_URL: &str = "http://169.254.169.254";
+pub(super) const DEFAULT_IMDS_URL: &str = "http://169.254.169.254";
 
 /// The environment variable that overrides [`DEFAULT_IMDS_URL`].
-pub const ENV_IMDS_URL: &str = "AZURE_POD_IDENTITY_AUTHORITY_HOST";
+pub(super) const ENV_IMDS_URL: &str = "AZURE_POD_IDENTITY_AUTHORITY_HOST";
 
 /// Key Vault's token audience.
 const VAULT_RESOURCE: &str = "https://vault.azure.net";
 
 /// `misim probe`: exit 0 when every target answers.
 #[derive(Debug, Subcommand)]
-pub enum ProbeCommand {
+pub(super) enum ProbeCommand {
     /// Connect over TCP to each `host:port`.
     Tcp {
         /// `host:port` targets.
@@ -49,7 +49,7 @@ pub enum ProbeCommand {
 
 /// The CA bundle HTTPS clients trust.
 #[derive(Debug, Args)]
-pub struct CaArg {
+pub(super) struct CaArg {
     /// PEM file of the CA to trust (default: `MISIM_CA_BUNDLE`, else `SSL_CERT_FILE`).
     #[arg(long = "ca", env = "MISIM_CA_BUNDLE")]
     ca: Option<PathBuf>,
@@ -67,7 +67,7 @@ impl CaArg {
 
 /// Which identity to ask IMDS for, and how.
 #[derive(Debug, Args)]
-pub struct ImdsArgs {
+pub(super) struct ImdsArgs {
     /// IMDS base URL.
     #[arg(long, env = ENV_IMDS_URL, default_value = DEFAULT_IMDS_URL)]
     imds_url: String,
@@ -87,7 +87,7 @@ pub struct ImdsArgs {
 
 /// `misim token`.
 #[derive(Debug, Args)]
-pub struct TokenArgs {
+pub(super) struct TokenArgs {
     /// The resource (audience) to ask for, e.g. `https://vault.azure.net`.
     #[arg(long)]
     resource: String,
@@ -100,7 +100,7 @@ pub struct TokenArgs {
 
 /// `misim secret`.
 #[derive(Debug, Subcommand)]
-pub enum SecretCommand {
+pub(super) enum SecretCommand {
     /// Print a secret's value.
     Get {
         #[command(flatten)]
@@ -118,7 +118,7 @@ pub enum SecretCommand {
 
 /// A secret, and the credentials to reach it.
 #[derive(Debug, Args)]
-pub struct SecretTarget {
+pub(super) struct SecretTarget {
     /// The vault URL, e.g. `https://kv1.vault.sim:8445`.
     #[arg(long)]
     vault_url: String,
@@ -136,7 +136,7 @@ pub struct SecretTarget {
 
 /// `misim ca`.
 #[derive(Debug, Subcommand)]
-pub enum CaCommand {
+pub(super) enum CaCommand {
     /// Create the sandbox CA in DIR (`ca.pem`, `ca-key.pem`) unless it exists.
     Init {
         /// Directory of the CA (each service reads it as `<data dir>/tls`).
@@ -168,7 +168,7 @@ fn http_client(ca: Option<&Path>, timeout: Duration) -> anyhow::Result<reqwest::
 }
 
 /// Runs `misim probe`.
-pub async fn probe(cmd: ProbeCommand) -> anyhow::Result<ExitCode> {
+pub(super) async fn probe(cmd: ProbeCommand) -> anyhow::Result<ExitCode> {
     let mut ok = true;
     match cmd {
         ProbeCommand::Tcp {
@@ -257,7 +257,7 @@ async fn imds_token(args: &ImdsArgs, resource: &str) -> anyhow::Result<serde_jso
 }
 
 /// Runs `misim token`.
-pub async fn token(args: TokenArgs) -> anyhow::Result<ExitCode> {
+pub(super) async fn token(args: TokenArgs) -> anyhow::Result<ExitCode> {
     let t = imds_token(&args.imds, &args.resource).await?;
     if args.json {
         println!("{t}");
@@ -271,7 +271,7 @@ pub async fn token(args: TokenArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Runs `misim secret`.
-pub async fn secret(cmd: SecretCommand) -> anyhow::Result<ExitCode> {
+pub(super) async fn secret(cmd: SecretCommand) -> anyhow::Result<ExitCode> {
     let (target, value) = match cmd {
         SecretCommand::Get { target } => (target, None),
         SecretCommand::Set { target, value } => (target, Some(value)),
@@ -311,7 +311,7 @@ pub async fn secret(cmd: SecretCommand) -> anyhow::Result<ExitCode> {
 }
 
 /// Runs `misim ca`.
-pub fn ca(cmd: CaCommand) -> anyhow::Result<ExitCode> {
+pub(super) fn ca(cmd: CaCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         CaCommand::Init {
             dir,

@@ -5,12 +5,15 @@
 //! over real gRPC, with HTTPS from the sandbox CA. `misim up` runs it; the
 //! end-to-end tests (and users' own tests) start one per test on port 0.
 
+#![warn(unreachable_pub)]
+
 mod bootstrap;
 pub mod cli;
 pub mod secrets;
+mod start;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context;
 use misim_proto::auth::{Caller, ControlChannel, ControlKey};
@@ -250,22 +253,11 @@ where
     }
 }
 
-async fn bind(ip: IpAddr, port: u16, what: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind((ip, port))
-        .await
-        .with_context(|| format!("binding {what} on {ip}:{port}"))
-}
-
 /// A gRPC client channel to `url` that calls as `caller`.
 fn channel_as(control: &ControlKey, caller: Caller, url: &str) -> anyhow::Result<ControlChannel> {
     Ok(control
         .credential(caller)
         .wrap(misim_runtime::lazy_channel(url)?))
-}
-
-fn open_store(data_dir: &Path, name: &str) -> anyhow::Result<Store> {
-    let dir = data_dir.join(name);
-    Store::open(&dir).with_context(|| format!("opening {name} store in {}", dir.display()))
 }
 
 impl Sandbox {
@@ -279,235 +271,42 @@ impl Sandbox {
             ids,
             arm_peer_faults,
         } = config;
-        // Owner-only before anything secret is written; refused if another user owns it.
-        misim_store::private_dir(&data_dir)
-            .with_context(|| format!("securing the data directory {}", data_dir.display()))?;
-        let control_key_path = data_dir.join(misim_proto::auth::CONTROL_KEY_FILE);
-        let control =
-            ControlKey::load_or_create(&control_key_path).context("loading the control key")?;
-        let bootstrap = Bootstrap::load_or_create(&data_dir, ids.as_ref())?;
-        let tls = misim_runtime::tls::load_or_create(&data_dir.join("tls"), &[], clock.now())?;
-        let server_tls = Some(tls.server_config.clone());
-
-        let entra_http = bind(bind_ip, ports.entra, "entra https").await?;
-        let entra_grpc = bind(bind_ip, ports.entra_grpc, "entra grpc").await?;
-        let arm_http = bind(bind_ip, ports.arm, "arm https").await?;
-        let arm_grpc = bind(bind_ip, ports.arm_grpc, "arm grpc").await?;
-        let imds_grpc = bind(bind_ip, ports.imds_grpc, "imds grpc").await?;
-        let kv_http = bind(bind_ip, ports.keyvault, "key vault https").await?;
-
-        let entra_url = format!("https://localhost:{}", entra_http.local_addr()?.port());
-        let arm_url = format!("https://localhost:{}", arm_http.local_addr()?.port());
-        let keyvault_addr = kv_http.local_addr()?;
-        let grpc_url = |l: &TcpListener| -> anyhow::Result<String> {
-            Ok(format!("http://{}", l.local_addr()?))
+        let secrets = start::prepare_data_dir(&data_dir, &clock, &ids)?;
+        let listeners = start::Listeners::bind(bind_ip, ports).await?;
+        let urls = start::Urls::of(&listeners)?;
+        let clients = start::PeerClients::new(&secrets.control, &urls, arm_peer_faults)?;
+        let mut run = start::Running::new();
+        let cx = start::Boot {
+            data_dir: &data_dir,
+            bind_ip,
+            clock,
+            ids,
+            secrets: &secrets,
+            urls: &urls,
         };
-        let entra_grpc_url = grpc_url(&entra_grpc)?;
-        let arm_grpc_url = grpc_url(&arm_grpc)?;
-        let imds_grpc_url = grpc_url(&imds_grpc)?;
-        let vault_challenge_resource =
-            format!("https://{VAULT_DNS_SUFFIX}:{}", keyvault_addr.port());
-
-        // Each service's clients call as that service.
-        let imds_directory =
-            DirectoryClient::new(channel_as(&control, Caller::Imds, &entra_grpc_url)?);
-        let arm_keys = misim_proto::keys::EntraKeys::new(DirectoryClient::new(channel_as(
-            &control,
-            Caller::Arm,
-            &entra_grpc_url,
-        )?));
-        let kv_keys = misim_proto::keys::EntraKeys::new(DirectoryClient::new(channel_as(
-            &control,
-            Caller::KeyVault,
-            &entra_grpc_url,
-        )?));
-        // ARM's own clients, behind the test's fault hook (if any).
-        let arm_directory = DirectoryClient::new(arm_peer_faults.clone().wrap(channel_as(
-            &control,
-            Caller::Arm,
-            &entra_grpc_url,
-        )?));
-        let arm_imds = ControlClient::new(arm_peer_faults.wrap(channel_as(
-            &control,
-            Caller::Arm,
-            &imds_grpc_url,
-        )?));
-        let authz = misim_proto::arm::v1::authorization_client::AuthorizationClient::new(
-            channel_as(&control, Caller::KeyVault, &arm_grpc_url)?,
-        );
-        let shutdown = Shutdown::new();
-        let mut tasks = JoinSet::new();
-        let mut stores = Vec::new();
-
-        // Entra first: the others verify tokens against its keys.
-        let store = open_store(&data_dir, "entra")?;
-        stores.push(store.clone());
-        let entra = misim_entra::Entra::open(
-            misim_entra::Config {
-                tenant_id: bootstrap.tenant_id.clone(),
-                public_url: entra_url.clone(),
-                extra_resources: vec![vault_challenge_resource.clone()],
-                admin: Some(misim_entra::AdminBootstrap {
-                    app_id: bootstrap.admin_client_id.clone(),
-                    object_id: bootstrap.admin_object_id.clone(),
-                    display_name: "misim-admin".into(),
-                    secret: bootstrap.admin_client_secret.clone(),
-                }),
-            },
-            misim_entra::Deps {
-                store,
-                clock: clock.clone(),
-                ids: ids.clone(),
-            },
-        )
-        .await
-        .context("opening entra")?;
-        let (admin_cert_path, admin_cert_der) = admin_certificate(&data_dir, clock.now())?;
-        {
-            use misim_proto::entra::v1::directory_server::Directory as _;
-            entra
-                .add_key_credential(tonic::Request::new(
-                    misim_proto::entra::v1::AddKeyCredentialRequest {
-                        object_id: bootstrap.admin_object_id.clone(),
-                        certificate_der: admin_cert_der,
-                    },
-                ))
-                .await
-                .context("registering the admin certificate")?;
-        }
-        let mut controls = Vec::new();
-        {
-            let (entra, tls, key) = (entra.clone(), server_tls.clone(), control.clone());
-            controls.push(spawn_http_grpc(
-                &mut tasks,
-                Service::Entra,
-                &shutdown,
-                (entra_http, entra_grpc),
-                move |h, g, tok| {
-                    misim_entra::serve(entra.clone(), h, g, tls.clone(), key.clone(), tok)
-                },
-            )?);
-        }
-
-        let store = open_store(&data_dir, "imds")?;
-        stores.push(store.clone());
-        let imds = misim_imds::Imds::open(
-            misim_imds::Config {
-                tenant_id: bootstrap.tenant_id.clone(),
-                entra_authority: entra_url.clone(),
-                addressing: misim_imds::VmAddressing::PerVmListener { bind_ip },
-            },
-            misim_imds::Deps {
-                store,
-                clock: clock.clone(),
-                ids: ids.clone(),
-                directory: imds_directory,
-                shutdown: shutdown.clone(),
-            },
-        )
-        .await
-        .context("opening imds")?;
-        {
-            let (want, ctl) = Control::new(Service::Imds);
-            let addr = imds_grpc.local_addr()?;
-            let mut first = Some(imds_grpc);
-            let key = control.clone();
-            tasks.spawn(supervise(
-                want,
-                ctl.state_tx.clone(),
-                shutdown.clone(),
-                move |tok| {
-                    let l = first.take();
-                    let (imds, key) = (imds.clone(), key.clone());
-                    async move {
-                        let g = match l {
-                            Some(l) => l,
-                            None => rebind(addr).await?,
-                        };
-                        misim_imds::serve(imds, None, g, key, tok).await
-                    }
-                },
-            ));
-            controls.push(ctl);
-        }
-
-        let store = open_store(&data_dir, "arm")?;
-        stores.push(store.clone());
-        let arm = misim_arm::Arm::open(
-            misim_arm::Config {
-                subscription_id: bootstrap.subscription_id.clone(),
-                subscription_display_name: "misim subscription".into(),
-                tenant_id: bootstrap.tenant_id.clone(),
-                public_url: arm_url.clone(),
-                entra_authority: entra_url.clone(),
-                keyvault_dns_suffix: VAULT_DNS_SUFFIX.into(),
-                keyvault_port: Some(keyvault_addr.port()),
-                bootstrap_assignments: vec![
-                    (bootstrap.admin_object_id.clone(), ROLE_OWNER.into()),
-                    (
-                        bootstrap.admin_object_id.clone(),
-                        ROLE_KEY_VAULT_SECRETS_OFFICER.into(),
-                    ),
-                ],
-            },
-            misim_arm::Deps {
-                store,
-                clock: clock.clone(),
-                ids: ids.clone(),
-                keys: arm_keys,
-                directory: arm_directory,
-                imds: arm_imds,
-            },
-        )
-        .await
-        .context("opening arm")?;
-        {
-            let (arm, tls, key) = (arm.clone(), server_tls.clone(), control.clone());
-            controls.push(spawn_http_grpc(
-                &mut tasks,
-                Service::Arm,
-                &shutdown,
-                (arm_http, arm_grpc),
-                move |h, g, tok| misim_arm::serve(arm.clone(), h, g, tls.clone(), key.clone(), tok),
-            )?);
-        }
-
-        let store = open_store(&data_dir, "keyvault")?;
-        stores.push(store.clone());
-        let kv = misim_keyvault::KeyVault::open(
-            misim_keyvault::Config {
-                tenant_id: bootstrap.tenant_id.clone(),
-                authority: entra_url.clone(),
-                dns_suffix: VAULT_DNS_SUFFIX.into(),
-                challenge_resource: vault_challenge_resource,
-            },
-            misim_keyvault::Deps {
-                store,
-                clock: clock.clone(),
-                ids: ids.clone(),
-                keys: kv_keys,
-                authz,
-            },
-        )
-        .await
-        .context("opening key vault")?;
-        tasks.spawn(misim_keyvault::serve(
-            kv,
-            kv_http,
-            server_tls,
-            shutdown.clone(),
-        ));
-
+        let admin_cert_path = start::start_services(&cx, listeners, clients, &mut run).await?;
+        let start::Secrets {
+            control_key_path,
+            control,
+            bootstrap,
+            tls,
+        } = secrets;
+        let start::Running {
+            shutdown,
+            tasks,
+            stores,
+            controls,
+        } = run;
         Ok(Sandbox {
             bootstrap,
-            arm_url,
-            entra_url,
-            keyvault_addr,
-            entra_grpc_url,
-            arm_grpc_url,
-            imds_grpc_url,
-            ca_path: tls.ca_path.clone(),
-            ca_pem: tls.ca_pem.clone(),
+            arm_url: urls.arm_url,
+            entra_url: urls.entra_url,
+            keyvault_addr: urls.keyvault_addr,
+            entra_grpc_url: urls.entra_grpc_url,
+            arm_grpc_url: urls.arm_grpc_url,
+            imds_grpc_url: urls.imds_grpc_url,
+            ca_path: tls.ca_path,
+            ca_pem: tls.ca_pem,
             admin_cert_path,
             control_key_path,
             control,

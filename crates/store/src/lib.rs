@@ -8,6 +8,8 @@
 //! Values are stored as one version byte followed by JSON, so a record type can
 //! evolve with a migration instead of a wipe.
 
+#![warn(unreachable_pub)]
+
 mod cached;
 mod private;
 
@@ -62,8 +64,12 @@ impl StoreError {
 /// Result alias for this crate.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// How long [`Store::open`] waits for a lock held by a closing database.
+/// How long [`Store::open`] waits for a lock held by a closing database, in
+/// [`LOCK_RETRY`] steps. Counted in attempts rather than against a clock:
+/// opening is synchronous, and `std::time::Instant` is banned (paused tokio
+/// time would not govern it).
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// sled reports a held directory lock only as an IO error whose text names
 /// the lock (it wraps `WouldBlock` from `flock` in a custom error).
@@ -90,7 +96,7 @@ impl Store {
     /// [`LOCK_WAIT`] for the lock before answering [`StoreError::InUse`].
     pub fn open(dir: &Path) -> Result<Self> {
         private_dir(dir)?;
-        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        let mut retries = LOCK_WAIT.as_millis() / LOCK_RETRY.as_millis();
         let db = loop {
             match sled::Config::new()
                 .path(dir)
@@ -99,10 +105,11 @@ impl Store {
             {
                 Ok(db) => break db,
                 Err(e) if is_lock_contention(&e) => {
-                    if std::time::Instant::now() >= deadline {
+                    if retries == 0 {
                         return Err(StoreError::InUse(dir.display().to_string()));
                     }
-                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    retries -= 1;
+                    std::thread::sleep(LOCK_RETRY);
                 }
                 Err(e) => return Err(e.into()),
             }

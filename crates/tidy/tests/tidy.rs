@@ -296,3 +296,54 @@ fn domain_path_matching() {
         "// misim_proto types are converted at the edge\n"
     ));
 }
+
+/// Longest a non-test function may be, in lines from `fn` to its closing brace.
+const MAX_FN_LINES: usize = 100;
+
+/// Functions longer than [`MAX_FN_LINES`] today, one `path name` per line. The list may only
+/// shrink: an entry whose function got shorter (or went away) fails the test until it is
+/// removed. It lives in its own file so that branches shrinking it merge cleanly.
+const LONG_FN_ALLOWLIST: &str = "crates/tidy/long-functions.txt";
+
+/// Source files of shipped code: `src/` and build scripts, not tests, benches or examples.
+fn is_non_test_source(path: &str) -> bool {
+    path.starts_with("crates/")
+        && path.ends_with(".rs")
+        && (path.contains("/src/") || path.ends_with("/build.rs"))
+}
+
+#[test]
+fn functions_stay_short_or_say_why() {
+    let allowlist: BTreeSet<String> = read(LONG_FN_ALLOWLIST)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect();
+    let mut seen = BTreeSet::new();
+    let mut offenders = Vec::new();
+    for file in repo_files().into_iter().filter(|p| is_non_test_source(p)) {
+        for f in misim_tidy::long_functions(&read(&file), MAX_FN_LINES) {
+            let key = format!("{file} {}", f.name);
+            if allowlist.contains(&key) {
+                seen.insert(key);
+            } else if !f.justified {
+                offenders.push(format!(
+                    "{file}:{}: fn {} is {} lines; split it, or say why on the line above (`// long: …`)",
+                    f.line, f.name, f.lines
+                ));
+            }
+        }
+    }
+    for stale in allowlist.difference(&seen) {
+        offenders.push(format!(
+            "{stale}: no longer over {MAX_FN_LINES} lines; remove it from {LONG_FN_ALLOWLIST}"
+        ));
+    }
+    report(
+        &format!(
+            "non-test functions stay within {MAX_FN_LINES} lines unless a `// long:` comment above says why"
+        ),
+        &offenders,
+    );
+}

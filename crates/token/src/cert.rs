@@ -102,6 +102,13 @@ pub fn parse_rsa_cert(der: &[u8]) -> Result<CertInfo, TokenError> {
     })
 }
 
+/// The SHA-1 thumbprint (upper-case hex, as Azure shows it) of the first certificate in `pem`,
+/// which must carry an RSA key like every credential misim registers.
+pub fn pem_thumbprint_sha1(pem: &str) -> Result<String, TokenError> {
+    let info = parse_rsa_cert(&pem_to_der(pem, "CERTIFICATE")?)?;
+    Ok(crate::hex_upper(&info.sha1))
+}
+
 /// Decodes the first PEM block of `pem` with the given label.
 pub fn pem_to_der(pem: &str, label: &str) -> Result<Vec<u8>, TokenError> {
     use base64::Engine;
@@ -146,11 +153,15 @@ mod tests {
             g.private_key_der
         );
         assert!(format!("{g:?}").find("PRIVATE").is_none());
+        let thumbprint = pem_thumbprint_sha1(&g.certificate_pem).unwrap();
+        assert_eq!(thumbprint, crate::hex_upper(&info.sha1));
+        assert_eq!(thumbprint.len(), 40);
     }
 
     #[test]
     fn garbage_is_not_a_certificate() {
         assert!(parse_rsa_cert(b"nope").is_err());
         assert!(pem_to_der("junk", "CERTIFICATE").is_err());
+        assert!(pem_thumbprint_sha1("junk").is_err());
     }
 }

@@ -8,6 +8,8 @@
 //!   and client-assertion verification against a registered certificate (Entra).
 //! - [`jwks`]: the JSON Web Key Set document.
 
+#![warn(unreachable_pub)]
+
 pub mod cert;
 pub mod jwks;
 mod signer;
@@ -90,6 +92,13 @@ pub fn sha256(bytes: &[u8]) -> Vec<u8> {
         .to_vec()
 }
 
+/// Compares secrets (hashes, keys) in time that depends only on their lengths, so a
+/// mismatch's position leaks nothing; lengths are not secret.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b).into()
+}
+
 /// Upper-case hex.
 pub fn hex_upper(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02X}")).collect()
@@ -107,6 +116,15 @@ mod tests {
         assert_eq!(bearer_token("Basic abc"), None);
         assert_eq!(bearer_token("Bearer "), None);
         assert_eq!(bearer_token("Bearer"), None);
+    }
+
+    #[test]
+    fn constant_time_comparison() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(constant_time_eq(b"", b""));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+        assert!(!constant_time_eq(b"", b"a"));
     }
 
     #[test]

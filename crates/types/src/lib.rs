@@ -5,12 +5,16 @@
 //! - [`ErrorCode`]: the small set of error classes every crate maps its errors to.
 //! - [`ResourceId`]: ARM resource ids, compared case-insensitively.
 //! - [`EnvSource`]: configuration reads the environment through a trait.
+//! - [`time`]: Unix seconds to and from UTC calendar dates, for the timestamps services write.
+
+#![warn(unreachable_pub)]
 
 mod clock;
 mod env;
 mod error;
 mod ids;
 mod resource_id;
+pub mod time;
 
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock, unix_seconds};
 pub use env::{EnvSource, MapEnv, ProcessEnv};

@@ -97,7 +97,7 @@ pub fn rfc3339(t: SystemTime) -> String {
 
 impl Core {
     /// Creates or re-runs a deployment; returns the record (already terminal).
-    // Long on purpose: one linear pipeline (validate, plan, preflight, deploy
+    // long: one linear pipeline (validate, plan, preflight, deploy
     // in order, record) over one evaluator and budget; the steps share them.
     pub async fn put_deployment(
         &self,

@@ -85,7 +85,7 @@ impl Core {
     }
 
     /// Creates or updates a custom role definition.
-    // Long on purpose: Azure's checks in Azure's order, each with its own
+    // long: Azure's checks in Azure's order, each with its own
     // message; split up, the order would be harder to see.
     pub async fn put_custom_role(
         &self,

@@ -93,7 +93,7 @@ fn eq(a: &str, b: &str) -> bool {
 }
 
 /// Parses a request path.
-// Long on purpose: the endpoint grammar as one table of slice patterns.
+// long: the endpoint grammar as one table of slice patterns.
 pub fn parse(path: &str) -> Result<Route, ArmError> {
     if let Some(a) = Address::parse(path)? {
         return Ok(Route::At(a));

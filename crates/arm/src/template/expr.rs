@@ -426,7 +426,7 @@ pub(crate) fn abbreviate(v: &Value) -> String {
     }
 }
 
-// Long on purpose: the table of template functions, one arm each.
+// long: the table of template functions, one arm each.
 fn call(name: &str, args: &[Value], scope: &dyn Scope) -> Result<Value, TemplateError> {
     let f = name.to_ascii_lowercase();
     let s = |i: usize| want_str(name, &args[i]);

@@ -285,7 +285,7 @@ impl Template {
 
     /// Orders the resources by `dependsOn` (ties keep template order).
     /// `condition: false` resources are left out.
-    // Long on purpose: one topological sort (collect nodes, resolve
+    // long: one topological sort (collect nodes, resolve
     // `dependsOn` through the name index, order with cycle detection).
     pub fn plan(&self, ev: &Evaluator<'_>) -> Result<Vec<Planned>, TemplateError> {
         let mut nodes = Vec::new();

@@ -61,15 +61,6 @@ pub(crate) fn hash_secret(secret: &str) -> String {
     misim_token::hex_upper(&misim_token::sha256(secret.as_bytes()))
 }
 
-/// Compares two strings without an early exit.
-pub(crate) fn constant_time_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
-}
-
 impl Directory {
     pub(crate) fn open(
         store: &Store,

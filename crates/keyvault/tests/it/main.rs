@@ -1,7 +1,6 @@
 //! Component tests of misim-keyvault: `http_router()` driven with `oneshot`,
 //! against a fake Entra (tenant + signing keys) and a fake ARM (RBAC).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -10,14 +9,13 @@ use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use misim_keyvault::{Config, Deps, KeyVault};
 use misim_proto::arm::v1 as arm;
-use misim_proto::arm::v1::authorization_server::{Authorization, AuthorizationServer};
 use misim_proto::entra::v1 as entra;
-use misim_proto::entra::v1::directory_server::{Directory, DirectoryServer};
+use misim_testkit::fakes::{FakeAuthorization, FakeDirectory, FakeTenant, shared_state};
+use misim_testkit::serve;
 use misim_token::RsaSigner;
 use misim_types::ManualClock;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
-use tonic::{Response, Status};
+use tonic::service::Routes;
 use tower::ServiceExt;
 
 const TENANT: &str = "72f988bf-0000-4000-8000-000000000001";
@@ -58,118 +56,11 @@ fn token(aud: &str, oid: &str, iat: u64) -> String {
 
 // ------------------------------------------------------------------ fakes
 
-struct FakeEntra;
-
-fn unimpl<T>() -> Result<Response<T>, Status> {
-    Err(Status::unimplemented("fake"))
-}
-
-#[tonic::async_trait]
-impl Directory for FakeEntra {
-    async fn create_application(
-        &self,
-        _: tonic::Request<entra::CreateApplicationRequest>,
-    ) -> Result<Response<entra::CreatedApplication>, Status> {
-        unimpl()
-    }
-    async fn get_tenant(
-        &self,
-        _: tonic::Request<entra::GetTenantRequest>,
-    ) -> Result<Response<entra::Tenant>, Status> {
-        Ok(Response::new(entra::Tenant {
-            tenant_id: TENANT.into(),
-            issuer_v1: format!("https://sts.windows.net/{TENANT}/"),
-            issuer_v2: format!("{AUTHORITY}/{TENANT}/v2.0"),
-        }))
-    }
-    async fn get_signing_keys(
-        &self,
-        _: tonic::Request<entra::GetSigningKeysRequest>,
-    ) -> Result<Response<entra::SigningKeys>, Status> {
-        let (n, e) = signer().public_components();
-        Ok(Response::new(entra::SigningKeys {
-            keys: vec![entra::SigningKey {
-                kid: signer().kid().into(),
-                modulus: n,
-                exponent: e,
-                certificate_der: vec![],
-            }],
-            tenant_id: TENANT.into(),
-        }))
-    }
-    async fn create_service_principal(
-        &self,
-        _: tonic::Request<entra::CreateServicePrincipalRequest>,
-    ) -> Result<Response<entra::ServicePrincipal>, Status> {
-        unimpl()
-    }
-    async fn get_service_principal(
-        &self,
-        _: tonic::Request<entra::GetServicePrincipalRequest>,
-    ) -> Result<Response<entra::ServicePrincipal>, Status> {
-        unimpl()
-    }
-    async fn list_service_principals(
-        &self,
-        _: tonic::Request<entra::ListServicePrincipalsRequest>,
-    ) -> Result<Response<entra::ListServicePrincipalsResponse>, Status> {
-        unimpl()
-    }
-    async fn delete_service_principal(
-        &self,
-        _: tonic::Request<entra::DeleteServicePrincipalRequest>,
-    ) -> Result<Response<entra::DeleteServicePrincipalResponse>, Status> {
-        unimpl()
-    }
-    async fn add_key_credential(
-        &self,
-        _: tonic::Request<entra::AddKeyCredentialRequest>,
-    ) -> Result<Response<entra::KeyCredential>, Status> {
-        unimpl()
-    }
-    async fn ensure_application(
-        &self,
-        _: tonic::Request<entra::EnsureApplicationRequest>,
-    ) -> Result<Response<entra::ServicePrincipal>, Status> {
-        unimpl()
-    }
-    async fn issue_token(
-        &self,
-        _: tonic::Request<entra::IssueTokenRequest>,
-    ) -> Result<Response<entra::IssuedToken>, Status> {
-        unimpl()
-    }
-}
-
-#[derive(Clone, Default)]
-struct FakeArm {
-    checks: Arc<AtomicUsize>,
-    last_action: Arc<std::sync::Mutex<String>>,
-}
-
-#[tonic::async_trait]
-impl Authorization for FakeArm {
-    async fn create_role_assignment(
-        &self,
-        _: tonic::Request<arm::CreateRoleAssignmentRequest>,
-    ) -> Result<Response<arm::RoleAssignment>, Status> {
-        unimpl()
-    }
-    async fn check_access(
-        &self,
-        _: tonic::Request<arm::CheckAccessRequest>,
-    ) -> Result<Response<arm::AccessDecision>, Status> {
-        unimpl()
-    }
-    async fn check_vault_access(
-        &self,
-        req: tonic::Request<arm::CheckVaultAccessRequest>,
-    ) -> Result<Response<arm::VaultAccessDecision>, Status> {
-        self.checks.fetch_add(1, Ordering::SeqCst);
-        let r = req.into_inner();
-        *self.last_action.lock().unwrap() = r.data_action.clone();
+/// ARM's decision: vault `kv1` exists, and only [`OFFICER`] may do anything in it.
+fn fake_arm() -> FakeAuthorization {
+    FakeAuthorization::new(|r| {
         let exists = r.vault_name == "kv1";
-        Ok(Response::new(arm::VaultAccessDecision {
+        arm::VaultAccessDecision {
             vault_exists: exists,
             vault_resource_id: if exists {
                 VAULT_ID.into()
@@ -180,50 +71,32 @@ impl Authorization for FakeArm {
             allowed: exists && r.principal_id == OFFICER,
             reason: "fake".into(),
             vault_uid: String::new(),
-        }))
-    }
-}
-
-async fn serve<S>(svc: S) -> String
-where
-    S: tower::Service<
-            http::Request<tonic::body::Body>,
-            Response = http::Response<tonic::body::Body>,
-            Error = std::convert::Infallible,
-        > + tonic::server::NamedService
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-{
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", l.local_addr().unwrap());
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(svc)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(l)),
-    );
-    url
+        }
+    })
 }
 
 struct Harness {
     kv: KeyVault,
     clock: Arc<ManualClock>,
-    arm: FakeArm,
+    arm: FakeAuthorization,
 }
 
 async fn harness_with(arm_url: Option<String>) -> Harness {
     let clock = Arc::new(ManualClock::at_unix(NOW));
-    let arm = FakeArm::default();
-    let entra_url = serve(DirectoryServer::new(FakeEntra)).await;
+    let arm = fake_arm();
+    let entra = FakeDirectory::new(shared_state())
+        .with_tenant(FakeTenant {
+            tenant_id: TENANT.into(),
+            authority: AUTHORITY.into(),
+        })
+        .with_signing_key(signer());
+    let entra_url = serve(Routes::new(entra.into_server())).await;
     let arm_url = match arm_url {
         Some(u) => u,
-        None => serve(AuthorizationServer::new(arm.clone())).await,
+        None => serve(Routes::new(arm.clone().into_server())).await,
     };
     // The fakes do not check credentials; Key Vault sends one anyway.
-    let as_keyvault = misim_proto::auth::ControlKey::from_bytes([1; 32])
-        .credential(misim_proto::auth::Caller::KeyVault);
+    let as_keyvault = misim_testkit::control_key().credential(misim_proto::auth::Caller::KeyVault);
     let kv = KeyVault::open(
         Config {
             tenant_id: TENANT.into(),
@@ -324,7 +197,7 @@ async fn requests_without_a_token_get_the_bearer_challenge() {
             json!({"error":{"code":"Unauthorized","message":"AKV10000: Request is missing a Bearer or PoP token."}})
         );
     }
-    assert_eq!(h.arm.checks.load(Ordering::SeqCst), 0);
+    assert!(h.arm.vault_checks().is_empty());
 }
 
 #[tokio::test]
@@ -342,7 +215,7 @@ async fn set_then_get_by_name_trailing_slash_and_version() {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(
-        *h.arm.last_action.lock().unwrap(),
+        h.arm.last_data_action(),
         "Microsoft.KeyVault/vaults/secrets/setSecret/action"
     );
     let id = r.body["id"].as_str().unwrap().to_owned();
@@ -384,7 +257,7 @@ async fn set_then_get_by_name_trailing_slash_and_version() {
         }
     }
     assert_eq!(
-        *h.arm.last_action.lock().unwrap(),
+        h.arm.last_data_action(),
         "Microsoft.KeyVault/vaults/secrets/getSecret/action"
     );
 
@@ -436,7 +309,7 @@ async fn set_then_get_by_name_trailing_slash_and_version() {
         "lists never carry values"
     );
     assert_eq!(
-        *h.arm.last_action.lock().unwrap(),
+        h.arm.last_data_action(),
         "Microsoft.KeyVault/vaults/secrets/readMetadata/action"
     );
 
@@ -451,7 +324,7 @@ async fn set_then_get_by_name_trailing_slash_and_version() {
         .await;
     assert_eq!(del.status, StatusCode::OK);
     assert_eq!(
-        *h.arm.last_action.lock().unwrap(),
+        h.arm.last_data_action(),
         "Microsoft.KeyVault/vaults/secrets/delete"
     );
     let gone = h

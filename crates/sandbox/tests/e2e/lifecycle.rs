@@ -3,12 +3,11 @@
 //! tokens issued before stay valid, outages of Entra and IMDS, and that
 //! `doctor` reports zero drift once everything has settled.
 
-use std::time::Duration;
-
 use misim_proto::arm::v1::DoctorReport;
 use misim_proto::entra::v1::{GetServicePrincipalRequest, ListServicePrincipalsRequest};
 use misim_proto::imds::v1::GetVmRequest;
 use misim_sandbox::Service;
+use misim_testkit::eventually;
 use serde_json::{Value, json};
 
 use crate::harness::*;
@@ -82,15 +81,13 @@ async fn imds_clients(w: &World, vm_id: &str) -> Option<Vec<String>> {
 
 /// Waits until no operation is pending, then asserts zero drift.
 async fn settle(w: &World) -> DoctorReport {
-    let mut last = None;
-    for _ in 0..240 {
+    eventually("no pending operation and no drift", || async {
         match w.sb.doctor().await {
-            Ok(r) if r.pending_operations == 0 && r.drifts.is_empty() => return r,
-            r => last = Some(r),
+            Ok(r) if r.pending_operations == 0 && r.drifts.is_empty() => Ok(r),
+            r => Err(r),
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    panic!("never settled: {last:?}");
+    })
+    .await
 }
 
 async fn create_uami(w: &World, rg: &str, name: &str) -> Value {
@@ -673,14 +670,15 @@ async fn principals_of(w: &World, resource_id: &str) -> Vec<String> {
 
 /// Polls an operation status URL until it leaves `InProgress`.
 async fn poll_finished(w: &World, url: &str) -> Value {
-    for _ in 0..240 {
+    eventually(&format!("{url} finishes"), || async {
         let op = poll(w, url).await;
         if op["status"] != "InProgress" {
-            return op;
+            Ok(op)
+        } else {
+            Err(op)
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{url} never finished");
+    })
+    .await
 }
 
 #[tokio::test]

@@ -1,4 +1,5 @@
-//! `misim-crash`: the crash test driver (scripts/crash-test.sh).
+//! `misim-crash`: the crash test driver (scripts/crash-test.sh), a package of its own so no
+//! shipped package carries it.
 //!
 //! Runs misim-entra, misim-arm and misim-imds as separate processes on one data
 //! directory, drives a random mix of create/assign/remove/delete operations
@@ -12,6 +13,8 @@
 //! Environment: `MISIM_CRASH_KILLS` (default 30), `MISIM_CRASH_SEED`,
 //! `MISIM_CRASH_BIN_DIR` (default: this executable's directory),
 //! `MISIM_CRASH_TIMEOUT_SECS` (default 900).
+
+#![warn(unreachable_pub)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -198,6 +201,14 @@ async fn main() -> anyhow::Result<()> {
     result
 }
 
+/// The services' addresses, as the driver calls them.
+struct Endpoints {
+    entra_url: String,
+    arm_url: String,
+    arm_grpc: String,
+    entra_grpc: String,
+}
+
 async fn run(
     data: &Path,
     bin_dir: &Path,
@@ -213,47 +224,7 @@ async fn run(
     let b = Bootstrap::load_or_create(data, &misim_types::RandomIds)?;
     let tls =
         misim_runtime::tls::load_or_create(&data.join("tls"), &[], misim_types::SystemClock.now())?;
-    let (eh, eg, ah, ag, ig) = (
-        free_port()?,
-        free_port()?,
-        free_port()?,
-        free_port()?,
-        free_port()?,
-    );
-    let entra_url = format!("https://localhost:{eh}");
-    let arm_url = format!("https://localhost:{ah}");
-    let arm_grpc = format!("http://127.0.0.1:{ag}");
-    let env: Vec<(String, String)> = [
-        ("MISIM_DATA_DIR", data.display().to_string()),
-        ("MISIM_TENANT_ID", b.tenant_id.clone()),
-        ("MISIM_SUBSCRIPTION_ID", b.subscription_id.clone()),
-        ("MISIM_ENTRA_HTTP_ADDR", format!("127.0.0.1:{eh}")),
-        ("MISIM_ENTRA_GRPC_ADDR", format!("127.0.0.1:{eg}")),
-        ("MISIM_ENTRA_PUBLIC_URL", entra_url.clone()),
-        ("MISIM_ENTRA_GRPC_URL", format!("http://127.0.0.1:{eg}")),
-        ("MISIM_ARM_HTTP_ADDR", format!("127.0.0.1:{ah}")),
-        ("MISIM_ARM_GRPC_ADDR", format!("127.0.0.1:{ag}")),
-        ("MISIM_ARM_PUBLIC_URL", arm_url.clone()),
-        ("MISIM_IMDS_GRPC_ADDR", format!("127.0.0.1:{ig}")),
-        ("MISIM_IMDS_GRPC_URL", format!("http://127.0.0.1:{ig}")),
-        ("MISIM_ADMIN_APP_ID", b.admin_client_id.clone()),
-        ("MISIM_ADMIN_OBJECT_ID", b.admin_object_id.clone()),
-        ("MISIM_ADMIN_SECRET", b.admin_client_secret.clone()),
-        ("MISIM_ADMIN_DISPLAY_NAME", "misim-admin".into()),
-        ("RUST_LOG", "warn".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    let mut procs = Procs {
-        bin_dir: bin_dir.to_path_buf(),
-        data: data.to_path_buf(),
-        env,
-        children: BTreeMap::new(),
-        grpc_ports: [("entra", eg), ("arm", ag), ("imds", ig)]
-            .into_iter()
-            .collect(),
-    };
+    let (mut procs, at) = configure(data, bin_dir, &b)?;
     for s in SERVICES {
         procs.spawn(s)?;
     }
@@ -265,33 +236,10 @@ async fn run(
         .no_proxy()
         .timeout(Duration::from_secs(20))
         .build()?;
-    let token = {
-        let mut tok = None;
-        for _ in 0..100 {
-            let r = http
-                .post(format!("{entra_url}/{}/oauth2/v2.0/token", b.tenant_id))
-                .form(&[
-                    ("grant_type", "client_credentials"),
-                    ("client_id", b.admin_client_id.as_str()),
-                    ("client_secret", b.admin_client_secret.as_str()),
-                    ("scope", "https://management.azure.com/.default"),
-                ])
-                .send()
-                .await;
-            if let Ok(r) = r
-                && r.status().is_success()
-            {
-                let v: Value = r.json().await?;
-                tok = v["access_token"].as_str().map(str::to_owned);
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        tok.context("admin token")?
-    };
+    let token = admin_token(&http, &at.entra_url, &b).await?;
     let api = Arc::new(Api {
         http,
-        arm_url,
+        arm_url: at.arm_url.clone(),
         token,
         sub: b.subscription_id.clone(),
     });
@@ -304,36 +252,16 @@ async fn run(
         workers.push(w);
     }
 
-    // The killer: SIGKILL one service at random points, restart it. It
-    // raises `done` however it ends, so the workers stop.
     let procs = Arc::new(tokio::sync::Mutex::new(procs));
     let kill_counts = Arc::new(Mutex::new(BTreeMap::<&str, u32>::new()));
     let done = Arc::new(AtomicBool::new(false));
-    let killer = {
-        let (procs, kill_counts, done) = (procs.clone(), kill_counts.clone(), done.clone());
-        let mut rng = Rng(seed.rotate_left(17) | 1);
-        tokio::spawn(async move {
-            let r = async {
-                for k in 0..kills {
-                    tokio::time::sleep(Duration::from_millis(100 + rng.below(500))).await;
-                    // Round-robin: each service is killed kills/3 times.
-                    let svc = SERVICES[(k % 3) as usize];
-                    let mut p = procs.lock().await;
-                    p.kill(svc)?;
-                    *kill_counts.lock().expect("counts").entry(svc).or_default() += 1;
-                    drop(p);
-                    tokio::time::sleep(Duration::from_millis(rng.below(300))).await;
-                    let mut p = procs.lock().await;
-                    p.spawn(svc)?;
-                    p.wait_ready(svc).await?;
-                }
-                anyhow::Ok(())
-            }
-            .await;
-            done.store(true, Ordering::SeqCst);
-            r
-        })
-    };
+    let killer = spawn_killer(
+        procs.clone(),
+        kill_counts.clone(),
+        done.clone(),
+        kills,
+        seed,
+    );
 
     // The workload: concurrent workers, each alone in its resource group.
     let deadline = tokio::time::Instant::now() + budget;
@@ -347,8 +275,134 @@ async fn run(
     }
     killer.await??;
     let kc = kill_counts.lock().expect("counts").clone();
+    print_workload(&kc, &finished);
+
+    converge(&at.arm_grpc, &control, deadline).await?;
+    verify_effects(&api, &at.entra_grpc, &control, &finished).await?;
+    let total: u32 = kc.values().sum();
+    if total < kills {
+        bail!("only {total} kills");
+    }
+    procs.lock().await.stop_all();
+    Ok(())
+}
+
+/// Picks the services' ports and the environment every service process starts with.
+fn configure(data: &Path, bin_dir: &Path, b: &Bootstrap) -> anyhow::Result<(Procs, Endpoints)> {
+    let (eh, eg, ah, ag, ig) = (
+        free_port()?,
+        free_port()?,
+        free_port()?,
+        free_port()?,
+        free_port()?,
+    );
+    let at = Endpoints {
+        entra_url: format!("https://localhost:{eh}"),
+        arm_url: format!("https://localhost:{ah}"),
+        arm_grpc: format!("http://127.0.0.1:{ag}"),
+        entra_grpc: format!("http://127.0.0.1:{eg}"),
+    };
+    let env: Vec<(String, String)> = [
+        ("MISIM_DATA_DIR", data.display().to_string()),
+        ("MISIM_TENANT_ID", b.tenant_id.clone()),
+        ("MISIM_SUBSCRIPTION_ID", b.subscription_id.clone()),
+        ("MISIM_ENTRA_HTTP_ADDR", format!("127.0.0.1:{eh}")),
+        ("MISIM_ENTRA_GRPC_ADDR", format!("127.0.0.1:{eg}")),
+        ("MISIM_ENTRA_PUBLIC_URL", at.entra_url.clone()),
+        ("MISIM_ENTRA_GRPC_URL", at.entra_grpc.clone()),
+        ("MISIM_ARM_HTTP_ADDR", format!("127.0.0.1:{ah}")),
+        ("MISIM_ARM_GRPC_ADDR", format!("127.0.0.1:{ag}")),
+        ("MISIM_ARM_PUBLIC_URL", at.arm_url.clone()),
+        ("MISIM_IMDS_GRPC_ADDR", format!("127.0.0.1:{ig}")),
+        ("MISIM_IMDS_GRPC_URL", format!("http://127.0.0.1:{ig}")),
+        ("MISIM_ADMIN_APP_ID", b.admin_client_id.clone()),
+        ("MISIM_ADMIN_OBJECT_ID", b.admin_object_id.clone()),
+        ("MISIM_ADMIN_SECRET", b.admin_client_secret.clone()),
+        ("MISIM_ADMIN_DISPLAY_NAME", "misim-admin".into()),
+        ("RUST_LOG", "warn".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let procs = Procs {
+        bin_dir: bin_dir.to_path_buf(),
+        data: data.to_path_buf(),
+        env,
+        children: BTreeMap::new(),
+        grpc_ports: [("entra", eg), ("arm", ag), ("imds", ig)]
+            .into_iter()
+            .collect(),
+    };
+    Ok((procs, at))
+}
+
+/// An ARM token for the bootstrap administrator (retried while Entra comes up).
+async fn admin_token(
+    http: &reqwest::Client,
+    entra_url: &str,
+    b: &Bootstrap,
+) -> anyhow::Result<String> {
+    for _ in 0..100 {
+        let r = http
+            .post(format!("{entra_url}/{}/oauth2/v2.0/token", b.tenant_id))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", b.admin_client_id.as_str()),
+                ("client_secret", b.admin_client_secret.as_str()),
+                ("scope", "https://management.azure.com/.default"),
+            ])
+            .send()
+            .await;
+        if let Ok(r) = r
+            && r.status().is_success()
+        {
+            let v: Value = r.json().await?;
+            return v["access_token"]
+                .as_str()
+                .map(str::to_owned)
+                .context("admin token");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("admin token")
+}
+
+/// The killer: SIGKILLs one service at random points and restarts it. It raises `done`
+/// however it ends, so the workers stop.
+fn spawn_killer(
+    procs: Arc<tokio::sync::Mutex<Procs>>,
+    kill_counts: Arc<Mutex<BTreeMap<&'static str, u32>>>,
+    done: Arc<AtomicBool>,
+    kills: u32,
+    seed: u64,
+) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    let mut rng = Rng(seed.rotate_left(17) | 1);
+    tokio::spawn(async move {
+        let r = async {
+            for k in 0..kills {
+                tokio::time::sleep(Duration::from_millis(100 + rng.below(500))).await;
+                // Round-robin: each service is killed kills/3 times.
+                let svc = SERVICES[(k % 3) as usize];
+                let mut p = procs.lock().await;
+                p.kill(svc)?;
+                *kill_counts.lock().expect("counts").entry(svc).or_default() += 1;
+                drop(p);
+                tokio::time::sleep(Duration::from_millis(rng.below(300))).await;
+                let mut p = procs.lock().await;
+                p.spawn(svc)?;
+                p.wait_ready(svc).await?;
+            }
+            anyhow::Ok(())
+        }
+        .await;
+        done.store(true, Ordering::SeqCst);
+        r
+    })
+}
+
+fn print_workload(kc: &BTreeMap<&str, u32>, finished: &[Worker]) {
     let mut counts = Counts::default();
-    for w in &finished {
+    for w in finished {
         counts.add(&w.counts);
     }
     println!(
@@ -364,11 +418,17 @@ async fn run(
         counts.unreachable,
         counts.uncertain
     );
+}
 
-    // Convergence.
+/// Waits (until `deadline`) for ARM's doctor to report nothing pending and no drift.
+async fn converge(
+    arm_grpc: &str,
+    control: &misim_proto::auth::ControlKey,
+    deadline: tokio::time::Instant,
+) -> anyhow::Result<()> {
     let mut report = None;
     while tokio::time::Instant::now() < deadline {
-        match misim_sandbox::doctor(&arm_grpc, &control).await {
+        match misim_sandbox::doctor(arm_grpc, control).await {
             Ok(r) if r.pending_operations == 0 && r.drifts.is_empty() => {
                 report = Some(r);
                 break;
@@ -380,7 +440,7 @@ async fn run(
         Some(r) => r,
         None => bail!(
             "no convergence: {:?}",
-            misim_sandbox::doctor(&arm_grpc, &control).await
+            misim_sandbox::doctor(arm_grpc, control).await
         ),
     };
     println!(
@@ -391,14 +451,20 @@ async fn run(
         report.imds_vms,
         report.failed_operations
     );
+    Ok(())
+}
 
-    // Every acknowledged effect present, per worker.
+/// Every acknowledged effect present, per worker, and every principal owned.
+async fn verify_effects(
+    api: &Api,
+    entra_grpc: &str,
+    control: &misim_proto::auth::ControlKey,
+    finished: &[Worker],
+) -> anyhow::Result<()> {
     let mut dir = misim_proto::entra::v1::directory_client::DirectoryClient::new(
         control
             .credential(misim_proto::auth::Caller::Admin)
-            .wrap(misim_runtime::lazy_channel(&format!(
-                "http://127.0.0.1:{eg}"
-            ))?),
+            .wrap(misim_runtime::lazy_channel(entra_grpc)?),
     );
     let sps = dir
         .list_service_principals(misim_proto::entra::v1::ListServicePrincipalsRequest {})
@@ -406,8 +472,8 @@ async fn run(
         .into_inner()
         .service_principals;
     let mut checked = 0;
-    for w in &finished {
-        checked += w.verify(&api, &sps).await?;
+    for w in finished {
+        checked += w.verify(api, &sps).await?;
     }
     println!(
         "crash test: {checked} resources with a certain expected state verified; {} managed-identity principals, all owned",
@@ -415,11 +481,6 @@ async fn run(
             .filter(|s| !s.managed_identity_resource_id.is_empty())
             .count()
     );
-    let total: u32 = kc.values().sum();
-    if total < kills {
-        bail!("only {total} kills");
-    }
-    procs.lock().await.stop_all();
     Ok(())
 }
 

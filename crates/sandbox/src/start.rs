@@ -1,0 +1,415 @@
+//! The steps of [`Sandbox::start`](crate::Sandbox::start): secure the data directory and load
+//! its secrets, bind every listener, build each service's peer clients, then open and serve the
+//! services in dependency order (Entra first: the others verify tokens against its keys).
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use misim_proto::arm::v1::authorization_client::AuthorizationClient;
+use misim_proto::auth::{Caller, ControlChannel, ControlKey};
+use misim_proto::entra::v1::directory_client::DirectoryClient;
+use misim_proto::faults::{Faults, PeerChannel};
+use misim_proto::imds::v1::control_client::ControlClient;
+use misim_proto::keys::EntraKeys;
+use misim_runtime::Shutdown;
+use misim_runtime::tls::SandboxTls;
+use misim_store::Store;
+use misim_types::{SharedClock, SharedIds};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+use crate::{
+    Bootstrap, Control, Ports, ROLE_KEY_VAULT_SECRETS_OFFICER, ROLE_OWNER, Service,
+    VAULT_DNS_SUFFIX, admin_certificate, channel_as, rebind, spawn_http_grpc, supervise,
+};
+
+/// What the data directory holds before any service opens.
+pub(crate) struct Secrets {
+    pub(crate) control_key_path: PathBuf,
+    pub(crate) control: ControlKey,
+    pub(crate) bootstrap: Bootstrap,
+    pub(crate) tls: SandboxTls,
+}
+
+/// Makes the data directory owner-only (before anything secret is written; refused if another
+/// user owns it), then loads or creates the control key, the bootstrap identity and the CA.
+pub(crate) fn prepare_data_dir(
+    data_dir: &Path,
+    clock: &SharedClock,
+    ids: &SharedIds,
+) -> anyhow::Result<Secrets> {
+    misim_store::private_dir(data_dir)
+        .with_context(|| format!("securing the data directory {}", data_dir.display()))?;
+    let control_key_path = data_dir.join(misim_proto::auth::CONTROL_KEY_FILE);
+    let control =
+        ControlKey::load_or_create(&control_key_path).context("loading the control key")?;
+    let bootstrap = Bootstrap::load_or_create(data_dir, ids.as_ref())?;
+    let tls = misim_runtime::tls::load_or_create(&data_dir.join("tls"), &[], clock.now())?;
+    Ok(Secrets {
+        control_key_path,
+        control,
+        bootstrap,
+        tls,
+    })
+}
+
+/// Every listener, bound before any service opens, so a taken port fails the start early.
+pub(crate) struct Listeners {
+    entra_http: TcpListener,
+    entra_grpc: TcpListener,
+    arm_http: TcpListener,
+    arm_grpc: TcpListener,
+    imds_grpc: TcpListener,
+    kv_http: TcpListener,
+}
+
+impl Listeners {
+    pub(crate) async fn bind(ip: IpAddr, ports: Ports) -> anyhow::Result<Self> {
+        Ok(Self {
+            entra_http: bind(ip, ports.entra, "entra https").await?,
+            entra_grpc: bind(ip, ports.entra_grpc, "entra grpc").await?,
+            arm_http: bind(ip, ports.arm, "arm https").await?,
+            arm_grpc: bind(ip, ports.arm_grpc, "arm grpc").await?,
+            imds_grpc: bind(ip, ports.imds_grpc, "imds grpc").await?,
+            kv_http: bind(ip, ports.keyvault, "key vault https").await?,
+        })
+    }
+}
+
+async fn bind(ip: IpAddr, port: u16, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind((ip, port))
+        .await
+        .with_context(|| format!("binding {what} on {ip}:{port}"))
+}
+
+/// Where each service answers, from its bound listener.
+pub(crate) struct Urls {
+    pub(crate) entra_url: String,
+    pub(crate) arm_url: String,
+    pub(crate) keyvault_addr: SocketAddr,
+    pub(crate) entra_grpc_url: String,
+    pub(crate) arm_grpc_url: String,
+    pub(crate) imds_grpc_url: String,
+    /// The resource Key Vault's 401 challenge names (Entra must issue tokens for it).
+    pub(crate) vault_challenge_resource: String,
+}
+
+impl Urls {
+    pub(crate) fn of(l: &Listeners) -> anyhow::Result<Self> {
+        let grpc_url = |l: &TcpListener| -> anyhow::Result<String> {
+            Ok(format!("http://{}", l.local_addr()?))
+        };
+        let keyvault_addr = l.kv_http.local_addr()?;
+        Ok(Self {
+            entra_url: format!("https://localhost:{}", l.entra_http.local_addr()?.port()),
+            arm_url: format!("https://localhost:{}", l.arm_http.local_addr()?.port()),
+            keyvault_addr,
+            entra_grpc_url: grpc_url(&l.entra_grpc)?,
+            arm_grpc_url: grpc_url(&l.arm_grpc)?,
+            imds_grpc_url: grpc_url(&l.imds_grpc)?,
+            vault_challenge_resource: format!(
+                "https://{VAULT_DNS_SUFFIX}:{}",
+                keyvault_addr.port()
+            ),
+        })
+    }
+}
+
+/// Each service's clients of its peers; each calls as its own service.
+pub(crate) struct PeerClients {
+    imds_directory: DirectoryClient<ControlChannel>,
+    arm_keys: EntraKeys,
+    kv_keys: EntraKeys,
+    /// ARM's own clients, behind the test's fault hook (if any).
+    arm_directory: DirectoryClient<PeerChannel>,
+    arm_imds: ControlClient<PeerChannel>,
+    kv_authz: AuthorizationClient<ControlChannel>,
+}
+
+impl PeerClients {
+    pub(crate) fn new(
+        control: &ControlKey,
+        urls: &Urls,
+        arm_peer_faults: Faults,
+    ) -> anyhow::Result<Self> {
+        let as_ = |caller, url: &str| channel_as(control, caller, url);
+        Ok(Self {
+            imds_directory: DirectoryClient::new(as_(Caller::Imds, &urls.entra_grpc_url)?),
+            arm_keys: EntraKeys::new(DirectoryClient::new(as_(
+                Caller::Arm,
+                &urls.entra_grpc_url,
+            )?)),
+            kv_keys: EntraKeys::new(DirectoryClient::new(as_(
+                Caller::KeyVault,
+                &urls.entra_grpc_url,
+            )?)),
+            arm_directory: DirectoryClient::new(
+                arm_peer_faults
+                    .clone()
+                    .wrap(as_(Caller::Arm, &urls.entra_grpc_url)?),
+            ),
+            arm_imds: ControlClient::new(
+                arm_peer_faults.wrap(as_(Caller::Arm, &urls.imds_grpc_url)?),
+            ),
+            kv_authz: AuthorizationClient::new(as_(Caller::KeyVault, &urls.arm_grpc_url)?),
+        })
+    }
+}
+
+/// What every service is opened with (the boot context).
+pub(crate) struct Boot<'a> {
+    pub(crate) data_dir: &'a Path,
+    pub(crate) bind_ip: IpAddr,
+    pub(crate) clock: SharedClock,
+    pub(crate) ids: SharedIds,
+    pub(crate) secrets: &'a Secrets,
+    pub(crate) urls: &'a Urls,
+}
+
+/// The running services: their tasks, stores and stop/start controls, filled in as each starts.
+pub(crate) struct Running {
+    pub(crate) shutdown: Shutdown,
+    pub(crate) tasks: JoinSet<anyhow::Result<()>>,
+    pub(crate) stores: Vec<Store>,
+    pub(crate) controls: Vec<Control>,
+}
+
+impl Running {
+    pub(crate) fn new() -> Self {
+        Self {
+            shutdown: Shutdown::new(),
+            tasks: JoinSet::new(),
+            stores: Vec::new(),
+            controls: Vec::new(),
+        }
+    }
+
+    /// Opens `<data dir>/<name>` and keeps it to flush at shutdown.
+    fn open_store(&mut self, data_dir: &Path, name: &str) -> anyhow::Result<Store> {
+        let dir = data_dir.join(name);
+        let store = Store::open(&dir)
+            .with_context(|| format!("opening {name} store in {}", dir.display()))?;
+        self.stores.push(store.clone());
+        Ok(store)
+    }
+}
+
+/// Opens and serves every service; returns the administrator's certificate path.
+pub(crate) async fn start_services(
+    cx: &Boot<'_>,
+    listeners: Listeners,
+    clients: PeerClients,
+    run: &mut Running,
+) -> anyhow::Result<PathBuf> {
+    let Listeners {
+        entra_http,
+        entra_grpc,
+        arm_http,
+        arm_grpc,
+        imds_grpc,
+        kv_http,
+    } = listeners;
+    let admin_cert_path = start_entra(cx, (entra_http, entra_grpc), run).await?;
+    start_imds(cx, imds_grpc, clients.imds_directory, run).await?;
+    let arm_clients = (clients.arm_keys, clients.arm_directory, clients.arm_imds);
+    start_arm(cx, (arm_http, arm_grpc), arm_clients, run).await?;
+    start_keyvault(cx, kv_http, (clients.kv_keys, clients.kv_authz), run).await?;
+    Ok(admin_cert_path)
+}
+
+/// Entra, with the bootstrap administrator (secret and certificate).
+async fn start_entra(
+    cx: &Boot<'_>,
+    listeners: (TcpListener, TcpListener),
+    run: &mut Running,
+) -> anyhow::Result<PathBuf> {
+    let b = &cx.secrets.bootstrap;
+    let store = run.open_store(cx.data_dir, "entra")?;
+    let entra = misim_entra::Entra::open(
+        misim_entra::Config {
+            tenant_id: b.tenant_id.clone(),
+            public_url: cx.urls.entra_url.clone(),
+            extra_resources: vec![cx.urls.vault_challenge_resource.clone()],
+            admin: Some(misim_entra::AdminBootstrap {
+                app_id: b.admin_client_id.clone(),
+                object_id: b.admin_object_id.clone(),
+                display_name: "misim-admin".into(),
+                secret: b.admin_client_secret.clone(),
+            }),
+        },
+        misim_entra::Deps {
+            store,
+            clock: cx.clock.clone(),
+            ids: cx.ids.clone(),
+        },
+    )
+    .await
+    .context("opening entra")?;
+    let admin_cert_path = register_admin_certificate(cx, &entra).await?;
+    let tls = Some(cx.secrets.tls.server_config.clone());
+    let key = cx.secrets.control.clone();
+    let ctl = spawn_http_grpc(
+        &mut run.tasks,
+        Service::Entra,
+        &run.shutdown,
+        listeners,
+        move |h, g, tok| misim_entra::serve(entra.clone(), h, g, tls.clone(), key.clone(), tok),
+    )?;
+    run.controls.push(ctl);
+    Ok(admin_cert_path)
+}
+
+/// Registers the administrator's certificate (created on first start) as its key credential.
+async fn register_admin_certificate(
+    cx: &Boot<'_>,
+    entra: &misim_entra::Entra,
+) -> anyhow::Result<PathBuf> {
+    use misim_proto::entra::v1::directory_server::Directory as _;
+    let (admin_cert_path, admin_cert_der) = admin_certificate(cx.data_dir, cx.clock.now())?;
+    entra
+        .add_key_credential(tonic::Request::new(
+            misim_proto::entra::v1::AddKeyCredentialRequest {
+                object_id: cx.secrets.bootstrap.admin_object_id.clone(),
+                certificate_der: admin_cert_der,
+            },
+        ))
+        .await
+        .context("registering the admin certificate")?;
+    Ok(admin_cert_path)
+}
+
+/// IMDS: its control API on `grpc`, one listener per VM on the bind address.
+async fn start_imds(
+    cx: &Boot<'_>,
+    grpc: TcpListener,
+    directory: DirectoryClient<ControlChannel>,
+    run: &mut Running,
+) -> anyhow::Result<()> {
+    let store = run.open_store(cx.data_dir, "imds")?;
+    let imds = misim_imds::Imds::open(
+        misim_imds::Config {
+            tenant_id: cx.secrets.bootstrap.tenant_id.clone(),
+            entra_authority: cx.urls.entra_url.clone(),
+            addressing: misim_imds::VmAddressing::PerVmListener {
+                bind_ip: cx.bind_ip,
+            },
+        },
+        misim_imds::Deps {
+            store,
+            clock: cx.clock.clone(),
+            ids: cx.ids.clone(),
+            directory,
+            shutdown: run.shutdown.clone(),
+        },
+    )
+    .await
+    .context("opening imds")?;
+    let (want, ctl) = Control::new(Service::Imds);
+    let addr = grpc.local_addr()?;
+    let mut first = Some(grpc);
+    let key = cx.secrets.control.clone();
+    run.tasks.spawn(supervise(
+        want,
+        ctl.state_tx.clone(),
+        run.shutdown.clone(),
+        move |tok| {
+            let l = first.take();
+            let (imds, key) = (imds.clone(), key.clone());
+            async move {
+                let g = match l {
+                    Some(l) => l,
+                    None => rebind(addr).await?,
+                };
+                misim_imds::serve(imds, None, g, key, tok).await
+            }
+        },
+    ));
+    run.controls.push(ctl);
+    Ok(())
+}
+
+/// ARM, with the administrator as Owner and Key Vault Secrets Officer of the subscription.
+async fn start_arm(
+    cx: &Boot<'_>,
+    listeners: (TcpListener, TcpListener),
+    (keys, directory, imds): (
+        EntraKeys,
+        DirectoryClient<PeerChannel>,
+        ControlClient<PeerChannel>,
+    ),
+    run: &mut Running,
+) -> anyhow::Result<()> {
+    let b = &cx.secrets.bootstrap;
+    let store = run.open_store(cx.data_dir, "arm")?;
+    let arm = misim_arm::Arm::open(
+        misim_arm::Config {
+            subscription_id: b.subscription_id.clone(),
+            subscription_display_name: "misim subscription".into(),
+            tenant_id: b.tenant_id.clone(),
+            public_url: cx.urls.arm_url.clone(),
+            entra_authority: cx.urls.entra_url.clone(),
+            keyvault_dns_suffix: VAULT_DNS_SUFFIX.into(),
+            keyvault_port: Some(cx.urls.keyvault_addr.port()),
+            bootstrap_assignments: vec![
+                (b.admin_object_id.clone(), ROLE_OWNER.into()),
+                (
+                    b.admin_object_id.clone(),
+                    ROLE_KEY_VAULT_SECRETS_OFFICER.into(),
+                ),
+            ],
+        },
+        misim_arm::Deps {
+            store,
+            clock: cx.clock.clone(),
+            ids: cx.ids.clone(),
+            keys,
+            directory,
+            imds,
+        },
+    )
+    .await
+    .context("opening arm")?;
+    let tls = Some(cx.secrets.tls.server_config.clone());
+    let key = cx.secrets.control.clone();
+    let ctl = spawn_http_grpc(
+        &mut run.tasks,
+        Service::Arm,
+        &run.shutdown,
+        listeners,
+        move |h, g, tok| misim_arm::serve(arm.clone(), h, g, tls.clone(), key.clone(), tok),
+    )?;
+    run.controls.push(ctl);
+    Ok(())
+}
+
+/// Key Vault (not stoppable: nothing calls it over gRPC).
+async fn start_keyvault(
+    cx: &Boot<'_>,
+    http: TcpListener,
+    (keys, authz): (EntraKeys, AuthorizationClient<ControlChannel>),
+    run: &mut Running,
+) -> anyhow::Result<()> {
+    let store = run.open_store(cx.data_dir, "keyvault")?;
+    let kv = misim_keyvault::KeyVault::open(
+        misim_keyvault::Config {
+            tenant_id: cx.secrets.bootstrap.tenant_id.clone(),
+            authority: cx.urls.entra_url.clone(),
+            dns_suffix: VAULT_DNS_SUFFIX.into(),
+            challenge_resource: cx.urls.vault_challenge_resource.clone(),
+        },
+        misim_keyvault::Deps {
+            store,
+            clock: cx.clock.clone(),
+            ids: cx.ids.clone(),
+            keys,
+            authz,
+        },
+    )
+    .await
+    .context("opening key vault")?;
+    let tls = Some(cx.secrets.tls.server_config.clone());
+    run.tasks
+        .spawn(misim_keyvault::serve(kv, http, tls, run.shutdown.clone()));
+    Ok(())
+}

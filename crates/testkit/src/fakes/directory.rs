@@ -1,0 +1,223 @@
+//! A fake Entra `Directory`: the tenant, one signing key, service principals with key
+//! credentials, and token issuance by a test-supplied function.
+
+use std::sync::Arc;
+
+use misim_proto::entra::v1 as pb;
+use misim_proto::entra::v1::directory_server::{Directory, DirectoryServer};
+use misim_token::RsaSigner;
+use tonic::{Request, Response, Status};
+
+use super::{SharedState, unimplemented};
+
+/// The tenant the fake Entra reports (`GetTenant`).
+#[derive(Debug, Clone)]
+pub struct FakeTenant {
+    /// The tenant id.
+    pub tenant_id: String,
+    /// Entra's public URL, the prefix of the v2 issuer.
+    pub authority: String,
+}
+
+type IssueToken = dyn Fn(pb::IssueTokenRequest) -> Result<pb::IssuedToken, Status> + Send + Sync;
+
+/// A fake Entra `Directory`. Built with what the test needs; unconfigured parts answer
+/// `UNIMPLEMENTED`. Principal calls (create, get, delete, add key credential) are always
+/// modelled, on the shared [`FakeState`](super::FakeState), and logged there.
+#[derive(Clone)]
+pub struct FakeDirectory {
+    state: SharedState,
+    tenant: Option<FakeTenant>,
+    signing_key: Option<pb::SigningKey>,
+    issue_token: Option<Arc<IssueToken>>,
+}
+
+impl std::fmt::Debug for FakeDirectory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeDirectory")
+            .field("tenant", &self.tenant)
+            .field("issues_tokens", &self.issue_token.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl FakeDirectory {
+    /// A directory with no tenant, no signing key and no token issuance.
+    pub fn new(state: SharedState) -> Self {
+        Self {
+            state,
+            tenant: None,
+            signing_key: None,
+            issue_token: None,
+        }
+    }
+
+    /// Answers `GetTenant` with `tenant` (and its tenant id in `GetSigningKeys`).
+    pub fn with_tenant(mut self, tenant: FakeTenant) -> Self {
+        self.tenant = Some(tenant);
+        self
+    }
+
+    /// Answers `GetSigningKeys` with `signer`'s public key.
+    pub fn with_signing_key(mut self, signer: &RsaSigner) -> Self {
+        let (modulus, exponent) = signer.public_components();
+        self.signing_key = Some(pb::SigningKey {
+            kid: signer.kid().into(),
+            modulus,
+            exponent,
+            certificate_der: vec![],
+        });
+        self
+    }
+
+    /// Answers `IssueToken` with `issue` (which may check the client assertion).
+    pub fn with_issue_token(
+        mut self,
+        issue: impl Fn(pb::IssueTokenRequest) -> Result<pb::IssuedToken, Status> + Send + Sync + 'static,
+    ) -> Self {
+        self.issue_token = Some(Arc::new(issue));
+        self
+    }
+
+    /// The tonic service to [`serve`](crate::serve).
+    pub fn into_server(self) -> DirectoryServer<Self> {
+        DirectoryServer::new(self)
+    }
+}
+
+#[tonic::async_trait]
+impl Directory for FakeDirectory {
+    async fn get_tenant(
+        &self,
+        _: Request<pb::GetTenantRequest>,
+    ) -> Result<Response<pb::Tenant>, Status> {
+        let Some(t) = &self.tenant else {
+            return unimplemented();
+        };
+        Ok(Response::new(pb::Tenant {
+            tenant_id: t.tenant_id.clone(),
+            issuer_v1: format!("https://sts.windows.net/{}/", t.tenant_id),
+            issuer_v2: format!("{}/{}/v2.0", t.authority, t.tenant_id),
+        }))
+    }
+
+    async fn get_signing_keys(
+        &self,
+        _: Request<pb::GetSigningKeysRequest>,
+    ) -> Result<Response<pb::SigningKeys>, Status> {
+        let Some(key) = &self.signing_key else {
+            return unimplemented();
+        };
+        Ok(Response::new(pb::SigningKeys {
+            keys: vec![key.clone()],
+            tenant_id: self
+                .tenant
+                .as_ref()
+                .map(|t| t.tenant_id.clone())
+                .unwrap_or_default(),
+        }))
+    }
+
+    async fn create_service_principal(
+        &self,
+        r: Request<pb::CreateServicePrincipalRequest>,
+    ) -> Result<Response<pb::ServicePrincipal>, Status> {
+        let r = r.into_inner();
+        let mut s = self.state.lock();
+        s.next_principal += 1;
+        let n = s.next_principal;
+        let sp = pb::ServicePrincipal {
+            object_id: format!("00000000-0000-4000-9000-{n:012}"),
+            app_id: format!("00000000-0000-4000-a000-{n:012}"),
+            display_name: r.display_name,
+            r#type: r.r#type,
+            managed_identity_resource_id: r.managed_identity_resource_id.clone(),
+            ..Default::default()
+        };
+        s.calls.push(format!(
+            "CreateServicePrincipal {}",
+            r.managed_identity_resource_id
+        ));
+        s.service_principals
+            .insert(sp.object_id.clone(), sp.clone());
+        Ok(Response::new(sp))
+    }
+
+    async fn get_service_principal(
+        &self,
+        r: Request<pb::GetServicePrincipalRequest>,
+    ) -> Result<Response<pb::ServicePrincipal>, Status> {
+        self.state
+            .lock()
+            .service_principals
+            .get(&r.into_inner().object_id)
+            .cloned()
+            .map(Response::new)
+            .ok_or_else(|| Status::not_found("no such principal"))
+    }
+
+    async fn list_service_principals(
+        &self,
+        _: Request<pb::ListServicePrincipalsRequest>,
+    ) -> Result<Response<pb::ListServicePrincipalsResponse>, Status> {
+        unimplemented()
+    }
+
+    async fn delete_service_principal(
+        &self,
+        r: Request<pb::DeleteServicePrincipalRequest>,
+    ) -> Result<Response<pb::DeleteServicePrincipalResponse>, Status> {
+        let r = r.into_inner();
+        let mut s = self.state.lock();
+        s.calls
+            .push(format!("DeleteServicePrincipal {}", r.object_id));
+        let existed = s.service_principals.remove(&r.object_id).is_some();
+        Ok(Response::new(pb::DeleteServicePrincipalResponse {
+            existed,
+        }))
+    }
+
+    async fn add_key_credential(
+        &self,
+        r: Request<pb::AddKeyCredentialRequest>,
+    ) -> Result<Response<pb::KeyCredential>, Status> {
+        let r = r.into_inner();
+        let mut s = self.state.lock();
+        s.calls.push(format!("AddKeyCredential {}", r.object_id));
+        let sp = s
+            .service_principals
+            .get_mut(&r.object_id)
+            .ok_or_else(|| Status::not_found("no such principal"))?;
+        let kc = pb::KeyCredential {
+            key_id: "k".into(),
+            certificate_der: r.certificate_der,
+            ..Default::default()
+        };
+        sp.key_credentials.push(kc.clone());
+        Ok(Response::new(kc))
+    }
+
+    async fn ensure_application(
+        &self,
+        _: Request<pb::EnsureApplicationRequest>,
+    ) -> Result<Response<pb::ServicePrincipal>, Status> {
+        unimplemented()
+    }
+
+    async fn create_application(
+        &self,
+        _: Request<pb::CreateApplicationRequest>,
+    ) -> Result<Response<pb::CreatedApplication>, Status> {
+        unimplemented()
+    }
+
+    async fn issue_token(
+        &self,
+        r: Request<pb::IssueTokenRequest>,
+    ) -> Result<Response<pb::IssuedToken>, Status> {
+        match &self.issue_token {
+            Some(issue) => issue(r.into_inner()).map(Response::new),
+            None => unimplemented(),
+        }
+    }
+}
