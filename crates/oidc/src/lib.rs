@@ -166,3 +166,27 @@ impl Oidc {
         misim_proto::server::router_with(IssuersServer::new(self.clone()), control, grpc::allowed)
     }
 }
+
+/// Serves the issuers' documents over HTTPS on `http` and their gRPC surface
+/// on `grpc` until `shutdown`; a failure of either stops both.
+pub async fn serve(
+    svc: Oidc,
+    http: tokio::net::TcpListener,
+    grpc: tokio::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    control: misim_proto::auth::ControlKey,
+    shutdown: misim_runtime::Shutdown,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let http_fut = misim_runtime::serve::serve_http(http, svc.http_router(), tls, shutdown.clone());
+    let grpc_fut =
+        misim_runtime::serve::serve_grpc(grpc, svc.grpc_router(&control), shutdown.clone());
+    let result = tokio::try_join!(
+        async { http_fut.await.context("oidc https server") },
+        async { grpc_fut.await.context("oidc grpc server") },
+    );
+    if result.is_err() {
+        shutdown.cancel();
+    }
+    result.map(|_| ())
+}

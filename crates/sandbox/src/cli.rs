@@ -27,7 +27,7 @@ enum Command {
         #[arg(long, env = "MISIM_DATA_DIR", default_value_os_t = default_data_dir())]
         data_dir: PathBuf,
         /// Bind every listener to a free port instead of the fixed defaults
-        /// (ARM 8443, Entra 8444, Key Vault 8445, gRPC 50051-50053).
+        /// (ARM 8443, Entra 8444, Key Vault 8445, OIDC issuers 8446, gRPC 50051-50054).
         #[arg(long)]
         random_ports: bool,
     },
@@ -95,6 +95,12 @@ enum Command {
     Secrets {
         #[command(subcommand)]
         command: SecretsCommand,
+    },
+    /// The sandbox's OIDC issuers (Kubernetes service accounts, GitHub Actions):
+    /// tokens to trade for Entra tokens through federated identity credentials.
+    Oidc {
+        #[command(subcommand)]
+        command: crate::oidc_cmd::OidcCommand,
     },
 }
 
@@ -256,6 +262,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Oidc { command } => crate::oidc_cmd::run(command).await,
         Command::Idle => {
             let stop = misim_runtime::Shutdown::new();
             misim_runtime::cancel_on_signal(stop).await;
@@ -310,6 +317,10 @@ async fn up(data_dir: PathBuf, random_ports: bool) -> anyhow::Result<ExitCode> {
         sandbox.entra_url, sandbox.bootstrap.tenant_id
     );
     println!("  Key Vault    {}", sandbox.vault_url("<vault>"));
+    println!(
+        "  OIDC issuers {0}/github, {0}/kubernetes/<cluster>/",
+        sandbox.oidc_url
+    );
     println!("  CA bundle    {}", sandbox.ca_path.display());
     println!(
         "  environment  {}  (source it: set -a; . {0}; set +a)",
@@ -330,7 +341,7 @@ async fn up(data_dir: PathBuf, random_ports: bool) -> anyhow::Result<ExitCode> {
 }
 
 /// Reads `KEY=VALUE` lines of `<data dir>/misim.env`.
-fn read_env_file(data_dir: &Path) -> anyhow::Result<Vec<String>> {
+pub(crate) fn read_env_file(data_dir: &Path) -> anyhow::Result<Vec<String>> {
     let path = data_dir.join("misim.env");
     let text = std::fs::read_to_string(&path).with_context(|| {
         format!(
@@ -360,13 +371,16 @@ fn control_key(data_dir: &Path) -> anyhow::Result<misim_proto::auth::ControlKey>
 }
 
 /// An `admin` client channel to a gRPC URL of the sandbox in `data_dir`.
-fn admin_channel(data_dir: &Path, url: &str) -> anyhow::Result<misim_proto::auth::ControlChannel> {
+pub(crate) fn admin_channel(
+    data_dir: &Path,
+    url: &str,
+) -> anyhow::Result<misim_proto::auth::ControlChannel> {
     Ok(control_key(data_dir)?
         .credential(misim_proto::auth::Caller::Admin)
         .wrap(misim_runtime::lazy_channel(url)?))
 }
 
-fn env_value(lines: &[String], key: &str) -> anyhow::Result<String> {
+pub(crate) fn env_value(lines: &[String], key: &str) -> anyhow::Result<String> {
     lines
         .iter()
         .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
@@ -695,6 +709,7 @@ pub async fn create_principal(
         "clientSecret": secret,
         "password": secret,
         "objectId": object_id,
+        "applicationObjectId": app_object,
         "tenant": t.tenant_id,
         "displayName": name,
         "roleAssignments": assignments,

@@ -9,6 +9,7 @@
 
 mod bootstrap;
 pub mod cli;
+mod oidc_cmd;
 pub mod secrets;
 mod start;
 
@@ -43,6 +44,10 @@ pub struct Ports {
     pub arm_grpc: u16,
     /// IMDS gRPC.
     pub imds_grpc: u16,
+    /// The sandbox's OIDC issuers (discovery and JWKS over HTTPS).
+    pub oidc: u16,
+    /// The issuers' gRPC (`Issuers.MintToken`).
+    pub oidc_grpc: u16,
 }
 
 impl Ports {
@@ -54,6 +59,8 @@ impl Ports {
         entra_grpc: 50051,
         arm_grpc: 50052,
         imds_grpc: 50053,
+        oidc: 8446,
+        oidc_grpc: 50054,
     };
 }
 
@@ -109,6 +116,11 @@ pub struct Sandbox {
     pub arm_grpc_url: String,
     /// gRPC URL of IMDS's Control service.
     pub imds_grpc_url: String,
+    /// Base URL of the sandbox's OIDC issuers (`https://localhost:{port}`):
+    /// GitHub's is `{oidc_url}/github`, a cluster's `{oidc_url}/kubernetes/{name}/`.
+    pub oidc_url: String,
+    /// gRPC URL of the issuers' `Issuers` service.
+    pub oidc_grpc_url: String,
     /// Path of the sandbox CA certificate (PEM) that clients must trust.
     pub ca_path: PathBuf,
     /// PEM of the sandbox CA.
@@ -305,6 +317,8 @@ impl Sandbox {
             entra_grpc_url: urls.entra_grpc_url,
             arm_grpc_url: urls.arm_grpc_url,
             imds_grpc_url: urls.imds_grpc_url,
+            oidc_url: urls.oidc_url,
+            oidc_grpc_url: urls.oidc_grpc_url,
             ca_path: tls.ca_path,
             ca_pem: tls.ca_pem,
             admin_cert_path,
@@ -384,6 +398,8 @@ impl Sandbox {
             ("MISIM_ENTRA_GRPC_URL", self.entra_grpc_url.clone()),
             ("MISIM_ARM_GRPC_URL", self.arm_grpc_url.clone()),
             ("MISIM_IMDS_GRPC_URL", self.imds_grpc_url.clone()),
+            ("MISIM_OIDC_URL", self.oidc_url.clone()),
+            ("MISIM_OIDC_GRPC_URL", self.oidc_grpc_url.clone()),
             (
                 misim_proto::auth::ENV_CONTROL_KEY_FILE,
                 self.control_key_path.display().to_string(),

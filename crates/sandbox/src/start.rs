@@ -62,6 +62,8 @@ pub(crate) struct Listeners {
     arm_grpc: TcpListener,
     imds_grpc: TcpListener,
     kv_http: TcpListener,
+    oidc_http: TcpListener,
+    oidc_grpc: TcpListener,
 }
 
 impl Listeners {
@@ -73,6 +75,8 @@ impl Listeners {
             arm_grpc: bind(ip, ports.arm_grpc, "arm grpc").await?,
             imds_grpc: bind(ip, ports.imds_grpc, "imds grpc").await?,
             kv_http: bind(ip, ports.keyvault, "key vault https").await?,
+            oidc_http: bind(ip, ports.oidc, "oidc issuers https").await?,
+            oidc_grpc: bind(ip, ports.oidc_grpc, "oidc issuers grpc").await?,
         })
     }
 }
@@ -91,6 +95,8 @@ pub(crate) struct Urls {
     pub(crate) entra_grpc_url: String,
     pub(crate) arm_grpc_url: String,
     pub(crate) imds_grpc_url: String,
+    pub(crate) oidc_url: String,
+    pub(crate) oidc_grpc_url: String,
     /// The resource Key Vault's 401 challenge names (Entra must issue tokens for it).
     pub(crate) vault_challenge_resource: String,
 }
@@ -108,6 +114,8 @@ impl Urls {
             entra_grpc_url: grpc_url(&l.entra_grpc)?,
             arm_grpc_url: grpc_url(&l.arm_grpc)?,
             imds_grpc_url: grpc_url(&l.imds_grpc)?,
+            oidc_url: format!("https://localhost:{}", l.oidc_http.local_addr()?.port()),
+            oidc_grpc_url: grpc_url(&l.oidc_grpc)?,
             vault_challenge_resource: format!(
                 "https://{VAULT_DNS_SUFFIX}:{}",
                 keyvault_addr.port()
@@ -209,13 +217,45 @@ pub(crate) async fn start_services(
         arm_grpc,
         imds_grpc,
         kv_http,
+        oidc_http,
+        oidc_grpc,
     } = listeners;
+    start_oidc(cx, (oidc_http, oidc_grpc), run).await?;
     let admin_cert_path = start_entra(cx, (entra_http, entra_grpc), run).await?;
     start_imds(cx, imds_grpc, clients.imds_directory, run).await?;
     let arm_clients = (clients.arm_keys, clients.arm_directory, clients.arm_imds);
     start_arm(cx, (arm_http, arm_grpc), arm_clients, run).await?;
     start_keyvault(cx, kv_http, (clients.kv_keys, clients.kv_authz), run).await?;
     Ok(admin_cert_path)
+}
+
+/// The sandbox's OIDC issuers (GitHub Actions- and Kubernetes-shaped), first:
+/// Entra fetches their keys when it verifies their tokens.
+async fn start_oidc(
+    cx: &Boot<'_>,
+    (http, grpc): (TcpListener, TcpListener),
+    run: &mut Running,
+) -> anyhow::Result<()> {
+    let store = run.open_store(cx.data_dir, "oidc")?;
+    let oidc = misim_oidc::Oidc::open(
+        misim_oidc::Config {
+            public_base: cx.urls.oidc_url.clone(),
+            clusters: Vec::new(),
+        },
+        misim_oidc::Deps {
+            store,
+            clock: cx.clock.clone(),
+            ids: cx.ids.clone(),
+        },
+    )
+    .await
+    .context("opening the oidc issuers")?;
+    let tls = Some(cx.secrets.tls.server_config.clone());
+    let key = cx.secrets.control.clone();
+    let shutdown = run.shutdown.clone();
+    run.tasks
+        .spawn(misim_oidc::serve(oidc, http, grpc, tls, key, shutdown));
+    Ok(())
 }
 
 /// Entra, with the bootstrap administrator (secret and certificate).
@@ -226,7 +266,7 @@ async fn start_entra(
 ) -> anyhow::Result<PathBuf> {
     let b = &cx.secrets.bootstrap;
     let store = run.open_store(cx.data_dir, "entra")?;
-    let entra = misim_entra::Entra::open(
+    let entra = misim_entra::Entra::open_with(
         misim_entra::Config {
             tenant_id: b.tenant_id.clone(),
             public_url: cx.urls.entra_url.clone(),
@@ -242,6 +282,12 @@ async fn start_entra(
             store,
             clock: cx.clock.clone(),
             ids: cx.ids.clone(),
+        },
+        // External tokens' issuers are fetched over HTTPS trusting the sandbox
+        // CA only (the sandbox's own issuers present its certificates).
+        misim_entra::FederationConfig {
+            trusted_ca_pem: vec![cx.secrets.tls.ca_pem.clone()],
+            ..Default::default()
         },
     )
     .await
