@@ -66,14 +66,6 @@ fn meta_to(m: &VmMeta) -> pb::VmMetadata {
 
 /// The public view of a VM: never any private key.
 /// The certificate's SHA-1 thumbprint (upper-case hex), empty if unreadable.
-fn thumbprint(pem: &str) -> String {
-    misim_token::cert::pem_to_der(pem, "CERTIFICATE")
-        .ok()
-        .and_then(|der| misim_token::cert::parse_rsa_cert(&der).ok())
-        .map(|c| misim_token::hex_upper(&c.sha1))
-        .unwrap_or_default()
-}
-
 fn vm_to(vm: &LiveVm) -> pb::Vm {
     let r = &vm.record;
     pb::Vm {
@@ -91,7 +83,8 @@ fn vm_to(vm: &LiveVm) -> pb::Vm {
                 client_id: i.client_id.clone(),
                 object_id: i.object_id.clone(),
                 resource_id: i.resource_id.clone(),
-                certificate_thumbprint: thumbprint(&i.certificate_pem),
+                certificate_thumbprint: misim_token::cert::pem_thumbprint_sha1(&i.certificate_pem)
+                    .unwrap_or_default(),
             })
             .collect(),
     }

@@ -270,10 +270,6 @@ struct AppServiceToken<'a> {
 }
 
 /// Compares secrets without an early exit.
-fn secret_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 impl Flavour for AppServiceEndpoint {
     fn admit(
         vm: Option<Arc<LiveVm>>,
@@ -289,7 +285,12 @@ impl Flavour for AppServiceEndpoint {
             ));
         };
         match vm {
-            Some(vm) if secret_eq(secret.as_bytes(), vm.record.identity_header.as_bytes()) => {
+            Some(vm)
+                if misim_token::constant_time_eq(
+                    secret.as_bytes(),
+                    vm.record.identity_header.as_bytes(),
+                ) =>
+            {
                 Ok(Some(vm))
             }
             _ => Err(Refusal::BadIdentityHeader),
