@@ -171,6 +171,29 @@ pub enum ArmError {
     /// No image matches a publisher/offer/sku/version.
     #[error("Artifact: VMImage was not found.")]
     ImageNotFound,
+    /// A request Azure refuses with the generic `BadRequest` code (the
+    /// managed-identity resource provider's validation).
+    #[error("{0}")]
+    BadRequest(String),
+    /// A federated identity credential of a user-assigned identity is written
+    /// while another write on the same identity is in flight: Azure refuses
+    /// concurrent writes (docs/workload-identity.md, ARM).
+    #[error(
+        "Too many Federated Identity Credentials are written concurrently for the managed identity '{0}'. Concurrent Federated Identity Credentials writes under the same managed identity are not supported."
+    )]
+    ConcurrentFicWrites(String),
+    /// A resource type asked for at an api-version that does not serve it.
+    #[error(
+        "No registered resource provider found for location '' and API version '{api_version}' for type '{resource_type}'. The supported api-versions are '{supported}'."
+    )]
+    ApiVersionNotSupported {
+        /// `Namespace/type`.
+        resource_type: String,
+        /// The version asked for.
+        api_version: String,
+        /// The versions that serve it, comma-separated.
+        supported: String,
+    },
     /// A peer (Entra, IMDS) is unreachable, overloaded or too slow: worth
     /// retrying (`peers` decides, from the status code and error type).
     #[error("{peer} is unavailable: {message}")]
@@ -215,7 +238,9 @@ impl ArmError {
             | E::ScopeDoesNotMatchRoleDefinition(_)
             | E::InvalidTemplate(_)
             | E::InvalidActionOrNotAction(_)
-            | E::InvalidResourceReference { .. } => ErrorCode::InvalidArgument,
+            | E::InvalidResourceReference { .. }
+            | E::BadRequest(_)
+            | E::ApiVersionNotSupported { .. } => ErrorCode::InvalidArgument,
             E::AuthenticationMissing
             | E::InvalidToken(_)
             | E::ExpiredToken(_)
@@ -235,7 +260,8 @@ impl ArmError {
             | E::VaultAlreadyExists(_)
             | E::RoleDefinitionWithSameNameExists(_)
             | E::RoleDefinitionHasAssignments(_)
-            | E::OperationNotAllowed(_) => ErrorCode::AlreadyExists,
+            | E::OperationNotAllowed(_)
+            | E::ConcurrentFicWrites(_) => ErrorCode::AlreadyExists,
             E::PeerUnavailable { .. } => ErrorCode::Unavailable,
             E::PeerFailed { .. } | E::Store(_) | E::Internal(_) => ErrorCode::Internal,
         }
@@ -280,6 +306,11 @@ impl ArmError {
             E::InvalidResourceReference { .. } => "InvalidResourceReference",
             E::InvalidResourceNamespace(_) => "InvalidResourceNamespace",
             E::ImageNotFound => "NotFound",
+            E::BadRequest(_) => "BadRequest",
+            E::ConcurrentFicWrites(_) => {
+                "ConcurrentFederatedIdentityCredentialsWritesForSingleManagedIdentity"
+            }
+            E::ApiVersionNotSupported { .. } => "NoRegisteredProviderFound",
             E::PeerUnavailable { .. } => "ServiceUnavailable",
             E::PeerFailed { .. } | E::Store(_) | E::Internal(_) => "InternalServerError",
         }

@@ -1,5 +1,6 @@
 //! ARM's calls to its peers: Entra's `Directory` (managed-identity principals,
-//! their certificates, signing keys) and IMDS's `Control` (VMs and the
+//! their certificates, signing keys) and `Federation` (the federated identity
+//! credentials of user-assigned identities), and IMDS's `Control` (VMs and the
 //! identities they carry). The one module besides `grpc*.rs` that sees generated
 //! proto types; the domain speaks in records and the small types below.
 //!
@@ -20,7 +21,7 @@ use serde_json::Value;
 use tonic::Status;
 
 use crate::error::ArmError;
-use crate::records::{Credential, VmRecord};
+use crate::records::{Credential, FicRecord, VmRecord};
 
 const ENTRA: &str = "entra";
 const IMDS: &str = "imds";
@@ -71,6 +72,7 @@ pub(crate) struct Peers {
     /// Entra's signing keys (bearer-token verification).
     keys: EntraKeys,
     directory: entra::directory_client::DirectoryClient<PeerChannel>,
+    federation: entra::federation_client::FederationClient<PeerChannel>,
     imds: imds::control_client::ControlClient<PeerChannel>,
 }
 
@@ -117,11 +119,13 @@ impl Peers {
     pub(crate) fn new(
         keys: EntraKeys,
         directory: entra::directory_client::DirectoryClient<PeerChannel>,
+        federation: entra::federation_client::FederationClient<PeerChannel>,
         imds: imds::control_client::ControlClient<PeerChannel>,
     ) -> Self {
         Self {
             keys,
             directory,
+            federation,
             imds,
         }
     }
@@ -136,6 +140,7 @@ impl Peers {
         Self::new(
             EntraKeys::new(entra::directory_client::DirectoryClient::new(ch.clone())),
             entra::directory_client::DirectoryClient::new(Faults::none().wrap(ch.clone())),
+            entra::federation_client::FederationClient::new(Faults::none().wrap(ch.clone())),
             imds::control_client::ControlClient::new(Faults::none().wrap(ch)),
         )
     }
@@ -223,6 +228,55 @@ impl Peers {
             .await
             .map_err(|s| failed(ENTRA, s))?;
         Ok(())
+    }
+
+    /// Creates or replaces (by name) a federated identity credential of the
+    /// principal `client_id`. False when the principal is gone (its identity
+    /// was deleted: Entra deleted its credentials with it).
+    pub(crate) async fn put_federated_credential(
+        &self,
+        client_id: &str,
+        f: &FicRecord,
+    ) -> Result<bool, ArmError> {
+        let req = entra::PutFederatedCredentialRequest {
+            app_id: client_id.to_owned(),
+            credential: Some(entra::FederatedCredential {
+                id: String::new(),
+                name: f.name.clone(),
+                issuer: f.issuer.clone(),
+                subject: f.subject.clone(),
+                audiences: f.audiences.clone(),
+                description: String::new(),
+            }),
+        };
+        match self.federation.clone().put_federated_credential(req).await {
+            Ok(_) => Ok(true),
+            Err(s) if is_not_found(&s) => Ok(false),
+            Err(s) => Err(failed(ENTRA, s)),
+        }
+    }
+
+    /// Deletes a federated identity credential by name (one that is gone,
+    /// or whose principal is gone, counts as deleted).
+    pub(crate) async fn delete_federated_credential(
+        &self,
+        client_id: &str,
+        name: &str,
+    ) -> Result<(), ArmError> {
+        let req = entra::DeleteFederatedCredentialRequest {
+            app_id: client_id.to_owned(),
+            name: name.to_owned(),
+        };
+        match self
+            .federation
+            .clone()
+            .delete_federated_credential(req)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(s) if is_not_found(&s) => Ok(()),
+            Err(s) => Err(failed(ENTRA, s)),
+        }
     }
 
     /// Whether the directory knows the principal (a role assignment's target).

@@ -327,7 +327,7 @@ impl Sandbox {
             Caller::Arm,
             &entra_grpc_url,
         )?));
-        let arm_imds = ControlClient::new(arm_peer_faults.wrap(channel_as(
+        let arm_imds = ControlClient::new(arm_peer_faults.clone().wrap(channel_as(
             &control,
             Caller::Arm,
             &imds_grpc_url,
@@ -456,6 +456,9 @@ impl Sandbox {
                 ids: ids.clone(),
                 keys: arm_keys,
                 directory: arm_directory,
+                federation: misim_proto::entra::v1::federation_client::FederationClient::new(
+                    arm_peer_faults.wrap(channel_as(&control, Caller::Arm, &entra_grpc_url)?),
+                ),
                 imds: arm_imds,
             },
         )
