@@ -195,29 +195,33 @@ pub enum ArmError {
         supported: String,
     },
     /// A peer (Entra, IMDS) is unreachable, overloaded or too slow: worth
-    /// retrying (`peers` decides, from the status code and error type).
-    #[error("{peer} is unavailable: {message}")]
+    /// retrying (`peers` decides, from the status code and error type, and
+    /// logs the peer's own message: it never reaches ARM's callers).
+    #[error(
+        "The request could not be completed because {peer} is temporarily unavailable. Please retry the request later."
+    )]
     PeerUnavailable {
         /// Which peer.
         peer: &'static str,
-        /// Its message.
-        message: String,
     },
-    /// A peer answered with an unexpected error.
-    #[error("{peer} failed: {message}")]
+    /// A peer answered with an unexpected error (logged by `peers`).
+    #[error("{INTERNAL_MESSAGE}")]
     PeerFailed {
         /// Which peer.
         peer: &'static str,
-        /// Its message.
-        message: String,
     },
-    /// Storage failed.
-    #[error(transparent)]
+    /// Storage failed (the details are logged where the error is rendered).
+    #[error("{INTERNAL_MESSAGE}")]
     Store(#[from] misim_store::StoreError),
-    /// A bug or broken invariant.
-    #[error("internal error: {0}")]
+    /// A bug or broken invariant (the text is logged, never sent).
+    #[error("{INTERNAL_MESSAGE}")]
     Internal(String),
 }
+
+/// What every server-side failure says to the caller, as Azure's
+/// `InternalServerError` does (Azure adds tracking ids; the details stay in
+/// ARM's log).
+pub const INTERNAL_MESSAGE: &str = "Encountered internal server error.";
 
 impl ArmError {
     /// The shared error class.
@@ -313,6 +317,16 @@ impl ArmError {
             E::ApiVersionNotSupported { .. } => "NoRegisteredProviderFound",
             E::PeerUnavailable { .. } => "ServiceUnavailable",
             E::PeerFailed { .. } | E::Store(_) | E::Internal(_) => "InternalServerError",
+        }
+    }
+
+    /// What a server-side failure knows beyond its fixed text, for the log
+    /// line of whoever renders it (never for the caller).
+    pub fn detail(&self) -> Option<String> {
+        match self {
+            ArmError::Store(e) => Some(e.to_string()),
+            ArmError::Internal(m) => Some(m.clone()),
+            _ => None,
         }
     }
 

@@ -100,13 +100,16 @@ fn transient(s: &Status) -> bool {
     false
 }
 
-/// The one mapping of a peer's failure into ARM's errors.
+/// The one mapping of a peer's failure into ARM's errors. The peer's message
+/// is logged here and goes no further: ARM's callers see fixed text.
 fn failed(peer: &'static str, s: Status) -> ArmError {
-    let message = s.message().to_owned();
+    let reason = misim_proto::status::reason_of(&s, misim_proto::status::ENTRA_DOMAIN);
     if transient(&s) {
-        ArmError::PeerUnavailable { peer, message }
+        tracing::warn!(peer, code = ?s.code(), message = s.message(), "peer unavailable");
+        ArmError::PeerUnavailable { peer }
     } else {
-        ArmError::PeerFailed { peer, message }
+        tracing::warn!(peer, code = ?s.code(), reason = ?reason, message = s.message(), "peer call failed");
+        ArmError::PeerFailed { peer }
     }
 }
 
@@ -165,10 +168,10 @@ impl Peers {
                 reason,
             })) => Err(ArmError::WrongAudience(reason)),
             Err(KeysError::Token(e)) => Err(ArmError::InvalidToken(e.to_string())),
-            Err(KeysError::Unavailable(m)) => Err(ArmError::PeerUnavailable {
-                peer: ENTRA,
-                message: m,
-            }),
+            Err(KeysError::Unavailable(m)) => {
+                tracing::warn!(peer = ENTRA, message = %m, "signing keys unavailable");
+                Err(ArmError::PeerUnavailable { peer: ENTRA })
+            }
         }
     }
 
@@ -530,5 +533,24 @@ mod tests {
             failed(IMDS, Status::not_found("gone")),
             ArmError::PeerFailed { peer: "imds", .. }
         ));
+    }
+
+    #[test]
+    fn a_peers_message_never_reaches_arms_callers() {
+        for s in [
+            Status::internal("store at /var/lib/entra: disk full"),
+            Status::unavailable("10.0.0.7:50051 refused"),
+        ] {
+            let e = failed(ENTRA, s);
+            let shown = serde_json::to_string(&e.body()).unwrap();
+            assert!(
+                !shown.contains("disk") && !shown.contains("10.0.0.7"),
+                "{shown}"
+            );
+        }
+        let e = ArmError::Internal("key at /secret/path".into());
+        assert_eq!(e.to_string(), crate::error::INTERNAL_MESSAGE);
+        assert_eq!(e.arm_code(), "InternalServerError");
+        assert_eq!(e.detail().as_deref(), Some("key at /secret/path"));
     }
 }
