@@ -171,30 +171,57 @@ pub enum ArmError {
     /// No image matches a publisher/offer/sku/version.
     #[error("Artifact: VMImage was not found.")]
     ImageNotFound,
+    /// A request Azure refuses with the generic `BadRequest` code (the
+    /// managed-identity resource provider's validation).
+    #[error("{0}")]
+    BadRequest(String),
+    /// A federated identity credential of a user-assigned identity is written
+    /// while another write on the same identity is in flight: Azure refuses
+    /// concurrent writes (docs/workload-identity.md, ARM).
+    #[error(
+        "Too many Federated Identity Credentials are written concurrently for the managed identity '{0}'. Concurrent Federated Identity Credentials writes under the same managed identity are not supported."
+    )]
+    ConcurrentFicWrites(String),
+    /// A resource type asked for at an api-version that does not serve it.
+    #[error(
+        "No registered resource provider found for location '' and API version '{api_version}' for type '{resource_type}'. The supported api-versions are '{supported}'."
+    )]
+    ApiVersionNotSupported {
+        /// `Namespace/type`.
+        resource_type: String,
+        /// The version asked for.
+        api_version: String,
+        /// The versions that serve it, comma-separated.
+        supported: String,
+    },
     /// A peer (Entra, IMDS) is unreachable, overloaded or too slow: worth
-    /// retrying (`peers` decides, from the status code and error type).
-    #[error("{peer} is unavailable: {message}")]
+    /// retrying (`peers` decides, from the status code and error type, and
+    /// logs the peer's own message: it never reaches ARM's callers).
+    #[error(
+        "The request could not be completed because {peer} is temporarily unavailable. Please retry the request later."
+    )]
     PeerUnavailable {
         /// Which peer.
         peer: &'static str,
-        /// Its message.
-        message: String,
     },
-    /// A peer answered with an unexpected error.
-    #[error("{peer} failed: {message}")]
+    /// A peer answered with an unexpected error (logged by `peers`).
+    #[error("{INTERNAL_MESSAGE}")]
     PeerFailed {
         /// Which peer.
         peer: &'static str,
-        /// Its message.
-        message: String,
     },
-    /// Storage failed.
-    #[error(transparent)]
+    /// Storage failed (the details are logged where the error is rendered).
+    #[error("{INTERNAL_MESSAGE}")]
     Store(#[from] misim_store::StoreError),
-    /// A bug or broken invariant.
-    #[error("internal error: {0}")]
+    /// A bug or broken invariant (the text is logged, never sent).
+    #[error("{INTERNAL_MESSAGE}")]
     Internal(String),
 }
+
+/// What every server-side failure says to the caller, as Azure's
+/// `InternalServerError` does (Azure adds tracking ids; the details stay in
+/// ARM's log).
+pub const INTERNAL_MESSAGE: &str = "Encountered internal server error.";
 
 impl ArmError {
     /// The shared error class.
@@ -215,7 +242,9 @@ impl ArmError {
             | E::ScopeDoesNotMatchRoleDefinition(_)
             | E::InvalidTemplate(_)
             | E::InvalidActionOrNotAction(_)
-            | E::InvalidResourceReference { .. } => ErrorCode::InvalidArgument,
+            | E::InvalidResourceReference { .. }
+            | E::BadRequest(_)
+            | E::ApiVersionNotSupported { .. } => ErrorCode::InvalidArgument,
             E::AuthenticationMissing
             | E::InvalidToken(_)
             | E::ExpiredToken(_)
@@ -235,7 +264,8 @@ impl ArmError {
             | E::VaultAlreadyExists(_)
             | E::RoleDefinitionWithSameNameExists(_)
             | E::RoleDefinitionHasAssignments(_)
-            | E::OperationNotAllowed(_) => ErrorCode::AlreadyExists,
+            | E::OperationNotAllowed(_)
+            | E::ConcurrentFicWrites(_) => ErrorCode::AlreadyExists,
             E::PeerUnavailable { .. } => ErrorCode::Unavailable,
             E::PeerFailed { .. } | E::Store(_) | E::Internal(_) => ErrorCode::Internal,
         }
@@ -280,8 +310,23 @@ impl ArmError {
             E::InvalidResourceReference { .. } => "InvalidResourceReference",
             E::InvalidResourceNamespace(_) => "InvalidResourceNamespace",
             E::ImageNotFound => "NotFound",
+            E::BadRequest(_) => "BadRequest",
+            E::ConcurrentFicWrites(_) => {
+                "ConcurrentFederatedIdentityCredentialsWritesForSingleManagedIdentity"
+            }
+            E::ApiVersionNotSupported { .. } => "NoRegisteredProviderFound",
             E::PeerUnavailable { .. } => "ServiceUnavailable",
             E::PeerFailed { .. } | E::Store(_) | E::Internal(_) => "InternalServerError",
+        }
+    }
+
+    /// What a server-side failure knows beyond its fixed text, for the log
+    /// line of whoever renders it (never for the caller).
+    pub fn detail(&self) -> Option<String> {
+        match self {
+            ArmError::Store(e) => Some(e.to_string()),
+            ArmError::Internal(m) => Some(m.clone()),
+            _ => None,
         }
     }
 

@@ -32,7 +32,12 @@ pub(crate) fn allowed(method: &str) -> &'static [Caller] {
     }
 }
 
-fn status(e: ArmError) -> Status {
+/// A domain error as a status: its fixed text (a server-side failure's
+/// details are logged here, never sent to the peer).
+pub(crate) fn status(e: ArmError) -> Status {
+    if let Some(detail) = e.detail() {
+        tracing::error!(error = %e, detail, "grpc call failed");
+    }
     code_to_status(e.code(), e.to_string())
 }
 

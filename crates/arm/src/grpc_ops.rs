@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use misim_proto::arm::v1::{DoctorReport, DoctorRequest, Drift, operations_server::Operations};
 use misim_proto::auth::Caller;
-use misim_proto::code_to_status;
 use tonic::{Request, Response, Status};
 
 use crate::domain::Core;
@@ -24,11 +23,7 @@ pub(crate) struct OperationsService {
 #[tonic::async_trait]
 impl Operations for OperationsService {
     async fn doctor(&self, _req: Request<DoctorRequest>) -> Result<Response<DoctorReport>, Status> {
-        let r = self
-            .core
-            .doctor()
-            .await
-            .map_err(|e| code_to_status(e.code(), e.to_string()))?;
+        let r = self.core.doctor().await.map_err(crate::grpc::status)?;
         Ok(Response::new(DoctorReport {
             drifts: r
                 .drifts

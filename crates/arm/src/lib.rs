@@ -33,6 +33,7 @@ pub mod template;
 use std::sync::Arc;
 
 use misim_proto::entra::v1::directory_client::DirectoryClient;
+use misim_proto::entra::v1::federation_client::FederationClient;
 use misim_proto::faults::PeerChannel;
 use misim_proto::imds::v1::control_client::ControlClient;
 use misim_runtime::Shutdown;
@@ -56,6 +57,9 @@ pub struct Deps {
     /// Entra's directory (service principals). A [`PeerChannel`] so tests
     /// can fail single calls (`misim_proto::faults`).
     pub directory: DirectoryClient<PeerChannel>,
+    /// Entra's federation service (user-assigned identities' federated
+    /// identity credentials).
+    pub federation: FederationClient<PeerChannel>,
     /// IMDS's control plane.
     pub imds: ControlClient<PeerChannel>,
 }
@@ -69,7 +73,7 @@ pub struct Arm {
 impl Arm {
     /// Opens ARM's tables and ensures the bootstrap role assignments.
     pub async fn open(config: Config, deps: Deps) -> Result<Self, ArmError> {
-        let peers = peers::Peers::new(deps.keys, deps.directory, deps.imds);
+        let peers = peers::Peers::new(deps.keys, deps.directory, deps.federation, deps.imds);
         let core = domain::Core::new(config, &deps.store, deps.clock, deps.ids, peers)?;
         core.bootstrap().await?;
         Ok(Self {

@@ -6,6 +6,7 @@ use anyhow::Context;
 use misim_arm::{Arm, Deps, Settings};
 use misim_proto::auth::{Caller, ControlKey};
 use misim_proto::entra::v1::directory_client::DirectoryClient;
+use misim_proto::entra::v1::federation_client::FederationClient;
 use misim_proto::faults::Faults;
 use misim_proto::imds::v1::control_client::ControlClient;
 use misim_types::{Clock, ProcessEnv, RandomIds, SystemClock};
@@ -35,7 +36,8 @@ async fn main() -> anyhow::Result<()> {
         clock: Arc::new(SystemClock),
         ids: Arc::new(RandomIds),
         keys: misim_proto::keys::EntraKeys::new(DirectoryClient::new(entra.clone())),
-        directory: DirectoryClient::new(Faults::none().wrap(entra)),
+        directory: DirectoryClient::new(Faults::none().wrap(entra.clone())),
+        federation: FederationClient::new(Faults::none().wrap(entra)),
         imds: ControlClient::new(Faults::none().wrap(imds)),
     };
     let tls = misim_runtime::tls::load_or_create(

@@ -1,5 +1,6 @@
 //! ARM's calls to its peers: Entra's `Directory` (managed-identity principals,
-//! their certificates, signing keys) and IMDS's `Control` (VMs and the
+//! their certificates, signing keys) and `Federation` (the federated identity
+//! credentials of user-assigned identities), and IMDS's `Control` (VMs and the
 //! identities they carry). The one module besides `grpc*.rs` that sees generated
 //! proto types; the domain speaks in records and the small types below.
 //!
@@ -20,7 +21,7 @@ use serde_json::Value;
 use tonic::Status;
 
 use crate::error::ArmError;
-use crate::records::{Credential, VmRecord};
+use crate::records::{Credential, FicRecord, VmRecord};
 
 const ENTRA: &str = "entra";
 const IMDS: &str = "imds";
@@ -71,6 +72,7 @@ pub(crate) struct Peers {
     /// Entra's signing keys (bearer-token verification).
     keys: EntraKeys,
     directory: entra::directory_client::DirectoryClient<PeerChannel>,
+    federation: entra::federation_client::FederationClient<PeerChannel>,
     imds: imds::control_client::ControlClient<PeerChannel>,
 }
 
@@ -98,13 +100,16 @@ fn transient(s: &Status) -> bool {
     false
 }
 
-/// The one mapping of a peer's failure into ARM's errors.
+/// The one mapping of a peer's failure into ARM's errors. The peer's message
+/// is logged here and goes no further: ARM's callers see fixed text.
 fn failed(peer: &'static str, s: Status) -> ArmError {
-    let message = s.message().to_owned();
+    let reason = misim_proto::status::reason_of(&s, misim_proto::status::ENTRA_DOMAIN);
     if transient(&s) {
-        ArmError::PeerUnavailable { peer, message }
+        tracing::warn!(peer, code = ?s.code(), message = s.message(), "peer unavailable");
+        ArmError::PeerUnavailable { peer }
     } else {
-        ArmError::PeerFailed { peer, message }
+        tracing::warn!(peer, code = ?s.code(), reason = ?reason, message = s.message(), "peer call failed");
+        ArmError::PeerFailed { peer }
     }
 }
 
@@ -117,11 +122,13 @@ impl Peers {
     pub(crate) fn new(
         keys: EntraKeys,
         directory: entra::directory_client::DirectoryClient<PeerChannel>,
+        federation: entra::federation_client::FederationClient<PeerChannel>,
         imds: imds::control_client::ControlClient<PeerChannel>,
     ) -> Self {
         Self {
             keys,
             directory,
+            federation,
             imds,
         }
     }
@@ -136,6 +143,7 @@ impl Peers {
         Self::new(
             EntraKeys::new(entra::directory_client::DirectoryClient::new(ch.clone())),
             entra::directory_client::DirectoryClient::new(Faults::none().wrap(ch.clone())),
+            entra::federation_client::FederationClient::new(Faults::none().wrap(ch.clone())),
             imds::control_client::ControlClient::new(Faults::none().wrap(ch)),
         )
     }
@@ -160,10 +168,10 @@ impl Peers {
                 reason,
             })) => Err(ArmError::WrongAudience(reason)),
             Err(KeysError::Token(e)) => Err(ArmError::InvalidToken(e.to_string())),
-            Err(KeysError::Unavailable(m)) => Err(ArmError::PeerUnavailable {
-                peer: ENTRA,
-                message: m,
-            }),
+            Err(KeysError::Unavailable(m)) => {
+                tracing::warn!(peer = ENTRA, message = %m, "signing keys unavailable");
+                Err(ArmError::PeerUnavailable { peer: ENTRA })
+            }
         }
     }
 
@@ -223,6 +231,55 @@ impl Peers {
             .await
             .map_err(|s| failed(ENTRA, s))?;
         Ok(())
+    }
+
+    /// Creates or replaces (by name) a federated identity credential of the
+    /// principal `client_id`. False when the principal is gone (its identity
+    /// was deleted: Entra deleted its credentials with it).
+    pub(crate) async fn put_federated_credential(
+        &self,
+        client_id: &str,
+        f: &FicRecord,
+    ) -> Result<bool, ArmError> {
+        let req = entra::PutFederatedCredentialRequest {
+            app_id: client_id.to_owned(),
+            credential: Some(entra::FederatedCredential {
+                id: String::new(),
+                name: f.name.clone(),
+                issuer: f.issuer.clone(),
+                subject: f.subject.clone(),
+                audiences: f.audiences.clone(),
+                description: String::new(),
+            }),
+        };
+        match self.federation.clone().put_federated_credential(req).await {
+            Ok(_) => Ok(true),
+            Err(s) if is_not_found(&s) => Ok(false),
+            Err(s) => Err(failed(ENTRA, s)),
+        }
+    }
+
+    /// Deletes a federated identity credential by name (one that is gone,
+    /// or whose principal is gone, counts as deleted).
+    pub(crate) async fn delete_federated_credential(
+        &self,
+        client_id: &str,
+        name: &str,
+    ) -> Result<(), ArmError> {
+        let req = entra::DeleteFederatedCredentialRequest {
+            app_id: client_id.to_owned(),
+            name: name.to_owned(),
+        };
+        match self
+            .federation
+            .clone()
+            .delete_federated_credential(req)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(s) if is_not_found(&s) => Ok(()),
+            Err(s) => Err(failed(ENTRA, s)),
+        }
     }
 
     /// Whether the directory knows the principal (a role assignment's target).
@@ -476,5 +533,24 @@ mod tests {
             failed(IMDS, Status::not_found("gone")),
             ArmError::PeerFailed { peer: "imds", .. }
         ));
+    }
+
+    #[test]
+    fn a_peers_message_never_reaches_arms_callers() {
+        for s in [
+            Status::internal("store at /var/lib/entra: disk full"),
+            Status::unavailable("10.0.0.7:50051 refused"),
+        ] {
+            let e = failed(ENTRA, s);
+            let shown = serde_json::to_string(&e.body()).unwrap();
+            assert!(
+                !shown.contains("disk") && !shown.contains("10.0.0.7"),
+                "{shown}"
+            );
+        }
+        let e = ArmError::Internal("key at /secret/path".into());
+        assert_eq!(e.to_string(), crate::error::INTERNAL_MESSAGE);
+        assert_eq!(e.arm_code(), "InternalServerError");
+        assert_eq!(e.detail().as_deref(), Some("key at /secret/path"));
     }
 }

@@ -194,6 +194,39 @@ pub enum OpKind {
         /// `Directory.CreateServicePrincipal` request id.
         request_id: String,
     },
+    /// Bring Entra's federated identity credential `name` of the principal
+    /// `client_id` in line with ARM's record under `target`'s identity:
+    /// put it when the record exists (for that principal), else delete it.
+    FicSync {
+        /// The identity's client (app) id when the write was made.
+        client_id: String,
+        /// The credential's name.
+        name: String,
+    },
+}
+
+/// A federated identity credential of a user-assigned identity, as ARM
+/// stores it (Entra holds the copy it matches tokens against).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FicRecord {
+    /// Full id (under the identity's id).
+    pub id: String,
+    /// Name as created.
+    pub name: String,
+    /// The external issuer (an https URL).
+    pub issuer: String,
+    /// The external subject, matched case-sensitively.
+    pub subject: String,
+    /// Accepted audiences (one).
+    pub audiences: Vec<String>,
+}
+
+impl OpKind {
+    /// Whether the operation may fail for good after repeated refusals:
+    /// those whose record stays for the user to retry from.
+    pub fn may_fail(&self) -> bool {
+        matches!(self, OpKind::Vm | OpKind::FicSync { .. })
+    }
 }
 
 /// An operation's status (compute's async operation shape).

@@ -154,6 +154,17 @@ pub enum Address {
         /// Subnet name (absent: list).
         name: Option<String>,
     },
+    /// `…/Microsoft.ManagedIdentity/userAssignedIdentities/{identity}/federatedIdentityCredentials[/{name}]`.
+    FederatedCredential {
+        /// Subscription id.
+        sub: String,
+        /// Group name.
+        rg: String,
+        /// The user-assigned identity's name.
+        identity: String,
+        /// The credential's name (absent: list).
+        name: Option<String>,
+    },
     /// `…/Microsoft.Resources/deployments/{name}/operationStatuses/{op}`.
     DeploymentOperation {
         /// Subscription id.
@@ -190,6 +201,15 @@ pub enum Address {
         name: String,
     },
 }
+
+/// The child collection of a user-assigned identity that holds its federated
+/// identity credentials.
+pub const FEDERATED_CREDENTIALS: &str = "federatedIdentityCredentials";
+
+/// The type of a user-assigned identity's federated identity credential
+/// (its RBAC actions are `{type}/read|write|delete`).
+pub const FEDERATED_CREDENTIAL_TYPE: &str =
+    "Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials";
 
 fn eq(a: &str, b: &str) -> bool {
     a.eq_ignore_ascii_case(b)
@@ -297,6 +317,22 @@ impl Address {
                             name: Some(s(sn)),
                         }))
                     }
+                    (Kind::Uami, []) if eq(child, FEDERATED_CREDENTIALS) => {
+                        Ok(Some(Self::FederatedCredential {
+                            sub: s(sub),
+                            rg: s(rg),
+                            identity: s(name),
+                            name: None,
+                        }))
+                    }
+                    (Kind::Uami, [fic]) if eq(child, FEDERATED_CREDENTIALS) => {
+                        Ok(Some(Self::FederatedCredential {
+                            sub: s(sub),
+                            rg: s(rg),
+                            identity: s(name),
+                            name: Some(s(fic)),
+                        }))
+                    }
                     (Kind::Deployment, [op]) if eq(child, "operationStatuses") => {
                         Ok(Some(Self::DeploymentOperation {
                             sub: s(sub),
@@ -353,6 +389,24 @@ mod tests {
                 Address::RoleAssignment {
                     scope: "/subscriptions/s1/resourceGroups/rg".into(),
                     name: "abc".into(),
+                },
+            ),
+            (
+                "/subscriptions/s1/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id1/FEDERATEDIDENTITYCREDENTIALS/Fic1",
+                Address::FederatedCredential {
+                    sub: "s1".into(),
+                    rg: "rg".into(),
+                    identity: "id1".into(),
+                    name: Some("Fic1".into()),
+                },
+            ),
+            (
+                "/subscriptions/s1/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id1/federatedIdentityCredentials",
+                Address::FederatedCredential {
+                    sub: "s1".into(),
+                    rg: "rg".into(),
+                    identity: "id1".into(),
+                    name: None,
                 },
             ),
             (

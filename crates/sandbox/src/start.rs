@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use misim_proto::arm::v1::authorization_client::AuthorizationClient;
 use misim_proto::auth::{Caller, ControlChannel, ControlKey};
 use misim_proto::entra::v1::directory_client::DirectoryClient;
+use misim_proto::entra::v1::federation_client::FederationClient;
 use misim_proto::faults::{Faults, PeerChannel};
 use misim_proto::imds::v1::control_client::ControlClient;
 use misim_proto::keys::EntraKeys;
@@ -132,6 +133,7 @@ pub(crate) struct PeerClients {
     /// ARM's own clients, behind the test's fault hook (if any).
     arm_directory: DirectoryClient<PeerChannel>,
     arm_imds: ControlClient<PeerChannel>,
+    arm_federation: FederationClient<PeerChannel>,
     kv_authz: AuthorizationClient<ControlChannel>,
 }
 
@@ -158,7 +160,12 @@ impl PeerClients {
                     .wrap(as_(Caller::Arm, &urls.entra_grpc_url)?),
             ),
             arm_imds: ControlClient::new(
-                arm_peer_faults.wrap(as_(Caller::Arm, &urls.imds_grpc_url)?),
+                arm_peer_faults
+                    .clone()
+                    .wrap(as_(Caller::Arm, &urls.imds_grpc_url)?),
+            ),
+            arm_federation: FederationClient::new(
+                arm_peer_faults.wrap(as_(Caller::Arm, &urls.entra_grpc_url)?),
             ),
             kv_authz: AuthorizationClient::new(as_(Caller::KeyVault, &urls.arm_grpc_url)?),
         })
@@ -223,7 +230,12 @@ pub(crate) async fn start_services(
     start_oidc(cx, (oidc_http, oidc_grpc), run).await?;
     let admin_cert_path = start_entra(cx, (entra_http, entra_grpc), run).await?;
     start_imds(cx, imds_grpc, clients.imds_directory, run).await?;
-    let arm_clients = (clients.arm_keys, clients.arm_directory, clients.arm_imds);
+    let arm_clients = ArmClients {
+        keys: clients.arm_keys,
+        directory: clients.arm_directory,
+        federation: clients.arm_federation,
+        imds: clients.arm_imds,
+    };
     start_arm(cx, (arm_http, arm_grpc), arm_clients, run).await?;
     start_keyvault(cx, kv_http, (clients.kv_keys, clients.kv_authz), run).await?;
     Ok(admin_cert_path)
@@ -375,15 +387,24 @@ async fn start_imds(
     Ok(())
 }
 
+/// ARM's clients of its peers.
+struct ArmClients {
+    keys: EntraKeys,
+    directory: DirectoryClient<PeerChannel>,
+    federation: FederationClient<PeerChannel>,
+    imds: ControlClient<PeerChannel>,
+}
+
 /// ARM, with the administrator as Owner and Key Vault Secrets Officer of the subscription.
 async fn start_arm(
     cx: &Boot<'_>,
     listeners: (TcpListener, TcpListener),
-    (keys, directory, imds): (
-        EntraKeys,
-        DirectoryClient<PeerChannel>,
-        ControlClient<PeerChannel>,
-    ),
+    ArmClients {
+        keys,
+        directory,
+        federation,
+        imds,
+    }: ArmClients,
     run: &mut Running,
 ) -> anyhow::Result<()> {
     let b = &cx.secrets.bootstrap;
@@ -411,6 +432,7 @@ async fn start_arm(
             ids: cx.ids.clone(),
             keys,
             directory,
+            federation,
             imds,
         },
     )

@@ -167,6 +167,7 @@ impl Core {
             },
         )
         .await?;
+        self.forget_fics(&key).await?;
         self.uamis.remove(&key).await?;
         drop(guard);
         self.drive_inline(&key).await;

@@ -7,6 +7,7 @@ mod authz;
 pub mod catalog;
 pub mod deployment;
 pub mod doctor;
+pub mod federated;
 mod groups;
 pub mod identities;
 pub mod identity;
@@ -40,6 +41,10 @@ pub struct Core {
     peers: Peers,
     rgs: Table<RgRecord>,
     uamis: Table<UamiRecord>,
+    /// Federated identity credentials, keyed under their identity's key.
+    fics: Table<FicRecord>,
+    /// Identities with a federated-credential write in flight.
+    fic_writes: federated::InFlight,
     vms: Table<VmRecord>,
     vaults: Table<VaultRecord>,
     vault_names: Table<String>,
@@ -112,6 +117,8 @@ impl Core {
             peers,
             rgs: store.table("resource_groups")?,
             uamis: store.table("user_assigned_identities")?,
+            fics: store.table("federated_identity_credentials")?,
+            fic_writes: federated::InFlight::default(),
             vms: store.table("virtual_machines")?,
             vaults: store.table("vaults")?,
             vault_names: store.table("vault_names")?,

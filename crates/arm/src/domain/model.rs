@@ -91,6 +91,16 @@ pub fn uami(c: &Config, u: &UamiRecord) -> Value {
     })
 }
 
+/// A user-assigned identity's federated identity credential (the shape
+/// azure-cli's recordings show).
+pub fn fic(f: &FicRecord) -> Value {
+    json!({
+        "id": f.id, "name": f.name,
+        "type": "Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials",
+        "properties": {"issuer": f.issuer, "subject": f.subject, "audiences": f.audiences},
+    })
+}
+
 /// The error code of a failed operation. Every persisted operation is
 /// identity work of the managed-identity resource provider (principals,
 /// certificates, IMDS identities), which Azure reports with this code.

@@ -164,11 +164,13 @@ impl Core {
             }
             match result {
                 Ok(()) => self.finish(&pk, &mut op, OpStatus::Succeeded, None).await?,
-                // Only a VM operation can fail for good: its record stays, so
-                // the user retries it. Deleting a user-assigned identity (and
-                // cleaning up after its create) has no record left to retry
-                // from, so it is retried until it completes.
-                Err(e) if op.hard_failures < MAX_HARD_FAILURES || op.kind != OpKind::Vm => {
+                // Only a VM operation (or a federated credential's push,
+                // which Entra refuses only if ARM's validation let through
+                // what Entra's does not) can fail for good: its record stays,
+                // so the user retries it. Deleting a user-assigned identity
+                // (and cleaning up after its create) has no record left to
+                // retry from, so it is retried until it completes.
+                Err(e) if op.hard_failures < MAX_HARD_FAILURES || !op.kind.may_fail() => {
                     if op.hard_failures >= MAX_HARD_FAILURES {
                         tracing::warn!(op = %op.id, target, attempt = op.attempts, error = %e, "cleanup operation keeps failing; retrying");
                     } else {
@@ -335,6 +337,9 @@ impl Core {
                     self.peers.remove_identity(&vm.id, &client_id).await?;
                 }
                 self.peers.delete_principal(&principal_id).await
+            }
+            OpKind::FicSync { client_id, name } => {
+                self.run_fic_sync(&op.target, &client_id, &name).await
             }
             OpKind::UamiCreate { request_id } => {
                 let sp = self

@@ -319,6 +319,12 @@ impl Core {
                 vnet,
                 name: Some(name),
             }) => self.get_subnet(&sub, &rg, &vnet, &name),
+            Some(Address::FederatedCredential {
+                sub,
+                rg,
+                identity,
+                name: Some(name),
+            }) => Ok(model::fic(&self.get_fic(&sub, &rg, &identity, &name)?)),
             _ => Err(ArmError::UnknownPath(id.to_owned())),
         }
     }

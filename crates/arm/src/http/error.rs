@@ -9,7 +9,8 @@ use misim_types::ErrorCode;
 use crate::config::Config;
 use crate::error::ArmError;
 
-/// Renders an error; logs server-side failures at ERROR and client mistakes at DEBUG.
+/// Renders an error; logs server-side failures at ERROR (with the details
+/// their fixed text leaves out) and client mistakes at DEBUG.
 pub(crate) fn render(config: &Config, e: ArmError) -> Response {
     let status = match &e {
         ArmError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
@@ -17,7 +18,7 @@ pub(crate) fn render(config: &Config, e: ArmError) -> Response {
     };
     match e.code() {
         ErrorCode::Internal | ErrorCode::Unavailable => {
-            tracing::error!(error = %e, "request failed")
+            tracing::error!(error = %e, detail = e.detail().as_deref(), "request failed")
         }
         _ => tracing::debug!(error = %e, code = e.arm_code(), "request rejected"),
     }

@@ -196,6 +196,12 @@ async fn dispatch(
                 vnet,
                 name,
             } => resources::subnets(&r, &sub, &rg, &vnet, name.as_deref()),
+            Address::FederatedCredential {
+                sub,
+                rg,
+                identity,
+                name,
+            } => resources::federated_credentials(&r, &sub, &rg, &identity, name.as_deref()).await,
             Address::DeploymentOperation { sub, rg, name, op } => {
                 resources::deployment_operation(&r, &sub, &rg, &name, &op)
             }

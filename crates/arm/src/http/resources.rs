@@ -5,10 +5,11 @@ use axum::response::{IntoResponse, Response};
 use http::{Method, StatusCode};
 
 use super::{Req, list, ok, put, retry_after};
+use crate::domain::federated;
 use crate::domain::{Deleted, Pending, Written, model};
 use crate::error::ArmError;
 use crate::records::{OpRecord, OpStatus};
-use crate::resource::Kind;
+use crate::resource::{FEDERATED_CREDENTIAL_TYPE, FEDERATED_CREDENTIALS, Kind};
 
 const RG_ACTION: &str = "Microsoft.Resources/subscriptions/resourceGroups";
 
@@ -158,6 +159,50 @@ pub(super) fn subnets(
             r.authorize(read, &vnet_id)?;
             Ok(list(r.core.list_subnets(sub, rg, vnet)?))
         }
+    }
+}
+
+/// A user-assigned identity's federated identity credentials: GET (one or
+/// the list), PUT, DELETE, with the RBAC actions of their own type.
+pub(super) async fn federated_credentials(
+    r: &Req<'_>,
+    sub: &str,
+    rg: &str,
+    identity: &str,
+    name: Option<&str>,
+) -> Result<Response, ArmError> {
+    federated::api_version_ok(r.api_version())?;
+    let core = r.core;
+    let identity_id = Kind::Uami.id(sub, rg, identity);
+    let action = |verb: &str| format!("{FEDERATED_CREDENTIAL_TYPE}/{verb}");
+    let Some(name) = name else {
+        r.only_get()?;
+        r.authorize(&action("read"), &identity_id)?;
+        let all = core.list_fics(sub, rg, identity)?;
+        return Ok(list(all.iter().map(model::fic).collect()));
+    };
+    let scope = format!("{identity_id}/{FEDERATED_CREDENTIALS}/{name}");
+    match r.method {
+        Method::GET => {
+            r.authorize(&action("read"), &scope)?;
+            Ok(ok(model::fic(&core.get_fic(sub, rg, identity, name)?)))
+        }
+        Method::PUT => {
+            r.authorize(&action("write"), &scope)?;
+            let b = r.json()?;
+            let (f, created) = core.put_fic(sub, rg, identity, name, &b).await?;
+            Ok(put(created, model::fic(&f)))
+        }
+        Method::DELETE => {
+            r.authorize(&action("delete"), &scope)?;
+            Ok(if core.delete_fic(sub, rg, identity, name).await? {
+                StatusCode::OK
+            } else {
+                StatusCode::NO_CONTENT
+            }
+            .into_response())
+        }
+        _ => Err(r.method_not_allowed()),
     }
 }
 

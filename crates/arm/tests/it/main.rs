@@ -35,6 +35,7 @@ const KV_SECRETS_OFFICER: &str = "b86a8fe4-44ce-4948-aee5-eccb2c155cd7";
 mod bodies;
 mod custom_roles;
 mod deployments;
+mod federated;
 mod operation_status;
 
 // ------------------------------------------------------------------ fakes
@@ -47,6 +48,13 @@ struct Shared {
     next: u32,
     /// The fake IMDS's VMs: id → identities.
     imds: HashMap<String, Vec<imds::IdentityInfo>>,
+    /// The fake Entra's federated credentials: app id → credentials.
+    fics: HashMap<String, Vec<entra::FederatedCredential>>,
+    /// When set, `PutFederatedCredential` waits for a permit (a write held
+    /// in flight).
+    fic_gate: Option<Arc<tokio::sync::Semaphore>>,
+    /// Notified when a `PutFederatedCredential` arrives (before the gate).
+    fic_entered: Arc<tokio::sync::Notify>,
 }
 
 #[derive(Clone)]
@@ -117,7 +125,11 @@ impl entra::directory_server::Directory for FakeDirectory {
         let mut s = self.shared.lock();
         s.calls
             .push(format!("DeleteServicePrincipal {}", r.object_id));
-        let existed = s.sps.remove(&r.object_id).is_some();
+        let removed = s.sps.remove(&r.object_id);
+        if let Some(sp) = &removed {
+            s.fics.remove(&sp.app_id);
+        }
+        let existed = removed.is_some();
         Ok(GrpcResponse::new(entra::DeleteServicePrincipalResponse {
             existed,
         }))
@@ -173,6 +185,81 @@ impl entra::directory_server::Directory for FakeDirectory {
             }],
             tenant_id: TID.into(),
         }))
+    }
+}
+
+#[derive(Clone)]
+struct FakeFederation {
+    shared: Arc<Mutex<Shared>>,
+}
+
+#[tonic::async_trait]
+impl entra::federation_server::Federation for FakeFederation {
+    async fn put_federated_credential(
+        &self,
+        r: GrpcRequest<entra::PutFederatedCredentialRequest>,
+    ) -> Result<GrpcResponse<entra::FederatedCredential>, Status> {
+        let r = r.into_inner();
+        let (gate, entered) = {
+            let s = self.shared.lock();
+            (s.fic_gate.clone(), s.fic_entered.clone())
+        };
+        entered.notify_one();
+        if let Some(g) = gate {
+            g.acquire().await.unwrap().forget();
+        }
+        let c = r.credential.unwrap_or_default();
+        let mut s = self.shared.lock();
+        s.calls
+            .push(format!("PutFederatedCredential {} {}", r.app_id, c.name));
+        if !s.sps.values().any(|sp| sp.app_id == r.app_id) {
+            return Err(Status::not_found("no such principal"));
+        }
+        let list = s.fics.entry(r.app_id).or_default();
+        list.retain(|x| !x.name.eq_ignore_ascii_case(&c.name));
+        list.push(c.clone());
+        Ok(GrpcResponse::new(c))
+    }
+    async fn delete_federated_credential(
+        &self,
+        r: GrpcRequest<entra::DeleteFederatedCredentialRequest>,
+    ) -> Result<GrpcResponse<entra::DeleteFederatedCredentialResponse>, Status> {
+        let r = r.into_inner();
+        let mut s = self.shared.lock();
+        s.calls
+            .push(format!("DeleteFederatedCredential {} {}", r.app_id, r.name));
+        let list = s.fics.entry(r.app_id).or_default();
+        let before = list.len();
+        list.retain(|x| !x.name.eq_ignore_ascii_case(&r.name));
+        Ok(GrpcResponse::new(
+            entra::DeleteFederatedCredentialResponse {
+                existed: list.len() != before,
+            },
+        ))
+    }
+    async fn list_federated_credentials(
+        &self,
+        _: GrpcRequest<entra::ListFederatedCredentialsRequest>,
+    ) -> Result<GrpcResponse<entra::ListFederatedCredentialsResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn put_issuer_keys(
+        &self,
+        _: GrpcRequest<entra::PutIssuerKeysRequest>,
+    ) -> Result<GrpcResponse<entra::IssuerKeys>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn delete_issuer_keys(
+        &self,
+        _: GrpcRequest<entra::DeleteIssuerKeysRequest>,
+    ) -> Result<GrpcResponse<entra::DeleteIssuerKeysResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn list_issuer_keys(
+        &self,
+        _: GrpcRequest<entra::ListIssuerKeysRequest>,
+    ) -> Result<GrpcResponse<entra::ListIssuerKeysResponse>, Status> {
+        Err(Status::unimplemented("fake"))
     }
 }
 
@@ -319,10 +406,14 @@ async fn serve_fakes(shared: Arc<Mutex<Shared>>, signer: Arc<RsaSigner>) -> Stri
         shared: shared.clone(),
         signer,
     });
+    let fed = entra::federation_server::FederationServer::new(FakeFederation {
+        shared: shared.clone(),
+    });
     let ctl = imds::control_server::ControlServer::new(FakeControl { shared });
     tokio::spawn(async move {
         tonic::transport::Server::builder()
             .add_service(dir)
+            .add_service(fed)
             .add_service(ctl)
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
             .await
@@ -376,7 +467,8 @@ async fn harness_with(imds_url: Option<&str>) -> Harness {
         keys: misim_proto::keys::EntraKeys::new(entra::directory_client::DirectoryClient::new(
             ch.clone(),
         )),
-        directory: entra::directory_client::DirectoryClient::new(Faults::none().wrap(ch)),
+        directory: entra::directory_client::DirectoryClient::new(Faults::none().wrap(ch.clone())),
+        federation: entra::federation_client::FederationClient::new(Faults::none().wrap(ch)),
         imds: imds::control_client::ControlClient::new(Faults::none().wrap(imds_ch)),
     };
     let arm = Arm::open(config, deps).await.unwrap();
