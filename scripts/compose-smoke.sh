@@ -5,7 +5,11 @@
 #   for a system- and a user-assigned identity, proves isolation (vm2 cannot
 #   use vm1's identities by client_id, object_id or msi_res_id, forged
 #   forwarding headers don't help, VMs cannot reach any gRPC port, a VM named
-#   vm1 in another resource group gets nothing of vm1's), proves a VM cannot act
+#   vm1 in another resource group gets nothing of vm1's), proves Azure's host
+#   names work inside vm1 with only the CA configured (misim-dns resolves
+#   management.azure.com, login.microsoftonline.com, graph.microsoft.com and a
+#   vault created during the test, NXDOMAIN for every other name; a secret is read
+#   from https://{new}.vault.azure.net on 443), proves a VM cannot act
 #   as the admin (no admin secret or control key anywhere in it, the secret once
 #   committed to deploy/sandbox.env is refused with invalid_client), restarts the
 #   stack (`restart`, then `down` + `up` without -v) and proves the state
