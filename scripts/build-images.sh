@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 IMAGE=${MISIM_IMAGE:-misim-sandbox:local}
-BINS=(misim misim-arm misim-entra misim-imds misim-keyvault)
+BINS=(misim misim-arm misim-entra misim-imds misim-keyvault misim-dns)
 ROOT=deploy/rootfs
 
 if [[ "${1:-}" != "--no-cargo" ]]; then

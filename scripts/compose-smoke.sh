@@ -5,7 +5,11 @@
 #   for a system- and a user-assigned identity, proves isolation (vm2 cannot
 #   use vm1's identities by client_id, object_id or msi_res_id, forged
 #   forwarding headers don't help, VMs cannot reach any gRPC port, a VM named
-#   vm1 in another resource group gets nothing of vm1's), proves a VM cannot act
+#   vm1 in another resource group gets nothing of vm1's), proves Azure's host
+#   names work inside vm1 with only the CA configured (misim-dns resolves
+#   management.azure.com, login.microsoftonline.com, graph.microsoft.com and a
+#   vault created during the test, NXDOMAIN for every other name; a secret is read
+#   from https://{new}.vault.azure.net on 443), proves a VM cannot act
 #   as the admin (no admin secret or control key anywhere in it, the secret once
 #   committed to deploy/sandbox.env is refused with invalid_client), restarts the
 #   stack (`restart`, then `down` + `up` without -v) and proves the state
@@ -64,7 +68,7 @@ dc down -v --remove-orphans >/dev/null 2>&1 || true
 
 wait_healthy() {  # with compose v2 `up --wait` did it; v1: poll each container's health
   local deadline=$(( $(date +%s) + 180 )) svc id st
-  for svc in entra arm imds keyvault vm1 vm2; do
+  for svc in entra arm imds keyvault dns vm1 vm2; do
     while :; do
       id=$(dc ps -q "$svc" 2>/dev/null || true)
       st=$( [ -n "$id" ] && docker inspect -f '{{.State.Health.Status}}' "$id" 2>/dev/null || echo missing)
@@ -153,7 +157,7 @@ ARM_TOKEN=$(admin_token https://management.azure.com)
 arm PUT "$RG" '{"location":"eastus"}' >/dev/null
 arm PUT "$RG/providers/Microsoft.KeyVault/vaults/kv1" \
   '{"location":"eastus","properties":{"tenantId":"'"$MISIM_TENANT_ID"'","sku":{"family":"A","name":"standard"},"enableRbacAuthorization":true}}' \
-  | json '["properties"]["vaultUri"]' | grep -qx "https://kv1.vault.sim:8445/" && ok "vaultUri is https://kv1.vault.sim:8445/" || bad "vaultUri"
+  | json '["properties"]["vaultUri"]' | grep -qx "https://kv1.vault.azure.net/" && ok "vaultUri is https://kv1.vault.azure.net/ (as on Azure)" || bad "vaultUri"
 "${KVCURL[@]}" -X PUT "https://$KVHOST/secrets/db-password?api-version=7.4" \
   -H "Authorization: Bearer $(admin_token https://vault.azure.net)" -H 'Content-Type: application/json' \
   -d '{"value":"s3cret"}' >/dev/null && ok "secret db-password set"
@@ -224,16 +228,62 @@ T=$(tok vm1) && [ "$(claim oid <<<"$T")" = "$S1" ] \
 expect_not_found "container vm1 asks for rg2/vm1's SAMI by object_id" vm1 --object-id "$S1B"
 
 step "network isolation: VMs reach HTTPS by name, never gRPC"
-out=$(vm vm1 probe http "https://arm:8443/metadata/endpoints?api-version=2022-09-01" \
-  "https://entra:8444/$MISIM_TENANT_ID/v2.0/.well-known/openid-configuration" "$VAULT_URL/" 2>&1) \
-  && ok "vm1 reaches arm, entra, kv1.vault.sim over TLS with the sandbox CA" || bad "vm1 https: $out"
+out=$(vm vm1 probe http "https://arm/metadata/endpoints?api-version=2022-09-01" \
+  "https://entra/$MISIM_TENANT_ID/v2.0/.well-known/openid-configuration" "$VAULT_URL/" 2>&1) \
+  && ok "vm1 reaches arm, entra, kv1.vault.sim:8445 over TLS with the sandbox CA" || bad "vm1 https: $out"
 for target in arm:50052 entra:50051 keyvault:50051 $IMDS_ADDR:50053 169.254.169.2:50052 169.254.169.3:50051 \
     169.254.100.10:50052 169.254.100.11:50051 169.254.100.12:50053 arm-grpc:50052 entra-grpc:50051 imds-grpc:50053 \
-    169.254.100.10:8443 169.254.100.11:8444 169.254.100.13:8445; do
+    169.254.100.10:443 169.254.100.11:443 169.254.100.13:443 169.254.100.13:8445 169.254.100.53:53; do
   if out=$(vm vm1 probe tcp --timeout-ms 1500 "$target" 2>&1); then bad "vm1 reached $target"; else ok "vm1 cannot reach $target"; fi
 done
-if vm vm1 probe tcp --timeout-ms 1500 169.254.169.2:8443 >/dev/null 2>&1; then ok "(control) vm1 reaches arm's HTTPS port"; else bad "vm1 cannot reach arm:8443"; fi
+if vm vm1 probe tcp --timeout-ms 1500 169.254.169.2:443 >/dev/null 2>&1; then ok "(control) vm1 reaches arm's HTTPS port"; else bad "vm1 cannot reach arm:443"; fi
 if out=$(dc exec -T vm1 misim ca init --dir /etc/misim 2>&1); then bad "vm1 could write the CA: $out"; else ok "vm1 has no CA key and cannot write one"; fi
+
+step "Azure's host names inside the VMs (misim-dns): a vault created now, on 443, nothing else resolves"
+# A vault no compose alias names: only the DNS wildcard can make it reachable.
+NEWKV=smoke$(date +%s | tail -c 7)$RANDOM
+NEWKV=${NEWKV:0:24}
+arm PUT "$RG/providers/Microsoft.KeyVault/vaults/$NEWKV" \
+  '{"location":"eastus","properties":{"tenantId":"'"$MISIM_TENANT_ID"'","sku":{"family":"A","name":"standard"},"enableRbacAuthorization":true}}' \
+  | json '["properties"]["vaultUri"]' | grep -qx "https://$NEWKV.vault.azure.net/" \
+  && ok "new vault $NEWKV: vaultUri https://$NEWKV.vault.azure.net/" || bad "vaultUri of $NEWKV"
+expect_ip() {  # expect_ip NAME IP: as vm1's resolver answers
+  local got
+  if got=$(vm vm1 probe dns "$1" 2>&1) && [ "$got" = "$1: $2" ]; then ok "vm1 resolves $1 to $2"
+  else bad "vm1 resolves $1: $got (want $2)"; fi
+}
+expect_ip management.azure.com 169.254.169.2
+expect_ip login.microsoftonline.com 169.254.169.3
+expect_ip login.windows.net 169.254.169.3
+expect_ip graph.microsoft.com 169.254.169.3
+expect_ip "$NEWKV.vault.azure.net" 169.254.169.4
+expect_ip "KV1.Vault.Azure.NET" 169.254.169.4
+for name in example.com azure.com vault.azure.net "a.$NEWKV.vault.azure.net" pypi.org; do
+  if out=$(vm vm1 probe dns "$name" 2>&1); then bad "vm1 resolved $name: $out"
+  elif grep -qi "not known\|no address\|nodename nor servname" <<<"$out"; then ok "vm1: $name does not exist (NXDOMAIN)"
+  else bad "vm1 $name: $out (want NXDOMAIN)"; fi
+done
+# The vault's secret, set from the host through the published port under the Azure name.
+NEWKV_HOST=$NEWKV.vault.azure.net:$MISIM_KEYVAULT_HOST_PORT
+"${CURL[@]}" --resolve "$NEWKV_HOST:127.0.0.1" -X PUT "https://$NEWKV_HOST/secrets/app-secret?api-version=7.4" \
+  -H "Authorization: Bearer $(admin_token https://vault.azure.net)" -H 'Content-Type: application/json' \
+  -d '{"value":"azure-names"}' >/dev/null && ok "secret app-secret set in $NEWKV" || bad "setting app-secret in $NEWKV"
+challenge=$(curl -sS --cacert "$WORK/ca.pem" --resolve "$NEWKV_HOST:127.0.0.1" -o /dev/null -D - \
+  "https://$NEWKV_HOST/secrets/app-secret?api-version=7.4" | tr -d '\r' | grep -i '^www-authenticate:' || true)
+grep -qF "authorization=\"https://login.microsoftonline.com/$MISIM_TENANT_ID\", resource=\"https://vault.azure.net\"" <<<"$challenge" \
+  && ok "Key Vault's challenge under the Azure name: Azure's authority and resource" || bad "challenge: $challenge"
+arm PUT "$RG/providers/Microsoft.KeyVault/vaults/$NEWKV/providers/Microsoft.Authorization/roleAssignments/$(uuid)" \
+  '{"properties":{"principalId":"'"$S1"'","roleDefinitionId":"'"$SECRETS_USER"'"}}' >/dev/null
+out=$(vm vm1 probe http "https://management.azure.com/metadata/endpoints?api-version=2022-09-01" \
+  "https://login.microsoftonline.com/$MISIM_TENANT_ID/v2.0/.well-known/openid-configuration" \
+  "https://graph.microsoft.com/v1.0/applications" "https://$NEWKV.vault.azure.net/" 2>&1) \
+  && ok "vm1 reaches management.azure.com, login.microsoftonline.com, graph.microsoft.com, $NEWKV.vault.azure.net on 443 (sandbox CA)" \
+  || bad "vm1 https by Azure names: $out"
+if got=$(vm vm1 secret get --vault-url "https://$NEWKV.vault.azure.net" --name app-secret 2>&1) && [ "$got" = azure-names ]; then
+  ok "vm1 reads app-secret from https://$NEWKV.vault.azure.net with its IMDS token (no misim URL, no override)"
+else bad "vm1 reads from $NEWKV.vault.azure.net: $got"; fi
+env_names=$(docker inspect -f '{{range .Config.Env}}{{println .}}{{end}}' "$(dc ps -q vm1)" | cut -d= -f1 | grep '^MISIM_' | tr '\n' ' ')
+[ "$env_names" = "MISIM_CA_BUNDLE " ] && ok "vm1's only misim variable is the CA bundle" || bad "vm1's misim variables: $env_names"
 
 step "vm1 cannot act as admin: no admin secret or control key in the VM; the once-committed secret is refused"
 VM1_ID=$(dc ps -q vm1)
@@ -257,7 +307,7 @@ rm -f "$WORK"/vm1*.tar
 # The attack that worked while deploy/sandbox.env committed the secret:
 # `misim principal create --role Owner` from inside vm1.
 mkdir -p "$WORK/attack"
-printf '%s\n' "MISIM_ARM_URL=https://arm:8443" "MISIM_ENTRA_URL=https://entra:8444" \
+printf '%s\n' "MISIM_ARM_URL=https://arm" "MISIM_ENTRA_URL=https://entra" \
   "MISIM_CA_BUNDLE=/etc/misim/ca.pem" "MISIM_TENANT_ID=$MISIM_TENANT_ID" \
   "MISIM_SUBSCRIPTION_ID=$MISIM_SUBSCRIPTION_ID" "MISIM_ADMIN_CLIENT_ID=$MISIM_ADMIN_CLIENT_ID" \
   "MISIM_ADMIN_CLIENT_SECRET=$OLD_SECRET" >"$WORK/attack/misim.env"

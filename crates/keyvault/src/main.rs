@@ -10,8 +10,12 @@ use misim_keyvault::{Deps, KeyVault};
 use misim_proto::arm::v1::authorization_client::AuthorizationClient;
 use misim_proto::auth::{Caller, ControlKey};
 use misim_proto::entra::v1::directory_client::DirectoryClient;
-use misim_types::Clock;
+use misim_types::{Clock, EnvSource};
 use tokio::net::TcpListener;
+
+/// More HTTPS listen addresses, comma-separated: the compose sandbox serves
+/// vaults on 443 (`{vault}.vault.azure.net`) and on 8445 (`{vault}.vault.sim:8445`).
+const ENV_EXTRA_HTTP_ADDRS: &str = "MISIM_KEYVAULT_EXTRA_HTTP_ADDRS";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -60,7 +64,27 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(https = %http.local_addr()?, ca = %tls.ca_path.display(), "misim-keyvault listening");
     let shutdown = misim_runtime::Shutdown::new();
     tokio::spawn(misim_runtime::cancel_on_signal(shutdown.clone()));
-    let result = misim_keyvault::serve(kv, http, Some(tls.server_config), shutdown).await;
+    let mut extra = tokio::task::JoinSet::new();
+    for addr in misim_types::ProcessEnv
+        .get(ENV_EXTRA_HTTP_ADDRS)
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+    {
+        let l = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {ENV_EXTRA_HTTP_ADDRS} {addr}"))?;
+        tracing::info!(https = %l.local_addr()?, "misim-keyvault listening");
+        let (kv, tls, shutdown) = (kv.clone(), tls.server_config.clone(), shutdown.clone());
+        extra.spawn(misim_keyvault::serve(kv, l, Some(tls), shutdown));
+    }
+    let result = misim_keyvault::serve(kv, http, Some(tls.server_config), shutdown.clone()).await;
+    // A listener that failed stops the others.
+    shutdown.cancel();
+    for r in extra.join_all().await {
+        r?;
+    }
     store
         .flush()
         .await

@@ -45,6 +45,16 @@ pub(super) enum ProbeCommand {
         #[arg(long, default_value_t = 3000)]
         timeout_ms: u64,
     },
+    /// Resolve each host name through the system resolver (as any program
+    /// in the container would) and print its addresses.
+    Dns {
+        /// Host names.
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Give up on a name after this many milliseconds.
+        #[arg(long, default_value_t = 5000)]
+        timeout_ms: u64,
+    },
 }
 
 /// The CA bundle HTTPS clients trust.
@@ -214,6 +224,29 @@ pub(super) async fn probe(cmd: ProbeCommand) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        ProbeCommand::Dns { names, timeout_ms } => {
+            for name in names {
+                let r = tokio::time::timeout(
+                    Duration::from_millis(timeout_ms),
+                    tokio::net::lookup_host((name.as_str(), 0)),
+                )
+                .await;
+                match r {
+                    Ok(Ok(addrs)) => {
+                        let ips: Vec<String> = addrs.map(|a| a.ip().to_string()).collect();
+                        println!("{name}: {}", ips.join(" "));
+                    }
+                    Ok(Err(e)) => {
+                        ok = false;
+                        eprintln!("{name}: {e}");
+                    }
+                    Err(_) => {
+                        ok = false;
+                        eprintln!("{name}: timed out");
+                    }
+                }
+            }
+        }
     }
     Ok(if ok {
         ExitCode::SUCCESS
@@ -350,6 +383,26 @@ mod tests {
             DEFAULT_IMDS_URL,
             format!("http://{}", misim_imds::config::AZURE_IMDS_IP)
         );
+    }
+
+    #[tokio::test]
+    async fn dns_probes_resolve_through_the_system_resolver() {
+        // /etc/hosts only: nothing leaves the host.
+        let ok = probe(ProbeCommand::Dns {
+            names: vec!["localhost".into()],
+            timeout_ms: 5000,
+        })
+        .await
+        .unwrap();
+        assert_eq!(ok, ExitCode::SUCCESS);
+        // Refused before any lookup: a NUL is no host name.
+        let bad = probe(ProbeCommand::Dns {
+            names: vec!["localhost".into(), "no\0name".into()],
+            timeout_ms: 5000,
+        })
+        .await
+        .unwrap();
+        assert_eq!(bad, ExitCode::FAILURE);
     }
 
     #[tokio::test]

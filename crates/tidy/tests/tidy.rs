@@ -182,6 +182,24 @@ fn service_crates_do_not_depend_on_each_other() {
 }
 
 #[test]
+fn dns_depends_on_no_service_crate() {
+    let packages = workspace_packages();
+    let dns = packages
+        .iter()
+        .find(|p| p.name == "misim-dns")
+        .expect("misim-dns not found in cargo metadata");
+    let offenders: Vec<String> = SERVICES
+        .iter()
+        .filter(|s| dns.deps.contains(**s))
+        .map(|s| format!("misim-dns -> {s}"))
+        .collect();
+    report(
+        "misim-dns answers from its configuration alone: it runs beside the services, not on them",
+        &offenders,
+    );
+}
+
+#[test]
 fn tidy_depends_on_no_misim_crate() {
     let packages = workspace_packages();
     let tidy = packages

@@ -107,6 +107,11 @@ fn route(method: &Method, path: &str) -> Result<Op, KvError> {
     Ok(op)
 }
 
+/// Azure's public vault DNS suffix: served besides the configured one, so a
+/// sandbox whose DNS sends `{vault}.vault.azure.net` here (the compose
+/// sandbox's misim-dns) serves vaults under their Azure URLs too.
+const AZURE_DNS_SUFFIX: &str = "vault.azure.net";
+
 /// The vault name and the base URL (`https://{vault}.{suffix}[:port]`) from `Host`.
 fn vault_of(kv: &KeyVault, req: &http::request::Parts) -> Result<(String, String), KvError> {
     let host = req
@@ -130,10 +135,15 @@ fn vault_of(kv: &KeyVault, req: &http::request::Parts) -> Result<(String, String
             .trim_matches('.')
             .to_ascii_lowercase()
     );
-    let vault = name
-        .strip_suffix(&suffix)
-        .and_then(|v| v.split('.').next())
-        .filter(|v| !v.is_empty())
+    let azure = format!(".{AZURE_DNS_SUFFIX}");
+    let vault_under = |suffix: &str| {
+        name.strip_suffix(suffix)
+            .and_then(|v| v.split('.').next())
+            .filter(|v| !v.is_empty())
+            .map(|v| (v.to_owned(), suffix.to_owned()))
+    };
+    let (vault, suffix) = vault_under(&suffix)
+        .or_else(|| vault_under(&azure))
         .ok_or_else(|| {
             KvError::BadParameter(format!("host {host:?} is not a vault host (*{suffix})"))
         })?;
@@ -141,7 +151,20 @@ fn vault_of(kv: &KeyVault, req: &http::request::Parts) -> Result<(String, String
         Some(p) => format!("https://{vault}{suffix}:{p}"),
         None => format!("https://{vault}{suffix}"),
     };
-    Ok((vault.to_owned(), base))
+    Ok((vault, base))
+}
+
+/// The challenge's `resource` for a vault at `base`: Azure's own for a vault
+/// under Azure's suffix (as on Azure, so SDKs verify it against the vault's
+/// host unchanged), else the configured one.
+fn challenge_resource<'a>(kv: &'a KeyVault, base: &str) -> &'a str {
+    let host = base.trim_start_matches("https://");
+    let host = host.split(':').next().unwrap_or(host);
+    if host.ends_with(&format!(".{AZURE_DNS_SUFFIX}")) {
+        audiences::KEY_VAULT
+    } else {
+        &kv.inner.config.challenge_resource
+    }
 }
 
 fn api_version(query: &str) -> Result<(), KvError> {
@@ -155,13 +178,13 @@ fn api_version(query: &str) -> Result<(), KvError> {
 }
 
 /// A 401 with the bearer challenge clients use to find the authority.
-fn challenge(kv: &KeyVault, err: KvError) -> Response {
+fn challenge(kv: &KeyVault, resource: &str, err: KvError) -> Response {
     let c = &kv.inner.config;
     let value = format!(
         "Bearer authorization=\"{}/{}\", resource=\"{}\"",
         c.authority.trim_end_matches('/'),
         c.tenant_id,
-        c.challenge_resource
+        resource
     );
     let mut resp = err.into_response();
     if let Ok(v) = HeaderValue::from_str(&value) {
@@ -170,10 +193,15 @@ fn challenge(kv: &KeyVault, err: KvError) -> Response {
     resp
 }
 
-async fn authenticate(kv: &KeyVault, req: &http::request::Parts) -> Result<AccessClaims, Response> {
+async fn authenticate(
+    kv: &KeyVault,
+    req: &http::request::Parts,
+    resource: &str,
+) -> Result<AccessClaims, Response> {
     let Some(auth) = req.headers.get(header::AUTHORIZATION) else {
         return Err(challenge(
             kv,
+            resource,
             KvError::Unauthorized("AKV10000: Request is missing a Bearer or PoP token.".into()),
         ));
     };
@@ -181,6 +209,7 @@ async fn authenticate(kv: &KeyVault, req: &http::request::Parts) -> Result<Acces
     let Some(token) = token else {
         return Err(challenge(
             kv,
+            resource,
             KvError::Unauthorized("AKV10001: Authorization header is not a Bearer token.".into()),
         ));
     };
@@ -215,7 +244,7 @@ async fn authenticate(kv: &KeyVault, req: &http::request::Parts) -> Result<Acces
                 } => format!("AKV10032: Invalid issuer. {e}"),
                 _ => format!("AKV10021: Invalid token. {e}"),
             };
-            Err(challenge(kv, KvError::Unauthorized(msg)))
+            Err(challenge(kv, resource, KvError::Unauthorized(msg)))
         }
     }
 }
@@ -278,7 +307,7 @@ async fn handle_inner(kv: &KeyVault, req: Request) -> Result<Response, Response>
     let (vault, base) = vault_of(kv, &req).map_err(IntoResponse::into_response)?;
     api_version(req.uri.query().unwrap_or("")).map_err(IntoResponse::into_response)?;
     let op = route(&req.method, req.uri.path()).map_err(IntoResponse::into_response)?;
-    let claims = authenticate(kv, &req).await?;
+    let claims = authenticate(kv, &req, challenge_resource(kv, &base)).await?;
     tracing::Span::current().record("principal", claims.oid.as_str());
     let storage_key = authorize(kv, &vault, &op, &claims)
         .await

@@ -201,6 +201,62 @@ async fn requests_without_a_token_get_the_bearer_challenge() {
 }
 
 #[tokio::test]
+async fn vaults_answer_under_azures_own_host_names_too() {
+    let h = harness().await;
+    // No token: the challenge names Azure's resource, as on Azure, for a
+    // vault reached as {vault}.vault.azure.net (what the SDKs verify).
+    let r = h
+        .call(
+            "GET",
+            "KV1.Vault.Azure.Net",
+            "/secrets/pw?api-version=7.4",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        r.challenge.as_deref(),
+        Some(format!("Bearer authorization=\"{AUTHORITY}/{TENANT}\", resource=\"https://vault.azure.net\"").as_str())
+    );
+    let t = h.officer();
+    let r = h
+        .call(
+            "PUT",
+            "kv1.vault.azure.net",
+            "/secrets/pw?api-version=7.4",
+            Some(&t),
+            Some(json!({"value": "v"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let id = r.body["id"].as_str().unwrap();
+    assert!(
+        id.starts_with("https://kv1.vault.azure.net/secrets/pw/"),
+        "{id}"
+    );
+    // The same vault under the configured suffix, with its own challenge.
+    let r = h
+        .call("GET", HOST, "/secrets/pw?api-version=7.4", Some(&t), None)
+        .await;
+    assert_eq!(
+        (r.status, r.body["value"].as_str()),
+        (StatusCode::OK, Some("v"))
+    );
+    let r = h
+        .call("GET", HOST, "/secrets/pw?api-version=7.4", None, None)
+        .await;
+    assert_eq!(r.challenge.as_deref(), Some(expected_challenge().as_str()));
+    // Only one label before the suffix names a vault; other hosts are refused.
+    for host in ["vault.azure.net", "azure.net", "kv1.vault.azure.com"] {
+        let r = h
+            .call("GET", host, "/secrets/pw?api-version=7.4", Some(&t), None)
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{host}");
+    }
+}
+
+#[tokio::test]
 async fn set_then_get_by_name_trailing_slash_and_version() {
     let h = harness().await;
     let t = h.officer();
