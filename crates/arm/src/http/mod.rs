@@ -141,7 +141,7 @@ fn retry_after(resp: &mut Response) {
         .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
 }
 
-// One arm per route, each a call into its family's handler.
+// long: the route table, one arm per route, each a call into its family's handler.
 async fn dispatch(
     core: &Core,
     method: Method,
