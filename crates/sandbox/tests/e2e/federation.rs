@@ -11,11 +11,15 @@ use crate::harness::{World, start};
 const SUBJECT: &str = "repo:contoso/payments:environment:prod";
 
 async fn mint(w: &World, subject: &str) -> String {
+    mint_as(w, pb::IssuerKind::Github, "", subject).await
+}
+
+async fn mint_as(w: &World, kind: pb::IssuerKind, cluster: &str, subject: &str) -> String {
     let channel = w.sb.channel_as(Caller::Admin, &w.sb.oidc_grpc_url).unwrap();
     pb::issuers_client::IssuersClient::new(channel)
         .mint_token(pb::MintTokenRequest {
-            kind: pb::IssuerKind::Github.into(),
-            cluster: String::new(),
+            kind: kind.into(),
+            cluster: cluster.into(),
             subject: subject.into(),
             audience: String::new(),
             lifetime_seconds: 0,
@@ -109,4 +113,56 @@ async fn subjects_match_exactly() {
     assert_eq!(s, 401, "{v}");
     assert_eq!(v["error"], "invalid_client", "{v}");
     assert_eq!(v["error_codes"], json!([7002138]), "{v}");
+}
+
+/// The AKS workload-identity path: a user-assigned identity trusts a cluster's
+/// service account through ARM, and the pod's projected token is traded for
+/// the identity's token.
+#[tokio::test]
+async fn a_pods_token_is_traded_for_a_user_assigned_identitys_token() {
+    let w = start().await;
+    w.create_rg("rg1").await;
+    let uami = w.uami_id("rg1", "payments-api");
+    let (s, u) = w
+        .admin("PUT", &uami, Some(json!({"location": "eastus"})))
+        .await;
+    assert_eq!(s, 201, "{u}");
+    let client_id = u["properties"]["clientId"].as_str().unwrap().to_owned();
+    let principal_id = u["properties"]["principalId"].as_str().unwrap().to_owned();
+    let subject = "system:serviceaccount:payments:api";
+    let (s, v) = w
+        .admin(
+            "PUT",
+            &format!("{uami}/federatedIdentityCredentials/aks1-api"),
+            Some(json!({"properties": {
+                "issuer": format!("{}/kubernetes/aks1/", w.sb.oidc_url),
+                "subject": subject,
+                "audiences": ["api://AzureADTokenExchange"]}})),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+
+    let pod_token = mint_as(&w, pb::IssuerKind::Kubernetes, "aks1", subject).await;
+    let (s, v) = exchange(&w, &client_id, &pod_token).await;
+    assert_eq!(s, 200, "{v}");
+    let claims = w
+        .verify_with_jwks(
+            v["access_token"].as_str().unwrap(),
+            "https://management.azure.com",
+        )
+        .await;
+    assert_eq!(claims.client_id(), client_id);
+    assert_eq!(claims.oid, principal_id);
+
+    // Another service account of the same cluster is refused.
+    let other_token = mint_as(
+        &w,
+        pb::IssuerKind::Kubernetes,
+        "aks1",
+        "system:serviceaccount:payments:worker",
+    )
+    .await;
+    let (s, v) = exchange(&w, &client_id, &other_token).await;
+    assert_eq!(s, 401, "{v}");
+    assert_eq!(v["error_codes"], json!([700213]), "{v}");
 }
