@@ -18,6 +18,7 @@
 //!   `https://graph.microsoft.com`. Applications own password and key
 //!   credentials; their service principals authenticate with them.
 
+#![warn(unreachable_pub)]
 #![recursion_limit = "256"]
 
 mod config;

@@ -22,7 +22,7 @@ const SECRET_ALPHABET: &[u8] =
 
 /// An application registration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Application {
+pub(crate) struct Application {
     /// Object id (`id` in Graph).
     pub object_id: String,
     /// App (client) id.
@@ -53,7 +53,7 @@ pub struct Application {
 
 /// A client secret of an application.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PasswordCredential {
+pub(crate) struct PasswordCredential {
     /// Key id (GUID).
     pub key_id: String,
     /// Display name.

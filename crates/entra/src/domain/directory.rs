@@ -10,7 +10,7 @@ use crate::EntraError;
 
 /// A principal to create.
 #[derive(Debug, Clone)]
-pub struct NewPrincipal {
+pub(crate) struct NewPrincipal {
     /// Idempotency key.
     pub request_id: String,
     /// Display name.
@@ -23,7 +23,7 @@ pub struct NewPrincipal {
 
 /// An application with a known id and secret (bootstrap).
 #[derive(Debug, Clone)]
-pub struct EnsureApp<'a> {
+pub(crate) struct EnsureApp<'a> {
     /// App id.
     pub app_id: &'a str,
     /// Object id.

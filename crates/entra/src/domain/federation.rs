@@ -26,11 +26,11 @@ const MAX_NAME: usize = 120;
 const MIN_NAME: usize = 3;
 /// Entra refuses external tokens whose `exp` is more than 1 day 1 hour
 /// (`1.01:00:00`) after `iat` (AADSTS70023, docs/workload-identity.md).
-pub const MAX_EXTERNAL_LIFETIME_SECS: i64 = 25 * 3600;
+pub(crate) const MAX_EXTERNAL_LIFETIME_SECS: i64 = 25 * 3600;
 
 /// A stored federated identity credential.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FederatedCredential {
+pub(crate) struct FederatedCredential {
     /// Id (GUID).
     pub id: String,
     /// Name: unique per owner (case-insensitive), immutable.

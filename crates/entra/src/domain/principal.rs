@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// What kind of principal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum PrincipalKind {
+pub(crate) enum PrincipalKind {
     /// An application (people and automation); may hold a secret.
     Application,
     /// A managed identity: certificates only, never a secret.
@@ -13,7 +13,7 @@ pub enum PrincipalKind {
 
 /// A service principal record.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Principal {
+pub(crate) struct Principal {
     /// Object id (lower-case GUID as created): `oid`/`sub`.
     pub object_id: String,
     /// App (client) id: `appid`.
@@ -48,7 +48,7 @@ pub struct Principal {
 /// A registered certificate, with what verification needs pre-extracted so
 /// token issuance never re-parses X.509.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct KeyCredential {
+pub(crate) struct KeyCredential {
     /// Key id (GUID).
     pub key_id: String,
     /// DER certificate.
@@ -73,13 +73,13 @@ pub struct KeyCredential {
 impl Principal {
     /// The `xms_mirid` claim: the identity's resource id with a lower-case
     /// `resourcegroups` segment, as real tokens carry it.
-    pub fn xms_mirid(&self) -> Option<String> {
+    pub(crate) fn xms_mirid(&self) -> Option<String> {
         self.managed_identity_resource_id.as_deref().map(xms_mirid)
     }
 }
 
 /// Lower-cases the `resourceGroups` segment name of a resource id.
-pub fn xms_mirid(resource_id: &str) -> String {
+pub(crate) fn xms_mirid(resource_id: &str) -> String {
     resource_id
         .split('/')
         .map(|seg| {
@@ -95,7 +95,7 @@ pub fn xms_mirid(resource_id: &str) -> String {
 
 /// `alternative_names` of a managed identity: user-assigned identities are
 /// explicit, system-assigned ones (the id of the hosting resource) are not.
-pub fn mi_alternative_names(resource_id: &misim_types::ResourceId) -> Vec<String> {
+pub(crate) fn mi_alternative_names(resource_id: &misim_types::ResourceId) -> Vec<String> {
     let explicit = resource_id
         .resource_type()
         .eq_ignore_ascii_case("Microsoft.ManagedIdentity/userAssignedIdentities");
