@@ -14,8 +14,6 @@
 //! `MISIM_CRASH_BIN_DIR` (default: this executable's directory),
 //! `MISIM_CRASH_TIMEOUT_SECS` (default 900).
 
-#![warn(unreachable_pub)]
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -18,7 +18,6 @@
 //!   `https://graph.microsoft.com`. Applications own password and key
 //!   credentials; their service principals authenticate with them.
 
-#![warn(unreachable_pub)]
 #![recursion_limit = "256"]
 
 mod config;

@@ -8,8 +8,6 @@
 //! (`Authorization.CheckVaultAccess`) on every request; vaults themselves
 //! (existence, region, RBAC mode) are ARM's resources, secrets are ours.
 
-#![warn(unreachable_pub)]
-
 pub mod config;
 pub mod domain;
 mod error;

@@ -1,7 +1,5 @@
 //! `misim-keyvault`: the Key Vault secrets data plane as a process.
 
-#![warn(unreachable_pub)]
-
 use std::sync::Arc;
 
 use anyhow::Context;

@@ -7,8 +7,6 @@
 //!   shutdown, so callers (binaries, the sandbox, tests) choose the ports.
 //! - [`Shutdown`]: one cancellation signal for a whole process.
 
-#![warn(unreachable_pub)]
-
 pub mod serve;
 pub mod telemetry;
 pub mod tls;

@@ -5,8 +5,6 @@
 //! over real gRPC, with HTTPS from the sandbox CA. `misim up` runs it; the
 //! end-to-end tests (and users' own tests) start one per test on port 0.
 
-#![warn(unreachable_pub)]
-
 mod bootstrap;
 pub mod cli;
 mod oidc_cmd;

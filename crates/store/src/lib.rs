@@ -8,8 +8,6 @@
 //! Values are stored as one version byte followed by JSON, so a record type can
 //! evolve with a migration instead of a wipe.
 
-#![warn(unreachable_pub)]
-
 mod cached;
 mod private;
 

@@ -5,8 +5,6 @@
 //! - [`eventually`]: polls a check until it passes or a deadline expires, instead of a
 //!   hand-written loop with a fixed sleep.
 
-#![warn(unreachable_pub)]
-
 pub mod fakes;
 mod poll;
 

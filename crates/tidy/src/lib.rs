@@ -2,8 +2,6 @@
 //! `xtask/src/tidy.rs` does; `cargo nextest run -p misim-tidy` runs the rules. The library holds
 //! what a rule needs beyond reading files: [`long_functions`], a scan for long functions.
 
-#![warn(unreachable_pub)]
-
 mod long_fns;
 
 pub use long_fns::{LongFn, long_functions};

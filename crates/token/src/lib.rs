@@ -8,8 +8,6 @@
 //!   and client-assertion verification against a registered certificate (Entra).
 //! - [`jwks`]: the JSON Web Key Set document.
 
-#![warn(unreachable_pub)]
-
 pub mod cert;
 pub mod jwks;
 mod signer;

@@ -7,8 +7,6 @@
 //! - [`EnvSource`]: configuration reads the environment through a trait.
 //! - [`time`]: Unix seconds to and from UTC calendar dates, for the timestamps services write.
 
-#![warn(unreachable_pub)]
-
 mod clock;
 mod env;
 mod error;

@@ -1,7 +1,5 @@
 //! `misim`: run the whole sandbox, or act inside one of its VMs.
 
-#![warn(unreachable_pub)]
-
 use std::process::ExitCode;
 
 use clap::Parser;

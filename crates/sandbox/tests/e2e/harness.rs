@@ -10,12 +10,12 @@ use misim_sandbox::{Sandbox, SandboxConfig};
 use misim_token::verify::{AccessClaims, KeySet};
 use serde_json::{Value, json};
 
-pub const KV_SECRETS_USER: &str = "4633458b-17de-408a-b874-0445c86b69e6";
-pub const VAULT_AUD: &str = "https://vault.azure.net";
+pub(crate) const KV_SECRETS_USER: &str = "4633458b-17de-408a-b874-0445c86b69e6";
+pub(crate) const VAULT_AUD: &str = "https://vault.azure.net";
 
 /// A running sandbox plus an HTTPS client that trusts its CA and resolves the
 /// vault host names to the loopback Key Vault listener.
-pub struct World {
+pub(crate) struct World {
     pub sb: Sandbox,
     pub http: reqwest::Client,
     pub dir: tempfile::TempDir,
@@ -27,7 +27,7 @@ pub struct World {
 /// The fault hook on ARM's calls to its peers: counts every call by
 /// `service/method` and fails the ones a test names, deterministically.
 #[derive(Debug)]
-pub struct PeerFaults {
+pub(crate) struct PeerFaults {
     state: Mutex<FaultState>,
     /// Bumped on every call, so a test can wait for a count without sleeping.
     seen: tokio::sync::watch::Sender<u64>,
@@ -56,19 +56,19 @@ impl PeerFaults {
 
     /// Every later call whose `service/method` ends with `method` fails with
     /// `code` and `message`, unsent.
-    pub fn fail(&self, method: &str, code: tonic::Code, message: &str) {
+    pub(crate) fn fail(&self, method: &str, code: tonic::Code, message: &str) {
         self.state()
             .fail
             .insert(method.to_owned(), (code, message.to_owned()));
     }
 
     /// No call fails any more.
-    pub fn clear(&self) {
+    pub(crate) fn clear(&self) {
         self.state().fail.clear();
     }
 
     /// Calls so far whose `service/method` ends with `method` (failed or not).
-    pub fn calls(&self, method: &str) -> u64 {
+    pub(crate) fn calls(&self, method: &str) -> u64 {
         self.state()
             .calls
             .iter()
@@ -78,7 +78,7 @@ impl PeerFaults {
     }
 
     /// Waits (up to a minute) until there have been `n` such calls.
-    pub async fn wait_calls(&self, method: &str, n: u64) {
+    pub(crate) async fn wait_calls(&self, method: &str, n: u64) {
         let mut rx = self.seen.subscribe();
         let r = tokio::time::timeout(
             Duration::from_secs(60),
@@ -111,24 +111,24 @@ impl FaultHook for PeerFaults {
 
 /// A service principal created through Graph, with an ARM token.
 #[derive(Debug, Clone)]
-pub struct Principal {
+pub(crate) struct Principal {
     pub client_id: String,
     pub secret: String,
     pub object_id: String,
     pub arm_token: String,
 }
 
-pub async fn start() -> World {
+pub(crate) async fn start() -> World {
     let dir = tempfile::tempdir().unwrap();
     start_in(dir).await
 }
 
-pub async fn start_in(dir: tempfile::TempDir) -> World {
+pub(crate) async fn start_in(dir: tempfile::TempDir) -> World {
     start_with_clock(dir, None).await
 }
 
 /// A sandbox in `dir` whose services all read `clock` (the real clock if none).
-pub async fn start_with_clock(
+pub(crate) async fn start_with_clock(
     dir: tempfile::TempDir,
     clock: Option<misim_types::SharedClock>,
 ) -> World {
@@ -151,7 +151,7 @@ pub async fn start_with_clock(
     w
 }
 
-pub fn client(sb: &Sandbox) -> reqwest::Client {
+pub(crate) fn client(sb: &Sandbox) -> reqwest::Client {
     let ca = reqwest::Certificate::from_pem(sb.ca_pem.as_bytes()).unwrap();
     let mut b = reqwest::Client::builder()
         .add_root_certificate(ca)
@@ -164,33 +164,33 @@ pub fn client(sb: &Sandbox) -> reqwest::Client {
 }
 
 impl World {
-    pub fn sub(&self) -> &str {
+    pub(crate) fn sub(&self) -> &str {
         &self.sb.bootstrap.subscription_id
     }
 
-    pub fn tid(&self) -> &str {
+    pub(crate) fn tid(&self) -> &str {
         &self.sb.bootstrap.tenant_id
     }
 
-    pub fn rg_id(&self, rg: &str) -> String {
+    pub(crate) fn rg_id(&self, rg: &str) -> String {
         format!("/subscriptions/{}/resourceGroups/{rg}", self.sub())
     }
 
-    pub fn vm_id(&self, rg: &str, vm: &str) -> String {
+    pub(crate) fn vm_id(&self, rg: &str, vm: &str) -> String {
         format!(
             "{}/providers/Microsoft.Compute/virtualMachines/{vm}",
             self.rg_id(rg)
         )
     }
 
-    pub fn uami_id(&self, rg: &str, name: &str) -> String {
+    pub(crate) fn uami_id(&self, rg: &str, name: &str) -> String {
         format!(
             "{}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}",
             self.rg_id(rg)
         )
     }
 
-    pub fn vault_id(&self, rg: &str, name: &str) -> String {
+    pub(crate) fn vault_id(&self, rg: &str, name: &str) -> String {
         format!(
             "{}/providers/Microsoft.KeyVault/vaults/{name}",
             self.rg_id(rg)
@@ -198,7 +198,7 @@ impl World {
     }
 
     /// Client-credentials token for the bootstrap administrator (v2 endpoint).
-    pub async fn admin_token(&self, scope: &str) -> String {
+    pub(crate) async fn admin_token(&self, scope: &str) -> String {
         let url = format!("{}/{}/oauth2/v2.0/token", self.sb.entra_url, self.tid());
         let r = self
             .http
@@ -223,7 +223,7 @@ impl World {
 
     /// Client-credentials token for any application (v2 endpoint, `scope` like
     /// `https://management.azure.com/.default`).
-    pub async fn token_for(&self, client_id: &str, secret: &str, scope: &str) -> String {
+    pub(crate) async fn token_for(&self, client_id: &str, secret: &str, scope: &str) -> String {
         let url = format!("{}/{}/oauth2/v2.0/token", self.sb.entra_url, self.tid());
         let r = self
             .http
@@ -244,7 +244,7 @@ impl World {
     }
 
     /// The public endpoints and admin credentials, as `misim.env` gives them.
-    pub fn public_apis(&self) -> misim_sandbox::cli::PublicApis {
+    pub(crate) fn public_apis(&self) -> misim_sandbox::cli::PublicApis {
         misim_sandbox::cli::PublicApis {
             arm_url: self.sb.arm_url.clone(),
             entra_url: self.sb.entra_url.clone(),
@@ -259,7 +259,7 @@ impl World {
     /// `misim principal create --name N [--role R --scope S]...`: an application,
     /// its service principal and a secret through Graph (admin token), each role
     /// granted through ARM. Returns the principal with an ARM token for it.
-    pub async fn principal(&self, name: &str, grants: &[(&str, &str)]) -> Principal {
+    pub(crate) async fn principal(&self, name: &str, grants: &[(&str, &str)]) -> Principal {
         let grants: Vec<(String, String)> = grants
             .iter()
             .map(|(r, s)| (r.to_string(), s.to_string()))
@@ -281,7 +281,7 @@ impl World {
     }
 
     /// Role assignment `PUT` by any caller; returns status and body.
-    pub async fn grant_as(
+    pub(crate) async fn grant_as(
         &self,
         token: &str,
         scope: &str,
@@ -301,7 +301,7 @@ impl World {
     }
 
     /// `METHOD {arm}{path}?api-version=..` with a bearer token; returns status and JSON body.
-    pub async fn arm(
+    pub(crate) async fn arm(
         &self,
         method: &str,
         path: &str,
@@ -328,18 +328,23 @@ impl World {
         (status, v)
     }
 
-    pub async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    pub(crate) async fn admin(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         self.arm(method, path, &self.admin_arm, body).await
     }
 
-    pub async fn create_rg(&self, rg: &str) {
+    pub(crate) async fn create_rg(&self, rg: &str) {
         let (s, v) = self
             .admin("PUT", &self.rg_id(rg), Some(json!({"location": "eastus"})))
             .await;
         assert!(s == 200 || s == 201, "create rg: {s} {v}");
     }
 
-    pub async fn create_vault(&self, rg: &str, name: &str) -> Value {
+    pub(crate) async fn create_vault(&self, rg: &str, name: &str) -> Value {
         let body = json!({"location": "eastus", "properties": {"tenantId": self.tid(),
             "sku": {"family": "A", "name": "standard"}, "enableRbacAuthorization": true}});
         let (s, v) = self
@@ -349,7 +354,7 @@ impl World {
         v
     }
 
-    pub async fn create_vm(&self, rg: &str, name: &str, identity: Value) -> Value {
+    pub(crate) async fn create_vm(&self, rg: &str, name: &str, identity: Value) -> Value {
         let body = json!({"location": "eastus", "identity": identity, "properties": {
             "hardwareProfile": {"vmSize": "Standard_B1s"},
             "storageProfile": {"imageReference": {"publisher": "Canonical", "offer": "0001-com-ubuntu-server-jammy", "sku": "22_04-lts-gen2", "version": "latest"}},
@@ -359,7 +364,7 @@ impl World {
         v
     }
 
-    pub async fn assign_role(&self, scope: &str, principal: &str, role_guid: &str) {
+    pub(crate) async fn assign_role(&self, scope: &str, principal: &str, role_guid: &str) {
         let name = uuid_like(principal, role_guid);
         let body = json!({"properties": {"principalId": principal,
             "roleDefinitionId": format!("/subscriptions/{}/providers/Microsoft.Authorization/roleDefinitions/{role_guid}", self.sub())}});
@@ -374,7 +379,7 @@ impl World {
     }
 
     /// The VM's own IMDS base URL.
-    pub async fn imds_endpoint(&self, vm_id: &str) -> String {
+    pub(crate) async fn imds_endpoint(&self, vm_id: &str) -> String {
         let vm = self
             .sb
             .imds_control()
@@ -394,7 +399,7 @@ impl World {
     }
 
     /// Step 5: code in the VM asks its IMDS for a token.
-    pub async fn imds_token(
+    pub(crate) async fn imds_token(
         &self,
         endpoint: &str,
         resource: &str,
@@ -416,7 +421,7 @@ impl World {
     }
 
     /// Step 7: read a secret with a bearer token.
-    pub async fn get_secret(&self, vault: &str, name: &str, token: &str) -> (u16, Value) {
+    pub(crate) async fn get_secret(&self, vault: &str, name: &str, token: &str) -> (u16, Value) {
         let url = format!(
             "{}secrets/{name}/?api-version=7.4",
             self.sb.vault_url(vault)
@@ -425,7 +430,7 @@ impl World {
         (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
     }
 
-    pub async fn set_secret(&self, vault: &str, name: &str, value: &str) {
+    pub(crate) async fn set_secret(&self, vault: &str, name: &str, value: &str) {
         let token = self.admin_token("https://vault.azure.net/.default").await;
         let url = format!("{}secrets/{name}?api-version=7.4", self.sb.vault_url(vault));
         let r = self
@@ -441,7 +446,7 @@ impl World {
 
     /// Verifies a token's signature and claims against the JWKS that Entra
     /// publishes over HTTPS (found through OIDC discovery), as any JWT library would.
-    pub async fn verify_with_jwks(&self, token: &str, aud: &str) -> AccessClaims {
+    pub(crate) async fn verify_with_jwks(&self, token: &str, aud: &str) -> AccessClaims {
         let disco: Value = self
             .http
             .get(format!(
@@ -482,7 +487,7 @@ impl World {
     }
 }
 
-pub fn uuid_like(a: &str, b: &str) -> String {
+pub(crate) fn uuid_like(a: &str, b: &str) -> String {
     // Deterministic assignment name per (principal, role): the digits of both GUIDs mixed.
     let hex: String = a
         .chars()
@@ -500,7 +505,7 @@ pub fn uuid_like(a: &str, b: &str) -> String {
     )
 }
 
-pub fn now_unix() -> i64 {
+pub(crate) fn now_unix() -> i64 {
     #[allow(clippy::disallowed_methods)]
     // the test compares against the real clock the sandbox uses
     let now = std::time::SystemTime::now();
