@@ -403,7 +403,7 @@ impl IssuerKeys {
             .iter()
             .any(|h| h.eq_ignore_ascii_case(&host));
         if !allowed {
-            let addrs = loopback_addrs(&host, port, self.config.fetch_timeout).await?;
+            let addrs = loopback_addrs(&host, port)?;
             builder = builder.resolve_to_addrs(&host, &addrs);
         }
         let client = builder.build().map_err(|e| format!("http client: {e}"))?;
@@ -427,27 +427,31 @@ impl IssuerKeys {
     }
 }
 
-/// The addresses of `host`, which must all be loopback (127.0.0.0/8, ::1).
-async fn loopback_addrs(
-    host: &str,
-    port: u16,
-    timeout: Duration,
-) -> Result<Vec<SocketAddr>, String> {
+/// The loopback addresses of `host`: a loopback IP literal, or `localhost` /
+/// `*.localhost` (loopback by definition, RFC 6761). Any other name is refused
+/// without a lookup, so no issuer URL can make misim send a DNS query (or a
+/// request) outside the machine; issuers elsewhere are configured hosts or
+/// registered keys.
+fn loopback_addrs(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let addrs: Vec<SocketAddr> = match bare.parse::<IpAddr>() {
-        Ok(ip) => vec![SocketAddr::new(ip, port)],
-        Err(_) => tokio::time::timeout(timeout, tokio::net::lookup_host((bare, port)))
-            .await
-            .map_err(|_| format!("resolving {host}: timed out"))?
-            .map_err(|e| format!("resolving {host}: {e}"))?
-            .collect(),
+    let lower = bare.to_ascii_lowercase();
+    let ips: Vec<IpAddr> = match bare.parse::<IpAddr>() {
+        Ok(ip) => vec![ip],
+        Err(_) if lower == "localhost" || lower.ends_with(".localhost") => vec![
+            IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        ],
+        Err(_) => Vec::new(),
     };
-    if addrs.is_empty() || !addrs.iter().all(|a| a.ip().is_loopback()) {
+    if ips.is_empty() || !ips.iter().all(IpAddr::is_loopback) {
         return Err(format!(
-            "{host} does not resolve to loopback only; misim fetches only from loopback issuers and configured hosts (register the issuer's keys instead)"
+            "{host} is not a loopback address or a localhost name; misim fetches only from loopback issuers and configured hosts (register the issuer's keys instead)"
         ));
     }
-    Ok(addrs)
+    Ok(ips
+        .into_iter()
+        .map(|ip| SocketAddr::new(ip, port))
+        .collect())
 }
 
 /// Verifies `pending`'s signature with `keys`.
@@ -520,5 +524,29 @@ impl crate::Entra {
         };
         issuer.check_resource(resource)?;
         issuer.sign_for(&principal, appidacr, resource)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loopback_addrs;
+
+    #[test]
+    fn only_loopback_literals_and_localhost_names_are_fetched_from() {
+        assert_eq!(loopback_addrs("127.0.0.1", 8446).unwrap().len(), 1);
+        assert_eq!(loopback_addrs("[::1]", 8446).unwrap().len(), 1);
+        assert_eq!(loopback_addrs("localhost", 8446).unwrap().len(), 2);
+        assert_eq!(loopback_addrs("oidc.LocalHost", 8446).unwrap().len(), 2);
+        // Refused without any lookup: a real issuer's name, a private or
+        // link-local address, a name that merely contains "localhost".
+        for host in [
+            "token.actions.githubusercontent.com",
+            "10.0.0.1",
+            "169.254.0.1",
+            "[fe80::1]",
+            "localhost.example.com",
+        ] {
+            assert!(loopback_addrs(host, 443).is_err(), "{host}");
+        }
     }
 }

@@ -545,7 +545,7 @@ async fn registered_issuer_keys_verify_without_fetching() {
         b["error_description"]
             .as_str()
             .unwrap()
-            .contains("does not resolve to loopback"),
+            .contains("is not a loopback address or a localhost name"),
         "{b}"
     );
 }
