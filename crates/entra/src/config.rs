@@ -35,7 +35,7 @@ pub const ENV_ADMIN_SECRET: &str = "MISIM_ADMIN_SECRET";
 pub const ENV_ADMIN_SECRET_FILE: &str = "MISIM_ADMIN_SECRET_FILE";
 
 /// Comma-separated hosts Entra may fetch external issuers' discovery
-/// documents and keys from although they do not resolve to loopback (the
+/// documents and keys from although they are not loopback (the
 /// compose sandbox's service names).
 pub const ENV_OIDC_ALLOWED_HOSTS: &str = "MISIM_ENTRA_OIDC_ALLOWED_HOSTS";
 /// Comma-separated JWKS files of external issuers Entra cannot reach, each

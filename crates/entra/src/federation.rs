@@ -3,9 +3,10 @@
 //! `Federation.PutIssuerKeys`) or fetched through the issuer's OIDC discovery
 //! document and JWKS over HTTPS, then cached.
 //!
-//! Fetching is confined: only issuers whose host resolves to loopback, or a
-//! host the configuration names (compose service names), are contacted; the
-//! connection goes to the address checked (no second DNS lookup), trusts
+//! Fetching is confined: only issuers whose host is a loopback IP literal or a
+//! `localhost` name (never looked up in DNS), or a host the configuration
+//! names (compose service names), are contacted; the connection goes to the
+//! address checked, trusts
 //! only the configured CAs (the sandbox CA), follows no redirects and no
 //! proxy, and every request is bounded in time and size. Entra fetches only
 //! for an issuer one of the principal's federated credentials names, so a
@@ -42,7 +43,7 @@ pub struct FederationConfig {
     /// PEM certificates trusted when fetching (the sandbox CA). No public roots.
     pub trusted_ca_pem: Vec<String>,
     /// Hosts fetched from whatever they resolve to (compose service names);
-    /// every other host must resolve to loopback only.
+    /// every other host must be a loopback literal or a `localhost` name.
     pub allowed_hosts: Vec<String>,
     /// Issuers whose keys are given, never fetched.
     pub issuer_keys: Vec<RegisteredIssuer>,
