@@ -397,37 +397,27 @@ mod tests {
             },
         ));
         let read = || std::fs::read_to_string(&file).unwrap();
-        let after_ticks = |n: usize| {
-            let calls = calls.clone();
+        // One tick; the refresher has finished that round (minted, written or
+        // failed) once it waits again.
+        let refresh = |round: usize| {
+            let (tick, waits) = (tick.clone(), waits.clone());
             async move {
-                misim_testkit::eventually("the refresher to mint", || async {
-                    let c = calls.load(Ordering::SeqCst);
-                    if c >= n { Ok(()) } else { Err(c) }
+                tick.notify_one();
+                misim_testkit::eventually("the refresher to wait again", || async {
+                    let n = waits.lock().unwrap().len();
+                    if n > round { Ok(()) } else { Err(n) }
                 })
                 .await;
             }
         };
         assert_eq!(read(), "t0");
-        tick.notify_one();
-        after_ticks(1).await;
-        misim_testkit::eventually("t1 in the file", || async {
-            if read() == "t1" { Ok(()) } else { Err(read()) }
-        })
-        .await;
-        tick.notify_one();
-        after_ticks(2).await;
-        misim_testkit::eventually("the refresher to wait again", || async {
-            let n = waits.lock().unwrap().len();
-            if n >= 3 { Ok(()) } else { Err(n) }
-        })
-        .await;
+        refresh(1).await;
+        assert_eq!(read(), "t1");
+        refresh(2).await;
         assert_eq!(read(), "t1", "a failed refresh keeps the old token");
-        tick.notify_one();
-        after_ticks(3).await;
-        misim_testkit::eventually("t3 in the file", || async {
-            if read() == "t3" { Ok(()) } else { Err(read()) }
-        })
-        .await;
+        refresh(3).await;
+        assert_eq!(read(), "t3");
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
         task.abort();
         let waits = waits.lock().unwrap().clone();
         // After the failure (the second mint) the pause is the retry's.

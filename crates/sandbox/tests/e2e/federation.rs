@@ -4,6 +4,7 @@
 
 use misim_proto::auth::Caller;
 use misim_proto::oidc::v1 as pb;
+use misim_token::verify::AccessClaims;
 use std::process::ExitCode;
 
 use serde_json::{Value, json};
@@ -96,6 +97,17 @@ async fn exchange(w: &World, client_id: &str, assertion: &str) -> (u16, Value) {
     (r.status().as_u16(), r.json().await.unwrap())
 }
 
+/// The access token Entra gives `client_id` for `assertion`, verified.
+async fn exchanged(w: &World, client_id: &str, assertion: &str) -> AccessClaims {
+    let (s, v) = exchange(w, client_id, assertion).await;
+    assert_eq!(s, 200, "{v}");
+    w.verify_with_jwks(
+        v["access_token"].as_str().unwrap(),
+        "https://management.azure.com",
+    )
+    .await
+}
+
 #[tokio::test]
 async fn a_github_token_is_traded_for_the_apps_token() {
     let w = start().await;
@@ -129,36 +141,11 @@ async fn subjects_match_exactly() {
 #[tokio::test]
 async fn a_pods_token_is_traded_for_a_user_assigned_identitys_token() {
     let w = start().await;
-    w.create_rg("rg1").await;
-    let uami = w.uami_id("rg1", "payments-api");
-    let (s, u) = w
-        .admin("PUT", &uami, Some(json!({"location": "eastus"})))
-        .await;
-    assert_eq!(s, 201, "{u}");
-    let client_id = u["properties"]["clientId"].as_str().unwrap().to_owned();
-    let principal_id = u["properties"]["principalId"].as_str().unwrap().to_owned();
     let subject = "system:serviceaccount:payments:api";
-    let (s, v) = w
-        .admin(
-            "PUT",
-            &format!("{uami}/federatedIdentityCredentials/aks1-api"),
-            Some(json!({"properties": {
-                "issuer": format!("{}/kubernetes/aks1/", w.sb.oidc_url),
-                "subject": subject,
-                "audiences": ["api://AzureADTokenExchange"]}})),
-        )
-        .await;
-    assert_eq!(s, 201, "{v}");
+    let (client_id, principal_id) = identity_trusting(&w, "payments-api", "aks1", subject).await;
 
     let pod_token = mint_as(&w, pb::IssuerKind::Kubernetes, "aks1", subject).await;
-    let (s, v) = exchange(&w, &client_id, &pod_token).await;
-    assert_eq!(s, 200, "{v}");
-    let claims = w
-        .verify_with_jwks(
-            v["access_token"].as_str().unwrap(),
-            "https://management.azure.com",
-        )
-        .await;
+    let claims = exchanged(&w, &client_id, &pod_token).await;
     assert_eq!(claims.client_id(), client_id);
     assert_eq!(claims.oid, principal_id);
 
@@ -207,14 +194,29 @@ async fn identity_trusting(
     )
 }
 
-/// `misim pod exec`, as typed on the command line, against this sandbox.
-async fn pod_exec(w: &World, args: &[&str], script: &str, out: &std::path::Path) -> ExitCode {
+/// `misim pod exec --cluster aks1 --service-account SA --client-id ID -- sh -c
+/// SCRIPT sh OUT`, as typed on the command line, against this sandbox.
+async fn pod_exec(
+    w: &World,
+    service_account: &str,
+    client_id: &str,
+    script: &str,
+    out: &std::path::Path,
+) -> ExitCode {
+    let args = [
+        "--cluster",
+        "aks1",
+        "--service-account",
+        service_account,
+        "--client-id",
+        client_id,
+    ];
     use clap::Parser as _;
     w.sb.write_env_file().unwrap();
     let data_dir = w.dir.path().display().to_string();
     let out = out.display().to_string();
     let mut argv = vec!["misim", "pod", "exec", "--data-dir", &data_dir];
-    argv.extend_from_slice(args);
+    argv.extend_from_slice(&args);
     argv.extend_from_slice(&["--", "sh", "-c", script, "sh", &out]);
     let cli = misim_sandbox::cli::Cli::try_parse_from(argv).unwrap();
     misim_sandbox::cli::run(cli).await.unwrap()
@@ -231,14 +233,8 @@ async fn a_pod_gets_the_webhooks_environment_and_a_token_entra_accepts() {
     let out = tempfile::tempdir().unwrap();
     let code = pod_exec(
         &w,
-        &[
-            "--cluster",
-            "aks1",
-            "--service-account",
-            "payments/api",
-            "--client-id",
-            &client_id,
-        ],
+        "payments/api",
+        &client_id,
         r#"cp "$AZURE_FEDERATED_TOKEN_FILE" "$1/token" && env > "$1/env" && exit 7"#,
         out.path(),
     )
@@ -271,14 +267,7 @@ async fn a_pod_gets_the_webhooks_environment_and_a_token_entra_accepts() {
     );
 
     let token = std::fs::read_to_string(out.path().join("token")).unwrap();
-    let (s, v) = exchange(&w, &client_id, token.trim()).await;
-    assert_eq!(s, 200, "{v}");
-    let claims = w
-        .verify_with_jwks(
-            v["access_token"].as_str().unwrap(),
-            "https://management.azure.com",
-        )
-        .await;
+    let claims = exchanged(&w, &client_id, token.trim()).await;
     assert_eq!(claims.oid, principal_id);
 }
 
@@ -297,14 +286,8 @@ async fn a_pod_of_another_service_account_is_refused() {
     let out = tempfile::tempdir().unwrap();
     let code = pod_exec(
         &w,
-        &[
-            "--cluster",
-            "aks1",
-            "--service-account",
-            "payments/worker",
-            "--client-id",
-            &client_id,
-        ],
+        "payments/worker",
+        &client_id,
         r#"cp "$AZURE_FEDERATED_TOKEN_FILE" "$1/token""#,
         out.path(),
     )
@@ -338,14 +321,7 @@ async fn an_imds_token_for_the_exchange_audience_is_an_apps_credential() {
 
     let issuer = format!("{}/{}/v2.0", w.sb.entra_url, w.tid());
     let app = app_trusting(&w, "mi-trusting-app", &issuer, &principal).await;
-    let (s, v) = exchange(&w, &app, &assertion).await;
-    assert_eq!(s, 200, "{v}");
-    let claims = w
-        .verify_with_jwks(
-            v["access_token"].as_str().unwrap(),
-            "https://management.azure.com",
-        )
-        .await;
+    let claims = exchanged(&w, &app, &assertion).await;
     assert_eq!(claims.client_id(), app);
 
     let other = app_trusting(

@@ -3,36 +3,14 @@
 //! level) and nested in the identity's `resources`, deployed through the same
 //! path as a direct PUT, so they reach Entra and their errors are ARM's.
 
-use misim_proto::auth::Caller;
-use misim_proto::entra::v1::ListFederatedCredentialsRequest;
-use misim_proto::entra::v1::federation_client::FederationClient;
 use serde_json::{Value, json};
 
+use crate::federated_credentials::entra_fics;
 use crate::harness::{World, start};
 
 const UAMI_TYPE: &str = "Microsoft.ManagedIdentity/userAssignedIdentities";
 const FIC_TYPE: &str =
     "Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials";
-
-/// The (name, subject) pairs of the identity's credentials in Entra, sorted.
-async fn entra_fics(w: &World, client_id: &str) -> Vec<(String, String)> {
-    let ch =
-        w.sb.channel_as(Caller::Admin, &w.sb.entra_grpc_url)
-            .unwrap();
-    let mut v: Vec<_> = FederationClient::new(ch)
-        .list_federated_credentials(ListFederatedCredentialsRequest {
-            app_id: client_id.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .credentials
-        .into_iter()
-        .map(|c| (c.name, c.subject))
-        .collect();
-    v.sort();
-    v
-}
 
 async fn deploy(w: &World, name: &str, template: Value) -> (u16, Value) {
     w.admin(
@@ -102,8 +80,10 @@ async fn a_template_deploys_child_and_nested_credentials_to_arm_and_entra() {
     assert_eq!(list["value"][0]["type"], FIC_TYPE, "{list}");
     let (_, u) = w.admin("GET", &uami, None).await;
     let client_id = u["properties"]["clientId"].as_str().unwrap();
+    let mut in_entra = entra_fics(&w, client_id).await;
+    in_entra.sort();
     assert_eq!(
-        entra_fics(&w, client_id).await,
+        in_entra,
         vec![
             (
                 "api".to_owned(),
