@@ -5,13 +5,16 @@
 //!   misim-rust-client secret --scope S [--authority-from-env]
 //!   misim-rust-client certificate --scope S [--authority-from-env]
 //!   misim-rust-client managed-identity --scope S [--client-id ID | --object-id ID]
+//!   misim-rust-client workload-identity --scope S
 //!
 //! Configuration is only through the crate's documented settings:
 //! - authority host: `ClientOptions::cloud = CloudConfiguration::Custom { authority_host:
 //!   $MISIM_ENTRA_URL }`, or with `--authority-from-env` the `AZURE_AUTHORITY_HOST`
 //!   environment variable (the caller sets it);
 //! - TLS trust: the crate's default reqwest/rustls client reads `SSL_CERT_FILE`;
-//! - managed identity: `IDENTITY_ENDPOINT` + `IDENTITY_HEADER` (set by `misim vm exec --app-service`).
+//! - managed identity: `IDENTITY_ENDPOINT` + `IDENTITY_HEADER` (set by `misim vm exec --app-service`);
+//! - workload identity: `AZURE_CLIENT_ID`, `AZURE_TENANT_ID`, `AZURE_FEDERATED_TOKEN_FILE` and
+//!   `AZURE_AUTHORITY_HOST`, as the AKS webhook sets them (here: `misim pod exec`).
 //!
 //! Credentials come from misim.env: MISIM_TENANT_ID, MISIM_ADMIN_CLIENT_ID,
 //! MISIM_ADMIN_CLIENT_SECRET, MISIM_ADMIN_CERT_PATH (PEM: key + certificate).
@@ -24,7 +27,7 @@ use azure_core::{
 use azure_identity::{
     ClientCertificateCredential, ClientCertificateCredentialOptions, ClientSecretCredential,
     ClientSecretCredentialOptions, ManagedIdentityCredential, ManagedIdentityCredentialOptions,
-    UserAssignedId,
+    UserAssignedId, WorkloadIdentityCredential,
 };
 use std::{process::ExitCode, sync::Arc};
 
@@ -40,7 +43,7 @@ struct Args {
 
 fn parse_args() -> Result<Args, BoxError> {
     let mut it = std::env::args().skip(1);
-    let command = it.next().ok_or("usage: misim-rust-client <secret|certificate|managed-identity> --scope S")?;
+    let command = it.next().ok_or("usage: misim-rust-client <secret|certificate|managed-identity|workload-identity> --scope S")?;
     let mut args = Args { command, scope: None, client_id: None, object_id: None, authority_from_env: false };
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -124,6 +127,8 @@ fn credential(args: &Args) -> Result<Arc<dyn TokenCredential>, BoxError> {
                 ..Default::default()
             }))?
         }
+        // Everything from the pod's environment, as on AKS.
+        "workload-identity" => WorkloadIdentityCredential::new(None)?,
         other => return Err(format!("unknown subcommand {other:?}").into()),
     })
 }

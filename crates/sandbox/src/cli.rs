@@ -102,6 +102,11 @@ enum Command {
         #[command(subcommand)]
         command: crate::oidc_cmd::OidcCommand,
     },
+    /// Pods of an AKS-like cluster with workload identity: `misim pod exec`.
+    Pod {
+        #[command(subcommand)]
+        command: crate::pod_cmd::PodCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -263,6 +268,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Oidc { command } => crate::oidc_cmd::run(command).await,
+        Command::Pod { command } => crate::pod_cmd::run(command).await,
         Command::Idle => {
             let stop = misim_runtime::Shutdown::new();
             misim_runtime::cancel_on_signal(stop).await;

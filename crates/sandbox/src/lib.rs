@@ -8,6 +8,7 @@
 mod bootstrap;
 pub mod cli;
 mod oidc_cmd;
+mod pod_cmd;
 pub mod secrets;
 mod start;
 

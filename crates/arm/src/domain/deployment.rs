@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use super::{Core, Put, res_key};
 use crate::error::ArmError;
 use crate::records::DeploymentRecord;
-use crate::resource::{Address, Kind};
+use crate::resource::{Address, FEDERATED_CREDENTIAL_TYPE, Kind};
 use crate::template::{Budget, Evaluator, Planned, Resources, Target, Template, TemplateError};
 
 const WRITE: &str = "Microsoft.Resources/deployments/write";
@@ -247,6 +247,9 @@ impl Core {
                 Ok(Some(Address::RoleAssignment { .. })) => {
                     "Microsoft.Authorization/roleAssignments/write".to_owned()
                 }
+                Ok(Some(Address::FederatedCredential { name: Some(_), .. })) => {
+                    format!("{FEDERATED_CREDENTIAL_TYPE}/write")
+                }
                 // Types misim does not deploy fail as the deployment runs.
                 _ => continue,
             };
@@ -295,6 +298,29 @@ impl Core {
                     &scope,
                 )?;
                 self.put_assignment(&scope, &name, body).await?;
+                Ok(())
+            }
+            // A user-assigned identity's federated identity credential, as a
+            // child resource or nested in the identity: the same path as a
+            // direct PUT (validation, the per-identity limit, the push to
+            // Entra). The deployment writes its resources one at a time, so
+            // Azure's refusal of concurrent FIC writes under one identity
+            // never fires for FICs of one template.
+            Some(Address::FederatedCredential {
+                sub,
+                rg,
+                identity,
+                name: Some(name),
+            }) => {
+                if let Some(v) = p.api_version.as_deref() {
+                    super::federated::api_version_ok(v)?;
+                }
+                self.authorize(
+                    principal,
+                    &format!("{FEDERATED_CREDENTIAL_TYPE}/write"),
+                    &p.id,
+                )?;
+                self.put_fic(&sub, &rg, &identity, &name, body).await?;
                 Ok(())
             }
             _ => Err(ArmError::InvalidTemplate(format!(

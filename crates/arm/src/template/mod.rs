@@ -1,7 +1,8 @@
 //! A small ARM template engine (enough for what `az vm create` and simple
 //! hand-written templates send): parameters with defaults and supplied
-//! values, variables, resources ordered by `dependsOn`, `condition`, outputs,
-//! and the expression language in [`expr`].
+//! values, variables, resources ordered by `dependsOn`, `condition`, child
+//! resources nested in their parent's `resources`, outputs, and the
+//! expression language in [`expr`].
 //!
 //! Pure: the engine never touches ARM state. The deployment driver
 //! (`domain::deployment`) asks [`Template::plan`] for the order, then
@@ -85,8 +86,99 @@ struct ParamDecl {
 pub struct Template {
     params: BTreeMap<String, ParamDecl>,
     variables: Map<String, Value>,
+    /// Every resource, nested ones flattened right after their parent.
     resources: Vec<Map<String, Value>>,
+    /// For each resource, the index of the resource it is nested in.
+    parents: Vec<Option<usize>>,
     outputs: Map<String, Value>,
+}
+
+/// How deep resources may nest: "Child resources can only be defined five
+/// levels deep" (https://learn.microsoft.com/azure/azure-resource-manager/templates/child-resource-name-type).
+const MAX_NESTING: usize = 5;
+
+/// Resources with their nested `resources` flattened, parent first.
+#[derive(Default)]
+struct Flattened {
+    resources: Vec<Map<String, Value>>,
+    parents: Vec<Option<usize>>,
+}
+
+impl Flattened {
+    /// Adds `r` (template position `at`, e.g. `2` or `2.0`) and its children.
+    fn push(
+        &mut self,
+        r: &Value,
+        at: &str,
+        parent: Option<usize>,
+        depth: usize,
+    ) -> Result<(), TemplateError> {
+        let r = r
+            .as_object()
+            .ok_or_else(|| invalid(format!("Template resource {at} must be an object.")))?;
+        for k in ["type", "name"] {
+            if !get_ci(r, k).is_some_and(Value::is_string) {
+                return Err(invalid(format!(
+                    "Template resource {at} is missing the string property '{k}'."
+                )));
+            }
+        }
+        if get_ci(r, "copy").is_some() {
+            return Err(invalid(
+                "The template resource property 'copy' is not supported by misim.",
+            ));
+        }
+        let children = match get_ci(r, "resources") {
+            None | Some(Value::Null) => &[][..],
+            Some(Value::Array(a)) if depth < MAX_NESTING => a.as_slice(),
+            Some(Value::Array(_)) => {
+                return Err(invalid(format!(
+                    "Template resource {at} nests resources more than {MAX_NESTING} levels deep."
+                )));
+            }
+            Some(_) => {
+                return Err(invalid(format!(
+                    "The 'resources' of template resource {at} must be an array."
+                )));
+            }
+        };
+        if self.resources.len() + 1 + children.len() > MAX_RESOURCES {
+            return Err(over_limit(
+                "resources",
+                self.resources.len() + 1 + children.len(),
+                MAX_RESOURCES,
+            ));
+        }
+        let mut own = r.clone();
+        own.retain(|k, _| !k.eq_ignore_ascii_case("resources"));
+        let me = self.resources.len();
+        self.resources.push(own);
+        self.parents.push(parent);
+        for (j, c) in children.iter().enumerate() {
+            self.push(c, &format!("{at}.{j}"), Some(me), depth + 1)?;
+        }
+        Ok(())
+    }
+}
+
+/// A nested resource's full type and name from its parent's: a child written
+/// as one segment (`federatedIdentityCredentials`, `fic1`) is appended to the
+/// parent's; a child written with its full type keeps it, and its name gets
+/// the parent's name in front unless it has it already.
+fn child_type_and_name(parent: &(String, String), ty: &str, name: &str) -> (String, String) {
+    let (pt, pn) = parent;
+    let ty = if ty.contains('/') {
+        ty.to_owned()
+    } else {
+        format!("{pt}/{ty}")
+    };
+    let segments = ty.split('/').count() - 1;
+    let name = if name.split('/').count() >= segments {
+        name.to_owned()
+    } else {
+        format!("{pn}/{name}")
+    };
+    (ty, name)
 }
 
 fn object<'v>(
@@ -122,6 +214,8 @@ pub struct Planned {
     /// Scope for extension resources (role assignments): `properties.scope` or
     /// the top-level `scope`; `None` means the deployment's resource group.
     pub scope: Option<String>,
+    /// The resource's `apiVersion`, when it is a literal string.
+    pub api_version: Option<String>,
 }
 
 impl Template {
@@ -165,32 +259,15 @@ impl Template {
         let outputs = object(get_ci(t, "outputs"), "outputs")?
             .cloned()
             .unwrap_or_default();
-        let resources = match get_ci(t, "resources") {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::Array(a)) => a
-                .iter()
-                .enumerate()
-                .map(|(i, r)| {
-                    let r = r.as_object().ok_or_else(|| {
-                        invalid(format!("Template resource {i} must be an object."))
-                    })?;
-                    for k in ["type", "name"] {
-                        if !get_ci(r, k).is_some_and(Value::is_string) {
-                            return Err(invalid(format!(
-                                "Template resource {i} is missing the string property '{k}'."
-                            )));
-                        }
-                    }
-                    for k in ["copy", "resources"] {
-                        if get_ci(r, k).is_some() {
-                            return Err(invalid(format!(
-                                "The template resource property '{k}' is not supported by misim."
-                            )));
-                        }
-                    }
-                    Ok(r.clone())
-                })
-                .collect::<Result<_, _>>()?,
+        let (resources, parents) = match get_ci(t, "resources") {
+            None | Some(Value::Null) => (Vec::new(), Vec::new()),
+            Some(Value::Array(a)) => {
+                let mut flat = Flattened::default();
+                for (i, r) in a.iter().enumerate() {
+                    flat.push(r, &i.to_string(), None, 0)?;
+                }
+                (flat.resources, flat.parents)
+            }
             Some(_) => {
                 return Err(invalid(
                     "The template property 'resources' must be an array.",
@@ -211,6 +288,7 @@ impl Template {
             params,
             variables,
             resources,
+            parents,
             outputs,
         };
         for d in tpl.params.values() {
@@ -289,6 +367,8 @@ impl Template {
     // `dependsOn` through the name index, order with cycle detection).
     pub fn plan(&self, ev: &Evaluator<'_>) -> Result<Vec<Planned>, TemplateError> {
         let mut nodes = Vec::new();
+        // Each resource's (type, name) once evaluated, for its nested children.
+        let mut evaluated: Vec<Option<(String, String)>> = vec![None; self.resources.len()];
         for (i, r) in self.resources.iter().enumerate() {
             if let Some(c) = get_ci(r, "condition") {
                 match expr::eval_value(c, ev)? {
@@ -315,8 +395,15 @@ impl Template {
                 .find(|k| k.eq_ignore_ascii_case("name"))
                 .cloned()
                 .unwrap_or_default();
-            let resource_type = text(&ty_key)?;
-            let name = text(&name_key)?;
+            let (resource_type, name) = match self.parents[i] {
+                None => (text(&ty_key)?, text(&name_key)?),
+                // A child of a resource left out (its condition) is left out too.
+                Some(p) => match &evaluated[p] {
+                    None => continue,
+                    Some(parent) => child_type_and_name(parent, &text(&ty_key)?, &text(&name_key)?),
+                },
+            };
+            evaluated[i] = Some((resource_type.clone(), name.clone()));
             let scope = match get_ci(r, "scope").or_else(|| {
                 get_ci(r, "properties")
                     .and_then(Value::as_object)
@@ -351,6 +438,11 @@ impl Template {
                     name,
                     id,
                     scope,
+                    // An expression is not checked (it is never evaluated).
+                    api_version: get_ci(r, "apiVersion")
+                        .and_then(Value::as_str)
+                        .filter(|v| !v.starts_with('['))
+                        .map(str::to_owned),
                 },
                 depends,
             ));
@@ -965,6 +1057,79 @@ mod tests {
         );
         assert!(Template::parse(&json!({"resources": [{"type": "A.B/c"}]})).is_err());
         assert!(Template::parse(&json!([])).is_err());
+    }
+
+    #[test]
+    fn nested_resources_are_flattened_after_their_parent() {
+        let t = Template::parse(&json!({
+            "parameters": {"id": {"type": "string", "defaultValue": "payments"}},
+            "resources": [
+            {"type": "Microsoft.ManagedIdentity/userAssignedIdentities", "name": "[parameters('id')]",
+             "location": "eastus",
+             "resources": [
+                {"type": "federatedIdentityCredentials", "name": "aks1",
+                 "dependsOn": ["[parameters('id')]"],
+                 "properties": {"subject": "s"}},
+                {"type": "Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials",
+                 "name": "[concat(parameters('id'), '/gh')]"},
+                {"type": "Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials",
+                 "name": "short"}
+             ]},
+            {"type": "A.B/c", "name": "off", "condition": false,
+             "resources": [{"type": "d", "name": "never"}]}
+        ]}))
+        .unwrap();
+        let target = target();
+        let params = t
+            .resolve_parameters(None, &target, &Budget::default())
+            .unwrap();
+        let budget = Budget::default();
+        let ev = Evaluator::new(&t, &target, &params, &NoResources, &budget);
+        let plan = t.plan(&ev).unwrap();
+        let ids: Vec<&str> = plan.iter().map(|p| p.id.as_str()).collect();
+        let uami = "/subscriptions/s1/resourceGroups/rg1/providers/Microsoft.ManagedIdentity/userAssignedIdentities/payments";
+        assert_eq!(
+            ids,
+            [
+                uami.to_owned(),
+                format!("{uami}/federatedIdentityCredentials/aks1"),
+                format!("{uami}/federatedIdentityCredentials/gh"),
+                format!("{uami}/federatedIdentityCredentials/short"),
+            ]
+        );
+        assert_eq!(plan[1].name, "payments/aks1");
+        // The parent's body does not carry its children; the child's is its own.
+        let ev = ev.with_plan(&plan);
+        assert!(
+            ev.resource_body(&plan[0])
+                .unwrap()
+                .get("resources")
+                .is_none()
+        );
+        assert_eq!(
+            ev.resource_body(&plan[1]).unwrap(),
+            json!({"properties": {"subject": "s"}})
+        );
+    }
+
+    #[test]
+    fn nesting_is_bounded_and_checked() {
+        let mut r = json!({"type": "A.B/c", "name": "x"});
+        for _ in 0..=MAX_NESTING {
+            r = json!({"type": "A.B/c", "name": "x", "resources": [r]});
+        }
+        let e = Template::parse(&json!({ "resources": [r] })).unwrap_err();
+        assert!(e.to_string().contains("levels deep"), "{e}");
+        let e = Template::parse(&json!({"resources": [
+            {"type": "A.B/c", "name": "x", "resources": [{"type": "d"}]}
+        ]}))
+        .unwrap_err();
+        assert!(e.to_string().contains("resource 0.0"), "{e}");
+        let e = Template::parse(&json!({"resources": [
+            {"type": "A.B/c", "name": "x", "resources": {}}
+        ]}))
+        .unwrap_err();
+        assert!(e.to_string().contains("must be an array"), "{e}");
     }
 
     #[test]

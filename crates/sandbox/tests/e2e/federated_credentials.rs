@@ -10,7 +10,7 @@ use serde_json::json;
 use crate::harness::*;
 
 /// (name, subject) of the principal's credentials in Entra.
-async fn entra_fics(w: &World, client_id: &str) -> Vec<(String, String)> {
+pub(crate) async fn entra_fics(w: &World, client_id: &str) -> Vec<(String, String)> {
     let ch =
         w.sb.channel_as(Caller::Admin, &w.sb.entra_grpc_url)
             .unwrap();

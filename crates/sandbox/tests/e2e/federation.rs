@@ -4,6 +4,9 @@
 
 use misim_proto::auth::Caller;
 use misim_proto::oidc::v1 as pb;
+use misim_token::verify::AccessClaims;
+use std::process::ExitCode;
+
 use serde_json::{Value, json};
 
 use crate::harness::{World, start};
@@ -32,7 +35,13 @@ async fn mint_as(w: &World, kind: pb::IssuerKind, cluster: &str, subject: &str) 
 
 /// An application with a federated credential trusting the sandbox's GitHub issuer.
 async fn federated_app(w: &World) -> String {
-    let p = w.principal("ci-deployer", &[]).await;
+    let issuer = format!("{}/github", w.sb.oidc_url);
+    app_trusting(w, "ci-deployer", &issuer, SUBJECT).await
+}
+
+/// An application (through Graph) whose one federated credential names `issuer` and `subject`.
+async fn app_trusting(w: &World, name: &str, issuer: &str, subject: &str) -> String {
+    let p = w.principal(name, &[]).await;
     let graph = w.admin_token("https://graph.microsoft.com/.default").await;
     let apps: Value = w
         .http
@@ -56,9 +65,9 @@ async fn federated_app(w: &World) -> String {
         ))
         .bearer_auth(&graph)
         .json(&json!({
-            "name": "github-prod",
-            "issuer": format!("{}/github", w.sb.oidc_url),
-            "subject": SUBJECT,
+            "name": "trusted",
+            "issuer": issuer,
+            "subject": subject,
             "audiences": ["api://AzureADTokenExchange"],
         }))
         .send()
@@ -86,6 +95,17 @@ async fn exchange(w: &World, client_id: &str, assertion: &str) -> (u16, Value) {
         .await
         .unwrap();
     (r.status().as_u16(), r.json().await.unwrap())
+}
+
+/// The access token Entra gives `client_id` for `assertion`, verified.
+async fn exchanged(w: &World, client_id: &str, assertion: &str) -> AccessClaims {
+    let (s, v) = exchange(w, client_id, assertion).await;
+    assert_eq!(s, 200, "{v}");
+    w.verify_with_jwks(
+        v["access_token"].as_str().unwrap(),
+        "https://management.azure.com",
+    )
+    .await
 }
 
 #[tokio::test]
@@ -121,36 +141,11 @@ async fn subjects_match_exactly() {
 #[tokio::test]
 async fn a_pods_token_is_traded_for_a_user_assigned_identitys_token() {
     let w = start().await;
-    w.create_rg("rg1").await;
-    let uami = w.uami_id("rg1", "payments-api");
-    let (s, u) = w
-        .admin("PUT", &uami, Some(json!({"location": "eastus"})))
-        .await;
-    assert_eq!(s, 201, "{u}");
-    let client_id = u["properties"]["clientId"].as_str().unwrap().to_owned();
-    let principal_id = u["properties"]["principalId"].as_str().unwrap().to_owned();
     let subject = "system:serviceaccount:payments:api";
-    let (s, v) = w
-        .admin(
-            "PUT",
-            &format!("{uami}/federatedIdentityCredentials/aks1-api"),
-            Some(json!({"properties": {
-                "issuer": format!("{}/kubernetes/aks1/", w.sb.oidc_url),
-                "subject": subject,
-                "audiences": ["api://AzureADTokenExchange"]}})),
-        )
-        .await;
-    assert_eq!(s, 201, "{v}");
+    let (client_id, principal_id) = identity_trusting(&w, "payments-api", "aks1", subject).await;
 
     let pod_token = mint_as(&w, pb::IssuerKind::Kubernetes, "aks1", subject).await;
-    let (s, v) = exchange(&w, &client_id, &pod_token).await;
-    assert_eq!(s, 200, "{v}");
-    let claims = w
-        .verify_with_jwks(
-            v["access_token"].as_str().unwrap(),
-            "https://management.azure.com",
-        )
-        .await;
+    let claims = exchanged(&w, &client_id, &pod_token).await;
     assert_eq!(claims.client_id(), client_id);
     assert_eq!(claims.oid, principal_id);
 
@@ -163,6 +158,180 @@ async fn a_pods_token_is_traded_for_a_user_assigned_identitys_token() {
     )
     .await;
     let (s, v) = exchange(&w, &client_id, &other_token).await;
+    assert_eq!(s, 401, "{v}");
+    assert_eq!(v["error_codes"], json!([700213]), "{v}");
+}
+
+/// A user-assigned identity in `rg1` trusting `subject` of the sandbox's
+/// cluster `cluster`; returns its client id and principal id.
+async fn identity_trusting(
+    w: &World,
+    name: &str,
+    cluster: &str,
+    subject: &str,
+) -> (String, String) {
+    w.create_rg("rg1").await;
+    let uami = w.uami_id("rg1", name);
+    let (s, u) = w
+        .admin("PUT", &uami, Some(json!({"location": "eastus"})))
+        .await;
+    assert_eq!(s, 201, "{u}");
+    let (s, v) = w
+        .admin(
+            "PUT",
+            &format!("{uami}/federatedIdentityCredentials/{cluster}"),
+            Some(json!({"properties": {
+                "issuer": format!("{}/kubernetes/{cluster}/", w.sb.oidc_url),
+                "subject": subject,
+                "audiences": ["api://AzureADTokenExchange"]}})),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let p = &u["properties"];
+    (
+        p["clientId"].as_str().unwrap().to_owned(),
+        p["principalId"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// `misim pod exec --cluster aks1 --service-account SA --client-id ID -- sh -c
+/// SCRIPT sh OUT`, as typed on the command line, against this sandbox.
+async fn pod_exec(
+    w: &World,
+    service_account: &str,
+    client_id: &str,
+    script: &str,
+    out: &std::path::Path,
+) -> ExitCode {
+    let args = [
+        "--cluster",
+        "aks1",
+        "--service-account",
+        service_account,
+        "--client-id",
+        client_id,
+    ];
+    use clap::Parser as _;
+    w.sb.write_env_file().unwrap();
+    let data_dir = w.dir.path().display().to_string();
+    let out = out.display().to_string();
+    let mut argv = vec!["misim", "pod", "exec", "--data-dir", &data_dir];
+    argv.extend_from_slice(&args);
+    argv.extend_from_slice(&["--", "sh", "-c", script, "sh", &out]);
+    let cli = misim_sandbox::cli::Cli::try_parse_from(argv).unwrap();
+    misim_sandbox::cli::run(cli).await.unwrap()
+}
+
+/// The webhook's contract end to end: the command sees the four variables and
+/// a token file whose token Entra trades for the identity's token; its exit
+/// code passes through; the token's directory is gone afterwards.
+#[tokio::test]
+async fn a_pod_gets_the_webhooks_environment_and_a_token_entra_accepts() {
+    let w = start().await;
+    let subject = "system:serviceaccount:payments:api";
+    let (client_id, principal_id) = identity_trusting(&w, "payments-api", "aks1", subject).await;
+    let out = tempfile::tempdir().unwrap();
+    let code = pod_exec(
+        &w,
+        "payments/api",
+        &client_id,
+        r#"cp "$AZURE_FEDERATED_TOKEN_FILE" "$1/token" && env > "$1/env" && exit 7"#,
+        out.path(),
+    )
+    .await;
+    assert_eq!(
+        code,
+        ExitCode::from(7),
+        "the command's exit code passes through"
+    );
+
+    let env = std::fs::read_to_string(out.path().join("env")).unwrap();
+    let var = |k: &str| {
+        env.lines()
+            .find_map(|l| l.strip_prefix(k).and_then(|r| r.strip_prefix('=')))
+            .unwrap_or_else(|| panic!("{k} missing from the pod's environment"))
+            .to_owned()
+    };
+    assert_eq!(var("AZURE_CLIENT_ID"), client_id);
+    assert_eq!(var("AZURE_TENANT_ID"), w.tid());
+    assert_eq!(var("AZURE_AUTHORITY_HOST"), format!("{}/", w.sb.entra_url));
+    assert_eq!(var("SSL_CERT_FILE"), w.sb.ca_path.display().to_string());
+    let token_file = var("AZURE_FEDERATED_TOKEN_FILE");
+    assert!(
+        token_file.ends_with("/azure-identity-token"),
+        "{token_file}"
+    );
+    assert!(
+        !std::path::Path::new(&token_file).exists(),
+        "the pod's token is removed when the command ends"
+    );
+
+    let token = std::fs::read_to_string(out.path().join("token")).unwrap();
+    let claims = exchanged(&w, &client_id, token.trim()).await;
+    assert_eq!(claims.oid, principal_id);
+}
+
+/// A pod of another service account gets a token, but not the identity's:
+/// Entra refuses its subject (AADSTS700213), exactly as on AKS.
+#[tokio::test]
+async fn a_pod_of_another_service_account_is_refused() {
+    let w = start().await;
+    let (client_id, _) = identity_trusting(
+        &w,
+        "payments-api",
+        "aks1",
+        "system:serviceaccount:payments:api",
+    )
+    .await;
+    let out = tempfile::tempdir().unwrap();
+    let code = pod_exec(
+        &w,
+        "payments/worker",
+        &client_id,
+        r#"cp "$AZURE_FEDERATED_TOKEN_FILE" "$1/token""#,
+        out.path(),
+    )
+    .await;
+    assert_eq!(code, ExitCode::SUCCESS);
+    let token = std::fs::read_to_string(out.path().join("token")).unwrap();
+    let (s, v) = exchange(&w, &client_id, token.trim()).await;
+    assert_eq!(s, 401, "{v}");
+    assert_eq!(v["error_codes"], json!([700213]), "{v}");
+}
+
+/// A managed identity as an application's credential: IMDS issues the VM's
+/// identity a token for `api://AzureADTokenExchange`, and an application whose
+/// FIC names Entra's v2 issuer and that identity accepts it as its client
+/// assertion. An application trusting another identity refuses it.
+#[tokio::test]
+async fn an_imds_token_for_the_exchange_audience_is_an_apps_credential() {
+    let w = start().await;
+    w.create_rg("rg1").await;
+    let vm = w
+        .create_vm("rg1", "vm1", json!({"type": "SystemAssigned"}))
+        .await;
+    let principal = vm["identity"]["principalId"].as_str().unwrap().to_owned();
+    let endpoint = w.imds_endpoint(&w.vm_id("rg1", "vm1")).await;
+    let (s, t) = w
+        .imds_token(&endpoint, "api://AzureADTokenExchange", None)
+        .await;
+    assert_eq!(s, 200, "{t}");
+    assert_eq!(t["resource"], "api://AzureADTokenExchange", "{t}");
+    let assertion = t["access_token"].as_str().unwrap().to_owned();
+
+    let issuer = format!("{}/{}/v2.0", w.sb.entra_url, w.tid());
+    let app = app_trusting(&w, "mi-trusting-app", &issuer, &principal).await;
+    let claims = exchanged(&w, &app, &assertion).await;
+    assert_eq!(claims.client_id(), app);
+
+    let other = app_trusting(
+        &w,
+        "other-app",
+        &issuer,
+        "00000000-0000-4000-8000-000000000001",
+    )
+    .await;
+    let (s, v) = exchange(&w, &other, &assertion).await;
     assert_eq!(s, 401, "{v}");
     assert_eq!(v["error_codes"], json!([700213]), "{v}");
 }

@@ -8,6 +8,7 @@
 mod errors;
 mod federated_credentials;
 mod federation;
+mod federation_templates;
 mod flow;
 mod harness;
 mod lifecycle;
