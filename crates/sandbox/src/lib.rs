@@ -10,6 +10,7 @@ pub mod cli;
 mod oidc_cmd;
 pub mod secrets;
 mod start;
+mod vm_exec;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
