@@ -9,7 +9,10 @@
 #   names work inside vm1 with only the CA configured (misim-dns resolves
 #   management.azure.com, login.microsoftonline.com, graph.microsoft.com and a
 #   vault created during the test, NXDOMAIN for every other name; a secret is read
-#   from https://{new}.vault.azure.net on 443), proves a VM cannot act
+#   from https://{new}.vault.azure.net on 443), proves the VM image is a real
+#   Debian userland (sh; curl to IMDS and to Azure's names with the CA in the
+#   system store; a Python DefaultAzureCredential + SecretClient app; dig
+#   answering NXDOMAIN outside Azure's names), proves a VM cannot act
 #   as the admin (no admin secret or control key anywhere in it, the secret once
 #   committed to deploy/sandbox.env is refused with invalid_client), restarts the
 #   stack (`restart`, then `down` + `up` without -v) and proves the state
@@ -282,6 +285,36 @@ out=$(vm vm1 probe http "https://management.azure.com/metadata/endpoints?api-ver
 if got=$(vm vm1 secret get --vault-url "https://$NEWKV.vault.azure.net" --name app-secret 2>&1) && [ "$got" = azure-names ]; then
   ok "vm1 reads app-secret from https://$NEWKV.vault.azure.net with its IMDS token (no misim URL, no override)"
 else bad "vm1 reads from $NEWKV.vault.azure.net: $got"; fi
+
+step "vm1 is a Debian VM: sh, curl, dig, Python's azure-identity, the sandbox CA in the system store"
+out=$(dc exec -T vm1 sh -c '. /etc/os-release; echo "$ID $VERSION_CODENAME $(python3 -c "import platform; print(platform.python_version())")"' 2>&1) \
+  && grep -q '^debian bookworm 3\.11' <<<"$out" && ok "docker compose exec vm1 sh: $out" || bad "vm1 sh: $out"
+out=$(dc exec -T vm1 sh -c 'env -u MISIM_CA_BUNDLE curl -sS --fail-with-body -o /dev/null -w "%{http_code}" "https://management.azure.com/metadata/endpoints?api-version=2022-09-01"' 2>&1) \
+  && [ "$out" = 200 ] && ok "curl trusts the sandbox CA system-wide (https://management.azure.com, no --cacert)" || bad "vm1 curl https: $out"
+T=$(dc exec -T vm1 curl -sS --fail-with-body -H Metadata:true \
+  "http://$IMDS_ADDR/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https%3A%2F%2Fvault.azure.net" 2>"$WORK/err" \
+  | json '["access_token"]') && [ "$(claim oid <<<"$T")" = "$S1" ] \
+  && ok "curl -H Metadata:true http://$IMDS_ADDR/metadata/identity/oauth2/token in vm1: vm1's token" || bad "vm1 curl IMDS: $T $(cat "$WORK/err")"
+cat >"$WORK/app.py" <<'PY'
+# Production code, unchanged: DefaultAzureCredential + SecretClient on Azure's vault URL.
+import sys
+from azure.identity import DefaultAzureCredential
+from azure.keyvault.secrets import SecretClient
+client = SecretClient(f"https://{sys.argv[1]}.vault.azure.net", DefaultAzureCredential())
+print(client.get_secret("app-secret").value)
+PY
+if got=$(dc exec -T vm1 sh -c 'env -u MISIM_CA_BUNDLE python3 - "$0"' "$NEWKV" <"$WORK/app.py" 2>&1) && [ "$got" = azure-names ]; then
+  ok "Python DefaultAzureCredential + SecretClient(https://$NEWKV.vault.azure.net) in vm1 reads app-secret"
+else bad "vm1 python app: $got"; fi
+for name in example.com pypi.org deb.debian.org azure.com "x.y.$NEWKV.vault.azure.net"; do
+  out=$(dc exec -T vm1 dig +time=3 +tries=1 "$name" A 2>&1 || true)
+  grep -q 'status: NXDOMAIN' <<<"$out" && ok "dig $name in vm1: NXDOMAIN" || bad "dig $name in vm1: $out"
+done
+out=$(dc exec -T vm1 dig +short "$NEWKV.vault.azure.net" A 2>&1) && [ "$out" = 169.254.169.4 ] \
+  && ok "dig $NEWKV.vault.azure.net in vm1: 169.254.169.4" || bad "dig $NEWKV.vault.azure.net: $out"
+if out=$(dc exec -T vm1 curl -sS --max-time 5 https://example.com 2>&1); then bad "vm1 reached example.com: $out"
+elif grep -q "Could not resolve host" <<<"$out"; then ok "curl https://example.com in vm1: could not resolve host"
+else bad "vm1 curl example.com: $out"; fi
 env_names=$(docker inspect -f '{{range .Config.Env}}{{println .}}{{end}}' "$(dc ps -q vm1)" | cut -d= -f1 | grep '^MISIM_' | tr '\n' ' ')
 [ "$env_names" = "MISIM_CA_BUNDLE " ] && ok "vm1's only misim variable is the CA bundle" || bad "vm1's misim variables: $env_names"
 

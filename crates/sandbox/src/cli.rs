@@ -168,11 +168,25 @@ enum VmCommand {
         vm: String,
         /// Use the VM's App Service-style endpoint (IDENTITY_ENDPOINT + IDENTITY_HEADER)
         /// instead of IMDS (AZURE_POD_IDENTITY_AUTHORITY_HOST). The Rust SDK needs this.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "isolated")]
         app_service: bool,
+        /// Linux: run in its own user + network + mount namespace where 169.254.169.254 is
+        /// the VM's IMDS and Azure's host names resolve to misim (no override variable).
+        #[arg(long)]
+        isolated: bool,
         /// The sandbox's data directory.
         #[arg(long, env = "MISIM_DATA_DIR", default_value_os_t = default_data_dir())]
         data_dir: PathBuf,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Internal: the namespace side of `exec --isolated` (run by unshare).
+    #[command(hide = true)]
+    NsInit {
+        /// The host side's private directory (relay socket, resolv.conf, hosts, CA bundle).
+        #[arg(long)]
+        dir: PathBuf,
         /// The command and its arguments.
         #[arg(last = true, required = true)]
         command: Vec<String>,
@@ -212,9 +226,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             VmCommand::Exec {
                 vm,
                 app_service,
+                isolated,
                 data_dir,
                 command,
-            } => vm_exec(&data_dir, &vm, app_service, &command).await,
+            } => {
+                if isolated {
+                    vm_exec_isolated(&data_dir, &vm, &command).await
+                } else {
+                    vm_exec(&data_dir, &vm, app_service, &command).await
+                }
+            }
+            VmCommand::NsInit { dir, command } => crate::vm_exec::ns_init(&dir, &command).await,
             VmCommand::List { data_dir } => vm_list(&data_dir).await,
         },
         Command::Probe { command } => client::probe(command).await,
@@ -421,6 +443,20 @@ async fn find_vm(
         1 => Ok((env, matches.remove(0))),
         n => anyhow::bail!("{n} VMs are named {vm}: pass the full resource id"),
     }
+}
+
+async fn vm_exec_isolated(
+    data_dir: &Path,
+    vm: &str,
+    command: &[String],
+) -> anyhow::Result<ExitCode> {
+    let (env, vm) = find_vm(data_dir, vm).await?;
+    anyhow::ensure!(
+        !vm.imds_endpoint.is_empty(),
+        "this VM's IMDS is not on a loopback listener"
+    );
+    let ca = PathBuf::from(env_value(&env, "MISIM_CA_BUNDLE")?);
+    crate::vm_exec::run_isolated(&env, &vm.imds_endpoint, &ca, command).await
 }
 
 async fn vm_exec(

@@ -11,6 +11,7 @@ mod oidc_cmd;
 mod pod_cmd;
 pub mod secrets;
 mod start;
+mod vm_exec;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;

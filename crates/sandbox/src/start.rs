@@ -46,7 +46,12 @@ pub(crate) fn prepare_data_dir(
     let control =
         ControlKey::load_or_create(&control_key_path).context("loading the control key")?;
     let bootstrap = Bootstrap::load_or_create(data_dir, ids.as_ref())?;
-    let tls = misim_runtime::tls::load_or_create(&data_dir.join("tls"), &[], clock.now())?;
+    // Azure's names too, for clients in `misim vm exec --isolated`'s namespace.
+    let names: Vec<String> = crate::vm_exec::AZURE_TLS_NAMES
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    let tls = misim_runtime::tls::load_or_create(&data_dir.join("tls"), &names, clock.now())?;
     Ok(Secrets {
         control_key_path,
         control,
