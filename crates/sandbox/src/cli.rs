@@ -445,6 +445,34 @@ async fn find_vm(
     }
 }
 
+/// The variables of `misim.env` that only the sandbox owner may hold: the
+/// admin application's credentials and the control key's path. Code in a VM
+/// is not trusted with them (docs/security.md), so `misim vm exec` neither
+/// passes them from `misim.env` nor lets the caller's environment leak them.
+const OWNER_ONLY_VARS: &[&str] = &[
+    "MISIM_ADMIN_CLIENT_ID",
+    "MISIM_ADMIN_OBJECT_ID",
+    "MISIM_ADMIN_CLIENT_SECRET",
+    "MISIM_ADMIN_CERT_PATH",
+    "MISIM_ADMIN_SECRET_FILE",
+    "MISIM_ADMIN_APP_ID",
+    misim_proto::auth::ENV_CONTROL_KEY_FILE,
+];
+
+/// The `misim.env` lines a VM's command sees, as `(name, value)`.
+fn vm_visible(env: &[String]) -> impl Iterator<Item = (&str, &str)> {
+    env.iter()
+        .filter_map(|l| l.split_once('='))
+        .filter(|(k, _)| !OWNER_ONLY_VARS.contains(k))
+}
+
+/// Removes the owner's credentials from what a VM's or pod's command inherits.
+pub(crate) fn without_owner_credentials(cmd: &mut std::process::Command) {
+    for var in OWNER_ONLY_VARS {
+        cmd.env_remove(var);
+    }
+}
+
 async fn vm_exec_isolated(
     data_dir: &Path,
     vm: &str,
@@ -473,11 +501,10 @@ async fn vm_exec(
     let ca = env_value(&env, "MISIM_CA_BUNDLE")?;
     let mut cmd = tokio::process::Command::new(&command[0]);
     cmd.args(&command[1..]);
-    for line in &env {
-        if let Some((k, v)) = line.split_once('=') {
-            cmd.env(k, v);
-        }
+    for (k, v) in vm_visible(&env) {
+        cmd.env(k, v);
     }
+    without_owner_credentials(cmd.as_std_mut());
     cmd.env("REQUESTS_CA_BUNDLE", &ca)
         .env("SSL_CERT_FILE", &ca)
         .env("CURL_CA_BUNDLE", &ca)
@@ -756,4 +783,38 @@ pub async fn create_principal(
         "displayName": name,
         "roleAssignments": assignments,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_vm_sees_misim_env_without_the_owners_credentials() {
+        let env: Vec<String> = [
+            "MISIM_ARM_URL=https://127.0.0.1:1",
+            "MISIM_ADMIN_CLIENT_ID=a",
+            "MISIM_ADMIN_CLIENT_SECRET=s",
+            "MISIM_ADMIN_CERT_PATH=/x",
+            "MISIM_CONTROL_KEY_FILE=/k",
+            "MISIM_CA_BUNDLE=/ca.pem",
+        ]
+        .map(str::to_owned)
+        .into();
+        let seen: Vec<_> = vm_visible(&env).map(|(k, _)| k).collect();
+        assert_eq!(seen, ["MISIM_ARM_URL", "MISIM_CA_BUNDLE"]);
+    }
+
+    #[test]
+    fn inherited_owner_credentials_are_removed() {
+        let mut cmd = std::process::Command::new("true");
+        cmd.env("MISIM_ADMIN_CLIENT_SECRET", "s").env("KEEP", "1");
+        without_owner_credentials(&mut cmd);
+        let envs: Vec<_> = cmd.get_envs().collect();
+        assert!(envs.contains(&(
+            std::ffi::OsStr::new("MISIM_ADMIN_CLIENT_SECRET"),
+            None
+        )));
+        assert!(envs.contains(&(std::ffi::OsStr::new("KEEP"), Some(std::ffi::OsStr::new("1")))));
+    }
 }

@@ -275,6 +275,7 @@ pub(crate) async fn run(command: PodCommand) -> anyhow::Result<ExitCode> {
     for k in OTHER_CREDENTIALS {
         cmd.env_remove(k);
     }
+    crate::cli::without_owner_credentials(cmd.as_std_mut());
     cmd.envs(webhook_env(
         &entra_url,
         &tenant_id,

@@ -319,6 +319,7 @@ pub(crate) async fn ns_init(dir: &Path, command: &[String]) -> anyhow::Result<Ex
     for var in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"] {
         cmd.env_remove(var).env_remove(var.to_ascii_lowercase());
     }
+    crate::cli::without_owner_credentials(cmd.as_std_mut());
     let status = cmd
         .status()
         .await
