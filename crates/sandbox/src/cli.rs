@@ -102,6 +102,12 @@ enum Command {
         #[command(subcommand)]
         command: crate::oidc_cmd::OidcCommand,
     },
+    /// The sandbox's virtual clock: `show`, `advance 25h`, `set 2027-01-01T00:00:00Z`.
+    /// Every service reads it (token lifetimes, IMDS's cache, secret and certificate expiry).
+    Clock {
+        #[command(subcommand)]
+        command: crate::clock_cmd::ClockCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -263,6 +269,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Oidc { command } => crate::oidc_cmd::run(command).await,
+        Command::Clock { command } => crate::clock_cmd::run(command).await,
         Command::Idle => {
             let stop = misim_runtime::Shutdown::new();
             misim_runtime::cancel_on_signal(stop).await;

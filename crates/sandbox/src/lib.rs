@@ -7,6 +7,7 @@
 
 mod bootstrap;
 pub mod cli;
+mod clock_cmd;
 mod oidc_cmd;
 pub mod secrets;
 mod start;
@@ -46,6 +47,8 @@ pub struct Ports {
     pub oidc: u16,
     /// The issuers' gRPC (`Issuers.MintToken`).
     pub oidc_grpc: u16,
+    /// The sandbox owner's gRPC (`misim.admin.v1`: the clock).
+    pub admin_grpc: u16,
 }
 
 impl Ports {
@@ -59,6 +62,7 @@ impl Ports {
         imds_grpc: 50053,
         oidc: 8446,
         oidc_grpc: 50054,
+        admin_grpc: 50055,
     };
 }
 
@@ -71,7 +75,8 @@ pub struct SandboxConfig {
     pub bind_ip: IpAddr,
     /// Ports.
     pub ports: Ports,
-    /// Time source for every service.
+    /// The base time source: every service reads it moved by the sandbox's persisted
+    /// clock offset (`misim clock`), one [`misim_types::VirtualClock`] for all.
     pub clock: SharedClock,
     /// GUID source for every service.
     pub ids: SharedIds,
@@ -119,6 +124,8 @@ pub struct Sandbox {
     pub oidc_url: String,
     /// gRPC URL of the issuers' `Issuers` service.
     pub oidc_grpc_url: String,
+    /// gRPC URL of the sandbox owner's services (`misim.admin.v1.Clock`).
+    pub admin_grpc_url: String,
     /// Path of the sandbox CA certificate (PEM) that clients must trust.
     pub ca_path: PathBuf,
     /// PEM of the sandbox CA.
@@ -129,6 +136,7 @@ pub struct Sandbox {
     /// call carries a credential made with it (`misim_proto::auth`).
     pub control_key_path: PathBuf,
     control: ControlKey,
+    clock: misim_proto::clock::ClockService,
     data_dir: PathBuf,
     shutdown: Shutdown,
     tasks: JoinSet<anyhow::Result<()>>,
@@ -282,6 +290,9 @@ impl Sandbox {
             arm_peer_faults,
         } = config;
         let secrets = start::prepare_data_dir(&data_dir, &clock, &ids)?;
+        let clock_svc = misim_proto::clock::ClockService::open(clock, &data_dir)
+            .context("loading the sandbox clock")?;
+        let clock = clock_svc.clock();
         let listeners = start::Listeners::bind(bind_ip, ports).await?;
         let urls = start::Urls::of(&listeners)?;
         let clients = start::PeerClients::new(&secrets.control, &urls, arm_peer_faults)?;
@@ -294,7 +305,8 @@ impl Sandbox {
             secrets: &secrets,
             urls: &urls,
         };
-        let admin_cert_path = start::start_services(&cx, listeners, clients, &mut run).await?;
+        let admin_cert_path =
+            start::start_services(&cx, listeners, clients, &clock_svc, &mut run).await?;
         let start::Secrets {
             control_key_path,
             control,
@@ -317,11 +329,13 @@ impl Sandbox {
             imds_grpc_url: urls.imds_grpc_url,
             oidc_url: urls.oidc_url,
             oidc_grpc_url: urls.oidc_grpc_url,
+            admin_grpc_url: urls.admin_grpc_url,
             ca_path: tls.ca_path,
             ca_pem: tls.ca_pem,
             admin_cert_path,
             control_key_path,
             control,
+            clock: clock_svc,
             data_dir,
             shutdown,
             tasks,
@@ -346,6 +360,20 @@ impl Sandbox {
     /// A gRPC channel to `url` calling as `caller` (tests of the control plane's table).
     pub fn channel_as(&self, caller: Caller, url: &str) -> anyhow::Result<ControlChannel> {
         channel_as(&self.control, caller, url)
+    }
+
+    /// The clock every service reads (the base clock moved by the persisted offset).
+    pub fn clock(&self) -> SharedClock {
+        self.clock.clock()
+    }
+
+    /// A client of the sandbox clock (`misim.admin.v1.Clock`), as `admin`.
+    pub fn clock_client(
+        &self,
+    ) -> anyhow::Result<misim_proto::admin::v1::clock_client::ClockClient<ControlChannel>> {
+        Ok(misim_proto::admin::v1::clock_client::ClockClient::new(
+            self.channel_as(Caller::Admin, &self.admin_grpc_url)?,
+        ))
     }
 
     /// A client of IMDS's control API (VM endpoints, configured identities), as `admin`.
@@ -398,6 +426,7 @@ impl Sandbox {
             ("MISIM_IMDS_GRPC_URL", self.imds_grpc_url.clone()),
             ("MISIM_OIDC_URL", self.oidc_url.clone()),
             ("MISIM_OIDC_GRPC_URL", self.oidc_grpc_url.clone()),
+            ("MISIM_ADMIN_GRPC_URL", self.admin_grpc_url.clone()),
             (
                 misim_proto::auth::ENV_CONTROL_KEY_FILE,
                 self.control_key_path.display().to_string(),

@@ -46,6 +46,8 @@ pub(crate) fn prepare_data_dir(
     let control =
         ControlKey::load_or_create(&control_key_path).context("loading the control key")?;
     let bootstrap = Bootstrap::load_or_create(data_dir, ids.as_ref())?;
+    // The base clock, not the sandbox's virtual one: clients check the CA and server
+    // certificates against their own real clocks, which `misim clock` does not move.
     let tls = misim_runtime::tls::load_or_create(&data_dir.join("tls"), &[], clock.now())?;
     Ok(Secrets {
         control_key_path,
@@ -65,6 +67,7 @@ pub(crate) struct Listeners {
     kv_http: TcpListener,
     oidc_http: TcpListener,
     oidc_grpc: TcpListener,
+    admin_grpc: TcpListener,
 }
 
 impl Listeners {
@@ -78,6 +81,7 @@ impl Listeners {
             kv_http: bind(ip, ports.keyvault, "key vault https").await?,
             oidc_http: bind(ip, ports.oidc, "oidc issuers https").await?,
             oidc_grpc: bind(ip, ports.oidc_grpc, "oidc issuers grpc").await?,
+            admin_grpc: bind(ip, ports.admin_grpc, "admin grpc").await?,
         })
     }
 }
@@ -98,6 +102,7 @@ pub(crate) struct Urls {
     pub(crate) imds_grpc_url: String,
     pub(crate) oidc_url: String,
     pub(crate) oidc_grpc_url: String,
+    pub(crate) admin_grpc_url: String,
     /// The resource Key Vault's 401 challenge names (Entra must issue tokens for it).
     pub(crate) vault_challenge_resource: String,
 }
@@ -117,6 +122,7 @@ impl Urls {
             imds_grpc_url: grpc_url(&l.imds_grpc)?,
             oidc_url: format!("https://localhost:{}", l.oidc_http.local_addr()?.port()),
             oidc_grpc_url: grpc_url(&l.oidc_grpc)?,
+            admin_grpc_url: grpc_url(&l.admin_grpc)?,
             vault_challenge_resource: format!(
                 "https://{VAULT_DNS_SUFFIX}:{}",
                 keyvault_addr.port()
@@ -215,6 +221,7 @@ pub(crate) async fn start_services(
     cx: &Boot<'_>,
     listeners: Listeners,
     clients: PeerClients,
+    clock: &misim_proto::clock::ClockService,
     run: &mut Running,
 ) -> anyhow::Result<PathBuf> {
     let Listeners {
@@ -226,7 +233,16 @@ pub(crate) async fn start_services(
         kv_http,
         oidc_http,
         oidc_grpc,
+        admin_grpc,
     } = listeners;
+    // The clock first: one object every service reads, moved over this listener.
+    let admin = misim_runtime::serve::serve_grpc(
+        admin_grpc,
+        clock.router(&cx.secrets.control),
+        run.shutdown.clone(),
+    );
+    run.tasks
+        .spawn(async move { admin.await.context("admin grpc server") });
     start_oidc(cx, (oidc_http, oidc_grpc), run).await?;
     let admin_cert_path = start_entra(cx, (entra_http, entra_grpc), run).await?;
     start_imds(cx, imds_grpc, clients.imds_directory, run).await?;

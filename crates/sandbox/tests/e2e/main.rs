@@ -5,6 +5,7 @@
 //! injected through the fault hook on ARM's calls to its peers
 //! (`harness::PeerFaults`), never by timing.
 
+mod clock;
 mod errors;
 mod federated_credentials;
 mod federation;
