@@ -108,6 +108,12 @@ enum Command {
         #[command(subcommand)]
         command: crate::clock_cmd::ClockCommand,
     },
+    /// Entra's token-signing keys: `list`, `roll` (the next key signs, the old stays
+    /// published until its tokens expire).
+    Keys {
+        #[command(subcommand)]
+        command: crate::keys_cmd::KeysCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -270,6 +276,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Oidc { command } => crate::oidc_cmd::run(command).await,
         Command::Clock { command } => crate::clock_cmd::run(command).await,
+        Command::Keys { command } => crate::keys_cmd::run(command).await,
         Command::Idle => {
             let stop = misim_runtime::Shutdown::new();
             misim_runtime::cancel_on_signal(stop).await;
@@ -315,6 +322,7 @@ async fn up(data_dir: PathBuf, random_ports: bool) -> anyhow::Result<ExitCode> {
     if !random_ports {
         config.ports = Ports::DEFAULT;
     }
+    config.tokens = misim_entra::TokenPolicy::from_env(&misim_types::ProcessEnv)?;
     let mut sandbox = Sandbox::start(config).await?;
     let env_path = sandbox.write_env_file()?;
     println!("misim is up (data in {})", data_dir.display());

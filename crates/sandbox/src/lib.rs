@@ -8,6 +8,7 @@
 mod bootstrap;
 pub mod cli;
 mod clock_cmd;
+mod keys_cmd;
 mod oidc_cmd;
 pub mod secrets;
 mod start;
@@ -83,6 +84,9 @@ pub struct SandboxConfig {
     /// Faults on ARM's calls to Entra and IMDS (tests make one step of a
     /// cross-service operation fail; none by default).
     pub arm_peer_faults: Faults,
+    /// Entra's token lifetimes and signing-key rollover (`MISIM_TOKEN_LIFETIME_*`,
+    /// `MISIM_ENTRA_KEY_ROLL_INTERVAL` for `misim up`).
+    pub tokens: misim_entra::TokenPolicy,
 }
 
 impl SandboxConfig {
@@ -95,6 +99,7 @@ impl SandboxConfig {
             clock: std::sync::Arc::new(misim_types::SystemClock),
             ids: std::sync::Arc::new(misim_types::RandomIds),
             arm_peer_faults: Faults::none(),
+            tokens: misim_entra::TokenPolicy::default(),
         }
     }
 }
@@ -288,6 +293,7 @@ impl Sandbox {
             clock,
             ids,
             arm_peer_faults,
+            tokens,
         } = config;
         let secrets = start::prepare_data_dir(&data_dir, &clock, &ids)?;
         let clock_svc = misim_proto::clock::ClockService::open(clock, &data_dir)
@@ -302,6 +308,7 @@ impl Sandbox {
             bind_ip,
             clock,
             ids,
+            tokens,
             secrets: &secrets,
             urls: &urls,
         };

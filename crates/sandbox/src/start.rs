@@ -184,6 +184,7 @@ pub(crate) struct Boot<'a> {
     pub(crate) bind_ip: IpAddr,
     pub(crate) clock: SharedClock,
     pub(crate) ids: SharedIds,
+    pub(crate) tokens: misim_entra::TokenPolicy,
     pub(crate) secrets: &'a Secrets,
     pub(crate) urls: &'a Urls,
 }
@@ -305,6 +306,7 @@ async fn start_entra(
                 display_name: "misim-admin".into(),
                 secret: b.admin_client_secret.clone(),
             }),
+            tokens: cx.tokens,
         },
         misim_entra::Deps {
             store,

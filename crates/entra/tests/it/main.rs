@@ -45,6 +45,7 @@ fn config() -> Config {
             display_name: "admin".into(),
             secret: ADMIN_SECRET.into(),
         }),
+        tokens: Default::default(),
     }
 }
 

@@ -11,6 +11,7 @@ mod federated_credentials;
 mod federation;
 mod flow;
 mod harness;
+mod keys;
 mod lifecycle;
 mod rbac;
 mod security_authz;
