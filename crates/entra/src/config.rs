@@ -440,4 +440,38 @@ mod tests {
         };
         assert!(c.validate().is_err());
     }
+
+    #[test]
+    fn token_policy_reads_durations_and_refuses_what_azure_would() {
+        let p = TokenPolicy::from_env(&MapEnv::from_pairs([
+            (ENV_TOKEN_LIFETIME_MANAGED_IDENTITY, "2h"),
+            (ENV_TOKEN_LIFETIME_APPLICATION, "10m"),
+            (ENV_KEY_ROLL_INTERVAL, "off"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (
+                p.managed_identity_lifetime_secs,
+                p.application_lifetime_secs
+            ),
+            (7200, 600)
+        );
+        assert_eq!(p.key_roll_every_secs, None);
+        assert_eq!(
+            TokenPolicy::from_env(&MapEnv::default()).unwrap(),
+            TokenPolicy::default()
+        );
+        for (k, v, says) in [
+            (ENV_TOKEN_LIFETIME_APPLICATION, "5m", "10m to 24h"),
+            (ENV_TOKEN_LIFETIME_MANAGED_IDENTITY, "2d", "10m to 24h"),
+            (ENV_TOKEN_LIFETIME_APPLICATION, "soon", "not a duration"),
+            (ENV_KEY_ROLL_INTERVAL, "30s", "at least 1m"),
+        ] {
+            let e = TokenPolicy::from_env(&MapEnv::from_pairs([(k, v)])).unwrap_err();
+            assert!(
+                e.to_string().contains(k) && e.to_string().contains(says),
+                "{e}"
+            );
+        }
+    }
 }

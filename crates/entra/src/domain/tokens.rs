@@ -283,13 +283,33 @@ impl Issuer {
                     .secret_sha256
                     .as_deref()
                     .is_some_and(|h| misim_token::constant_time_eq(h.as_bytes(), hash.as_bytes()));
-                let from_app = app.as_ref().is_some_and(|a| {
-                    a.password_credentials.iter().any(|c| {
-                        misim_token::constant_time_eq(c.secret_sha256.as_bytes(), hash.as_bytes())
-                            && now >= c.start_unix
-                            && now <= c.end_unix
+                let matching: Vec<_> = app
+                    .as_ref()
+                    .map(|a| {
+                        a.password_credentials
+                            .iter()
+                            .filter(|c| {
+                                misim_token::constant_time_eq(
+                                    c.secret_sha256.as_bytes(),
+                                    hash.as_bytes(),
+                                )
+                            })
+                            .collect()
                     })
-                });
+                    .unwrap_or_default();
+                let from_app = matching
+                    .iter()
+                    .any(|c| now >= c.start_unix && now <= c.end_unix);
+                // The right secret, past its end date: Entra says so (AADSTS7000222).
+                if p.kind == PrincipalKind::Application
+                    && !own
+                    && !from_app
+                    && matching.iter().any(|c| now > c.end_unix)
+                {
+                    return Err(EntraError::ExpiredSecret {
+                        client_id: client_id.to_owned(),
+                    });
+                }
                 if p.kind != PrincipalKind::Application || !(own || from_app) {
                     return Err(EntraError::InvalidSecret {
                         client_id: client_id.to_owned(),
@@ -417,7 +437,14 @@ impl Issuer {
                 ))
             })?;
         let now = self.clock.unix();
-        if now < cred.start_unix || now > cred.end_unix {
+        if now > cred.end_unix {
+            return Err(EntraError::ExpiredKey {
+                thumbprint: cred.thumbprint_sha1.clone(),
+                start: cred.start_unix,
+                end: cred.end_unix,
+            });
+        }
+        if now < cred.start_unix {
             return Err(EntraError::AssertionExpired {
                 reason: format!(
                     "certificate {} is outside its validity window",

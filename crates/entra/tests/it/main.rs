@@ -22,6 +22,7 @@ use tower::ServiceExt;
 mod assertion_props;
 mod federation;
 mod graph;
+mod lifecycle;
 
 const TID: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 const PUBLIC: &str = "https://localhost:40001";
