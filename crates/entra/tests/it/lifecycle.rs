@@ -76,16 +76,9 @@ async fn token_lifetimes_come_from_the_configuration() {
     let mut cfg = config();
     cfg.tokens.managed_identity_lifetime_secs = 2 * 3600;
     cfg.tokens.application_lifetime_secs = 600;
-    let entra = Entra::open(
-        cfg,
-        Deps {
-            store: Store::memory().unwrap(),
-            clock,
-            ids: Arc::new(SeqIds::new(1)),
-        },
-    )
-    .await
-    .unwrap();
+    let entra = open_config(cfg, Store::memory().unwrap(), clock)
+        .await
+        .unwrap();
     let form = secret_form(ADMIN_APP, ADMIN_SECRET, ("resource", audiences::ARM));
     let (s, body) = post_form(&entra, &format!("/{TID}/oauth2/token"), &form).await;
     assert_eq!(s, StatusCode::OK, "{body}");
@@ -100,15 +93,9 @@ async fn token_lifetimes_come_from_the_configuration() {
     // Outside Azure's bounds (10 minutes to a day) the tenant does not open.
     let mut bad = config();
     bad.tokens.application_lifetime_secs = 60;
-    let e = Entra::open(
-        bad,
-        Deps {
-            store: Store::memory().unwrap(),
-            clock: Arc::new(ManualClock::at_unix(NOW)),
-            ids: Arc::new(SeqIds::new(1)),
-        },
-    )
-    .await
-    .unwrap_err();
+    let clock = Arc::new(ManualClock::at_unix(NOW));
+    let e = open_config(bad, Store::memory().unwrap(), clock)
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("10m to 24h"), "{e}");
 }
