@@ -14,6 +14,10 @@ use crate::auth::{Caller, ControlKey};
 /// The file, in a data directory, that holds the clock's offset (decimal seconds).
 pub const OFFSET_FILE: &str = "clock.offset";
 
+/// Where a service process serves its own `Clock` (the compose sandbox: one per
+/// container, moved together by `misim clock --url ...`); unset, it is not served.
+pub const ENV_CLOCK_GRPC_ADDR: &str = "MISIM_CLOCK_GRPC_ADDR";
+
 /// Reading or writing the offset file failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClockFileError {
@@ -54,6 +58,16 @@ impl ClockService {
             file: Arc::new(file),
             moving: Arc::new(tokio::sync::Mutex::new(())),
         })
+    }
+
+    /// A service process's clock: the real clock moved by the offset kept in `data_dir`, and
+    /// the address to serve it on ([`ENV_CLOCK_GRPC_ADDR`]; `None`: not served).
+    pub fn for_process(
+        env: &dyn misim_types::EnvSource,
+        data_dir: &Path,
+    ) -> Result<(Self, Option<String>), ClockFileError> {
+        let svc = Self::open(Arc::new(misim_types::SystemClock), data_dir)?;
+        Ok((svc, env.get(ENV_CLOCK_GRPC_ADDR).filter(|a| !a.is_empty())))
     }
 
     /// The clock, for the services to read.
