@@ -22,6 +22,10 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     misim_store::private_dir(&settings.data_dir).context("securing the data directory")?;
+    // The sandbox clock of this process (moved by `misim clock`); TLS uses the real one.
+    let (clock_svc, clock_addr) =
+        misim_proto::clock::ClockService::for_process(&misim_types::ProcessEnv, &settings.data_dir)
+            .context("loading the clock")?;
     let control = ControlKey::for_service(&ProcessEnv, &settings.data_dir)
         .context("loading the control key")?;
     let store =
@@ -33,7 +37,7 @@ async fn main() -> anyhow::Result<()> {
     let imds = as_arm.wrap(misim_runtime::lazy_channel(&settings.imds_grpc_url)?);
     let deps = Deps {
         store: store.clone(),
-        clock: Arc::new(SystemClock),
+        clock: clock_svc.clock(),
         ids: Arc::new(RandomIds),
         keys: misim_proto::keys::EntraKeys::new(DirectoryClient::new(entra.clone())),
         directory: DirectoryClient::new(Faults::none().wrap(entra.clone())),
@@ -57,6 +61,8 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(https = %http.local_addr()?, grpc = %grpc.local_addr()?, "misim-arm listening");
     let shutdown = misim_runtime::Shutdown::new();
     tokio::spawn(misim_runtime::cancel_on_signal(shutdown.clone()));
+    misim_runtime::spawn_grpc_at(clock_addr.as_deref(), clock_svc.router(&control), &shutdown)
+        .await?;
     misim_arm::serve(arm, http, grpc, Some(tls.server_config), control, shutdown).await?;
     store.flush().await.context("flushing the store")?;
     Ok(())

@@ -69,6 +69,7 @@ async fn fixture() -> anyhow::Result<Fixture> {
             public_url: BENCH_PUBLIC_URL.into(),
             extra_resources: Vec::new(),
             admin: None,
+            tokens: Default::default(),
         },
         misim_entra::Deps {
             store,

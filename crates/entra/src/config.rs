@@ -42,6 +42,13 @@ pub const ENV_OIDC_ALLOWED_HOSTS: &str = "MISIM_ENTRA_OIDC_ALLOWED_HOSTS";
 /// with the issuer as a top-level member: `{"issuer": "https://...", "keys": [...]}`.
 pub const ENV_OIDC_ISSUER_KEYS: &str = "MISIM_ENTRA_OIDC_ISSUER_KEYS";
 
+/// Lifetime of managed identities' access tokens: a duration (`90m`, `24h`), 10 minutes to 24 hours.
+pub const ENV_TOKEN_LIFETIME_MANAGED_IDENTITY: &str = "MISIM_TOKEN_LIFETIME_MANAGED_IDENTITY";
+/// Lifetime of applications' access tokens: a duration, 10 minutes to 24 hours.
+pub const ENV_TOKEN_LIFETIME_APPLICATION: &str = "MISIM_TOKEN_LIFETIME_APPLICATION";
+/// How long a token-signing key signs before it rolls over (a duration; `off`: only `misim keys roll`).
+pub const ENV_KEY_ROLL_INTERVAL: &str = "MISIM_ENTRA_KEY_ROLL_INTERVAL";
+
 const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:40001";
 const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:40002";
 
@@ -58,6 +65,98 @@ pub struct Config {
     pub extra_resources: Vec<String>,
     /// An application principal ensured at every open (the sandbox administrator).
     pub admin: Option<AdminBootstrap>,
+    /// Token lifetimes and signing-key rollover.
+    pub tokens: TokenPolicy,
+}
+
+/// Token lifetimes and when the signing key rolls over (docs/toolkit.md, "Keys").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenPolicy {
+    /// Lifetime of managed identities' access tokens, seconds (Azure: 24 hours).
+    pub managed_identity_lifetime_secs: i64,
+    /// Lifetime of applications' access tokens, seconds (Azure's default: 1 hour).
+    pub application_lifetime_secs: i64,
+    /// Roll the signing key once it has signed this long (sandbox time); `None`: only when asked.
+    pub key_roll_every_secs: Option<i64>,
+}
+
+/// Azure's bounds of a configurable access-token lifetime: 10 minutes to 1 day
+/// (docs/azure-protocol.md, "Entra: token lifetimes").
+pub const LIFETIME_BOUNDS_SECS: (i64, i64) = (600, 86_400);
+
+impl Default for TokenPolicy {
+    fn default() -> Self {
+        Self {
+            managed_identity_lifetime_secs: crate::MI_LIFETIME_SECS,
+            application_lifetime_secs: crate::APP_LIFETIME_SECS,
+            // Entra rolls "periodically" without a published period; six weeks is
+            // what a test's `misim clock advance 46d` crosses.
+            key_roll_every_secs: Some(42 * 86_400),
+        }
+    }
+}
+
+impl TokenPolicy {
+    /// The longest lifetime of any token: how long a retired key stays published.
+    pub fn longest_lifetime_secs(&self) -> i64 {
+        self.managed_identity_lifetime_secs
+            .max(self.application_lifetime_secs)
+    }
+
+    /// Reads [`ENV_TOKEN_LIFETIME_MANAGED_IDENTITY`], [`ENV_TOKEN_LIFETIME_APPLICATION`] and
+    /// [`ENV_KEY_ROLL_INTERVAL`] (each optional) over the defaults.
+    pub fn from_env(env: &dyn EnvSource) -> Result<Self, EntraError> {
+        let secs = |key: &str| -> Result<Option<i64>, EntraError> {
+            env.get(key)
+                .map(|v| {
+                    misim_types::time::parse_duration(&v)
+                        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+                        .map_err(|e| EntraError::Config(format!("{key}: {e}")))
+                })
+                .transpose()
+        };
+        let mut p = Self::default();
+        if let Some(s) = secs(ENV_TOKEN_LIFETIME_MANAGED_IDENTITY)? {
+            p.managed_identity_lifetime_secs = s;
+        }
+        if let Some(s) = secs(ENV_TOKEN_LIFETIME_APPLICATION)? {
+            p.application_lifetime_secs = s;
+        }
+        match env.get(ENV_KEY_ROLL_INTERVAL).as_deref().map(str::trim) {
+            Some("off" | "never") => p.key_roll_every_secs = None,
+            Some(_) => p.key_roll_every_secs = secs(ENV_KEY_ROLL_INTERVAL)?,
+            None => {}
+        }
+        p.validate()?;
+        Ok(p)
+    }
+
+    /// Lifetimes within Azure's bounds; a roll interval of at least a minute.
+    pub fn validate(&self) -> Result<(), EntraError> {
+        let (lo, hi) = LIFETIME_BOUNDS_SECS;
+        for (what, v) in [
+            (
+                ENV_TOKEN_LIFETIME_MANAGED_IDENTITY,
+                self.managed_identity_lifetime_secs,
+            ),
+            (
+                ENV_TOKEN_LIFETIME_APPLICATION,
+                self.application_lifetime_secs,
+            ),
+        ] {
+            if !(lo..=hi).contains(&v) {
+                return Err(EntraError::Config(format!(
+                    "{what}: a token lifetime is 10m to 24h (Azure's bounds), not {v} seconds"
+                )));
+            }
+        }
+        if self.key_roll_every_secs.is_some_and(|s| s < 60) {
+            return Err(EntraError::Config(format!(
+                "{ENV_KEY_ROLL_INTERVAL}: at least 1m, or off"
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// The bootstrap administrator application.
@@ -121,7 +220,7 @@ impl Config {
         {
             return bad("admin application needs an app id, an object id and a secret".into());
         }
-        Ok(())
+        self.tokens.validate()
     }
 
     /// The v1 issuer, `https://sts.windows.net/{tid}/`: every access token carries it.
@@ -202,6 +301,7 @@ impl LaunchConfig {
             public_url: public_url.trim_end_matches('/').to_owned(),
             extra_resources,
             admin,
+            tokens: TokenPolicy::from_env(env)?,
         };
         config.validate()?;
         let list = |key: &str| -> Vec<String> {
@@ -339,5 +439,39 @@ mod tests {
             ..Config::default()
         };
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn token_policy_reads_durations_and_refuses_what_azure_would() {
+        let p = TokenPolicy::from_env(&MapEnv::from_pairs([
+            (ENV_TOKEN_LIFETIME_MANAGED_IDENTITY, "2h"),
+            (ENV_TOKEN_LIFETIME_APPLICATION, "10m"),
+            (ENV_KEY_ROLL_INTERVAL, "off"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (
+                p.managed_identity_lifetime_secs,
+                p.application_lifetime_secs
+            ),
+            (7200, 600)
+        );
+        assert_eq!(p.key_roll_every_secs, None);
+        assert_eq!(
+            TokenPolicy::from_env(&MapEnv::default()).unwrap(),
+            TokenPolicy::default()
+        );
+        for (k, v, says) in [
+            (ENV_TOKEN_LIFETIME_APPLICATION, "5m", "10m to 24h"),
+            (ENV_TOKEN_LIFETIME_MANAGED_IDENTITY, "2d", "10m to 24h"),
+            (ENV_TOKEN_LIFETIME_APPLICATION, "soon", "not a duration"),
+            (ENV_KEY_ROLL_INTERVAL, "30s", "at least 1m"),
+        ] {
+            let e = TokenPolicy::from_env(&MapEnv::from_pairs([(k, v)])).unwrap_err();
+            assert!(
+                e.to_string().contains(k) && e.to_string().contains(says),
+                "{e}"
+            );
+        }
     }
 }

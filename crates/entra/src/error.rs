@@ -52,6 +52,28 @@ pub enum EntraError {
         /// The client id.
         client_id: String,
     },
+    /// Every client secret matching the one sent has expired (AADSTS7000222, docs/azure-protocol.md,
+    /// "Entra: errors").
+    #[error(
+        "The provided client secret keys for app '{client_id}' are expired. Visit the Azure portal to create new keys for your app: https://aka.ms/NewClientSecret, or consider using certificate credentials for added security: https://aka.ms/certCreds."
+    )]
+    ExpiredSecret {
+        /// The client id.
+        client_id: String,
+    },
+    /// The certificate the assertion names has expired (AADSTS700027 with Entra's reason).
+    #[error(
+        "Client assertion contains an invalid signature. [Reason - The key used is expired., Thumbprint of key used by client: '{thumbprint}', Found key 'Start={}, End={}']",
+        crate::domain::datetime::format_us(*start), crate::domain::datetime::format_us(*end)
+    )]
+    ExpiredKey {
+        /// SHA-1 thumbprint of the certificate (upper-case hex).
+        thumbprint: String,
+        /// Its validity, Unix seconds.
+        start: i64,
+        /// Its expiry, Unix seconds.
+        end: i64,
+    },
     /// The client assertion does not verify.
     #[error(
         "Client assertion failed signature validation or names no registered certificate: {reason}."
@@ -225,6 +247,8 @@ impl EntraError {
             AlreadyExists(_) => ErrorCode::AlreadyExists,
             UnknownApplication { .. }
             | InvalidSecret { .. }
+            | ExpiredSecret { .. }
+            | ExpiredKey { .. }
             | InvalidAssertion { .. }
             | MalformedAssertion { .. }
             | AssertionClientMismatch
@@ -270,6 +294,8 @@ impl EntraError {
             InvalidScope(_) => ("invalid_scope", 70011),
             UnknownApplication { .. } => ("unauthorized_client", 700016),
             InvalidSecret { .. } => ("invalid_client", 7000215),
+            ExpiredSecret { .. } => ("invalid_client", 7000222),
+            ExpiredKey { .. } => ("invalid_client", 700027),
             InvalidAssertion { .. } => ("invalid_client", 700027),
             AssertionExpired { .. } => ("invalid_client", 700024),
             AssertionClientMismatch => ("invalid_client", 700021),

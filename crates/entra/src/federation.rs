@@ -524,6 +524,7 @@ impl crate::Entra {
             }
         };
         issuer.check_resource(resource)?;
+        issuer.keys.roll_if_due().await?;
         issuer.sign_for(&principal, appidacr, resource)
     }
 }

@@ -304,14 +304,20 @@ impl pb::directory_server::Directory for Entra {
         &self,
         _: Request<pb::GetSigningKeysRequest>,
     ) -> Result<Response<pb::SigningKeys>, Status> {
-        let k = &self.inner.issuer.signing;
         Ok(Response::new(pb::SigningKeys {
-            keys: vec![pb::SigningKey {
-                kid: k.kid().to_owned(),
-                modulus: k.modulus.clone(),
-                exponent: k.exponent.clone(),
-                certificate_der: k.certificate_der.clone(),
-            }],
+            keys: self
+                .inner
+                .issuer
+                .keys
+                .published()
+                .iter()
+                .map(|k| pb::SigningKey {
+                    kid: k.kid().to_owned(),
+                    modulus: k.modulus.clone(),
+                    exponent: k.exponent.clone(),
+                    certificate_der: k.certificate_der.clone(),
+                })
+                .collect(),
             tenant_id: self.inner.config.tenant_id.clone(),
         }))
     }
@@ -435,5 +441,68 @@ impl pb::federation_server::Federation for Entra {
                 })
                 .collect(),
         }))
+    }
+}
+
+/// `misim.admin.v1.SigningKeys` is the sandbox owner's alone: no service rolls Entra's keys.
+pub(crate) fn owner_only(_method: &str) -> &'static [Caller] {
+    &[]
+}
+
+impl Entra {
+    fn key_ring(&self) -> misim_proto::admin::v1::SigningKeyRing {
+        use misim_proto::admin::v1 as admin;
+        let keys = &self.inner.issuer.keys;
+        let published: Vec<String> = keys
+            .published()
+            .iter()
+            .map(|k| k.kid().to_owned())
+            .collect();
+        let snapshot = keys.snapshot();
+        let mut ring: Vec<_> = snapshot
+            .keys
+            .iter()
+            .map(|k| admin::SigningKeyInfo {
+                kid: k.kid().to_owned(),
+                state: k.state().name().to_owned(),
+                created_unix: k.created_unix,
+                active_from_unix: k.active_from_unix.unwrap_or(0),
+                retired_unix: k.retired_unix.unwrap_or(0),
+                published: published.iter().any(|p| p == k.kid()),
+            })
+            .collect();
+        // Current first, then next, then retired (newest first).
+        ring.sort_by_key(|k| {
+            let rank = match k.state.as_str() {
+                "current" => 0,
+                "next" => 1,
+                _ => 2,
+            };
+            (rank, -k.retired_unix)
+        });
+        admin::SigningKeyRing { keys: ring }
+    }
+}
+
+#[tonic::async_trait]
+impl misim_proto::admin::v1::signing_keys_server::SigningKeys for Entra {
+    async fn list(
+        &self,
+        _: Request<misim_proto::admin::v1::ListSigningKeysRequest>,
+    ) -> Result<Response<misim_proto::admin::v1::SigningKeyRing>, Status> {
+        Ok(Response::new(self.key_ring()))
+    }
+
+    async fn roll(
+        &self,
+        _: Request<misim_proto::admin::v1::RollSigningKeysRequest>,
+    ) -> Result<Response<misim_proto::admin::v1::SigningKeyRing>, Status> {
+        self.inner
+            .issuer
+            .keys
+            .roll()
+            .await
+            .map_err(|e| status("Roll", e))?;
+        Ok(Response::new(self.key_ring()))
     }
 }

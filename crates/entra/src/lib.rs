@@ -33,11 +33,12 @@ use anyhow::Context;
 use misim_types::{SharedClock, SharedIds};
 use tokio::net::TcpListener;
 
-pub use config::{AdminBootstrap, Config, LaunchConfig};
+pub use config::{AdminBootstrap, Config, LIFETIME_BOUNDS_SECS, LaunchConfig, TokenPolicy};
 pub use config::{
     ENV_ADMIN_APP_ID, ENV_ADMIN_DISPLAY_NAME, ENV_ADMIN_OBJECT_ID, ENV_ADMIN_SECRET,
     ENV_ADMIN_SECRET_FILE, ENV_DATA_DIR, ENV_EXTRA_RESOURCES, ENV_GRPC_ADDR, ENV_HTTP_ADDR,
-    ENV_OIDC_ALLOWED_HOSTS, ENV_OIDC_ISSUER_KEYS, ENV_PUBLIC_URL, ENV_TENANT_ID,
+    ENV_KEY_ROLL_INTERVAL, ENV_OIDC_ALLOWED_HOSTS, ENV_OIDC_ISSUER_KEYS, ENV_PUBLIC_URL,
+    ENV_TENANT_ID, ENV_TOKEN_LIFETIME_APPLICATION, ENV_TOKEN_LIFETIME_MANAGED_IDENTITY,
 };
 pub use domain::federation::{MAX_PER_OWNER as MAX_FEDERATED_CREDENTIALS, TOKEN_EXCHANGE_AUDIENCE};
 pub use domain::graph_permission::GraphPermission;
@@ -93,7 +94,16 @@ impl Entra {
         config.validate()?;
         let issuer_keys =
             federation::IssuerKeys::open(federation, &deps.store, deps.clock.clone())?;
-        let signing = domain::signing::load_or_create(&deps.store, deps.clock.as_ref()).await?;
+        // A retired key stays published until every token it signed has expired
+        // (plus the skew verifiers allow).
+        let keys = domain::signing::KeyRing::open(
+            &deps.store,
+            deps.clock.clone(),
+            config.tokens.key_roll_every_secs,
+            config.tokens.longest_lifetime_secs() + misim_token::verify::SKEW_SECS,
+            &config.tenant_id,
+        )
+        .await?;
         let directory = Directory::open(&deps.store, deps.clock.clone(), deps.ids.clone())?;
         directory.repair_indexes().await?;
         if let Some(admin) = &config.admin {
@@ -106,8 +116,8 @@ impl Entra {
                 })
                 .await?;
         }
-        let issuer = Issuer::new(&config, signing, deps.clock.clone(), deps.ids.clone());
-        tracing::info!(tenant = %config.tenant_id, kid = issuer.signing.kid(), "entra tenant open");
+        let issuer = Issuer::new(&config, keys, deps.clock.clone(), deps.ids.clone());
+        tracing::info!(tenant = %config.tenant_id, kid = issuer.keys.snapshot().current.kid(), "entra tenant open");
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
@@ -125,9 +135,9 @@ impl Entra {
         &self.inner.config
     }
 
-    /// The key id of the token-signing key.
-    pub fn signing_kid(&self) -> &str {
-        self.inner.issuer.signing.kid()
+    /// The key id of the key that signs tokens now.
+    pub fn signing_kid(&self) -> String {
+        self.inner.issuer.keys.snapshot().current.kid().to_owned()
     }
 
     /// The HTTP surface (token endpoints, discovery, JWKS), without TLS.
@@ -148,6 +158,11 @@ impl Entra {
                 FederationServer::new(self.clone()),
                 control,
                 grpc::federation_allowed,
+            ))
+            .add_service(misim_proto::server::guarded(
+                misim_proto::admin::v1::signing_keys_server::SigningKeysServer::new(self.clone()),
+                control,
+                grpc::owner_only,
             ))
     }
 }

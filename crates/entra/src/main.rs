@@ -30,14 +30,18 @@ async fn main() -> ExitCode {
 }
 
 async fn run(launch: LaunchConfig) -> anyhow::Result<()> {
-    let clock = Arc::new(SystemClock);
     misim_store::private_dir(&launch.data_dir).context("securing the data directory")?;
+    // The sandbox clock of this process (moved by `misim clock`); TLS uses the real one.
+    let (clock_svc, clock_addr) =
+        misim_proto::clock::ClockService::for_process(&ProcessEnv, &launch.data_dir)
+            .context("loading the clock")?;
+    let clock = clock_svc.clock();
     let control = misim_proto::auth::ControlKey::for_service(&ProcessEnv, &launch.data_dir)
         .context("loading the control key")?;
     let tls = misim_runtime::tls::load_or_create(
         &launch.data_dir.join("tls"),
         &misim_runtime::tls::extra_names_from_env(&ProcessEnv),
-        clock.now(),
+        SystemClock.now(),
     )
     .context("loading sandbox TLS")?;
     let store =
@@ -63,6 +67,9 @@ async fn run(launch: LaunchConfig) -> anyhow::Result<()> {
         public_url = %entra.config().public_url, "misim-entra listening");
     let shutdown = Shutdown::new();
     tokio::spawn(misim_runtime::cancel_on_signal(shutdown.clone()));
+    misim_runtime::spawn_grpc_at(clock_addr.as_deref(), clock_svc.router(&control), &shutdown)
+        .await?;
+
     misim_entra::serve(
         entra,
         http,

@@ -20,6 +20,10 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     misim_store::private_dir(&cfg.data_dir).context("securing the data directory")?;
+    // The sandbox clock of this process (moved by `misim clock`); TLS uses the real one.
+    let (clock_svc, clock_addr) =
+        misim_proto::clock::ClockService::for_process(&misim_types::ProcessEnv, &cfg.data_dir)
+            .context("loading the clock")?;
     let control = ControlKey::for_service(&misim_types::ProcessEnv, &cfg.data_dir)
         .context("loading the control key")?;
     let store =
@@ -27,7 +31,7 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = misim_runtime::Shutdown::new();
     let deps = Deps {
         store: store.clone(),
-        clock: Arc::new(misim_types::SystemClock),
+        clock: clock_svc.clock(),
         ids: Arc::new(misim_types::RandomIds),
         directory: DirectoryClient::new(
             control
@@ -54,6 +58,8 @@ async fn main() -> anyhow::Result<()> {
         imds.set_static_addresses(cfg.vm_addresses);
     }
     tokio::spawn(misim_runtime::cancel_on_signal(shutdown.clone()));
+    misim_runtime::spawn_grpc_at(clock_addr.as_deref(), clock_svc.router(&control), &shutdown)
+        .await?;
     let result = misim_imds::serve(imds, http, grpc, control, shutdown).await;
     store.flush().await.context("flushing the imds store")?;
     result

@@ -25,18 +25,25 @@ async fn main() -> anyhow::Result<()> {
             std::process::exit(64);
         }
     };
-    let clock = Arc::new(misim_types::SystemClock);
     misim_store::private_dir(&cfg.data_dir).context("securing the data directory")?;
-    let as_keyvault = ControlKey::for_service(&misim_types::ProcessEnv, &cfg.data_dir)
-        .context("loading the control key")?
-        .credential(Caller::KeyVault);
+    // The sandbox clock of this process (moved by `misim clock`); TLS uses the real one.
+    let (clock_svc, clock_addr) =
+        misim_proto::clock::ClockService::for_process(&misim_types::ProcessEnv, &cfg.data_dir)
+            .context("loading the clock")?;
+    let control = ControlKey::for_service(&misim_types::ProcessEnv, &cfg.data_dir)
+        .context("loading the control key")?;
+    let as_keyvault = control.credential(Caller::KeyVault);
     let suffix = cfg.config.dns_suffix.trim_matches('.').to_owned();
     let mut names = vec![suffix.clone(), format!("*.{suffix}")];
     names.extend(misim_runtime::tls::extra_names_from_env(
         &misim_types::ProcessEnv,
     ));
-    let tls = misim_runtime::tls::load_or_create(&cfg.data_dir.join("tls"), &names, clock.now())
-        .context("loading TLS material")?;
+    let tls = misim_runtime::tls::load_or_create(
+        &cfg.data_dir.join("tls"),
+        &names,
+        misim_types::SystemClock.now(),
+    )
+    .context("loading TLS material")?;
     let store = misim_store::Store::open(&cfg.data_dir.join("keyvault"))
         .context("opening the key vault store")?;
     let directory = DirectoryClient::new(
@@ -46,7 +53,7 @@ async fn main() -> anyhow::Result<()> {
     );
     let deps = Deps {
         store: store.clone(),
-        clock,
+        clock: clock_svc.clock(),
         ids: Arc::new(misim_types::RandomIds),
         keys: misim_proto::keys::EntraKeys::new(directory),
         authz: AuthorizationClient::new(
@@ -62,6 +69,9 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(https = %http.local_addr()?, ca = %tls.ca_path.display(), "misim-keyvault listening");
     let shutdown = misim_runtime::Shutdown::new();
     tokio::spawn(misim_runtime::cancel_on_signal(shutdown.clone()));
+    misim_runtime::spawn_grpc_at(clock_addr.as_deref(), clock_svc.router(&control), &shutdown)
+        .await?;
+
     let mut extra = tokio::task::JoinSet::new();
     for addr in misim_types::ProcessEnv
         .get(ENV_EXTRA_HTTP_ADDRS)

@@ -65,3 +65,20 @@ pub fn lazy_channel(url: &str) -> anyhow::Result<tonic::transport::Channel> {
         .timeout(std::time::Duration::from_secs(30))
         .connect_lazy())
 }
+
+/// Serves `router` on `addr` in the background when an address is given (a process's optional
+/// gRPC listener, such as the compose sandbox's per-service clock); nothing when `None`.
+pub async fn spawn_grpc_at(
+    addr: Option<&str>,
+    router: tonic::transport::server::Router,
+    shutdown: &Shutdown,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    if let Some(addr) = addr {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding gRPC on {addr}"))?;
+        tokio::spawn(serve::serve_grpc(listener, router, shutdown.clone()));
+    }
+    Ok(())
+}

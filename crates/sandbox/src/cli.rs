@@ -107,6 +107,18 @@ enum Command {
         #[command(subcommand)]
         command: crate::pod_cmd::PodCommand,
     },
+    /// The sandbox's virtual clock: `show`, `advance 25h`, `set 2027-01-01T00:00:00Z`.
+    /// Every service reads it (token lifetimes, IMDS's cache, secret and certificate expiry).
+    Clock {
+        #[command(subcommand)]
+        command: crate::clock_cmd::ClockCommand,
+    },
+    /// Entra's token-signing keys: `list`, `roll` (the next key signs, the old stays
+    /// published until its tokens expire).
+    Keys {
+        #[command(subcommand)]
+        command: crate::keys_cmd::KeysCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -291,6 +303,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Oidc { command } => crate::oidc_cmd::run(command).await,
         Command::Pod { command } => crate::pod_cmd::run(command).await,
+    },
+        Command::Clock { command } => crate::clock_cmd::run(command).await,
+        Command::Keys { command } => crate::keys_cmd::run(command).await,
         Command::Idle => {
             let stop = misim_runtime::Shutdown::new();
             misim_runtime::cancel_on_signal(stop).await;
@@ -336,6 +351,7 @@ async fn up(data_dir: PathBuf, random_ports: bool) -> anyhow::Result<ExitCode> {
     if !random_ports {
         config.ports = Ports::DEFAULT;
     }
+    config.tokens = misim_entra::TokenPolicy::from_env(&misim_types::ProcessEnv)?;
     let mut sandbox = Sandbox::start(config).await?;
     let env_path = sandbox.write_env_file()?;
     println!("misim is up (data in {})", data_dir.display());

@@ -7,6 +7,8 @@
 
 mod bootstrap;
 pub mod cli;
+mod clock_cmd;
+mod keys_cmd;
 mod oidc_cmd;
 mod pod_cmd;
 pub mod secrets;
@@ -48,6 +50,8 @@ pub struct Ports {
     pub oidc: u16,
     /// The issuers' gRPC (`Issuers.MintToken`).
     pub oidc_grpc: u16,
+    /// The sandbox owner's gRPC (`misim.admin.v1`: the clock).
+    pub admin_grpc: u16,
 }
 
 impl Ports {
@@ -61,6 +65,7 @@ impl Ports {
         imds_grpc: 50053,
         oidc: 8446,
         oidc_grpc: 50054,
+        admin_grpc: 50055,
     };
 }
 
@@ -73,13 +78,17 @@ pub struct SandboxConfig {
     pub bind_ip: IpAddr,
     /// Ports.
     pub ports: Ports,
-    /// Time source for every service.
+    /// The base time source: every service reads it moved by the sandbox's persisted
+    /// clock offset (`misim clock`), one [`misim_types::VirtualClock`] for all.
     pub clock: SharedClock,
     /// GUID source for every service.
     pub ids: SharedIds,
     /// Faults on ARM's calls to Entra and IMDS (tests make one step of a
     /// cross-service operation fail; none by default).
     pub arm_peer_faults: Faults,
+    /// Entra's token lifetimes and signing-key rollover (`MISIM_TOKEN_LIFETIME_*`,
+    /// `MISIM_ENTRA_KEY_ROLL_INTERVAL` for `misim up`).
+    pub tokens: misim_entra::TokenPolicy,
 }
 
 impl SandboxConfig {
@@ -92,6 +101,7 @@ impl SandboxConfig {
             clock: std::sync::Arc::new(misim_types::SystemClock),
             ids: std::sync::Arc::new(misim_types::RandomIds),
             arm_peer_faults: Faults::none(),
+            tokens: misim_entra::TokenPolicy::default(),
         }
     }
 }
@@ -121,6 +131,8 @@ pub struct Sandbox {
     pub oidc_url: String,
     /// gRPC URL of the issuers' `Issuers` service.
     pub oidc_grpc_url: String,
+    /// gRPC URL of the sandbox owner's services (`misim.admin.v1.Clock`).
+    pub admin_grpc_url: String,
     /// Path of the sandbox CA certificate (PEM) that clients must trust.
     pub ca_path: PathBuf,
     /// PEM of the sandbox CA.
@@ -131,6 +143,7 @@ pub struct Sandbox {
     /// call carries a credential made with it (`misim_proto::auth`).
     pub control_key_path: PathBuf,
     control: ControlKey,
+    clock: misim_proto::clock::ClockService,
     data_dir: PathBuf,
     shutdown: Shutdown,
     tasks: JoinSet<anyhow::Result<()>>,
@@ -282,8 +295,12 @@ impl Sandbox {
             clock,
             ids,
             arm_peer_faults,
+            tokens,
         } = config;
         let secrets = start::prepare_data_dir(&data_dir, &clock, &ids)?;
+        let clock_svc = misim_proto::clock::ClockService::open(clock, &data_dir)
+            .context("loading the sandbox clock")?;
+        let clock = clock_svc.clock();
         let listeners = start::Listeners::bind(bind_ip, ports).await?;
         let urls = start::Urls::of(&listeners)?;
         let clients = start::PeerClients::new(&secrets.control, &urls, arm_peer_faults)?;
@@ -293,10 +310,12 @@ impl Sandbox {
             bind_ip,
             clock,
             ids,
+            tokens,
             secrets: &secrets,
             urls: &urls,
         };
-        let admin_cert_path = start::start_services(&cx, listeners, clients, &mut run).await?;
+        let admin_cert_path =
+            start::start_services(&cx, listeners, clients, &clock_svc, &mut run).await?;
         let start::Secrets {
             control_key_path,
             control,
@@ -319,11 +338,13 @@ impl Sandbox {
             imds_grpc_url: urls.imds_grpc_url,
             oidc_url: urls.oidc_url,
             oidc_grpc_url: urls.oidc_grpc_url,
+            admin_grpc_url: urls.admin_grpc_url,
             ca_path: tls.ca_path,
             ca_pem: tls.ca_pem,
             admin_cert_path,
             control_key_path,
             control,
+            clock: clock_svc,
             data_dir,
             shutdown,
             tasks,
@@ -348,6 +369,20 @@ impl Sandbox {
     /// A gRPC channel to `url` calling as `caller` (tests of the control plane's table).
     pub fn channel_as(&self, caller: Caller, url: &str) -> anyhow::Result<ControlChannel> {
         channel_as(&self.control, caller, url)
+    }
+
+    /// The clock every service reads (the base clock moved by the persisted offset).
+    pub fn clock(&self) -> SharedClock {
+        self.clock.clock()
+    }
+
+    /// A client of the sandbox clock (`misim.admin.v1.Clock`), as `admin`.
+    pub fn clock_client(
+        &self,
+    ) -> anyhow::Result<misim_proto::admin::v1::clock_client::ClockClient<ControlChannel>> {
+        Ok(misim_proto::admin::v1::clock_client::ClockClient::new(
+            self.channel_as(Caller::Admin, &self.admin_grpc_url)?,
+        ))
     }
 
     /// A client of IMDS's control API (VM endpoints, configured identities), as `admin`.
@@ -400,6 +435,7 @@ impl Sandbox {
             ("MISIM_IMDS_GRPC_URL", self.imds_grpc_url.clone()),
             ("MISIM_OIDC_URL", self.oidc_url.clone()),
             ("MISIM_OIDC_GRPC_URL", self.oidc_grpc_url.clone()),
+            ("MISIM_ADMIN_GRPC_URL", self.admin_grpc_url.clone()),
             (
                 misim_proto::auth::ENV_CONTROL_KEY_FILE,
                 self.control_key_path.display().to_string(),

@@ -29,7 +29,7 @@ pub(crate) enum OidcCommand {
         #[arg(long)]
         audience: Option<String>,
         /// Lifetime: seconds, or with a unit (`90s`, `30m`, `1h`, `1d`); at most 24h.
-        #[arg(long, default_value = "1h", value_parser = parse_duration)]
+        #[arg(long, default_value = "1h", value_parser = misim_types::time::parse_duration)]
         lifetime: std::time::Duration,
         /// The sandbox's data directory (its misim.env and control.key are read).
         #[arg(long, env = "MISIM_DATA_DIR", default_value_os_t = default_data_dir())]
@@ -41,27 +41,6 @@ pub(crate) enum OidcCommand {
         #[arg(long, env = "MISIM_DATA_DIR", default_value_os_t = default_data_dir())]
         data_dir: PathBuf,
     },
-}
-
-/// `90`, `90s`, `30m`, `1h`, `2d`.
-pub(crate) fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    let t = text.trim();
-    let (digits, unit) = t
-        .find(|c: char| !c.is_ascii_digit())
-        .map_or((t, "s"), |i| t.split_at(i));
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration (e.g. 90s, 30m, 1h, 1d)"))?;
-    let scale = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86400,
-        _ => return Err(format!("{text:?}: the unit must be s, m, h or d")),
-    };
-    n.checked_mul(scale)
-        .map(std::time::Duration::from_secs)
-        .ok_or_else(|| format!("{text:?} is too long"))
 }
 
 async fn client(
@@ -122,21 +101,4 @@ pub(crate) async fn run(command: OidcCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_duration;
-    use std::time::Duration;
-
-    #[test]
-    fn durations_take_a_unit_or_mean_seconds() {
-        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
-        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
-        assert!(parse_duration("1w").is_err());
-        assert!(parse_duration("h").is_err());
-        assert!(parse_duration("99999999999999999999d").is_err());
-    }
 }

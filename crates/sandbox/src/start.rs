@@ -51,6 +51,8 @@ pub(crate) fn prepare_data_dir(
         .iter()
         .map(|n| n.to_string())
         .collect();
+    // The base clock, not the sandbox's virtual one: clients check the CA and server
+    // certificates against their own real clocks, which `misim clock` does not move.
     let tls = misim_runtime::tls::load_or_create(&data_dir.join("tls"), &names, clock.now())?;
     Ok(Secrets {
         control_key_path,
@@ -70,6 +72,7 @@ pub(crate) struct Listeners {
     kv_http: TcpListener,
     oidc_http: TcpListener,
     oidc_grpc: TcpListener,
+    admin_grpc: TcpListener,
 }
 
 impl Listeners {
@@ -83,6 +86,7 @@ impl Listeners {
             kv_http: bind(ip, ports.keyvault, "key vault https").await?,
             oidc_http: bind(ip, ports.oidc, "oidc issuers https").await?,
             oidc_grpc: bind(ip, ports.oidc_grpc, "oidc issuers grpc").await?,
+            admin_grpc: bind(ip, ports.admin_grpc, "admin grpc").await?,
         })
     }
 }
@@ -103,6 +107,7 @@ pub(crate) struct Urls {
     pub(crate) imds_grpc_url: String,
     pub(crate) oidc_url: String,
     pub(crate) oidc_grpc_url: String,
+    pub(crate) admin_grpc_url: String,
     /// The resource Key Vault's 401 challenge names (Entra must issue tokens for it).
     pub(crate) vault_challenge_resource: String,
 }
@@ -122,6 +127,7 @@ impl Urls {
             imds_grpc_url: grpc_url(&l.imds_grpc)?,
             oidc_url: format!("https://localhost:{}", l.oidc_http.local_addr()?.port()),
             oidc_grpc_url: grpc_url(&l.oidc_grpc)?,
+            admin_grpc_url: grpc_url(&l.admin_grpc)?,
             vault_challenge_resource: format!(
                 "https://{VAULT_DNS_SUFFIX}:{}",
                 keyvault_addr.port()
@@ -183,6 +189,7 @@ pub(crate) struct Boot<'a> {
     pub(crate) bind_ip: IpAddr,
     pub(crate) clock: SharedClock,
     pub(crate) ids: SharedIds,
+    pub(crate) tokens: misim_entra::TokenPolicy,
     pub(crate) secrets: &'a Secrets,
     pub(crate) urls: &'a Urls,
 }
@@ -220,6 +227,7 @@ pub(crate) async fn start_services(
     cx: &Boot<'_>,
     listeners: Listeners,
     clients: PeerClients,
+    clock: &misim_proto::clock::ClockService,
     run: &mut Running,
 ) -> anyhow::Result<PathBuf> {
     let Listeners {
@@ -231,7 +239,16 @@ pub(crate) async fn start_services(
         kv_http,
         oidc_http,
         oidc_grpc,
+        admin_grpc,
     } = listeners;
+    // The clock first: one object every service reads, moved over this listener.
+    let admin = misim_runtime::serve::serve_grpc(
+        admin_grpc,
+        clock.router(&cx.secrets.control),
+        run.shutdown.clone(),
+    );
+    run.tasks
+        .spawn(async move { admin.await.context("admin grpc server") });
     start_oidc(cx, (oidc_http, oidc_grpc), run).await?;
     let admin_cert_path = start_entra(cx, (entra_http, entra_grpc), run).await?;
     start_imds(cx, imds_grpc, clients.imds_directory, run).await?;
@@ -294,6 +311,7 @@ async fn start_entra(
                 display_name: "misim-admin".into(),
                 secret: b.admin_client_secret.clone(),
             }),
+            tokens: cx.tokens,
         },
         misim_entra::Deps {
             store,

@@ -14,7 +14,9 @@ mod ids;
 mod resource_id;
 pub mod time;
 
-pub use clock::{Clock, ManualClock, SharedClock, SystemClock, unix_seconds};
+pub use clock::{
+    Clock, ClockMoveError, ManualClock, SharedClock, SystemClock, VirtualClock, unix_seconds,
+};
 pub use env::{EnvSource, MapEnv, ProcessEnv};
 pub use error::ErrorCode;
 pub use ids::{IdGen, RandomIds, SeqIds, SharedIds};

@@ -73,6 +73,79 @@ impl UtcDateTime {
     }
 }
 
+/// `YYYY-MM-DDThh:mm:ssZ`: RFC 3339 in UTC to the second, as Graph and ARM write times.
+pub fn format_rfc3339(unix: i64) -> String {
+    let t = UtcDateTime::from_unix(unix);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year, t.month, t.day, t.hour, t.minute, t.second
+    )
+}
+
+/// Parses `YYYY-MM-DDThh:mm:ss[.fff][Z|±hh:mm]` (or a bare date, midnight UTC) to Unix
+/// seconds; a fraction is dropped. `None` for anything else.
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let num = |t: &str| -> Option<i64> {
+        if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        t.parse().ok()
+    };
+    let (date, time) = match s.split_once(['T', 't', ' ']) {
+        Some((d, t)) => (d, t),
+        None => (s, "00:00:00Z"),
+    };
+    let mut dp = date.split('-');
+    let (y, mo, d) = (num(dp.next()?)?, num(dp.next()?)?, num(dp.next()?)?);
+    if dp.next().is_some() || !(1..=12).contains(&mo) || !(1..=31).contains(&d) {
+        return None;
+    }
+    // Split off the zone designator.
+    let (clock, offset) = if let Some(t) = time.strip_suffix(['Z', 'z']) {
+        (t, 0)
+    } else if let Some(i) = time.rfind(['+', '-']) {
+        let (t, z) = time.split_at(i);
+        let sign = if z.starts_with('-') { -1 } else { 1 };
+        let (zh, zm) = z[1..].split_once(':').unwrap_or((&z[1..], "0"));
+        (t, sign * (num(zh)? * 3600 + num(zm)? * 60))
+    } else {
+        (time, 0)
+    };
+    let clock = clock.split('.').next()?;
+    let mut tp = clock.split(':');
+    let h = num(tp.next()?)?;
+    let mi = num(tp.next()?)?;
+    let sec = tp.next().map_or(Some(0), num)?;
+    if tp.next().is_some() || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    Some(days_from_civil(y, mo, d) * DAY + h * 3600 + mi * 60 + sec - offset)
+}
+
+/// A duration as the CLI takes it: a whole number and a unit, `500ms`, `90s`, `30m`, `25h`,
+/// `46d` (a bare number is seconds). The error names the text and what is expected.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let t = text.trim();
+    let (digits, unit) = t
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((t, "s"), |i| t.split_at(i));
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (e.g. 90s, 30m, 25h, 46d)"))?;
+    let millis: u64 = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("{text:?}: the unit must be ms, s, m, h or d")),
+    };
+    n.checked_mul(millis)
+        .map(std::time::Duration::from_millis)
+        .ok_or_else(|| format!("{text:?} is too long"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,5 +228,49 @@ mod tests {
         for unix in [0, -86_400, 951_782_400, 4_102_444_800, -2_208_988_800] {
             assert_eq!(UtcDateTime::from_unix(unix).to_unix(), unix);
         }
+    }
+
+    #[test]
+    fn rfc3339_round_trips() {
+        for t in [0, 951_782_400, 1_767_225_599, 1_767_139_199] {
+            assert_eq!(parse_rfc3339(&format_rfc3339(t)), Some(t));
+        }
+        assert_eq!(format_rfc3339(1_767_225_599), "2025-12-31T23:59:59Z");
+        assert_eq!(
+            parse_rfc3339("2025-12-31T23:59:59.1234567Z"),
+            Some(1_767_225_599)
+        );
+        assert_eq!(
+            parse_rfc3339("2026-01-01T01:59:59+02:00"),
+            Some(1_767_225_599)
+        );
+        assert_eq!(parse_rfc3339("2026-01-01"), Some(1_767_225_600));
+        assert_eq!(parse_rfc3339("2025-12-31T23:59:59"), Some(1_767_225_599));
+        assert!(parse_rfc3339("yesterday").is_none());
+        assert!(parse_rfc3339("2025-13-01T00:00:00Z").is_none());
+        assert!(parse_rfc3339("2025-12-01T10:00:00:00Z").is_none());
+    }
+
+    #[test]
+    fn durations_take_a_unit_or_mean_seconds() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("25h"), Ok(Duration::from_secs(90_000)));
+        assert_eq!(parse_duration("46d"), Ok(Duration::from_secs(46 * 86_400)));
+        assert!(
+            parse_duration("1w")
+                .unwrap_err()
+                .contains("the unit must be")
+        );
+        assert!(parse_duration("h").unwrap_err().contains("not a duration"));
+        assert!(parse_duration("-5m").is_err());
+        assert!(parse_duration("99999999999999999999d").is_err());
+        assert!(
+            parse_duration("9999999999999999d")
+                .unwrap_err()
+                .contains("too long")
+        );
     }
 }

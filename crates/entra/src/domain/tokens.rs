@@ -3,8 +3,7 @@
 
 use misim_token::TokenError;
 use misim_token::verify::{
-    AccessClaims as VerifiedClaims, KeySet, assertion_header, verify_access_token,
-    verify_client_assertion,
+    AccessClaims as VerifiedClaims, assertion_header, verify_access_token, verify_client_assertion,
 };
 use misim_types::{SharedClock, SharedIds, audiences};
 use serde::Serialize;
@@ -12,7 +11,7 @@ use serde::Serialize;
 use super::directory::{Directory, hash_secret};
 use super::federation::{self, ExternalClaims, TOKEN_EXCHANGE_AUDIENCE};
 use super::principal::{KeyCredential, Principal, PrincipalKind};
-use super::signing::SigningKey;
+use super::signing::KeyRing;
 use crate::EntraError;
 
 /// Lifetime of managed-identity tokens (docs/azure-protocol.md, Entra: managed-identity access
@@ -131,9 +130,10 @@ pub(crate) struct Issuer {
     assertion_audiences: [String; 2],
     /// Normalised audiences of the Graph API Entra serves: its own URL and Microsoft Graph's.
     graph_audiences: [String; 2],
-    /// The public half of the signing key, for verifying Graph bearer tokens.
-    keys: KeySet,
-    pub(crate) signing: SigningKey,
+    /// The signing keys (their public halves also verify Graph bearer tokens).
+    pub(crate) keys: KeyRing,
+    /// Lifetimes of the tokens it signs.
+    lifetimes: crate::TokenPolicy,
     clock: SharedClock,
     ids: SharedIds,
 }
@@ -162,12 +162,10 @@ fn normalize_url(url: &str) -> String {
 impl Issuer {
     pub(crate) fn new(
         config: &crate::Config,
-        signing: SigningKey,
+        keys: KeyRing,
         clock: SharedClock,
         ids: SharedIds,
     ) -> Self {
-        let mut keys = KeySet::new(config.tenant_id.clone());
-        keys.add_rsa(signing.kid(), &signing.modulus, &signing.exponent);
         Self {
             tenant_id: config.tenant_id.clone(),
             issuer_v1: config.issuer_v1(),
@@ -196,7 +194,7 @@ impl Issuer {
                 audiences::normalize(audiences::GRAPH),
             ],
             keys,
-            signing,
+            lifetimes: config.tokens,
             clock,
             ids,
         }
@@ -230,7 +228,7 @@ impl Issuer {
     pub(crate) fn verify_graph_token(&self, token: &str) -> Result<VerifiedClaims, TokenError> {
         verify_access_token(
             token,
-            &self.keys,
+            &self.keys.snapshot().verify,
             &[self.issuer_v1.as_str()],
             self.clock.as_ref(),
             |aud| self.is_graph_audience(aud),
@@ -285,13 +283,33 @@ impl Issuer {
                     .secret_sha256
                     .as_deref()
                     .is_some_and(|h| misim_token::constant_time_eq(h.as_bytes(), hash.as_bytes()));
-                let from_app = app.as_ref().is_some_and(|a| {
-                    a.password_credentials.iter().any(|c| {
-                        misim_token::constant_time_eq(c.secret_sha256.as_bytes(), hash.as_bytes())
-                            && now >= c.start_unix
-                            && now <= c.end_unix
+                let matching: Vec<_> = app
+                    .as_ref()
+                    .map(|a| {
+                        a.password_credentials
+                            .iter()
+                            .filter(|c| {
+                                misim_token::constant_time_eq(
+                                    c.secret_sha256.as_bytes(),
+                                    hash.as_bytes(),
+                                )
+                            })
+                            .collect()
                     })
-                });
+                    .unwrap_or_default();
+                let from_app = matching
+                    .iter()
+                    .any(|c| now >= c.start_unix && now <= c.end_unix);
+                // The right secret, past its end date: Entra says so (AADSTS7000222).
+                if p.kind == PrincipalKind::Application
+                    && !own
+                    && !from_app
+                    && matching.iter().any(|c| now > c.end_unix)
+                {
+                    return Err(EntraError::ExpiredSecret {
+                        client_id: client_id.to_owned(),
+                    });
+                }
                 if p.kind != PrincipalKind::Application || !(own || from_app) {
                     return Err(EntraError::InvalidSecret {
                         client_id: client_id.to_owned(),
@@ -371,7 +389,7 @@ impl Issuer {
     ) -> Result<(), EntraError> {
         let claims = verify_access_token(
             &pending.token,
-            &self.keys,
+            &self.keys.snapshot().verify,
             &[self.issuer_v1.as_str(), self.issuer_v2.as_str()],
             self.clock.as_ref(),
             |_| true,
@@ -419,7 +437,14 @@ impl Issuer {
                 ))
             })?;
         let now = self.clock.unix();
-        if now < cred.start_unix || now > cred.end_unix {
+        if now > cred.end_unix {
+            return Err(EntraError::ExpiredKey {
+                thumbprint: cred.thumbprint_sha1.clone(),
+                start: cred.start_unix,
+                end: cred.end_unix,
+            });
+        }
+        if now < cred.start_unix {
             return Err(EntraError::AssertionExpired {
                 reason: format!(
                     "certificate {} is outside its validity window",
@@ -461,8 +486,8 @@ impl Issuer {
     ) -> Result<Issued, EntraError> {
         let iat = self.clock.unix();
         let lifetime = match p.kind {
-            PrincipalKind::ManagedIdentity => MI_LIFETIME_SECS,
-            PrincipalKind::Application => APP_LIFETIME_SECS,
+            PrincipalKind::ManagedIdentity => self.lifetimes.managed_identity_lifetime_secs,
+            PrincipalKind::Application => self.lifetimes.application_lifetime_secs,
         };
         let exp = iat + lifetime;
         let exchange =
@@ -495,7 +520,7 @@ impl Issuer {
             ver,
             xms_mirid: p.xms_mirid(),
         };
-        let access_token = self.signing.signer.sign(&claims)?;
+        let access_token = self.keys.snapshot().current.signer.sign(&claims)?;
         Ok(Issued {
             access_token,
             iat,

@@ -25,15 +25,25 @@ fn cached(v: Value) -> Response {
 }
 
 fn jwks(entra: &Entra, issuer: Option<String>) -> Response {
-    let k = &entra.inner.issuer.signing;
+    // Every published key: the next one (before it signs), the current one and
+    // retired ones whose tokens may still be live.
     let doc = Jwks {
-        keys: vec![Jwk::rsa(
-            k.kid(),
-            &k.modulus,
-            &k.exponent,
-            &k.certificate_der,
-            issuer,
-        )],
+        keys: entra
+            .inner
+            .issuer
+            .keys
+            .published()
+            .iter()
+            .map(|k| {
+                Jwk::rsa(
+                    k.kid(),
+                    &k.modulus,
+                    &k.exponent,
+                    &k.certificate_der,
+                    issuer.clone(),
+                )
+            })
+            .collect(),
     };
     ([CACHE], Json(doc)).into_response()
 }

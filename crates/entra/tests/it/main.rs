@@ -22,6 +22,7 @@ use tower::ServiceExt;
 mod assertion_props;
 mod federation;
 mod graph;
+mod lifecycle;
 
 const TID: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 const PUBLIC: &str = "https://localhost:40001";
@@ -45,6 +46,7 @@ fn config() -> Config {
             display_name: "admin".into(),
             secret: ADMIN_SECRET.into(),
         }),
+        tokens: Default::default(),
     }
 }
 
@@ -54,16 +56,24 @@ struct Env {
 }
 
 async fn open_with(store: Store, clock: Arc<ManualClock>) -> Entra {
+    open_config(config(), store, clock).await.unwrap()
+}
+
+/// A tenant opened with `cfg`, or why it did not open.
+async fn open_config(
+    cfg: Config,
+    store: Store,
+    clock: Arc<ManualClock>,
+) -> Result<Entra, misim_entra::EntraError> {
     Entra::open(
-        config(),
+        cfg,
         Deps {
             store,
-            clock: clock.clone(),
+            clock,
             ids: Arc::new(SeqIds::new(1)),
         },
     )
     .await
-    .unwrap()
 }
 
 async fn env() -> Env {
@@ -965,16 +975,10 @@ async fn discovery_documents_and_jwks() {
 async fn open_rejects_bad_config() {
     let mut c = config();
     c.tenant_id = "not-a-guid".into();
-    let err = Entra::open(
-        c,
-        Deps {
-            store: Store::memory().unwrap(),
-            clock: Arc::new(ManualClock::at_unix(NOW)),
-            ids: Arc::new(SeqIds::new(1)),
-        },
-    )
-    .await
-    .unwrap_err();
+    let clock = Arc::new(ManualClock::at_unix(NOW));
+    let err = open_config(c, Store::memory().unwrap(), clock)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), misim_types::ErrorCode::InvalidArgument);
 }
 

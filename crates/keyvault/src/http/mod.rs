@@ -235,9 +235,12 @@ async fn authenticate(
                     audiences::KEY_VAULT,
                     kv.inner.config.challenge_resource
                 ),
-                TokenError::Lifetime(_) => {
-                    format!("AKV10021: Token is expired or not yet valid. {e}")
+                // Key Vault's own words for an expired token (docs/azure-protocol.md,
+                // "Key Vault: expired tokens"); misim's lifetime errors start "expired".
+                TokenError::Lifetime(why) if why.starts_with("expired") => {
+                    "[TokenExpired] Error validating token: 'S2S12086'.".to_owned()
                 }
+                TokenError::Lifetime(_) => format!("Token not yet valid. {e}"),
                 TokenError::Claim {
                     claim: "iss" | "tid",
                     ..

@@ -236,16 +236,9 @@ async fn user_assigned_identity_shared_then_deleted() {
 #[tokio::test(flavor = "multi_thread")]
 async fn restart_keeps_identities_keys_and_tokens() {
     let w = start().await;
-    w.create_rg("rg1").await;
-    w.create_vault("rg1", "kv1").await;
-    w.set_secret("kv1", "s", "kept").await;
-    let vm = w
-        .create_vm("rg1", "vm1", json!({"type": "SystemAssigned"}))
+    let (vm_id, principal) = w
+        .vm_reading_vault(("rg1", "vm1", "kv1"), ("s", "kept"))
         .await;
-    let principal = vm["identity"]["principalId"].as_str().unwrap().to_owned();
-    w.assign_role(&w.vault_id("rg1", "kv1"), &principal, KV_SECRETS_USER)
-        .await;
-    let vm_id = w.vm_id("rg1", "vm1");
     let (s, before) = w
         .imds_token(&w.imds_endpoint(&vm_id).await, VAULT_AUD, None)
         .await;

@@ -378,6 +378,29 @@ impl World {
         assert_eq!(s, 201, "role assignment: {v}");
     }
 
+    /// Resource group `rg` with vault `vault` holding secret `name` = `value`, and VM `vm` with a
+    /// system-assigned identity granted Key Vault Secrets User on the vault. Returns the VM's id
+    /// and its principal id.
+    pub(crate) async fn vm_reading_vault(
+        &self,
+        (rg, vm, vault): (&str, &str, &str),
+        (name, value): (&str, &str),
+    ) -> (String, String) {
+        self.create_rg(rg).await;
+        self.create_vault(rg, vault).await;
+        self.set_secret(vault, name, value).await;
+        let created = self
+            .create_vm(rg, vm, json!({"type": "SystemAssigned"}))
+            .await;
+        let principal = created["identity"]["principalId"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        self.assign_role(&self.vault_id(rg, vault), &principal, KV_SECRETS_USER)
+            .await;
+        (self.vm_id(rg, vm), principal)
+    }
+
     /// The VM's own IMDS base URL.
     pub(crate) async fn imds_endpoint(&self, vm_id: &str) -> String {
         let vm = self

@@ -5,12 +5,14 @@
 //! injected through the fault hook on ARM's calls to its peers
 //! (`harness::PeerFaults`), never by timing.
 
+mod clock;
 mod errors;
 mod federated_credentials;
 mod federation;
 mod federation_templates;
 mod flow;
 mod harness;
+mod keys;
 mod lifecycle;
 mod rbac;
 mod security_authz;
