@@ -8,7 +8,7 @@ use misim_types::EnvSource;
 pub const ENV_HTTP_ADDR: &str = "MISIM_KEYVAULT_HTTP_ADDR";
 /// Data directory (store in `<dir>/keyvault`, TLS material in `<dir>/tls`).
 pub const ENV_DATA_DIR: &str = "MISIM_DATA_DIR";
-/// Tenant id.
+/// The tenant the 401 challenge names: `authorization="{authority}/{tenant}"`.
 pub const ENV_TENANT_ID: &str = "MISIM_TENANT_ID";
 /// Entra's gRPC URL (signing keys).
 pub const ENV_ENTRA_GRPC_URL: &str = "MISIM_ENTRA_GRPC_URL";

@@ -86,7 +86,7 @@ pub struct IssuerInfo {
     pub url: String,
     /// Its discovery document.
     pub discovery_url: String,
-    /// Its JWKS.
+    /// Its JWKS URL, as the discovery document's `jwks_uri` names it.
     pub jwks_uri: String,
     /// Its key id.
     pub kid: String,
@@ -113,7 +113,6 @@ impl Oidc {
         })
     }
 
-    /// The configuration.
     pub fn config(&self) -> &Config {
         &self.inner.config
     }

@@ -184,7 +184,8 @@ impl<V: Serialize + DeserializeOwned> Table<V> {
         Ok(out)
     }
 
-    /// Reads one value.
+    /// The value at `key`, `None` if absent; a stored value that does not decode (unknown
+    /// format version, JSON that no longer fits `V`) is `StoreError::Corrupt`, never `None`.
     pub fn get(&self, key: &str) -> Result<Option<V>> {
         match self.tree.get(key.as_bytes())? {
             Some(b) => Ok(Some(self.decode(key.as_bytes(), &b)?)),

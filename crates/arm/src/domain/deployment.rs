@@ -291,7 +291,6 @@ impl Core {
         }
     }
 
-    /// Reads a deployment.
     pub fn get_deployment(
         &self,
         sub: &str,

@@ -36,7 +36,7 @@ pub struct Report {
     pub service_principals: u32,
     /// VMs in ARM.
     pub vms: u32,
-    /// VMs in IMDS.
+    /// VMs IMDS reports (`ListVms`); differs from `vms` while an operation is pending.
     pub imds_vms: u32,
 }
 

@@ -304,7 +304,8 @@ impl Core {
         Ok((attached, links))
     }
 
-    /// Reads a VM.
+    /// A VM as stored, 404 `ResourceNotFound` (or `ResourceGroupNotFound`) otherwise; one being
+    /// deleted is still found, in state `Deleting`.
     pub fn get_vm(&self, sub: &str, rg: &str, name: &str) -> Result<VmRecord, ArmError> {
         self.require_rg(sub, rg)?;
         self.vms
