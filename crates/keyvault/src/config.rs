@@ -63,11 +63,11 @@ pub struct BinConfig {
     pub config: Config,
     /// HTTPS listen address.
     pub http_addr: SocketAddr,
-    /// Data directory.
+    /// Data directory (store in `<dir>/keyvault`, TLS material in `<dir>/tls`).
     pub data_dir: std::path::PathBuf,
-    /// Entra gRPC URL.
+    /// Entra's gRPC URL (`Directory.GetSigningKeys`, to verify bearer tokens).
     pub entra_grpc_url: String,
-    /// ARM gRPC URL.
+    /// ARM's gRPC URL (`Authorization.CheckVaultAccess`, the data-action check).
     pub arm_grpc_url: String,
 }
 

@@ -117,7 +117,8 @@ impl Oidc {
         &self.inner.config
     }
 
-    /// Signs a token.
+    /// Signs a token with the issuer's key, creating issuer and key on first use; a bad
+    /// subject or lifetime (1 s to 24 h) is refused before any key is made.
     pub async fn mint(&self, req: MintRequest) -> Result<Minted, OidcError> {
         self.inner
             .issuers

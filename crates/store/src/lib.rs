@@ -122,7 +122,8 @@ impl Store {
         Ok(Self { db })
     }
 
-    /// Opens the named table.
+    /// Opens the named table, creating it if new. Every handle to one name shares the data, so
+    /// each name must be used with one value type `V` only.
     pub fn table<V>(&self, name: &str) -> Result<Table<V>> {
         Ok(Table {
             name: name.to_owned(),
