@@ -15,7 +15,7 @@ pub const ENV_GRPC_ADDR: &str = "MISIM_ARM_GRPC_ADDR";
 pub const ENV_DATA_DIR: &str = "MISIM_DATA_DIR";
 /// Tenant id trusted by the subscription.
 pub const ENV_TENANT_ID: &str = "MISIM_TENANT_ID";
-/// The one subscription.
+/// The one subscription ARM serves (a GUID); every other id is `SubscriptionNotFound`.
 pub const ENV_SUBSCRIPTION_ID: &str = "MISIM_SUBSCRIPTION_ID";
 /// ARM's public URL (`https://localhost:P`).
 pub const ENV_PUBLIC_URL: &str = "MISIM_ARM_PUBLIC_URL";
@@ -37,7 +37,7 @@ pub const ENV_ADMIN_OBJECT_ID: &str = "MISIM_ADMIN_OBJECT_ID";
 pub struct Config {
     /// The one subscription (GUID).
     pub subscription_id: String,
-    /// Its display name.
+    /// `displayName` in `GET /subscriptions`, which `az account list` shows.
     pub subscription_display_name: String,
     /// Tenant trusted by the subscription.
     pub tenant_id: String,

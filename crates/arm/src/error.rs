@@ -16,7 +16,7 @@ pub enum ArmError {
     /// The header is not a bearer token, or the token is bad.
     #[error("The access token is invalid. {0}")]
     InvalidToken(String),
-    /// The token is expired.
+    /// The token's `exp` is before the injected clock's now (401 `ExpiredAuthenticationToken`).
     #[error("The access token expiry UTC time is earlier than current UTC time. {0}")]
     ExpiredToken(String),
     /// The token is for another audience.
@@ -29,9 +29,9 @@ pub enum ArmError {
     AuthorizationFailed {
         /// Caller object id.
         principal: String,
-        /// The action.
+        /// The action that was checked (`Microsoft.Compute/virtualMachines/write`).
         action: String,
-        /// The scope.
+        /// The resource id it was checked at, as the message names it.
         scope: String,
     },
     /// The write is allowed, but an action on a resource the request links is
@@ -44,7 +44,7 @@ pub enum ArmError {
         principal: String,
         /// The allowed action.
         action: String,
-        /// Its scope.
+        /// The resource id it was checked at, as the message names it.
         scope: String,
         /// The denied linked actions, comma-separated (one per linked scope).
         linked_actions: String,
@@ -64,9 +64,9 @@ pub enum ArmError {
     ResourceNotFound {
         /// `Namespace/type`.
         resource_type: String,
-        /// Name.
+        /// The resource's name as requested (the last id segment).
         name: String,
-        /// Resource group.
+        /// Its resource group as requested (Azure's message names both).
         resource_group: String,
     },
     /// The body is not valid JSON or not the expected shape.
@@ -83,9 +83,9 @@ pub enum ArmError {
         "The resource type '{resource_type}' could not be found in the namespace '{namespace}'."
     )]
     InvalidResourceType {
-        /// Namespace.
+        /// The provider namespace as requested (`Microsoft.Foo`).
         namespace: String,
-        /// Type.
+        /// The type below it that misim does not know.
         resource_type: String,
     },
     /// Unknown namespace.
@@ -113,9 +113,9 @@ pub enum ArmError {
         "Principal {principal} does not exist in the directory {tenant}. Check that you have the correct principal ID. If you are creating this principal and then immediately assigning a role, this error might be related to a replication delay. In this case, set the role assignment principalType property to a value, such as ServicePrincipal, User, or Group.  See https://aka.ms/docs-principaltype"
     )]
     PrincipalNotFound {
-        /// The principal id.
+        /// The object id the assignment names, which Entra does not know.
         principal: String,
-        /// The tenant.
+        /// The tenant the subscription trusts, as Azure's message names it.
         tenant: String,
     },
     /// Unknown role definition in a role assignment body.

@@ -48,9 +48,10 @@ pub use error::ArmError;
 pub struct Deps {
     /// ARM's own store.
     pub store: misim_store::Store,
-    /// Time.
+    /// What ARM calls now: token lifetimes, operation timestamps, the reconciler's pruning.
     pub clock: SharedClock,
-    /// GUIDs.
+    /// Every GUID ARM mints (operation ids, `vmId`s, the request ids that key principal
+    /// creation, assignment names, deployment correlation ids); tests inject `SeqIds`.
     pub ids: SharedIds,
     /// Entra's signing keys (bearer-token verification).
     pub keys: misim_proto::keys::EntraKeys,

@@ -15,7 +15,6 @@ pub struct RgRecord {
     pub name: String,
     /// Region.
     pub location: String,
-    /// Tags.
     pub tags: Map<String, Value>,
 }
 
@@ -50,7 +49,6 @@ pub struct UamiRecord {
     pub name: String,
     /// Region.
     pub location: String,
-    /// Tags.
     pub tags: Map<String, Value>,
     /// Principal and credential.
     pub credential: Credential,
@@ -67,7 +65,6 @@ pub struct VmRecord {
     pub resource_group: String,
     /// Region.
     pub location: String,
-    /// Tags.
     pub tags: Map<String, Value>,
     /// `properties.vmId`.
     pub vm_id: String,
@@ -103,7 +100,7 @@ pub struct VmRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(from = "AttachedRepr")]
 pub struct AttachedUami {
-    /// `principalId`.
+    /// The identity's object id (`principalId`) when it was attached.
     pub principal_id: String,
     /// `clientId`; empty in records written when only the principal was kept.
     pub client_id: String,
@@ -150,7 +147,7 @@ impl VmRecord {
 /// A resource's `provisioningState`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum ProvState {
-    /// Done.
+    /// The last write has converged (the default: most resources have no cross-service work).
     #[default]
     Succeeded,
     /// Cross-service work pending.
@@ -183,9 +180,9 @@ pub enum OpKind {
     UamiDelete {
         /// The UAMI's id.
         uami_id: String,
-        /// Its principal.
+        /// Its principal's object id: deleted in Entra once no VM's IMDS holds the identity.
         principal_id: String,
-        /// Its client id.
+        /// Its client id, which each VM's IMDS knows the identity by (`RemoveIdentity`).
         client_id: String,
     },
     /// A UAMI creation that did not complete: delete any principal created
@@ -232,11 +229,12 @@ impl OpKind {
 /// An operation's status (compute's async operation shape).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OpStatus {
-    /// Pending.
+    /// Still converging (written before the first peer call).
     InProgress,
-    /// Done.
+    /// Every peer agrees with the record.
     Succeeded,
-    /// Given up.
+    /// Given up after repeated refusals (VM and federated-credential operations only): the
+    /// resource's record keeps the error for the user to retry from.
     Failed,
 }
 
@@ -254,7 +252,8 @@ pub struct OpRecord {
     pub resource_id: String,
     /// What to do.
     pub kind: OpKind,
-    /// Status.
+    /// `InProgress` until the reconciler or the inline run completes it; what a status URL
+    /// reports.
     pub status: OpStatus,
     /// Why it failed.
     pub error: Option<String>,
@@ -292,7 +291,6 @@ pub struct VaultRecord {
     pub name: String,
     /// Region.
     pub location: String,
-    /// Tags.
     pub tags: Map<String, Value>,
     /// `properties` as returned (sku, tenantId, enableRbacAuthorization, vaultUri, …).
     pub properties: Value,
@@ -317,7 +315,8 @@ pub struct AssignmentRecord {
     pub role_definition_id: String,
     /// Principal object id.
     pub principal_id: String,
-    /// Principal type.
+    /// `principalType` as sent (`ServicePrincipal` when absent); stored and echoed, not
+    /// checked against Entra.
     pub principal_type: String,
 }
 
@@ -334,7 +333,6 @@ pub struct NetworkRecord {
     pub resource_type: String,
     /// Region.
     pub location: String,
-    /// Tags.
     pub tags: Map<String, Value>,
     /// `sku`, when sent.
     pub sku: Option<Value>,

@@ -183,19 +183,19 @@ pub enum Address {
     },
     /// `{scope}/providers/Microsoft.Authorization/roleAssignments/{name}`.
     RoleAssignment {
-        /// The scope.
+        /// Where it applies: a subscription, resource group or resource id, as sent.
         scope: String,
         /// Assignment name (GUID).
         name: String,
     },
     /// `{scope}/providers/Microsoft.Authorization/roleDefinitions`.
     RoleDefinitions {
-        /// The scope.
+        /// Where it applies: a subscription, resource group or resource id, as sent.
         scope: String,
     },
     /// `{scope}/providers/Microsoft.Authorization/roleDefinitions/{guid}`.
     RoleDefinition {
-        /// The scope.
+        /// Where it applies: a subscription, resource group or resource id, as sent.
         scope: String,
         /// Definition GUID.
         name: String,

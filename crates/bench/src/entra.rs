@@ -160,6 +160,105 @@ fn issue_run(f: &Fixture, threads: usize, s: &Settings) -> Run {
     )
 }
 
+/// Raw RSA-2048 verification of the bench assertion's signature: the floor under
+/// [`jwt_verify_run`].
+fn raw_verify_run(f: &Fixture, s: &Settings) -> Run {
+    let (input, sig) = split_jwt(&f.assertion);
+    measure::on_threads(
+        "ring RSA-2048 PKCS#1 SHA-256 verify, 1 thr",
+        1,
+        s.warmup,
+        s.window,
+        |_| {
+            let key = signature::UnparsedPublicKey::new(
+                &signature::RSA_PKCS1_2048_8192_SHA256,
+                f.public_key.clone(),
+            );
+            let (input, sig) = (input.to_owned(), sig.clone());
+            move || key.verify(input.as_bytes(), &sig).is_ok()
+        },
+    )
+}
+
+/// Client-assertion verification as `Directory.IssueToken` does it on every call (header
+/// parsed once here, as the caller's cost is the signature and claim checks).
+fn jwt_verify_run(f: &Fixture, s: &Settings) -> Run {
+    let header = misim_token::verify::assertion_header(&f.assertion);
+    let now = misim_types::SystemClock.unix();
+    let aud_path = format!("/{BENCH_TENANT}/oauth2/v2.0/token");
+    measure::on_threads(
+        "verify_client_assertion (what each call pays), 1 thr",
+        1,
+        s.warmup,
+        s.window,
+        |_| {
+            let (header, aud_path) = (&header, &aud_path);
+            move || {
+                let Ok(h) = header else { return false };
+                misim_token::verify::verify_client_assertion(
+                    &f.assertion,
+                    h,
+                    &f.public_key,
+                    &f.client_id,
+                    now,
+                    |aud| aud.ends_with(aud_path.as_str()),
+                )
+                .is_ok()
+            }
+        },
+    )
+}
+
+/// The in-process measurements of 1a–1c, each accumulated over [`ROUNDS`] rounds.
+struct InProcess {
+    sign1: Run,
+    issue1: Run,
+    sign_n: Run,
+    issue_n: Run,
+    raw_verify: Run,
+    jwt_verify: Run,
+}
+
+/// Measures 1a–1c, interleaving the runs round by round so that a slow spell of the
+/// machine hits a baseline and what is compared with it alike.
+fn in_process(f: &Fixture, r: &Settings) -> InProcess {
+    let mut acc: [Option<Run>; 6] = Default::default();
+    tokio::task::block_in_place(|| {
+        for _ in 0..ROUNDS {
+            measure::accumulate(&mut acc[0], sign_run(f, 1, r));
+            measure::accumulate(&mut acc[1], issue_run(f, 1, r));
+            measure::accumulate(&mut acc[2], sign_run(f, r.threads, r));
+            measure::accumulate(&mut acc[3], issue_run(f, r.threads, r));
+            measure::accumulate(&mut acc[4], raw_verify_run(f, r));
+            measure::accumulate(&mut acc[5], jwt_verify_run(f, r));
+        }
+    });
+    let [sign1, issue1, sign_n, issue_n, raw_verify, jwt_verify] =
+        acc.map(|r| r.unwrap_or_else(|| unreachable!("ROUNDS > 0")));
+    InProcess {
+        sign1,
+        issue1,
+        sign_n,
+        issue_n,
+        raw_verify,
+        jwt_verify,
+    }
+}
+
+/// Measures 1d: all-core signing and the HTTPS token endpoint, alternating per round.
+async fn over_https(f: &Fixture, r: &Settings, world: &World) -> anyhow::Result<(Run, Run)> {
+    let (mut sign_d, mut https) = (None, None);
+    for _ in 0..ROUNDS {
+        let b = tokio::task::block_in_place(|| sign_run(f, r.threads, r));
+        measure::accumulate(&mut sign_d, b);
+        measure::accumulate(&mut https, https_token_run(r, world).await?);
+    }
+    let (Some(sign_d), Some(https)) = (sign_d, https) else {
+        unreachable!("ROUNDS > 0")
+    };
+    Ok((sign_d, https))
+}
+
 /// Runs benchmark 1; `world` provides the HTTPS endpoint of a running sandbox.
 pub(crate) async fn run(s: &Settings, world: &World) -> anyhow::Result<()> {
     let f = fixture().await.context("setting up the in-process Entra")?;
@@ -171,96 +270,32 @@ pub(crate) async fn run(s: &Settings, world: &World) -> anyhow::Result<()> {
     {
         bail!("Directory.IssueToken refused the bench assertion: {e}");
     }
-
-    let (header, now) = (
-        misim_token::verify::assertion_header(&f.assertion),
-        misim_types::SystemClock.unix(),
-    );
-    let (input, sig) = split_jwt(&f.assertion);
-    let aud_path = format!("/{BENCH_TENANT}/oauth2/v2.0/token");
-    let mut acc: [Option<Run>; 6] = Default::default();
     let r = s.round();
-    tokio::task::block_in_place(|| {
-        for _ in 0..ROUNDS {
-            measure::accumulate(&mut acc[0], sign_run(&f, 1, &r));
-            measure::accumulate(&mut acc[1], issue_run(&f, 1, &r));
-            measure::accumulate(&mut acc[2], sign_run(&f, r.threads, &r));
-            measure::accumulate(&mut acc[3], issue_run(&f, r.threads, &r));
-            let raw_verify = measure::on_threads(
-                "ring RSA-2048 PKCS#1 SHA-256 verify, 1 thr",
-                1,
-                r.warmup,
-                r.window,
-                |_| {
-                    let key = signature::UnparsedPublicKey::new(
-                        &signature::RSA_PKCS1_2048_8192_SHA256,
-                        f.public_key.clone(),
-                    );
-                    let (input, sig) = (input.to_owned(), sig.clone());
-                    move || key.verify(input.as_bytes(), &sig).is_ok()
-                },
-            );
-            measure::accumulate(&mut acc[4], raw_verify);
-            let jwt_verify = measure::on_threads(
-                "verify_client_assertion (what each call pays), 1 thr",
-                1,
-                r.warmup,
-                r.window,
-                |_| {
-                    let (header, f, aud_path) = (&header, &f, &aud_path);
-                    move || {
-                        let Ok(h) = header else { return false };
-                        misim_token::verify::verify_client_assertion(
-                            &f.assertion,
-                            h,
-                            &f.public_key,
-                            &f.client_id,
-                            now,
-                            |aud| aud.ends_with(aud_path.as_str()),
-                        )
-                        .is_ok()
-                    }
-                },
-            );
-            measure::accumulate(&mut acc[5], jwt_verify);
-        }
-    });
-    let [sign1, issue1, signn, issuen, raw_verify, jwt_verify] =
-        acc.map(|r| r.unwrap_or_else(|| unreachable!("ROUNDS > 0")));
-
-    // 1d: all-core signing and the HTTPS endpoint, alternating.
-    let (mut sign_d, mut https) = (None, None);
-    for _ in 0..ROUNDS {
-        let b = tokio::task::block_in_place(|| sign_run(&f, r.threads, &r));
-        measure::accumulate(&mut sign_d, b);
-        measure::accumulate(&mut https, https_token_run(&r, world).await?);
-    }
-    let (Some(sign_d), Some(https)) = (sign_d, https) else {
-        unreachable!("ROUNDS > 0")
-    };
+    let m = in_process(&f, &r);
+    let (sign_d, https) = over_https(&f, &r, world).await?;
 
     measure::report(
         "1a. Entra issuance in-process (Directory.IssueToken, assertion verified per call) vs raw signing, 1 thread",
-        &sign1,
-        &[&issue1],
+        &m.sign1,
+        &[&m.issue1],
     );
     measure::report(
         &format!("1b. the same on all cores ({} threads)", s.threads),
-        &signn,
-        &[&issuen],
+        &m.sign_n,
+        &[&m.issue_n],
     );
     measure::report(
         "1c. client-assertion verification, which every IssueToken call pays, vs raw RSA verify",
-        &raw_verify,
-        &[&jwt_verify],
+        &m.raw_verify,
+        &[&m.jwt_verify],
     );
     // One signature plus one verification per token: the best IssueToken can do.
-    let ceiling = 1.0 / (1.0 / sign1.rate() + 1.0 / jwt_verify.rate().max(1e-9));
+    let ceiling = 1.0 / (1.0 / m.sign1.rate() + 1.0 / m.jwt_verify.rate().max(1e-9));
     println!(
         "ceiling for 1a (1 sign + 1 assertion verify per token): {ceiling:.1}/s = {:.3} of raw signing; \
          IssueToken reaches {:.3} of that ceiling",
-        ceiling / sign1.rate().max(1e-9),
-        issue1.rate() / ceiling.max(1e-9)
+        ceiling / m.sign1.rate().max(1e-9),
+        m.issue1.rate() / ceiling.max(1e-9)
     );
     measure::report(
         &format!(

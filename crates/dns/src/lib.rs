@@ -43,7 +43,8 @@ pub enum DnsError {
 pub struct Config {
     /// UDP and TCP listen address.
     pub addr: SocketAddr,
-    /// The names answered.
+    /// The names answered (exact, or one-label wildcards) and their IPv4 addresses; any other
+    /// name is NXDOMAIN.
     pub records: Records,
 }
 

@@ -10,7 +10,7 @@ pub const ENV_GRPC_ADDR: &str = "MISIM_IMDS_GRPC_ADDR";
 pub const ENV_HTTP_ADDR: &str = "MISIM_IMDS_HTTP_ADDR";
 /// Data directory (the sled store lives in `<dir>/imds`).
 pub const ENV_DATA_DIR: &str = "MISIM_DATA_DIR";
-/// Tenant id.
+/// The tenant `/metadata/identity/info` reports as `tenantId`.
 pub const ENV_TENANT_ID: &str = "MISIM_TENANT_ID";
 /// Entra's gRPC URL (`Directory`).
 pub const ENV_ENTRA_GRPC_URL: &str = "MISIM_ENTRA_GRPC_URL";

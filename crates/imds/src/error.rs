@@ -21,9 +21,9 @@ pub enum ImdsError {
     /// An identity's key or certificate is unusable.
     #[error("identity {client_id} has an unusable key: {reason}")]
     BadKey {
-        /// The identity.
+        /// The client id ARM pushed the identity under.
         client_id: String,
-        /// Why.
+        /// What parsing the PEM key or certificate said.
         reason: String,
     },
 }

@@ -8,7 +8,7 @@ use misim_types::EnvSource;
 pub const ENV_HTTP_ADDR: &str = "MISIM_KEYVAULT_HTTP_ADDR";
 /// Data directory (store in `<dir>/keyvault`, TLS material in `<dir>/tls`).
 pub const ENV_DATA_DIR: &str = "MISIM_DATA_DIR";
-/// Tenant id.
+/// The tenant the 401 challenge names: `authorization="{authority}/{tenant}"`.
 pub const ENV_TENANT_ID: &str = "MISIM_TENANT_ID";
 /// Entra's gRPC URL (signing keys).
 pub const ENV_ENTRA_GRPC_URL: &str = "MISIM_ENTRA_GRPC_URL";
@@ -63,11 +63,11 @@ pub struct BinConfig {
     pub config: Config,
     /// HTTPS listen address.
     pub http_addr: SocketAddr,
-    /// Data directory.
+    /// Data directory (store in `<dir>/keyvault`, TLS material in `<dir>/tls`).
     pub data_dir: std::path::PathBuf,
-    /// Entra gRPC URL.
+    /// Entra's gRPC URL (`Directory.GetSigningKeys`, to verify bearer tokens).
     pub entra_grpc_url: String,
-    /// ARM gRPC URL.
+    /// ARM's gRPC URL (`Authorization.CheckVaultAccess`, the data-action check).
     pub arm_grpc_url: String,
 }
 

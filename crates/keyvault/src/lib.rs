@@ -33,7 +33,7 @@ pub struct Deps {
     pub store: Store,
     /// Time (token lifetimes, attributes).
     pub clock: SharedClock,
-    /// Secret version ids.
+    /// Secret version ids (32 hex digits each, `hex32`).
     pub ids: SharedIds,
     /// Entra's signing keys, for bearer tokens.
     pub keys: EntraKeys,

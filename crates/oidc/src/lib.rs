@@ -86,7 +86,7 @@ pub struct IssuerInfo {
     pub url: String,
     /// Its discovery document.
     pub discovery_url: String,
-    /// Its JWKS.
+    /// Its JWKS URL, as the discovery document's `jwks_uri` names it.
     pub jwks_uri: String,
     /// Its key id.
     pub kid: String,
@@ -113,12 +113,12 @@ impl Oidc {
         })
     }
 
-    /// The configuration.
     pub fn config(&self) -> &Config {
         &self.inner.config
     }
 
-    /// Signs a token.
+    /// Signs a token with the issuer's key, creating issuer and key on first use; a bad
+    /// subject or lifetime (1 s to 24 h) is refused before any key is made.
     pub async fn mint(&self, req: MintRequest) -> Result<Minted, OidcError> {
         self.inner
             .issuers

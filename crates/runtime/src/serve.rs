@@ -248,17 +248,7 @@ pub async fn serve_http_with(
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     let mut backoff = AcceptBackoff::default();
     let mut warn = LogLimiter::new(Duration::from_secs(10));
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(limits.h2_keep_alive_interval)
-        .keep_alive_timeout(limits.h2_keep_alive_timeout)
-        .max_concurrent_streams(limits.h2_max_concurrent_streams);
+    let builder = connection_builder(&limits);
     loop {
         // Over the cap, stop accepting until a connection closes.
         let permit = tokio::select! {
@@ -268,39 +258,13 @@ pub async fn serve_http_with(
             },
             _ = shutdown.cancelled() => break,
         };
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => {
-                    backoff.on_success();
-                    x
-                }
-                Err(e) => {
-                    let delay = backoff.on_error(&e);
-                    if let Some(suppressed) = warn.allow(tokio::time::Instant::now()) {
-                        tracing::warn!(%local, error = %e, suppressed, ?delay, "accept failed");
-                    }
-                    if !delay.is_zero() {
-                        tokio::select! {
-                            _ = tokio::time::sleep(delay) => {}
-                            _ = shutdown.cancelled() => break,
-                        }
-                    }
-                    continue;
-                }
-            },
-            _ = shutdown.cancelled() => break,
+        let Some((stream, peer)) =
+            accept_next(&listener, local, &mut backoff, &mut warn, &shutdown).await
+        else {
+            break;
         };
         let _ = stream.set_nodelay(true);
-        let admitted = limits.admit.as_ref().is_none_or(|a| (a.check)(peer, local));
-        let router = match (&limits.admit, admitted) {
-            (Some(a), false) => {
-                tracing::debug!(%peer, %local, "connection refused by admission check");
-                a.refusal.clone()
-            }
-            _ => router.clone(),
-        }
-        .layer(axum::Extension(PeerAddr(peer)))
-        .layer(axum::Extension(LocalAddr(local)));
+        let (router, admitted) = admit(&limits, &router, peer, local);
         let activity = Activity::new();
         let busy = activity.clone();
         let body_timeout = limits.body_frame_timeout;
@@ -337,20 +301,8 @@ pub async fn serve_http_with(
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
                     let _permit = permit;
-                    // A client that never finishes its handshake must not hold a
-                    // task and a socket forever.
-                    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
-                        .await
-                    {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "tls handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "tls handshake timed out");
-                            return;
-                        }
+                    let Some(tls) = handshake(&acceptor, stream, peer).await else {
+                        return;
                     };
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
                     at_most(
@@ -376,6 +328,103 @@ pub async fn serve_http_with(
     // Give in-flight requests a bounded time to finish.
     let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
     Ok(())
+}
+
+/// The hyper connection builder for both HTTP versions, with `limits`' timers.
+fn connection_builder(
+    limits: &ServeLimits,
+) -> hyper_util::server::conn::auto::Builder<TokioExecutor> {
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(limits.h2_keep_alive_interval)
+        .keep_alive_timeout(limits.h2_keep_alive_timeout)
+        .max_concurrent_streams(limits.h2_max_concurrent_streams);
+    builder
+}
+
+/// The next connection on `listener`, or `None` once `shutdown` fires. A failed
+/// accept (EMFILE, ENFILE, a connection reset in the backlog) is retried after
+/// `backoff`'s delay and logged at most as often as `warn` allows, so a full
+/// descriptor table neither spins the loop nor floods the log.
+async fn accept_next(
+    listener: &TcpListener,
+    local: SocketAddr,
+    backoff: &mut AcceptBackoff,
+    warn: &mut LogLimiter,
+    shutdown: &Shutdown,
+) -> Option<(tokio::net::TcpStream, SocketAddr)> {
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = shutdown.cancelled() => return None,
+        };
+        let e = match accepted {
+            Ok(x) => {
+                backoff.on_success();
+                return Some(x);
+            }
+            Err(e) => e,
+        };
+        let delay = backoff.on_error(&e);
+        if let Some(suppressed) = warn.allow(tokio::time::Instant::now()) {
+            tracing::warn!(%local, error = %e, suppressed, ?delay, "accept failed");
+        }
+        if !delay.is_zero() {
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.cancelled() => return None,
+            }
+        }
+    }
+}
+
+/// The router one connection is served with and whether it was admitted: the
+/// listener's own, or the admission check's refusal; either way with the
+/// [`PeerAddr`] and [`LocalAddr`] extensions.
+fn admit(
+    limits: &ServeLimits,
+    router: &Router,
+    peer: SocketAddr,
+    local: SocketAddr,
+) -> (Router, bool) {
+    let admitted = limits.admit.as_ref().is_none_or(|a| (a.check)(peer, local));
+    let router = match (&limits.admit, admitted) {
+        (Some(a), false) => {
+            tracing::debug!(%peer, %local, "connection refused by admission check");
+            a.refusal.clone()
+        }
+        _ => router.clone(),
+    }
+    .layer(axum::Extension(PeerAddr(peer)))
+    .layer(axum::Extension(LocalAddr(local)));
+    (router, admitted)
+}
+
+/// The TLS handshake of one connection, bounded by [`HANDSHAKE_TIMEOUT`]: a
+/// client that never finishes it must not hold a task and a socket forever.
+/// `None` (logged at debug) when it fails or times out.
+async fn handshake(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+) -> Option<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => Some(s),
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "tls handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "tls handshake timed out");
+            None
+        }
+    }
 }
 
 /// How long a connection refused by the admission check may stay open: long

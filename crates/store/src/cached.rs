@@ -29,7 +29,8 @@ struct Cache<V> {
 }
 
 impl<V: Serialize + DeserializeOwned> CachedTable<V> {
-    /// Wraps `table`.
+    /// Wraps `table`; the first read loads the snapshot. Every write must go through this
+    /// wrapper, or readers keep seeing the snapshot from before it.
     pub fn new(table: Table<V>) -> Self {
         Self {
             table,

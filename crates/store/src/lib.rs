@@ -122,7 +122,8 @@ impl Store {
         Ok(Self { db })
     }
 
-    /// Opens the named table.
+    /// Opens the named table, creating it if new. Every handle to one name shares the data, so
+    /// each name must be used with one value type `V` only.
     pub fn table<V>(&self, name: &str) -> Result<Table<V>> {
         Ok(Table {
             name: name.to_owned(),
@@ -184,7 +185,8 @@ impl<V: Serialize + DeserializeOwned> Table<V> {
         Ok(out)
     }
 
-    /// Reads one value.
+    /// The value at `key`, `None` if absent; a stored value that does not decode (unknown
+    /// format version, JSON that no longer fits `V`) is `StoreError::Corrupt`, never `None`.
     pub fn get(&self, key: &str) -> Result<Option<V>> {
         match self.tree.get(key.as_bytes())? {
             Some(b) => Ok(Some(self.decode(key.as_bytes(), &b)?)),

@@ -17,7 +17,7 @@ pub enum PrivateDirError {
     NotOwner {
         /// The directory.
         path: PathBuf,
-        /// Its owner.
+        /// The uid that owns it.
         owner: u32,
         /// This process's effective uid.
         me: u32,
@@ -25,7 +25,7 @@ pub enum PrivateDirError {
     /// A directory or file could not be created or tightened.
     #[error("cannot make {path} owner-only: {source}")]
     Io {
-        /// The path.
+        /// The directory or file that could not be made owner-only.
         path: PathBuf,
         /// The IO error.
         source: std::io::Error,

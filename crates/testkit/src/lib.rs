@@ -1,7 +1,9 @@
 //! Test-only helpers shared by misim's component and system tests (never a normal dependency).
 //!
-//! - [`serve`]: runs gRPC services (usually fakes) on a loopback port-0 listener.
-//! - [`fakes`]: fake peers: Entra's `Directory`, IMDS's `Control`, ARM's `Authorization`.
+//! - [`serve`], [`serve_router`]: run gRPC services (usually fakes) on a loopback port-0
+//!   listener.
+//! - [`fakes`]: fake peers: Entra's `Directory` and `Federation`, IMDS's `Control`, ARM's
+//!   `Authorization`.
 //! - [`eventually`]: polls a check until it passes or a deadline expires, instead of a
 //!   hand-written loop with a fixed sleep.
 
@@ -18,6 +20,12 @@ use tonic::service::Routes;
 /// `http://` URL to call it at. The listener is bound before this returns, so a client may
 /// connect at once.
 pub async fn serve(routes: Routes) -> String {
+    serve_router(tonic::transport::Server::builder().add_routes(routes)).await
+}
+
+/// [`serve`] for a router already built, such as a service's own gRPC API with its
+/// credential check (`Arm::grpc_router`).
+pub async fn serve_router(router: tonic::transport::server::Router) -> String {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("binding a loopback port");
@@ -28,11 +36,10 @@ pub async fn serve(routes: Routes) -> String {
             .expect("a bound listener has an address")
     );
     tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_routes(routes)
+        router
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
             .await
-            .expect("fake gRPC server");
+            .expect("gRPC server in a test");
     });
     url
 }

@@ -14,9 +14,9 @@ use crate::TokenError;
 /// A freshly generated RSA key and its self-signed certificate.
 #[derive(Clone)]
 pub struct GeneratedCert {
-    /// DER certificate.
+    /// The self-signed X.509 certificate, DER (what Entra registers).
     pub certificate_der: Vec<u8>,
-    /// PEM certificate.
+    /// The same certificate as PEM (what IMDS and ARM store).
     pub certificate_pem: String,
     /// PKCS#8 DER private key.
     pub private_key_der: Vec<u8>,

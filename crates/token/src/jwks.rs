@@ -27,10 +27,9 @@ pub struct Jwk {
     pub issuer: Option<String>,
 }
 
-/// A key set.
+/// A JSON Web Key Set (`{"keys": [...]}`), the document at an issuer's `jwks_uri`.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct Jwks {
-    /// The keys.
     pub keys: Vec<Jwk>,
 }
 

@@ -29,7 +29,8 @@ pub fn unix_seconds(t: SystemTime) -> i64 {
     }
 }
 
-/// The real clock.
+/// The system's wall clock: the one place misim reads the time (clippy disallows
+/// `SystemTime::now` everywhere else).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemClock;
 
@@ -59,7 +60,7 @@ impl ManualClock {
         *self.now.lock() += by;
     }
 
-    /// Sets the clock.
+    /// Moves the clock to `to`, backwards too (a test of a token issued "in the future").
     pub fn set(&self, to: SystemTime) {
         *self.now.lock() = to;
     }

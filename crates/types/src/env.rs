@@ -10,7 +10,7 @@ pub trait EnvSource {
     fn get(&self, key: &str) -> Option<String>;
 }
 
-/// The process environment.
+/// The process environment, for binaries; tests pass a [`MapEnv`] and never touch it.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ProcessEnv;
 
@@ -25,7 +25,6 @@ impl EnvSource for ProcessEnv {
 pub struct MapEnv(pub HashMap<String, String>);
 
 impl MapEnv {
-    /// Builds an environment from pairs.
     pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
         Self(
             pairs

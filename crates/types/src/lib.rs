@@ -29,7 +29,7 @@ pub mod audiences {
     pub const ARM: &str = "https://management.azure.com/";
     /// Azure Resource Manager as the Azure CLI names it (classic service management URI).
     pub const ARM_CLASSIC: &str = "https://management.core.windows.net/";
-    /// Key Vault.
+    /// Key Vault, as its clients and its 401 challenge name it (no trailing slash).
     pub const KEY_VAULT: &str = "https://vault.azure.net";
     /// Microsoft Graph.
     pub const GRAPH: &str = "https://graph.microsoft.com";

@@ -132,7 +132,6 @@ impl Core {
         .to_ascii_lowercase()
     }
 
-    /// Reads a role assignment.
     pub fn get_assignment(&self, scope: &str, name: &str) -> Result<AssignmentRecord, ArmError> {
         self.assignments
             .get(&Self::assignment_key(scope, name))?

@@ -7,11 +7,8 @@ use serde_json::{Value, json};
 /// A marketplace image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Image {
-    /// Publisher.
     pub publisher: &'static str,
-    /// Offer.
     pub offer: &'static str,
-    /// SKU.
     pub sku: &'static str,
     /// `Linux` or `Windows`.
     pub os: &'static str,

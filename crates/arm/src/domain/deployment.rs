@@ -72,26 +72,13 @@ impl Resources for Live<'_> {
     }
 }
 
-/// RFC 3339 UTC with seconds, from a system time.
+/// RFC 3339 UTC with seconds and seven zero fraction digits, as ARM writes `timestamp`,
+/// `startTime` and `endTime` (`2023-11-14T22:13:20.0000000Z`).
 pub fn rfc3339(t: SystemTime) -> String {
-    let secs = misim_types::unix_seconds(t);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Howard Hinnant's civil-from-days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let d = misim_types::time::UtcDateTime::from_unix(misim_types::unix_seconds(t));
     format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.0000000Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.0000000Z",
+        d.year, d.month, d.day, d.hour, d.minute, d.second
     )
 }
 
@@ -330,7 +317,6 @@ impl Core {
         }
     }
 
-    /// Reads a deployment.
     pub fn get_deployment(
         &self,
         sub: &str,

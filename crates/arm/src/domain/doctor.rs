@@ -36,7 +36,7 @@ pub struct Report {
     pub service_principals: u32,
     /// VMs in ARM.
     pub vms: u32,
-    /// VMs in IMDS.
+    /// VMs IMDS reports (`ListVms`); differs from `vms` while an operation is pending.
     pub imds_vms: u32,
 }
 
@@ -48,10 +48,10 @@ fn drift(kind: &str, subject: &str, detail: String) -> Drift {
     }
 }
 
+/// The thumbprint of ARM's certificate for a principal, as Entra and IMDS report theirs;
+/// `None` for a certificate that does not parse, which then matches no peer's.
 fn thumbprint(c: &Credential) -> Option<String> {
-    let der = misim_token::cert::pem_to_der(&c.certificate_pem, "CERTIFICATE").ok()?;
-    let info = misim_token::cert::parse_rsa_cert(&der).ok()?;
-    Some(misim_token::hex_upper(&info.sha1))
+    misim_token::cert::pem_thumbprint_sha1(&c.certificate_pem).ok()
 }
 
 /// Entra against ARM: every managed-identity principal owned by an ARM

@@ -18,7 +18,7 @@ use crate::resource::{FEDERATED_CREDENTIAL_TYPE, FEDERATED_CREDENTIALS, Kind};
 /// The audience Entra's token exchange expects, and the default when a write
 /// names none ([Graph FIC] in docs/workload-identity.md).
 pub const TOKEN_EXCHANGE_AUDIENCE: &str = "api://AzureADTokenExchange";
-/// Credentials per identity ([Considerations]).
+/// Credentials per identity (Considerations, in docs/workload-identity.md's sources).
 pub const MAX_PER_IDENTITY: usize = 20;
 /// Issuer, subject and audience are limited to 600 characters ([Graph FIC]).
 const MAX_FIELD: usize = 600;
@@ -85,8 +85,9 @@ fn bad(m: impl Into<String>) -> ArmError {
     ArmError::BadRequest(m.into())
 }
 
-/// The name rule of [Considerations]: 3 to 120 characters, letters, digits,
-/// hyphens and underscores, starting with a letter or digit (azure-cli checks
+/// The name rule of Considerations (docs/workload-identity.md): 3 to 120
+/// characters, letters, digits, hyphens and underscores, starting with a
+/// letter or digit (azure-cli checks
 /// `^[a-zA-Z0-9]{1}[a-zA-Z0-9-_]{2,119}$` before sending).
 fn check_name(name: &str) -> Result<(), ArmError> {
     let ok = (3..=120).contains(&name.len())

@@ -73,12 +73,13 @@ pub enum UamiField {
 pub struct IdentityRequest {
     /// The requested type, if sent.
     pub kind: Option<IdentityType>,
-    /// The map.
+    /// `userAssignedIdentities`: absent, `null`, or the ids to attach and detach.
     pub uamis: UamiField,
 }
 
 impl IdentityRequest {
-    /// Reads the block from JSON.
+    /// Parses the block as sent: 400 `InvalidRequestContent` for a wrong shape,
+    /// `InvalidParameter` for an unknown `type`.
     pub fn from_json(v: &Value) -> Result<Self, ArmError> {
         let obj = v
             .as_object()

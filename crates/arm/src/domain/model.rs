@@ -184,7 +184,8 @@ pub fn vm(
     out
 }
 
-/// A vault.
+/// A vault from its record alone: `properties` (`vaultUri`, `tenantId`) were completed
+/// when it was written.
 pub fn vault(v: &VaultRecord) -> Value {
     json!({
         "id": v.id, "name": v.name, "type": "Microsoft.KeyVault/vaults",
@@ -225,7 +226,7 @@ pub fn assignment(a: &AssignmentRecord) -> Value {
     })
 }
 
-/// A role definition.
+/// A role definition with its id under the subscription (built-ins too, as Azure lists them).
 pub fn role_definition(c: &Config, r: &RoleDefinition) -> Value {
     json!({
         "id": c.role_definition_id(&r.name), "name": r.name, "type": "Microsoft.Authorization/roleDefinitions",

@@ -419,7 +419,6 @@ impl Core {
         Ok(())
     }
 
-    /// Reads a network resource.
     pub fn get_network(
         &self,
         sub: &str,

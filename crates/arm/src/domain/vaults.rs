@@ -14,7 +14,8 @@ fn vault_name_lock(name_key: &str) -> String {
 }
 
 impl Core {
-    /// Creates or updates a vault.
+    /// Creates or updates a vault. Vault names are global, as in Azure: a name another resource
+    /// group holds is 409 `VaultAlreadyExists`.
     pub async fn put_vault(
         &self,
         sub: &str,
@@ -88,7 +89,6 @@ impl Core {
         Ok((rec, existing.is_none()))
     }
 
-    /// Reads a vault.
     pub fn get_vault(&self, sub: &str, rg: &str, name: &str) -> Result<VaultRecord, ArmError> {
         self.require_rg(sub, rg)?;
         self.vaults
@@ -96,7 +96,8 @@ impl Core {
             .ok_or_else(|| Self::not_found(Kind::Vault, rg, name))
     }
 
-    /// Deletes a vault.
+    /// Deletes a vault's record (its secrets live in Key Vault's own store and are not
+    /// touched); `false` when there was none.
     pub async fn delete_vault(&self, sub: &str, rg: &str, name: &str) -> Result<bool, ArmError> {
         self.require_rg(sub, rg)?;
         let key = res_key(sub, rg, Kind::Vault, name);

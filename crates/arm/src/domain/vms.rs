@@ -139,6 +139,38 @@ fn vm_properties(
     Ok(properties)
 }
 
+/// A VM's tags after this write: the body's when it sends `tags`; else the
+/// stored ones (a PATCH, or a PUT without `tags` over an existing VM keeps
+/// them, as Azure does); else none.
+fn vm_tags(
+    body: &Value,
+    existing: Option<&VmRecord>,
+    patch: bool,
+) -> Result<Map<String, Value>, ArmError> {
+    Ok(match tags_of(body)? {
+        Some(t) => t,
+        None if patch || existing.is_some() => existing.map(|v| v.tags.clone()).unwrap_or_default(),
+        None => Map::new(),
+    })
+}
+
+/// The principal and client ids of the UAMIs being attached, kept on the VM
+/// so that it can still show them after an identity is deleted or recreated.
+fn attached_principals(attached: &BTreeMap<String, UamiRecord>) -> BTreeMap<String, AttachedUami> {
+    attached
+        .iter()
+        .map(|(k, u)| {
+            (
+                k.clone(),
+                AttachedUami {
+                    principal_id: u.credential.principal_id.clone(),
+                    client_id: u.credential.client_id.clone(),
+                },
+            )
+        })
+        .collect()
+}
+
 impl Core {
     /// Creates, replaces (PUT) or updates (PATCH) a VM, reconciling its identities.
     /// Checks `userAssignedIdentities/assign/action` for each newly attached UAMI.
@@ -160,18 +192,7 @@ impl Core {
         let key = res_key(sub, rg, Kind::Vm, name);
         let lock = self.locks.get(&key);
         let guard = lock.lock().await;
-        let existing = self.vms.get(&key)?;
-        if patch && existing.is_none() {
-            return Err(Self::not_found(Kind::Vm, rg, name));
-        }
-        if existing
-            .as_ref()
-            .is_some_and(|v| v.state == ProvState::Deleting)
-        {
-            return Err(ArmError::OperationNotAllowed(format!(
-                "The operation is not allowed: virtual machine '{name}' is being deleted."
-            )));
-        }
+        let existing = self.writable_vm(&key, rg, name, patch)?;
         let (current, desired) = identities(body, existing.as_ref(), patch)?;
         let id = existing.as_ref().map(|v| v.id.clone()).unwrap_or_else(|| {
             format!(
@@ -198,14 +219,7 @@ impl Core {
             location: location_of(body)
                 .or_else(|| existing.as_ref().map(|v| v.location.clone()))
                 .unwrap_or_else(|| group.location.clone()),
-            tags: match tags_of(body)? {
-                Some(t) => t,
-                None if patch || existing.is_some() => existing
-                    .as_ref()
-                    .map(|v| v.tags.clone())
-                    .unwrap_or_default(),
-                None => Map::new(),
-            },
+            tags: vm_tags(body, existing.as_ref(), patch)?,
             vm_id: existing
                 .as_ref()
                 .map(|v| v.vm_id.clone())
@@ -217,18 +231,7 @@ impl Core {
             state: ProvState::Updating,
             op: None,
             error: None,
-            uami_principals: attached
-                .iter()
-                .map(|(k, u)| {
-                    (
-                        k.clone(),
-                        AttachedUami {
-                            principal_id: u.credential.principal_id.clone(),
-                            client_id: u.credential.client_id.clone(),
-                        },
-                    )
-                })
-                .collect(),
+            uami_principals: attached_principals(&attached),
         };
         // Intent first, then the record; the operation converges Entra and IMDS.
         let op = self.new_op(&key, &id, OpKind::Vm).await?;
@@ -242,6 +245,31 @@ impl Core {
             .ok_or_else(|| Self::not_found(Kind::Vm, rg, name))?;
         tracing::info!(id = %rec.id, identity = desired.kind().canonical(), state = rec.state.as_str(), "virtual machine written");
         Ok((rec, existing.is_none()))
+    }
+
+    /// The stored VM a write at `key` starts from: `None` for a create (a
+    /// PATCH needs an existing VM: 404), and 409 `OperationNotAllowed` while
+    /// a delete of it is in progress. Call it under the VM's lock.
+    fn writable_vm(
+        &self,
+        key: &str,
+        rg: &str,
+        name: &str,
+        patch: bool,
+    ) -> Result<Option<VmRecord>, ArmError> {
+        let existing = self.vms.get(key)?;
+        if patch && existing.is_none() {
+            return Err(Self::not_found(Kind::Vm, rg, name));
+        }
+        if existing
+            .as_ref()
+            .is_some_and(|v| v.state == ProvState::Deleting)
+        {
+            return Err(ArmError::OperationNotAllowed(format!(
+                "The operation is not allowed: virtual machine '{name}' is being deleted."
+            )));
+        }
+        Ok(existing)
     }
 
     /// The UAMIs a VM is to carry (lower-case id → record), and the linked
@@ -276,7 +304,8 @@ impl Core {
         Ok((attached, links))
     }
 
-    /// Reads a VM.
+    /// A VM as stored, 404 `ResourceNotFound` (or `ResourceGroupNotFound`) otherwise; one being
+    /// deleted is still found, in state `Deleting`.
     pub fn get_vm(&self, sub: &str, rg: &str, name: &str) -> Result<VmRecord, ArmError> {
         self.require_rg(sub, rg)?;
         self.vms

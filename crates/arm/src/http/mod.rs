@@ -26,7 +26,8 @@ use crate::resource::Address;
 use query::{param, query};
 use route::Route;
 
-/// Builds the router.
+/// Every ARM endpoint on one router: requests are parsed into a [`Route`] and handed to
+/// the handler of its family.
 pub(crate) fn router(core: Arc<Core>) -> Router {
     Router::new()
         .fallback(handle)

@@ -63,7 +63,7 @@ pub enum Route {
         sub: String,
         /// Region.
         location: String,
-        /// Publisher.
+        /// Image publisher (`Canonical`), matched case-insensitively.
         publisher: String,
         /// Offer (absent: list offers).
         offer: Option<String>,

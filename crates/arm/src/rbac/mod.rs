@@ -36,7 +36,8 @@ pub struct Permission {
     pub not_data_actions: Vec<String>,
 }
 
-/// A role definition.
+/// A role definition, built-in (from data) or custom (validated at write): the actions it
+/// grants and carves out, and the scopes it may be assigned at.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RoleDefinition {
@@ -80,9 +81,7 @@ pub fn role_by_name(name: &str) -> Option<&'static RoleDefinition> {
 
 /// Built-in role GUIDs used in code.
 pub mod roles {
-    /// Owner.
     pub const OWNER: &str = "8e3af657-a8ff-443c-a75c-2fe8c4bcb635";
-    /// Key Vault Secrets Officer.
     pub const KEY_VAULT_SECRETS_OFFICER: &str = "b86a8fe4-44ce-4948-aee5-eccb2c155cd7";
 }
 
@@ -137,7 +136,7 @@ pub struct AssignmentView<'a> {
     pub principal_id: &'a str,
     /// Scope of the assignment.
     pub scope: ResourceId,
-    /// The role.
+    /// The role it grants, resolved (custom roles read from the store).
     pub role: &'a RoleDefinition,
 }
 
@@ -146,7 +145,8 @@ pub struct AssignmentView<'a> {
 pub struct AccessRequest<'a> {
     /// Caller object id.
     pub principal_id: &'a str,
-    /// The action.
+    /// The action asked for (`Microsoft.KeyVault/vaults/secrets/getSecret/action` for a
+    /// data action), matched against the roles' patterns case-insensitively.
     pub action: &'a str,
     /// Target scope.
     pub scope: &'a ResourceId,

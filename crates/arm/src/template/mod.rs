@@ -63,9 +63,9 @@ fn invalid(msg: impl Into<String>) -> TemplateError {
 /// Where a deployment runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
-    /// Subscription id.
+    /// What `subscription()` returns (`subscriptionId`, and in `id`).
     pub subscription_id: String,
-    /// Tenant id.
+    /// What `subscription().tenantId` returns.
     pub tenant_id: String,
     /// Resource group name as created.
     pub resource_group: String,

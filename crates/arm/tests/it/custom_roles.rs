@@ -144,16 +144,8 @@ async fn custom_role_lifecycle_and_evaluation() {
     assert_eq!(s, StatusCode::FORBIDDEN, "scope");
 
     // The explanation names every assignment considered and what it did.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let grpc = h.arm.grpc_router(&control_key());
-    tokio::spawn(async move {
-        grpc.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
-            .await
-            .unwrap();
-    });
-    let mut authz =
-        AuthorizationClient::new(channel_as(Caller::KeyVault, &format!("http://{addr}")));
+    let url = serve_arm_grpc(&h.arm).await;
+    let mut authz = AuthorizationClient::new(channel_as(Caller::KeyVault, &url));
     let d = authz
         .check_access(CheckAccessRequest {
             principal_id: USER.into(),

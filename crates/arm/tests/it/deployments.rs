@@ -125,7 +125,7 @@ async fn az_vm_create_with_system_identity_and_role() {
     assert_eq!(vm["identity"]["type"], "SystemAssigned");
     let principal = vm["identity"]["principalId"].as_str().unwrap().to_owned();
     assert!(
-        h.shared.lock().sps.contains_key(&principal),
+        h.shared.lock().service_principals.contains_key(&principal),
         "principal provisioned in the directory"
     );
     let props = &vm["properties"];

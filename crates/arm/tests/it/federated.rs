@@ -25,7 +25,7 @@ impl Harness {
     fn entra_fics(&self, client_id: &str) -> Vec<(String, String)> {
         self.shared
             .lock()
-            .fics
+            .federated_credentials
             .get(client_id)
             .map(|l| {
                 l.iter()
@@ -255,11 +255,7 @@ async fn a_write_while_another_is_in_flight_on_the_identity_is_409() {
     h.rg("rg1").await;
     h.uami("rg1", "ide").await;
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    let entered = {
-        let mut s = h.shared.lock();
-        s.fic_gate = Some(gate.clone());
-        s.fic_entered.clone()
-    };
+    h.federation.gate_puts(Some(gate.clone()));
     let req = Request::builder()
         .method("PUT")
         .uri(format!(
@@ -270,7 +266,7 @@ async fn a_write_while_another_is_in_flight_on_the_identity_is_409() {
         .body(Body::from(cli_body("s1").to_string()))
         .unwrap();
     let first = tokio::spawn(h.router.clone().oneshot(req));
-    entered.notified().await;
+    h.federation.put_arrived().await;
 
     let (s, v) = h
         .call("PUT", &fic_path("rg1", "ide", "fic2"), Some(cli_body("s2")))
@@ -282,7 +278,7 @@ async fn a_write_while_another_is_in_flight_on_the_identity_is_409() {
     );
     // Another identity is not held up (its push passes the gate).
     h.uami("rg1", "other").await;
-    h.shared.lock().fic_gate = None;
+    h.federation.gate_puts(None);
     let (s, _) = h
         .call(
             "PUT",

@@ -1,7 +1,6 @@
-//! Component tests: ARM's HTTP router driven with `oneshot`, against fake
-//! Entra Directory and IMDS Control gRPC servers running in the test.
+//! Component tests: ARM's HTTP router driven with `oneshot`, against misim-testkit's fake
+//! Entra `Directory` and `Federation` and IMDS `Control`, served on loopback in the test.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -9,15 +8,18 @@ use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use misim_arm::{Arm, Config, Deps};
 use misim_proto::arm::v1::{CheckVaultAccessRequest, authorization_client::AuthorizationClient};
-use misim_proto::auth::{Caller, ControlKey};
+use misim_proto::auth::Caller;
 use misim_proto::entra::v1 as entra;
 use misim_proto::faults::Faults;
 use misim_proto::imds::v1 as imds;
+use misim_testkit::fakes::{
+    FakeControl, FakeDirectory, FakeFederation, FakeTenant, SharedState, shared_state,
+};
+use misim_testkit::{channel_as, control_key};
 use misim_token::RsaSigner;
 use misim_types::{Clock, ManualClock, SeqIds};
-use parking_lot::Mutex;
 use serde_json::{Value, json};
-use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
+use tonic::service::Routes;
 use tower::ServiceExt;
 
 const SUB: &str = "11111111-1111-4111-8111-111111111111";
@@ -38,347 +40,15 @@ mod deployments;
 mod federated;
 mod operation_status;
 
-// ------------------------------------------------------------------ fakes
-
-/// Everything the fakes saw, in order.
-#[derive(Default)]
-struct Shared {
-    sps: HashMap<String, entra::ServicePrincipal>,
-    calls: Vec<String>,
-    next: u32,
-    /// The fake IMDS's VMs: id → identities.
-    imds: HashMap<String, Vec<imds::IdentityInfo>>,
-    /// The fake Entra's federated credentials: app id → credentials.
-    fics: HashMap<String, Vec<entra::FederatedCredential>>,
-    /// When set, `PutFederatedCredential` waits for a permit (a write held
-    /// in flight).
-    fic_gate: Option<Arc<tokio::sync::Semaphore>>,
-    /// Notified when a `PutFederatedCredential` arrives (before the gate).
-    fic_entered: Arc<tokio::sync::Notify>,
-}
-
-#[derive(Clone)]
-struct FakeDirectory {
-    shared: Arc<Mutex<Shared>>,
-    signer: Arc<RsaSigner>,
-}
-
-#[tonic::async_trait]
-impl entra::directory_server::Directory for FakeDirectory {
-    async fn get_tenant(
-        &self,
-        _: GrpcRequest<entra::GetTenantRequest>,
-    ) -> Result<GrpcResponse<entra::Tenant>, Status> {
-        Ok(GrpcResponse::new(entra::Tenant {
-            tenant_id: TID.into(),
-            issuer_v1: format!("https://sts.windows.net/{TID}/"),
-            issuer_v2: format!("https://localhost:9/{TID}/v2.0"),
-        }))
-    }
-    async fn create_service_principal(
-        &self,
-        r: GrpcRequest<entra::CreateServicePrincipalRequest>,
-    ) -> Result<GrpcResponse<entra::ServicePrincipal>, Status> {
-        let r = r.into_inner();
-        let mut s = self.shared.lock();
-        s.next += 1;
-        let n = s.next;
-        let sp = entra::ServicePrincipal {
-            object_id: format!("00000000-0000-4000-9000-{n:012}"),
-            app_id: format!("00000000-0000-4000-a000-{n:012}"),
-            display_name: r.display_name,
-            r#type: r.r#type,
-            managed_identity_resource_id: r.managed_identity_resource_id.clone(),
-            ..Default::default()
-        };
-        s.calls.push(format!(
-            "CreateServicePrincipal {}",
-            r.managed_identity_resource_id
-        ));
-        s.sps.insert(sp.object_id.clone(), sp.clone());
-        Ok(GrpcResponse::new(sp))
-    }
-    async fn get_service_principal(
-        &self,
-        r: GrpcRequest<entra::GetServicePrincipalRequest>,
-    ) -> Result<GrpcResponse<entra::ServicePrincipal>, Status> {
-        let r = r.into_inner();
-        self.shared
-            .lock()
-            .sps
-            .get(&r.object_id)
-            .cloned()
-            .map(GrpcResponse::new)
-            .ok_or_else(|| Status::not_found("no such principal"))
-    }
-    async fn list_service_principals(
-        &self,
-        _: GrpcRequest<entra::ListServicePrincipalsRequest>,
-    ) -> Result<GrpcResponse<entra::ListServicePrincipalsResponse>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-    async fn delete_service_principal(
-        &self,
-        r: GrpcRequest<entra::DeleteServicePrincipalRequest>,
-    ) -> Result<GrpcResponse<entra::DeleteServicePrincipalResponse>, Status> {
-        let r = r.into_inner();
-        let mut s = self.shared.lock();
-        s.calls
-            .push(format!("DeleteServicePrincipal {}", r.object_id));
-        let removed = s.sps.remove(&r.object_id);
-        if let Some(sp) = &removed {
-            s.fics.remove(&sp.app_id);
-        }
-        let existed = removed.is_some();
-        Ok(GrpcResponse::new(entra::DeleteServicePrincipalResponse {
-            existed,
-        }))
-    }
-    async fn add_key_credential(
-        &self,
-        r: GrpcRequest<entra::AddKeyCredentialRequest>,
-    ) -> Result<GrpcResponse<entra::KeyCredential>, Status> {
-        let r = r.into_inner();
-        let mut s = self.shared.lock();
-        s.calls.push(format!("AddKeyCredential {}", r.object_id));
-        let sp = s
-            .sps
-            .get_mut(&r.object_id)
-            .ok_or_else(|| Status::not_found("no such principal"))?;
-        let kc = entra::KeyCredential {
-            key_id: "k".into(),
-            certificate_der: r.certificate_der,
-            ..Default::default()
-        };
-        sp.key_credentials.push(kc.clone());
-        Ok(GrpcResponse::new(kc))
-    }
-    async fn ensure_application(
-        &self,
-        _: GrpcRequest<entra::EnsureApplicationRequest>,
-    ) -> Result<GrpcResponse<entra::ServicePrincipal>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-    async fn create_application(
-        &self,
-        _: GrpcRequest<entra::CreateApplicationRequest>,
-    ) -> Result<GrpcResponse<entra::CreatedApplication>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-    async fn issue_token(
-        &self,
-        _: GrpcRequest<entra::IssueTokenRequest>,
-    ) -> Result<GrpcResponse<entra::IssuedToken>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-    async fn get_signing_keys(
-        &self,
-        _: GrpcRequest<entra::GetSigningKeysRequest>,
-    ) -> Result<GrpcResponse<entra::SigningKeys>, Status> {
-        let (modulus, exponent) = self.signer.public_components();
-        Ok(GrpcResponse::new(entra::SigningKeys {
-            keys: vec![entra::SigningKey {
-                kid: self.signer.kid().into(),
-                modulus,
-                exponent,
-                certificate_der: vec![],
-            }],
-            tenant_id: TID.into(),
-        }))
-    }
-}
-
-#[derive(Clone)]
-struct FakeFederation {
-    shared: Arc<Mutex<Shared>>,
-}
-
-#[tonic::async_trait]
-impl entra::federation_server::Federation for FakeFederation {
-    async fn put_federated_credential(
-        &self,
-        r: GrpcRequest<entra::PutFederatedCredentialRequest>,
-    ) -> Result<GrpcResponse<entra::FederatedCredential>, Status> {
-        let r = r.into_inner();
-        let (gate, entered) = {
-            let s = self.shared.lock();
-            (s.fic_gate.clone(), s.fic_entered.clone())
-        };
-        entered.notify_one();
-        if let Some(g) = gate {
-            g.acquire().await.unwrap().forget();
-        }
-        let c = r.credential.unwrap_or_default();
-        let mut s = self.shared.lock();
-        s.calls
-            .push(format!("PutFederatedCredential {} {}", r.app_id, c.name));
-        if !s.sps.values().any(|sp| sp.app_id == r.app_id) {
-            return Err(Status::not_found("no such principal"));
-        }
-        let list = s.fics.entry(r.app_id).or_default();
-        list.retain(|x| !x.name.eq_ignore_ascii_case(&c.name));
-        list.push(c.clone());
-        Ok(GrpcResponse::new(c))
-    }
-    async fn delete_federated_credential(
-        &self,
-        r: GrpcRequest<entra::DeleteFederatedCredentialRequest>,
-    ) -> Result<GrpcResponse<entra::DeleteFederatedCredentialResponse>, Status> {
-        let r = r.into_inner();
-        let mut s = self.shared.lock();
-        s.calls
-            .push(format!("DeleteFederatedCredential {} {}", r.app_id, r.name));
-        let list = s.fics.entry(r.app_id).or_default();
-        let before = list.len();
-        list.retain(|x| !x.name.eq_ignore_ascii_case(&r.name));
-        Ok(GrpcResponse::new(
-            entra::DeleteFederatedCredentialResponse {
-                existed: list.len() != before,
-            },
-        ))
-    }
-    async fn list_federated_credentials(
-        &self,
-        _: GrpcRequest<entra::ListFederatedCredentialsRequest>,
-    ) -> Result<GrpcResponse<entra::ListFederatedCredentialsResponse>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-    async fn put_issuer_keys(
-        &self,
-        _: GrpcRequest<entra::PutIssuerKeysRequest>,
-    ) -> Result<GrpcResponse<entra::IssuerKeys>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-    async fn delete_issuer_keys(
-        &self,
-        _: GrpcRequest<entra::DeleteIssuerKeysRequest>,
-    ) -> Result<GrpcResponse<entra::DeleteIssuerKeysResponse>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-    async fn list_issuer_keys(
-        &self,
-        _: GrpcRequest<entra::ListIssuerKeysRequest>,
-    ) -> Result<GrpcResponse<entra::ListIssuerKeysResponse>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-}
-
-#[derive(Clone)]
-struct FakeControl {
-    shared: Arc<Mutex<Shared>>,
-}
-
-#[tonic::async_trait]
-impl imds::control_server::Control for FakeControl {
-    async fn put_vm(
-        &self,
-        r: GrpcRequest<imds::PutVmRequest>,
-    ) -> Result<GrpcResponse<imds::Vm>, Status> {
-        let md = r.into_inner().metadata.unwrap_or_default();
-        self.shared
-            .lock()
-            .imds
-            .entry(md.resource_id.to_ascii_lowercase())
-            .or_default();
-        self.shared.lock().calls.push(format!(
-            "PutVm {} size={} os={} user={} pub={}",
-            md.resource_id, md.vm_size, md.os_type, md.admin_username, md.publisher
-        ));
-        Ok(GrpcResponse::new(imds::Vm {
-            metadata: Some(md),
-            ..Default::default()
-        }))
-    }
-    async fn get_vm(
-        &self,
-        r: GrpcRequest<imds::GetVmRequest>,
-    ) -> Result<GrpcResponse<imds::Vm>, Status> {
-        let id = r.into_inner().resource_id;
-        match self.shared.lock().imds.get(&id.to_ascii_lowercase()) {
-            Some(ids) => Ok(GrpcResponse::new(imds::Vm {
-                identities: ids.clone(),
-                ..Default::default()
-            })),
-            None => Err(Status::not_found("fake: no such vm")),
-        }
-    }
-    async fn list_vms(
-        &self,
-        _: GrpcRequest<imds::ListVmsRequest>,
-    ) -> Result<GrpcResponse<imds::ListVmsResponse>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-    async fn delete_vm(
-        &self,
-        r: GrpcRequest<imds::DeleteVmRequest>,
-    ) -> Result<GrpcResponse<imds::DeleteVmResponse>, Status> {
-        self.shared
-            .lock()
-            .calls
-            .push(format!("DeleteVm {}", r.get_ref().resource_id));
-        self.shared
-            .lock()
-            .imds
-            .remove(&r.into_inner().resource_id.to_ascii_lowercase());
-        Ok(GrpcResponse::new(imds::DeleteVmResponse { existed: true }))
-    }
-    async fn put_identity(
-        &self,
-        r: GrpcRequest<imds::PutIdentityRequest>,
-    ) -> Result<GrpcResponse<imds::PutIdentityResponse>, Status> {
-        let r = r.into_inner();
-        let i = r.identity.unwrap_or_default();
-        assert!(i.private_key_pem.contains("PRIVATE KEY"));
-        assert!(i.certificate_pem.contains("CERTIFICATE"));
-        assert_eq!(i.tenant_id, TID);
-        self.shared.lock().calls.push(format!(
-            "PutIdentity {} kind={} client={}",
-            r.vm_resource_id, i.kind, i.client_id
-        ));
-        let mut sh = self.shared.lock();
-        let list = sh
-            .imds
-            .entry(r.vm_resource_id.to_ascii_lowercase())
-            .or_default();
-        list.retain(|x| x.client_id != i.client_id);
-        list.push(imds::IdentityInfo {
-            kind: i.kind,
-            client_id: i.client_id.clone(),
-            object_id: i.object_id.clone(),
-            resource_id: i.resource_id.clone(),
-            certificate_thumbprint: String::new(),
-        });
-        Ok(GrpcResponse::new(imds::PutIdentityResponse {}))
-    }
-    async fn remove_identity(
-        &self,
-        r: GrpcRequest<imds::RemoveIdentityRequest>,
-    ) -> Result<GrpcResponse<imds::RemoveIdentityResponse>, Status> {
-        let r = r.into_inner();
-        self.shared.lock().calls.push(format!(
-            "RemoveIdentity {} client={}",
-            r.vm_resource_id, r.client_id
-        ));
-        if let Some(list) = self
-            .shared
-            .lock()
-            .imds
-            .get_mut(&r.vm_resource_id.to_ascii_lowercase())
-        {
-            list.retain(|x| x.client_id != r.client_id);
-        }
-        Ok(GrpcResponse::new(imds::RemoveIdentityResponse {
-            existed: true,
-        }))
-    }
-}
-
 // ---------------------------------------------------------------- harness
 
 struct Harness {
     arm: Arm,
     router: axum::Router,
-    shared: Arc<Mutex<Shared>>,
+    /// What the fake peers hold and the ordered log of ARM's calls to them.
+    shared: SharedState,
+    /// The fake Entra `Federation`, to hold its writes in flight.
+    federation: FakeFederation,
     signer: Arc<RsaSigner>,
     clock: Arc<ManualClock>,
 }
@@ -399,41 +69,26 @@ fn signer() -> Arc<RsaSigner> {
         .clone()
 }
 
-async fn serve_fakes(shared: Arc<Mutex<Shared>>, signer: Arc<RsaSigner>) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let dir = entra::directory_server::DirectoryServer::new(FakeDirectory {
-        shared: shared.clone(),
-        signer,
-    });
-    let fed = entra::federation_server::FederationServer::new(FakeFederation {
-        shared: shared.clone(),
-    });
-    let ctl = imds::control_server::ControlServer::new(FakeControl { shared });
-    tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(dir)
-            .add_service(fed)
-            .add_service(ctl)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
-            .await
-            .unwrap();
-    });
-    format!("http://{addr}")
-}
-
-/// The control key of these tests' gRPC servers and clients.
-fn control_key() -> ControlKey {
-    ControlKey::from_bytes([1; 32])
-}
-
-/// A gRPC channel calling as `caller`.
-fn channel_as(caller: Caller, url: &str) -> misim_proto::auth::ControlChannel {
-    control_key().credential(caller).wrap(
-        tonic::transport::Endpoint::from_shared(url.to_owned())
-            .unwrap()
-            .connect_lazy(),
+/// Serves the fake Entra (`Directory` with this tenant and `signer`'s key, `Federation`)
+/// and IMDS (`Control`) on one loopback port, all over `state`.
+async fn serve_fakes(state: SharedState, federation: FakeFederation, signer: &RsaSigner) -> String {
+    let directory = FakeDirectory::new(state.clone())
+        .with_tenant(FakeTenant {
+            tenant_id: TID.into(),
+            authority: "https://localhost:9".into(),
+        })
+        .with_signing_key(signer);
+    misim_testkit::serve(
+        Routes::new(directory.into_server())
+            .add_service(federation.into_server())
+            .add_service(FakeControl::new(state, TID).into_server()),
     )
+    .await
+}
+
+/// Serves ARM's own gRPC API (checking the testkit's control key) on a loopback port.
+async fn serve_arm_grpc(arm: &Arm) -> String {
+    misim_testkit::serve_router(arm.grpc_router(&control_key())).await
 }
 
 /// A gRPC channel calling as ARM (to the fake Entra and IMDS).
@@ -442,9 +97,10 @@ fn channel(url: &str) -> misim_proto::auth::ControlChannel {
 }
 
 async fn harness_with(imds_url: Option<&str>) -> Harness {
-    let shared = Arc::new(Mutex::new(Shared::default()));
+    let shared = shared_state();
+    let federation = FakeFederation::new(shared.clone());
     let signer = signer();
-    let url = serve_fakes(shared.clone(), signer.clone()).await;
+    let url = serve_fakes(shared.clone(), federation.clone(), &signer).await;
     let ch = channel(&url);
     let imds_ch = imds_url.map(channel).unwrap_or_else(|| ch.clone());
     let clock = Arc::new(ManualClock::at_unix(NOW));
@@ -476,6 +132,7 @@ async fn harness_with(imds_url: Option<&str>) -> Harness {
         router: arm.http_router(),
         arm,
         shared,
+        federation,
         signer,
         clock,
     }
@@ -503,7 +160,7 @@ impl Harness {
 
     /// Registers a principal in the fake directory (so assignments accept it).
     fn principal(&self, oid: &str) {
-        self.shared.lock().sps.insert(
+        self.shared.lock().service_principals.insert(
             oid.into(),
             entra::ServicePrincipal {
                 object_id: oid.into(),
@@ -918,7 +575,7 @@ async fn uami_create_provisions_a_principal_with_a_certificate() {
     let client = v["properties"]["clientId"].as_str().unwrap().to_owned();
     {
         let s = h.shared.lock();
-        let sp = &s.sps[&principal];
+        let sp = &s.service_principals[&principal];
         assert_eq!(sp.app_id, client);
         assert_eq!(
             sp.r#type,
@@ -954,7 +611,7 @@ async fn uami_create_provisions_a_principal_with_a_certificate() {
     // Delete: principal goes; second delete is 204.
     let (s, _) = h.call("DELETE", &uami_path("rg1", "id1"), None).await;
     assert_eq!(s, StatusCode::OK);
-    assert!(!h.shared.lock().sps.contains_key(&principal));
+    assert!(!h.shared.lock().service_principals.contains_key(&principal));
     let (s, _) = h.call("DELETE", &uami_path("rg1", "id1"), None).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     let (s, v) = h.call("GET", &uami_path("rg1", "id1"), None).await;
@@ -988,7 +645,7 @@ async fn vm_with_system_identity_pushes_vm_then_identity() {
         "secrets never echo"
     );
     let principal = v["identity"]["principalId"].as_str().unwrap();
-    let client = h.shared.lock().sps[principal].app_id.clone();
+    let client = h.shared.lock().service_principals[principal].app_id.clone();
     let calls = h.calls();
     assert_eq!(
         calls,
@@ -1107,7 +764,7 @@ async fn patch_follows_the_identity_merge_table() {
         h.calls()
             .contains(&format!("DeleteServicePrincipal {sami1}"))
     );
-    assert!(!h.shared.lock().sps.contains_key(&sami1));
+    assert!(!h.shared.lock().service_principals.contains_key(&sami1));
 
     // Re-enable: a new principal.
     let (_, v) = h
@@ -1140,7 +797,7 @@ async fn patch_follows_the_identity_merge_table() {
         .call("PATCH", &vm, Some(patch(json!({"type": "None"}))))
         .await;
     assert!(v.get("identity").is_none(), "{v}");
-    assert!(!h.shared.lock().sps.contains_key(&sami2));
+    assert!(!h.shared.lock().service_principals.contains_key(&sami2));
 
     // Unknown UAMI: 400 FailedIdentityOperation, nothing written.
     let ghost = uami_path("rg1", "ghost");
@@ -1225,7 +882,7 @@ async fn resource_group_delete_cascades() {
     assert_eq!(s, StatusCode::CREATED);
     let (s, _) = h.call("DELETE", &rg_path("rg1"), None).await;
     assert_eq!(s, StatusCode::OK);
-    let sps = h.shared.lock().sps.clone();
+    let sps = h.shared.lock().service_principals.clone();
     assert!(!sps.contains_key(&sami));
     assert!(!sps.contains_key(u["properties"]["principalId"].as_str().unwrap()));
     assert!(h.calls().iter().any(|c| c.starts_with("DeleteVm ")));
@@ -1493,15 +1150,7 @@ async fn vault_access_follows_assignments_at_vault_scope() {
     h.principal(app);
     h.assign(app, KV_SECRETS_USER, &kv1).await;
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let grpc = h.arm.grpc_router(&control_key());
-    tokio::spawn(async move {
-        grpc.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
-            .await
-            .unwrap();
-    });
-    let url = format!("http://{addr}");
+    let url = serve_arm_grpc(&h.arm).await;
     // Role grants for test clients are the sandbox owner's, not Key Vault's.
     let refused = AuthorizationClient::new(channel_as(Caller::KeyVault, &url))
         .create_role_assignment(misim_proto::arm::v1::CreateRoleAssignmentRequest {
@@ -1594,7 +1243,7 @@ async fn imds_down_accepts_the_vm_and_leaves_it_updating() {
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["properties"]["provisioningState"], "Updating");
     assert!(
-        h.shared.lock().sps.is_empty(),
+        h.shared.lock().service_principals.is_empty(),
         "nothing created before IMDS knows the VM"
     );
 }

@@ -106,7 +106,7 @@ impl LiveIdentity {
 pub enum Selector<'a> {
     /// No selector: the default identity.
     None,
-    /// `client_id`.
+    /// `client_id`, compared case-insensitively (clients send GUIDs in either case).
     ClientId(&'a str),
     /// `object_id` (App Service: also `principal_id`).
     ObjectId(&'a str),

@@ -32,7 +32,7 @@ use crate::error::ImdsError;
 pub struct Deps {
     /// IMDS's own store (holds identity private keys).
     pub store: Store,
-    /// Time.
+    /// What IMDS calls now: assertion lifetimes and the token cache's expiry.
     pub clock: SharedClock,
     /// GUIDs (assertion `jti`).
     pub ids: SharedIds,

@@ -1,25 +1,25 @@
-//! Component tests of misim-imds: a real IMDS on loopback listeners against a
-//! fake Entra `Directory` that verifies every client assertion.
+//! Component tests of misim-imds: a real IMDS on loopback listeners against misim-testkit's
+//! fake Entra `Directory`, whose `IssueToken` here verifies every client assertion.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use misim_imds::config::VmAddresses;
 use misim_imds::{Config, Deps, Imds, VmAddressing};
-use misim_proto::auth::{Caller, ControlKey};
+use misim_proto::auth::Caller;
 use misim_proto::entra::v1 as entra;
-use misim_proto::entra::v1::directory_server::{Directory, DirectoryServer};
 use misim_proto::imds::v1 as pb;
 use misim_proto::imds::v1::control_server::Control;
+use misim_testkit::fakes::{FakeDirectory, SharedState, shared_state};
+use misim_testkit::{channel_as, control_key, eventually};
 use misim_token::cert::GeneratedCert;
 use misim_types::{Clock, ManualClock};
-use parking_lot::Mutex;
 use serde_json::Value;
 use tokio::net::TcpListener;
-use tonic::{Request, Response, Status};
+use tonic::service::Routes;
+use tonic::{Request, Status};
 
 const TENANT: &str = "72f988bf-0000-4000-8000-000000000001";
 const AUTHORITY: &str = "https://localhost:9443";
@@ -49,100 +49,56 @@ fn certs() -> &'static Vec<GeneratedCert> {
 
 // ---------------------------------------------------------------- fake Entra
 
-#[derive(Debug, Default)]
-struct FakeDirectory {
-    calls: AtomicUsize,
-    /// DER certificate registered per client id.
-    certs: Mutex<HashMap<String, Vec<u8>>>,
+/// Registers `certificate_der` as the one key credential of the principal with client id
+/// `client_id` in the fake Entra, which verifies that identity's assertions against it.
+fn register(entra: &SharedState, client_id: &str, certificate_der: &[u8]) {
+    entra.lock().service_principals.insert(
+        format!("object-of-{client_id}"),
+        entra::ServicePrincipal {
+            object_id: format!("object-of-{client_id}"),
+            app_id: client_id.into(),
+            key_credentials: vec![entra::KeyCredential {
+                certificate_der: certificate_der.to_vec(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        },
+    );
+}
+
+/// How many `IssueToken` calls the fake Entra has had.
+fn issued(entra: &SharedState) -> usize {
+    entra
+        .lock()
+        .calls
+        .iter()
+        .filter(|c| c.starts_with("IssueToken "))
+        .count()
+}
+
+/// `IssueToken` as Entra answers it, for the fake: the client needs a registered
+/// certificate (AADSTS700016), the assertion names it in `x5t` and verifies against it for
+/// this tenant's v2 token endpoint at the clock's time (AADSTS700027), and the resource is
+/// one Entra knows (AADSTS500011, carried as the status's `ErrorInfo` reason). The token
+/// numbers the call, so a test can tell a cached token from a new one.
+fn issue_token(
+    entra: SharedState,
     clock: Option<Arc<ManualClock>>,
-}
-
-impl FakeDirectory {
-    fn calls(&self) -> usize {
-        self.calls.load(Ordering::SeqCst)
-    }
-}
-
-fn unimpl<T>() -> Result<Response<T>, Status> {
-    Err(Status::unimplemented("fake"))
-}
-
-struct FakeSvc(Arc<FakeDirectory>);
-
-#[tonic::async_trait]
-impl Directory for FakeSvc {
-    async fn create_application(
-        &self,
-        _: Request<entra::CreateApplicationRequest>,
-    ) -> Result<Response<entra::CreatedApplication>, Status> {
-        unimpl()
-    }
-    async fn get_tenant(
-        &self,
-        _: Request<entra::GetTenantRequest>,
-    ) -> Result<Response<entra::Tenant>, Status> {
-        unimpl()
-    }
-    async fn create_service_principal(
-        &self,
-        _: Request<entra::CreateServicePrincipalRequest>,
-    ) -> Result<Response<entra::ServicePrincipal>, Status> {
-        unimpl()
-    }
-    async fn get_service_principal(
-        &self,
-        _: Request<entra::GetServicePrincipalRequest>,
-    ) -> Result<Response<entra::ServicePrincipal>, Status> {
-        unimpl()
-    }
-    async fn list_service_principals(
-        &self,
-        _: Request<entra::ListServicePrincipalsRequest>,
-    ) -> Result<Response<entra::ListServicePrincipalsResponse>, Status> {
-        unimpl()
-    }
-    async fn delete_service_principal(
-        &self,
-        _: Request<entra::DeleteServicePrincipalRequest>,
-    ) -> Result<Response<entra::DeleteServicePrincipalResponse>, Status> {
-        unimpl()
-    }
-    async fn add_key_credential(
-        &self,
-        _: Request<entra::AddKeyCredentialRequest>,
-    ) -> Result<Response<entra::KeyCredential>, Status> {
-        unimpl()
-    }
-    async fn ensure_application(
-        &self,
-        _: Request<entra::EnsureApplicationRequest>,
-    ) -> Result<Response<entra::ServicePrincipal>, Status> {
-        unimpl()
-    }
-    async fn get_signing_keys(
-        &self,
-        _: Request<entra::GetSigningKeysRequest>,
-    ) -> Result<Response<entra::SigningKeys>, Status> {
-        unimpl()
-    }
-
-    async fn issue_token(
-        &self,
-        req: Request<entra::IssueTokenRequest>,
-    ) -> Result<Response<entra::IssuedToken>, Status> {
-        let this = &self.0;
-        let n = this.calls.fetch_add(1, Ordering::SeqCst) + 1;
-        let req = req.into_inner();
-        let now = this.clock.as_ref().map(|c| c.unix()).unwrap_or(NOW as i64);
-        let der = this
-            .certs
+) -> impl Fn(entra::IssueTokenRequest) -> Result<entra::IssuedToken, Status> + Send + Sync + 'static
+{
+    move |req| {
+        let n = issued(&entra);
+        let now = clock.as_ref().map(|c| c.unix()).unwrap_or(NOW as i64);
+        let der = entra
             .lock()
-            .get(&req.client_id)
-            .cloned()
+            .service_principals
+            .values()
+            .find(|sp| sp.app_id == req.client_id)
+            .and_then(|sp| sp.key_credentials.first())
+            .map(|k| k.certificate_der.clone())
             .ok_or_else(|| {
                 Status::unauthenticated(format!("AADSTS700016: unknown client {}", req.client_id))
             })?;
-        // The assertion must verify against the identity's certificate.
         let info = misim_token::cert::parse_rsa_cert(&der).unwrap();
         let header = misim_token::verify::assertion_header(&req.client_assertion)
             .map_err(|e| Status::unauthenticated(e.to_string()))?;
@@ -162,7 +118,6 @@ impl Directory for FakeSvc {
         )
         .map_err(|e| Status::unauthenticated(format!("AADSTS700027: {e}")))?;
         if misim_types::audiences::known(&req.resource).is_none() {
-            // As Entra answers: the AADSTS code as the status's ErrorInfo reason.
             return Err(misim_proto::status::with_reason(
                 Status::invalid_argument(format!(
                     "AADSTS500011: The resource principal named {} was not found in the tenant named {TENANT}.",
@@ -172,32 +127,35 @@ impl Directory for FakeSvc {
                 "AADSTS500011",
             ));
         }
-        Ok(Response::new(entra::IssuedToken {
+        Ok(entra::IssuedToken {
             access_token: format!("tok-{n}-{}-{}", req.client_id, req.resource),
             issued_at_unix: now,
             not_before_unix: now,
             expires_on_unix: now + 86400,
             resource: req.resource,
-        }))
+        })
     }
 }
 
-async fn serve_fake(dir: Arc<FakeDirectory>) -> String {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", l.local_addr().unwrap());
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(DirectoryServer::new(FakeSvc(dir)))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(l)),
-    );
-    url
+/// Serves a fake Entra `Directory` over `entra` that issues tokens as [`issue_token`] says.
+async fn serve_fake(entra: SharedState, clock: Option<Arc<ManualClock>>) -> String {
+    let directory = FakeDirectory::new(entra.clone()).with_issue_token(issue_token(entra, clock));
+    misim_testkit::serve(Routes::new(directory.into_server())).await
+}
+
+/// A fake Entra for one test: its state, and the URL it is served at.
+async fn fake_entra(clock: &Arc<ManualClock>) -> (SharedState, String) {
+    let entra = shared_state();
+    let url = serve_fake(entra.clone(), Some(clock.clone())).await;
+    (entra, url)
 }
 
 // ------------------------------------------------------------------ harness
 
 struct Harness {
     imds: Imds,
-    dir: Arc<FakeDirectory>,
+    /// The fake Entra's state: registered certificates and the log of `IssueToken` calls.
+    entra: SharedState,
     clock: Arc<ManualClock>,
     shutdown: misim_runtime::Shutdown,
     http: reqwest::Client,
@@ -209,18 +167,6 @@ impl Drop for Harness {
     }
 }
 
-/// The control key of these tests' gRPC servers and clients.
-fn control_key() -> ControlKey {
-    ControlKey::from_bytes([1; 32])
-}
-
-/// A gRPC channel calling as `caller`.
-fn channel_as(caller: Caller, url: &str) -> misim_proto::auth::ControlChannel {
-    control_key()
-        .credential(caller)
-        .wrap(misim_runtime::lazy_channel(url).unwrap())
-}
-
 fn http_client() -> reqwest::Client {
     // Never through a proxy: every request goes to loopback.
     reqwest::Client::builder().no_proxy().build().unwrap()
@@ -229,7 +175,7 @@ fn http_client() -> reqwest::Client {
 async fn open(
     store: misim_store::Store,
     directory_url: &str,
-    dir: Arc<FakeDirectory>,
+    entra: SharedState,
     clock: Arc<ManualClock>,
 ) -> Harness {
     let shutdown = misim_runtime::Shutdown::new();
@@ -253,7 +199,7 @@ async fn open(
     let imds = Imds::open(config, deps).await.unwrap();
     Harness {
         imds,
-        dir,
+        entra,
         clock,
         shutdown,
         http: http_client(),
@@ -262,12 +208,8 @@ async fn open(
 
 async fn harness() -> Harness {
     let clock = Arc::new(ManualClock::at_unix(NOW));
-    let dir = Arc::new(FakeDirectory {
-        clock: Some(clock.clone()),
-        ..Default::default()
-    });
-    let url = serve_fake(dir.clone()).await;
-    open(misim_store::Store::memory().unwrap(), &url, dir, clock).await
+    let (entra, url) = fake_entra(&clock).await;
+    open(misim_store::Store::memory().unwrap(), &url, entra, clock).await
 }
 
 fn meta(id: &str, ip: &str) -> pb::VmMetadata {
@@ -337,10 +279,7 @@ impl Harness {
             .iter()
             .position(|c| c.certificate_pem == i.certificate_pem)
             .unwrap();
-        self.dir
-            .certs
-            .lock()
-            .insert(i.client_id.clone(), certs()[n].certificate_der.clone());
+        register(&self.entra, &i.client_id, &certs()[n].certificate_der);
         Control::put_identity(
             &self.imds,
             Request::new(pb::PutIdentityRequest {
@@ -432,7 +371,7 @@ async fn missing_or_wrong_metadata_header_is_invalid_request() {
     // The header name is case-insensitive (Rust sends `metadata`).
     let (s, _) = h.get_with(&vm, &pq, &[("metadata", "true")]).await;
     assert_eq!(s, 200);
-    assert_eq!(h.dir.calls(), 1);
+    assert_eq!(issued(&h.entra), 1);
 }
 
 #[tokio::test]
@@ -479,7 +418,7 @@ async fn proxies_verbs_and_malformed_queries_are_rejected() {
         assert_eq!(s, 400, "{bad}");
         assert_eq!(b["error"], "invalid_request", "{bad}");
     }
-    assert_eq!(h.dir.calls(), 0);
+    assert_eq!(issued(&h.entra), 0);
 }
 
 #[tokio::test]
@@ -588,24 +527,24 @@ async fn tokens_are_cached_until_the_reuse_point() {
     h.put_identity(VM1, identity(SAMI, "vm1", 0)).await;
     let (_, a) = h.token(&vm, "").await;
     let (_, b) = h.token(&vm, "").await;
-    assert_eq!(h.dir.calls(), 1, "the second request is a cache hit");
+    assert_eq!(issued(&h.entra), 1, "the second request is a cache hit");
     assert_eq!(a["access_token"], b["access_token"]);
     // The same resource spelled without the trailing slash is another
     // audience (`aud` echoes the request), so another entry: a miss.
     let (_, c) = h.get(&vm, "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://management.azure.com").await;
-    assert_eq!(h.dir.calls(), 2);
+    assert_eq!(issued(&h.entra), 2);
     assert_eq!(c["resource"], "https://management.azure.com");
 
     // Just before the reuse point (18 h of a 24 h token): still cached.
     let reuse = misim_imds::domain::cache::reuse_until(NOW as i64, NOW as i64 + 86400) - NOW as i64;
     h.clock.advance(Duration::from_secs(reuse as u64 - 1));
     let (_, d) = h.token(&vm, "").await;
-    assert_eq!(h.dir.calls(), 2);
+    assert_eq!(issued(&h.entra), 2);
     assert_eq!(d["expires_in"], (86400 - reuse + 1).to_string());
     // At the reuse point: a fresh token.
     h.clock.advance(Duration::from_secs(1));
     let (_, e) = h.token(&vm, "").await;
-    assert_eq!(h.dir.calls(), 3);
+    assert_eq!(issued(&h.entra), 3);
     assert_ne!(e["access_token"], a["access_token"]);
     assert_eq!(e["expires_in"], "86400");
 }
@@ -644,7 +583,7 @@ async fn removed_identities_and_deleted_vms_stop_serving_tokens() {
     // Put back: the purged cache means a fresh call to Entra.
     h.put_identity(VM1, identity(UAMI, "u1", 1)).await;
     assert_eq!(h.token(&vm, "").await.0, 200);
-    assert_eq!(h.dir.calls(), 2);
+    assert_eq!(issued(&h.entra), 2);
 
     let del = Control::delete_vm(
         &h.imds,
@@ -707,7 +646,7 @@ async fn unknown_resources_and_unreachable_entra_answer_in_imds_shape() {
     let down = open(
         misim_store::Store::memory().unwrap(),
         &closed,
-        Arc::new(FakeDirectory::default()),
+        shared_state(),
         h.clock.clone(),
     )
     .await;
@@ -880,11 +819,7 @@ async fn instance_metadata_has_azure_shape() {
 async fn reopen_restores_vms_and_their_listeners() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::at_unix(NOW));
-    let fake = Arc::new(FakeDirectory {
-        clock: Some(clock.clone()),
-        ..Default::default()
-    });
-    let url = serve_fake(fake.clone()).await;
+    let (fake, url) = fake_entra(&clock).await;
     let endpoint;
     {
         let h = open(
@@ -901,20 +836,10 @@ async fn reopen_restores_vms_and_their_listeners() {
         h.shutdown.cancel();
     }
     // The old listener task still holds the store until it has drained.
-    let store = {
-        let mut tries = 0;
-        loop {
-            match misim_store::Store::open(dir.path()) {
-                Ok(s) => break s,
-                Err(e) if tries < 200 => {
-                    tries += 1;
-                    let _ = e;
-                    tokio::time::sleep(Duration::from_millis(25)).await;
-                }
-                Err(e) => panic!("store never released: {e}"),
-            }
-        }
-    };
+    let store = eventually("the old IMDS releases its store", || {
+        std::future::ready(misim_store::Store::open(dir.path()))
+    })
+    .await;
     let h = open(store, &url, fake.clone(), clock).await;
     let vms = Control::list_vms(&h.imds, Request::new(pb::ListVmsRequest {}))
         .await
@@ -1032,11 +957,7 @@ async fn control_over_grpc_never_returns_private_keys() {
 async fn source_address_mode_identifies_vms_by_peer_ip() {
     use tower::ServiceExt;
     let clock = Arc::new(ManualClock::at_unix(NOW));
-    let dir = Arc::new(FakeDirectory {
-        clock: Some(clock.clone()),
-        ..Default::default()
-    });
-    let url = serve_fake(dir.clone()).await;
+    let (entra, url) = fake_entra(&clock).await;
     let shutdown = misim_runtime::Shutdown::new();
     let imds = Imds::open(
         Config {
@@ -1071,9 +992,7 @@ async fn source_address_mode_identifies_vms_by_peer_ip() {
         "no per-VM listener in source-address mode"
     );
     let i = identity(SAMI, "vm1", 0);
-    dir.certs
-        .lock()
-        .insert(i.client_id.clone(), certs()[0].certificate_der.clone());
+    register(&entra, &i.client_id, &certs()[0].certificate_der);
     Control::put_identity(
         &imds,
         Request::new(pb::PutIdentityRequest {
@@ -1129,9 +1048,7 @@ async fn source_address_mode_identifies_vms_by_peer_ip() {
     .await
     .unwrap();
     let i2 = identity(SAMI, "vm2", 1);
-    dir.certs
-        .lock()
-        .insert(i2.client_id.clone(), certs()[1].certificate_der.clone());
+    register(&entra, &i2.client_id, &certs()[1].certificate_der);
     Control::put_identity(
         &imds,
         Request::new(pb::PutIdentityRequest {
@@ -1186,7 +1103,7 @@ async fn source_address_mode_identifies_vms_by_peer_ip() {
 /// a call from `ip` for an ARM token: (status, body).
 struct SourceImds {
     imds: Imds,
-    dir: Arc<FakeDirectory>,
+    entra: SharedState,
     shutdown: misim_runtime::Shutdown,
 }
 
@@ -1199,11 +1116,7 @@ impl Drop for SourceImds {
 impl SourceImds {
     async fn open(map: VmAddresses) -> Self {
         let clock = Arc::new(ManualClock::at_unix(NOW));
-        let dir = Arc::new(FakeDirectory {
-            clock: Some(clock.clone()),
-            ..Default::default()
-        });
-        let url = serve_fake(dir.clone()).await;
+        let (entra, url) = fake_entra(&clock).await;
         let shutdown = misim_runtime::Shutdown::new();
         let imds = Imds::open(
             Config {
@@ -1226,7 +1139,7 @@ impl SourceImds {
         imds.set_static_addresses(map);
         Self {
             imds,
-            dir,
+            entra,
             shutdown,
         }
     }
@@ -1243,10 +1156,7 @@ impl SourceImds {
         .await
         .unwrap();
         let i = identity(SAMI, name, n);
-        self.dir
-            .certs
-            .lock()
-            .insert(i.client_id.clone(), certs()[n].certificate_der.clone());
+        register(&self.entra, &i.client_id, &certs()[n].certificate_der);
         Control::put_identity(
             &self.imds,
             Request::new(pb::PutIdentityRequest {
@@ -1343,13 +1253,13 @@ async fn spellings_of_one_resource_share_one_token() {
         // The body still echoes what was asked for.
         assert_eq!(b["resource"], spelling);
     }
-    assert_eq!(h.dir.calls(), 1, "one Entra call for every spelling");
+    assert_eq!(issued(&h.entra), 1, "one Entra call for every spelling");
     let (_, slash) = h.get(&vm, &format!("{q}https://vault.azure.net/")).await;
     for spelling in ["https://vault.azure.net//", "https://VAULT.azure.net///"] {
         let (_, b) = h.get(&vm, &format!("{q}{spelling}")).await;
         assert_eq!(b["access_token"], slash["access_token"], "{spelling}");
     }
-    assert_eq!(h.dir.calls(), 2, "a trailing slash keeps its own `aud`");
+    assert_eq!(issued(&h.entra), 2, "a trailing slash keeps its own `aud`");
 }
 
 /// Property: any query string and headers on the token endpoint get IMDS's

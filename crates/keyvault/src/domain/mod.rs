@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::KvError;
 
-/// One version of a secret.
+/// One version of a secret: a set writes a new version and never changes an old one;
+/// `Debug` never prints the value.
 #[derive(Clone, Serialize, Deserialize, PartialEq)]
 pub struct SecretVersion {
     /// Name as first created (names are case-insensitive).
@@ -54,7 +55,8 @@ fn key(vault: &str, name: &str) -> String {
 }
 
 impl Secrets {
-    /// Opens the tables.
+    /// Opens (creating them if new) the two tables: every version by name and version, and
+    /// each name's current version.
     pub fn open(store: &Store) -> Result<Self, KvError> {
         Ok(Self {
             versions: store.table("secret_versions")?,

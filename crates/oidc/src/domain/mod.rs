@@ -36,7 +36,6 @@ pub enum IssuerKind {
 /// One issuer: a kind and, for Kubernetes, a cluster.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct IssuerRef {
-    /// The kind.
     pub kind: IssuerKind,
     /// The cluster name (Kubernetes only; empty otherwise).
     pub cluster: String,
@@ -64,7 +63,7 @@ impl IssuerRef {
         })
     }
 
-    /// The key in the store.
+    /// The issuer's key in the store: `github`, or `kubernetes/{cluster}`.
     fn store_key(&self) -> String {
         match self.kind {
             IssuerKind::GitHub => "github".into(),

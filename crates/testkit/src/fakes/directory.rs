@@ -23,7 +23,8 @@ type IssueToken = dyn Fn(pb::IssueTokenRequest) -> Result<pb::IssuedToken, Statu
 
 /// A fake Entra `Directory`. Built with what the test needs; unconfigured parts answer
 /// `UNIMPLEMENTED`. Principal calls (create, get, delete, add key credential) are always
-/// modelled, on the shared [`FakeState`](super::FakeState), and logged there.
+/// modelled, on the shared [`FakeState`](super::FakeState), and logged there, as is each
+/// `IssueToken` once configured (before the test's function decides it).
 #[derive(Clone)]
 pub struct FakeDirectory {
     state: SharedState,
@@ -171,7 +172,12 @@ impl Directory for FakeDirectory {
         let mut s = self.state.lock();
         s.calls
             .push(format!("DeleteServicePrincipal {}", r.object_id));
-        let existed = s.service_principals.remove(&r.object_id).is_some();
+        let removed = s.service_principals.remove(&r.object_id);
+        // A principal's federated credentials go with it, as in Entra.
+        if let Some(sp) = &removed {
+            s.federated_credentials.remove(&sp.app_id);
+        }
+        let existed = removed.is_some();
         Ok(Response::new(pb::DeleteServicePrincipalResponse {
             existed,
         }))
@@ -215,9 +221,14 @@ impl Directory for FakeDirectory {
         &self,
         r: Request<pb::IssueTokenRequest>,
     ) -> Result<Response<pb::IssuedToken>, Status> {
-        match &self.issue_token {
-            Some(issue) => issue(r.into_inner()).map(Response::new),
-            None => unimplemented(),
-        }
+        let Some(issue) = &self.issue_token else {
+            return unimplemented();
+        };
+        let r = r.into_inner();
+        self.state
+            .lock()
+            .calls
+            .push(format!("IssueToken {} {}", r.client_id, r.resource));
+        issue(r).map(Response::new)
     }
 }

@@ -1,18 +1,19 @@
-//! Fake gRPC peers: just enough of Entra's `Directory`, IMDS's `Control` and ARM's
-//! `Authorization` for one service's tests, without the other services. Every method a fake
-//! does not model answers `UNIMPLEMENTED`, so a test notices a call it did not expect.
+//! Fake gRPC peers: just enough of Entra's `Directory` and `Federation`, IMDS's `Control` and
+//! ARM's `Authorization` for one service's tests, without the other services. Every method a
+//! fake does not model answers `UNIMPLEMENTED`, so a test notices a call it did not expect.
 //!
-//! [`FakeDirectory`] and [`FakeControl`] share one [`FakeState`], so a test reads a single
-//! ordered log of the calls its service made to both peers.
+//! [`FakeDirectory`], [`FakeFederation`] and [`FakeControl`] share one [`FakeState`], so a
+//! test reads a single ordered log of the calls its service made to its peers.
 
 mod authorization;
 mod control;
 mod directory;
+mod federation;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use misim_proto::entra::v1::ServicePrincipal;
+use misim_proto::entra::v1::{FederatedCredential, ServicePrincipal};
 use misim_proto::imds::v1::IdentityInfo;
 use parking_lot::Mutex;
 use tonic::{Response, Status};
@@ -20,6 +21,7 @@ use tonic::{Response, Status};
 pub use authorization::FakeAuthorization;
 pub use control::FakeControl;
 pub use directory::{FakeDirectory, FakeTenant};
+pub use federation::FakeFederation;
 
 /// What the fakes hold and saw.
 #[derive(Debug, Default)]
@@ -31,6 +33,8 @@ pub struct FakeState {
     pub calls: Vec<String>,
     /// IMDS's VMs: lower-cased resource id → configured identities.
     pub vms: HashMap<String, Vec<IdentityInfo>>,
+    /// Entra's federated identity credentials: app id → credentials.
+    pub federated_credentials: HashMap<String, Vec<FederatedCredential>>,
     /// Numbers the principals the fake Entra creates.
     next_principal: u32,
 }
