@@ -303,7 +303,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Oidc { command } => crate::oidc_cmd::run(command).await,
         Command::Pod { command } => crate::pod_cmd::run(command).await,
-    },
         Command::Clock { command } => crate::clock_cmd::run(command).await,
         Command::Keys { command } => crate::keys_cmd::run(command).await,
         Command::Idle => {
@@ -827,10 +826,10 @@ mod tests {
         cmd.env("MISIM_ADMIN_CLIENT_SECRET", "s").env("KEEP", "1");
         without_owner_credentials(&mut cmd);
         let envs: Vec<_> = cmd.get_envs().collect();
+        assert!(envs.contains(&(std::ffi::OsStr::new("MISIM_ADMIN_CLIENT_SECRET"), None)));
         assert!(envs.contains(&(
-            std::ffi::OsStr::new("MISIM_ADMIN_CLIENT_SECRET"),
-            None
+            std::ffi::OsStr::new("KEEP"),
+            Some(std::ffi::OsStr::new("1"))
         )));
-        assert!(envs.contains(&(std::ffi::OsStr::new("KEEP"), Some(std::ffi::OsStr::new("1")))));
     }
 }

@@ -13,8 +13,8 @@ use clap::{Args, Subcommand};
 use misim_proto::oidc::v1 as pb;
 
 use crate::cli::{admin_channel, default_data_dir, env_value, read_env_file};
-use crate::oidc_cmd::parse_duration;
 use crate::write_atomically;
+use misim_types::time::parse_duration;
 
 /// The token file's name: the webhook projects it to
 /// `/var/run/secrets/azure/tokens/azure-identity-token`.
