@@ -1,9 +1,12 @@
-//! RSA keys and X.509 certificates.
+//! Key pairs and self-signed X.509 certificates (RSA and ECDSA P-256).
 //!
 //! Managed identities authenticate to Entra with certificates (docs/azure-protocol.md, Entra:
 //! managed-identity certificates): ARM, acting as the managed-identity resource provider, generates
 //! a key pair and a self-signed certificate per identity, registers the certificate with Entra and
-//! hands both to the VM's IMDS.
+//! hands both to the VM's IMDS. Those certificates are P-256 ([`generate_ec_cert`]): no client ever
+//! sees them, and a P-256 key costs microseconds where an RSA-2048 keygen costs tens to hundreds of
+//! milliseconds on the provisioning path (docs/performance.md). Entra's token-signing key and
+//! app registrations' uploaded certificates stay RSA, as clients expect.
 
 use std::time::SystemTime;
 
@@ -31,10 +34,37 @@ impl std::fmt::Debug for GeneratedCert {
     }
 }
 
+/// The kind of key a certificate carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyAlg {
+    /// RSA (`rsaEncryption`): app registrations, Entra's signing key, identity
+    /// certificates made before they became P-256.
+    Rsa,
+    /// ECDSA on P-256 (`id-ecPublicKey` + `prime256v1`): managed-identity certificates.
+    EcP256,
+}
+
+impl KeyAlg {
+    /// Tells the key kind from a certificate's subject public key bits: an
+    /// uncompressed P-256 point is 65 bytes starting 0x04, a PKCS#1
+    /// `RSAPublicKey` is a DER SEQUENCE (0x30). The encodings cannot collide,
+    /// so stored keys need no separate tag (records from before EC keep verifying).
+    pub fn of_public_key(key: &[u8]) -> Option<KeyAlg> {
+        match key.first() {
+            Some(0x04) if key.len() == 65 => Some(KeyAlg::EcP256),
+            Some(0x30) => Some(KeyAlg::Rsa),
+            _ => None,
+        }
+    }
+}
+
 /// What Entra needs from a registered certificate.
 #[derive(Debug, Clone)]
 pub struct CertInfo {
-    /// The RSA public key as PKCS#1 `RSAPublicKey` DER.
+    /// Which key the certificate carries.
+    pub key_alg: KeyAlg,
+    /// The subject public key: PKCS#1 `RSAPublicKey` DER for RSA, the uncompressed
+    /// SEC1 point for P-256. (The name predates EC keys; it is what verification takes.)
     pub rsa_public_key: Vec<u8>,
     /// Validity start, Unix seconds.
     pub not_before: i64,
@@ -83,18 +113,71 @@ pub fn generate_rsa_cert(
     })
 }
 
-/// Parses a DER certificate that must carry an RSA key.
+/// Generates an ECDSA P-256 key and a self-signed certificate for `common_name`
+/// valid from `not_before` to `not_after` (managed-identity credentials).
+pub fn generate_ec_cert(
+    common_name: &str,
+    not_before: SystemTime,
+    not_after: SystemTime,
+) -> Result<GeneratedCert, TokenError> {
+    let key_err = |e: &dyn std::fmt::Display| TokenError::Key(e.to_string());
+    let key_pair =
+        rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| key_err(&e))?;
+    let mut params =
+        rcgen::CertificateParams::new(Vec::<String>::new()).map_err(|e| key_err(&e))?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, common_name);
+    params.not_before = time::OffsetDateTime::from(not_before);
+    params.not_after = time::OffsetDateTime::from(not_after);
+    let cert = params.self_signed(&key_pair).map_err(|e| key_err(&e))?;
+    Ok(GeneratedCert {
+        certificate_der: cert.der().to_vec(),
+        certificate_pem: cert.pem(),
+        private_key_der: key_pair.serialize_der(),
+        private_key_pem: key_pair.serialize_pem(),
+    })
+}
+
+/// Parses a DER certificate that carries an RSA or a P-256 key (the name
+/// predates P-256 identity certificates). Callers that must only take RSA
+/// (app registrations) check [`CertInfo::key_alg`].
 pub fn parse_rsa_cert(der: &[u8]) -> Result<CertInfo, TokenError> {
+    const RSA: &str = "1.2.840.113549.1.1.1"; // rsaEncryption
+    const EC: &str = "1.2.840.10045.2.1"; // id-ecPublicKey
+    const P256: &str = "1.2.840.10045.3.1.7"; // prime256v1
     let (_, cert) = x509_parser::parse_x509_certificate(der)
         .map_err(|e| TokenError::Key(format!("not an X.509 certificate: {e}")))?;
     let spki = &cert.tbs_certificate.subject_pki;
-    // rsaEncryption
-    if spki.algorithm.algorithm.to_id_string() != "1.2.840.113549.1.1.1" {
-        return Err(TokenError::Key("certificate key is not RSA".into()));
+    let key = spki.subject_public_key.data.to_vec();
+    let key_alg = match spki.algorithm.algorithm.to_id_string().as_str() {
+        RSA => KeyAlg::Rsa,
+        EC if spki
+            .algorithm
+            .parameters
+            .as_ref()
+            .and_then(|p| p.as_oid().ok())
+            .is_some_and(|c| c.to_id_string() == P256) =>
+        {
+            KeyAlg::EcP256
+        }
+        _ => {
+            return Err(TokenError::Key(
+                "certificate key is neither RSA nor ECDSA P-256".into(),
+            ));
+        }
+    };
+    // The bits must say the same as the algorithm, so verification (which
+    // reads the kind from the bits) cannot be steered by a mislabelled key.
+    if KeyAlg::of_public_key(&key) != Some(key_alg) {
+        return Err(TokenError::Key(
+            "certificate public key does not match its algorithm".into(),
+        ));
     }
     let validity = &cert.tbs_certificate.validity;
     Ok(CertInfo {
-        rsa_public_key: spki.subject_public_key.data.to_vec(),
+        key_alg,
+        rsa_public_key: key,
         not_before: validity.not_before.timestamp(),
         not_after: validity.not_after.timestamp(),
         sha1: crate::sha1(der),
@@ -103,7 +186,7 @@ pub fn parse_rsa_cert(der: &[u8]) -> Result<CertInfo, TokenError> {
 }
 
 /// The SHA-1 thumbprint (upper-case hex, as Azure shows it) of the first certificate in `pem`,
-/// which must carry an RSA key like every credential misim registers.
+/// which must carry a key misim registers (RSA or P-256).
 pub fn pem_thumbprint_sha1(pem: &str) -> Result<String, TokenError> {
     let info = parse_rsa_cert(&pem_to_der(pem, "CERTIFICATE")?)?;
     Ok(crate::hex_upper(&info.sha1))
@@ -156,6 +239,30 @@ mod tests {
         let thumbprint = pem_thumbprint_sha1(&g.certificate_pem).unwrap();
         assert_eq!(thumbprint, crate::hex_upper(&info.sha1));
         assert_eq!(thumbprint.len(), 40);
+    }
+
+    #[test]
+    fn ec_certificate_round_trips_and_is_told_apart_from_rsa() {
+        let nb = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let na = nb + Duration::from_secs(90 * 86400);
+        let g = generate_ec_cert("mi-1", nb, na).unwrap();
+        let info = parse_rsa_cert(&g.certificate_der).unwrap();
+        assert_eq!(info.key_alg, KeyAlg::EcP256);
+        assert_eq!(info.rsa_public_key.len(), 65);
+        assert_eq!(info.not_before, 1_700_000_000);
+        assert_eq!(info.not_after, 1_700_000_000 + 90 * 86400);
+        assert_eq!(
+            pem_to_der(&g.private_key_pem, "PRIVATE KEY").unwrap(),
+            g.private_key_der
+        );
+        assert_eq!(pem_thumbprint_sha1(&g.certificate_pem).unwrap().len(), 40);
+        let rsa = generate_rsa_cert("r", nb, na).unwrap();
+        assert_eq!(
+            parse_rsa_cert(&rsa.certificate_der).unwrap().key_alg,
+            KeyAlg::Rsa
+        );
+        assert_eq!(KeyAlg::of_public_key(&[0x04; 64]), None);
+        assert_eq!(KeyAlg::of_public_key(&[]), None);
     }
 
     #[test]

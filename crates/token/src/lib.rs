@@ -2,17 +2,21 @@
 //!
 //! - [`RsaSigner`]: an RSA key parsed **once** that signs RS256 JWTs (Entra's
 //!   access tokens, IMDS's client assertions). Signing never re-parses a key.
-//! - [`cert`]: RSA key generation and self-signed X.509 certificates
+//! - [`CertSigner`]: a certificate's key (RSA or P-256) that signs client
+//!   assertions (IMDS), RS256 or ES256.
+//! - [`cert`]: RSA and P-256 key generation and self-signed X.509 certificates
 //!   (managed-identity credentials, Entra's signing certificate).
 //! - [`verify`]: access-token verification against a key set (ARM, Key Vault)
 //!   and client-assertion verification against a registered certificate (Entra).
 //! - [`jwks`]: the JSON Web Key Set document.
 
 pub mod cert;
+mod cert_signer;
 pub mod jwks;
 mod signer;
 pub mod verify;
 
+pub use cert_signer::{CertSigner, EcSigner};
 pub use signer::RsaSigner;
 
 use base64::Engine;

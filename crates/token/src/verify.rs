@@ -10,6 +10,7 @@ use misim_types::Clock;
 use serde::Deserialize;
 
 use crate::TokenError;
+use crate::cert::KeyAlg;
 
 /// Clock skew tolerated on `nbf`/`exp`, as Entra and ARM allow (5 minutes).
 pub const SKEW_SECS: i64 = 300;
@@ -191,15 +192,18 @@ pub struct AssertionHeader {
     pub x5t: Option<Vec<u8>>,
     /// SHA-256 thumbprint from `x5t#S256`, decoded.
     pub x5t_s256: Option<Vec<u8>>,
-    /// RS256 or PS256.
+    /// RS256 or PS256 (RSA certificates), ES256 (P-256 certificates).
     pub alg: Algorithm,
 }
 
-/// Reads an assertion's header. Accepts RS256 and PS256 and either thumbprint
+/// Reads an assertion's header. Accepts RS256, PS256 and ES256 and either thumbprint
 /// in any base64 spelling (clients differ: docs/azure-protocol.md, Entra: client assertions).
 pub fn assertion_header(token: &str) -> Result<AssertionHeader, TokenError> {
     let h = jsonwebtoken::decode_header(token).map_err(|e| TokenError::Malformed(e.to_string()))?;
-    if !matches!(h.alg, Algorithm::RS256 | Algorithm::PS256) {
+    if !matches!(
+        h.alg,
+        Algorithm::RS256 | Algorithm::PS256 | Algorithm::ES256
+    ) {
         return Err(TokenError::Malformed(format!(
             "unsupported alg {:?}",
             h.alg
@@ -220,7 +224,8 @@ pub fn assertion_header(token: &str) -> Result<AssertionHeader, TokenError> {
 }
 
 /// Verifies a client assertion signed with the key of a registered certificate
-/// whose PKCS#1 public key is `rsa_public_key`: signature, `iss == sub ==
+/// whose subject public key is `rsa_public_key` (PKCS#1 for RSA, the SEC1 point
+/// for P-256; the header's alg must fit the key's kind): signature, `iss == sub ==
 /// client_id`, an accepted `aud`, and lifetime (at most
 /// [`MAX_ASSERTION_LIFETIME_SECS`]). `nbf`/`iat` are optional and
 /// NumericDates may be floats (MSAL sends them so). `jti` is not checked:
@@ -235,7 +240,19 @@ pub fn verify_client_assertion(
     now: i64,
     accept_aud: impl Fn(&str) -> bool,
 ) -> Result<(), TokenError> {
-    let key = DecodingKey::from_rsa_der(rsa_public_key);
+    // The key's kind, not the header, picks the verifier: an assertion cannot
+    // ask for an RSA key to be read as an EC one or the other way round.
+    let key = match (KeyAlg::of_public_key(rsa_public_key), header.alg) {
+        (Some(KeyAlg::Rsa), Algorithm::RS256 | Algorithm::PS256) => {
+            DecodingKey::from_rsa_der(rsa_public_key)
+        }
+        (Some(KeyAlg::EcP256), Algorithm::ES256) => DecodingKey::from_ec_der(rsa_public_key),
+        (kind, alg) => {
+            return Err(TokenError::Signature(format!(
+                "alg {alg:?} does not fit the certificate's key ({kind:?})"
+            )));
+        }
+    };
     let mut v = Validation::new(header.alg);
     v.validate_exp = false;
     v.validate_nbf = false;
@@ -394,6 +411,52 @@ mod tests {
                 == aud),
             Err(TokenError::Signature(_))
         ));
+    }
+
+    #[test]
+    fn es256_assertions_verify_against_p256_certificates_only() {
+        let nb = UNIX_EPOCH + Duration::from_secs(NOW - 10);
+        let ec = cert::generate_ec_cert("mi", nb, nb + Duration::from_secs(86400)).unwrap();
+        let s = crate::CertSigner::new(&ec.private_key_der, &ec.certificate_der).unwrap();
+        assert!(matches!(s, crate::CertSigner::Ec(_)));
+        let info = cert::parse_rsa_cert(&ec.certificate_der).unwrap();
+        let aud = "https://login.sim/t1/oauth2/v2.0/token";
+        let claims = serde_json::json!({"aud": aud, "iss": "c1", "sub": "c1", "exp": NOW + 600});
+        let a = s.sign(&claims).unwrap();
+        let h = assertion_header(&a).unwrap();
+        assert_eq!(h.alg, Algorithm::ES256);
+        assert_eq!(h.x5t.as_deref(), Some(info.sha1.as_slice()));
+        let now = NOW as i64;
+        verify_client_assertion(&a, &h, &info.rsa_public_key, "c1", now, |x| x == aud).unwrap();
+        // Another P-256 key, an RSA key, and a header claiming RS256 over the EC key all fail.
+        let other = cert::generate_ec_cert("mi", nb, nb + Duration::from_secs(86400)).unwrap();
+        let other = cert::parse_rsa_cert(&other.certificate_der).unwrap();
+        assert!(matches!(
+            verify_client_assertion(&a, &h, &other.rsa_public_key, "c1", now, |x| x == aud),
+            Err(TokenError::Signature(_))
+        ));
+        let rsa = cert::parse_rsa_cert(&signer().1.certificate_der).unwrap();
+        assert!(matches!(
+            verify_client_assertion(&a, &h, &rsa.rsa_public_key, "c1", now, |x| x == aud),
+            Err(TokenError::Signature(_))
+        ));
+        let confused = AssertionHeader {
+            alg: Algorithm::RS256,
+            ..h.clone()
+        };
+        assert!(matches!(
+            verify_client_assertion(&a, &confused, &info.rsa_public_key, "c1", now, |x| x == aud),
+            Err(TokenError::Signature(_))
+        ));
+        // An RSA assertion (old identities) still verifies through CertSigner.
+        let g = signer().1;
+        let rs = crate::CertSigner::new(&g.private_key_der, &g.certificate_der).unwrap();
+        let a = rs.sign(&claims).unwrap();
+        let h = assertion_header(&a).unwrap();
+        let key = cert::parse_rsa_cert(&g.certificate_der)
+            .unwrap()
+            .rsa_public_key;
+        verify_client_assertion(&a, &h, &key, "c1", now, |x| x == aud).unwrap();
     }
 
     #[test]

@@ -40,7 +40,7 @@ impl Core {
         let now = self.clock.now();
         let cn = sp.app_id.clone();
         let cert = tokio::task::spawn_blocking(move || {
-            misim_token::cert::generate_rsa_cert(&cn, now, now + CERT_VALIDITY)
+            misim_token::cert::generate_ec_cert(&cn, now, now + CERT_VALIDITY)
         })
         .await
         .map_err(|e| ArmError::Internal(e.to_string()))?

@@ -167,6 +167,13 @@ impl Directory {
                     let info = misim_token::cert::parse_rsa_cert(&der).map_err(|e| {
                         EntraError::BadCertificate(format!("keyCredentials[{i}]: {e}"))
                     })?;
+                    // Uploaded credentials stay RSA, as Entra takes them; only the
+                    // identities' own certificates (ARM-made, never seen by clients) are P-256.
+                    if info.key_alg != misim_token::cert::KeyAlg::Rsa {
+                        return Err(EntraError::BadCertificate(format!(
+                            "keyCredentials[{i}]: certificate key is not RSA"
+                        )));
+                    }
                     let start = input
                         .start_unix
                         .map_or(info.not_before, |s| s.max(info.not_before));

@@ -54,7 +54,9 @@ pub(crate) struct KeyCredential {
     /// DER certificate.
     #[serde(with = "crate::domain::b64")]
     pub certificate_der: Vec<u8>,
-    /// PKCS#1 RSA public key DER.
+    /// The certificate's public key: PKCS#1 DER for RSA, the SEC1 point for
+    /// P-256 (managed identities). Stored under its pre-EC name, so records
+    /// written before P-256 identity certificates read back unchanged.
     #[serde(with = "crate::domain::b64")]
     pub rsa_public_key: Vec<u8>,
     /// Upper-case hex SHA-1 of the DER certificate.

@@ -366,7 +366,13 @@ async fn key_credentials_authenticate_with_certificate_assertions() {
     .await;
     assert_eq!(s, StatusCode::CREATED, "{app2}");
     assert_eq!(app2["keyCredentials"].as_array().unwrap().len(), 1);
+    // Uploaded credentials are RSA only; P-256 is reserved for managed identities' own certificates.
+    let nb = std::time::UNIX_EPOCH + std::time::Duration::from_secs(crate::NOW - 60);
+    let ec =
+        misim_token::cert::generate_ec_cert("ec", nb, nb + std::time::Duration::from_secs(86400))
+            .unwrap();
     for bad in [
+        json!({"type": "AsymmetricX509Cert", "usage": "Verify", "key": pem_body(&ec)}),
         json!({"type": "AsymmetricX509Cert", "usage": "Verify", "key": "bm90IGEgY2VydA=="}),
         json!({"type": "Symmetric", "usage": "Verify", "key": pem_body(&cert2)}),
         json!({"type": "AsymmetricX509Cert", "usage": "Verify"}),

@@ -459,6 +459,53 @@ async fn managed_identity_token_via_grpc_certificate_assertion() {
     );
 }
 
+/// Managed identities' certificates are P-256 (ARM makes them): Entra takes
+/// their ES256 assertions, and only with the registered key.
+#[tokio::test]
+async fn managed_identity_with_p256_certificate_gets_tokens_by_es256_assertion() {
+    let env = env().await;
+    let sp = create_mi(&env.entra, "op-ec", VM_ID).await.sp;
+    let nb = UNIX_EPOCH + Duration::from_secs(NOW - 60);
+    let cert = misim_token::cert::generate_ec_cert(&sp.app_id, nb, nb + Duration::from_secs(86400))
+        .unwrap();
+    env.entra
+        .add_key_credential(tonic::Request::new(pb::AddKeyCredentialRequest {
+            object_id: sp.object_id.clone(),
+            certificate_der: cert.certificate_der.clone(),
+        }))
+        .await
+        .unwrap();
+    let signer =
+        misim_token::CertSigner::new(&cert.private_key_der, &cert.certificate_der).unwrap();
+    let claims = json!({"aud": v2_aud(), "iss": sp.app_id, "sub": sp.app_id, "jti": "j-1",
+        "nbf": NOW, "iat": NOW, "exp": NOW + 600});
+    let a = signer.sign(&claims).unwrap();
+    assert_eq!(raw_header(&a)["alg"], "ES256");
+    let t = issue(&env.entra, &sp.app_id, a.clone(), audiences::ARM)
+        .await
+        .unwrap();
+    assert_eq!(raw_claims(&t.access_token)["oid"], sp.object_id.as_str());
+    // Another P-256 key signing as this certificate is refused.
+    let other =
+        misim_token::cert::generate_ec_cert(&sp.app_id, nb, nb + Duration::from_secs(86400))
+            .unwrap();
+    let mut parts: Vec<String> = a.split('.').map(str::to_owned).collect();
+    let other_signer =
+        misim_token::EcSigner::new(&other.private_key_der, &other.certificate_der).unwrap();
+    let resigned = other_signer.sign(&claims).unwrap();
+    parts[2] = resigned.rsplit('.').next().unwrap().to_owned();
+    assert!(
+        issue(&env.entra, &sp.app_id, parts.join("."), audiences::ARM)
+            .await
+            .is_err()
+    );
+}
+
+fn raw_header(token: &str) -> Value {
+    let header = token.split('.').next().unwrap();
+    serde_json::from_slice(&misim_token::b64_lenient(header).unwrap()).unwrap()
+}
+
 #[tokio::test]
 async fn managed_identity_token_via_http_assertion_and_never_by_secret() {
     let env = env().await;

@@ -6,7 +6,7 @@ pub mod cache;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use misim_token::RsaSigner;
+use misim_token::CertSigner;
 use serde::{Deserialize, Serialize};
 
 /// Instance metadata as stored (mirrors `VmMetadata`).
@@ -79,7 +79,7 @@ pub struct VmRecord {
 /// An identity ready to sign: the key is parsed once, here.
 pub struct LiveIdentity {
     pub record: IdentityRecord,
-    pub signer: RsaSigner,
+    pub signer: CertSigner,
 }
 
 impl std::fmt::Debug for LiveIdentity {
@@ -95,7 +95,7 @@ impl LiveIdentity {
             .map_err(|e| e.to_string())?;
         let cert = misim_token::cert::pem_to_der(&record.certificate_pem, "CERTIFICATE")
             .map_err(|e| e.to_string())?;
-        let signer = RsaSigner::new(&key, &cert).map_err(|e| e.to_string())?;
+        let signer = CertSigner::new(&key, &cert).map_err(|e| e.to_string())?;
         Ok(Self { record, signer })
     }
 }
