@@ -64,8 +64,8 @@ pub struct CertInfo {
     /// Which key the certificate carries.
     pub key_alg: KeyAlg,
     /// The subject public key: PKCS#1 `RSAPublicKey` DER for RSA, the uncompressed
-    /// SEC1 point for P-256. (The name predates EC keys; it is what verification takes.)
-    pub rsa_public_key: Vec<u8>,
+    /// SEC1 point for P-256.
+    pub public_key: Vec<u8>,
     /// Validity start, Unix seconds.
     pub not_before: i64,
     /// Validity end, Unix seconds.
@@ -142,7 +142,7 @@ pub fn generate_ec_cert(
 /// Parses a DER certificate that carries an RSA or a P-256 key (the name
 /// predates P-256 identity certificates). Callers that must only take RSA
 /// (app registrations) check [`CertInfo::key_alg`].
-pub fn parse_rsa_cert(der: &[u8]) -> Result<CertInfo, TokenError> {
+pub fn parse_cert(der: &[u8]) -> Result<CertInfo, TokenError> {
     const RSA: &str = "1.2.840.113549.1.1.1"; // rsaEncryption
     const EC: &str = "1.2.840.10045.2.1"; // id-ecPublicKey
     const P256: &str = "1.2.840.10045.3.1.7"; // prime256v1
@@ -177,7 +177,7 @@ pub fn parse_rsa_cert(der: &[u8]) -> Result<CertInfo, TokenError> {
     let validity = &cert.tbs_certificate.validity;
     Ok(CertInfo {
         key_alg,
-        rsa_public_key: key,
+        public_key: key,
         not_before: validity.not_before.timestamp(),
         not_after: validity.not_after.timestamp(),
         sha1: crate::sha1(der),
@@ -188,7 +188,7 @@ pub fn parse_rsa_cert(der: &[u8]) -> Result<CertInfo, TokenError> {
 /// The SHA-1 thumbprint (upper-case hex, as Azure shows it) of the first certificate in `pem`,
 /// which must carry a key misim registers (RSA or P-256).
 pub fn pem_thumbprint_sha1(pem: &str) -> Result<String, TokenError> {
-    let info = parse_rsa_cert(&pem_to_der(pem, "CERTIFICATE")?)?;
+    let info = parse_cert(&pem_to_der(pem, "CERTIFICATE")?)?;
     Ok(crate::hex_upper(&info.sha1))
 }
 
@@ -224,7 +224,7 @@ mod tests {
         let nb = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let na = nb + Duration::from_secs(90 * 86400);
         let g = generate_rsa_cert("client-1", nb, na).unwrap();
-        let info = parse_rsa_cert(&g.certificate_der).unwrap();
+        let info = parse_cert(&g.certificate_der).unwrap();
         assert_eq!(info.not_before, 1_700_000_000);
         assert_eq!(info.not_after, 1_700_000_000 + 90 * 86400);
         assert_eq!(
@@ -246,9 +246,9 @@ mod tests {
         let nb = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let na = nb + Duration::from_secs(90 * 86400);
         let g = generate_ec_cert("mi-1", nb, na).unwrap();
-        let info = parse_rsa_cert(&g.certificate_der).unwrap();
+        let info = parse_cert(&g.certificate_der).unwrap();
         assert_eq!(info.key_alg, KeyAlg::EcP256);
-        assert_eq!(info.rsa_public_key.len(), 65);
+        assert_eq!(info.public_key.len(), 65);
         assert_eq!(info.not_before, 1_700_000_000);
         assert_eq!(info.not_after, 1_700_000_000 + 90 * 86400);
         assert_eq!(
@@ -258,7 +258,7 @@ mod tests {
         assert_eq!(pem_thumbprint_sha1(&g.certificate_pem).unwrap().len(), 40);
         let rsa = generate_rsa_cert("r", nb, na).unwrap();
         assert_eq!(
-            parse_rsa_cert(&rsa.certificate_der).unwrap().key_alg,
+            parse_cert(&rsa.certificate_der).unwrap().key_alg,
             KeyAlg::Rsa
         );
         assert_eq!(KeyAlg::of_public_key(&[0x04; 64]), None);
@@ -267,7 +267,7 @@ mod tests {
 
     #[test]
     fn garbage_is_not_a_certificate() {
-        assert!(parse_rsa_cert(b"nope").is_err());
+        assert!(parse_cert(b"nope").is_err());
         assert!(pem_to_der("junk", "CERTIFICATE").is_err());
         assert!(pem_thumbprint_sha1("junk").is_err());
     }

@@ -20,7 +20,7 @@ pub enum CertSigner {
 impl CertSigner {
     /// Builds a signer from a PKCS#8 DER private key (RSA or P-256) and its DER certificate.
     pub fn new(pkcs8_der: &[u8], certificate_der: &[u8]) -> Result<Self, TokenError> {
-        match crate::cert::parse_rsa_cert(certificate_der)?.key_alg {
+        match crate::cert::parse_cert(certificate_der)?.key_alg {
             crate::cert::KeyAlg::Rsa => Ok(Self::Rsa(RsaSigner::new(pkcs8_der, certificate_der)?)),
             crate::cert::KeyAlg::EcP256 => Ok(Self::Ec(EcSigner::new(pkcs8_der, certificate_der)?)),
         }

@@ -224,7 +224,7 @@ pub fn assertion_header(token: &str) -> Result<AssertionHeader, TokenError> {
 }
 
 /// Verifies a client assertion signed with the key of a registered certificate
-/// whose subject public key is `rsa_public_key` (PKCS#1 for RSA, the SEC1 point
+/// whose subject public key is `public_key` (PKCS#1 for RSA, the SEC1 point
 /// for P-256; the header's alg must fit the key's kind): signature, `iss == sub ==
 /// client_id`, an accepted `aud`, and lifetime (at most
 /// [`MAX_ASSERTION_LIFETIME_SECS`]). `nbf`/`iat` are optional and
@@ -235,18 +235,18 @@ pub fn assertion_header(token: &str) -> Result<AssertionHeader, TokenError> {
 pub fn verify_client_assertion(
     token: &str,
     header: &AssertionHeader,
-    rsa_public_key: &[u8],
+    public_key: &[u8],
     client_id: &str,
     now: i64,
     accept_aud: impl Fn(&str) -> bool,
 ) -> Result<(), TokenError> {
     // The key's kind, not the header, picks the verifier: an assertion cannot
     // ask for an RSA key to be read as an EC one or the other way round.
-    let key = match (KeyAlg::of_public_key(rsa_public_key), header.alg) {
+    let key = match (KeyAlg::of_public_key(public_key), header.alg) {
         (Some(KeyAlg::Rsa), Algorithm::RS256 | Algorithm::PS256) => {
-            DecodingKey::from_rsa_der(rsa_public_key)
+            DecodingKey::from_rsa_der(public_key)
         }
-        (Some(KeyAlg::EcP256), Algorithm::ES256) => DecodingKey::from_ec_der(rsa_public_key),
+        (Some(KeyAlg::EcP256), Algorithm::ES256) => DecodingKey::from_ec_der(public_key),
         (kind, alg) => {
             return Err(TokenError::Signature(format!(
                 "alg {alg:?} does not fit the certificate's key ({kind:?})"
@@ -380,7 +380,7 @@ mod tests {
     #[test]
     fn client_assertion_accepts_float_dates_and_checks_identity() {
         let (s, g) = signer();
-        let info = cert::parse_rsa_cert(&g.certificate_der).unwrap();
+        let info = cert::parse_cert(&g.certificate_der).unwrap();
         let aud = "https://login.sim/t1/oauth2/v2.0/token";
         let a = s
             .sign(
@@ -390,24 +390,24 @@ mod tests {
             .unwrap();
         let h = assertion_header(&a).unwrap();
         assert_eq!(h.x5t.as_deref(), Some(info.sha1.as_slice()));
-        verify_client_assertion(&a, &h, &info.rsa_public_key, "c1", NOW as i64, |x| x == aud)
+        verify_client_assertion(&a, &h, &info.public_key, "c1", NOW as i64, |x| x == aud)
             .unwrap();
         assert!(
-            verify_client_assertion(&a, &h, &info.rsa_public_key, "c2", NOW as i64, |x| x == aud)
+            verify_client_assertion(&a, &h, &info.public_key, "c2", NOW as i64, |x| x == aud)
                 .is_err()
         );
         assert!(
-            verify_client_assertion(&a, &h, &info.rsa_public_key, "c1", NOW as i64, |_| false)
+            verify_client_assertion(&a, &h, &info.public_key, "c1", NOW as i64, |_| false)
                 .is_err()
         );
         assert!(matches!(
-            verify_client_assertion(&a, &h, &info.rsa_public_key, "c1", NOW as i64 + 2000, |x| x
+            verify_client_assertion(&a, &h, &info.public_key, "c1", NOW as i64 + 2000, |x| x
                 == aud),
             Err(TokenError::Lifetime(_))
         ));
-        let other = cert::parse_rsa_cert(&signer().1.certificate_der).unwrap();
+        let other = cert::parse_cert(&signer().1.certificate_der).unwrap();
         assert!(matches!(
-            verify_client_assertion(&a, &h, &other.rsa_public_key, "c1", NOW as i64, |x| x
+            verify_client_assertion(&a, &h, &other.public_key, "c1", NOW as i64, |x| x
                 == aud),
             Err(TokenError::Signature(_))
         ));
@@ -419,7 +419,7 @@ mod tests {
         let ec = cert::generate_ec_cert("mi", nb, nb + Duration::from_secs(86400)).unwrap();
         let s = crate::CertSigner::new(&ec.private_key_der, &ec.certificate_der).unwrap();
         assert!(matches!(s, crate::CertSigner::Ec(_)));
-        let info = cert::parse_rsa_cert(&ec.certificate_der).unwrap();
+        let info = cert::parse_cert(&ec.certificate_der).unwrap();
         let aud = "https://login.sim/t1/oauth2/v2.0/token";
         let claims = serde_json::json!({"aud": aud, "iss": "c1", "sub": "c1", "exp": NOW + 600});
         let a = s.sign(&claims).unwrap();
@@ -427,17 +427,17 @@ mod tests {
         assert_eq!(h.alg, Algorithm::ES256);
         assert_eq!(h.x5t.as_deref(), Some(info.sha1.as_slice()));
         let now = NOW as i64;
-        verify_client_assertion(&a, &h, &info.rsa_public_key, "c1", now, |x| x == aud).unwrap();
+        verify_client_assertion(&a, &h, &info.public_key, "c1", now, |x| x == aud).unwrap();
         // Another P-256 key, an RSA key, and a header claiming RS256 over the EC key all fail.
         let other = cert::generate_ec_cert("mi", nb, nb + Duration::from_secs(86400)).unwrap();
-        let other = cert::parse_rsa_cert(&other.certificate_der).unwrap();
+        let other = cert::parse_cert(&other.certificate_der).unwrap();
         assert!(matches!(
-            verify_client_assertion(&a, &h, &other.rsa_public_key, "c1", now, |x| x == aud),
+            verify_client_assertion(&a, &h, &other.public_key, "c1", now, |x| x == aud),
             Err(TokenError::Signature(_))
         ));
-        let rsa = cert::parse_rsa_cert(&signer().1.certificate_der).unwrap();
+        let rsa = cert::parse_cert(&signer().1.certificate_der).unwrap();
         assert!(matches!(
-            verify_client_assertion(&a, &h, &rsa.rsa_public_key, "c1", now, |x| x == aud),
+            verify_client_assertion(&a, &h, &rsa.public_key, "c1", now, |x| x == aud),
             Err(TokenError::Signature(_))
         ));
         let confused = AssertionHeader {
@@ -445,7 +445,7 @@ mod tests {
             ..h.clone()
         };
         assert!(matches!(
-            verify_client_assertion(&a, &confused, &info.rsa_public_key, "c1", now, |x| x == aud),
+            verify_client_assertion(&a, &confused, &info.public_key, "c1", now, |x| x == aud),
             Err(TokenError::Signature(_))
         ));
         // An RSA assertion (old identities) still verifies through CertSigner.
@@ -453,22 +453,22 @@ mod tests {
         let rs = crate::CertSigner::new(&g.private_key_der, &g.certificate_der).unwrap();
         let a = rs.sign(&claims).unwrap();
         let h = assertion_header(&a).unwrap();
-        let key = cert::parse_rsa_cert(&g.certificate_der)
+        let key = cert::parse_cert(&g.certificate_der)
             .unwrap()
-            .rsa_public_key;
+            .public_key;
         verify_client_assertion(&a, &h, &key, "c1", now, |x| x == aud).unwrap();
     }
 
     #[test]
     fn client_assertion_lifetime_is_bounded() {
         let (s, g) = signer();
-        let info = cert::parse_rsa_cert(&g.certificate_der).unwrap();
+        let info = cert::parse_cert(&g.certificate_der).unwrap();
         let aud = "https://login.sim/t1/oauth2/v2.0/token";
         let now = NOW as i64;
         let check = |claims: serde_json::Value| {
             let a = s.sign(&claims).unwrap();
             let h = assertion_header(&a).unwrap();
-            verify_client_assertion(&a, &h, &info.rsa_public_key, "c1", now, |x| x == aud)
+            verify_client_assertion(&a, &h, &info.public_key, "c1", now, |x| x == aud)
         };
         let claims = |nbf: Option<i64>, iat: Option<i64>, exp: i64| {
             let mut c = serde_json::json!({"aud": aud, "iss": "c1", "sub": "c1", "exp": exp});
@@ -576,8 +576,8 @@ mod tests {
             static F: std::sync::OnceLock<(RsaSigner, Vec<u8>)> = std::sync::OnceLock::new();
             F.get_or_init(|| {
                 let (s, g) = signer();
-                let info = cert::parse_rsa_cert(&g.certificate_der).unwrap();
-                (s, info.rsa_public_key)
+                let info = cert::parse_cert(&g.certificate_der).unwrap();
+                (s, info.public_key)
             })
         }
 

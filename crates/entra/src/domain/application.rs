@@ -164,7 +164,7 @@ impl Directory {
         for (i, input) in inputs.into_iter().enumerate() {
             let k = match input.der {
                 Some(der) => {
-                    let info = misim_token::cert::parse_rsa_cert(&der).map_err(|e| {
+                    let info = misim_token::cert::parse_cert(&der).map_err(|e| {
                         EntraError::BadCertificate(format!("keyCredentials[{i}]: {e}"))
                     })?;
                     // Uploaded credentials stay RSA, as Entra takes them; only the
@@ -191,7 +191,7 @@ impl Directory {
                             .filter(|id| crate::config::is_guid(id))
                             .unwrap_or_else(|| self.ids.guid()),
                         certificate_der: der,
-                        rsa_public_key: info.rsa_public_key,
+                        rsa_public_key: info.public_key,
                         thumbprint_sha1: misim_token::hex_upper(&info.sha1),
                         thumbprint_sha256: misim_token::hex_upper(&info.sha256),
                         start_unix: start,

@@ -246,7 +246,7 @@ impl Directory {
         object_id: &str,
         der: &[u8],
     ) -> Result<KeyCredential, EntraError> {
-        let info = misim_token::cert::parse_rsa_cert(der)
+        let info = misim_token::cert::parse_cert(der)
             .map_err(|e| EntraError::BadCertificate(e.to_string()))?;
         let _w = self.write.lock().await;
         let mut p = self
@@ -259,7 +259,7 @@ impl Directory {
         let k = KeyCredential {
             key_id: self.ids.guid(),
             certificate_der: der.to_vec(),
-            rsa_public_key: info.rsa_public_key,
+            rsa_public_key: info.public_key,
             thumbprint_sha1: sha1,
             thumbprint_sha256: misim_token::hex_upper(&info.sha256),
             start_unix: info.not_before,

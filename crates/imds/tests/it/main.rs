@@ -99,7 +99,7 @@ fn issue_token(
             .ok_or_else(|| {
                 Status::unauthenticated(format!("AADSTS700016: unknown client {}", req.client_id))
             })?;
-        let info = misim_token::cert::parse_rsa_cert(&der).unwrap();
+        let info = misim_token::cert::parse_cert(&der).unwrap();
         let header = misim_token::verify::assertion_header(&req.client_assertion)
             .map_err(|e| Status::unauthenticated(e.to_string()))?;
         assert_eq!(
@@ -111,7 +111,7 @@ fn issue_token(
         misim_token::verify::verify_client_assertion(
             &req.client_assertion,
             &header,
-            &info.rsa_public_key,
+            &info.public_key,
             &req.client_id,
             now,
             |a| a == aud,
