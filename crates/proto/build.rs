@@ -15,6 +15,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "misim/arm/v1/authorization.proto",
         "misim/arm/v1/operations.proto",
         "misim/oidc/v1/issuers.proto",
+        "misim/admin/v1/faults.proto",
+        "misim/admin/v1/log.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());

@@ -36,6 +36,14 @@ pub mod oidc {
     }
 }
 
+pub mod admin {
+    //! `misim.admin.v1`: the sandbox owner's toolkit (fault injection, the decision log).
+    pub mod v1 {
+        #![allow(clippy::all, missing_docs, rust_2018_idioms)]
+        tonic::include_proto!("misim.admin.v1");
+    }
+}
+
 /// Encoded `FileDescriptorSet` of every misim proto, for tonic-reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("misim_descriptor");
 

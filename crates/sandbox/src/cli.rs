@@ -102,6 +102,15 @@ enum Command {
         #[command(subcommand)]
         command: crate::oidc_cmd::OidcCommand,
     },
+    /// Fault injection: make a service answer chosen requests as Azure does
+    /// when it fails (429, 410, AADSTS errors, PrincipalNotFound...).
+    Fault {
+        #[command(subcommand)]
+        command: crate::fault_cmd::FaultCommand,
+    },
+    /// The decision log: every refused request, injected fault and throttled
+    /// request, with who asked, what, and why.
+    Log(crate::log_cmd::LogArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -263,6 +272,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Oidc { command } => crate::oidc_cmd::run(command).await,
+        Command::Fault { command } => crate::fault_cmd::run(command).await,
+        Command::Log(args) => crate::log_cmd::run(args).await,
         Command::Idle => {
             let stop = misim_runtime::Shutdown::new();
             misim_runtime::cancel_on_signal(stop).await;

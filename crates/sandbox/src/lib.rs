@@ -7,6 +7,8 @@
 
 mod bootstrap;
 pub mod cli;
+mod fault_cmd;
+mod log_cmd;
 mod oidc_cmd;
 pub mod secrets;
 mod start;
@@ -46,6 +48,8 @@ pub struct Ports {
     pub oidc: u16,
     /// The issuers' gRPC (`Issuers.MintToken`).
     pub oidc_grpc: u16,
+    /// Key Vault's gRPC (the owner's toolkit only: faults and the decision log).
+    pub keyvault_grpc: u16,
 }
 
 impl Ports {
@@ -59,6 +63,7 @@ impl Ports {
         imds_grpc: 50053,
         oidc: 8446,
         oidc_grpc: 50054,
+        keyvault_grpc: 50055,
     };
 }
 
@@ -119,6 +124,8 @@ pub struct Sandbox {
     pub oidc_url: String,
     /// gRPC URL of the issuers' `Issuers` service.
     pub oidc_grpc_url: String,
+    /// gRPC URL of Key Vault's toolkit (`misim.admin.v1.Faults` and `Log`).
+    pub keyvault_grpc_url: String,
     /// Path of the sandbox CA certificate (PEM) that clients must trust.
     pub ca_path: PathBuf,
     /// PEM of the sandbox CA.
@@ -317,6 +324,7 @@ impl Sandbox {
             imds_grpc_url: urls.imds_grpc_url,
             oidc_url: urls.oidc_url,
             oidc_grpc_url: urls.oidc_grpc_url,
+            keyvault_grpc_url: urls.keyvault_grpc_url,
             ca_path: tls.ca_path,
             ca_pem: tls.ca_pem,
             admin_cert_path,
@@ -398,6 +406,7 @@ impl Sandbox {
             ("MISIM_IMDS_GRPC_URL", self.imds_grpc_url.clone()),
             ("MISIM_OIDC_URL", self.oidc_url.clone()),
             ("MISIM_OIDC_GRPC_URL", self.oidc_grpc_url.clone()),
+            ("MISIM_KEYVAULT_GRPC_URL", self.keyvault_grpc_url.clone()),
             (
                 misim_proto::auth::ENV_CONTROL_KEY_FILE,
                 self.control_key_path.display().to_string(),

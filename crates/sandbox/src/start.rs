@@ -63,6 +63,7 @@ pub(crate) struct Listeners {
     arm_grpc: TcpListener,
     imds_grpc: TcpListener,
     kv_http: TcpListener,
+    kv_grpc: TcpListener,
     oidc_http: TcpListener,
     oidc_grpc: TcpListener,
 }
@@ -76,6 +77,7 @@ impl Listeners {
             arm_grpc: bind(ip, ports.arm_grpc, "arm grpc").await?,
             imds_grpc: bind(ip, ports.imds_grpc, "imds grpc").await?,
             kv_http: bind(ip, ports.keyvault, "key vault https").await?,
+            kv_grpc: bind(ip, ports.keyvault_grpc, "key vault grpc").await?,
             oidc_http: bind(ip, ports.oidc, "oidc issuers https").await?,
             oidc_grpc: bind(ip, ports.oidc_grpc, "oidc issuers grpc").await?,
         })
@@ -98,6 +100,7 @@ pub(crate) struct Urls {
     pub(crate) imds_grpc_url: String,
     pub(crate) oidc_url: String,
     pub(crate) oidc_grpc_url: String,
+    pub(crate) keyvault_grpc_url: String,
     /// The resource Key Vault's 401 challenge names (Entra must issue tokens for it).
     pub(crate) vault_challenge_resource: String,
 }
@@ -117,6 +120,7 @@ impl Urls {
             imds_grpc_url: grpc_url(&l.imds_grpc)?,
             oidc_url: format!("https://localhost:{}", l.oidc_http.local_addr()?.port()),
             oidc_grpc_url: grpc_url(&l.oidc_grpc)?,
+            keyvault_grpc_url: grpc_url(&l.kv_grpc)?,
             vault_challenge_resource: format!(
                 "https://{VAULT_DNS_SUFFIX}:{}",
                 keyvault_addr.port()
@@ -224,6 +228,7 @@ pub(crate) async fn start_services(
         arm_grpc,
         imds_grpc,
         kv_http,
+        kv_grpc,
         oidc_http,
         oidc_grpc,
     } = listeners;
@@ -237,7 +242,13 @@ pub(crate) async fn start_services(
         imds: clients.arm_imds,
     };
     start_arm(cx, (arm_http, arm_grpc), arm_clients, run).await?;
-    start_keyvault(cx, kv_http, (clients.kv_keys, clients.kv_authz), run).await?;
+    start_keyvault(
+        cx,
+        (kv_http, kv_grpc),
+        (clients.kv_keys, clients.kv_authz),
+        run,
+    )
+    .await?;
     Ok(admin_cert_path)
 }
 
@@ -451,10 +462,10 @@ async fn start_arm(
     Ok(())
 }
 
-/// Key Vault (not stoppable: nothing calls it over gRPC).
+/// Key Vault (not stoppable: only the owner's toolkit calls it over gRPC).
 async fn start_keyvault(
     cx: &Boot<'_>,
-    http: TcpListener,
+    (http, grpc): (TcpListener, TcpListener),
     (keys, authz): (EntraKeys, AuthorizationClient<ControlChannel>),
     run: &mut Running,
 ) -> anyhow::Result<()> {
@@ -477,6 +488,13 @@ async fn start_keyvault(
     .await
     .context("opening key vault")?;
     let tls = Some(cx.secrets.tls.server_config.clone());
+    let key = cx.secrets.control.clone();
+    run.tasks.spawn(misim_keyvault::serve_grpc(
+        kv.clone(),
+        grpc,
+        key,
+        run.shutdown.clone(),
+    ));
     run.tasks
         .spawn(misim_keyvault::serve(kv, http, tls, run.shutdown.clone()));
     Ok(())

@@ -81,6 +81,8 @@ struct Inner {
     static_addresses: RwLock<VmAddresses>,
     /// Per-VM listeners admit only the owner's processes (`crate::peer`).
     admit: Option<misim_runtime::serve::AdmitFn>,
+    /// Fault rules, throttle and decision log (`misim fault`, `misim log`).
+    chaos: misim_chaos::Chaos,
 }
 
 /// The Instance Metadata Service (cheap to clone).
@@ -113,6 +115,7 @@ impl Imds {
         config.validate().map_err(ImdsError::Invalid)?;
         let table = deps.store.table::<VmRecord>("vms")?;
         let assertion_aud = config.assertion_audience();
+        let chaos = misim_chaos::Chaos::new(misim_chaos::Service::Imds, deps.clock.clone());
         let imds = Imds {
             inner: Arc::new(Inner {
                 config,
@@ -128,10 +131,16 @@ impl Imds {
                 assertion_aud,
                 static_addresses: RwLock::new(VmAddresses::default()),
                 admit: crate::peer::owner_only(),
+                chaos,
             }),
         };
         imds.restore().await?;
         Ok(imds)
+    }
+
+    /// IMDS's fault rules, throttle and decision log.
+    pub fn chaos(&self) -> &misim_chaos::Chaos {
+        &self.inner.chaos
     }
 
     /// The VM with this key ([`vm_key`]).

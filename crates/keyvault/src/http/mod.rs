@@ -177,15 +177,24 @@ fn api_version(query: &str) -> Result<(), KvError> {
     }
 }
 
-/// A 401 with the bearer challenge clients use to find the authority.
-fn challenge(kv: &KeyVault, resource: &str, err: KvError) -> Response {
-    let c = &kv.inner.config;
-    let value = format!(
+/// The `WWW-Authenticate` value naming the authority and `resource`.
+fn challenge_value(c: &crate::Config, resource: &str) -> String {
+    format!(
         "Bearer authorization=\"{}/{}\", resource=\"{}\"",
         c.authority.trim_end_matches('/'),
         c.tenant_id,
         resource
-    );
+    )
+}
+
+/// The challenge of injected 401s (`misim fault`): the configured resource.
+pub(crate) fn challenge_header(c: &crate::Config) -> String {
+    challenge_value(c, &c.challenge_resource)
+}
+
+/// A 401 with the bearer challenge clients use to find the authority.
+fn challenge(kv: &KeyVault, resource: &str, err: KvError) -> Response {
+    let value = challenge_value(&kv.inner.config, resource);
     let mut resp = err.into_response();
     if let Ok(v) = HeaderValue::from_str(&value) {
         resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);

@@ -6,6 +6,7 @@
 //! (`harness::PeerFaults`), never by timing.
 
 mod errors;
+mod faults;
 mod federated_credentials;
 mod federation;
 mod flow;
