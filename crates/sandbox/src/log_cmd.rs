@@ -62,6 +62,17 @@ pub(crate) async fn run(a: LogArgs) -> anyhow::Result<ExitCode> {
             pb::log_client::LogClient::new(admin_channel(&a.data_dir, &url)?),
         ));
     }
+    // Followers subscribe before the list is read, so no entry falls
+    // between the two; what both show is printed once (by seq).
+    let mut streams = Vec::new();
+    if a.follow {
+        for (svc, c) in &mut clients {
+            let s = c.follow_decisions(query.clone()).await.map_err(|s| {
+                anyhow::anyhow!("{svc} did not answer (is `misim up` running?): {s}")
+            })?;
+            streams.push((svc.as_str(), s.into_inner()));
+        }
+    }
     // What is held now, merged across services by time.
     let mut held = Vec::new();
     let mut last_seq: HashMap<&'static str, u64> = HashMap::new();
@@ -83,17 +94,13 @@ pub(crate) async fn run(a: LogArgs) -> anyhow::Result<ExitCode> {
     if !a.follow {
         return Ok(ExitCode::SUCCESS);
     }
-    let mut streams = Vec::new();
-    for (svc, c) in &mut clients {
-        let s = c.follow_decisions(query.clone()).await?.into_inner();
-        let seen = last_seq.get(svc.as_str()).copied().unwrap_or(0);
+    let live = streams.into_iter().map(|(svc, s)| {
+        let seen = last_seq.get(svc).copied().unwrap_or(0);
         // A follow stream repeats what is held; skip what was printed above.
-        streams.push(
-            s.filter(move |r| std::future::ready(!matches!(r, Ok(d) if d.seq <= seen)))
-                .boxed(),
-        );
-    }
-    let mut all = futures::stream::select_all(streams);
+        s.filter(move |r| std::future::ready(!matches!(r, Ok(d) if d.seq <= seen)))
+            .boxed()
+    });
+    let mut all = futures::stream::select_all(live);
     while let Some(next) = all.next().await {
         match next {
             Ok(d) => print_entry(&d, a.json),

@@ -162,6 +162,7 @@ impl Core {
             principal: principal.to_owned(),
             action: action.to_owned(),
             scope: format!("/subscriptions/{sub}"),
+            explanation: format!("the principal has no role assignment in subscription {sub}"),
         })
     }
 
@@ -226,6 +227,7 @@ impl Core {
             principal: principal.to_owned(),
             action: action.to_owned(),
             scope: scope.to_owned(),
+            explanation: d.reason.clone(),
         })
     }
 }

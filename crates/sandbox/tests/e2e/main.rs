@@ -5,6 +5,7 @@
 //! injected through the fault hook on ARM's calls to its peers
 //! (`harness::PeerFaults`), never by timing.
 
+mod decision_log;
 mod errors;
 mod faults;
 mod federated_credentials;
