@@ -27,9 +27,13 @@ enum Command {
         #[arg(long, env = "MISIM_DATA_DIR", default_value_os_t = default_data_dir())]
         data_dir: PathBuf,
         /// Bind every listener to a free port instead of the fixed defaults
-        /// (ARM 8443, Entra 8444, Key Vault 8445, OIDC issuers 8446, gRPC 50051-50054).
+        /// (ARM 8443, Entra 8444, Key Vault 8445, OIDC issuers 8446, gRPC 50051-50055).
         #[arg(long)]
         random_ports: bool,
+        /// IMDS's per-VM rate limit of the identity endpoint: `on` (Azure's 20
+        /// requests per second), `off`, or requests per second.
+        #[arg(long, env = "MISIM_IMDS_THROTTLE", default_value = "on", value_parser = misim_chaos::ThrottleConfig::parse)]
+        imds_throttle: misim_chaos::ThrottleConfig,
     },
     /// Print the environment file of a running (or last) sandbox.
     Env {
@@ -206,7 +210,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Up {
             data_dir,
             random_ports,
-        } => up(data_dir, random_ports).await,
+            imds_throttle,
+        } => up(data_dir, random_ports, imds_throttle).await,
         Command::Env { data_dir } => {
             print!("{}", read_env_file(&data_dir)?.join("\n"));
             println!();
@@ -314,8 +319,13 @@ fn secrets(command: SecretsCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn up(data_dir: PathBuf, random_ports: bool) -> anyhow::Result<ExitCode> {
+async fn up(
+    data_dir: PathBuf,
+    random_ports: bool,
+    imds_throttle: misim_chaos::ThrottleConfig,
+) -> anyhow::Result<ExitCode> {
     let mut config = SandboxConfig::new(&data_dir);
+    config.imds_throttle = imds_throttle;
     if !random_ports {
         config.ports = Ports::DEFAULT;
     }

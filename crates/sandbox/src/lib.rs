@@ -83,6 +83,8 @@ pub struct SandboxConfig {
     /// Faults on ARM's calls to Entra and IMDS (tests make one step of a
     /// cross-service operation fail; none by default).
     pub arm_peer_faults: Faults,
+    /// IMDS's per-VM rate limit of the identity endpoint (Azure's by default).
+    pub imds_throttle: misim_chaos::ThrottleConfig,
 }
 
 impl SandboxConfig {
@@ -95,6 +97,7 @@ impl SandboxConfig {
             clock: std::sync::Arc::new(misim_types::SystemClock),
             ids: std::sync::Arc::new(misim_types::RandomIds),
             arm_peer_faults: Faults::none(),
+            imds_throttle: misim_chaos::ThrottleConfig::AZURE,
         }
     }
 }
@@ -287,6 +290,7 @@ impl Sandbox {
             clock,
             ids,
             arm_peer_faults,
+            imds_throttle,
         } = config;
         let secrets = start::prepare_data_dir(&data_dir, &clock, &ids)?;
         let listeners = start::Listeners::bind(bind_ip, ports).await?;
@@ -300,6 +304,7 @@ impl Sandbox {
             ids,
             secrets: &secrets,
             urls: &urls,
+            imds_throttle,
         };
         let admin_cert_path = start::start_services(&cx, listeners, clients, &mut run).await?;
         let start::Secrets {

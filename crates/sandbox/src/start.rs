@@ -184,6 +184,7 @@ pub(crate) struct Boot<'a> {
     pub(crate) ids: SharedIds,
     pub(crate) secrets: &'a Secrets,
     pub(crate) urls: &'a Urls,
+    pub(crate) imds_throttle: misim_chaos::ThrottleConfig,
 }
 
 /// The running services: their tasks, stores and stop/start controls, filled in as each starts.
@@ -374,6 +375,7 @@ async fn start_imds(
     )
     .await
     .context("opening imds")?;
+    imds.chaos().set_throttle(cx.imds_throttle);
     let (want, ctl) = Control::new(Service::Imds);
     let addr = grpc.local_addr()?;
     let mut first = Some(grpc);

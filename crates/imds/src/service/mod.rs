@@ -138,7 +138,9 @@ impl Imds {
         Ok(imds)
     }
 
-    /// IMDS's fault rules, throttle and decision log.
+    /// IMDS's fault rules, throttle and decision log. The throttle is off
+    /// until the process turns it on (`misim up` and `misim-imds` do, with
+    /// Azure's limit, unless told otherwise).
     pub fn chaos(&self) -> &misim_chaos::Chaos {
         &self.inner.chaos
     }

@@ -21,3 +21,4 @@ mod security_grpc;
 mod security_listeners;
 mod security_tokens;
 mod security_vm_isolation;
+mod throttling;
