@@ -89,6 +89,13 @@ impl Arm {
         self.chaos.wrap(http::router(self.core.clone()))
     }
 
+    /// Makes each new role assignment take effect only `delay` (of the
+    /// sandbox clock) after it is created, as Azure's can; zero (the
+    /// default) is at once.
+    pub fn set_role_assignment_delay(&self, delay: std::time::Duration) {
+        self.core.propagation.set_delay(delay);
+    }
+
     /// ARM's fault rules and decision log (`misim fault`, `misim log`).
     pub fn chaos(&self) -> &misim_chaos::Chaos {
         &self.chaos

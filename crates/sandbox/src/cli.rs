@@ -34,6 +34,10 @@ enum Command {
         /// requests per second), `off`, or requests per second.
         #[arg(long, env = "MISIM_IMDS_THROTTLE", default_value = "on", value_parser = misim_chaos::ThrottleConfig::parse)]
         imds_throttle: misim_chaos::ThrottleConfig,
+        /// How long a new role assignment takes to take effect (`30s`, `2m`;
+        /// 0, the default, is at once).
+        #[arg(long, env = "MISIM_ROLE_ASSIGNMENT_DELAY", default_value = "0", value_parser = crate::oidc_cmd::parse_duration)]
+        role_assignment_delay: std::time::Duration,
     },
     /// Print the environment file of a running (or last) sandbox.
     Env {
@@ -211,7 +215,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             data_dir,
             random_ports,
             imds_throttle,
-        } => up(data_dir, random_ports, imds_throttle).await,
+            role_assignment_delay,
+        } => {
+            let mut config = SandboxConfig::new(&data_dir);
+            config.imds_throttle = imds_throttle;
+            config.role_assignment_delay = role_assignment_delay;
+            up(config, random_ports).await
+        }
         Command::Env { data_dir } => {
             print!("{}", read_env_file(&data_dir)?.join("\n"));
             println!();
@@ -319,13 +329,8 @@ fn secrets(command: SecretsCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn up(
-    data_dir: PathBuf,
-    random_ports: bool,
-    imds_throttle: misim_chaos::ThrottleConfig,
-) -> anyhow::Result<ExitCode> {
-    let mut config = SandboxConfig::new(&data_dir);
-    config.imds_throttle = imds_throttle;
+async fn up(mut config: SandboxConfig, random_ports: bool) -> anyhow::Result<ExitCode> {
+    let data_dir = config.data_dir.clone();
     if !random_ports {
         config.ports = Ports::DEFAULT;
     }

@@ -85,6 +85,8 @@ pub struct SandboxConfig {
     pub arm_peer_faults: Faults,
     /// IMDS's per-VM rate limit of the identity endpoint (Azure's by default).
     pub imds_throttle: misim_chaos::ThrottleConfig,
+    /// How long a new role assignment takes to take effect (zero: at once).
+    pub role_assignment_delay: std::time::Duration,
 }
 
 impl SandboxConfig {
@@ -98,6 +100,7 @@ impl SandboxConfig {
             ids: std::sync::Arc::new(misim_types::RandomIds),
             arm_peer_faults: Faults::none(),
             imds_throttle: misim_chaos::ThrottleConfig::AZURE,
+            role_assignment_delay: std::time::Duration::ZERO,
         }
     }
 }
@@ -291,6 +294,7 @@ impl Sandbox {
             ids,
             arm_peer_faults,
             imds_throttle,
+            role_assignment_delay,
         } = config;
         let secrets = start::prepare_data_dir(&data_dir, &clock, &ids)?;
         let listeners = start::Listeners::bind(bind_ip, ports).await?;
@@ -305,6 +309,7 @@ impl Sandbox {
             secrets: &secrets,
             urls: &urls,
             imds_throttle,
+            role_assignment_delay,
         };
         let admin_cert_path = start::start_services(&cx, listeners, clients, &mut run).await?;
         let start::Secrets {

@@ -185,6 +185,7 @@ pub(crate) struct Boot<'a> {
     pub(crate) secrets: &'a Secrets,
     pub(crate) urls: &'a Urls,
     pub(crate) imds_throttle: misim_chaos::ThrottleConfig,
+    pub(crate) role_assignment_delay: std::time::Duration,
 }
 
 /// The running services: their tasks, stores and stop/start controls, filled in as each starts.
@@ -451,6 +452,7 @@ async fn start_arm(
     )
     .await
     .context("opening arm")?;
+    arm.set_role_assignment_delay(cx.role_assignment_delay);
     let tls = Some(cx.secrets.tls.server_config.clone());
     let key = cx.secrets.control.clone();
     let ctl = spawn_http_grpc(

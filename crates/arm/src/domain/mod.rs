@@ -14,6 +14,7 @@ pub mod identity;
 pub mod model;
 pub mod network;
 pub mod orchestrate;
+mod propagation;
 mod resources;
 pub mod roles;
 mod vaults;
@@ -57,6 +58,8 @@ pub struct Core {
     pending: Table<String>,
     locks: orchestrate::Locks,
     op_seq: std::sync::Mutex<u64>,
+    /// New role assignments' simulated propagation delay.
+    pub(crate) propagation: propagation::Propagation,
 }
 /// A PUT's outcome: the record and whether it was created.
 pub type Put<T> = (T, bool);
@@ -130,6 +133,7 @@ impl Core {
             pending: store.table("pending_operations")?,
             locks: orchestrate::Locks::default(),
             op_seq: std::sync::Mutex::new(0),
+            propagation: propagation::Propagation::default(),
         })
     }
 

@@ -13,6 +13,7 @@ mod federation;
 mod flow;
 mod harness;
 mod lifecycle;
+mod propagation;
 mod rbac;
 mod security_authz;
 mod security_disk;
