@@ -15,6 +15,7 @@ mod grpc;
 mod layer;
 pub mod log;
 mod rules;
+mod settle;
 mod shapes;
 mod throttle;
 
@@ -31,6 +32,7 @@ use misim_types::SharedClock;
 pub use glob::MAX_PATTERN;
 pub use log::{Decision, DecisionLog, Kind, LOG_CAPACITY, Query};
 pub use rules::{Facts, MAX_LATENCY, MAX_RETRY_AFTER, MAX_RULES, Rule, RuleSpec};
+pub use settle::Settling;
 pub use throttle::{AZURE_IDENTITY_RATE, ThrottleConfig};
 
 /// The services a rule can target.

@@ -38,6 +38,10 @@ enum Command {
         /// 0, the default, is at once).
         #[arg(long, env = "MISIM_ROLE_ASSIGNMENT_DELAY", default_value = "0", value_parser = crate::oidc_cmd::parse_duration)]
         role_assignment_delay: std::time::Duration,
+        /// How long IMDS answers "Identity not found" for a new identity
+        /// (`30s`, `2m`; 0, the default, is at once).
+        #[arg(long, env = "MISIM_IDENTITY_DELAY", default_value = "0", value_parser = crate::oidc_cmd::parse_duration)]
+        identity_delay: std::time::Duration,
     },
     /// Print the environment file of a running (or last) sandbox.
     Env {
@@ -216,10 +220,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             random_ports,
             imds_throttle,
             role_assignment_delay,
+            identity_delay,
         } => {
             let mut config = SandboxConfig::new(&data_dir);
             config.imds_throttle = imds_throttle;
             config.role_assignment_delay = role_assignment_delay;
+            config.identity_delay = identity_delay;
             up(config, random_ports).await
         }
         Command::Env { data_dir } => {

@@ -87,6 +87,8 @@ pub struct SandboxConfig {
     pub imds_throttle: misim_chaos::ThrottleConfig,
     /// How long a new role assignment takes to take effect (zero: at once).
     pub role_assignment_delay: std::time::Duration,
+    /// How long IMDS answers "Identity not found" for a new identity (zero: at once).
+    pub identity_delay: std::time::Duration,
 }
 
 impl SandboxConfig {
@@ -101,6 +103,7 @@ impl SandboxConfig {
             arm_peer_faults: Faults::none(),
             imds_throttle: misim_chaos::ThrottleConfig::AZURE,
             role_assignment_delay: std::time::Duration::ZERO,
+            identity_delay: std::time::Duration::ZERO,
         }
     }
 }
@@ -295,6 +298,7 @@ impl Sandbox {
             arm_peer_faults,
             imds_throttle,
             role_assignment_delay,
+            identity_delay,
         } = config;
         let secrets = start::prepare_data_dir(&data_dir, &clock, &ids)?;
         let listeners = start::Listeners::bind(bind_ip, ports).await?;
@@ -310,6 +314,7 @@ impl Sandbox {
             urls: &urls,
             imds_throttle,
             role_assignment_delay,
+            identity_delay,
         };
         let admin_cert_path = start::start_services(&cx, listeners, clients, &mut run).await?;
         let start::Secrets {

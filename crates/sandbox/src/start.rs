@@ -186,6 +186,7 @@ pub(crate) struct Boot<'a> {
     pub(crate) urls: &'a Urls,
     pub(crate) imds_throttle: misim_chaos::ThrottleConfig,
     pub(crate) role_assignment_delay: std::time::Duration,
+    pub(crate) identity_delay: std::time::Duration,
 }
 
 /// The running services: their tasks, stores and stop/start controls, filled in as each starts.
@@ -377,6 +378,7 @@ async fn start_imds(
     .await
     .context("opening imds")?;
     imds.chaos().set_throttle(cx.imds_throttle);
+    imds.set_identity_delay(cx.identity_delay);
     let (want, ctl) = Control::new(Service::Imds);
     let addr = grpc.local_addr()?;
     let mut first = Some(grpc);

@@ -14,7 +14,6 @@ pub mod identity;
 pub mod model;
 pub mod network;
 pub mod orchestrate;
-mod propagation;
 mod resources;
 pub mod roles;
 mod vaults;
@@ -59,7 +58,7 @@ pub struct Core {
     locks: orchestrate::Locks,
     op_seq: std::sync::Mutex<u64>,
     /// New role assignments' simulated propagation delay.
-    pub(crate) propagation: propagation::Propagation,
+    pub(crate) propagation: misim_chaos::Settling,
 }
 /// A PUT's outcome: the record and whether it was created.
 pub type Put<T> = (T, bool);
@@ -133,7 +132,7 @@ impl Core {
             pending: store.table("pending_operations")?,
             locks: orchestrate::Locks::default(),
             op_seq: std::sync::Mutex::new(0),
-            propagation: propagation::Propagation::default(),
+            propagation: misim_chaos::Settling::default(),
         })
     }
 

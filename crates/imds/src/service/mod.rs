@@ -83,6 +83,8 @@ struct Inner {
     admit: Option<misim_runtime::serve::AdmitFn>,
     /// Fault rules, throttle and decision log (`misim fault`, `misim log`).
     chaos: misim_chaos::Chaos,
+    /// New identities (by client id) still settling (`set_identity_delay`).
+    settling: misim_chaos::Settling,
 }
 
 /// The Instance Metadata Service (cheap to clone).
@@ -132,6 +134,7 @@ impl Imds {
                 static_addresses: RwLock::new(VmAddresses::default()),
                 admit: crate::peer::owner_only(),
                 chaos,
+                settling: misim_chaos::Settling::default(),
             }),
         };
         imds.restore().await?;
@@ -143,6 +146,20 @@ impl Imds {
     /// Azure's limit, unless told otherwise).
     pub fn chaos(&self) -> &misim_chaos::Chaos {
         &self.inner.chaos
+    }
+
+    /// Makes each identity pushed from now on answer "Identity not found"
+    /// for `delay` (of the sandbox clock), as a new identity can on Azure;
+    /// zero (the default) is at once.
+    pub fn set_identity_delay(&self, delay: std::time::Duration) {
+        self.inner.settling.set_delay(delay);
+    }
+
+    /// Seconds until `identity` is served, while it is still settling.
+    pub(crate) fn settling(&self, identity: &LiveIdentity) -> Option<i64> {
+        self.inner
+            .settling
+            .remaining(&identity.record.client_id, self.inner.clock.unix())
     }
 
     /// The VM with this key ([`vm_key`]).

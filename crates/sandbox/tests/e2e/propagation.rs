@@ -9,19 +9,29 @@ use misim_proto::admin::v1 as pb;
 use misim_proto::auth::Caller;
 use misim_types::ManualClock;
 
+use serde_json::json;
+
 use crate::harness::{self, KV_SECRETS_USER, VAULT_AUD};
 
-#[tokio::test]
-async fn a_new_role_assignment_takes_effect_after_the_delay() {
+/// A sandbox on a stopped clock, configured by `tweak`.
+async fn frozen(
+    tweak: impl FnOnce(&mut misim_sandbox::SandboxConfig),
+) -> (Arc<ManualClock>, harness::World) {
     let clock = Arc::new(ManualClock::at_unix(
         u64::try_from(harness::now_unix()).unwrap(),
     ));
     let shared: misim_types::SharedClock = clock.clone();
     let w = harness::start_with(tempfile::tempdir().unwrap(), move |c| {
         c.clock = shared;
-        c.role_assignment_delay = Duration::from_secs(30);
+        tweak(c);
     })
     .await;
+    (clock, w)
+}
+
+#[tokio::test]
+async fn a_new_role_assignment_takes_effect_after_the_delay() {
+    let (clock, w) = frozen(|c| c.role_assignment_delay = Duration::from_secs(30)).await;
     w.create_rg("rg1").await;
     w.create_vault("rg1", "kv1").await;
     w.set_secret("kv1", "s1", "v1").await;
@@ -66,4 +76,22 @@ async fn a_new_role_assignment_takes_effect_after_the_delay() {
         "{}",
         denied[0].reason
     );
+}
+
+#[tokio::test]
+async fn a_new_identity_is_not_found_at_imds_until_the_delay_has_passed() {
+    let (clock, w) = frozen(|c| c.identity_delay = Duration::from_secs(20)).await;
+    w.create_rg("rg1").await;
+    w.create_vm("rg1", "vm1", json!({"type": "SystemAssigned"}))
+        .await;
+    let ep = w.imds_endpoint(&w.vm_id("rg1", "vm1")).await;
+    let (s, v) = w.imds_token(&ep, VAULT_AUD, None).await;
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(v["error"], "invalid_request");
+    assert_eq!(v["error_description"], "Identity not found");
+    clock.advance(Duration::from_secs(19));
+    assert_eq!(w.imds_token(&ep, VAULT_AUD, None).await.0, 400);
+    clock.advance(Duration::from_secs(1));
+    let (s, v) = w.imds_token(&ep, VAULT_AUD, None).await;
+    assert_eq!(s, 200, "{v}");
 }
