@@ -17,6 +17,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "misim/oidc/v1/issuers.proto",
         "misim/admin/v1/clock.proto",
         "misim/admin/v1/keys.proto",
+        "misim/admin/v1/faults.proto",
+        "misim/admin/v1/log.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());

@@ -33,6 +33,9 @@ pub enum ArmError {
         action: String,
         /// The resource id it was checked at, as the message names it.
         scope: String,
+        /// Why, as the RBAC evaluator explained it (for the decision log,
+        /// never in the message: Azure does not explain).
+        explanation: String,
     },
     /// The write is allowed, but an action on a resource the request links is
     /// not (a user-assigned identity attached to a VM needs its `assign/action`).

@@ -69,22 +69,37 @@ pub struct Deps {
 #[derive(Debug, Clone)]
 pub struct Arm {
     core: Arc<domain::Core>,
+    chaos: misim_chaos::Chaos,
 }
 
 impl Arm {
     /// Opens ARM's tables and ensures the bootstrap role assignments.
     pub async fn open(config: Config, deps: Deps) -> Result<Self, ArmError> {
         let peers = peers::Peers::new(deps.keys, deps.directory, deps.federation, deps.imds);
+        let chaos = misim_chaos::Chaos::new(misim_chaos::Service::Arm, deps.clock.clone());
         let core = domain::Core::new(config, &deps.store, deps.clock, deps.ids, peers)?;
         core.bootstrap().await?;
         Ok(Self {
             core: Arc::new(core),
+            chaos,
         })
     }
 
     /// The HTTP surface (no TLS).
     pub fn http_router(&self) -> axum::Router {
-        http::router(self.core.clone())
+        self.chaos.wrap(http::router(self.core.clone()))
+    }
+
+    /// Makes each new role assignment take effect only `delay` (of the
+    /// sandbox clock) after it is created, as Azure's can; zero (the
+    /// default) is at once.
+    pub fn set_role_assignment_delay(&self, delay: std::time::Duration) {
+        self.core.propagation.set_delay(delay);
+    }
+
+    /// ARM's fault rules and decision log (`misim fault`, `misim log`).
+    pub fn chaos(&self) -> &misim_chaos::Chaos {
+        &self.chaos
     }
 
     /// The gRPC surface, with health and reflection; every call but health
@@ -103,9 +118,10 @@ impl Arm {
                 core: self.core.clone(),
             },
         );
-        misim_proto::server::router_with(authz, control, grpc::allowed).add_service(
+        let router = misim_proto::server::router_with(authz, control, grpc::allowed).add_service(
             misim_proto::server::guarded(ops, control, grpc_ops::allowed),
-        )
+        );
+        self.chaos.add_grpc(router, control)
     }
 }
 

@@ -312,6 +312,8 @@ fn configure(data: &Path, bin_dir: &Path, b: &Bootstrap) -> anyhow::Result<(Proc
         ("MISIM_ARM_GRPC_ADDR", format!("127.0.0.1:{ag}")),
         ("MISIM_ARM_PUBLIC_URL", at.arm_url.clone()),
         ("MISIM_IMDS_GRPC_ADDR", format!("127.0.0.1:{ig}")),
+        // The workers hammer IMDS far above Azure's per-VM limit on purpose.
+        ("MISIM_IMDS_THROTTLE", "off".to_owned()),
         ("MISIM_IMDS_GRPC_URL", format!("http://127.0.0.1:{ig}")),
         ("MISIM_ADMIN_APP_ID", b.admin_client_id.clone()),
         ("MISIM_ADMIN_OBJECT_ID", b.admin_object_id.clone()),

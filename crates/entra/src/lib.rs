@@ -68,6 +68,7 @@ struct Inner {
     issuer_keys: federation::IssuerKeys,
     clock: SharedClock,
     ids: SharedIds,
+    chaos: misim_chaos::Chaos,
 }
 
 /// The Entra service: a cheap, cloneable handle.
@@ -124,6 +125,7 @@ impl Entra {
                 directory,
                 issuer,
                 issuer_keys,
+                chaos: misim_chaos::Chaos::new(misim_chaos::Service::Entra, deps.clock.clone()),
                 clock: deps.clock,
                 ids: deps.ids,
             }),
@@ -142,7 +144,12 @@ impl Entra {
 
     /// The HTTP surface (token endpoints, discovery, JWKS), without TLS.
     pub fn http_router(&self) -> axum::Router {
-        http::router(self.clone())
+        self.inner.chaos.wrap(http::router(self.clone()))
+    }
+
+    /// Entra's fault rules and decision log (`misim fault`, `misim log`).
+    pub fn chaos(&self) -> &misim_chaos::Chaos {
+        &self.inner.chaos
     }
 
     /// The gRPC surface: `Directory`, `Federation`, gRPC health and
@@ -153,17 +160,22 @@ impl Entra {
     ) -> tonic::transport::server::Router {
         use misim_proto::entra::v1::directory_server::DirectoryServer;
         use misim_proto::entra::v1::federation_server::FederationServer;
-        misim_proto::server::router_with(DirectoryServer::new(self.clone()), control, grpc::allowed)
-            .add_service(misim_proto::server::guarded(
-                FederationServer::new(self.clone()),
-                control,
-                grpc::federation_allowed,
-            ))
-            .add_service(misim_proto::server::guarded(
-                misim_proto::admin::v1::signing_keys_server::SigningKeysServer::new(self.clone()),
-                control,
-                grpc::owner_only,
-            ))
+        let router = misim_proto::server::router_with(
+            DirectoryServer::new(self.clone()),
+            control,
+            grpc::allowed,
+        )
+        .add_service(misim_proto::server::guarded(
+            FederationServer::new(self.clone()),
+            control,
+            grpc::federation_allowed,
+        ))
+        .add_service(misim_proto::server::guarded(
+            misim_proto::admin::v1::signing_keys_server::SigningKeysServer::new(self.clone()),
+            control,
+            grpc::owner_only,
+        ));
+        self.inner.chaos.add_grpc(router, control)
     }
 }
 

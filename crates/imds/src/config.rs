@@ -24,6 +24,10 @@ pub const ENV_ADDRESSING: &str = "MISIM_IMDS_ADDRESSING";
 /// (case-insensitive), never a bare name: a VM of the same name in another
 /// resource group must not be able to claim or unsettle the mapping.
 pub const ENV_VM_ADDRESSES: &str = "MISIM_IMDS_VM_ADDRESSES";
+/// The per-VM rate limit of the identity endpoint: `on` (Azure's 20
+/// requests per second, the default), `off`, or requests per second
+/// (docs/toolkit.md, Throttling).
+pub const ENV_THROTTLE: &str = "MISIM_IMDS_THROTTLE";
 
 /// The real IMDS address. Only ever named, never contacted: misim serves
 /// loopback listeners instead.
@@ -97,6 +101,8 @@ pub struct BinConfig {
     pub entra_grpc_url: String,
     /// Static VM addresses ([`ENV_VM_ADDRESSES`]), source-address mode only.
     pub vm_addresses: VmAddresses,
+    /// The identity endpoint's rate limit ([`ENV_THROTTLE`]).
+    pub throttle: misim_chaos::ThrottleConfig,
 }
 
 /// The static map of source-address mode: which VM (by full resource id)
@@ -225,6 +231,11 @@ impl BinConfig {
             }
             None => VmAddresses::default(),
         };
+        let throttle = match env.get(ENV_THROTTLE) {
+            None => misim_chaos::ThrottleConfig::AZURE,
+            Some(v) => misim_chaos::ThrottleConfig::parse(&v)
+                .map_err(|e| format!("{ENV_THROTTLE}: {e}"))?,
+        };
         let config = Config {
             tenant_id: req(ENV_TENANT_ID)?,
             entra_authority: req(ENV_ENTRA_PUBLIC_URL)?,
@@ -242,6 +253,7 @@ impl BinConfig {
             data_dir: req(ENV_DATA_DIR)?.into(),
             entra_grpc_url: req(ENV_ENTRA_GRPC_URL)?,
             vm_addresses,
+            throttle,
         })
     }
 }
@@ -274,6 +286,31 @@ mod tests {
         bad.push((ENV_HTTP_ADDR, "127.0.0.1:80"));
         assert!(BinConfig::from_env(&MapEnv::from_pairs(bad)).is_ok());
         assert!(BinConfig::from_env(&MapEnv::from_pairs([(ENV_ADDRESSING, "nope")])).is_err());
+    }
+
+    #[test]
+    fn the_throttle_is_azures_unless_switched() {
+        let base = vec![
+            (ENV_TENANT_ID, "t1"),
+            (ENV_ENTRA_PUBLIC_URL, "https://localhost:1"),
+            (ENV_DATA_DIR, "/tmp/x"),
+            (ENV_ENTRA_GRPC_URL, "http://127.0.0.1:2"),
+        ];
+        let with = |v: Option<&'static str>| {
+            let mut env = base.clone();
+            env.extend(v.map(|v| (ENV_THROTTLE, v)));
+            BinConfig::from_env(&MapEnv::from_pairs(env))
+        };
+        assert_eq!(
+            with(None).unwrap().throttle,
+            misim_chaos::ThrottleConfig::AZURE
+        );
+        assert_eq!(
+            with(Some("off")).unwrap().throttle,
+            misim_chaos::ThrottleConfig::OFF
+        );
+        assert_eq!(with(Some("50")).unwrap().throttle.per_second, Some(50));
+        assert!(with(Some("lots")).unwrap_err().contains(ENV_THROTTLE));
     }
 
     const VM1: &str =

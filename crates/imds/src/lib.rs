@@ -55,7 +55,12 @@ impl Imds {
         &self,
         control: &misim_proto::auth::ControlKey,
     ) -> tonic::transport::server::Router {
-        misim_proto::server::router_with(ControlServer::new(self.clone()), control, grpc::allowed)
+        let router = misim_proto::server::router_with(
+            ControlServer::new(self.clone()),
+            control,
+            grpc::allowed,
+        );
+        self.chaos().add_grpc(router, control)
     }
 
     /// The shared HTTP router of source-address mode: the caller's IP

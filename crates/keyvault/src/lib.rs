@@ -48,6 +48,7 @@ pub(crate) struct Inner {
     pub(crate) ids: SharedIds,
     pub(crate) keys: EntraKeys,
     pub(crate) authz: AuthorizationClient<ControlChannel>,
+    pub(crate) chaos: misim_chaos::Chaos,
 }
 
 /// The Key Vault service (cheap to clone).
@@ -69,6 +70,8 @@ impl KeyVault {
     pub async fn open(config: Config, deps: Deps) -> Result<Self, KvError> {
         config.validate().map_err(KvError::BadParameter)?;
         let secrets = domain::Secrets::open(&deps.store)?;
+        let chaos = misim_chaos::Chaos::new(misim_chaos::Service::KeyVault, deps.clock.clone());
+        chaos.set_challenge(http::challenge_header(&config));
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
@@ -77,14 +80,42 @@ impl KeyVault {
                 ids: deps.ids,
                 keys: deps.keys,
                 authz: deps.authz,
+                chaos,
             }),
         })
     }
 
     /// The HTTP surface (TLS is added by [`serve`]).
     pub fn http_router(&self) -> axum::Router {
-        http::router(self.clone())
+        self.inner.chaos.wrap(http::router(self.clone()))
     }
+
+    /// Key Vault's fault rules and decision log (`misim fault`, `misim log`).
+    pub fn chaos(&self) -> &misim_chaos::Chaos {
+        &self.inner.chaos
+    }
+
+    /// Key Vault's gRPC: only the owner's toolkit (`misim.admin.v1.Faults`
+    /// and `Log`), since no service calls Key Vault.
+    pub fn grpc_router(
+        &self,
+        control: &misim_proto::auth::ControlKey,
+    ) -> tonic::transport::server::Router {
+        self.inner.chaos.grpc_router(control)
+    }
+}
+
+/// Serves Key Vault's gRPC (the toolkit) on `grpc` until `shutdown`.
+pub async fn serve_grpc(
+    kv: KeyVault,
+    grpc: TcpListener,
+    control: misim_proto::auth::ControlKey,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    misim_runtime::serve::serve_grpc(grpc, kv.grpc_router(&control), shutdown)
+        .await
+        .context("key vault grpc listener")
 }
 
 /// Serves Key Vault on `http` (over TLS when given) until `shutdown`.

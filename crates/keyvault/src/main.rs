@@ -14,6 +14,9 @@ use tokio::net::TcpListener;
 /// More HTTPS listen addresses, comma-separated: the compose sandbox serves
 /// vaults on 443 (`{vault}.vault.azure.net`) and on 8445 (`{vault}.vault.sim:8445`).
 const ENV_EXTRA_HTTP_ADDRS: &str = "MISIM_KEYVAULT_EXTRA_HTTP_ADDRS";
+/// Where to serve the owner's toolkit over gRPC (`misim fault`, `misim log`);
+/// none: not served (Key Vault needs no gRPC otherwise).
+const ENV_GRPC_ADDR: &str = "MISIM_KEYVAULT_GRPC_ADDR";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -86,6 +89,21 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!(https = %l.local_addr()?, "misim-keyvault listening");
         let (kv, tls, shutdown) = (kv.clone(), tls.server_config.clone(), shutdown.clone());
         extra.spawn(misim_keyvault::serve(kv, l, Some(tls), shutdown));
+    }
+    if let Some(addr) = misim_types::ProcessEnv
+        .get(ENV_GRPC_ADDR)
+        .filter(|a| !a.trim().is_empty())
+    {
+        let l = TcpListener::bind(addr.trim())
+            .await
+            .with_context(|| format!("binding {ENV_GRPC_ADDR} {addr}"))?;
+        tracing::info!(grpc = %l.local_addr()?, "misim-keyvault listening");
+        extra.spawn(misim_keyvault::serve_grpc(
+            kv.clone(),
+            l,
+            control.clone(),
+            shutdown.clone(),
+        ));
     }
     let result = misim_keyvault::serve(kv, http, Some(tls.server_config), shutdown.clone()).await;
     // A listener that failed stops the others.

@@ -37,7 +37,8 @@ pub mod oidc {
 }
 
 pub mod admin {
-    //! `misim.admin.v1`: the sandbox owner's controls (the virtual clock, Entra's signing keys).
+    //! `misim.admin.v1`: the sandbox owner's toolkit (the virtual clock, Entra's signing keys,
+    //! fault injection, the decision log).
     pub mod v1 {
         #![allow(clippy::all, missing_docs, rust_2018_idioms)]
         tonic::include_proto!("misim.admin.v1");

@@ -27,9 +27,21 @@ enum Command {
         #[arg(long, env = "MISIM_DATA_DIR", default_value_os_t = default_data_dir())]
         data_dir: PathBuf,
         /// Bind every listener to a free port instead of the fixed defaults
-        /// (ARM 8443, Entra 8444, Key Vault 8445, OIDC issuers 8446, gRPC 50051-50054).
+        /// (ARM 8443, Entra 8444, Key Vault 8445, OIDC issuers 8446, gRPC 50051-50056).
         #[arg(long)]
         random_ports: bool,
+        /// IMDS's per-VM rate limit of the identity endpoint: `on` (Azure's 20
+        /// requests per second), `off`, or requests per second.
+        #[arg(long, env = "MISIM_IMDS_THROTTLE", default_value = "on", value_parser = misim_chaos::ThrottleConfig::parse)]
+        imds_throttle: misim_chaos::ThrottleConfig,
+        /// How long a new role assignment takes to take effect (`30s`, `2m`;
+        /// 0, the default, is at once).
+        #[arg(long, env = "MISIM_ROLE_ASSIGNMENT_DELAY", default_value = "0", value_parser = misim_types::time::parse_duration)]
+        role_assignment_delay: std::time::Duration,
+        /// How long IMDS answers "Identity not found" for a new identity
+        /// (`30s`, `2m`; 0, the default, is at once).
+        #[arg(long, env = "MISIM_IDENTITY_DELAY", default_value = "0", value_parser = misim_types::time::parse_duration)]
+        identity_delay: std::time::Duration,
     },
     /// Print the environment file of a running (or last) sandbox.
     Env {
@@ -119,6 +131,15 @@ enum Command {
         #[command(subcommand)]
         command: crate::keys_cmd::KeysCommand,
     },
+    /// Fault injection: make a service answer chosen requests as Azure does
+    /// when it fails (429, 410, AADSTS errors, PrincipalNotFound...).
+    Fault {
+        #[command(subcommand)]
+        command: crate::fault_cmd::FaultCommand,
+    },
+    /// The decision log: every refused request, injected fault and throttled
+    /// request, with who asked, what, and why.
+    Log(crate::log_cmd::LogArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -228,7 +249,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Up {
             data_dir,
             random_ports,
-        } => up(data_dir, random_ports).await,
+            imds_throttle,
+            role_assignment_delay,
+            identity_delay,
+        } => {
+            let mut config = SandboxConfig::new(&data_dir);
+            config.imds_throttle = imds_throttle;
+            config.role_assignment_delay = role_assignment_delay;
+            config.identity_delay = identity_delay;
+            up(config, random_ports).await
+        }
         Command::Env { data_dir } => {
             print!("{}", read_env_file(&data_dir)?.join("\n"));
             println!();
@@ -305,6 +335,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pod { command } => crate::pod_cmd::run(command).await,
         Command::Clock { command } => crate::clock_cmd::run(command).await,
         Command::Keys { command } => crate::keys_cmd::run(command).await,
+        Command::Fault { command } => crate::fault_cmd::run(command).await,
+        Command::Log(args) => crate::log_cmd::run(args).await,
         Command::Idle => {
             let stop = misim_runtime::Shutdown::new();
             misim_runtime::cancel_on_signal(stop).await;
@@ -345,8 +377,8 @@ fn secrets(command: SecretsCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn up(data_dir: PathBuf, random_ports: bool) -> anyhow::Result<ExitCode> {
-    let mut config = SandboxConfig::new(&data_dir);
+async fn up(mut config: SandboxConfig, random_ports: bool) -> anyhow::Result<ExitCode> {
+    let data_dir = config.data_dir.clone();
     if !random_ports {
         config.ports = Ports::DEFAULT;
     }

@@ -8,7 +8,9 @@
 mod bootstrap;
 pub mod cli;
 mod clock_cmd;
+mod fault_cmd;
 mod keys_cmd;
+mod log_cmd;
 mod oidc_cmd;
 mod pod_cmd;
 pub mod secrets;
@@ -52,6 +54,8 @@ pub struct Ports {
     pub oidc_grpc: u16,
     /// The sandbox owner's gRPC (`misim.admin.v1`: the clock).
     pub admin_grpc: u16,
+    /// Key Vault's gRPC (the owner's toolkit only: faults and the decision log).
+    pub keyvault_grpc: u16,
 }
 
 impl Ports {
@@ -66,6 +70,7 @@ impl Ports {
         oidc: 8446,
         oidc_grpc: 50054,
         admin_grpc: 50055,
+        keyvault_grpc: 50056,
     };
 }
 
@@ -89,6 +94,12 @@ pub struct SandboxConfig {
     /// Entra's token lifetimes and signing-key rollover (`MISIM_TOKEN_LIFETIME_*`,
     /// `MISIM_ENTRA_KEY_ROLL_INTERVAL` for `misim up`).
     pub tokens: misim_entra::TokenPolicy,
+    /// IMDS's per-VM rate limit of the identity endpoint (Azure's by default).
+    pub imds_throttle: misim_chaos::ThrottleConfig,
+    /// How long a new role assignment takes to take effect (zero: at once).
+    pub role_assignment_delay: std::time::Duration,
+    /// How long IMDS answers "Identity not found" for a new identity (zero: at once).
+    pub identity_delay: std::time::Duration,
 }
 
 impl SandboxConfig {
@@ -102,6 +113,9 @@ impl SandboxConfig {
             ids: std::sync::Arc::new(misim_types::RandomIds),
             arm_peer_faults: Faults::none(),
             tokens: misim_entra::TokenPolicy::default(),
+            imds_throttle: misim_chaos::ThrottleConfig::AZURE,
+            role_assignment_delay: std::time::Duration::ZERO,
+            identity_delay: std::time::Duration::ZERO,
         }
     }
 }
@@ -133,6 +147,8 @@ pub struct Sandbox {
     pub oidc_grpc_url: String,
     /// gRPC URL of the sandbox owner's services (`misim.admin.v1.Clock`).
     pub admin_grpc_url: String,
+    /// gRPC URL of Key Vault's toolkit (`misim.admin.v1.Faults` and `Log`).
+    pub keyvault_grpc_url: String,
     /// Path of the sandbox CA certificate (PEM) that clients must trust.
     pub ca_path: PathBuf,
     /// PEM of the sandbox CA.
@@ -296,6 +312,9 @@ impl Sandbox {
             ids,
             arm_peer_faults,
             tokens,
+            imds_throttle,
+            role_assignment_delay,
+            identity_delay,
         } = config;
         let secrets = start::prepare_data_dir(&data_dir, &clock, &ids)?;
         let clock_svc = misim_proto::clock::ClockService::open(clock, &data_dir)
@@ -313,6 +332,9 @@ impl Sandbox {
             tokens,
             secrets: &secrets,
             urls: &urls,
+            imds_throttle,
+            role_assignment_delay,
+            identity_delay,
         };
         let admin_cert_path =
             start::start_services(&cx, listeners, clients, &clock_svc, &mut run).await?;
@@ -339,6 +361,7 @@ impl Sandbox {
             oidc_url: urls.oidc_url,
             oidc_grpc_url: urls.oidc_grpc_url,
             admin_grpc_url: urls.admin_grpc_url,
+            keyvault_grpc_url: urls.keyvault_grpc_url,
             ca_path: tls.ca_path,
             ca_pem: tls.ca_pem,
             admin_cert_path,
@@ -436,6 +459,7 @@ impl Sandbox {
             ("MISIM_OIDC_URL", self.oidc_url.clone()),
             ("MISIM_OIDC_GRPC_URL", self.oidc_grpc_url.clone()),
             ("MISIM_ADMIN_GRPC_URL", self.admin_grpc_url.clone()),
+            ("MISIM_KEYVAULT_GRPC_URL", self.keyvault_grpc_url.clone()),
             (
                 misim_proto::auth::ENV_CONTROL_KEY_FILE,
                 self.control_key_path.display().to_string(),

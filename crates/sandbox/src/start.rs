@@ -70,6 +70,7 @@ pub(crate) struct Listeners {
     arm_grpc: TcpListener,
     imds_grpc: TcpListener,
     kv_http: TcpListener,
+    kv_grpc: TcpListener,
     oidc_http: TcpListener,
     oidc_grpc: TcpListener,
     admin_grpc: TcpListener,
@@ -84,6 +85,7 @@ impl Listeners {
             arm_grpc: bind(ip, ports.arm_grpc, "arm grpc").await?,
             imds_grpc: bind(ip, ports.imds_grpc, "imds grpc").await?,
             kv_http: bind(ip, ports.keyvault, "key vault https").await?,
+            kv_grpc: bind(ip, ports.keyvault_grpc, "key vault grpc").await?,
             oidc_http: bind(ip, ports.oidc, "oidc issuers https").await?,
             oidc_grpc: bind(ip, ports.oidc_grpc, "oidc issuers grpc").await?,
             admin_grpc: bind(ip, ports.admin_grpc, "admin grpc").await?,
@@ -108,6 +110,7 @@ pub(crate) struct Urls {
     pub(crate) oidc_url: String,
     pub(crate) oidc_grpc_url: String,
     pub(crate) admin_grpc_url: String,
+    pub(crate) keyvault_grpc_url: String,
     /// The resource Key Vault's 401 challenge names (Entra must issue tokens for it).
     pub(crate) vault_challenge_resource: String,
 }
@@ -128,6 +131,7 @@ impl Urls {
             oidc_url: format!("https://localhost:{}", l.oidc_http.local_addr()?.port()),
             oidc_grpc_url: grpc_url(&l.oidc_grpc)?,
             admin_grpc_url: grpc_url(&l.admin_grpc)?,
+            keyvault_grpc_url: grpc_url(&l.kv_grpc)?,
             vault_challenge_resource: format!(
                 "https://{VAULT_DNS_SUFFIX}:{}",
                 keyvault_addr.port()
@@ -192,6 +196,9 @@ pub(crate) struct Boot<'a> {
     pub(crate) tokens: misim_entra::TokenPolicy,
     pub(crate) secrets: &'a Secrets,
     pub(crate) urls: &'a Urls,
+    pub(crate) imds_throttle: misim_chaos::ThrottleConfig,
+    pub(crate) role_assignment_delay: std::time::Duration,
+    pub(crate) identity_delay: std::time::Duration,
 }
 
 /// The running services: their tasks, stores and stop/start controls, filled in as each starts.
@@ -237,6 +244,7 @@ pub(crate) async fn start_services(
         arm_grpc,
         imds_grpc,
         kv_http,
+        kv_grpc,
         oidc_http,
         oidc_grpc,
         admin_grpc,
@@ -259,7 +267,13 @@ pub(crate) async fn start_services(
         imds: clients.arm_imds,
     };
     start_arm(cx, (arm_http, arm_grpc), arm_clients, run).await?;
-    start_keyvault(cx, kv_http, (clients.kv_keys, clients.kv_authz), run).await?;
+    start_keyvault(
+        cx,
+        (kv_http, kv_grpc),
+        (clients.kv_keys, clients.kv_authz),
+        run,
+    )
+    .await?;
     Ok(admin_cert_path)
 }
 
@@ -386,6 +400,8 @@ async fn start_imds(
     )
     .await
     .context("opening imds")?;
+    imds.chaos().set_throttle(cx.imds_throttle);
+    imds.set_identity_delay(cx.identity_delay);
     let (want, ctl) = Control::new(Service::Imds);
     let addr = grpc.local_addr()?;
     let mut first = Some(grpc);
@@ -461,6 +477,7 @@ async fn start_arm(
     )
     .await
     .context("opening arm")?;
+    arm.set_role_assignment_delay(cx.role_assignment_delay);
     let tls = Some(cx.secrets.tls.server_config.clone());
     let key = cx.secrets.control.clone();
     let ctl = spawn_http_grpc(
@@ -474,10 +491,10 @@ async fn start_arm(
     Ok(())
 }
 
-/// Key Vault (not stoppable: nothing calls it over gRPC).
+/// Key Vault (not stoppable: only the owner's toolkit calls it over gRPC).
 async fn start_keyvault(
     cx: &Boot<'_>,
-    http: TcpListener,
+    (http, grpc): (TcpListener, TcpListener),
     (keys, authz): (EntraKeys, AuthorizationClient<ControlChannel>),
     run: &mut Running,
 ) -> anyhow::Result<()> {
@@ -500,6 +517,13 @@ async fn start_keyvault(
     .await
     .context("opening key vault")?;
     let tls = Some(cx.secrets.tls.server_config.clone());
+    let key = cx.secrets.control.clone();
+    run.tasks.spawn(misim_keyvault::serve_grpc(
+        kv.clone(),
+        grpc,
+        key,
+        run.shutdown.clone(),
+    ));
     run.tasks
         .spawn(misim_keyvault::serve(kv, http, tls, run.shutdown.clone()));
     Ok(())

@@ -390,15 +390,13 @@ mod tests {
             .unwrap();
         let h = assertion_header(&a).unwrap();
         assert_eq!(h.x5t.as_deref(), Some(info.sha1.as_slice()));
-        verify_client_assertion(&a, &h, &info.public_key, "c1", NOW as i64, |x| x == aud)
-            .unwrap();
+        verify_client_assertion(&a, &h, &info.public_key, "c1", NOW as i64, |x| x == aud).unwrap();
         assert!(
             verify_client_assertion(&a, &h, &info.public_key, "c2", NOW as i64, |x| x == aud)
                 .is_err()
         );
         assert!(
-            verify_client_assertion(&a, &h, &info.public_key, "c1", NOW as i64, |_| false)
-                .is_err()
+            verify_client_assertion(&a, &h, &info.public_key, "c1", NOW as i64, |_| false).is_err()
         );
         assert!(matches!(
             verify_client_assertion(&a, &h, &info.public_key, "c1", NOW as i64 + 2000, |x| x
@@ -407,8 +405,7 @@ mod tests {
         ));
         let other = cert::parse_cert(&signer().1.certificate_der).unwrap();
         assert!(matches!(
-            verify_client_assertion(&a, &h, &other.public_key, "c1", NOW as i64, |x| x
-                == aud),
+            verify_client_assertion(&a, &h, &other.public_key, "c1", NOW as i64, |x| x == aud),
             Err(TokenError::Signature(_))
         ));
     }
@@ -453,9 +450,7 @@ mod tests {
         let rs = crate::CertSigner::new(&g.private_key_der, &g.certificate_der).unwrap();
         let a = rs.sign(&claims).unwrap();
         let h = assertion_header(&a).unwrap();
-        let key = cert::parse_cert(&g.certificate_der)
-            .unwrap()
-            .public_key;
+        let key = cert::parse_cert(&g.certificate_der).unwrap().public_key;
         verify_client_assertion(&a, &h, &key, "c1", now, |x| x == aud).unwrap();
     }
 

@@ -120,6 +120,7 @@ impl Core {
             principal_type,
         };
         self.assignments.put(&key, &rec).await?;
+        self.propagation.created(&rec.id, self.clock.unix());
         tracing::info!(id = %rec.id, principal = %rec.principal_id, role = %rec.role_guid, "role assignment created");
         Ok((rec, true))
     }

@@ -74,10 +74,19 @@ impl Core {
                 .find(|(k, _)| k == guid)
                 .map(|(_, r)| &r.definition)
         };
+        let now = self.clock.unix();
+        let mut propagating = Vec::new();
         let views: Vec<AssignmentView<'_>> = all
             .iter()
             .map(|(_, a)| a)
             .filter(|a| a.principal_id.eq_ignore_ascii_case(principal))
+            .filter(|a| match self.propagation.remaining(&a.id, now) {
+                Some(left) => {
+                    propagating.push(format!("{} (in effect in {left} s)", a.id));
+                    false
+                }
+                None => true,
+            })
             .filter_map(|a| {
                 Some(AssignmentView {
                     id: &a.id,
@@ -87,7 +96,7 @@ impl Core {
                 })
             })
             .collect();
-        Ok(evaluate(
+        let mut d = evaluate(
             &AccessRequest {
                 principal_id: principal,
                 action,
@@ -95,7 +104,15 @@ impl Core {
                 data,
             },
             &views,
-        ))
+        );
+        if !d.allowed && !propagating.is_empty() {
+            d.reason = format!(
+                "{}; still propagating: {}",
+                d.reason,
+                propagating.join(", ")
+            );
+        }
+        Ok(d)
     }
 
     /// Fails with 403 `AuthorizationFailed` unless `principal` may do `action` at `scope`.
@@ -162,6 +179,7 @@ impl Core {
             principal: principal.to_owned(),
             action: action.to_owned(),
             scope: format!("/subscriptions/{sub}"),
+            explanation: format!("the principal has no role assignment in subscription {sub}"),
         })
     }
 
@@ -226,6 +244,7 @@ impl Core {
             principal: principal.to_owned(),
             action: action.to_owned(),
             scope: scope.to_owned(),
+            explanation: d.reason.clone(),
         })
     }
 }

@@ -57,6 +57,8 @@ pub struct Core {
     pending: Table<String>,
     locks: orchestrate::Locks,
     op_seq: std::sync::Mutex<u64>,
+    /// New role assignments' simulated propagation delay.
+    pub(crate) propagation: misim_chaos::Settling,
 }
 /// A PUT's outcome: the record and whether it was created.
 pub type Put<T> = (T, bool);
@@ -130,6 +132,7 @@ impl Core {
             pending: store.table("pending_operations")?,
             locks: orchestrate::Locks::default(),
             op_seq: std::sync::Mutex::new(0),
+            propagation: misim_chaos::Settling::default(),
         })
     }
 

@@ -24,6 +24,11 @@ pub(crate) fn render(config: &Config, e: ArmError) -> Response {
     }
     let body = serde_json::json!({"error": {"code": e.arm_code(), "message": e.to_string()}});
     let mut resp = (status, axum::Json(body)).into_response();
+    // The decision log (misim log) records RBAC's reasoning with the refusal.
+    if let ArmError::AuthorizationFailed { explanation, .. } = &e {
+        resp.extensions_mut()
+            .insert(misim_chaos::Explanation(explanation.clone()));
+    }
     if e.code() == ErrorCode::Unauthenticated {
         let challenge = format!(
             "Bearer authorization_uri=\"{}/{}\", error=\"invalid_token\", error_description=\"{}\"",

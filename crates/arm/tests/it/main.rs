@@ -583,8 +583,7 @@ async fn uami_create_provisions_a_principal_with_a_certificate() {
         );
         assert_eq!(sp.managed_identity_resource_id, id);
         assert_eq!(sp.key_credentials.len(), 1);
-        let info =
-            misim_token::cert::parse_cert(&sp.key_credentials[0].certificate_der).unwrap();
+        let info = misim_token::cert::parse_cert(&sp.key_credentials[0].certificate_der).unwrap();
         assert_eq!(info.not_after - info.not_before, 90 * 86400);
         assert_eq!(info.not_before, NOW as i64);
     }

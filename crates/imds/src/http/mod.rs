@@ -30,13 +30,16 @@ struct Ctx {
 }
 
 /// The router of one VM's own listener: it only ever sees that VM.
+/// Fault rules and throttling see the VM through [`misim_chaos::VmKey`].
 pub(crate) fn vm_router(imds: Imds, vm_key: Arc<str>) -> Router {
-    Router::new()
-        .fallback(handle)
-        .with_state(Ctx {
-            imds,
-            vm: Some(vm_key),
-        })
+    let chaos = imds.chaos().clone();
+    let router = Router::new().fallback(handle).with_state(Ctx {
+        imds,
+        vm: Some(vm_key.clone()),
+    });
+    chaos
+        .wrap(router)
+        .layer(axum::Extension(misim_chaos::VmKey(vm_key)))
         .layer(misim_runtime::telemetry::http_trace_layer("imds"))
 }
 
@@ -57,10 +60,28 @@ pub(crate) fn refusal_router() -> Router {
 
 /// The shared router of source-address mode.
 pub(crate) fn source_address_router(imds: Imds) -> Router {
-    Router::new()
-        .fallback(handle)
-        .with_state(Ctx { imds, vm: None })
+    let chaos = imds.chaos().clone();
+    let router = Router::new().fallback(handle).with_state(Ctx {
+        imds: imds.clone(),
+        vm: None,
+    });
+    chaos
+        .wrap(router)
+        .layer(axum::middleware::map_request_with_state(imds, tag_vm))
         .layer(misim_runtime::telemetry::http_trace_layer("imds"))
+}
+
+/// Tells the toolkit which VM a shared-listener request is from.
+async fn tag_vm(State(imds): State<Imds>, mut req: Request) -> Request {
+    let vm = req
+        .extensions()
+        .get::<PeerAddr>()
+        .and_then(|p| imds.vm_by_ip(p.0.ip()));
+    if let Some(vm) = vm {
+        let key: Arc<str> = crate::service::vm_key(&vm.record.meta.resource_id).into();
+        req.extensions_mut().insert(misim_chaos::VmKey(key));
+    }
+    req
 }
 
 async fn handle(State(ctx): State<Ctx>, req: Request) -> Response {

@@ -113,6 +113,10 @@ async fn serve<F: Flavour>(
         let wanted = F::read(&query)?;
         let vm = vm.ok_or(Refusal::NoIdentity(SelectError::NotFound))?;
         let identity = select(&vm.identities, wanted.selector).map_err(Refusal::NoIdentity)?;
+        // A new identity is not found until it settles (`set_identity_delay`).
+        if imds.settling(identity).is_some() {
+            return Err(Refusal::NoIdentity(SelectError::NotFound));
+        }
         let token = imds
             .token(identity, wanted.resource)
             .await

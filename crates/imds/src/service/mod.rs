@@ -81,6 +81,10 @@ struct Inner {
     static_addresses: RwLock<VmAddresses>,
     /// Per-VM listeners admit only the owner's processes (`crate::peer`).
     admit: Option<misim_runtime::serve::AdmitFn>,
+    /// Fault rules, throttle and decision log (`misim fault`, `misim log`).
+    chaos: misim_chaos::Chaos,
+    /// New identities (by client id) still settling (`set_identity_delay`).
+    settling: misim_chaos::Settling,
 }
 
 /// The Instance Metadata Service (cheap to clone).
@@ -113,6 +117,7 @@ impl Imds {
         config.validate().map_err(ImdsError::Invalid)?;
         let table = deps.store.table::<VmRecord>("vms")?;
         let assertion_aud = config.assertion_audience();
+        let chaos = misim_chaos::Chaos::new(misim_chaos::Service::Imds, deps.clock.clone());
         let imds = Imds {
             inner: Arc::new(Inner {
                 config,
@@ -128,10 +133,33 @@ impl Imds {
                 assertion_aud,
                 static_addresses: RwLock::new(VmAddresses::default()),
                 admit: crate::peer::owner_only(),
+                chaos,
+                settling: misim_chaos::Settling::default(),
             }),
         };
         imds.restore().await?;
         Ok(imds)
+    }
+
+    /// IMDS's fault rules, throttle and decision log. The throttle is off
+    /// until the process turns it on (`misim up` and `misim-imds` do, with
+    /// Azure's limit, unless told otherwise).
+    pub fn chaos(&self) -> &misim_chaos::Chaos {
+        &self.inner.chaos
+    }
+
+    /// Makes each identity pushed from now on answer "Identity not found"
+    /// for `delay` (of the sandbox clock), as a new identity can on Azure;
+    /// zero (the default) is at once.
+    pub fn set_identity_delay(&self, delay: std::time::Duration) {
+        self.inner.settling.set_delay(delay);
+    }
+
+    /// Seconds until `identity` is served, while it is still settling.
+    pub(crate) fn settling(&self, identity: &LiveIdentity) -> Option<i64> {
+        self.inner
+            .settling
+            .remaining(&identity.record.client_id, self.inner.clock.unix())
     }
 
     /// The VM with this key ([`vm_key`]).

@@ -200,6 +200,12 @@ impl Imds {
         if old.record.identities.contains(&record) {
             return Ok(());
         }
+        // A renewed credential of a served identity is not a new identity.
+        let is_new = !old
+            .record
+            .identities
+            .iter()
+            .any(|r| r.client_id.eq_ignore_ascii_case(&record.client_id));
         let mut vm = old.record.clone();
         let mut identities = old.identities.clone();
         for r in vm.identities.iter().filter(|r| replaced(r)) {
@@ -213,6 +219,12 @@ impl Imds {
         self.inner
             .cache
             .purge(&vm.identities[vm.identities.len() - 1].client_id);
+        if is_new {
+            let client_id = &vm.identities[vm.identities.len() - 1].client_id;
+            self.inner
+                .settling
+                .created(client_id, self.inner.clock.unix());
+        }
         self.inner.vms.write().insert(
             key,
             Arc::new(LiveVm {

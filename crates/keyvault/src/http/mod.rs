@@ -177,15 +177,24 @@ fn api_version(query: &str) -> Result<(), KvError> {
     }
 }
 
-/// A 401 with the bearer challenge clients use to find the authority.
-fn challenge(kv: &KeyVault, resource: &str, err: KvError) -> Response {
-    let c = &kv.inner.config;
-    let value = format!(
+/// The `WWW-Authenticate` value naming the authority and `resource`.
+fn challenge_value(c: &crate::Config, resource: &str) -> String {
+    format!(
         "Bearer authorization=\"{}/{}\", resource=\"{}\"",
         c.authority.trim_end_matches('/'),
         c.tenant_id,
         resource
-    );
+    )
+}
+
+/// The challenge of injected 401s (`misim fault`): the configured resource.
+pub(crate) fn challenge_header(c: &crate::Config) -> String {
+    challenge_value(c, &c.challenge_resource)
+}
+
+/// A 401 with the bearer challenge clients use to find the authority.
+fn challenge(kv: &KeyVault, resource: &str, err: KvError) -> Response {
+    let value = challenge_value(&kv.inner.config, resource);
     let mut resp = err.into_response();
     if let Ok(v) = HeaderValue::from_str(&value) {
         resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
@@ -260,7 +269,7 @@ async fn authorize(
     vault: &str,
     op: &Op,
     claims: &AccessClaims,
-) -> Result<String, KvError> {
+) -> Result<String, Response> {
     let action = op.action();
     let mut authz = kv.inner.authz.clone();
     let d = authz
@@ -270,13 +279,15 @@ async fn authorize(
             data_action: action.to_owned(),
         })
         .await
-        .map_err(|s| KvError::Unavailable(format!("cannot check access: {}", s.message())))?
+        .map_err(|s| {
+            KvError::Unavailable(format!("cannot check access: {}", s.message())).into_response()
+        })?
         .into_inner();
     if !d.vault_exists {
         // Deviation: real Azure cannot route a request to a vault that does not
         // exist (DNS fails). Here every vault shares one listener, so an unknown
         // vault gets a 404 VaultNotFound instead.
-        return Err(KvError::VaultNotFound(vault.to_owned()));
+        return Err(KvError::VaultNotFound(vault.to_owned()).into_response());
     }
     if d.allowed {
         return Ok(if d.vault_uid.is_empty() {
@@ -289,13 +300,19 @@ async fn authorize(
         Some(n) => format!("{}/secrets/{}", d.vault_resource_id, n).to_ascii_lowercase(),
         None => d.vault_resource_id.to_ascii_lowercase(),
     };
-    Err(KvError::Forbidden(format!(
+    let mut refused = KvError::Forbidden(format!(
         "Caller is not authorized to perform action on resource.\r\nIf role assignments, deny assignments or role definitions were changed recently, please observe propagation time.\r\nCaller: appid={};oid={};iss={}\r\nAction: '{action}'\r\nResource: '{resource}'\r\nAssignment: (not found)\r\nDecisionReason: 'DeniedWithNoValidRBAC' \r\nVault: {vault};location={}\r\n",
         claims.client_id(),
         claims.oid,
         claims.iss,
         d.location
-    )))
+    ))
+    .into_response();
+    // The decision log (misim log) records ARM's RBAC reasoning with the refusal.
+    refused
+        .extensions_mut()
+        .insert(misim_chaos::Explanation(d.reason));
+    Err(refused)
 }
 
 async fn handle(State(kv): State<KeyVault>, req: Request) -> Response {
@@ -312,9 +329,7 @@ async fn handle_inner(kv: &KeyVault, req: Request) -> Result<Response, Response>
     let op = route(&req.method, req.uri.path()).map_err(IntoResponse::into_response)?;
     let claims = authenticate(kv, &req, challenge_resource(kv, &base)).await?;
     tracing::Span::current().record("principal", claims.oid.as_str());
-    let storage_key = authorize(kv, &vault, &op, &claims)
-        .await
-        .map_err(IntoResponse::into_response)?;
+    let storage_key = authorize(kv, &vault, &op, &claims).await?;
     let body = axum::body::to_bytes(body, MAX_BODY).await.map_err(|e| {
         KvError::BadParameter(format!("cannot read the request body: {e}")).into_response()
     })?;

@@ -132,12 +132,23 @@ pub(crate) async fn start_with_clock(
     dir: tempfile::TempDir,
     clock: Option<misim_types::SharedClock>,
 ) -> World {
+    start_with(dir, |config| {
+        if let Some(clock) = clock {
+            config.clock = clock;
+        }
+    })
+    .await
+}
+
+/// A sandbox in `dir` whose configuration `tweak` adjusts (the fault hook is the harness's).
+pub(crate) async fn start_with(
+    dir: tempfile::TempDir,
+    tweak: impl FnOnce(&mut SandboxConfig),
+) -> World {
     let faults = Arc::new(PeerFaults::default());
     let mut config = SandboxConfig::new(dir.path());
     config.arm_peer_faults = Faults::with(faults.clone());
-    if let Some(clock) = clock {
-        config.clock = clock;
-    }
+    tweak(&mut config);
     let sb = Sandbox::start(config).await.expect("sandbox starts");
     let http = client(&sb);
     let mut w = World {

@@ -6,7 +6,9 @@
 //! (`harness::PeerFaults`), never by timing.
 
 mod clock;
+mod decision_log;
 mod errors;
+mod faults;
 mod federated_credentials;
 mod federation;
 mod federation_templates;
@@ -14,6 +16,7 @@ mod flow;
 mod harness;
 mod keys;
 mod lifecycle;
+mod propagation;
 mod rbac;
 mod security_authz;
 mod security_disk;
@@ -22,4 +25,5 @@ mod security_grpc;
 mod security_listeners;
 mod security_tokens;
 mod security_vm_isolation;
+mod throttling;
 mod vm_exec_isolated;
