@@ -5,7 +5,7 @@
 #   deploy/Dockerfile (FROM scratch + COPY).
 # - misim-vm:local (the VMs): a Debian bookworm rootfs made by mmdebstrap from
 #   Debian's packages (installed with apt-get when missing), `docker import`ed
-#   as misim-vm-base:bookworm, the Azure SDK's wheels downloaded with pip into
+#   as misim-vm-base:bookworm, the Azure SDK's and CLI's wheels downloaded with pip into
 #   deploy/vm/wheels/, then deploy/Dockerfile.vm on that base.
 # Nothing is pulled from an image registry. The rootfs tarball is cached in
 # target/misim-vm/ (keyed by its package list), the wheels in deploy/vm/wheels/.
@@ -78,14 +78,18 @@ if [ "$(docker image inspect "$VM_BASE" --format '{{index .Config.Labels "misim.
 fi
 
 WHEELS=deploy/vm/wheels
-if ! cmp -s deploy/vm/requirements.txt "$WHEELS/.requirements" 2>/dev/null; then
+# The SDK's and the Azure CLI's (two venvs in the image) wheels, side by side.
+REQS=(deploy/vm/requirements.txt deploy/vm/requirements-az.txt)
+if ! cat "${REQS[@]}" | cmp -s - "$WHEELS/.requirements" 2>/dev/null; then
   echo "== pip download (the VM's Python: CPython 3.11, glibc 2.36) -> $WHEELS"
   find "$WHEELS" -name '*.whl' -delete
   plat=(--platform manylinux2014_x86_64 --platform linux_x86_64)
   for v in 5 12 17 24 28 31 34 35 36; do plat+=(--platform "manylinux_2_${v}_x86_64"); done
-  python3 -m pip download --quiet --disable-pip-version-check --only-binary=:all: \
-    --python-version 3.11 --implementation cp "${plat[@]}" -d "$WHEELS" -r deploy/vm/requirements.txt
-  cp deploy/vm/requirements.txt "$WHEELS/.requirements"
+  for req in "${REQS[@]}"; do  # resolved apart: each is its own venv
+    python3 -m pip download --quiet --disable-pip-version-check --only-binary=:all: \
+      --python-version 3.11 --implementation cp "${plat[@]}" -d "$WHEELS" -r "$req"
+  done
+  cat "${REQS[@]}" > "$WHEELS/.requirements"
 fi
 
 echo "== docker build -t $VM_IMAGE -f deploy/Dockerfile.vm (FROM $VM_BASE, --no-index wheels)"

@@ -11,7 +11,8 @@
 #   vault created during the test, NXDOMAIN for every other name; a secret is read
 #   from https://{new}.vault.azure.net on 443), proves the VM image is a real
 #   Debian userland (sh; curl to IMDS and to Azure's names with the CA in the
-#   system store; a Python DefaultAzureCredential + SecretClient app; dig
+#   system store; a Python DefaultAzureCredential + SecretClient app; the Azure
+#   CLI's `az login --identity` + `az keyvault secret show --vault-name`; dig
 #   answering NXDOMAIN outside Azure's names), proves a VM cannot act
 #   as the admin (no admin secret or control key anywhere in it, the secret once
 #   committed to deploy/sandbox.env is refused with invalid_client), restarts the
@@ -286,7 +287,7 @@ if got=$(vm vm1 secret get --vault-url "https://$NEWKV.vault.azure.net" --name a
   ok "vm1 reads app-secret from https://$NEWKV.vault.azure.net with its IMDS token (no misim URL, no override)"
 else bad "vm1 reads from $NEWKV.vault.azure.net: $got"; fi
 
-step "vm1 is a Debian VM: sh, curl, dig, Python's azure-identity, the sandbox CA in the system store"
+step "vm1 is a Debian VM: sh, curl, dig, Python's azure-identity, the Azure CLI, the sandbox CA in the system store"
 out=$(dc exec -T vm1 sh -c '. /etc/os-release; echo "$ID $VERSION_CODENAME $(python3 -c "import platform; print(platform.python_version())")"' 2>&1) \
   && grep -q '^debian bookworm 3\.11' <<<"$out" && ok "docker compose exec vm1 sh: $out" || bad "vm1 sh: $out"
 out=$(dc exec -T vm1 sh -c 'env -u MISIM_CA_BUNDLE curl -sS --fail-with-body -o /dev/null -w "%{http_code}" "https://management.azure.com/metadata/endpoints?api-version=2022-09-01"' 2>&1) \
@@ -306,6 +307,13 @@ PY
 if got=$(dc exec -T vm1 sh -c 'env -u MISIM_CA_BUNDLE python3 - "$0"' "$NEWKV" <"$WORK/app.py" 2>&1) && [ "$got" = azure-names ]; then
   ok "Python DefaultAzureCredential + SecretClient(https://$NEWKV.vault.azure.net) in vm1 reads app-secret"
 else bad "vm1 python app: $got"; fi
+# The Azure CLI as on an Azure VM: `az login --identity` (msal's IMDS path), then
+# a data-plane read by vault name (the CLI builds https://{name}.vault.azure.net).
+if got=$(dc exec -T vm1 sh -c 'env -u MISIM_CA_BUNDLE az login --identity --output none \
+    && env -u MISIM_CA_BUNDLE az keyvault secret show --vault-name "$0" --name app-secret --query value --output tsv' \
+    "$NEWKV" 2>&1) && [ "$(tail -n 1 <<<"$got")" = azure-names ]; then
+  ok "az login --identity; az keyvault secret show --vault-name $NEWKV in vm1 reads app-secret"
+else bad "vm1 az CLI: $got"; fi
 for name in example.com pypi.org deb.debian.org azure.com "x.y.$NEWKV.vault.azure.net"; do
   out=$(dc exec -T vm1 dig +time=3 +tries=1 "$name" A 2>&1 || true)
   grep -q 'status: NXDOMAIN' <<<"$out" && ok "dig $name in vm1: NXDOMAIN" || bad "dig $name in vm1: $out"
