@@ -253,6 +253,7 @@ pub fn default_data_dir() -> PathBuf {
 }
 
 /// Runs the command line; the binary's `main` only calls this.
+// long: one match arm per subcommand, each a call into its module.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Up {

@@ -56,7 +56,7 @@ async fn list_in(
     rg_id: &str,
     rg: &str,
     provider: &str,
-) -> anyhow::Result<Vec<(String, String, String, Value)>> {
+) -> anyhow::Result<Vec<Item>> {
     let mut v: Vec<_> = remote
         .arm_list(&format!("{rg_id}/providers/{provider}"))
         .await?
@@ -65,6 +65,48 @@ async fn list_in(
         .collect();
     v.sort_by_key(|(_, _, n, _)| n.to_ascii_lowercase());
     Ok(v)
+}
+
+/// One listed resource: `(id, group, name, body)`.
+type Item = (String, String, String, Value);
+
+/// Every group and the resources a scenario holds, sorted by name.
+struct Listed {
+    groups: Vec<Group>,
+    /// Lower-cased group name → location.
+    group_location: HashMap<String, String>,
+    identities: Vec<Item>,
+    vaults: Vec<Item>,
+    vms: Vec<Item>,
+}
+
+async fn list_all(remote: &Remote, sub: &str) -> anyhow::Result<Listed> {
+    let mut all = remote.arm_list(&format!("{sub}/resourcegroups")).await?;
+    all.sort_by_key(|g| s(g, "/name").to_ascii_lowercase());
+    let mut l = Listed {
+        groups: Vec::new(),
+        group_location: HashMap::new(),
+        identities: Vec::new(),
+        vaults: Vec::new(),
+        vms: Vec::new(),
+    };
+    for g in &all {
+        let (id, name, location) = (s(g, "/id"), s(g, "/name"), s(g, "/location"));
+        l.group_location
+            .insert(name.to_ascii_lowercase(), location.clone());
+        l.groups.push(Group {
+            name: name.clone(),
+            location: Some(location),
+        });
+        let uami = "Microsoft.ManagedIdentity/userAssignedIdentities";
+        l.identities
+            .extend(list_in(remote, &id, &name, uami).await?);
+        l.vaults
+            .extend(list_in(remote, &id, &name, "Microsoft.KeyVault/vaults").await?);
+        l.vms
+            .extend(list_in(remote, &id, &name, "Microsoft.Compute/virtualMachines").await?);
+    }
+    Ok(l)
 }
 
 /// Reads the sandbox in `data_dir` as a scenario.
@@ -79,46 +121,22 @@ pub(crate) async fn export(
         api_version: API_VERSION.into(),
         ..Default::default()
     };
-    let now = remote
-        .clock()?
-        .show(admin::ShowClockRequest {})
-        .await
-        .map_err(|s| anyhow::anyhow!("reading the clock: {}", s.message()))?
-        .into_inner()
-        .now_unix_seconds;
-    out.clock = Some(Clock {
-        at: misim_types::time::format_rfc3339(now),
-    });
+    out.clock = Some(clock(&remote).await?);
 
-    let mut groups = remote.arm_list(&format!("{sub}/resourcegroups")).await?;
-    groups.sort_by_key(|g| s(g, "/name").to_ascii_lowercase());
-    let (mut identities, mut vaults, mut vms) = (Vec::new(), Vec::new(), Vec::new());
-    let mut group_location = HashMap::new();
-    for g in &groups {
-        let (id, name, location) = (s(g, "/id"), s(g, "/name"), s(g, "/location"));
-        group_location.insert(name.to_ascii_lowercase(), location.clone());
-        out.resource_groups.push(Group {
-            name: name.clone(),
-            location: Some(location),
-        });
-        identities.extend(
-            list_in(
-                &remote,
-                &id,
-                &name,
-                "Microsoft.ManagedIdentity/userAssignedIdentities",
-            )
-            .await?,
-        );
-        vaults.extend(list_in(&remote, &id, &name, "Microsoft.KeyVault/vaults").await?);
-        vms.extend(list_in(&remote, &id, &name, "Microsoft.Compute/virtualMachines").await?);
-    }
+    let Listed {
+        groups,
+        group_location,
+        identities,
+        vaults,
+        vms,
+    } = list_all(&remote, &sub).await?;
+    out.resource_groups = groups;
     // A resource's location is written only where it differs from its group's.
     let loc = |rg: &str, v: &Value| {
         let l = s(v, "/location");
         (group_location.get(&rg.to_ascii_lowercase()) != Some(&l)).then_some(l)
     };
-    let key = |x: &[(String, String, String, Value)]| -> Vec<(String, String, String)> {
+    let key = |x: &[Item]| -> Vec<(String, String, String)> {
         x.iter()
             .map(|(a, b, c, _)| (a.clone(), b.clone(), c.clone()))
             .collect()
@@ -148,69 +166,28 @@ pub(crate) async fn export(
         });
     }
     for (_, rg, name, v) in &vaults {
-        let mut secrets = Vec::new();
-        let mut names = remote.secret_names(name).await?;
-        names.sort_by_key(|n| n.to_ascii_lowercase());
-        for n in names {
-            let value = if include_secret_values {
-                remote.secret_get(name, &n).await?
-            } else {
-                None
-            };
-            secrets.push(Secret { name: n, value });
-        }
         out.vaults.push(Vault {
             name: name.clone(),
             resource_group: rg.clone(),
             location: loc(rg, v),
-            secrets,
+            secrets: secrets(&remote, name, include_secret_values).await?,
         });
     }
     for (id, rg, name, v) in &vms {
-        let kind = s(v, "/identity/type").to_ascii_lowercase();
-        let system_assigned = if kind.contains("systemassigned") {
-            let object = s(v, "/identity/principalId");
+        let system_assigned = system_assigned(&remote, id, v).await?;
+        if let Some(ids) = &system_assigned {
             principal_refs.insert(
-                object.to_ascii_lowercase(),
+                ids.principal_id
+                    .clone()
+                    .unwrap_or_default()
+                    .to_ascii_lowercase(),
                 Principal {
                     vm: vm_refs.get(&id.to_ascii_lowercase()).cloned(),
                     ..Default::default()
                 },
             );
-            let client = remote
-                .directory()?
-                .get_service_principal(entra::GetServicePrincipalRequest {
-                    object_id: object.clone(),
-                    app_id: String::new(),
-                })
-                .await
-                .map_err(|st| {
-                    anyhow::anyhow!("reading the principal {object} of {id}: {}", st.message())
-                })?
-                .into_inner()
-                .app_id;
-            Some(PinnedIds {
-                client_id: Some(client),
-                principal_id: Some(object),
-            })
-        } else {
-            None
-        };
-        let mut user_assigned: Vec<String> = v
-            .pointer("/identity/userAssignedIdentities")
-            .and_then(Value::as_object)
-            .map(|m| {
-                m.keys()
-                    .map(|k| {
-                        identity_refs
-                            .get(&k.to_ascii_lowercase())
-                            .cloned()
-                            .unwrap_or_else(|| k.clone())
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        user_assigned.sort();
+        }
+        let user_assigned = user_assigned(v, &identity_refs);
         out.vms.push(Vm {
             name: name.clone(),
             resource_group: rg.clone(),
@@ -231,6 +208,85 @@ pub(crate) async fn export(
         assignments(&remote, &sub, &principal_refs, &scopes, &mut skipped).await?;
     out.faults = faults(&remote).await?;
     Ok((out, skipped))
+}
+
+/// A VM's user-assigned identities, by their names in the export.
+fn user_assigned(vm: &Value, identity_refs: &HashMap<String, String>) -> Vec<String> {
+    let mut out: Vec<String> = vm
+        .pointer("/identity/userAssignedIdentities")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.keys()
+                .map(|k| {
+                    identity_refs
+                        .get(&k.to_ascii_lowercase())
+                        .cloned()
+                        .unwrap_or_else(|| k.clone())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// A vault's secrets, sorted by name; values only if asked for.
+async fn secrets(remote: &Remote, vault: &str, values: bool) -> anyhow::Result<Vec<Secret>> {
+    let mut names = remote.secret_names(vault).await?;
+    names.sort_by_key(|n| n.to_ascii_lowercase());
+    let mut out = Vec::new();
+    for n in names {
+        let value = if values {
+            remote.secret_get(vault, &n).await?
+        } else {
+            None
+        };
+        out.push(Secret { name: n, value });
+    }
+    Ok(out)
+}
+
+/// The ids of VM `id`'s system-assigned identity (the client id from Entra), if it has one.
+async fn system_assigned(
+    remote: &Remote,
+    id: &str,
+    v: &Value,
+) -> anyhow::Result<Option<PinnedIds>> {
+    if !s(v, "/identity/type")
+        .to_ascii_lowercase()
+        .contains("systemassigned")
+    {
+        return Ok(None);
+    }
+    let object = s(v, "/identity/principalId");
+    let client = remote
+        .directory()?
+        .get_service_principal(entra::GetServicePrincipalRequest {
+            object_id: object.clone(),
+            app_id: String::new(),
+        })
+        .await
+        .map_err(|st| anyhow::anyhow!("reading the principal {object} of {id}: {}", st.message()))?
+        .into_inner()
+        .app_id;
+    Ok(Some(PinnedIds {
+        client_id: Some(client),
+        principal_id: Some(object),
+    }))
+}
+
+/// The sandbox clock's time.
+async fn clock(remote: &Remote) -> anyhow::Result<Clock> {
+    let now = remote
+        .clock()?
+        .show(admin::ShowClockRequest {})
+        .await
+        .map_err(|s| anyhow::anyhow!("reading the clock: {}", s.message()))?
+        .into_inner()
+        .now_unix_seconds;
+    Ok(Clock {
+        at: misim_types::time::format_rfc3339(now),
+    })
 }
 
 struct ScopeNames<'a> {

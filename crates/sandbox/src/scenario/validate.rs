@@ -160,10 +160,19 @@ impl Names {
 
 /// Validates `s` for the subscription `sub` and resolves it.
 pub(crate) fn plan(s: &Scenario, sub: &str) -> Result<Plan, Problems> {
-    let mut p = Problems::default();
-    let mut plan = Plan::default();
+    let mut c = Checker {
+        p: Problems::default(),
+        plan: Plan::default(),
+        sub_id: format!("/subscriptions/{sub}"),
+        groups: HashMap::new(),
+        pinned_seen: HashMap::new(),
+        identities: Names::new("identity"),
+        vaults: Names::new("vault"),
+        vms: Names::new("VM"),
+        with_system: HashMap::new(),
+    };
     if s.api_version != API_VERSION {
-        p.add(
+        c.p.add(
             "apiVersion",
             format!(
                 "{:?} is not supported (this misim reads {API_VERSION})",
@@ -171,202 +180,30 @@ pub(crate) fn plan(s: &Scenario, sub: &str) -> Result<Plan, Problems> {
             ),
         );
     }
-    if let Some(c) = &s.clock {
-        match misim_types::time::parse_rfc3339(&c.at) {
-            Some(t) => plan.clock = Some(t),
-            None => p.add("clock.at", format!("{:?} is not an RFC 3339 time", c.at)),
+    if let Some(clock) = &s.clock {
+        match misim_types::time::parse_rfc3339(&clock.at) {
+            Some(t) => c.plan.clock = Some(t),
+            None => c.p.add(
+                "clock.at",
+                format!("{:?} is not an RFC 3339 time", clock.at),
+            ),
         }
     }
-    let sub_id = format!("/subscriptions/{sub}");
-    let mut groups: HashMap<String, (String, String)> = HashMap::new();
-    for (i, g) in s.resource_groups.iter().enumerate() {
-        let path = format!("resourceGroups[{i}]");
-        if let Some(e) = bad_name("resource group", &g.name) {
-            p.add(&format!("{path}.name"), e);
-        }
-        let id = format!("{sub_id}/resourceGroups/{}", g.name);
-        let loc = g
-            .location
-            .clone()
-            .unwrap_or_else(|| DEFAULT_LOCATION.into());
-        if groups
-            .insert(g.name.to_ascii_lowercase(), (id.clone(), loc.clone()))
-            .is_some()
-        {
-            p.add(
-                &format!("{path}.name"),
-                format!("{:?} is declared twice", g.name),
-            );
-        }
-        plan.groups.push((id, loc));
-    }
-    let group = |p: &mut Problems, path: &str, name: &str| {
-        let g = groups.get(&name.to_ascii_lowercase()).cloned();
-        if g.is_none() {
-            p.add(
-                &format!("{path}.resourceGroup"),
-                format!("no resource group {name:?} is declared in resourceGroups"),
-            );
-        }
-        g
-    };
-    let mut pinned_seen: HashMap<String, String> = HashMap::new();
-    let mut pin = |p: &mut Problems, path: &str, c: &Option<String>, o: &Option<String>| {
-        let (c, o) = match (c, o) {
-            (None, None) => return None,
-            (Some(c), Some(o)) => (c, o),
-            _ => {
-                p.add(
-                    path,
-                    "clientId and principalId go together: give both or neither",
-                );
-                return None;
-            }
-        };
-        let mut ok = true;
-        for (field, v) in [("clientId", c), ("principalId", o)] {
-            if !is_guid(v) {
-                p.add(&format!("{path}.{field}"), format!("{v:?} is not a GUID"));
-                ok = false;
-            } else if let Some(first) = pinned_seen.insert(v.to_ascii_lowercase(), path.into()) {
-                p.add(
-                    &format!("{path}.{field}"),
-                    format!("{v} is already pinned by {first}"),
-                );
-                ok = false;
-            }
-        }
-        ok.then(|| (c.to_ascii_lowercase(), o.to_ascii_lowercase()))
-    };
-
-    let mut identities = Names::new("identity");
-    for (i, x) in s.identities.iter().enumerate() {
-        let path = format!("identities[{i}]");
-        if let Some(e) = bad_name("identity", &x.name) {
-            p.add(&format!("{path}.name"), e);
-        }
-        let pinned = pin(&mut p, &path, &x.client_id, &x.principal_id);
-        let Some((gid, gloc)) = group(&mut p, &path, &x.resource_group) else {
-            continue;
-        };
-        let id = format!(
-            "{gid}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{}",
-            x.name
-        );
-        let k = format!("{}/{}", x.resource_group, x.name).to_ascii_lowercase();
-        if identities.ids.insert(k, id.clone()).is_some() {
-            p.add(
-                &format!("{path}.name"),
-                format!("{:?} is declared twice in its group", x.name),
-            );
-        }
-        plan.identities.push(PlannedIdentity {
-            path,
-            id,
-            location: x.location.clone().unwrap_or(gloc),
-            pinned,
-        });
-    }
-
-    let mut vaults = Names::new("vault");
-    for (i, v) in s.vaults.iter().enumerate() {
-        let path = format!("vaults[{i}]");
-        if let Some(e) = bad_name("vault", &v.name) {
-            p.add(&format!("{path}.name"), e);
-        }
-        let mut names = HashMap::new();
-        for (j, sec) in v.secrets.iter().enumerate() {
-            let sp = format!("{path}.secrets[{j}].name");
-            if let Some(e) = bad_name("secret", &sec.name) {
-                p.add(&sp, e);
-            }
-            if names.insert(sec.name.to_ascii_lowercase(), ()).is_some() {
-                p.add(&sp, format!("{:?} is declared twice", sec.name));
-            }
-        }
-        let Some((gid, gloc)) = group(&mut p, &path, &v.resource_group) else {
-            continue;
-        };
-        let id = format!("{gid}/providers/Microsoft.KeyVault/vaults/{}", v.name);
-        // Vault names are global, not per group.
-        if vaults.ids.values().any(|o| {
-            o.rsplit('/')
-                .next()
-                .is_some_and(|n| n.eq_ignore_ascii_case(&v.name))
-        }) {
-            p.add(
-                &format!("{path}.name"),
-                format!("vault {:?} is declared twice", v.name),
-            );
-        }
-        vaults.ids.insert(
-            format!("{}/{}", v.resource_group, v.name).to_ascii_lowercase(),
-            id.clone(),
-        );
-        plan.vaults.push(PlannedVault {
-            id,
-            name: v.name.clone(),
-            location: v.location.clone().unwrap_or(gloc),
-            secrets: v
-                .secrets
-                .iter()
-                .map(|s| (s.name.clone(), s.value.clone()))
-                .collect(),
-        });
-    }
-
-    let mut vms = Names::new("VM");
-    let mut with_system: HashMap<String, ()> = HashMap::new();
-    for (i, v) in s.vms.iter().enumerate() {
-        let path = format!("vms[{i}]");
-        if let Some(e) = bad_name("VM", &v.name) {
-            p.add(&format!("{path}.name"), e);
-        }
-        let system = v.system_assigned.as_ref().map(|ids| {
-            pin(
-                &mut p,
-                &format!("{path}.systemAssigned"),
-                &ids.client_id,
-                &ids.principal_id,
-            )
-        });
-        let mut user = Vec::new();
-        for (j, r) in v.user_assigned.iter().enumerate() {
-            match identities.resolve(r) {
-                Ok(id) if user.contains(&id.to_owned()) => p.add(
-                    &format!("{path}.userAssigned[{j}]"),
-                    format!("{r:?} is listed twice"),
-                ),
-                Ok(id) => user.push(id.to_owned()),
-                Err(e) => p.add(&format!("{path}.userAssigned[{j}]"), e),
-            }
-        }
-        let Some((gid, gloc)) = group(&mut p, &path, &v.resource_group) else {
-            continue;
-        };
-        let id = format!(
-            "{gid}/providers/Microsoft.Compute/virtualMachines/{}",
-            v.name
-        );
-        let k = format!("{}/{}", v.resource_group, v.name).to_ascii_lowercase();
-        if system.is_some() {
-            with_system.insert(id.to_ascii_lowercase(), ());
-        }
-        if vms.ids.insert(k, id.clone()).is_some() {
-            p.add(
-                &format!("{path}.name"),
-                format!("{:?} is declared twice in its group", v.name),
-            );
-        }
-        plan.vms.push(PlannedVm {
-            path,
-            id,
-            location: v.location.clone().unwrap_or(gloc),
-            system,
-            user,
-        });
-    }
-
+    c.groups(s);
+    c.identities(s);
+    c.vaults(s);
+    c.vms(s);
+    let Checker {
+        mut p,
+        mut plan,
+        sub_id,
+        groups,
+        identities,
+        vaults,
+        vms,
+        with_system,
+        ..
+    } = c;
     let refs = Refs {
         sub_id: &sub_id,
         groups: &groups,
@@ -387,6 +224,222 @@ pub(crate) fn plan(s: &Scenario, sub: &str) -> Result<Plan, Problems> {
         }
     }
     if p.0.is_empty() { Ok(plan) } else { Err(p) }
+}
+
+/// The state of one validation: problems so far, the plan, and what is declared.
+struct Checker {
+    p: Problems,
+    plan: Plan,
+    sub_id: String,
+    /// Lower-cased group name → (resource id, location).
+    groups: HashMap<String, (String, String)>,
+    /// Lower-cased pinned GUID → the path that pinned it first.
+    pinned_seen: HashMap<String, String>,
+    identities: Names,
+    vaults: Names,
+    vms: Names,
+    /// Lower-cased ids of VMs with a system-assigned identity.
+    with_system: HashMap<String, ()>,
+}
+
+impl Checker {
+    fn groups(&mut self, s: &Scenario) {
+        for (i, g) in s.resource_groups.iter().enumerate() {
+            let path = format!("resourceGroups[{i}]");
+            if let Some(e) = bad_name("resource group", &g.name) {
+                self.p.add(&format!("{path}.name"), e);
+            }
+            let id = format!("{}/resourceGroups/{}", self.sub_id, g.name);
+            let loc = g
+                .location
+                .clone()
+                .unwrap_or_else(|| DEFAULT_LOCATION.into());
+            if self
+                .groups
+                .insert(g.name.to_ascii_lowercase(), (id.clone(), loc.clone()))
+                .is_some()
+            {
+                self.p.add(
+                    &format!("{path}.name"),
+                    format!("{:?} is declared twice", g.name),
+                );
+            }
+            self.plan.groups.push((id, loc));
+        }
+    }
+
+    /// The declared group `name` (id, location), or a problem at `path`.
+    fn group(&mut self, path: &str, name: &str) -> Option<(String, String)> {
+        let g = self.groups.get(&name.to_ascii_lowercase()).cloned();
+        if g.is_none() {
+            self.p.add(
+                &format!("{path}.resourceGroup"),
+                format!("no resource group {name:?} is declared in resourceGroups"),
+            );
+        }
+        g
+    }
+
+    /// Pinned ids: both or neither, GUIDs, each pinned once in the scenario.
+    fn pin(&mut self, path: &str, c: &Option<String>, o: &Option<String>) -> Option<Ids> {
+        let (c, o) = match (c, o) {
+            (None, None) => return None,
+            (Some(c), Some(o)) => (c, o),
+            _ => {
+                self.p.add(
+                    path,
+                    "clientId and principalId go together: give both or neither",
+                );
+                return None;
+            }
+        };
+        let mut ok = true;
+        for (field, v) in [("clientId", c), ("principalId", o)] {
+            if !is_guid(v) {
+                self.p
+                    .add(&format!("{path}.{field}"), format!("{v:?} is not a GUID"));
+                ok = false;
+            } else if let Some(first) = self.pinned_seen.insert(v.to_ascii_lowercase(), path.into())
+            {
+                self.p.add(
+                    &format!("{path}.{field}"),
+                    format!("{v} is already pinned by {first}"),
+                );
+                ok = false;
+            }
+        }
+        ok.then(|| (c.to_ascii_lowercase(), o.to_ascii_lowercase()))
+    }
+
+    fn identities(&mut self, s: &Scenario) {
+        for (i, x) in s.identities.iter().enumerate() {
+            let path = format!("identities[{i}]");
+            if let Some(e) = bad_name("identity", &x.name) {
+                self.p.add(&format!("{path}.name"), e);
+            }
+            let pinned = self.pin(&path, &x.client_id, &x.principal_id);
+            let Some((gid, gloc)) = self.group(&path, &x.resource_group) else {
+                continue;
+            };
+            let id = format!(
+                "{gid}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{}",
+                x.name
+            );
+            let k = format!("{}/{}", x.resource_group, x.name).to_ascii_lowercase();
+            if self.identities.ids.insert(k, id.clone()).is_some() {
+                self.p.add(
+                    &format!("{path}.name"),
+                    format!("{:?} is declared twice in its group", x.name),
+                );
+            }
+            self.plan.identities.push(PlannedIdentity {
+                path,
+                id,
+                location: x.location.clone().unwrap_or(gloc),
+                pinned,
+            });
+        }
+    }
+
+    fn vaults(&mut self, s: &Scenario) {
+        for (i, v) in s.vaults.iter().enumerate() {
+            let path = format!("vaults[{i}]");
+            if let Some(e) = bad_name("vault", &v.name) {
+                self.p.add(&format!("{path}.name"), e);
+            }
+            let mut names = HashMap::new();
+            for (j, sec) in v.secrets.iter().enumerate() {
+                let sp = format!("{path}.secrets[{j}].name");
+                if let Some(e) = bad_name("secret", &sec.name) {
+                    self.p.add(&sp, e);
+                }
+                if names.insert(sec.name.to_ascii_lowercase(), ()).is_some() {
+                    self.p.add(&sp, format!("{:?} is declared twice", sec.name));
+                }
+            }
+            let Some((gid, gloc)) = self.group(&path, &v.resource_group) else {
+                continue;
+            };
+            let id = format!("{gid}/providers/Microsoft.KeyVault/vaults/{}", v.name);
+            // Vault names are global, not per group.
+            let taken = self.vaults.ids.values().any(|o| {
+                o.rsplit('/')
+                    .next()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(&v.name))
+            });
+            if taken {
+                self.p.add(
+                    &format!("{path}.name"),
+                    format!("vault {:?} is declared twice", v.name),
+                );
+            }
+            self.vaults.ids.insert(
+                format!("{}/{}", v.resource_group, v.name).to_ascii_lowercase(),
+                id.clone(),
+            );
+            self.plan.vaults.push(PlannedVault {
+                id,
+                name: v.name.clone(),
+                location: v.location.clone().unwrap_or(gloc),
+                secrets: v
+                    .secrets
+                    .iter()
+                    .map(|s| (s.name.clone(), s.value.clone()))
+                    .collect(),
+            });
+        }
+    }
+
+    fn vms(&mut self, s: &Scenario) {
+        for (i, v) in s.vms.iter().enumerate() {
+            let path = format!("vms[{i}]");
+            if let Some(e) = bad_name("VM", &v.name) {
+                self.p.add(&format!("{path}.name"), e);
+            }
+            let system = v.system_assigned.as_ref().map(|ids| {
+                self.pin(
+                    &format!("{path}.systemAssigned"),
+                    &ids.client_id,
+                    &ids.principal_id,
+                )
+            });
+            let mut user = Vec::new();
+            for (j, r) in v.user_assigned.iter().enumerate() {
+                let at = format!("{path}.userAssigned[{j}]");
+                match self.identities.resolve(r) {
+                    Ok(id) if user.contains(&id.to_owned()) => {
+                        self.p.add(&at, format!("{r:?} is listed twice"))
+                    }
+                    Ok(id) => user.push(id.to_owned()),
+                    Err(e) => self.p.add(&at, e),
+                }
+            }
+            let Some((gid, gloc)) = self.group(&path, &v.resource_group) else {
+                continue;
+            };
+            let id = format!(
+                "{gid}/providers/Microsoft.Compute/virtualMachines/{}",
+                v.name
+            );
+            let k = format!("{}/{}", v.resource_group, v.name).to_ascii_lowercase();
+            if system.is_some() {
+                self.with_system.insert(id.to_ascii_lowercase(), ());
+            }
+            if self.vms.ids.insert(k, id.clone()).is_some() {
+                self.p.add(
+                    &format!("{path}.name"),
+                    format!("{:?} is declared twice in its group", v.name),
+                );
+            }
+            self.plan.vms.push(PlannedVm {
+                path,
+                id,
+                location: v.location.clone().unwrap_or(gloc),
+                system,
+                user,
+            });
+        }
+    }
 }
 
 /// What role assignments may refer to.
