@@ -7,4 +7,6 @@ pub(crate) mod apply;
 pub(crate) mod export;
 pub(crate) mod model;
 mod remote;
+#[cfg(test)]
+mod schema_tests;
 pub(crate) mod validate;
