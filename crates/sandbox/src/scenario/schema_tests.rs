@@ -175,13 +175,12 @@ fn check(root: &Value, s: &Value, v: &Value, path: &str, out: &mut Vec<String>) 
         return;
     }
     let num = |k: &str| s[k].as_f64();
-    if let Some(x) = v.as_f64() {
-        if num("minimum").is_some_and(|m| x < m)
+    if let Some(x) = v.as_f64()
+        && (num("minimum").is_some_and(|m| x < m)
             || num("maximum").is_some_and(|m| x > m)
-            || num("exclusiveMinimum").is_some_and(|m| x <= m)
-        {
-            bad(format!("{x} is out of range"));
-        }
+            || num("exclusiveMinimum").is_some_and(|m| x <= m))
+    {
+        bad(format!("{x} is out of range"));
     }
     if let Some(t) = v.as_str() {
         let n = t.chars().count() as f64;
