@@ -253,15 +253,23 @@ async fn check_pinned(
             },
         ),
     ] {
-        let Ok(mut d) = remote.directory() else {
-            continue;
+        let found = match remote.directory() {
+            Ok(mut d) => d.get_service_principal(req).await,
+            Err(e) => {
+                problems.push(format!("{path}.{field}: cannot ask Entra: {e:#}"));
+                continue;
+            }
         };
-        if let Ok(p) = d.get_service_principal(req).await {
-            let p = p.into_inner();
-            problems.push(format!(
-                "{path}.{field}: already used by service principal {} ({})",
-                p.object_id, p.display_name
-            ));
+        match found {
+            Ok(p) => {
+                let p = p.into_inner();
+                problems.push(format!(
+                    "{path}.{field}: already used by service principal {} ({})",
+                    p.object_id, p.display_name
+                ));
+            }
+            Err(s) if s.code() == tonic::Code::NotFound => {}
+            Err(s) => problems.push(format!("{path}.{field}: cannot ask Entra: {}", s.message())),
         }
     }
 }
