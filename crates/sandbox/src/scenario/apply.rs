@@ -300,13 +300,7 @@ async fn reserve(remote: &Remote, resource_id: &str, (client, object): &Ids) -> 
 }
 
 async fn set_clock(remote: &Remote, at: i64, out: &mut Outcome) -> anyhow::Result<()> {
-    let mut c = remote.clock()?;
-    let now = c
-        .show(admin::ShowClockRequest {})
-        .await
-        .map_err(|s| anyhow::anyhow!("reading the clock: {}", s.message()))?
-        .into_inner()
-        .now_unix_seconds;
+    let now = remote.now().await?;
     let at_text = misim_types::time::format_rfc3339(at);
     if now >= at {
         // Time only moves forward: a sandbox already past the scenario's time stays there.
@@ -320,12 +314,14 @@ async fn set_clock(remote: &Remote, at: i64, out: &mut Outcome) -> anyhow::Resul
         );
         return Ok(());
     }
-    c.set(admin::SetClockRequest {
-        unix_seconds: at,
-        allow_backwards: false,
-    })
-    .await
-    .map_err(|s| anyhow::anyhow!("setting the clock: {}", s.message()))?;
+    remote
+        .clock()?
+        .set(admin::SetClockRequest {
+            unix_seconds: at,
+            allow_backwards: false,
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("setting the clock: {}", s.message()))?;
     out.note("updated", "clock", &at_text);
     Ok(())
 }
@@ -528,13 +524,7 @@ async fn ensure_fault(
 ) -> anyhow::Result<()> {
     let service = Service::parse(&rule.service)?;
     let spec = fault_spec(rule);
-    let mut c = remote.faults(service)?;
-    let rules = c
-        .list_faults(admin::ListFaultsRequest {})
-        .await
-        .map_err(|s| anyhow::anyhow!("listing {service}'s faults: {}", s.message()))?
-        .into_inner()
-        .faults;
+    let rules = remote.list_faults(service).await?;
     let key = fault_key(&spec);
     if let Some(f) = rules
         .iter()
@@ -543,7 +533,8 @@ async fn ensure_fault(
         out.note("unchanged", "fault", &f.id);
         return Ok(());
     }
-    let f = c
+    let f = remote
+        .faults(service)?
         .add_fault(admin::AddFaultRequest { spec: Some(spec) })
         .await
         .map_err(|s| anyhow::anyhow!("adding a {service} fault: {}", s.message()))?

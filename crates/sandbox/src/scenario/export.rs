@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 
 use misim_chaos::Service;
-use misim_proto::admin::v1 as admin;
 use misim_proto::entra::v1 as entra;
 use serde_json::Value;
 
@@ -277,13 +276,7 @@ async fn system_assigned(
 
 /// The sandbox clock's time.
 async fn clock(remote: &Remote) -> anyhow::Result<Clock> {
-    let now = remote
-        .clock()?
-        .show(admin::ShowClockRequest {})
-        .await
-        .map_err(|s| anyhow::anyhow!("reading the clock: {}", s.message()))?
-        .into_inner()
-        .now_unix_seconds;
+    let now = remote.now().await?;
     Ok(Clock {
         at: misim_types::time::format_rfc3339(now),
     })
@@ -382,13 +375,7 @@ async fn assignments(
 async fn faults(remote: &Remote) -> anyhow::Result<Vec<Fault>> {
     let mut out = Vec::new();
     for service in Service::ALL {
-        let rules = remote
-            .faults(service)?
-            .list_faults(admin::ListFaultsRequest {})
-            .await
-            .map_err(|st| anyhow::anyhow!("listing {service}'s faults: {}", st.message()))?
-            .into_inner()
-            .faults;
+        let rules = remote.list_faults(service).await?;
         for f in rules {
             let spec = f.spec.unwrap_or_default();
             let opt = |v: String| (!v.is_empty()).then_some(v);

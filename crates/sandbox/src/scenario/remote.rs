@@ -277,6 +277,28 @@ impl Remote {
         )?))
     }
 
+    /// The sandbox clock's time, Unix seconds.
+    pub(crate) async fn now(&self) -> anyhow::Result<i64> {
+        Ok(self
+            .clock()?
+            .show(admin::ShowClockRequest {})
+            .await
+            .map_err(|s| anyhow::anyhow!("reading the clock: {}", s.message()))?
+            .into_inner()
+            .now_unix_seconds)
+    }
+
+    /// The active fault rules of `service`.
+    pub(crate) async fn list_faults(&self, service: Service) -> anyhow::Result<Vec<admin::Fault>> {
+        Ok(self
+            .faults(service)?
+            .list_faults(admin::ListFaultsRequest {})
+            .await
+            .map_err(|s| anyhow::anyhow!("listing {service}'s faults: {}", s.message()))?
+            .into_inner()
+            .faults)
+    }
+
     /// The owner's client of the sandbox clock.
     pub(crate) fn clock(&self) -> anyhow::Result<admin::clock_client::ClockClient<ControlChannel>> {
         let url = env_value(&self.env, "MISIM_ADMIN_GRPC_URL")?;
@@ -297,7 +319,11 @@ impl Remote {
     }
 }
 
-fn http_client(ca_pem: &str, resolve: &[(&str, SocketAddr)]) -> anyhow::Result<reqwest::Client> {
+/// An HTTPS client trusting only the sandbox CA, with host names pinned to `resolve`'s addresses.
+pub(crate) fn http_client(
+    ca_pem: &str,
+    resolve: &[(&str, SocketAddr)],
+) -> anyhow::Result<reqwest::Client> {
     let mut b = reqwest::Client::builder()
         .no_proxy()
         .timeout(std::time::Duration::from_secs(60));

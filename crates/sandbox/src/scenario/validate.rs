@@ -116,6 +116,10 @@ fn bad_name(kind: &str, name: &str) -> Option<String> {
     (!ok).then(|| format!("{name:?} is not a valid {kind} name"))
 }
 
+fn twice(name: &str) -> String {
+    format!("{name:?} is declared twice in its group")
+}
+
 /// Declared resources of one type by lower-cased `group/name`, for references.
 struct Names {
     kind: &'static str,
@@ -128,6 +132,12 @@ impl Names {
             kind,
             ids: HashMap::new(),
         }
+    }
+
+    /// Records `group/name` as `id`; false if it was declared already.
+    fn declare(&mut self, group: &str, name: &str, id: &str) -> bool {
+        let k = format!("{group}/{name}").to_ascii_lowercase();
+        self.ids.insert(k, id.to_owned()).is_none()
     }
 
     /// `NAME` (unique among the declared) or `GROUP/NAME`.
@@ -325,12 +335,8 @@ impl Checker {
                 "{gid}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{}",
                 x.name
             );
-            let k = format!("{}/{}", x.resource_group, x.name).to_ascii_lowercase();
-            if self.identities.ids.insert(k, id.clone()).is_some() {
-                self.p.add(
-                    &format!("{path}.name"),
-                    format!("{:?} is declared twice in its group", x.name),
-                );
+            if !self.identities.declare(&x.resource_group, &x.name, &id) {
+                self.p.add(&format!("{path}.name"), twice(&x.name));
             }
             self.plan.identities.push(PlannedIdentity {
                 path,
@@ -421,15 +427,11 @@ impl Checker {
                 "{gid}/providers/Microsoft.Compute/virtualMachines/{}",
                 v.name
             );
-            let k = format!("{}/{}", v.resource_group, v.name).to_ascii_lowercase();
             if system.is_some() {
                 self.with_system.insert(id.to_ascii_lowercase(), ());
             }
-            if self.vms.ids.insert(k, id.clone()).is_some() {
-                self.p.add(
-                    &format!("{path}.name"),
-                    format!("{:?} is declared twice in its group", v.name),
-                );
+            if !self.vms.declare(&v.resource_group, &v.name, &id) {
+                self.p.add(&format!("{path}.name"), twice(&v.name));
             }
             self.plan.vms.push(PlannedVm {
                 path,
