@@ -102,6 +102,13 @@ fn bounded(what: &str, v: &Option<String>) -> Result<(), ChaosError> {
 }
 
 impl RuleSpec {
+    /// Checks the rule as its service would, without adding it: what a scenario file
+    /// validates before its first write (the message names the problem).
+    pub fn check(&self) -> Result<(), ChaosError> {
+        let host = Service::parse(&self.service)?;
+        self.clone().validate(host).map(|_| ())
+    }
+
     /// Checks the spec for `host` (the service whose store it goes to) and
     /// normalises it. Every refusal names the problem.
     pub(crate) fn validate(mut self, host: Service) -> Result<(Self, Option<Glob>), ChaosError> {

@@ -67,8 +67,9 @@ fn status(method: &'static str, e: EntraError) -> Status {
 /// who may call everything). Only ARM, as the managed-identity resource
 /// provider, manages managed-identity principals and their certificates;
 /// only IMDS redeems client assertions; services that verify tokens read the
-/// signing keys. `CreateApplication` (a principal with a secret) and
-/// `EnsureApplication` are for the sandbox owner only.
+/// signing keys. `CreateApplication` (a principal with a secret),
+/// `EnsureApplication` and `ReserveManagedIdentityIds` (pinning the ids a new
+/// managed identity gets) are for the sandbox owner only.
 pub(crate) fn allowed(method: &str) -> &'static [Caller] {
     use Caller::{Arm, Imds, KeyVault};
     match method {
@@ -319,6 +320,40 @@ impl pb::directory_server::Directory for Entra {
                 })
                 .collect(),
             tenant_id: self.inner.config.tenant_id.clone(),
+        }))
+    }
+
+    async fn reserve_managed_identity_ids(
+        &self,
+        request: Request<pb::ReserveManagedIdentityIdsRequest>,
+    ) -> Result<Response<pb::ReservedManagedIdentityIds>, Status> {
+        let r = request.into_inner();
+        let raw = required(
+            "managed_identity_resource_id",
+            &r.managed_identity_resource_id,
+        )?;
+        let rid = ResourceId::parse(raw).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let guid = |field: &str, v: &str| {
+            if crate::config::is_guid(v) {
+                Ok(v.to_ascii_lowercase())
+            } else {
+                Err(Status::invalid_argument(format!(
+                    "{field} {v:?} is not a GUID"
+                )))
+            }
+        };
+        let reservation = crate::domain::pinned_ids::Reservation {
+            resource_id: rid.as_str().to_owned(),
+            app_id: guid("app_id", &r.app_id)?,
+            object_id: guid("object_id", &r.object_id)?,
+        };
+        let reserved = self
+            .directory()
+            .reserve_ids(reservation)
+            .await
+            .map_err(|e| status("ReserveManagedIdentityIds", e))?;
+        Ok(Response::new(pb::ReservedManagedIdentityIds {
+            existing: reserved == crate::domain::pinned_ids::Reserved::Existing,
         }))
     }
 }

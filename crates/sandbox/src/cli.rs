@@ -42,6 +42,10 @@ enum Command {
         /// (`30s`, `2m`; 0, the default, is at once).
         #[arg(long, env = "MISIM_IDENTITY_DELAY", default_value = "0", value_parser = misim_types::time::parse_duration)]
         identity_delay: std::time::Duration,
+        /// A scenario to apply once every service answers, before `misim up` reports
+        /// ready (docs/scenarios.md); if it fails, `misim up` stops with the error.
+        #[arg(long, env = "MISIM_SCENARIO")]
+        scenario: Option<PathBuf>,
     },
     /// Print the environment file of a running (or last) sandbox.
     Env {
@@ -140,6 +144,11 @@ enum Command {
     /// The decision log: every refused request, injected fault and throttled
     /// request, with who asked, what, and why.
     Log(crate::log_cmd::LogArgs),
+    /// Make the sandbox match a scenario file (groups, identities with pinned ids, VMs,
+    /// vaults, secrets, role assignments, faults, clock); idempotent.
+    Apply(crate::scenario_cmd::ApplyArgs),
+    /// Write the sandbox's current state as a scenario file.
+    Export(crate::scenario_cmd::ExportArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -244,6 +253,7 @@ pub fn default_data_dir() -> PathBuf {
 }
 
 /// Runs the command line; the binary's `main` only calls this.
+// long: one match arm per subcommand, each a call into its module.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Up {
@@ -252,12 +262,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             imds_throttle,
             role_assignment_delay,
             identity_delay,
+            scenario,
         } => {
             let mut config = SandboxConfig::new(&data_dir);
             config.imds_throttle = imds_throttle;
             config.role_assignment_delay = role_assignment_delay;
             config.identity_delay = identity_delay;
-            up(config, random_ports).await
+            up(config, random_ports, scenario).await
         }
         Command::Env { data_dir } => {
             print!("{}", read_env_file(&data_dir)?.join("\n"));
@@ -337,6 +348,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keys { command } => crate::keys_cmd::run(command).await,
         Command::Fault { command } => crate::fault_cmd::run(command).await,
         Command::Log(args) => crate::log_cmd::run(args).await,
+        Command::Apply(args) => crate::scenario_cmd::run_apply(args).await,
+        Command::Export(args) => crate::scenario_cmd::run_export(args).await,
         Command::Idle => {
             let stop = misim_runtime::Shutdown::new();
             misim_runtime::cancel_on_signal(stop).await;
@@ -377,7 +390,11 @@ fn secrets(command: SecretsCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn up(mut config: SandboxConfig, random_ports: bool) -> anyhow::Result<ExitCode> {
+async fn up(
+    mut config: SandboxConfig,
+    random_ports: bool,
+    scenario: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
     let data_dir = config.data_dir.clone();
     if !random_ports {
         config.ports = Ports::DEFAULT;
@@ -385,6 +402,12 @@ async fn up(mut config: SandboxConfig, random_ports: bool) -> anyhow::Result<Exi
     config.tokens = misim_entra::TokenPolicy::from_env(&misim_types::ProcessEnv)?;
     let mut sandbox = Sandbox::start(config).await?;
     let env_path = sandbox.write_env_file()?;
+    if let Some(file) = scenario
+        && let Err(e) = crate::scenario_cmd::apply_file(&data_dir, &file, false).await
+    {
+        sandbox.shutdown().await?;
+        return Err(e);
+    }
     println!("misim is up (data in {})", data_dir.display());
     println!("  ARM          {}", sandbox.arm_url);
     println!(

@@ -13,6 +13,8 @@ mod keys_cmd;
 mod log_cmd;
 mod oidc_cmd;
 mod pod_cmd;
+mod scenario;
+mod scenario_cmd;
 pub mod secrets;
 mod start;
 mod vm_exec;

@@ -46,6 +46,9 @@ pub(crate) struct Directory {
     pub(super) apps_by_app_id: Table<String>,
     /// Graph application permissions by principal object id (the admin has all).
     pub(super) graph_permissions: Table<super::graph_permission::GraphPermission>,
+    /// Ids the sandbox owner pinned for managed identities not yet created, by
+    /// lower-cased identity resource id (`pinned_ids.rs`).
+    pub(super) reservations: Table<super::pinned_ids::Reservation>,
     /// Serialises writes so index updates never interleave.
     pub(super) write: tokio::sync::Mutex<()>,
     pub(super) clock: SharedClock,
@@ -74,6 +77,7 @@ impl Directory {
             applications: store.table("applications")?,
             apps_by_app_id: store.table("applications_by_app_id")?,
             graph_permissions: store.table("graph_permissions")?,
+            reservations: store.table("managed_identity_id_reservations")?,
             write: tokio::sync::Mutex::new(()),
             clock,
             ids,
@@ -144,9 +148,17 @@ impl Directory {
             }
             (PrincipalKind::Application, _) => (Vec::new(), None),
         };
+        let pinned = match &mi_id {
+            Some(id) => self.reserved_for(id)?,
+            None => None,
+        };
+        let (object_id, app_id) = match &pinned {
+            Some(r) => (r.object_id.clone(), r.app_id.clone()),
+            None => (self.ids.guid(), self.ids.guid()),
+        };
         let p = Principal {
-            object_id: self.ids.guid(),
-            app_id: self.ids.guid(),
+            object_id,
+            app_id,
             display_name: new.display_name,
             kind: new.kind,
             alternative_names,
@@ -165,6 +177,9 @@ impl Directory {
         self.by_request
             .put(&key(&new.request_id), &key(&p.object_id))
             .await?;
+        if let Some(r) = pinned {
+            self.release(&r.resource_id).await?;
+        }
         Ok(p)
     }
 

@@ -7,6 +7,7 @@ pub(crate) mod directory;
 pub(crate) mod federation;
 pub(crate) mod graph_permission;
 pub(crate) mod odata;
+pub(crate) mod pinned_ids;
 pub(crate) mod principal;
 pub(crate) mod signing;
 pub(crate) mod tokens;

@@ -1156,3 +1156,68 @@ async fn client_secret_basic_is_accepted() {
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
     assert_eq!(v["error"], "invalid_request");
 }
+
+/// `ReserveManagedIdentityIds` (the owner's pinned ids, docs/scenarios.md): the identity's
+/// principal is created with them (the ARM resource id matched case-insensitively); reserving them again says
+/// `existing`; malformed ids and ids another principal holds are refused, reserving nothing.
+#[tokio::test]
+async fn reserved_ids_become_the_managed_identitys_ids() {
+    const APP: &str = "6A1F3C2E-0B7D-4C55-9E2A-1D3F5B7C9E01";
+    const OBJ: &str = "0f9e8d7c-6b5a-4938-8271-605f4e3d2c1b";
+    let env = env().await;
+    let reserve = |rid: &str, app: &str, obj: &str| pb::ReserveManagedIdentityIdsRequest {
+        managed_identity_resource_id: rid.into(),
+        app_id: app.into(),
+        object_id: obj.into(),
+    };
+    let e = env
+        .entra
+        .reserve_managed_identity_ids(tonic::Request::new(reserve(UAMI_ID, "nope", OBJ)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("app_id \"nope\" is not a GUID"), "{e}");
+    let e = env
+        .entra
+        .reserve_managed_identity_ids(tonic::Request::new(reserve(UAMI_ID, APP, ADMIN_OID)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e}");
+
+    let r = env
+        .entra
+        .reserve_managed_identity_ids(tonic::Request::new(reserve(UAMI_ID, APP, OBJ)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!r.existing);
+    let sp = env
+        .entra
+        .create_service_principal(tonic::Request::new(pb::CreateServicePrincipalRequest {
+            request_id: "op-pinned".into(),
+            display_name: "id1".into(),
+            r#type: pb::ServicePrincipalType::ManagedIdentity as i32,
+            managed_identity_resource_id: UAMI_ID.into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (sp.app_id.as_str(), sp.object_id.as_str()),
+        (APP.to_ascii_lowercase().as_str(), OBJ)
+    );
+    let r = env
+        .entra
+        .reserve_managed_identity_ids(tonic::Request::new(reserve(
+            &UAMI_ID.to_ascii_lowercase(),
+            APP,
+            OBJ,
+        )))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        r.existing,
+        "ids of an identity that has them: nothing to reserve"
+    );
+}

@@ -217,6 +217,13 @@ impl Directory for FakeDirectory {
         unimplemented()
     }
 
+    async fn reserve_managed_identity_ids(
+        &self,
+        _: Request<pb::ReserveManagedIdentityIdsRequest>,
+    ) -> Result<Response<pb::ReservedManagedIdentityIds>, Status> {
+        unimplemented()
+    }
+
     async fn issue_token(
         &self,
         r: Request<pb::IssueTokenRequest>,
