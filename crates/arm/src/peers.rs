@@ -392,7 +392,10 @@ impl Peers {
         tenant_id: &str,
         c: &Credential,
     ) -> Result<bool, ArmError> {
-        match self.put_identity(vm_id, kind, resource_id, tenant_id, c).await {
+        match self
+            .put_identity(vm_id, kind, resource_id, tenant_id, c)
+            .await
+        {
             Ok(()) => Ok(true),
             Err(s) if is_not_found(&s) => Ok(false),
             Err(s) => Err(failed(IMDS, s)),

@@ -268,7 +268,10 @@ mod tests {
         );
         assert_eq!(svc.state().offset_seconds, 100);
         assert_eq!(read_offset(&dir.path().join(OFFSET_FILE)).unwrap(), 100);
-        assert!(!moves.has_changed().unwrap(), "a refused move is not announced");
+        assert!(
+            !moves.has_changed().unwrap(),
+            "a refused move is not announced"
+        );
         let s = svc.set(1_800_000_050, true).await.unwrap();
         assert_eq!((s.now_unix_seconds, s.offset_seconds), (1_800_000_050, 50));
     }

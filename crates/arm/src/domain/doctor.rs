@@ -79,8 +79,11 @@ fn entra_drifts(
         seen.insert(oid);
         // ARM's current certificate, plus the ones a renewal retired until they expire.
         let want = thumbprint(cred);
-        let mut expected: BTreeSet<&str> =
-            cred.retired.iter().map(|r| r.thumbprint_sha1.as_str()).collect();
+        let mut expected: BTreeSet<&str> = cred
+            .retired
+            .iter()
+            .map(|r| r.thumbprint_sha1.as_str())
+            .collect();
         expected.extend(want.as_deref());
         let have: Vec<&str> = sp.thumbprints.iter().map(String::as_str).collect();
         let same = have.len() == expected.len() && have.iter().all(|t| expected.contains(t));

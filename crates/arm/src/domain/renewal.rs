@@ -97,7 +97,11 @@ fn renew_at(c: &Credential) -> Option<i64> {
 /// The earliest time anything is to be done for `c`: its renewal, or removing a retired
 /// certificate once it has expired (Entra accepts a key until its notAfter included).
 pub(crate) fn due_at(c: &Credential) -> Option<i64> {
-    let cleanup = c.retired.iter().map(|r| r.not_after.saturating_add(1)).min();
+    let cleanup = c
+        .retired
+        .iter()
+        .map(|r| r.not_after.saturating_add(1))
+        .min();
     match (renew_at(c), cleanup) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
@@ -160,9 +164,7 @@ impl Core {
 
     fn scan_if_due(&self) -> Result<(), ArmError> {
         let now = self.clock.unix();
-        if !self.renewal.queue().is_empty()
-            || now < self.renewal.next_scan.load(Ordering::SeqCst)
-        {
+        if !self.renewal.queue().is_empty() || now < self.renewal.next_scan.load(Ordering::SeqCst) {
             return Ok(());
         }
         self.renewal
@@ -177,7 +179,10 @@ impl Core {
                 principal_id: c.principal_id.clone(),
             }),
             Some(t) => next = next.min(t),
-            None => tracing::warn!(resource_id, "managed-identity certificate unreadable; not renewed"),
+            None => tracing::warn!(
+                resource_id,
+                "managed-identity certificate unreadable; not renewed"
+            ),
         };
         for (k, vm) in self.vms.all()? {
             if let (Some(c), false) = (&vm.sami, vm.state == ProvState::Deleting) {

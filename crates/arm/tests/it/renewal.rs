@@ -86,7 +86,11 @@ async fn a_certificate_is_renewed_after_45_days_and_the_old_one_removed_once_exp
         ]
     );
     let both = h.entra_thumbprints(&principal);
-    assert_eq!(both.len(), 2, "Entra accepts old and new during the overlap");
+    assert_eq!(
+        both.len(),
+        2,
+        "Entra accepts old and new during the overlap"
+    );
     let renewed = h.imds_thumbprint(&vm_id, &client);
     assert_ne!(renewed, first[0]);
     assert!(both.contains(&renewed) && both.contains(&first[0]));

@@ -141,8 +141,12 @@ async fn a_renewed_identity_is_accepted_with_both_certificates_until_the_old_one
             .contains("The key used is expired."),
         "{body}"
     );
-    let (s, body) =
-        post_assertion(&env.entra, id, &assertion(&next_signer, id, &v2_aud(), later)).await;
+    let (s, body) = post_assertion(
+        &env.entra,
+        id,
+        &assertion(&next_signer, id, &v2_aud(), later),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK, "{body}");
     let logged = env.entra.chaos().log().list(&misim_chaos::Query {
         denied_only: true,
@@ -150,7 +154,9 @@ async fn a_renewed_identity_is_accepted_with_both_certificates_until_the_old_one
         service: None,
     });
     assert!(
-        logged.iter().any(|d| d.status == 401 && d.reason.starts_with("AADSTS700027")),
+        logged
+            .iter()
+            .any(|d| d.status == 401 && d.reason.starts_with("AADSTS700027")),
         "the refusal is in the decision log: {logged:?}"
     );
 

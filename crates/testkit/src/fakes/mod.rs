@@ -85,8 +85,9 @@ mod tests {
             .unwrap()
             .into_inner();
         let t0 = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
-        let cert = misim_token::cert::generate_ec_cert("c", t0, t0 + std::time::Duration::from_secs(60))
-            .unwrap();
+        let cert =
+            misim_token::cert::generate_ec_cert("c", t0, t0 + std::time::Duration::from_secs(60))
+                .unwrap();
         let key = dir
             .add_key_credential(entra::AddKeyCredentialRequest {
                 object_id: sp.object_id.clone(),
@@ -135,7 +136,11 @@ mod tests {
             assert_eq!(r.existed, existed);
         }
         let s = state.lock();
-        assert!(s.service_principals[&sp.object_id].key_credentials.is_empty());
+        assert!(
+            s.service_principals[&sp.object_id]
+                .key_credentials
+                .is_empty()
+        );
         assert_eq!(
             s.calls[..3],
             [
