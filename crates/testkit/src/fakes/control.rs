@@ -4,7 +4,7 @@ use misim_proto::imds::v1 as pb;
 use misim_proto::imds::v1::control_server::{Control, ControlServer};
 use tonic::{Request, Response, Status};
 
-use super::{SharedState, unimplemented};
+use super::SharedState;
 
 /// A fake IMDS `Control` keeping VMs and identities in the shared
 /// [`FakeState`](super::FakeState) and logging every call there. `PutIdentity` asserts that
