@@ -317,12 +317,13 @@ impl Core {
     pub async fn reconcile(self: Arc<Self>, shutdown: misim_runtime::Shutdown) {
         let mut backoff = HashMap::new();
         let mut next_prune = self.clock.now();
+        // A copy: a reconciler started again (ARM stopped and started in process) follows too.
         let mut moves = self
             .renewal
             .clock_moves
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .take();
+            .clone();
         loop {
             if self.clock.now() >= next_prune {
                 if let Err(e) = self.prune_ops().await {
