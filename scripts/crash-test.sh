@@ -5,7 +5,9 @@
 # group each) while one service at a time is SIGKILLed at random points and
 # restarted; then zero drift from doctor, every acknowledged effect present,
 # exactly one principal and key credential per existing identity, none for
-# deleted ones. The reduced form runs in about 35 s on two cores (plus the
+# deleted ones; then every service restarts 46 days later (clock offset) and
+# ARM, killed while it renews every certificate, converges again with two key
+# credentials (old and new) per principal. The reduced form runs in about 35 s on two cores (plus the
 # build).
 #
 #   scripts/crash-test.sh            # CI form: MISIM_CRASH_KILLS=30

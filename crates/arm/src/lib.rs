@@ -97,6 +97,26 @@ impl Arm {
         self.core.propagation.set_delay(delay);
     }
 
+    /// Looks for managed-identity certificates due for renewal whenever the
+    /// sandbox clock moves (`ClockService::subscribe`), besides the
+    /// reconciler's own looks. Call before [`serve`].
+    pub fn follow_clock(&self, moves: tokio::sync::watch::Receiver<i64>) {
+        *self
+            .core
+            .renewal
+            .clock_moves
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(moves);
+    }
+
+    /// Renews every managed-identity certificate due by the sandbox clock now,
+    /// inline (the reconciler does the same in the background, in batches);
+    /// returns how many renewals were scheduled. One an outage holds up stays
+    /// pending and is retried by the reconciler.
+    pub async fn renew_due_credentials(&self) -> Result<usize, ArmError> {
+        self.core.renew_due_credentials().await
+    }
+
     /// ARM's fault rules and decision log (`misim fault`, `misim log`).
     pub fn chaos(&self) -> &misim_chaos::Chaos {
         &self.chaos

@@ -52,6 +52,7 @@ async fn main() -> anyhow::Result<()> {
     let arm = Arm::open(settings.config, deps)
         .await
         .context("opening arm")?;
+    arm.follow_clock(clock_svc.subscribe());
     let http = tokio::net::TcpListener::bind(settings.http_addr)
         .await
         .context("binding http")?;

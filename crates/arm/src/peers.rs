@@ -221,6 +221,27 @@ impl Peers {
         Ok(())
     }
 
+    /// Removes a certificate from a principal by thumbprint (done when either is gone).
+    pub(crate) async fn remove_key_credential(
+        &self,
+        object_id: &str,
+        thumbprint_sha1: &str,
+    ) -> Result<(), ArmError> {
+        match self
+            .directory
+            .clone()
+            .remove_key_credential(entra::RemoveKeyCredentialRequest {
+                object_id: object_id.to_owned(),
+                thumbprint_sha1: thumbprint_sha1.to_owned(),
+            })
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(s) if is_not_found(&s) => Ok(()),
+            Err(s) => Err(failed(ENTRA, s)),
+        }
+    }
+
     /// Deletes a principal (deleting one that is gone succeeds).
     pub(crate) async fn delete_principal(&self, object_id: &str) -> Result<(), ArmError> {
         self.directory
@@ -356,6 +377,39 @@ impl Peers {
         tenant_id: &str,
         c: &Credential,
     ) -> Result<(), ArmError> {
+        self.put_identity(vm_id, kind, resource_id, tenant_id, c)
+            .await
+            .map_err(|s| failed(IMDS, s))
+    }
+
+    /// Pushes a renewed credential to a VM; false when IMDS does not know the VM (yet:
+    /// the VM's own operation pushes the current credential once it has put the VM).
+    pub(crate) async fn push_renewed(
+        &self,
+        vm_id: &str,
+        kind: IdentityKind,
+        resource_id: &str,
+        tenant_id: &str,
+        c: &Credential,
+    ) -> Result<bool, ArmError> {
+        match self
+            .put_identity(vm_id, kind, resource_id, tenant_id, c)
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(s) if is_not_found(&s) => Ok(false),
+            Err(s) => Err(failed(IMDS, s)),
+        }
+    }
+
+    async fn put_identity(
+        &self,
+        vm_id: &str,
+        kind: IdentityKind,
+        resource_id: &str,
+        tenant_id: &str,
+        c: &Credential,
+    ) -> Result<(), Status> {
         let kind = match kind {
             IdentityKind::System => imds::IdentityKind::SystemAssigned,
             IdentityKind::User => imds::IdentityKind::UserAssigned,
@@ -374,8 +428,7 @@ impl Peers {
                     private_key_pem: c.private_key_pem.clone(),
                 }),
             })
-            .await
-            .map_err(|s| failed(IMDS, s))?;
+            .await?;
         Ok(())
     }
 

@@ -29,6 +29,23 @@ pub struct Credential {
     pub certificate_pem: String,
     /// PEM PKCS#8 private key.
     pub private_key_pem: String,
+    /// The certificate's validity (notBefore, notAfter), Unix seconds of the sandbox clock.
+    /// `None` in records written before renewal existed: read from the certificate then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validity: Option<(i64, i64)>,
+    /// Certificates this one replaced, still registered with Entra until they expire.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired: Vec<RetiredCert>,
+}
+
+/// A managed identity's earlier certificate: Entra keeps accepting it until `not_after`
+/// (the overlap of a renewal), then ARM removes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetiredCert {
+    /// Upper-case hex SHA-1 thumbprint (Entra's key for it).
+    pub thumbprint_sha1: String,
+    /// Its expiry, Unix seconds.
+    pub not_after: i64,
 }
 
 impl std::fmt::Debug for Credential {
@@ -200,6 +217,14 @@ pub enum OpKind {
         /// The credential's name.
         name: String,
     },
+    /// Renew the certificate of the identity under `target` (a VM's system-assigned
+    /// identity, or a user-assigned identity) when it is due, push the current one to
+    /// IMDS, and remove expired earlier ones from Entra (`domain::renewal`).
+    CredentialRoll {
+        /// The identity's principal when the roll was scheduled: a different one
+        /// (the identity was replaced) is left alone.
+        principal_id: String,
+    },
 }
 
 /// A federated identity credential of a user-assigned identity, as ARM
@@ -220,9 +245,13 @@ pub struct FicRecord {
 
 impl OpKind {
     /// Whether the operation may fail for good after repeated refusals:
-    /// those whose record stays for the user to retry from.
+    /// those whose record stays for the user to retry from, and renewals,
+    /// which the next scan schedules again.
     pub fn may_fail(&self) -> bool {
-        matches!(self, OpKind::Vm | OpKind::FicSync { .. })
+        matches!(
+            self,
+            OpKind::Vm | OpKind::FicSync { .. } | OpKind::CredentialRoll { .. }
+        )
     }
 }
 

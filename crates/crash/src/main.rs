@@ -8,7 +8,10 @@
 //! and restarting it, then checks: zero drift from ARM's doctor, every
 //! acknowledged operation's effect present (per worker), every identity that
 //! exists has exactly one service principal with one key credential, none
-//! that was deleted still has one.
+//! that was deleted still has one. Then every process restarts 46 days later
+//! (the clock offset they read at start) and ARM, killed while it renews, must
+//! renew every identity's certificate: zero drift again, and two key
+//! credentials (old and new, both still valid) per principal.
 //!
 //! Environment: `MISIM_CRASH_KILLS` (default 30), `MISIM_CRASH_SEED`,
 //! `MISIM_CRASH_BIN_DIR` (default: this executable's directory),
@@ -277,6 +280,7 @@ async fn run(
 
     converge(&at.arm_grpc, &control, deadline).await?;
     verify_effects(&api, &at.entra_grpc, &control, &finished).await?;
+    renew_through_kills(data, &procs, &at, &control, seed, deadline).await?;
     let total: u32 = kc.values().sum();
     if total < kills {
         bail!("only {total} kills");
@@ -450,6 +454,62 @@ async fn converge(
         report.vms,
         report.imds_vms,
         report.failed_operations
+    );
+    Ok(())
+}
+
+/// Restarts every service 46 days later by the sandbox clock, so ARM renews every
+/// certificate at start, and kills ARM while it does; then zero drift and, per
+/// managed-identity principal, two key credentials (the old one is still valid).
+async fn renew_through_kills(
+    data: &Path,
+    procs: &tokio::sync::Mutex<Procs>,
+    at: &Endpoints,
+    control: &misim_proto::auth::ControlKey,
+    seed: u64,
+    deadline: tokio::time::Instant,
+) -> anyhow::Result<()> {
+    const ARM_KILLS: u32 = 3;
+    let mut p = procs.lock().await;
+    p.stop_all();
+    std::fs::write(
+        data.join(misim_proto::clock::OFFSET_FILE),
+        format!("{}\n", 46 * 86400),
+    )?;
+    for s in SERVICES {
+        p.spawn(s)?;
+    }
+    for s in SERVICES {
+        p.wait_ready(s).await?;
+    }
+    let mut rng = Rng(seed.rotate_left(29) | 1);
+    for _ in 0..ARM_KILLS {
+        tokio::time::sleep(Duration::from_millis(rng.below(200))).await;
+        p.kill("arm")?;
+        p.spawn("arm")?;
+        p.wait_ready("arm").await?;
+    }
+    drop(p);
+    converge(&at.arm_grpc, control, deadline).await?;
+    let mut dir = misim_proto::entra::v1::directory_client::DirectoryClient::new(
+        control
+            .credential(misim_proto::auth::Caller::Admin)
+            .wrap(misim_runtime::lazy_channel(&at.entra_grpc)?),
+    );
+    let mi: Vec<_> = dir
+        .list_service_principals(misim_proto::entra::v1::ListServicePrincipalsRequest {})
+        .await?
+        .into_inner()
+        .service_principals
+        .into_iter()
+        .filter(|s| !s.managed_identity_resource_id.is_empty())
+        .collect();
+    if let Some(s) = mi.iter().find(|s| s.key_credentials.len() != 2) {
+        bail!("principal not renewed (old and new expected): {s:?}");
+    }
+    println!(
+        "crash test: {} certificates renewed 46 days later through {ARM_KILLS} kills of arm",
+        mi.len()
     );
     Ok(())
 }

@@ -78,7 +78,8 @@ pub(crate) fn allowed(method: &str) -> &'static [Caller] {
         | "GetServicePrincipal"
         | "ListServicePrincipals"
         | "DeleteServicePrincipal"
-        | "AddKeyCredential" => &[Arm],
+        | "AddKeyCredential"
+        | "RemoveKeyCredential" => &[Arm],
         "IssueToken" => &[Imds],
         _ => &[],
     }
@@ -223,6 +224,21 @@ impl pb::directory_server::Directory for Entra {
             .await
             .map_err(|e| status("AddKeyCredential", e))?;
         Ok(Response::new(key_to_pb(&k)))
+    }
+
+    async fn remove_key_credential(
+        &self,
+        request: Request<pb::RemoveKeyCredentialRequest>,
+    ) -> Result<Response<pb::RemoveKeyCredentialResponse>, Status> {
+        let r = request.into_inner();
+        let oid = required("object_id", &r.object_id)?;
+        let thumbprint = required("thumbprint_sha1", &r.thumbprint_sha1)?;
+        let existed = self
+            .directory()
+            .remove_key_credential(oid, thumbprint)
+            .await
+            .map_err(|e| status("RemoveKeyCredential", e))?;
+        Ok(Response::new(pb::RemoveKeyCredentialResponse { existed }))
     }
 
     async fn ensure_application(

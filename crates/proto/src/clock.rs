@@ -46,6 +46,9 @@ pub struct ClockService {
     file: Arc<PathBuf>,
     /// One move at a time: compute, persist, apply.
     moving: Arc<tokio::sync::Mutex<()>>,
+    /// The offset after each move, for whoever acts on a moved clock at once (ARM's
+    /// credential renewal) instead of at its next look.
+    moved: Arc<tokio::sync::watch::Sender<i64>>,
 }
 
 impl ClockService {
@@ -57,6 +60,7 @@ impl ClockService {
             clock: Arc::new(VirtualClock::new(base, offset)),
             file: Arc::new(file),
             moving: Arc::new(tokio::sync::Mutex::new(())),
+            moved: Arc::new(tokio::sync::watch::Sender::new(offset)),
         })
     }
 
@@ -73,6 +77,11 @@ impl ClockService {
     /// The clock, for the services to read.
     pub fn clock(&self) -> SharedClock {
         self.clock.clone()
+    }
+
+    /// Changes after every move of the clock (its value: the new offset).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.moved.subscribe()
     }
 
     /// The current state.
@@ -106,6 +115,7 @@ impl ClockService {
             Status::internal("the clock's offset could not be saved; the clock did not move")
         })?;
         self.clock.set_offset(offset);
+        self.moved.send_replace(offset);
         tracing::info!(offset, "the sandbox clock moved");
         Ok(self.state())
     }
@@ -243,7 +253,10 @@ mod tests {
     async fn refusals_change_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let svc = ClockService::open(base(), dir.path()).unwrap();
+        let mut moves = svc.subscribe();
         svc.advance(100).await.unwrap();
+        assert!(moves.has_changed().unwrap(), "a move is announced");
+        assert_eq!(*moves.borrow_and_update(), 100);
         let e = svc.advance(0).await.unwrap_err();
         assert_eq!(e.code(), tonic::Code::InvalidArgument);
         let e = svc.set(1_800_000_050, false).await.unwrap_err();
@@ -255,6 +268,10 @@ mod tests {
         );
         assert_eq!(svc.state().offset_seconds, 100);
         assert_eq!(read_offset(&dir.path().join(OFFSET_FILE)).unwrap(), 100);
+        assert!(
+            !moves.has_changed().unwrap(),
+            "a refused move is not announced"
+        );
         let s = svc.set(1_800_000_050, true).await.unwrap();
         assert_eq!((s.now_unix_seconds, s.offset_seconds), (1_800_000_050, 50));
     }

@@ -266,7 +266,14 @@ pub(crate) async fn start_services(
         federation: clients.arm_federation,
         imds: clients.arm_imds,
     };
-    start_arm(cx, (arm_http, arm_grpc), arm_clients, run).await?;
+    start_arm(
+        cx,
+        (arm_http, arm_grpc),
+        arm_clients,
+        clock.subscribe(),
+        run,
+    )
+    .await?;
     start_keyvault(
         cx,
         (kv_http, kv_grpc),
@@ -434,7 +441,8 @@ struct ArmClients {
     imds: ControlClient<PeerChannel>,
 }
 
-/// ARM, with the administrator as Owner and Key Vault Secrets Officer of the subscription.
+/// ARM, with the administrator as Owner and Key Vault Secrets Officer of the subscription,
+/// following the sandbox clock's moves.
 async fn start_arm(
     cx: &Boot<'_>,
     listeners: (TcpListener, TcpListener),
@@ -444,6 +452,7 @@ async fn start_arm(
         federation,
         imds,
     }: ArmClients,
+    clock_moves: tokio::sync::watch::Receiver<i64>,
     run: &mut Running,
 ) -> anyhow::Result<()> {
     let b = &cx.secrets.bootstrap;
@@ -478,6 +487,8 @@ async fn start_arm(
     .await
     .context("opening arm")?;
     arm.set_role_assignment_delay(cx.role_assignment_delay);
+    // Certificates due for renewal are looked for as soon as the clock moves.
+    arm.follow_clock(clock_moves);
     let tls = Some(cx.secrets.tls.server_config.clone());
     let key = cx.secrets.control.clone();
     let ctl = spawn_http_grpc(

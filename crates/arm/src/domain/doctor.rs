@@ -55,7 +55,8 @@ fn thumbprint(c: &Credential) -> Option<String> {
 }
 
 /// Entra against ARM: every managed-identity principal owned by an ARM
-/// resource, with exactly ARM's certificate; every owned principal present.
+/// resource, with exactly ARM's certificate (and those a renewal retired and
+/// that have not been removed yet); every owned principal present.
 fn entra_drifts(
     sps: &[ListedPrincipal],
     owned: &BTreeMap<String, (String, &Credential)>,
@@ -76,9 +77,17 @@ fn entra_drifts(
             continue;
         };
         seen.insert(oid);
+        // ARM's current certificate, plus the ones a renewal retired until they expire.
         let want = thumbprint(cred);
+        let mut expected: BTreeSet<&str> = cred
+            .retired
+            .iter()
+            .map(|r| r.thumbprint_sha1.as_str())
+            .collect();
+        expected.extend(want.as_deref());
         let have: Vec<&str> = sp.thumbprints.iter().map(String::as_str).collect();
-        if have.len() != 1 || want.as_deref() != Some(have[0]) {
+        let same = have.len() == expected.len() && have.iter().all(|t| expected.contains(t));
+        if want.is_none() || !same {
             drifts.push(drift(
                 "key_credential_mismatch",
                 res,

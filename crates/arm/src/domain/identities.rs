@@ -1,21 +1,16 @@
 //! User-assigned identities, and the credentials ARM makes as the
-//! managed-identity resource provider (step 2: a principal in Entra, an
-//! RSA-2048 key and self-signed certificate registered with it).
+//! managed-identity resource provider (step 2: a principal in Entra, a
+//! P-256 key and self-signed certificate registered with it; renewed by `renewal`).
 
 use misim_types::ResourceId;
 use serde_json::Value;
 
-use std::time::Duration;
-
+use super::renewal::CERT_VALIDITY;
 use super::{Core, Put, location_of, res_key, tags_of};
 use crate::error::ArmError;
 use crate::peers::{IdentityKind, Principal};
 use crate::records::*;
 use crate::resource::Kind;
-
-/// Validity of managed-identity certificates (docs/azure-protocol.md, Entra: managed-identity
-/// certificates).
-const CERT_VALIDITY: Duration = Duration::from_secs(90 * 86400);
 
 impl Core {
     /// Creates a managed-identity service principal (idempotent by
@@ -45,11 +40,17 @@ impl Core {
         .await
         .map_err(|e| ArmError::Internal(e.to_string()))?
         .map_err(|e| ArmError::Internal(e.to_string()))?;
+        let not_before = misim_types::unix_seconds(now);
+        let validity = (not_before, misim_types::unix_seconds(now + CERT_VALIDITY));
+        self.renewal
+            .note_due(not_before + super::renewal::RENEW_AFTER.as_secs() as i64);
         Ok(Credential {
             principal_id: sp.object_id.clone(),
             client_id: sp.app_id.clone(),
             certificate_pem: cert.certificate_pem,
             private_key_pem: cert.private_key_pem,
+            validity: Some(validity),
+            retired: Vec::new(),
         })
     }
 
@@ -78,6 +79,9 @@ impl Core {
     ) -> Result<Put<UamiRecord>, ArmError> {
         let group = self.require_rg(sub, rg)?;
         let key = res_key(sub, rg, Kind::Uami, name);
+        let lock = self.locks.get(&key);
+        let guard = lock.lock().await;
+        // Under the lock: a certificate renewal rewrites the record too.
         if let Some(mut r) = self.uamis.get(&key)? {
             if let Some(t) = tags_of(body)? {
                 r.tags = t;
@@ -91,11 +95,6 @@ impl Core {
             "/subscriptions/{}/resourcegroups/{}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}",
             self.config.subscription_id, group.name
         );
-        let lock = self.locks.get(&key);
-        let guard = lock.lock().await;
-        if let Some(r) = self.uamis.get(&key)? {
-            return Ok((r, false));
-        }
         // Intent first: if the principal is created but the record is not
         // written, the reconciler deletes it again.
         let request_id = self.ids.guid();

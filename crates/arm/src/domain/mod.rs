@@ -14,6 +14,7 @@ pub mod identity;
 pub mod model;
 pub mod network;
 pub mod orchestrate;
+pub mod renewal;
 mod resources;
 pub mod roles;
 mod vaults;
@@ -59,6 +60,8 @@ pub struct Core {
     op_seq: std::sync::Mutex<u64>,
     /// New role assignments' simulated propagation delay.
     pub(crate) propagation: misim_chaos::Settling,
+    /// When managed-identity certificates are next due for renewal.
+    pub(crate) renewal: renewal::Renewal,
 }
 /// A PUT's outcome: the record and whether it was created.
 pub type Put<T> = (T, bool);
@@ -133,6 +136,7 @@ impl Core {
             locks: orchestrate::Locks::default(),
             op_seq: std::sync::Mutex::new(0),
             propagation: misim_chaos::Settling::default(),
+            renewal: renewal::Renewal::default(),
         })
     }
 

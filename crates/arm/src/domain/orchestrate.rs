@@ -44,6 +44,15 @@ impl Locks {
     }
 }
 
+/// Waits for the next move of the sandbox clock: true when it moved, false when
+/// nobody can move it any more; never returns without a clock to follow.
+async fn clock_moved(moves: &mut Option<tokio::sync::watch::Receiver<i64>>) -> bool {
+    match moves {
+        Some(rx) => rx.changed().await.is_ok(),
+        None => std::future::pending().await,
+    }
+}
+
 fn pending_key(target: &str, seq: u64) -> String {
     format!("{target}|{seq:020}")
 }
@@ -169,7 +178,9 @@ impl Core {
                 // what Entra's does not) can fail for good: its record stays,
                 // so the user retries it. Deleting a user-assigned identity
                 // (and cleaning up after its create) has no record left to
-                // retry from, so it is retried until it completes.
+                // retry from, so it is retried until it completes. A
+                // certificate renewal that fails for good is scheduled
+                // again by the next scan (`renewal`).
                 Err(e) if op.hard_failures < MAX_HARD_FAILURES || !op.kind.may_fail() => {
                     if op.hard_failures >= MAX_HARD_FAILURES {
                         tracing::warn!(op = %op.id, target, attempt = op.attempts, error = %e, "cleanup operation keeps failing; retrying");
@@ -188,7 +199,10 @@ impl Core {
                         "Identity operation for resource '{}' failed with error '{e}'.",
                         op.resource_id
                     );
-                    if let Some(mut rec) = self.vms.get(target)? {
+                    // A background renewal failing leaves the VM as its owner left it.
+                    if matches!(op.kind, OpKind::Vm)
+                        && let Some(mut rec) = self.vms.get(target)?
+                    {
                         rec.state = ProvState::Failed;
                         rec.error = Some(msg.clone());
                         self.vms.put(target, &rec).await?;
@@ -297,11 +311,19 @@ impl Core {
         Ok(pruned)
     }
 
-    /// The reconciler: resumes pending operations until `shutdown`, and
-    /// prunes expired operation records.
+    /// The reconciler: resumes pending operations until `shutdown`, prunes
+    /// expired operation records and schedules certificate renewals as the
+    /// sandbox clock makes them due (at once when the clock is moved).
     pub async fn reconcile(self: Arc<Self>, shutdown: misim_runtime::Shutdown) {
         let mut backoff = HashMap::new();
         let mut next_prune = self.clock.now();
+        // A copy: a reconciler started again (ARM stopped and started in process) follows too.
+        let mut moves = self
+            .renewal
+            .clock_moves
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         loop {
             if self.clock.now() >= next_prune {
                 if let Err(e) = self.prune_ops().await {
@@ -309,10 +331,18 @@ impl Core {
                 }
                 next_prune = self.clock.now() + PRUNE_EVERY;
             }
+            self.renewal_tick().await;
             self.reconcile_once(&mut backoff).await;
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                moved = clock_moved(&mut moves) => {
+                    if moved {
+                        self.renewal.wake();
+                    } else {
+                        moves = None;
+                    }
+                }
             }
         }
     }
@@ -337,6 +367,9 @@ impl Core {
                     self.peers.remove_identity(&vm.id, &client_id).await?;
                 }
                 self.peers.delete_principal(&principal_id).await
+            }
+            OpKind::CredentialRoll { principal_id } => {
+                self.run_credential_roll(op, &principal_id).await
             }
             OpKind::FicSync { client_id, name } => {
                 self.run_fic_sync(&op.target, &client_id, &name).await

@@ -39,6 +39,7 @@ mod custom_roles;
 mod deployments;
 mod federated;
 mod operation_status;
+mod renewal;
 
 // ---------------------------------------------------------------- harness
 
@@ -97,6 +98,11 @@ fn channel(url: &str) -> misim_proto::auth::ControlChannel {
 }
 
 async fn harness_with(imds_url: Option<&str>) -> Harness {
+    harness_full(imds_url, Faults::none()).await
+}
+
+/// ARM with its calls to Entra (not IMDS) behind `entra_faults`.
+async fn harness_full(imds_url: Option<&str>, entra_faults: Faults) -> Harness {
     let shared = shared_state();
     let federation = FakeFederation::new(shared.clone());
     let signer = signer();
@@ -123,7 +129,7 @@ async fn harness_with(imds_url: Option<&str>) -> Harness {
         keys: misim_proto::keys::EntraKeys::new(entra::directory_client::DirectoryClient::new(
             ch.clone(),
         )),
-        directory: entra::directory_client::DirectoryClient::new(Faults::none().wrap(ch.clone())),
+        directory: entra::directory_client::DirectoryClient::new(entra_faults.wrap(ch.clone())),
         federation: entra::federation_client::FederationClient::new(Faults::none().wrap(ch)),
         imds: imds::control_client::ControlClient::new(Faults::none().wrap(imds_ch)),
     };

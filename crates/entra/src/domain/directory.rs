@@ -285,6 +285,27 @@ impl Directory {
         self.principals.put(&key(&p.object_id), &p).await?;
         Ok(k)
     }
+
+    /// Removes a certificate by its SHA-1 thumbprint (any case); false when
+    /// the principal has none with it, so a retried removal succeeds.
+    pub(crate) async fn remove_key_credential(
+        &self,
+        object_id: &str,
+        thumbprint_sha1: &str,
+    ) -> Result<bool, EntraError> {
+        let _w = self.write.lock().await;
+        let mut p = self
+            .get(object_id)?
+            .ok_or_else(|| EntraError::PrincipalNotFound(object_id.to_owned()))?;
+        let before = p.key_credentials.len();
+        p.key_credentials
+            .retain(|k| !k.thumbprint_sha1.eq_ignore_ascii_case(thumbprint_sha1));
+        if p.key_credentials.len() == before {
+            return Ok(false);
+        }
+        self.principals.put(&key(&p.object_id), &p).await?;
+        Ok(true)
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Credentials that follow the clock: an expired client secret is AADSTS7000222, an expired
 //! certificate AADSTS700027 ("The key used is expired"), and token lifetimes come from the
-//! configuration.
+//! configuration; a renewed managed identity is accepted with both certificates until the old expires.
 
 use super::*;
 
@@ -98,4 +98,109 @@ async fn token_lifetimes_come_from_the_configuration() {
         .await
         .unwrap_err();
     assert!(e.to_string().contains("10m to 24h"), "{e}");
+}
+
+/// A managed identity's renewal as ARM drives it: the new certificate is added while the old
+/// one is valid (both accepted), the old one expires (AADSTS700027, in the decision log), then
+/// `RemoveKeyCredential` removes it (still AADSTS700027: no such key), idempotently.
+#[tokio::test]
+async fn a_renewed_identity_is_accepted_with_both_certificates_until_the_old_one_expires() {
+    let env = env().await;
+    let mi = create_mi(&env.entra, "op-1", VM_ID).await;
+    let id = mi.sp.app_id.as_str();
+    // Day 46: ARM registers the next certificate, valid 90 days from now.
+    let day46 = NOW + 46 * 86400;
+    env.clock.advance(Duration::from_secs(46 * 86400));
+    let nb = UNIX_EPOCH + Duration::from_secs(day46);
+    let next = generate_rsa_cert(id, nb, nb + Duration::from_secs(90 * 86400)).unwrap();
+    let next_signer = RsaSigner::new(&next.private_key_der, &next.certificate_der).unwrap();
+    env.entra
+        .add_key_credential(tonic::Request::new(pb::AddKeyCredentialRequest {
+            object_id: mi.sp.object_id.clone(),
+            certificate_der: next.certificate_der.clone(),
+        }))
+        .await
+        .unwrap();
+    for signer in [&mi.signer, &next_signer] {
+        let a = assertion(signer, id, &v2_aud(), day46);
+        let (s, body) = post_assertion(&env.entra, id, &a).await;
+        assert_eq!(s, StatusCode::OK, "old and new both accepted: {body}");
+    }
+
+    // Day 90 + 1 s: the old certificate has expired, the new one still works.
+    let later = NOW - 60 + 90 * 86400 + 1;
+    env.clock.advance(Duration::from_secs(later - day46));
+    let (s, body) =
+        post_assertion(&env.entra, id, &assertion(&mi.signer, id, &v2_aud(), later)).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{body}");
+    assert_aadsts(&body, "invalid_client", 700027);
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("The key used is expired."),
+        "{body}"
+    );
+    let (s, body) = post_assertion(
+        &env.entra,
+        id,
+        &assertion(&next_signer, id, &v2_aud(), later),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let logged = env.entra.chaos().log().list(&misim_chaos::Query {
+        denied_only: true,
+        principal: Some(id.to_owned()),
+        service: None,
+    });
+    assert!(
+        logged
+            .iter()
+            .any(|d| d.status == 401 && d.reason.starts_with("AADSTS700027")),
+        "the refusal is in the decision log: {logged:?}"
+    );
+
+    // ARM removes it: gone from the principal, refused as unknown, removal idempotent.
+    let old_thumb = misim_token::hex_upper(
+        &misim_token::cert::parse_cert(&mi.cert.certificate_der)
+            .unwrap()
+            .sha1,
+    );
+    for existed in [true, false] {
+        let r = env
+            .entra
+            .remove_key_credential(tonic::Request::new(pb::RemoveKeyCredentialRequest {
+                object_id: mi.sp.object_id.clone(),
+                thumbprint_sha1: old_thumb.clone(),
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.existed, existed);
+    }
+    let sp = env
+        .entra
+        .get_service_principal(tonic::Request::new(pb::GetServicePrincipalRequest {
+            object_id: mi.sp.object_id.clone(),
+            app_id: String::new(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(sp.key_credentials.len(), 1);
+    assert_ne!(sp.key_credentials[0].thumbprint_sha1, old_thumb);
+    let (s, body) =
+        post_assertion(&env.entra, id, &assertion(&mi.signer, id, &v2_aud(), later)).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{body}");
+    assert_aadsts(&body, "invalid_client", 700027);
+    // An unknown principal is NOT_FOUND (ARM treats it as done).
+    let e = env
+        .entra
+        .remove_key_credential(tonic::Request::new(pb::RemoveKeyCredentialRequest {
+            object_id: "00000000-0000-4000-8000-000000000000".into(),
+            thumbprint_sha1: old_thumb,
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
 }

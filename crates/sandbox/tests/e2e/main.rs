@@ -18,6 +18,7 @@ mod keys;
 mod lifecycle;
 mod propagation;
 mod rbac;
+mod renewal;
 mod scenarios;
 mod security_authz;
 mod security_disk;

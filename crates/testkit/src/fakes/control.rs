@@ -4,7 +4,7 @@ use misim_proto::imds::v1 as pb;
 use misim_proto::imds::v1::control_server::{Control, ControlServer};
 use tonic::{Request, Response, Status};
 
-use super::{SharedState, unimplemented};
+use super::SharedState;
 
 /// A fake IMDS `Control` keeping VMs and identities in the shared
 /// [`FakeState`](super::FakeState) and logging every call there. `PutIdentity` asserts that
@@ -63,7 +63,23 @@ impl Control for FakeControl {
         &self,
         _: Request<pb::ListVmsRequest>,
     ) -> Result<Response<pb::ListVmsResponse>, Status> {
-        unimplemented()
+        // Resource ids as the fake keeps them: lower-cased.
+        let mut vms: Vec<pb::Vm> = self
+            .state
+            .lock()
+            .vms
+            .iter()
+            .map(|(id, identities)| pb::Vm {
+                metadata: Some(pb::VmMetadata {
+                    resource_id: id.clone(),
+                    ..Default::default()
+                }),
+                identities: identities.clone(),
+                ..Default::default()
+            })
+            .collect();
+        vms.sort_by_key(|v| v.metadata.as_ref().map(|m| m.resource_id.clone()));
+        Ok(Response::new(pb::ListVmsResponse { vms }))
     }
 
     async fn delete_vm(
@@ -86,6 +102,8 @@ impl Control for FakeControl {
         assert!(i.private_key_pem.contains("PRIVATE KEY"));
         assert!(i.certificate_pem.contains("CERTIFICATE"));
         assert_eq!(i.tenant_id, self.tenant_id);
+        let thumbprint =
+            misim_token::cert::pem_thumbprint_sha1(&i.certificate_pem).unwrap_or_default();
         let mut s = self.state.lock();
         s.calls.push(format!(
             "PutIdentity {} kind={} client={}",
@@ -101,7 +119,7 @@ impl Control for FakeControl {
             client_id: i.client_id,
             object_id: i.object_id,
             resource_id: i.resource_id,
-            certificate_thumbprint: String::new(),
+            certificate_thumbprint: thumbprint,
         });
         Ok(Response::new(pb::PutIdentityResponse {}))
     }

@@ -22,7 +22,7 @@ pub struct FakeTenant {
 type IssueToken = dyn Fn(pb::IssueTokenRequest) -> Result<pb::IssuedToken, Status> + Send + Sync;
 
 /// A fake Entra `Directory`. Built with what the test needs; unconfigured parts answer
-/// `UNIMPLEMENTED`. Principal calls (create, get, delete, add key credential) are always
+/// `UNIMPLEMENTED`. Principal calls (create, get, list, delete, add and remove key credentials) are always
 /// modelled, on the shared [`FakeState`](super::FakeState), and logged there, as is each
 /// `IssueToken` once configured (before the test's function decides it).
 #[derive(Clone)]
@@ -161,7 +161,17 @@ impl Directory for FakeDirectory {
         &self,
         _: Request<pb::ListServicePrincipalsRequest>,
     ) -> Result<Response<pb::ListServicePrincipalsResponse>, Status> {
-        unimplemented()
+        let mut service_principals: Vec<pb::ServicePrincipal> = self
+            .state
+            .lock()
+            .service_principals
+            .values()
+            .cloned()
+            .collect();
+        service_principals.sort_by(|a, b| a.object_id.cmp(&b.object_id));
+        Ok(Response::new(pb::ListServicePrincipalsResponse {
+            service_principals,
+        }))
     }
 
     async fn delete_service_principal(
@@ -194,13 +204,47 @@ impl Directory for FakeDirectory {
             .service_principals
             .get_mut(&r.object_id)
             .ok_or_else(|| Status::not_found("no such principal"))?;
+        let info = misim_token::cert::parse_cert(&r.certificate_der)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let thumbprint_sha1 = misim_token::hex_upper(&info.sha1);
+        if let Some(k) = sp
+            .key_credentials
+            .iter()
+            .find(|k| k.thumbprint_sha1 == thumbprint_sha1)
+        {
+            return Ok(Response::new(k.clone()));
+        }
         let kc = pb::KeyCredential {
             key_id: "k".into(),
             certificate_der: r.certificate_der,
-            ..Default::default()
+            thumbprint_sha1,
+            start_unix: info.not_before,
+            end_unix: info.not_after,
         };
         sp.key_credentials.push(kc.clone());
         Ok(Response::new(kc))
+    }
+
+    async fn remove_key_credential(
+        &self,
+        r: Request<pb::RemoveKeyCredentialRequest>,
+    ) -> Result<Response<pb::RemoveKeyCredentialResponse>, Status> {
+        let r = r.into_inner();
+        let mut s = self.state.lock();
+        s.calls.push(format!(
+            "RemoveKeyCredential {} {}",
+            r.object_id, r.thumbprint_sha1
+        ));
+        let sp = s
+            .service_principals
+            .get_mut(&r.object_id)
+            .ok_or_else(|| Status::not_found("no such principal"))?;
+        let before = sp.key_credentials.len();
+        sp.key_credentials
+            .retain(|k| !k.thumbprint_sha1.eq_ignore_ascii_case(&r.thumbprint_sha1));
+        Ok(Response::new(pb::RemoveKeyCredentialResponse {
+            existed: sp.key_credentials.len() < before,
+        }))
     }
 
     async fn ensure_application(

@@ -84,12 +84,19 @@ mod tests {
             .await
             .unwrap()
             .into_inner();
-        dir.add_key_credential(entra::AddKeyCredentialRequest {
-            object_id: sp.object_id.clone(),
-            certificate_der: vec![1],
-        })
-        .await
-        .unwrap();
+        let t0 = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        let cert =
+            misim_token::cert::generate_ec_cert("c", t0, t0 + std::time::Duration::from_secs(60))
+                .unwrap();
+        let key = dir
+            .add_key_credential(entra::AddKeyCredentialRequest {
+                object_id: sp.object_id.clone(),
+                certificate_der: cert.certificate_der.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(key.end_unix - key.start_unix, 60);
         ctl.put_identity(imds::PutIdentityRequest {
             vm_resource_id: VM.into(),
             identity: Some(imds::ManagedIdentity {
@@ -111,10 +118,31 @@ mod tests {
             .into_inner();
         assert_eq!(vm.identities[0].client_id, sp.app_id);
 
-        let s = state.lock();
-        assert_eq!(s.service_principals[&sp.object_id].key_credentials.len(), 1);
         assert_eq!(
-            s.calls,
+            state.lock().service_principals[&sp.object_id]
+                .key_credentials
+                .len(),
+            1
+        );
+        for existed in [true, false] {
+            let r = dir
+                .remove_key_credential(entra::RemoveKeyCredentialRequest {
+                    object_id: sp.object_id.clone(),
+                    thumbprint_sha1: key.thumbprint_sha1.to_lowercase(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(r.existed, existed);
+        }
+        let s = state.lock();
+        assert!(
+            s.service_principals[&sp.object_id]
+                .key_credentials
+                .is_empty()
+        );
+        assert_eq!(
+            s.calls[..3],
             [
                 format!("CreateServicePrincipal {VM}"),
                 format!("AddKeyCredential {}", sp.object_id),

@@ -1,0 +1,226 @@
+//! Managed-identity certificate renewal against the fake Entra and IMDS: renewed after 45
+//! days of the (manual) clock, registered with Entra before IMDS gets it, the old certificate
+//! removed once expired; a user-assigned identity's reaches every VM carrying it; an Entra
+//! outage leaves the renewal pending and it completes afterwards.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use misim_proto::arm::v1::{DoctorRequest, operations_client::OperationsClient};
+use misim_proto::faults::{FaultHook, Faults};
+
+use super::*;
+
+const DAY: Duration = Duration::from_secs(86400);
+
+impl Harness {
+    /// The thumbprints Entra holds for a principal.
+    fn entra_thumbprints(&self, principal: &str) -> Vec<String> {
+        self.shared.lock().service_principals[principal]
+            .key_credentials
+            .iter()
+            .map(|k| k.thumbprint_sha1.clone())
+            .collect()
+    }
+
+    /// The thumbprint IMDS signs with for `client` on `vm_id`.
+    fn imds_thumbprint(&self, vm_id: &str, client: &str) -> String {
+        self.shared.lock().vms[&vm_id.to_ascii_lowercase()]
+            .iter()
+            .find(|i| i.client_id == client)
+            .map(|i| i.certificate_thumbprint.clone())
+            .expect("identity configured in IMDS")
+    }
+
+    async fn sami_vm(&self, name: &str) -> (String, String, String) {
+        let (s, v) = self
+            .call(
+                "PUT",
+                &vm_path("rg1", name),
+                Some(vm_body(json!({"type": "SystemAssigned"}))),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let principal = v["identity"]["principalId"].as_str().unwrap().to_owned();
+        let client = self.shared.lock().service_principals[&principal]
+            .app_id
+            .clone();
+        (v["id"].as_str().unwrap().to_owned(), principal, client)
+    }
+
+    async fn drifts(&self) -> Vec<String> {
+        let url = serve_arm_grpc(&self.arm).await;
+        let report = OperationsClient::new(channel_as(Caller::Admin, &url))
+            .doctor(DoctorRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(report.pending_operations, 0, "{report:?}");
+        report.drifts.into_iter().map(|d| d.detail).collect()
+    }
+}
+
+#[tokio::test]
+async fn a_certificate_is_renewed_after_45_days_and_the_old_one_removed_once_expired() {
+    let h = harness().await;
+    h.rg("rg1").await;
+    let (vm_id, principal, client) = h.sami_vm("vm1").await;
+    let first = h.entra_thumbprints(&principal);
+    assert_eq!(first.len(), 1);
+    assert_eq!(h.imds_thumbprint(&vm_id, &client), first[0]);
+
+    // 44 days: nothing is due.
+    h.clock.advance(DAY * 44);
+    h.clear_calls();
+    assert_eq!(h.arm.renew_due_credentials().await.unwrap(), 0);
+    assert!(h.calls().is_empty(), "{:?}", h.calls());
+
+    // 46 days: a new certificate, registered with Entra before IMDS gets it.
+    h.clock.advance(DAY * 2);
+    assert_eq!(h.arm.renew_due_credentials().await.unwrap(), 1);
+    assert_eq!(
+        h.calls(),
+        vec![
+            format!("AddKeyCredential {principal}"),
+            format!("PutIdentity {vm_id} kind=1 client={client}"),
+        ]
+    );
+    let both = h.entra_thumbprints(&principal);
+    assert_eq!(
+        both.len(),
+        2,
+        "Entra accepts old and new during the overlap"
+    );
+    let renewed = h.imds_thumbprint(&vm_id, &client);
+    assert_ne!(renewed, first[0]);
+    assert!(both.contains(&renewed) && both.contains(&first[0]));
+    let sp = h.shared.lock().service_principals[&principal].clone();
+    let new_key = sp
+        .key_credentials
+        .iter()
+        .find(|k| k.thumbprint_sha1 == renewed)
+        .unwrap();
+    assert_eq!(new_key.start_unix, (NOW + 46 * 86400) as i64);
+    assert_eq!(new_key.end_unix - new_key.start_unix, 90 * 86400);
+    assert!(h.drifts().await.is_empty(), "overlap is not drift");
+    // Nothing more until the old certificate expires.
+    h.clear_calls();
+    assert_eq!(h.arm.renew_due_credentials().await.unwrap(), 0);
+    h.clock.advance(DAY * 44); // day 90: the old one still valid, to its last second
+    assert_eq!(h.arm.renew_due_credentials().await.unwrap(), 0);
+    assert!(h.calls().is_empty(), "{:?}", h.calls());
+
+    // Past its notAfter the old certificate goes from Entra; IMDS keeps the new one.
+    h.clock.advance(Duration::from_secs(1));
+    assert_eq!(h.arm.renew_due_credentials().await.unwrap(), 1);
+    assert_eq!(
+        h.calls().last().unwrap(),
+        &format!("RemoveKeyCredential {principal} {}", first[0])
+    );
+    assert_eq!(h.entra_thumbprints(&principal), vec![renewed.clone()]);
+    assert_eq!(h.imds_thumbprint(&vm_id, &client), renewed);
+    assert!(h.drifts().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_user_assigned_identity_is_renewed_on_every_vm_that_carries_it() {
+    let h = harness().await;
+    h.rg("rg1").await;
+    let u = h.uami("rg1", "id1").await;
+    let uid = u["id"].as_str().unwrap().to_owned();
+    let principal = u["properties"]["principalId"].as_str().unwrap().to_owned();
+    let client = u["properties"]["clientId"].as_str().unwrap().to_owned();
+    let mut vms = Vec::new();
+    for name in ["vm1", "vm2"] {
+        let (s, v) = h
+            .call(
+                "PUT",
+                &vm_path("rg1", name),
+                Some(vm_body(
+                    json!({"type": "UserAssigned", "userAssignedIdentities": {uid.clone(): {}}}),
+                )),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        vms.push(v["id"].as_str().unwrap().to_owned());
+    }
+    let first = h.entra_thumbprints(&principal)[0].clone();
+    h.clock.advance(DAY * 46);
+    h.clear_calls();
+    assert_eq!(h.arm.renew_due_credentials().await.unwrap(), 1);
+    let calls = h.calls();
+    assert_eq!(calls[0], format!("AddKeyCredential {principal}"));
+    let mut pushed: Vec<&String> = calls[1..].iter().collect();
+    pushed.sort();
+    assert_eq!(
+        pushed,
+        vms.iter()
+            .map(|v| format!("PutIdentity {v} kind=2 client={client}"))
+            .collect::<Vec<_>>()
+            .iter()
+            .collect::<Vec<_>>()
+    );
+    for vm in &vms {
+        let t = h.imds_thumbprint(vm, &client);
+        assert_ne!(t, first);
+        assert!(h.entra_thumbprints(&principal).contains(&t));
+    }
+    // ARM's record serves the new certificate to a VM that attaches it later.
+    let (s, v) = h
+        .call(
+            "PUT",
+            &vm_path("rg1", "vm3"),
+            Some(vm_body(
+                json!({"type": "UserAssigned", "userAssignedIdentities": {uid.clone(): {}}}),
+            )),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(
+        h.imds_thumbprint(v["id"].as_str().unwrap(), &client),
+        h.imds_thumbprint(&vms[0], &client)
+    );
+    assert!(h.drifts().await.is_empty());
+}
+
+/// Fails every call to Entra's Directory while `down`, as an unreachable peer would.
+#[derive(Debug, Default)]
+struct EntraDown(AtomicBool);
+
+impl FaultHook for EntraDown {
+    fn before_call(&self, service: &str, _method: &str) -> Option<tonic::Status> {
+        (self.0.load(Ordering::SeqCst) && service.ends_with("Directory"))
+            .then(|| tonic::Status::unavailable("entra is down"))
+    }
+}
+
+#[tokio::test]
+async fn a_renewal_held_up_by_an_entra_outage_stays_pending_and_completes_after() {
+    let down = Arc::new(EntraDown::default());
+    let h = harness_full(None, Faults::with(down.clone())).await;
+    h.rg("rg1").await;
+    let (vm_id, principal, client) = h.sami_vm("vm1").await;
+    let first = h.imds_thumbprint(&vm_id, &client);
+
+    down.0.store(true, Ordering::SeqCst);
+    h.clock.advance(DAY * 46);
+    assert_eq!(h.arm.renew_due_credentials().await.unwrap(), 1);
+    // Nothing reached IMDS: it still signs with a certificate Entra accepts.
+    assert_eq!(h.imds_thumbprint(&vm_id, &client), first);
+    assert_eq!(h.entra_thumbprints(&principal), vec![first.clone()]);
+    // A second look retries the same operation rather than piling up another.
+    assert_eq!(h.arm.renew_due_credentials().await.unwrap(), 1);
+    let (s, v) = h.call("GET", &vm_path("rg1", "vm1"), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        v["properties"]["provisioningState"], "Succeeded",
+        "a background renewal does not touch the VM's state"
+    );
+
+    down.0.store(false, Ordering::SeqCst);
+    assert_eq!(h.arm.renew_due_credentials().await.unwrap(), 1);
+    let renewed = h.imds_thumbprint(&vm_id, &client);
+    assert_ne!(renewed, first);
+    assert_eq!(h.entra_thumbprints(&principal).len(), 2);
+    assert!(h.drifts().await.is_empty());
+}
