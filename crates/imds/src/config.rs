@@ -24,9 +24,9 @@ pub const ENV_ADDRESSING: &str = "MISIM_IMDS_ADDRESSING";
 /// (case-insensitive), never a bare name: a VM of the same name in another
 /// resource group must not be able to claim or unsettle the mapping.
 pub const ENV_VM_ADDRESSES: &str = "MISIM_IMDS_VM_ADDRESSES";
-/// The per-VM rate limit of the identity endpoint: `on` (Azure's 20
-/// requests per second, the default), `off`, or requests per second
-/// (docs/toolkit.md, Throttling).
+/// The per-VM limits of the identity endpoint: `on` (Azure's 20 requests
+/// per second and 5 in flight, the default), `off`, requests per second, or
+/// `RATE,CONCURRENT` (docs/toolkit.md, Throttling).
 pub const ENV_THROTTLE: &str = "MISIM_IMDS_THROTTLE";
 
 /// The real IMDS address. Only ever named, never contacted: misim serves
@@ -101,7 +101,7 @@ pub struct BinConfig {
     pub entra_grpc_url: String,
     /// Static VM addresses ([`ENV_VM_ADDRESSES`]), source-address mode only.
     pub vm_addresses: VmAddresses,
-    /// The identity endpoint's rate limit ([`ENV_THROTTLE`]).
+    /// The identity endpoint's rate and concurrency limits ([`ENV_THROTTLE`]).
     pub throttle: misim_chaos::ThrottleConfig,
 }
 
@@ -310,6 +310,11 @@ mod tests {
             misim_chaos::ThrottleConfig::OFF
         );
         assert_eq!(with(Some("50")).unwrap().throttle.per_second, Some(50));
+        assert_eq!(
+            with(None).unwrap().throttle.concurrent,
+            Some(misim_chaos::AZURE_IDENTITY_CONCURRENCY)
+        );
+        assert_eq!(with(Some("50,off")).unwrap().throttle.concurrent, None);
         assert!(with(Some("lots")).unwrap_err().contains(ENV_THROTTLE));
     }
 
