@@ -52,6 +52,7 @@ async fn main() -> anyhow::Result<()> {
     let arm = Arm::open(settings.config, deps)
         .await
         .context("opening arm")?;
+    arm.set_role_assignment_delay(settings.role_assignment_delay);
     let http = tokio::net::TcpListener::bind(settings.http_addr)
         .await
         .context("binding http")?;

@@ -29,6 +29,10 @@ pub const ENV_VM_ADDRESSES: &str = "MISIM_IMDS_VM_ADDRESSES";
 /// `RATE,CONCURRENT` (docs/toolkit.md, Throttling).
 pub const ENV_THROTTLE: &str = "MISIM_IMDS_THROTTLE";
 
+/// How long IMDS answers "Identity not found" for a newly pushed identity (`30s`, `2m`;
+/// unset or 0: at once), as `misim up --identity-delay` (docs/toolkit.md, Delays).
+pub const ENV_IDENTITY_DELAY: &str = "MISIM_IDENTITY_DELAY";
+
 /// The real IMDS address. Only ever named, never contacted: misim serves
 /// loopback listeners instead.
 pub const AZURE_IMDS_IP: &str = "169.254.169.254";
@@ -103,6 +107,8 @@ pub struct BinConfig {
     pub vm_addresses: VmAddresses,
     /// The identity endpoint's rate and concurrency limits ([`ENV_THROTTLE`]).
     pub throttle: misim_chaos::ThrottleConfig,
+    /// How long a new identity is not found ([`ENV_IDENTITY_DELAY`]).
+    pub identity_delay: std::time::Duration,
 }
 
 /// The static map of source-address mode: which VM (by full resource id)
@@ -236,6 +242,11 @@ impl BinConfig {
             Some(v) => misim_chaos::ThrottleConfig::parse(&v)
                 .map_err(|e| format!("{ENV_THROTTLE}: {e}"))?,
         };
+        let identity_delay = match env.get(ENV_IDENTITY_DELAY) {
+            None => std::time::Duration::ZERO,
+            Some(v) => misim_types::time::parse_duration(&v)
+                .map_err(|e| format!("{ENV_IDENTITY_DELAY}: {e}"))?,
+        };
         let config = Config {
             tenant_id: req(ENV_TENANT_ID)?,
             entra_authority: req(ENV_ENTRA_PUBLIC_URL)?,
@@ -254,6 +265,7 @@ impl BinConfig {
             entra_grpc_url: req(ENV_ENTRA_GRPC_URL)?,
             vm_addresses,
             throttle,
+            identity_delay,
         })
     }
 }
@@ -316,6 +328,36 @@ mod tests {
         );
         assert_eq!(with(Some("50,off")).unwrap().throttle.concurrent, None);
         assert!(with(Some("lots")).unwrap_err().contains(ENV_THROTTLE));
+    }
+
+    #[test]
+    fn reads_the_identity_delay_as_misim_up_does() {
+        let base = vec![
+            (ENV_TENANT_ID, "t1"),
+            (ENV_ENTRA_PUBLIC_URL, "https://localhost:1"),
+            (ENV_DATA_DIR, "/tmp/x"),
+            (ENV_ENTRA_GRPC_URL, "http://127.0.0.1:2"),
+        ];
+        let with = |v: Option<&'static str>| {
+            let mut env = base.clone();
+            env.extend(v.map(|v| (ENV_IDENTITY_DELAY, v)));
+            BinConfig::from_env(&MapEnv::from_pairs(env))
+        };
+        use std::time::Duration;
+        assert_eq!(with(None).unwrap().identity_delay, Duration::ZERO, "off");
+        assert_eq!(
+            with(Some("45s")).unwrap().identity_delay,
+            Duration::from_secs(45)
+        );
+        assert_eq!(
+            with(Some("1h")).unwrap().identity_delay,
+            Duration::from_secs(3600)
+        );
+        let e = with(Some("5 minutes")).unwrap_err();
+        assert!(
+            e.contains(ENV_IDENTITY_DELAY) && e.contains("5 minutes"),
+            "{e}"
+        );
     }
 
     const VM1: &str =
