@@ -300,19 +300,21 @@ mod tests {
         assert!(BinConfig::from_env(&MapEnv::from_pairs([(ENV_ADDRESSING, "nope")])).is_err());
     }
 
-    #[test]
-    fn the_throttle_is_azures_unless_switched() {
-        let base = vec![
+    /// The binary's view of the minimal environment plus `var=v` when given.
+    fn with_var(var: &'static str, v: Option<&'static str>) -> Result<BinConfig, String> {
+        let mut env = vec![
             (ENV_TENANT_ID, "t1"),
             (ENV_ENTRA_PUBLIC_URL, "https://localhost:1"),
             (ENV_DATA_DIR, "/tmp/x"),
             (ENV_ENTRA_GRPC_URL, "http://127.0.0.1:2"),
         ];
-        let with = |v: Option<&'static str>| {
-            let mut env = base.clone();
-            env.extend(v.map(|v| (ENV_THROTTLE, v)));
-            BinConfig::from_env(&MapEnv::from_pairs(env))
-        };
+        env.extend(v.map(|v| (var, v)));
+        BinConfig::from_env(&MapEnv::from_pairs(env))
+    }
+
+    #[test]
+    fn the_throttle_is_azures_unless_switched() {
+        let with = |v| with_var(ENV_THROTTLE, v);
         assert_eq!(
             with(None).unwrap().throttle,
             misim_chaos::ThrottleConfig::AZURE
@@ -332,17 +334,7 @@ mod tests {
 
     #[test]
     fn reads_the_identity_delay_as_misim_up_does() {
-        let base = vec![
-            (ENV_TENANT_ID, "t1"),
-            (ENV_ENTRA_PUBLIC_URL, "https://localhost:1"),
-            (ENV_DATA_DIR, "/tmp/x"),
-            (ENV_ENTRA_GRPC_URL, "http://127.0.0.1:2"),
-        ];
-        let with = |v: Option<&'static str>| {
-            let mut env = base.clone();
-            env.extend(v.map(|v| (ENV_IDENTITY_DELAY, v)));
-            BinConfig::from_env(&MapEnv::from_pairs(env))
-        };
+        let with = |v| with_var(ENV_IDENTITY_DELAY, v);
         use std::time::Duration;
         assert_eq!(with(None).unwrap().identity_delay, Duration::ZERO, "off");
         assert_eq!(

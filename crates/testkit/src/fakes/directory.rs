@@ -254,13 +254,7 @@ impl Directory for FakeDirectory {
             .calls
             .push(format!("IssueToken {} {}", r.client_id, r.resource));
         self.arrived.notify_one();
-        let gate = self.gate.lock().clone();
-        if let Some(gate) = gate {
-            gate.acquire()
-                .await
-                .map_err(|_| Status::unavailable("fake: gate closed"))?
-                .forget();
-        }
+        super::pass_gate(&self.gate).await?;
         issue(r).map(Response::new)
     }
 }
