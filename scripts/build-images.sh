@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 IMAGE=${MISIM_IMAGE:-misim-sandbox:local}
-BINS=(misim misim-arm misim-entra misim-imds misim-keyvault misim-dns)
+BINS=(misim misim-arm misim-entra misim-imds misim-keyvault misim-dns misim-oidc)
 ROOT=deploy/rootfs
 
 if [[ "${1:-}" != "--no-cargo" ]]; then

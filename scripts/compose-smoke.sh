@@ -15,9 +15,14 @@
 #   CLI's `az login --identity` + `az keyvault secret show --vault-name`; dig
 #   answering NXDOMAIN outside Azure's names), proves a VM cannot act
 #   as the admin (no admin secret or control key anywhere in it, the secret once
-#   committed to deploy/sandbox.env is refused with invalid_client), restarts the
-#   stack (`restart`, then `down` + `up` without -v) and proves the state
-#   survived, then tears everything down (`down -v`).
+#   committed to deploy/sandbox.env is refused with invalid_client), runs pod1 as
+#   an AKS workload-identity pod (misim-oidc's projected token, a federated
+#   credential, Python's WorkloadIdentityCredential and DefaultAzureCredential
+#   reading a secret; pod1 reaches nothing on the control network), drives the
+#   toolkit from the entra container (misim fault add/list, misim log and
+#   log --denied, IMDS's 5-concurrent limit, misim keys roll, misim clock
+#   advance 25h), restarts the stack (`restart`, then `down` + `up` without -v)
+#   and proves the state survived, then tears everything down (`down -v`).
 # Admin steps (1-4) use curl from the host through the 127.0.0.1-published
 # HTTPS ports, with the admin credentials the stack generated at first start
 # (`misim secrets admin-env` in the entra container); steps 5-7 run inside vm1
@@ -72,7 +77,7 @@ dc down -v --remove-orphans >/dev/null 2>&1 || true
 
 wait_healthy() {  # with compose v2 `up --wait` did it; v1: poll each container's health
   local deadline=$(( $(date +%s) + 180 )) svc id st
-  for svc in entra arm imds keyvault dns vm1 vm2; do
+  for svc in entra arm imds keyvault oidc dns vm1 vm2 pod1; do
     while :; do
       id=$(dc ps -q "$svc" 2>/dev/null || true)
       st=$( [ -n "$id" ] && docker inspect -f '{{.State.Health.Status}}' "$id" 2>/dev/null || echo missing)
@@ -361,6 +366,121 @@ else
   bad "vm1 principal create: $out"
 fi
 
+step "pod1: an AKS workload-identity pod (misim-oidc's projected token, federated identity) reads a secret"
+# As on AKS: a user-assigned identity, a federated credential for the cluster's issuer and the
+# service account's subject, a role on the vault, the client id annotated (MISIM_POD1_CLIENT_ID),
+# and the pod (re)created.
+POD_UAMI=$RG/providers/Microsoft.ManagedIdentity/userAssignedIdentities/payments-api
+POD_ISSUER=https://oidc/kubernetes/aks1/
+POD_SUBJECT=system:serviceaccount:payments:api
+arm PUT "$POD_UAMI" '{"location":"eastus"}' >"$WORK/pod-uami.json"
+P_CLIENT=$(json '["properties"]["clientId"]' <"$WORK/pod-uami.json")
+P_PRINCIPAL=$(json '["properties"]["principalId"]' <"$WORK/pod-uami.json")
+arm PUT "$POD_UAMI/federatedIdentityCredentials/aks1-payments-api" \
+  '{"properties":{"issuer":"'"$POD_ISSUER"'","subject":"'"$POD_SUBJECT"'","audiences":["api://AzureADTokenExchange"]}}' \
+  | json '["properties"]["subject"]' | grep -qx "$POD_SUBJECT" \
+  && ok "federated credential: $POD_ISSUER, $POD_SUBJECT" || bad "federated credential on payments-api"
+grant "$P_PRINCIPAL"
+export MISIM_POD1_CLIENT_ID=$P_CLIENT
+dc up -d --no-deps pod1 >"$WORK/pod1-up.log" 2>&1 || { cat "$WORK/pod1-up.log"; die "recreating pod1"; }
+wait_healthy
+pod_token=$(dc exec -T pod1 sh -c 'cat "$AZURE_FEDERATED_TOKEN_FILE"')
+[ "$(claim iss <<<"$pod_token")" = "$POD_ISSUER" ] && [ "$(claim sub <<<"$pod_token")" = "$POD_SUBJECT" ] \
+  && [ "$(claim aud <<<"$pod_token")" = "['api://AzureADTokenExchange']" ] \
+  && ok "pod1's projected token: iss $POD_ISSUER, sub $POD_SUBJECT, aud api://AzureADTokenExchange (minted by misim-oidc)" \
+  || bad "pod1's token claims: $(claim iss <<<"$pod_token") $(claim sub <<<"$pod_token") $(claim aud <<<"$pod_token")"
+pod_env=$(dc exec -T pod1 sh -c 'env | grep -E "^AZURE_" | sort' | tr -d '\r')
+expected_env=$(printf '%s\n' "AZURE_AUTHORITY_HOST=https://login.microsoftonline.com/" "AZURE_CLIENT_ID=$P_CLIENT" \
+  "AZURE_FEDERATED_TOKEN_FILE=/var/run/secrets/azure/tokens/azure-identity-token" "AZURE_TENANT_ID=$MISIM_TENANT_ID")
+[ "$pod_env" = "$expected_env" ] && ok "pod1 has exactly the webhook's four AZURE_* variables" || bad "pod1's env: $pod_env"
+cat >"$WORK/pod-app.py" <<'PY'
+# Unchanged production code: workload identity from the webhook's variables, Azure's vault URL.
+from azure.identity import DefaultAzureCredential, WorkloadIdentityCredential
+from azure.keyvault.secrets import SecretClient
+for cred in (WorkloadIdentityCredential(), DefaultAzureCredential()):
+    print(SecretClient("https://kv1.vault.azure.net", cred).get_secret("db-password").value)
+PY
+if got=$(dc exec -T pod1 python3 - <"$WORK/pod-app.py" 2>&1) && [ "$got" = "$(printf 's3cret\ns3cret')" ]; then
+  ok "pod1: WorkloadIdentityCredential and DefaultAzureCredential read db-password from https://kv1.vault.azure.net"
+else bad "pod1 python app: $got"; fi
+for target in oidc:443 169.254.100.14:443 169.254.100.14:50054 oidc-grpc:50054 169.254.100.11:50051 \
+    169.254.100.12:50053 169.254.100.13:50055 169.254.100.14:50060; do
+  if out=$(vm pod1 probe tcp --timeout-ms 1500 "$target" 2>&1); then bad "pod1 reached $target"; else ok "pod1 cannot reach $target"; fi
+done
+mounts=$(docker inspect -f '{{range .Mounts}}{{.Destination}} {{end}}' "$(dc ps -q pod1)")
+[ "$mounts" = "/etc/misim /var/run/secrets/azure/tokens " ] || [ "$mounts" = "/var/run/secrets/azure/tokens /etc/misim " ] \
+  && ok "pod1 mounts only the public CA and its token" || bad "pod1 mounts: $mounts"
+if dc exec -T pod1 sh -c 'echo x > "$AZURE_FEDERATED_TOKEN_FILE"' >/dev/null 2>&1; then bad "pod1 could write its token file"
+else ok "pod1's token volume is read-only"; fi
+
+step "the toolkit from the control side: misim in the entra container (control key, control network)"
+ctl() { dc exec -T entra misim "$@"; }
+jwt_kid() {  # jwt_kid < jwt: the header's kid
+  python3 -c "import base64,json,sys; h=sys.stdin.read().strip().split('.')[0]; h+='='*(-len(h)%4); print(json.loads(base64.urlsafe_b64decode(h))['kid'])"
+}
+FID=$(ctl fault add --service imds --vm vm1 --status 429 --retry-after 1 --count 1 2>&1) && [[ "$FID" =~ ^imds-[0-9]+$ ]] \
+  && ok "misim fault add --service imds --vm vm1 --status 429 --count 1: $FID" || bad "fault add: $FID"
+ctl fault list | grep -q "^$FID" && ok "misim fault list shows $FID" || bad "fault list: $(ctl fault list 2>&1)"
+if T=$(tok vm1); then bad "vm1 got a token through the injected 429"
+elif grep -q "429" "$WORK/err" && grep -q too_many_requests "$WORK/err"; then ok "vm1's next token request: IMDS 429 too_many_requests"
+else bad "vm1 with the 429 rule: $(cat "$WORK/err")"; fi
+T=$(tok vm1) && [ "$(claim oid <<<"$T")" = "$S1" ] && ok "then vm1 gets its token (the rule fired once)" || bad "vm1 after the 429: $T $(cat "$WORK/err")"
+ctl log --service imds --json >"$WORK/log.json" 2>&1 || bad "misim log: $(cat "$WORK/log.json")"
+python3 -c '
+import json, sys
+e = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+assert any(d["kind"] == "fault" and d["faultId"] == sys.argv[2] and d["status"] == 429 and d["principal"] == "vm1" for d in e)
+' "$WORK/log.json" "$FID" && ok "misim log --service imds: the injected 429, fault $FID, principal vm1" || bad "log: $(cat "$WORK/log.json")"
+ctl log --denied --json >"$WORK/denied.json" 2>&1 || bad "misim log --denied: $(cat "$WORK/denied.json")"
+python3 -c '
+import json, sys
+e = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+assert all(d["kind"] == "denied" for d in e)
+assert any(d["service"] == "keyvault" and d["status"] == 403 for d in e)
+assert any(d["service"] == "imds" and d["principal"] == "vm2" for d in e)
+' "$WORK/denied.json" && ok "misim log --denied: Key Vault's 403 before the role assignment, IMDS refusing vm2; no faults" \
+  || bad "log --denied: $(cat "$WORK/denied.json")"
+# Azure's 5 concurrent identity requests per VM: five held in flight by a latency rule, a sixth is 429.
+LID=$(ctl fault add --service imds --vm vm1 --latency 5s --count 5 2>&1) || bad "latency rule: $LID"
+codes=$(dc exec -T vm1 sh -c 'for i in 1 2 3 4 5 6; do
+  curl -s -o /dev/null -w "%{http_code}\n" -H Metadata:true "http://'"$IMDS_ADDR"'/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https%3A%2F%2Fvault.azure.net" &
+done; wait' | sort | uniq -c | tr -s ' ' | tr '\n' ';')
+[ "$codes" = " 5 200; 1 429;" ] && ok "six concurrent token requests from vm1 (five held 5 s): five 200, one 429" || bad "concurrency: $codes"
+ctl log --service imds --json | grep -q "5 concurrent identity requests" \
+  && ok "the log names the concurrency limit" || bad "no concurrency entry in the log"
+K_OLD=$(ctl keys list | awk '$2 == "current" {print $1}')
+T_OLD=$(tok vm1) && [ "$(jwt_kid <<<"$T_OLD")" = "$K_OLD" ] && ok "vm1's token is signed by the current key $K_OLD" || bad "kid of vm1's token"
+ctl keys roll >"$WORK/keys.txt" 2>&1 || bad "misim keys roll: $(cat "$WORK/keys.txt")"
+K_NEW=$(awk '$2 == "current" {print $1}' "$WORK/keys.txt")
+[ -n "$K_NEW" ] && [ "$K_NEW" != "$K_OLD" ] && awk -v k="$K_OLD" '$1 == k {print $2}' "$WORK/keys.txt" | grep -qx retired \
+  && ok "misim keys roll: $K_NEW signs, $K_OLD retired" || bad "keys roll: $(cat "$WORK/keys.txt")"
+curl -sS --cacert "$WORK/ca.pem" "$ENTRA/$MISIM_TENANT_ID/discovery/v2.0/keys" | grep -q "\"$K_OLD\"" \
+  && ok "the retired key stays published in JWKS" || bad "JWKS lost $K_OLD"
+expect_secret "vm1's cached token (retired key) still reads the secret" vm1
+before=$(ctl clock show | awk '{print $2}' | head -1)
+ctl clock advance 25h >/dev/null && ok "misim clock advance 25h" || bad "clock advance"
+offsets=$(ctl clock show | awk '{print $4, $5}' | sort -u)
+[ "$offsets" = "+1d 1h" ] && ok "every service's clock (entra, arm, imds, keyvault, oidc) is 25h ahead" || bad "clock offsets: $offsets (before $before)"
+if out=$(vm vm1 secret get --vault-url "$VAULT_URL" --name db-password --token "$T_OLD" 2>&1); then bad "the 25h-old token still reads: $out"
+elif grep -q "401" <<<"$out" && grep -q "TokenExpired" <<<"$out"; then ok "the old token: Key Vault 401 TokenExpired"
+else bad "old token after 25h: $out"; fi
+T_NEW=$(tok vm1) && [ "$(jwt_kid <<<"$T_NEW")" = "$K_NEW" ] && [ "$(claim iat <<<"$T_NEW")" -gt $(( $(date +%s) + 24 * 3600 )) ] \
+  && ok "vm1's new token: signed by $K_NEW, issued 25h ahead" || bad "vm1's token after 25h: $T_NEW"
+expect_secret "vm1 reads the secret with its new token" vm1
+ARM_TOKEN=$(admin_token https://management.azure.com)   # the admin's 1 h token is 25 h old now
+# pod1's token was minted before the jump: its kubelet would rewrite it only after 48 real
+# minutes (docs/toolkit.md); restarting it projects one at the new time.
+old_pod_token=$(dc exec -T pod1 sh -c 'cat "$AZURE_FEDERATED_TOKEN_FILE"')
+dc restart pod1-token >/dev/null 2>&1
+deadline=$(( $(date +%s) + 60 ))
+until [ "$(dc exec -T pod1 sh -c 'cat "$AZURE_FEDERATED_TOKEN_FILE"')" != "$old_pod_token" ]; do
+  [ "$(date +%s)" -lt "$deadline" ] || { bad "pod1-token did not rewrite the token within 60 s"; break; }
+  sleep 1
+done
+if got=$(dc exec -T pod1 python3 - <"$WORK/pod-app.py" 2>&1) && [ "$got" = "$(printf 's3cret\ns3cret')" ]; then
+  ok "pod1 reads the secret after the jump with its re-projected token"
+else bad "pod1 after the clock jump: $got"; fi
+
 step "docker compose restart: state survives"
 dc restart >/dev/null 2>&1
 wait_healthy
@@ -375,6 +495,11 @@ admin_env
 ARM_TOKEN=$(admin_token https://management.azure.com)
 flow
 P=$(arm GET "$VM1" | json '["identity"]["principalId"]') && [ "$P" = "$S1" ] && ok "ARM still has vm1 with the same principal" || bad "vm1 after down/up: $P"
+if got=$(dc exec -T pod1 python3 - <"$WORK/pod-app.py" 2>&1) && [ "$got" = "$(printf 's3cret\ns3cret')" ]; then
+  ok "pod1 still reads the secret (federated credential, role and issuer key survived)"
+else bad "pod1 after down/up: $got"; fi
+(( $(ctl clock show | awk '{print $4, $5}' | sort -u | grep -c '^+1d 1h') == 1 )) \
+  && ok "the clocks are still 25h ahead" || bad "clocks after down/up: $(ctl clock show)"
 
 echo "compose smoke: $PASS passed, $FAIL failed"
 [ "$FAIL" = 0 ]

@@ -31,6 +31,9 @@ pub const ENV_KEYVAULT_DNS_SUFFIX: &str = "MISIM_KEYVAULT_DNS_SUFFIX";
 pub const ENV_KEYVAULT_PORT: &str = "MISIM_KEYVAULT_PORT";
 /// Object id of the sandbox administrator (granted Owner and Key Vault Secrets Officer).
 pub const ENV_ADMIN_OBJECT_ID: &str = "MISIM_ADMIN_OBJECT_ID";
+/// How long a new role assignment takes to take effect (`30s`, `2m`; unset or 0: at once),
+/// as `misim up --role-assignment-delay` (docs/toolkit.md, Delays).
+pub const ENV_ROLE_ASSIGNMENT_DELAY: &str = "MISIM_ROLE_ASSIGNMENT_DELAY";
 
 /// What ARM serves.
 #[derive(Debug, Clone, PartialEq)]
@@ -143,6 +146,8 @@ pub struct Settings {
     pub entra_grpc_url: String,
     /// IMDS gRPC URL.
     pub imds_grpc_url: String,
+    /// The delay before a new role assignment takes effect ([`ENV_ROLE_ASSIGNMENT_DELAY`]).
+    pub role_assignment_delay: std::time::Duration,
 }
 
 impl Settings {
@@ -163,6 +168,11 @@ impl Settings {
                     .map_err(|e| ConfigError(format!("{ENV_KEYVAULT_PORT}={p:?}: {e}")))?,
             ),
             None => None,
+        };
+        let role_assignment_delay = match env.get(ENV_ROLE_ASSIGNMENT_DELAY) {
+            Some(v) => misim_types::time::parse_duration(&v)
+                .map_err(|e| ConfigError(format!("{ENV_ROLE_ASSIGNMENT_DELAY}: {e}")))?,
+            None => std::time::Duration::ZERO,
         };
         let bootstrap_assignments = match env.get(ENV_ADMIN_OBJECT_ID) {
             Some(admin) => vec![
@@ -191,6 +201,7 @@ impl Settings {
             data_dir: PathBuf::from(env.get(ENV_DATA_DIR).unwrap_or_else(|| "./data/arm".into())),
             entra_grpc_url: req(ENV_ENTRA_GRPC_URL)?,
             imds_grpc_url: req(ENV_IMDS_GRPC_URL)?,
+            role_assignment_delay,
         })
     }
 }
@@ -220,6 +231,39 @@ mod tests {
         assert_eq!(
             s.config.vault_uri("kv1"),
             "https://kv1.vault.localhost:8445/"
+        );
+        assert_eq!(s.role_assignment_delay, std::time::Duration::ZERO, "off");
+    }
+
+    #[test]
+    fn reads_the_role_assignment_delay_as_misim_up_does() {
+        let with = |v: &'static str| {
+            Settings::from_env(&MapEnv::from_pairs([
+                (ENV_SUBSCRIPTION_ID, G),
+                (ENV_TENANT_ID, G),
+                (ENV_PUBLIC_URL, "https://localhost:8443"),
+                (ENV_ENTRA_PUBLIC_URL, "https://localhost:8444"),
+                (ENV_ENTRA_GRPC_URL, "http://127.0.0.1:1"),
+                (ENV_IMDS_GRPC_URL, "http://127.0.0.1:2"),
+                (ENV_ROLE_ASSIGNMENT_DELAY, v),
+            ]))
+        };
+        assert_eq!(
+            with("30s").unwrap().role_assignment_delay,
+            std::time::Duration::from_secs(30)
+        );
+        assert_eq!(
+            with("2m").unwrap().role_assignment_delay,
+            std::time::Duration::from_secs(120)
+        );
+        assert_eq!(
+            with("0").unwrap().role_assignment_delay,
+            std::time::Duration::ZERO
+        );
+        let e = with("soon").unwrap_err().to_string();
+        assert!(
+            e.contains(ENV_ROLE_ASSIGNMENT_DELAY) && e.contains("soon"),
+            "{e}"
         );
     }
 

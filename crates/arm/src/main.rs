@@ -53,6 +53,7 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("opening arm")?;
     arm.follow_clock(clock_svc.subscribe());
+    arm.set_role_assignment_delay(settings.role_assignment_delay);
     let http = tokio::net::TcpListener::bind(settings.http_addr)
         .await
         .context("binding http")?;

@@ -1,5 +1,5 @@
 //! The HTTP layer every service's router is wrapped in: it finds who is
-//! asking, applies IMDS's throttle and the fault rules before the service
+//! asking, applies IMDS's limits and the fault rules before the service
 //! sees the request, and records every refusal the service answers.
 
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use http::header;
 use crate::log::{Decision, Kind};
 use crate::rules::Facts;
 use crate::shapes::{self, Cx};
-use crate::{Chaos, Explanation, Service, VmKey};
+use crate::{Chaos, Explanation, Service, VmKey, throttle};
 
 /// Bodies read to find a client id (token requests) or a refusal's reason
 /// (error bodies) are at most this long; longer ones are passed untouched.
@@ -214,6 +214,16 @@ pub(crate) async fn intercept(State(chaos): State<Chaos>, req: Request, next: Ne
     if let Some(res) = throttled(&chaos, &seen) {
         return res;
     }
+    // Held until the answer is ready: an injected latency counts as time in
+    // flight, as a slow IMDS would on Azure.
+    let _slot = match admitted(&chaos, &seen) {
+        Ok(slot) => slot,
+        Err(limit) => {
+            let why =
+                format!("over IMDS's limit of {limit} concurrent identity requests for this VM");
+            return too_many(&chaos, &seen, why);
+        }
+    };
     if chaos.armed()
         && let Some(res) = fault(&chaos, &seen).await
     {
@@ -226,12 +236,34 @@ pub(crate) async fn intercept(State(chaos): State<Chaos>, req: Request, next: Ne
     res
 }
 
+fn is_throttled_endpoint(chaos: &Chaos, seen: &Seen) -> bool {
+    chaos.service() == Service::Imds && is_identity_endpoint(&seen.path)
+}
+
 fn throttled(chaos: &Chaos, seen: &Seen) -> Option<Response> {
-    if chaos.service() != Service::Imds || !is_identity_endpoint(&seen.path) {
+    if !is_throttled_endpoint(chaos, seen) {
         return None;
     }
     let key = seen.vm.as_deref().unwrap_or("");
     let limit = chaos.inner.throttle.over(key)?;
+    Some(too_many(
+        chaos,
+        seen,
+        format!("over IMDS's limit of {limit} identity requests per second for this VM"),
+    ))
+}
+
+/// A slot among the VM's identity requests in flight (`None` where no
+/// concurrency limit applies), or the limit the VM has no slot free under.
+fn admitted(chaos: &Chaos, seen: &Seen) -> Result<Option<throttle::Slot>, u32> {
+    if !is_throttled_endpoint(chaos, seen) {
+        return Ok(None);
+    }
+    chaos.inner.throttle.enter(seen.vm.as_deref().unwrap_or(""))
+}
+
+/// IMDS's 429 (`Retry-After: 1`), logged as throttled with `reason`.
+fn too_many(chaos: &Chaos, seen: &Seen, reason: String) -> Response {
     let ans = shapes::answer(
         Service::Imds,
         429,
@@ -241,9 +273,9 @@ fn throttled(chaos: &Chaos, seen: &Seen) -> Option<Response> {
     );
     let mut d = seen.decision(chaos, Kind::Throttled, 429);
     d.code = ans.code.clone();
-    d.reason = format!("over IMDS's limit of {limit} identity requests per second for this VM");
+    d.reason = reason;
     chaos.log().record(d);
-    Some(ans.into_response())
+    ans.into_response()
 }
 
 async fn fault(chaos: &Chaos, seen: &Seen) -> Option<Response> {

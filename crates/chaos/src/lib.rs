@@ -1,7 +1,8 @@
 //! misim-chaos: the tester's toolkit inside each service (issue #12): fault
 //! rules users add at run time (`misim fault`), answered with the status,
 //! body and headers Azure sends; the decision log of every refusal, fault and
-//! throttled request (`misim log`); IMDS's per-VM rate limit.
+//! throttled request (`misim log`); IMDS's per-VM rate and concurrency
+//! limits.
 //!
 //! Each service owns one [`Chaos`] for itself: its HTTP router is wrapped by
 //! [`Chaos::wrap`] (the layer that fires rules and records refusals) and its
@@ -33,7 +34,7 @@ pub use glob::MAX_PATTERN;
 pub use log::{Decision, DecisionLog, Kind, LOG_CAPACITY, Query};
 pub use rules::{Facts, MAX_LATENCY, MAX_RETRY_AFTER, MAX_RULES, Rule, RuleSpec};
 pub use settle::Settling;
-pub use throttle::{AZURE_IDENTITY_RATE, ThrottleConfig};
+pub use throttle::{AZURE_IDENTITY_CONCURRENCY, AZURE_IDENTITY_RATE, ThrottleConfig};
 
 /// The services a rule can target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -205,9 +206,16 @@ impl Chaos {
         *self.inner.challenge.write() = Some(value);
     }
 
-    /// Turns IMDS's per-VM rate limit on or off, or changes its numbers.
+    /// Turns IMDS's per-VM rate and concurrency limits on or off, or
+    /// changes their numbers.
     pub fn set_throttle(&self, config: ThrottleConfig) {
         self.inner.throttle.set(config);
+    }
+
+    /// How many identity requests of the VM `vm_key` (its [`VmKey`]) are in
+    /// flight under the concurrency limit (always 0 with the limit off).
+    pub fn in_flight(&self, vm_key: &str) -> u32 {
+        self.inner.throttle.in_flight(vm_key)
     }
 
     /// The router with the toolkit in front: rules fire before the service

@@ -24,10 +24,14 @@ pub const ENV_ADDRESSING: &str = "MISIM_IMDS_ADDRESSING";
 /// (case-insensitive), never a bare name: a VM of the same name in another
 /// resource group must not be able to claim or unsettle the mapping.
 pub const ENV_VM_ADDRESSES: &str = "MISIM_IMDS_VM_ADDRESSES";
-/// The per-VM rate limit of the identity endpoint: `on` (Azure's 20
-/// requests per second, the default), `off`, or requests per second
-/// (docs/toolkit.md, Throttling).
+/// The per-VM limits of the identity endpoint: `on` (Azure's 20 requests
+/// per second and 5 in flight, the default), `off`, requests per second, or
+/// `RATE,CONCURRENT` (docs/toolkit.md, Throttling).
 pub const ENV_THROTTLE: &str = "MISIM_IMDS_THROTTLE";
+
+/// How long IMDS answers "Identity not found" for a newly pushed identity (`30s`, `2m`;
+/// unset or 0: at once), as `misim up --identity-delay` (docs/toolkit.md, Delays).
+pub const ENV_IDENTITY_DELAY: &str = "MISIM_IDENTITY_DELAY";
 
 /// The real IMDS address. Only ever named, never contacted: misim serves
 /// loopback listeners instead.
@@ -101,8 +105,10 @@ pub struct BinConfig {
     pub entra_grpc_url: String,
     /// Static VM addresses ([`ENV_VM_ADDRESSES`]), source-address mode only.
     pub vm_addresses: VmAddresses,
-    /// The identity endpoint's rate limit ([`ENV_THROTTLE`]).
+    /// The identity endpoint's rate and concurrency limits ([`ENV_THROTTLE`]).
     pub throttle: misim_chaos::ThrottleConfig,
+    /// How long a new identity is not found ([`ENV_IDENTITY_DELAY`]).
+    pub identity_delay: std::time::Duration,
 }
 
 /// The static map of source-address mode: which VM (by full resource id)
@@ -236,6 +242,11 @@ impl BinConfig {
             Some(v) => misim_chaos::ThrottleConfig::parse(&v)
                 .map_err(|e| format!("{ENV_THROTTLE}: {e}"))?,
         };
+        let identity_delay = match env.get(ENV_IDENTITY_DELAY) {
+            None => std::time::Duration::ZERO,
+            Some(v) => misim_types::time::parse_duration(&v)
+                .map_err(|e| format!("{ENV_IDENTITY_DELAY}: {e}"))?,
+        };
         let config = Config {
             tenant_id: req(ENV_TENANT_ID)?,
             entra_authority: req(ENV_ENTRA_PUBLIC_URL)?,
@@ -254,6 +265,7 @@ impl BinConfig {
             entra_grpc_url: req(ENV_ENTRA_GRPC_URL)?,
             vm_addresses,
             throttle,
+            identity_delay,
         })
     }
 }
@@ -288,19 +300,21 @@ mod tests {
         assert!(BinConfig::from_env(&MapEnv::from_pairs([(ENV_ADDRESSING, "nope")])).is_err());
     }
 
-    #[test]
-    fn the_throttle_is_azures_unless_switched() {
-        let base = vec![
+    /// The binary's view of the minimal environment plus `var=v` when given.
+    fn with_var(var: &'static str, v: Option<&'static str>) -> Result<BinConfig, String> {
+        let mut env = vec![
             (ENV_TENANT_ID, "t1"),
             (ENV_ENTRA_PUBLIC_URL, "https://localhost:1"),
             (ENV_DATA_DIR, "/tmp/x"),
             (ENV_ENTRA_GRPC_URL, "http://127.0.0.1:2"),
         ];
-        let with = |v: Option<&'static str>| {
-            let mut env = base.clone();
-            env.extend(v.map(|v| (ENV_THROTTLE, v)));
-            BinConfig::from_env(&MapEnv::from_pairs(env))
-        };
+        env.extend(v.map(|v| (var, v)));
+        BinConfig::from_env(&MapEnv::from_pairs(env))
+    }
+
+    #[test]
+    fn the_throttle_is_azures_unless_switched() {
+        let with = |v| with_var(ENV_THROTTLE, v);
         assert_eq!(
             with(None).unwrap().throttle,
             misim_chaos::ThrottleConfig::AZURE
@@ -310,7 +324,32 @@ mod tests {
             misim_chaos::ThrottleConfig::OFF
         );
         assert_eq!(with(Some("50")).unwrap().throttle.per_second, Some(50));
+        assert_eq!(
+            with(None).unwrap().throttle.concurrent,
+            Some(misim_chaos::AZURE_IDENTITY_CONCURRENCY)
+        );
+        assert_eq!(with(Some("50,off")).unwrap().throttle.concurrent, None);
         assert!(with(Some("lots")).unwrap_err().contains(ENV_THROTTLE));
+    }
+
+    #[test]
+    fn reads_the_identity_delay_as_misim_up_does() {
+        let with = |v| with_var(ENV_IDENTITY_DELAY, v);
+        use std::time::Duration;
+        assert_eq!(with(None).unwrap().identity_delay, Duration::ZERO, "off");
+        assert_eq!(
+            with(Some("45s")).unwrap().identity_delay,
+            Duration::from_secs(45)
+        );
+        assert_eq!(
+            with(Some("1h")).unwrap().identity_delay,
+            Duration::from_secs(3600)
+        );
+        let e = with(Some("5 minutes")).unwrap_err();
+        assert!(
+            e.contains(ENV_IDENTITY_DELAY) && e.contains("5 minutes"),
+            "{e}"
+        );
     }
 
     const VM1: &str =

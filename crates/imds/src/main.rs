@@ -54,6 +54,7 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(grpc = %grpc.local_addr()?, http = ?http.as_ref().and_then(|l| l.local_addr().ok()), "misim-imds listening");
     let imds = Imds::open(cfg.config, deps).await.context("opening imds")?;
     imds.chaos().set_throttle(cfg.throttle);
+    imds.set_identity_delay(cfg.identity_delay);
     if !cfg.vm_addresses.is_empty() {
         tracing::info!(vms = ?cfg.vm_addresses, "static vm addresses");
         imds.set_static_addresses(cfg.vm_addresses);

@@ -15,6 +15,7 @@
 //!   `misim.oidc.v1.Issuers` gRPC service ([`Oidc::grpc_router`]) or
 //!   [`Oidc::mint`] in process.
 
+pub mod config;
 mod domain;
 mod error;
 mod grpc;

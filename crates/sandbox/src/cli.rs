@@ -30,8 +30,9 @@ enum Command {
         /// (ARM 8443, Entra 8444, Key Vault 8445, OIDC issuers 8446, gRPC 50051-50056).
         #[arg(long)]
         random_ports: bool,
-        /// IMDS's per-VM rate limit of the identity endpoint: `on` (Azure's 20
-        /// requests per second), `off`, or requests per second.
+        /// IMDS's per-VM limits of the identity endpoint: `on` (Azure's 20
+        /// requests per second, 5 in flight), `off`, requests per second, or
+        /// `RATE,CONCURRENT` (each a number or `off`).
         #[arg(long, env = "MISIM_IMDS_THROTTLE", default_value = "on", value_parser = misim_chaos::ThrottleConfig::parse)]
         imds_throttle: misim_chaos::ThrottleConfig,
         /// How long a new role assignment takes to take effect (`30s`, `2m`;

@@ -95,8 +95,9 @@ pub(crate) fn parse_latency(text: &str) -> Result<Duration, String> {
 }
 
 /// The gRPC URL of `service`: `MISIM_<SERVICE>_GRPC_URL` from the
-/// environment (the compose sandbox), else from misim.env.
-pub(crate) fn grpc_url(env: &[String], service: Service) -> anyhow::Result<String> {
+/// environment (the compose sandbox's service containers, which have no
+/// misim.env), else from the data directory's misim.env.
+pub(crate) fn grpc_url(data_dir: &Path, service: Service) -> anyhow::Result<String> {
     let key = match service {
         Service::Imds => "MISIM_IMDS_GRPC_URL",
         Service::Entra => "MISIM_ENTRA_GRPC_URL",
@@ -105,16 +106,15 @@ pub(crate) fn grpc_url(env: &[String], service: Service) -> anyhow::Result<Strin
     };
     match std::env::var(key) {
         Ok(v) if !v.is_empty() => Ok(v),
-        _ => env_value(env, key),
+        _ => env_value(&read_env_file(data_dir)?, key),
     }
 }
 
 fn client(
     data_dir: &Path,
-    env: &[String],
     service: Service,
 ) -> anyhow::Result<pb::faults_client::FaultsClient<ControlChannel>> {
-    let url = grpc_url(env, service)?;
+    let url = grpc_url(data_dir, service)?;
     Ok(pb::faults_client::FaultsClient::new(admin_channel(
         data_dir, &url,
     )?))
@@ -159,8 +159,7 @@ pub(crate) async fn run(command: FaultCommand) -> anyhow::Result<ExitCode> {
                 count,
                 probability,
             };
-            let env = read_env_file(&data_dir)?;
-            let fault = client(&data_dir, &env, svc)?
+            let fault = client(&data_dir, svc)?
                 .add_fault(pb::AddFaultRequest { spec: Some(spec) })
                 .await
                 .map_err(|s| refusal(svc, s))?
@@ -174,13 +173,12 @@ pub(crate) async fn run(command: FaultCommand) -> anyhow::Result<ExitCode> {
             data_dir,
         } => {
             let only = service.as_deref().map(Service::parse).transpose()?;
-            let env = read_env_file(&data_dir)?;
             let mut all = Vec::new();
             for svc in Service::ALL
                 .into_iter()
                 .filter(|s| only.is_none_or(|o| o == *s))
             {
-                let faults = client(&data_dir, &env, svc)?
+                let faults = client(&data_dir, svc)?
                     .list_faults(pb::ListFaultsRequest {})
                     .await
                     .map_err(|s| refusal(svc, s))?
@@ -201,11 +199,10 @@ pub(crate) async fn run(command: FaultCommand) -> anyhow::Result<ExitCode> {
 }
 
 async fn clear(data_dir: &Path, id: Option<&str>) -> anyhow::Result<ExitCode> {
-    let env = read_env_file(data_dir)?;
     let Some(id) = id else {
         let mut removed = 0;
         for svc in Service::ALL {
-            removed += client(data_dir, &env, svc)?
+            removed += client(data_dir, svc)?
                 .clear_faults(pb::ClearFaultsRequest::default())
                 .await
                 .map_err(|s| refusal(svc, s))?
@@ -220,7 +217,7 @@ async fn clear(data_dir: &Path, id: Option<&str>) -> anyhow::Result<ExitCode> {
         .rsplit_once('-')
         .and_then(|(s, _)| Service::parse(s).ok())
         .with_context(|| format!("{id:?} is not a fault rule id (e.g. imds-1, arm-2)"))?;
-    client(data_dir, &env, svc)?
+    client(data_dir, svc)?
         .clear_faults(pb::ClearFaultsRequest { id: id.to_owned() })
         .await
         .map_err(|s| refusal(svc, s))?;

@@ -96,7 +96,8 @@ pub struct SandboxConfig {
     /// Entra's token lifetimes and signing-key rollover (`MISIM_TOKEN_LIFETIME_*`,
     /// `MISIM_ENTRA_KEY_ROLL_INTERVAL` for `misim up`).
     pub tokens: misim_entra::TokenPolicy,
-    /// IMDS's per-VM rate limit of the identity endpoint (Azure's by default).
+    /// IMDS's per-VM rate and concurrency limits of the identity endpoint
+    /// (Azure's by default).
     pub imds_throttle: misim_chaos::ThrottleConfig,
     /// How long a new role assignment takes to take effect (zero: at once).
     pub role_assignment_delay: std::time::Duration,

@@ -10,7 +10,7 @@ use futures::StreamExt as _;
 use misim_chaos::Service;
 use misim_proto::admin::v1 as pb;
 
-use crate::cli::{admin_channel, default_data_dir, read_env_file};
+use crate::cli::{admin_channel, default_data_dir};
 use crate::fault_cmd::grpc_url;
 
 #[derive(Debug, Args)]
@@ -53,10 +53,9 @@ pub(crate) async fn run(a: LogArgs) -> anyhow::Result<ExitCode> {
         principal: a.principal.clone().unwrap_or_default(),
         service: a.service.clone().unwrap_or_default(),
     };
-    let env = read_env_file(&a.data_dir)?;
     let mut clients = Vec::new();
     for svc in targets {
-        let url = grpc_url(&env, svc)?;
+        let url = grpc_url(&a.data_dir, svc)?;
         clients.push((
             svc,
             pb::log_client::LogClient::new(admin_channel(&a.data_dir, &url)?),

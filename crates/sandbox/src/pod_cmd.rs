@@ -2,6 +2,8 @@
 //! prepares a pod (docs/workload-identity.md, "Pods"): the four `AZURE_*`
 //! variables and a projected service-account token of the cluster's issuer in
 //! a file, refreshed while the command runs, as the kubelet refreshes it.
+//! `misim pod project`: only the kubelet's part, for a pod that is a container
+//! of its own (the compose sandbox's `pod1`).
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -57,6 +59,32 @@ pub(crate) enum PodCommand {
     /// Run a command as a pod whose service account is federated with an
     /// application or user-assigned identity (AKS workload identity).
     Exec(ExecArgs),
+    /// Keep a pod's projected service-account token fresh in a file, as the
+    /// kubelet does, until stopped (the compose sandbox's `pod1-token`).
+    Project(ProjectArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ProjectArgs {
+    /// The cluster whose service-account issuer signs the token.
+    #[arg(long, default_value = "default")]
+    cluster: String,
+    /// The pod's service account, `NAMESPACE/NAME`.
+    #[arg(long, value_name = "NAMESPACE/NAME")]
+    service_account: String,
+    /// The token's lifetime: 1h to 24h; rewritten after 80% of it.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    token_expiration: Duration,
+    /// The file to keep the token in (the pod's `AZURE_FEDERATED_TOKEN_FILE`,
+    /// on a volume the pod mounts read-only).
+    #[arg(long)]
+    out: PathBuf,
+    /// The issuers' gRPC URL (default: `MISIM_OIDC_GRPC_URL` of misim.env).
+    #[arg(long, env = "MISIM_OIDC_GRPC_URL")]
+    url: Option<String>,
+    /// The sandbox's data directory (its control.key, or `MISIM_CONTROL_KEY_FILE`).
+    #[arg(long, env = "MISIM_DATA_DIR", default_value_os_t = default_data_dir())]
+    data_dir: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -237,13 +265,57 @@ impl Drop for TokenDir {
     }
 }
 
-pub(crate) async fn run(command: PodCommand) -> anyhow::Result<ExitCode> {
-    let PodCommand::Exec(a) = command;
-    let (ns, sa) = parse_service_account(&a.service_account)?;
+fn check_expiration(lifetime: Duration) -> anyhow::Result<()> {
     anyhow::ensure!(
-        (MIN_EXPIRATION..=MAX_EXPIRATION).contains(&a.token_expiration),
+        (MIN_EXPIRATION..=MAX_EXPIRATION).contains(&lifetime),
         "--token-expiration must be between 1h and 24h (the webhook's range)"
     );
+    Ok(())
+}
+
+pub(crate) async fn run(command: PodCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        PodCommand::Exec(a) => exec(a).await,
+        PodCommand::Project(a) => project(a).await,
+    }
+}
+
+/// `misim pod project`: the first token is written before anything else
+/// (failing if the issuer cannot mint it, so a supervisor restarts the
+/// command), then rewritten after 80% of its lifetime until SIGTERM/SIGINT.
+async fn project(a: ProjectArgs) -> anyhow::Result<ExitCode> {
+    let (ns, sa) = parse_service_account(&a.service_account)?;
+    check_expiration(a.token_expiration)?;
+    let url = match a.url {
+        Some(u) => u,
+        None => env_value(&read_env_file(&a.data_dir)?, "MISIM_OIDC_GRPC_URL")?,
+    };
+    let minter = Minter {
+        client: pb::issuers_client::IssuersClient::new(admin_channel(&a.data_dir, &url)?),
+        cluster: a.cluster,
+        subject: format!("system:serviceaccount:{ns}:{sa}"),
+        lifetime: a.token_expiration,
+    };
+    write_atomically(&a.out, &minter.clone().mint().await?)?;
+    let every = refresh_after(a.token_expiration);
+    tracing::info!(
+        file = %a.out.display(),
+        subject = %minter.subject,
+        refresh_secs = every.as_secs(),
+        "projected service-account token written"
+    );
+    let shutdown = misim_runtime::Shutdown::new();
+    tokio::spawn(misim_runtime::cancel_on_signal(shutdown.clone()));
+    tokio::select! {
+        () = keep_fresh(a.out, every, move || minter.clone().mint(), tokio::time::sleep) => {}
+        () = shutdown.cancelled() => {}
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn exec(a: ExecArgs) -> anyhow::Result<ExitCode> {
+    let (ns, sa) = parse_service_account(&a.service_account)?;
+    check_expiration(a.token_expiration)?;
     let env = read_env_file(&a.data_dir)?;
     let entra_url = env_value(&env, "MISIM_ENTRA_URL")?;
     let tenant_id = match a.tenant_id {

@@ -216,14 +216,23 @@ mod tests {
             !compose.contains("not-a-real-secret"),
             "deploy/compose.yaml names a secret"
         );
-        // The VM template and the VMs mount no secrets volume and name no secret file.
-        for (start, indent) in [("x-vm:", 0), ("vm1:", 2), ("vm2:", 2)] {
+        // The VM template, the VMs and the pod mount no secrets volume and name no
+        // secret file (the pod's `/var/run/secrets/azure/tokens` holds only its token).
+        for (start, indent) in [("x-vm:", 0), ("vm1:", 2), ("vm2:", 2), ("pod1:", 2)] {
             let block = yaml_block(&compose, start, indent);
             assert!(!block.is_empty(), "no {start} in compose.yaml");
-            assert!(
-                !block.contains("secrets") && !block.contains("sandbox.env"),
-                "{start} sees the secrets:\n{block}"
-            );
+            for secret in [
+                "sandbox-secrets",
+                "sandbox.env",
+                "/secrets:",
+                "control.key",
+                "admin-secret",
+            ] {
+                assert!(
+                    !block.contains(secret),
+                    "{start} sees the secrets ({secret}):\n{block}"
+                );
+            }
         }
     }
 

@@ -21,6 +21,8 @@ use tokio::net::TcpListener;
 use tonic::service::Routes;
 use tonic::{Request, Status};
 
+mod concurrency;
+
 const TENANT: &str = "72f988bf-0000-4000-8000-000000000001";
 const AUTHORITY: &str = "https://localhost:9443";
 const NOW: u64 = 1_767_139_199;

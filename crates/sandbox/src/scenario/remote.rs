@@ -270,7 +270,7 @@ impl Remote {
         &self,
         service: Service,
     ) -> anyhow::Result<admin::faults_client::FaultsClient<ControlChannel>> {
-        let url = crate::fault_cmd::grpc_url(&self.env, service)?;
+        let url = crate::fault_cmd::grpc_url(&self.data_dir, service)?;
         Ok(admin::faults_client::FaultsClient::new(admin_channel(
             &self.data_dir,
             &url,

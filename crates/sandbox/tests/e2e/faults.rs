@@ -501,3 +501,72 @@ async fn the_toolkit_is_the_owners_alone() {
         );
     }
 }
+
+/// The compose sandbox's way: the CLI runs in a service container that has no misim.env,
+/// only `MISIM_<SERVICE>_GRPC_URL` and `MISIM_CONTROL_KEY_FILE` in its environment
+/// (deploy/sandbox.env). `fault` and `log` reach every service from those alone.
+#[tokio::test]
+async fn fault_and_log_reach_the_services_the_environment_names_without_misim_env() {
+    let w = harness::start().await;
+    let ep = vm_with_identity(&w, "vm1").await;
+    let bare = tempfile::tempdir().unwrap();
+    let key_file = w.dir.path().join(misim_proto::auth::CONTROL_KEY_FILE);
+    let run = |args: &'static [&'static str]| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_misim"));
+        cmd.args(args)
+            .arg("--data-dir")
+            .arg(bare.path())
+            .env("MISIM_IMDS_GRPC_URL", &w.sb.imds_grpc_url)
+            .env("MISIM_ENTRA_GRPC_URL", &w.sb.entra_grpc_url)
+            .env("MISIM_ARM_GRPC_URL", &w.sb.arm_grpc_url)
+            .env("MISIM_KEYVAULT_GRPC_URL", &w.sb.keyvault_grpc_url)
+            .env(misim_proto::auth::ENV_CONTROL_KEY_FILE, &key_file);
+        async move {
+            let o = cmd.output().await.unwrap();
+            assert!(o.status.success(), "misim {args:?}: {}", stderr(&o));
+            stdout(&o)
+        }
+    };
+    let id = run(&[
+        "fault",
+        "add",
+        "--service",
+        "imds",
+        "--vm",
+        "vm1",
+        "--status",
+        "429",
+        "--count",
+        "1",
+    ])
+    .await;
+    assert_eq!(id.trim(), "imds-1");
+    assert!(run(&["fault", "list"]).await.contains("imds-1"));
+    assert_eq!(imds_get(&w, &ep).await.status(), 429);
+    assert_eq!(imds_get(&w, &ep).await.status(), 200, "once, then tokens");
+    let log = run(&["log", "--json"]).await;
+    assert!(
+        log.lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .any(|e| e["kind"] == "fault" && e["faultId"] == "imds-1"),
+        "{log}"
+    );
+    assert_eq!(run(&["fault", "clear"]).await.trim(), "removed 0");
+    assert!(
+        !bare.path().join("misim.env").exists(),
+        "nothing was read or written there"
+    );
+    // Without the variables the CLI says what it was looking for.
+    let o = tokio::process::Command::new(env!("CARGO_BIN_EXE_misim"))
+        .args(["fault", "list", "--data-dir"])
+        .arg(bare.path())
+        .env_remove("MISIM_IMDS_GRPC_URL")
+        .env_remove("MISIM_ENTRA_GRPC_URL")
+        .env_remove("MISIM_ARM_GRPC_URL")
+        .env_remove("MISIM_KEYVAULT_GRPC_URL")
+        .output()
+        .await
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("misim.env"), "{}", stderr(&o));
+}

@@ -335,3 +335,48 @@ async fn an_imds_token_for_the_exchange_audience_is_an_apps_credential() {
     assert_eq!(s, 401, "{v}");
     assert_eq!(v["error_codes"], json!([700213]), "{v}");
 }
+
+/// `misim pod project` (the compose sandbox's `pod1-token`): the pod's token, written to a
+/// file before anything else and kept there while the command runs, is one Entra trades
+/// for the identity's token.
+#[tokio::test]
+async fn pod_project_keeps_a_token_entra_accepts_in_a_file() {
+    use clap::Parser as _;
+    let w = start().await;
+    let subject = "system:serviceaccount:payments:api";
+    let (client_id, principal_id) = identity_trusting(&w, "payments-api", "aks1", subject).await;
+    w.sb.write_env_file().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("azure-identity-token");
+    let (data_dir, file_arg) = (
+        w.dir.path().display().to_string(),
+        file.display().to_string(),
+    );
+    let cli = misim_sandbox::cli::Cli::try_parse_from([
+        "misim",
+        "pod",
+        "project",
+        "--cluster",
+        "aks1",
+        "--service-account",
+        "payments/api",
+        "--out",
+        &file_arg,
+        "--data-dir",
+        &data_dir,
+    ])
+    .unwrap();
+    let task = tokio::spawn(misim_sandbox::cli::run(cli));
+    let token = misim_testkit::eventually("the projected token", || {
+        let file = file.clone();
+        async move { std::fs::read_to_string(&file).map_err(|e| e.to_string()) }
+    })
+    .await;
+    assert!(
+        !task.is_finished(),
+        "it keeps running, to refresh the token"
+    );
+    let claims = exchanged(&w, &client_id, token.trim()).await;
+    assert_eq!(claims.oid, principal_id);
+    task.abort();
+}

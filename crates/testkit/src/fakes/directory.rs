@@ -1,7 +1,11 @@
 //! A fake Entra `Directory`: the tenant, one signing key, service principals with key
-//! credentials, and token issuance by a test-supplied function.
+//! credentials, and token issuance by a test-supplied function, with a gate a test can
+//! hold issuance at (a slow Entra, without sleeping).
 
 use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio::sync::{Notify, Semaphore};
 
 use misim_proto::entra::v1 as pb;
 use misim_proto::entra::v1::directory_server::{Directory, DirectoryServer};
@@ -24,13 +28,18 @@ type IssueToken = dyn Fn(pb::IssueTokenRequest) -> Result<pb::IssuedToken, Statu
 /// A fake Entra `Directory`. Built with what the test needs; unconfigured parts answer
 /// `UNIMPLEMENTED`. Principal calls (create, get, list, delete, add and remove key credentials) are always
 /// modelled, on the shared [`FakeState`](super::FakeState), and logged there, as is each
-/// `IssueToken` once configured (before the test's function decides it).
+/// `IssueToken` once configured (before the test's function decides it). Clones share the
+/// gate.
 #[derive(Clone)]
 pub struct FakeDirectory {
     state: SharedState,
     tenant: Option<FakeTenant>,
     signing_key: Option<pb::SigningKey>,
     issue_token: Option<Arc<IssueToken>>,
+    /// When set, `IssueToken` waits for one of its permits before it answers.
+    gate: Arc<Mutex<Option<Arc<Semaphore>>>>,
+    /// Notified as each `IssueToken` arrives, before the gate.
+    arrived: Arc<Notify>,
 }
 
 impl std::fmt::Debug for FakeDirectory {
@@ -50,7 +59,22 @@ impl FakeDirectory {
             tenant: None,
             signing_key: None,
             issue_token: None,
+            gate: Arc::default(),
+            arrived: Arc::default(),
         }
+    }
+
+    /// From now on each `IssueToken` waits for a permit of `gate` (the test adds them)
+    /// before it answers; `None` lets calls through again. A call already waiting keeps
+    /// waiting on the gate it found.
+    pub fn gate_issue_token(&self, gate: Option<Arc<Semaphore>>) {
+        *self.gate.lock() = gate;
+    }
+
+    /// Returns once an `IssueToken` has arrived (at once if one arrived since the last
+    /// call), so a test knows a call is in flight.
+    pub async fn issue_arrived(&self) {
+        self.arrived.notified().await;
     }
 
     /// Answers `GetTenant` with `tenant` (and its tenant id in `GetSigningKeys`).
@@ -280,6 +304,8 @@ impl Directory for FakeDirectory {
             .lock()
             .calls
             .push(format!("IssueToken {} {}", r.client_id, r.resource));
+        self.arrived.notify_one();
+        super::pass_gate(&self.gate).await?;
         issue(r).map(Response::new)
     }
 }

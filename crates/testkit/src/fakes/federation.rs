@@ -61,13 +61,7 @@ impl Federation for FakeFederation {
     ) -> Result<Response<pb::FederatedCredential>, Status> {
         let r = r.into_inner();
         self.arrived.notify_one();
-        let gate = self.gate.lock().clone();
-        if let Some(gate) = gate {
-            gate.acquire()
-                .await
-                .map_err(|_| Status::unavailable("fake: gate closed"))?
-                .forget();
-        }
+        super::pass_gate(&self.gate).await?;
         let c = r.credential.unwrap_or_default();
         let mut s = self.state.lock();
         s.calls

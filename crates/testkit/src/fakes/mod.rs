@@ -51,6 +51,21 @@ fn unimplemented<T>() -> Result<Response<T>, Status> {
     Err(Status::unimplemented("not modelled by the fake"))
 }
 
+/// A test's gate on a fake call: when one is set, waits for (and uses up) one
+/// of its permits, so the call stays in flight until the test lets it go.
+async fn pass_gate(
+    gate: &parking_lot::Mutex<Option<std::sync::Arc<tokio::sync::Semaphore>>>,
+) -> Result<(), Status> {
+    let gate = gate.lock().clone();
+    if let Some(gate) = gate {
+        gate.acquire()
+            .await
+            .map_err(|_| Status::unavailable("fake: gate closed"))?
+            .forget();
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use misim_proto::auth::Caller;
