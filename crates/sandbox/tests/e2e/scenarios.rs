@@ -157,7 +157,10 @@ async fn pinned_ids_reach_arm_and_the_imds_token() {
     assert_eq!(r.status(), 200);
     let secret: Value = r.json().await.unwrap();
     assert_eq!(secret["value"], "not-a-real-key");
-    assert!(out.contains("created\tsecret\tapp-kv/filled-in-later"), "{out}");
+    assert!(
+        out.contains("created\tsecret\tapp-kv/filled-in-later"),
+        "{out}"
+    );
     w.sb.shutdown().await.unwrap();
 }
 
