@@ -26,12 +26,12 @@ pub(crate) fn print(rows: &[TargetRow]) {
     println!();
     println!("## Targets (issue #11)");
     println!(
-        "| {:<58} | {:<30} | {:<30} | {:>7} | {:<9} |",
+        "| {:<64} | {:<30} | {:<30} | {:>7} | {:<9} |",
         "target", "measured", "baseline", "ratio", "pass/fail"
     );
     for r in rows {
         println!(
-            "| {:<58} | {:<30} | {:<30} | {:>7.3} | {:<9} |",
+            "| {:<64} | {:<30} | {:<30} | {:>7.3} | {:<9} |",
             r.target,
             r.measured,
             r.baseline,
