@@ -6,12 +6,17 @@
 //!    token endpoint) against raw RSA-2048 signing with a pre-parsed key.
 //! 2. The IMDS token endpoint (cache hits) against a bare hyper server that
 //!    returns the same bytes.
+//! 3. Provisioning over HTTPS (issue #11 targets 1 and 2): VM and
+//!    user-assigned identity PUTs against resource-group PUTs, and a VM PUT's
+//!    acknowledgement to its first IMDS token.
 //!
 //! Every server listens on 127.0.0.1 and every request goes there.
 
 mod entra;
 mod imds;
 mod measure;
+mod provision;
+mod targets;
 
 use std::time::Duration;
 
@@ -27,6 +32,8 @@ enum Which {
     Entra,
     /// 2: IMDS hot path vs a bare hyper server.
     Imds,
+    /// 3: VM / user-assigned identity PUTs vs resource-group PUTs, and a PUT to its first token.
+    Provision,
 }
 
 /// misim benchmarks, reported as subject/baseline ratios.
@@ -45,6 +52,9 @@ struct Args {
     /// Requests in flight against the HTTPS token endpoint.
     #[arg(long, default_value_t = 16)]
     token_concurrency: usize,
+    /// PUTs in flight in the provisioning benchmark.
+    #[arg(long, default_value_t = 64)]
+    provision_concurrency: usize,
     /// Threads for the "all cores" runs (default: available parallelism).
     #[arg(long)]
     threads: Option<usize>,
@@ -66,6 +76,8 @@ pub struct Settings {
     pub token_concurrency: usize,
     /// Threads for the all-cores runs.
     pub threads: usize,
+    /// PUTs in flight in the provisioning benchmark.
+    pub provision_concurrency: usize,
 }
 
 /// Baseline and subject alternate in this many rounds (each a share of the
@@ -175,7 +187,11 @@ async fn main() -> anyhow::Result<()> {
         (None, true) => Duration::from_millis(300),
         (None, false) => Duration::from_secs(3),
     };
-    if args.concurrency == 0 || args.token_concurrency == 0 || args.threads == Some(0) {
+    if args.concurrency == 0
+        || args.token_concurrency == 0
+        || args.provision_concurrency == 0
+        || args.threads == Some(0)
+    {
         bail!("concurrency and threads must be at least 1");
     }
     let settings = Settings {
@@ -188,6 +204,7 @@ async fn main() -> anyhow::Result<()> {
                 .map(|n| n.get())
                 .unwrap_or(1)
         }),
+        provision_concurrency: args.provision_concurrency,
     };
     println!(
         "misim-bench: window {:.2} s (+{:.2} s warm-up) per measurement, {} threads for all-core runs, \
@@ -207,7 +224,11 @@ async fn main() -> anyhow::Result<()> {
         "Ratios compare a subject with a baseline measured in this process, alternating in {ROUNDS} rounds; clients and servers share the machine."
     );
 
-    let world = World::start(settings.token_concurrency.max(settings.concurrency)).await?;
+    let pool = settings
+        .token_concurrency
+        .max(settings.concurrency)
+        .max(settings.provision_concurrency);
+    let world = World::start(pool).await?;
     let result = async {
         if matches!(args.bench, Which::All | Which::Entra) {
             entra::run(&settings, &world)
@@ -219,6 +240,15 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .context("benchmark 2 (IMDS)")?;
         }
+        let mut rows = Vec::new();
+        if matches!(args.bench, Which::All | Which::Provision) {
+            rows.extend(
+                provision::run(&settings, &world)
+                    .await
+                    .context("benchmark 3 (provisioning)")?,
+            );
+        }
+        targets::print(&rows);
         anyhow::Ok(())
     }
     .await;

@@ -188,7 +188,7 @@ where
     }
 }
 
-fn fmt_latency(d: Option<Duration>) -> String {
+pub(crate) fn fmt_latency(d: Option<Duration>) -> String {
     match d {
         None => "-".into(),
         Some(d) if d < Duration::from_millis(10) => format!("{:.0} µs", d.as_secs_f64() * 1e6),
