@@ -3,7 +3,9 @@
 //! variables and a projected service-account token of the cluster's issuer in
 //! a file, refreshed while the command runs, as the kubelet refreshes it.
 //! `misim pod project`: only the kubelet's part, for a pod that is a container
-//! of its own (the compose sandbox's `pod1`).
+//! of its own (the compose sandbox's `pod1`). Both refresh by the sandbox
+//! clock, the one the token's `iat`/`exp` come from, so `misim clock advance`
+//! gets the pod a new token within seconds.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -12,6 +14,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
+use misim_proto::admin::v1 as clock_pb;
 use misim_proto::oidc::v1 as pb;
 
 use crate::cli::{admin_channel, default_data_dir, env_value, read_env_file};
@@ -33,6 +36,12 @@ const MAX_EXPIRATION: Duration = Duration::from_secs(86_400);
 /// How soon a failed refresh is tried again (the token still has a fifth of
 /// its lifetime left when the first try fails).
 const RETRY_AFTER: Duration = Duration::from_secs(10);
+
+/// How often, in real time, the refresher reads the sandbox clock: a
+/// `misim clock advance` past the refresh time is noticed within this long.
+/// The clock's gRPC has no move notification, and one read every few seconds
+/// is cheap.
+const CHECK_EVERY: Duration = Duration::from_secs(2);
 
 /// Variables that would make a credential chain pick something other than
 /// workload identity. A pod's environment has none of them; the caller's
@@ -82,6 +91,11 @@ pub(crate) struct ProjectArgs {
     /// The issuers' gRPC URL (default: `MISIM_OIDC_GRPC_URL` of misim.env).
     #[arg(long, env = "MISIM_OIDC_GRPC_URL")]
     url: Option<String>,
+    /// The gRPC URL of the clock the issuers stamp tokens with, which the
+    /// refresh follows (default: `MISIM_ADMIN_GRPC_URL` of misim.env; the
+    /// compose sandbox: the `oidc` service's own clock).
+    #[arg(long)]
+    clock_url: Option<String>,
     /// The sandbox's data directory (its control.key, or `MISIM_CONTROL_KEY_FILE`).
     #[arg(long, env = "MISIM_DATA_DIR", default_value_os_t = default_data_dir())]
     data_dir: PathBuf,
@@ -186,6 +200,13 @@ fn exit_code(status: std::process::ExitStatus) -> u8 {
         .map_or(1, |c| u8::try_from(c.clamp(0, 255)).unwrap_or(255))
 }
 
+/// A token and its `iat`, Unix seconds on the issuer's (the sandbox's) clock.
+#[derive(Debug)]
+struct Minted {
+    token: String,
+    issued_at: i64,
+}
+
 /// Mints the pod's tokens through the issuers' gRPC service.
 #[derive(Clone)]
 struct Minter {
@@ -196,7 +217,7 @@ struct Minter {
 }
 
 impl Minter {
-    async fn mint(self) -> anyhow::Result<String> {
+    async fn mint(self) -> anyhow::Result<Minted> {
         let minted = self
             .client
             .clone()
@@ -209,33 +230,89 @@ impl Minter {
             })
             .await
             .map_err(|s| anyhow::anyhow!("{}", s.message()))
-            .context("minting the service-account token (is `misim up` running?)")?;
-        Ok(minted.into_inner().token)
+            .context("minting the service-account token (is `misim up` running?)")?
+            .into_inner();
+        Ok(Minted {
+            token: minted.token,
+            issued_at: minted.issued_at_unix,
+        })
     }
 }
 
-/// Rewrites `file` with a fresh token every `every`, forever (the caller
-/// aborts it when the command ends). A failed mint is logged and tried again
-/// after [`RETRY_AFTER`]; the old token stays in place meanwhile. The file is
+/// Reads the sandbox clock the issuers stamp tokens with.
+#[derive(Clone)]
+struct SandboxClock(clock_pb::clock_client::ClockClient<misim_proto::auth::ControlChannel>);
+
+impl SandboxClock {
+    fn new(data_dir: &Path, url: &str) -> anyhow::Result<Self> {
+        Ok(Self(clock_pb::clock_client::ClockClient::new(
+            admin_channel(data_dir, url)?,
+        )))
+    }
+
+    /// The sandbox's time, Unix seconds.
+    async fn now(self) -> anyhow::Result<i64> {
+        let state = self
+            .0
+            .clone()
+            .show(clock_pb::ShowClockRequest {})
+            .await
+            .map_err(|s| anyhow::anyhow!("{}", s.message()))
+            .context("reading the sandbox clock")?;
+        Ok(state.into_inner().now_unix_seconds)
+    }
+}
+
+/// Rewrites `file` with a fresh token once `every` has passed on the sandbox
+/// clock (`now`) since the current token's `iat`, forever (the caller aborts
+/// it when the command ends). The clock is read at least every
+/// [`CHECK_EVERY`] of real time (`wait`), so a clock move is noticed within
+/// that; between moves the sandbox clock ticks with real time, so a wait never
+/// overshoots the refresh. A failed mint is logged and tried again after
+/// [`RETRY_AFTER`]; the old token stays in place meanwhile. The file is
 /// replaced by a rename, so a reader never sees half a token (the kubelet's
 /// atomic writer swaps a symlink for the same reason).
-async fn keep_fresh<M, MF, W, WF>(file: PathBuf, every: Duration, mut mint: M, mut wait: W)
-where
+async fn keep_fresh<M, MF, N, NF, W, WF>(
+    file: PathBuf,
+    mut issued_at: i64,
+    every: Duration,
+    mut mint: M,
+    mut now: N,
+    mut wait: W,
+) where
     M: FnMut() -> MF,
-    MF: Future<Output = anyhow::Result<String>>,
+    MF: Future<Output = anyhow::Result<Minted>>,
+    N: FnMut() -> NF,
+    NF: Future<Output = anyhow::Result<i64>>,
     W: FnMut(Duration) -> WF,
     WF: Future<Output = ()>,
 {
-    let mut pause = every;
+    let every = i64::try_from(every.as_secs()).unwrap_or(i64::MAX);
     loop {
-        wait(pause).await;
-        pause = match mint().await.and_then(|t| write_atomically(&file, &t)) {
-            Ok(()) => every,
+        let due = issued_at.saturating_add(every);
+        let pause = match now().await {
+            Ok(t) if t < due => CHECK_EVERY.min(Duration::from_secs(due.abs_diff(t))),
+            Ok(_) => match mint().await.and_then(|m| {
+                write_atomically(&file, &m.token)?;
+                Ok(m.issued_at)
+            }) {
+                Ok(iat) => {
+                    issued_at = iat;
+                    // Not straight back to the clock: were it another clock
+                    // than the issuer's, far ahead, this would mint in a loop.
+                    CHECK_EVERY
+                }
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "refreshing the pod's token failed; retrying");
+                    RETRY_AFTER
+                }
+            },
             Err(e) => {
-                tracing::warn!(error = %format!("{e:#}"), "refreshing the pod's token failed; retrying");
-                RETRY_AFTER.min(every)
+                tracing::warn!(error = %format!("{e:#}"), "the sandbox clock could not be read; retrying");
+                CHECK_EVERY
             }
         };
+        wait(pause).await;
     }
 }
 
@@ -290,13 +367,19 @@ async fn project(a: ProjectArgs) -> anyhow::Result<ExitCode> {
         Some(u) => u,
         None => env_value(&read_env_file(&a.data_dir)?, "MISIM_OIDC_GRPC_URL")?,
     };
+    let clock_url = match a.clock_url {
+        Some(u) => u,
+        None => env_value(&read_env_file(&a.data_dir)?, "MISIM_ADMIN_GRPC_URL")?,
+    };
+    let clock = SandboxClock::new(&a.data_dir, &clock_url)?;
     let minter = Minter {
         client: pb::issuers_client::IssuersClient::new(admin_channel(&a.data_dir, &url)?),
         cluster: a.cluster,
         subject: format!("system:serviceaccount:{ns}:{sa}"),
         lifetime: a.token_expiration,
     };
-    write_atomically(&a.out, &minter.clone().mint().await?)?;
+    let first = minter.clone().mint().await?;
+    write_atomically(&a.out, &first.token)?;
     let every = refresh_after(a.token_expiration);
     tracing::info!(
         file = %a.out.display(),
@@ -307,7 +390,14 @@ async fn project(a: ProjectArgs) -> anyhow::Result<ExitCode> {
     let shutdown = misim_runtime::Shutdown::new();
     tokio::spawn(misim_runtime::cancel_on_signal(shutdown.clone()));
     tokio::select! {
-        () = keep_fresh(a.out, every, move || minter.clone().mint(), tokio::time::sleep) => {}
+        () = keep_fresh(
+            a.out,
+            first.issued_at,
+            every,
+            move || minter.clone().mint(),
+            move || clock.clone().now(),
+            tokio::time::sleep,
+        ) => {}
         () = shutdown.cancelled() => {}
     }
     Ok(ExitCode::SUCCESS)
@@ -332,13 +422,17 @@ async fn exec(a: ExecArgs) -> anyhow::Result<ExitCode> {
         subject: format!("system:serviceaccount:{ns}:{sa}"),
         lifetime: a.token_expiration,
     };
+    let clock = SandboxClock::new(&a.data_dir, &env_value(&env, "MISIM_ADMIN_GRPC_URL")?)?;
     let dir = TokenDir::create(&a.data_dir, ns, sa)?;
     let file = dir.0.join(TOKEN_FILE_NAME);
-    write_atomically(&file, &minter.clone().mint().await?)?;
+    let first = minter.clone().mint().await?;
+    write_atomically(&file, &first.token)?;
     let refresher = tokio::spawn(keep_fresh(
         file.clone(),
+        first.issued_at,
         refresh_after(a.token_expiration),
         move || minter.clone().mint(),
+        move || clock.clone().now(),
         tokio::time::sleep,
     ));
 
@@ -435,29 +529,46 @@ mod tests {
         assert_eq!(exit_code(std::process::ExitStatus::from_raw(9)), 137);
     }
 
-    /// The refresher replaces the token at each tick and keeps the old one
-    /// when a mint fails. Ticks come from the test, not from time.
+    /// The refresher follows the sandbox clock, not real time: it rewrites
+    /// the token once 80% of its life has passed on that clock (a clock jump
+    /// included), re-reads the clock at least every [`CHECK_EVERY`], and keeps
+    /// the old token when a mint fails. Ticks and the clock come from the
+    /// test, not from time.
     #[tokio::test]
-    async fn the_token_file_is_replaced_at_each_refresh_and_kept_on_failure() {
+    async fn the_token_is_refreshed_by_the_sandbox_clock_and_kept_on_failure() {
+        use std::sync::atomic::AtomicI64;
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join(TOKEN_FILE_NAME);
         std::fs::write(&file, "t0").unwrap();
         let tick = Arc::new(tokio::sync::Notify::new());
         let waits = Arc::new(std::sync::Mutex::new(Vec::new()));
         let calls = Arc::new(AtomicUsize::new(0));
+        let now = Arc::new(AtomicI64::new(1_000));
         let task = tokio::spawn(keep_fresh(
             file.clone(),
+            1_000,
             Duration::from_secs(2880),
             {
-                let calls = calls.clone();
+                let (calls, now) = (calls.clone(), now.clone());
                 move || {
                     let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+                    let issued_at = now.load(Ordering::SeqCst);
                     async move {
                         if n == 2 {
                             anyhow::bail!("issuer down")
                         }
-                        Ok(format!("t{n}"))
+                        Ok(Minted {
+                            token: format!("t{n}"),
+                            issued_at,
+                        })
                     }
+                }
+            },
+            {
+                let now = now.clone();
+                move || {
+                    let t = now.load(Ordering::SeqCst);
+                    async move { Ok(t) }
                 }
             },
             {
@@ -470,37 +581,73 @@ mod tests {
             },
         ));
         let read = || std::fs::read_to_string(&file).unwrap();
-        // One tick; the refresher has finished that round (minted, written or
-        // failed) once it waits again.
-        let refresh = |round: usize| {
-            let (tick, waits) = (tick.clone(), waits.clone());
+        // Wait for the refresher's `round`th pause: it has finished the
+        // round before (read the clock, minted, written or failed).
+        let paused = |round: usize| {
+            let waits = waits.clone();
             async move {
-                tick.notify_one();
-                misim_testkit::eventually("the refresher to wait again", || async {
-                    let n = waits.lock().unwrap().len();
-                    if n > round { Ok(()) } else { Err(n) }
+                misim_testkit::eventually("the refresher to pause", || async {
+                    let w = waits.lock().unwrap().clone();
+                    w.get(round - 1).copied().ok_or(w.len())
                 })
-                .await;
+                .await
             }
         };
-        assert_eq!(read(), "t0");
-        refresh(1).await;
+        // Fresh: a check after CHECK_EVERY, no mint.
+        assert_eq!(paused(1).await, CHECK_EVERY);
+        // One second of sandbox time before the refresh: a one-second pause.
+        now.store(1_000 + 2879, Ordering::SeqCst);
+        tick.notify_one();
+        assert_eq!(paused(2).await, Duration::from_secs(1));
+        assert_eq!((read(), calls.load(Ordering::SeqCst)), ("t0".into(), 0));
+        // The clock jumps past the token's life: the next check mints.
+        now.store(1_000 + 7200, Ordering::SeqCst);
+        tick.notify_one();
+        assert_eq!(paused(3).await, CHECK_EVERY);
         assert_eq!(read(), "t1");
-        refresh(2).await;
+        // The new token's iat counts now: no mint until 80% of its life.
+        tick.notify_one();
+        assert_eq!(paused(4).await, CHECK_EVERY);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        // Due again; the issuer fails: the old token stays, retry later.
+        now.store(1_000 + 7200 + 2880, Ordering::SeqCst);
+        tick.notify_one();
+        assert_eq!(paused(5).await, RETRY_AFTER);
         assert_eq!(read(), "t1", "a failed refresh keeps the old token");
-        refresh(3).await;
+        tick.notify_one();
+        paused(6).await;
         assert_eq!(read(), "t3");
         assert_eq!(calls.load(Ordering::SeqCst), 3);
         task.abort();
-        let waits = waits.lock().unwrap().clone();
-        // After the failure (the second mint) the pause is the retry's.
-        assert_eq!(
-            &waits[..3],
-            &[
-                Duration::from_secs(2880),
-                Duration::from_secs(2880),
-                RETRY_AFTER
-            ]
-        );
+    }
+
+    /// An unreadable clock is retried, with nothing minted meanwhile.
+    #[tokio::test]
+    async fn an_unreadable_clock_is_read_again_after_a_pause() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(TOKEN_FILE_NAME);
+        let waits = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let task = tokio::spawn(keep_fresh(
+            file.clone(),
+            0,
+            Duration::from_secs(2880),
+            || async { anyhow::bail!("never called") },
+            || async { anyhow::bail!("clock down") },
+            {
+                let waits = waits.clone();
+                move |d| {
+                    waits.lock().unwrap().push(d);
+                    std::future::pending::<()>()
+                }
+            },
+        ));
+        misim_testkit::eventually("the refresher to pause", || async {
+            let w = waits.lock().unwrap().clone();
+            if w.is_empty() { Err(0) } else { Ok(()) }
+        })
+        .await;
+        assert_eq!(waits.lock().unwrap()[..], [CHECK_EVERY]);
+        assert!(!file.exists());
+        task.abort();
     }
 }

@@ -380,3 +380,89 @@ async fn pod_project_keeps_a_token_entra_accepts_in_a_file() {
     assert_eq!(claims.oid, principal_id);
     task.abort();
 }
+
+/// A JWT's claims, unverified.
+fn claims_of(token: &str) -> Value {
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(&misim_token::b64_lenient(payload).unwrap()).unwrap()
+}
+
+fn iat_of(token: &str) -> i64 {
+    claims_of(token)["iat"].as_i64().unwrap()
+}
+
+/// Issue #13: `misim pod project` refreshes by the sandbox clock. After `misim clock advance
+/// 2h` (past the 1 h token's life) the file holds a new token, issued at the moved time,
+/// that Entra accepts while it refuses the old one; no restart of the projector.
+#[tokio::test]
+async fn pod_project_rewrites_the_token_after_a_clock_advance() {
+    use clap::Parser as _;
+    let w = start().await;
+    let subject = "system:serviceaccount:payments:api";
+    let (client_id, principal_id) = identity_trusting(&w, "payments-api", "aks1", subject).await;
+    w.sb.write_env_file().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("azure-identity-token");
+    let (data_dir, file_arg) = (
+        w.dir.path().display().to_string(),
+        file.display().to_string(),
+    );
+    let cli = misim_sandbox::cli::Cli::try_parse_from([
+        "misim",
+        "pod",
+        "project",
+        "--cluster",
+        "aks1",
+        "--service-account",
+        "payments/api",
+        "--out",
+        &file_arg,
+        "--data-dir",
+        &data_dir,
+    ])
+    .unwrap();
+    let task = tokio::spawn(misim_sandbox::cli::run(cli));
+    let read = || {
+        let file = file.clone();
+        async move { std::fs::read_to_string(&file).map_err(|e| e.to_string()) }
+    };
+    let old = misim_testkit::eventually("the projected token", read).await;
+
+    let advance = misim_sandbox::cli::Cli::try_parse_from([
+        "misim",
+        "clock",
+        "advance",
+        "2h",
+        "--url",
+        &w.sb.admin_grpc_url,
+        "--data-dir",
+        &data_dir,
+    ])
+    .unwrap();
+    misim_sandbox::cli::run(advance).await.unwrap();
+
+    let new = misim_testkit::eventually("a token rewritten after the clock moved", || async {
+        let t = read().await?;
+        if t == old {
+            Err("still the old token".to_owned())
+        } else {
+            Ok(t)
+        }
+    })
+    .await;
+    assert!(
+        iat_of(&new) >= iat_of(&old) + 7200,
+        "the new token is issued at the moved time"
+    );
+    let (s, v) = exchange(&w, &client_id, old.trim()).await;
+    assert_eq!(s, 401, "the old token is expired on the sandbox clock: {v}");
+    let (s, v) = exchange(&w, &client_id, new.trim()).await;
+    assert_eq!(s, 200, "Entra accepts the new token: {v}");
+    // Issued 2 h ahead: `exchanged` would check it against the real clock.
+    assert_eq!(
+        claims_of(v["access_token"].as_str().unwrap())["oid"],
+        principal_id
+    );
+    assert!(!task.is_finished(), "it keeps running");
+    task.abort();
+}
