@@ -195,7 +195,7 @@ impl Remote {
         ))
     }
 
-    /// A client that reaches vault `name` on loopback, and the vault's base URL.
+    /// A client that reaches vault `name` at Key Vault's listener, and the vault's base URL.
     fn vault(&self, name: &str) -> anyhow::Result<(reqwest::Client, String)> {
         let host = format!("{name}.{}", self.vault_suffix);
         let http = http_client(&self.ca_pem, &[(&host, self.keyvault)])?;
