@@ -21,7 +21,7 @@
 #   reading a secret; pod1 reaches nothing on the control network), drives the
 #   toolkit from the entra container (misim fault add/list, misim log and
 #   log --denied, IMDS's 5-concurrent limit, misim keys roll, misim clock
-#   advance 25h), restarts the stack (`restart`, then `down` + `up` without -v)
+#   advance 25h, misim apply of a scenario from stdin twice and misim export), restarts the stack (`restart`, then `down` + `up` without -v)
 #   and proves the state survived, then tears everything down (`down -v`).
 # Admin steps (1-4) use curl from the host through the 127.0.0.1-published
 # HTTPS ports, with the admin credentials the stack generated at first start
@@ -480,6 +480,44 @@ if got=$(dc exec -T pod1 python3 - <"$WORK/pod-app.py" 2>&1) && [ "$got" = "$(pr
   ok "pod1 reads the secret after the jump with its re-projected token"
 else bad "pod1 after the clock jump: $got"; fi
 
+step "scenarios from the entra container: misim apply (stdin), again (unchanged), misim export"
+cat >"$WORK/scenario.yaml" <<'YAML'
+apiVersion: misim/v1
+resourceGroups:
+  - name: scen-rg
+    location: westeurope
+identities:
+  - name: scen-id
+    resourceGroup: scen-rg
+vaults:
+  - name: scenkv
+    resourceGroup: scen-rg
+    secrets:
+      - name: greeting
+        value: hello-from-a-scenario
+roleAssignments:
+  - role: Key Vault Secrets User
+    principal: { identity: scen-id }
+    scope: { vault: scenkv }
+YAML
+if out=$(ctl apply - <"$WORK/scenario.yaml" 2>&1) && grep -q "^created" <<<"$out" && ! grep -q "^0 changed" <<<"$out"; then
+  ok "misim apply - in the entra container: $(tail -1 <<<"$out")"
+else bad "misim apply: $out"; fi
+if out=$(ctl apply - <"$WORK/scenario.yaml" 2>&1) && grep -q "^0 changed," <<<"$out" && ! grep -qv -e "^unchanged" -e "^0 changed," <<<"$out"; then
+  ok "a second apply: only unchanged ($(tail -1 <<<"$out"))"
+else bad "second apply: $out"; fi
+# (stderr names what a scenario cannot hold, e.g. the admin's own role assignments)
+ctl export --format json --include-secret-values >"$WORK/export.json" 2>"$WORK/export.err" \
+  || bad "misim export: $(cat "$WORK/export.err")"
+python3 -c '
+import json, sys
+s = json.load(open(sys.argv[1]))
+kv = [v for v in s["vaults"] if v["name"] == "scenkv"]
+assert kv and any(x["name"] == "greeting" and x["value"] == "hello-from-a-scenario" for x in kv[0]["secrets"]), kv
+assert any(i["name"] == "scen-id" for i in s["identities"])
+assert any(a["principal"] == {"identity": "scen-id"} or a["principal"].get("identity", "").endswith("scen-id") for a in s["roleAssignments"])
+' "$WORK/export.json" && ok "misim export lists the scenario's identity, vault, secret value and role assignment"   || bad "export: $(head -c 2000 "$WORK/export.json")"
+
 step "docker compose restart: state survives"
 dc restart >/dev/null 2>&1
 wait_healthy
@@ -497,6 +535,8 @@ P=$(arm GET "$VM1" | json '["identity"]["principalId"]') && [ "$P" = "$S1" ] && 
 if got=$(dc exec -T pod1 python3 - <"$WORK/pod-app.py" 2>&1) && [ "$got" = "$(printf 's3cret\ns3cret')" ]; then
   ok "pod1 still reads the secret (federated credential, role and issuer key survived)"
 else bad "pod1 after down/up: $got"; fi
+out=$(ctl apply - <"$WORK/scenario.yaml" 2>&1) && grep -q "^0 changed," <<<"$out" \
+  && ok "the scenario's resources survived: applying it again changes nothing" || bad "apply after down/up: $out"
 (( $(ctl clock show | awk '{print $4, $5}' | sort -u | grep -c '^+1d 1h') == 1 )) \
   && ok "the clocks are still 25h ahead" || bad "clocks after down/up: $(ctl clock show)"
 

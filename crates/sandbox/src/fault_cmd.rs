@@ -104,10 +104,20 @@ pub(crate) fn grpc_url(data_dir: &Path, service: Service) -> anyhow::Result<Stri
         Service::Arm => "MISIM_ARM_GRPC_URL",
         Service::KeyVault => "MISIM_KEYVAULT_GRPC_URL",
     };
-    match std::env::var(key) {
-        Ok(v) if !v.is_empty() => Ok(v),
-        _ => env_value(&read_env_file(data_dir)?, key),
+    setting(data_dir, &[key])
+}
+
+/// A setting of the sandbox the CLI talks to: the first of `keys` set (and not empty) in the
+/// environment (the compose sandbox's service containers, which have no misim.env), else
+/// `keys[0]` from the data directory's misim.env (`misim up`).
+pub(crate) fn setting(data_dir: &Path, keys: &[&str]) -> anyhow::Result<String> {
+    if let Some(v) = keys
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+    {
+        return Ok(v);
     }
+    env_value(&read_env_file(data_dir)?, keys[0])
 }
 
 fn client(

@@ -87,10 +87,8 @@ pub struct AdminEnv {
 impl AdminEnv {
     /// `KEY=VALUE` lines with the secret read from `secret_file`.
     pub fn render(&self, secret_file: &Path) -> anyhow::Result<String> {
-        let text = std::fs::read_to_string(secret_file)
-            .with_context(|| format!("reading {}", secret_file.display()))?;
-        let secret = text.lines().next().unwrap_or("").trim();
-        anyhow::ensure!(!secret.is_empty(), "{} is empty", secret_file.display());
+        let secret = read_admin_secret(secret_file)?;
+        let secret = secret.as_str();
         Ok([
             ("MISIM_TENANT_ID", self.tenant_id.as_str()),
             ("MISIM_SUBSCRIPTION_ID", &self.subscription_id),
@@ -102,6 +100,15 @@ impl AdminEnv {
         .map(|(k, v)| format!("{k}={v}\n"))
         .collect())
     }
+}
+
+/// The admin secret in `secret_file` (its first line; `MISIM_ADMIN_SECRET_FILE`).
+pub fn read_admin_secret(secret_file: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(secret_file)
+        .with_context(|| format!("reading {}", secret_file.display()))?;
+    let secret = text.lines().next().unwrap_or("").trim();
+    anyhow::ensure!(!secret.is_empty(), "{} is empty", secret_file.display());
+    Ok(secret.to_owned())
 }
 
 #[cfg(test)]

@@ -41,7 +41,7 @@ pub(crate) async fn apply(
     s: &Scenario,
     check_only: bool,
 ) -> anyhow::Result<Outcome> {
-    let mut remote = Remote::connect(data_dir)?;
+    let mut remote = Remote::connect(data_dir).await?;
     let plan = plan(s, &remote.subscription_id).map_err(|p| {
         anyhow::anyhow!(
             "the scenario is invalid; nothing was changed:\n  {}",

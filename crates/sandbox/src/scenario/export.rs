@@ -113,7 +113,7 @@ pub(crate) async fn export(
     data_dir: &std::path::Path,
     include_secret_values: bool,
 ) -> anyhow::Result<(Scenario, Skipped)> {
-    let mut remote = Remote::connect(data_dir)?;
+    let mut remote = Remote::connect(data_dir).await?;
     remote.sign_in().await?;
     let sub = format!("/subscriptions/{}", remote.subscription_id);
     let mut out = Scenario {

@@ -1,6 +1,8 @@
 //! The sandbox as `misim apply` and `misim export` reach it: ARM's REST API and Key Vault's data
 //! plane with the bootstrap admin's credentials, and the owner's gRPC (faults, clock, Entra's
-//! id reservations) with the control key, all named by the data directory's `misim.env`.
+//! id reservations) with the control key. Each URL and credential comes from the environment
+//! first (the compose sandbox's service containers), else from the data directory's `misim.env`
+//! (`misim up`), as for `misim fault`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -13,7 +15,8 @@ use misim_proto::entra::v1 as entra;
 use reqwest::Method;
 use serde_json::Value;
 
-use crate::cli::{admin_channel, env_value, read_env_file};
+use crate::cli::admin_channel;
+use crate::fault_cmd::{grpc_url, setting};
 
 const API: &str = "api-version=2024-11-01";
 const KV_API: &str = "api-version=7.4";
@@ -28,14 +31,16 @@ pub(crate) struct Refused {
 /// One connection to a running sandbox.
 pub(crate) struct Remote {
     data_dir: PathBuf,
-    env: Vec<String>,
     http: reqwest::Client,
     ca_pem: String,
     arm_url: String,
     entra_url: String,
     pub(crate) tenant_id: String,
     pub(crate) subscription_id: String,
-    keyvault_port: u16,
+    /// Where every vault's host name is pinned to (Key Vault's listener).
+    keyvault: SocketAddr,
+    /// Vault `name` is `https://{name}.{suffix}`.
+    vault_suffix: String,
     client_id: String,
     secret: String,
     arm_token: Option<String>,
@@ -43,27 +48,26 @@ pub(crate) struct Remote {
 }
 
 impl Remote {
-    /// Reads `misim.env` and `control.key` of the sandbox in `data_dir`.
-    pub(crate) fn connect(data_dir: &Path) -> anyhow::Result<Remote> {
-        let env = read_env_file(data_dir)?;
-        let v = |k: &str| env_value(&env, k);
-        let ca_path = v("MISIM_CA_BUNDLE")?;
+    /// Finds the sandbox: the environment's settings, else `misim.env` in `data_dir`.
+    pub(crate) async fn connect(data_dir: &Path) -> anyhow::Result<Remote> {
+        let v = |keys: &[&str]| setting(data_dir, keys);
+        let ca_path = v(&["MISIM_CA_BUNDLE"])?;
         let ca_pem =
             std::fs::read_to_string(&ca_path).with_context(|| format!("reading {ca_path}"))?;
         Ok(Remote {
             http: http_client(&ca_pem, &[])?,
             ca_pem,
-            arm_url: v("MISIM_ARM_URL")?,
-            entra_url: v("MISIM_ENTRA_URL")?,
-            tenant_id: v("MISIM_TENANT_ID")?,
-            subscription_id: v("MISIM_SUBSCRIPTION_ID")?,
-            keyvault_port: v("MISIM_KEYVAULT_PORT")?
-                .parse()
-                .context("MISIM_KEYVAULT_PORT")?,
-            client_id: v("MISIM_ADMIN_CLIENT_ID")?,
-            secret: v("MISIM_ADMIN_CLIENT_SECRET")?,
+            arm_url: v(&["MISIM_ARM_URL"])?,
+            entra_url: v(&["MISIM_ENTRA_URL"])?,
+            tenant_id: v(&["MISIM_TENANT_ID"])?,
+            subscription_id: v(&["MISIM_SUBSCRIPTION_ID"])?,
+            keyvault: keyvault_addr(data_dir).await?,
+            vault_suffix: v(&["MISIM_KEYVAULT_DNS_SUFFIX"])?,
+            // The service containers name the admin's app id and secret file, as
+            // `misim secrets admin-env` reads them.
+            client_id: v(&["MISIM_ADMIN_CLIENT_ID", "MISIM_ADMIN_APP_ID"])?,
+            secret: admin_secret(data_dir)?,
             data_dir: data_dir.to_owned(),
-            env,
             arm_token: None,
             kv_token: None,
         })
@@ -191,12 +195,11 @@ impl Remote {
         ))
     }
 
-    /// A client that reaches vault `name` on loopback, and the vault's base URL.
+    /// A client that reaches vault `name` at Key Vault's listener, and the vault's base URL.
     fn vault(&self, name: &str) -> anyhow::Result<(reqwest::Client, String)> {
-        let host = format!("{name}.{}", crate::VAULT_DNS_SUFFIX);
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.keyvault_port));
-        let http = http_client(&self.ca_pem, &[(&host, addr)])?;
-        Ok((http, format!("https://{host}:{}", self.keyvault_port)))
+        let host = format!("{name}.{}", self.vault_suffix);
+        let http = http_client(&self.ca_pem, &[(&host, self.keyvault)])?;
+        Ok((http, format!("https://{host}:{}", self.keyvault.port())))
     }
 
     /// A secret's current value, `None` when it does not exist.
@@ -270,7 +273,7 @@ impl Remote {
         &self,
         service: Service,
     ) -> anyhow::Result<admin::faults_client::FaultsClient<ControlChannel>> {
-        let url = crate::fault_cmd::grpc_url(&self.data_dir, service)?;
+        let url = grpc_url(&self.data_dir, service)?;
         Ok(admin::faults_client::FaultsClient::new(admin_channel(
             &self.data_dir,
             &url,
@@ -301,7 +304,12 @@ impl Remote {
 
     /// The owner's client of the sandbox clock.
     pub(crate) fn clock(&self) -> anyhow::Result<admin::clock_client::ClockClient<ControlChannel>> {
-        let url = env_value(&self.env, "MISIM_ADMIN_GRPC_URL")?;
+        // The compose sandbox: every service's clock, moved together; the first tells the time.
+        let urls = setting(
+            &self.data_dir,
+            &["MISIM_ADMIN_GRPC_URL", "MISIM_CLOCK_GRPC_URLS"],
+        )?;
+        let url = urls.split(',').next().unwrap_or_default().trim().to_owned();
         Ok(admin::clock_client::ClockClient::new(admin_channel(
             &self.data_dir,
             &url,
@@ -312,10 +320,44 @@ impl Remote {
     pub(crate) fn directory(
         &self,
     ) -> anyhow::Result<entra::directory_client::DirectoryClient<ControlChannel>> {
-        let url = env_value(&self.env, "MISIM_ENTRA_GRPC_URL")?;
+        let url = grpc_url(&self.data_dir, Service::Entra)?;
         Ok(entra::directory_client::DirectoryClient::new(
             admin_channel(&self.data_dir, &url)?,
         ))
+    }
+}
+
+/// Key Vault's listener: `MISIM_KEYVAULT_URL`'s host and port (the compose sandbox:
+/// `https://keyvault`, a service name), else `MISIM_KEYVAULT_PORT` on loopback (`misim up`).
+async fn keyvault_addr(data_dir: &Path) -> anyhow::Result<SocketAddr> {
+    if let Some(url) = std::env::var("MISIM_KEYVAULT_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    {
+        let u = reqwest::Url::parse(&url).with_context(|| format!("MISIM_KEYVAULT_URL={url}"))?;
+        let host = u.host_str().context("MISIM_KEYVAULT_URL names no host")?;
+        let port = u.port_or_known_default().unwrap_or(443);
+        return tokio::net::lookup_host((host, port))
+            .await
+            .with_context(|| format!("resolving {host} (MISIM_KEYVAULT_URL)"))?
+            .next()
+            .with_context(|| format!("{host} (MISIM_KEYVAULT_URL) has no address"));
+    }
+    let port = setting(data_dir, &["MISIM_KEYVAULT_PORT"])?;
+    let port: u16 = port.parse().context("MISIM_KEYVAULT_PORT")?;
+    Ok(SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+/// `MISIM_ADMIN_CLIENT_SECRET` from the environment, else the file `MISIM_ADMIN_SECRET_FILE`
+/// names (the compose sandbox's service containers), else from misim.env.
+fn admin_secret(data_dir: &Path) -> anyhow::Result<String> {
+    let set = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    match (
+        set("MISIM_ADMIN_CLIENT_SECRET"),
+        set("MISIM_ADMIN_SECRET_FILE"),
+    ) {
+        (None, Some(file)) => crate::secrets::read_admin_secret(Path::new(&file)),
+        _ => setting(data_dir, &["MISIM_ADMIN_CLIENT_SECRET"]),
     }
 }
 

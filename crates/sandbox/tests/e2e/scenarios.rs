@@ -409,3 +409,72 @@ async fn up_with_a_scenario_applies_it_before_ready() {
         "{err}"
     );
 }
+
+/// As in the compose sandbox's entra container: no misim.env, every setting from the
+/// environment (the admin's app id and secret file, Key Vault by URL, the services' clocks
+/// as a list); apply writes a vault's secret, a second apply changes nothing, export reads
+/// it all back.
+#[tokio::test(flavor = "multi_thread")]
+async fn apply_and_export_reach_the_sandbox_the_environment_names_without_misim_env() {
+    let w = start().await;
+    let bare = tempfile::tempdir().unwrap();
+    let secret_file = bare.path().join("admin-secret");
+    let mut env: Vec<(String, String)> = Vec::new();
+    for line in w.sb.env_file().lines() {
+        let (k, v) = line.split_once('=').unwrap();
+        match k {
+            "MISIM_ADMIN_CLIENT_ID" => env.push(("MISIM_ADMIN_APP_ID".into(), v.into())),
+            "MISIM_ADMIN_CLIENT_SECRET" => std::fs::write(&secret_file, format!("{v}\n")).unwrap(),
+            "MISIM_KEYVAULT_PORT" => {
+                env.push((
+                    "MISIM_KEYVAULT_URL".into(),
+                    format!("https://127.0.0.1:{v}"),
+                ));
+            }
+            "MISIM_ADMIN_GRPC_URL" => {
+                env.push(("MISIM_CLOCK_GRPC_URLS".into(), format!("{v},{v}")))
+            }
+            _ => env.push((k.into(), v.into())),
+        }
+    }
+    env.push((
+        "MISIM_ADMIN_SECRET_FILE".into(),
+        secret_file.display().to_string(),
+    ));
+    let run = |args: &[&str]| {
+        let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_misim"));
+        c.args(args)
+            .arg("--data-dir")
+            .arg(bare.path())
+            .env_remove("MISIM_ADMIN_CLIENT_ID")
+            .env_remove("MISIM_ADMIN_CLIENT_SECRET")
+            .env_remove("MISIM_ADMIN_GRPC_URL")
+            .env_remove("MISIM_KEYVAULT_PORT")
+            .envs(env.iter().map(|(k, v)| (k, v)));
+        async move {
+            let o = c.output().await.unwrap();
+            let out = String::from_utf8_lossy(&o.stdout).into_owned();
+            assert!(
+                o.status.success(),
+                "{out}{}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            out
+        }
+    };
+    let file = example("vm-reads-vault.yaml");
+    let first = run(&["apply", file.to_str().unwrap()]).await;
+    assert!(first.contains("created\t"), "{first}");
+    let again = run(&["apply", file.to_str().unwrap()]).await;
+    assert!(again.contains("\n0 changed,"), "{again}");
+    let out = run(&["export", "--format", "json", "--include-secret-values"]).await;
+    let s: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(s["vaults"][0]["name"], "kv1", "{s}");
+    assert_eq!(s["vaults"][0]["secrets"][0]["value"], "s3cret", "{s}");
+    assert_eq!(s["vms"][0]["name"], "myVM", "{s}");
+    assert!(
+        !bare.path().join("misim.env").exists(),
+        "nothing was read or written there"
+    );
+    w.sb.shutdown().await.unwrap();
+}
