@@ -446,7 +446,8 @@ codes=$(dc exec -T vm1 sh -c 'for i in 1 2 3 4 5 6; do
   curl -s -o /dev/null -w "%{http_code}\n" -H Metadata:true "http://'"$IMDS_ADDR"'/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https%3A%2F%2Fvault.azure.net" &
 done; wait' | sort | uniq -c | tr -s ' ' | tr '\n' ';')
 [ "$codes" = " 5 200; 1 429;" ] && ok "six concurrent token requests from vm1 (five held 5 s): five 200, one 429" || bad "concurrency: $codes"
-ctl log --service imds --json | grep -q "5 concurrent identity requests" \
+# Into a file first: `grep -q` leaving a long pipe early would SIGPIPE the writer (pipefail).
+ctl log --service imds --json >"$WORK/log.json" 2>&1 && grep -q "5 concurrent identity requests" "$WORK/log.json" \
   && ok "the log names the concurrency limit" || bad "no concurrency entry in the log"
 K_OLD=$(ctl keys list | awk '$2 == "current" {print $1}')
 T_OLD=$(tok vm1) && [ "$(jwt_kid <<<"$T_OLD")" = "$K_OLD" ] && ok "vm1's token is signed by the current key $K_OLD" || bad "kid of vm1's token"
