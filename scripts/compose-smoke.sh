@@ -21,7 +21,7 @@
 #   reading a secret; pod1 reaches nothing on the control network), drives the
 #   toolkit from the entra container (misim fault add/list, misim log and
 #   log --denied, IMDS's 5-concurrent limit, misim keys roll, misim clock
-#   advance 25h, misim apply of a scenario from stdin twice and misim export), restarts the stack (`restart`, then `down` + `up` without -v)
+#   advance 25h, certificate renewal after misim clock advance 46d, misim apply of a scenario from stdin twice and misim export), restarts the stack (`restart`, then `down` + `up` without -v)
 #   and proves the state survived, then tears everything down (`down -v`).
 # Admin steps (1-4) use curl from the host through the 127.0.0.1-published
 # HTTPS ports, with the admin credentials the stack generated at first start
@@ -483,6 +483,25 @@ if got=$(dc exec -T pod1 python3 - <"$WORK/pod-app.py" 2>&1) && [ "$got" = "$(pr
   ok "pod1 reads the secret after the jump with its re-projected token"
 else bad "pod1 after the clock jump: $got"; fi
 
+step "managed-identity certificates: renewed after 45 days of sandbox time (misim clock advance 46d)"
+sp_certs() {  # sp_certs OBJECT_ID: the thumbprints Entra holds for a principal (Graph), one per line
+  "${CURL[@]}" "$ENTRA/v1.0/servicePrincipals/$1" -H "Authorization: Bearer $(admin_token https://graph.microsoft.com)" \
+    | python3 -c 'import json,sys; [print(k.get("customKeyIdentifier") or k["keyId"]) for k in json.load(sys.stdin)["keyCredentials"]]'
+}
+certs_before=$(sp_certs "$S1") && [ "$(wc -l <<<"$certs_before")" = 1 ] \
+  && ok "vm1's principal holds one certificate" || bad "vm1's certificates before: $certs_before"
+ctl clock advance 46d >/dev/null && ok "misim clock advance 46d" || bad "clock advance 46d"
+# ARM follows its clock's moves and renews in the background: poll Entra (real time, bounded).
+deadline=$(( $(date +%s) + 60 ))
+until certs_after=$(sp_certs "$S1") && [ "$(wc -l <<<"$certs_after")" = 2 ]; do
+  [ "$(date +%s)" -lt "$deadline" ] || break
+  sleep 1
+done
+[ "$(wc -l <<<"$certs_after")" = 2 ] && grep -qxF "$certs_before" <<<"$certs_after" \
+  && ok "ARM renewed vm1's certificate: Entra holds the old and the new one (overlap)" || bad "vm1's certificates after 46d: $certs_after"
+expect_secret "vm1 reads the secret 46 days later" vm1
+ARM_TOKEN=$(admin_token https://management.azure.com)
+
 step "scenarios from the entra container: misim apply (stdin), again (unchanged), misim export"
 cat >"$WORK/scenario.yaml" <<'YAML'
 apiVersion: misim/v1
@@ -540,8 +559,8 @@ if got=$(dc exec -T pod1 python3 - <"$WORK/pod-app.py" 2>&1) && [ "$got" = "$(pr
 else bad "pod1 after down/up: $got"; fi
 out=$(ctl apply - <"$WORK/scenario.yaml" 2>&1) && grep -q "^0 changed," <<<"$out" \
   && ok "the scenario's resources survived: applying it again changes nothing" || bad "apply after down/up: $out"
-(( $(ctl clock show | awk '{print $4, $5}' | sort -u | grep -c '^+1d 1h') == 1 )) \
-  && ok "the clocks are still 25h ahead" || bad "clocks after down/up: $(ctl clock show)"
+(( $(ctl clock show | awk '{print $4, $5}' | sort -u | grep -c '^+47d 1h') == 1 )) \
+  && ok "the clocks are still 47d 1h ahead" || bad "clocks after down/up: $(ctl clock show)"
 
 echo "compose smoke: $PASS passed, $FAIL failed"
 [ "$FAIL" = 0 ]
