@@ -717,6 +717,22 @@ async fn call(
     token: &str,
     body: Option<serde_json::Value>,
 ) -> anyhow::Result<serde_json::Value> {
+    match send(http, method.clone(), url, token, body).await? {
+        Ok(v) => Ok(v),
+        Err((status, text)) => anyhow::bail!("{method} {url}: {status} {text}"),
+    }
+}
+
+/// One authorized JSON request: the parsed body of a 2xx (`Null` when
+/// empty), or the status and body of any other answer, for the caller to
+/// word; transport failures and non-JSON 2xx bodies are errors.
+pub(crate) async fn send(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    token: &str,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<Result<serde_json::Value, (u16, String)>> {
     let mut req = http.request(method.clone(), url).bearer_auth(token);
     if let Some(b) = body {
         req = req.json(&b);
@@ -725,13 +741,17 @@ async fn call(
         .send()
         .await
         .with_context(|| format!("{method} {url}"))?;
-    let status = r.status();
+    let status = r.status().as_u16();
     let text = r.text().await.unwrap_or_default();
-    anyhow::ensure!(status.is_success(), "{method} {url}: {status} {text}");
-    if text.is_empty() {
-        return Ok(serde_json::Value::Null);
+    if !(200..300).contains(&status) {
+        return Ok(Err((status, text)));
     }
-    serde_json::from_str(&text).with_context(|| format!("{method} {url}: not JSON"))
+    if text.is_empty() {
+        return Ok(Ok(serde_json::Value::Null));
+    }
+    Ok(Ok(
+        serde_json::from_str(&text).with_context(|| format!("{method} {url}: not JSON"))?
+    ))
 }
 
 /// The role definition id of `role`: a GUID as is, else the role of that name visible at `scope`.

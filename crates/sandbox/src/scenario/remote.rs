@@ -174,25 +174,9 @@ impl Remote {
         token: &str,
         body: Option<Value>,
     ) -> anyhow::Result<Result<Value, Refused>> {
-        let mut req = http.request(method.clone(), url).bearer_auth(token);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let r = req
-            .send()
-            .await
-            .with_context(|| format!("{method} {url}"))?;
-        let status = r.status().as_u16();
-        let text = r.text().await.unwrap_or_default();
-        if !(200..300).contains(&status) {
-            return Ok(Err(Refused { status, body: text }));
-        }
-        if text.is_empty() {
-            return Ok(Ok(Value::Null));
-        }
-        Ok(Ok(
-            serde_json::from_str(&text).with_context(|| format!("{method} {url}: not JSON"))?
-        ))
+        Ok(crate::cli::send(http, method, url, token, body)
+            .await?
+            .map_err(|(status, body)| Refused { status, body }))
     }
 
     /// A client that reaches vault `name` at Key Vault's listener, and the vault's base URL.
