@@ -5,5 +5,6 @@
 #   scripts/bench.sh --duration-secs 5 --concurrency 64 --bench imds
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --quiet -p misim-bench
+# misim-bench, and the misim binary the scale benchmark runs as a child.
+cargo build --release --quiet -p misim-bench --bin misim-bench -p misim-sandbox --bin misim
 exec target/release/misim-bench "$@"

@@ -9,13 +9,17 @@
 //! 3. Provisioning over HTTPS (issue #11 targets 1 and 2): VM and
 //!    user-assigned identity PUTs against resource-group PUTs, and a VM PUT's
 //!    acknowledgement to its first IMDS token.
+//! 4. Scale (issue #11, target 5): one `misim up` child process filled with
+//!    `--scale-vms` VMs: its memory, its restart time, and its token rates
+//!    against the same process with one VM.
 //!
-//! Every server listens on 127.0.0.1 and every request goes there.
+//! Every server listens on loopback and every request goes there.
 
 mod entra;
 mod imds;
 mod measure;
 mod provision;
+mod scale;
 mod targets;
 
 use std::time::Duration;
@@ -26,7 +30,7 @@ use serde_json::Value;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Which {
-    /// Both benchmarks.
+    /// Every benchmark.
     All,
     /// 1: Entra token issuance vs raw RSA signing.
     Entra,
@@ -34,6 +38,8 @@ enum Which {
     Imds,
     /// 3: VM / user-assigned identity PUTs vs resource-group PUTs, and a PUT to its first token.
     Provision,
+    /// 4: one `misim up` with `--scale-vms` VMs: memory, restart, token rates.
+    Scale,
 }
 
 /// misim benchmarks, reported as subject/baseline ratios.
@@ -55,6 +61,9 @@ struct Args {
     /// PUTs in flight in the provisioning benchmark.
     #[arg(long, default_value_t = 64)]
     provision_concurrency: usize,
+    /// VMs in the scale benchmark (default 100000, or 200 with --quick).
+    #[arg(long)]
+    scale_vms: Option<usize>,
     /// Threads for the "all cores" runs (default: available parallelism).
     #[arg(long)]
     threads: Option<usize>,
@@ -246,6 +255,16 @@ async fn main() -> anyhow::Result<()> {
                 provision::run(&settings, &world)
                     .await
                     .context("benchmark 3 (provisioning)")?,
+            );
+        }
+        if matches!(args.bench, Which::All | Which::Scale) {
+            let vms = args
+                .scale_vms
+                .unwrap_or(if args.quick { 200 } else { 100_000 });
+            rows.extend(
+                scale::run(&settings, vms)
+                    .await
+                    .context("benchmark 4 (scale)")?,
             );
         }
         targets::print(&rows);

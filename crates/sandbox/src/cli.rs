@@ -470,7 +470,7 @@ fn control_key(data_dir: &Path) -> anyhow::Result<misim_proto::auth::ControlKey>
 }
 
 /// An `admin` client channel to a gRPC URL of the sandbox in `data_dir`.
-pub(crate) fn admin_channel(
+pub fn admin_channel(
     data_dir: &Path,
     url: &str,
 ) -> anyhow::Result<misim_proto::auth::ControlChannel> {

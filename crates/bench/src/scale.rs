@@ -1,0 +1,496 @@
+//! Benchmark 4: scale (issue #11, target 5). One `misim up` process (the
+//! real binary, a child of the bench, so its memory is its own) is filled
+//! with `--scale-vms` VMs, each with a system-assigned identity, over ARM's
+//! HTTPS API; then it is stopped and restarted on the same data directory.
+//!
+//! Measured, each next to a baseline from the same run:
+//! - resident memory (`VmRSS`) with N VMs, against the same process with one VM;
+//! - restart on the filled data directory until `misim.env` is written (it is
+//!   written only once every service answers), against the fresh start;
+//! - the IMDS cached-token rate and Entra's client-credentials token rate
+//!   with N VMs after the restart, against the same rates with one VM.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, bail, ensure};
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+
+use crate::measure::{self, Run, fmt_latency};
+use crate::targets::TargetRow;
+use crate::{ROUNDS, Settings};
+
+/// Target 5's goals.
+const T5_VMS: usize = 100_000;
+const T5_RSS_BYTES: u64 = 1 << 30;
+const T5_RESTART: Duration = Duration::from_secs(3);
+/// "Unchanged" rates: within this fraction of the one-VM rate (run-to-run
+/// noise on a shared 2-core machine is about this size).
+const T5_RATE_KEPT: f64 = 0.9;
+/// How long a start may take before the bench gives up on it.
+const START_DEADLINE: Duration = Duration::from_secs(120);
+const RG: &str = "misim-bench-scale";
+const TOKEN_PATH: &str =
+    "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https%3A%2F%2Fvault.azure.net";
+
+/// A running `misim up` child on a data directory.
+struct Misim {
+    child: Child,
+    data_dir: PathBuf,
+}
+
+impl Misim {
+    /// Starts `misim up` on `data_dir` and waits for its `misim.env`; returns
+    /// the process and how long it took to be ready.
+    async fn start(data_dir: &Path) -> anyhow::Result<(Misim, Duration)> {
+        let env_file = data_dir.join("misim.env");
+        // A previous run's file would look like readiness.
+        let _ = std::fs::remove_file(&env_file);
+        let bin = std::env::current_exe()?.with_file_name("misim");
+        ensure!(
+            bin.exists(),
+            "{} not found: build it with `cargo build --release -p misim-sandbox` (scripts/bench.sh does)",
+            bin.display()
+        );
+        let log = std::fs::File::create(data_dir.with_extension("log"))?;
+        let t0 = Instant::now();
+        let mut child = Command::new(&bin)
+            .args(["up", "--random-ports", "--data-dir"])
+            .arg(data_dir)
+            // IMDS's per-VM rate limit would measure itself.
+            .env("MISIM_IMDS_THROTTLE", "off")
+            .env_remove("MISIM_SCENARIO")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        while !env_file.exists() {
+            if let Some(status) = child.try_wait()? {
+                bail!(
+                    "misim up exited with {status} before it was ready (log: {})",
+                    data_dir.with_extension("log").display()
+                );
+            }
+            ensure!(
+                t0.elapsed() < START_DEADLINE,
+                "misim up not ready after {START_DEADLINE:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let ready = t0.elapsed();
+        Ok((
+            Misim {
+                child,
+                data_dir: data_dir.to_owned(),
+            },
+            ready,
+        ))
+    }
+
+    fn pid(&self) -> anyhow::Result<u32> {
+        self.child.id().context("misim up has exited")
+    }
+
+    /// Resident memory of the process, bytes.
+    fn rss(&self) -> anyhow::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?))?;
+        let kb = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .context("no VmRSS in /proc/<pid>/status")?;
+        Ok(kb * 1024)
+    }
+
+    /// Stops the process as the owner's Ctrl-C would (SIGTERM), and waits.
+    async fn stop(mut self) -> anyhow::Result<()> {
+        let pid = self.pid()?.to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().await?;
+        ensure!(sent.success(), "kill -TERM {pid} failed");
+        match tokio::time::timeout(Duration::from_secs(60), self.child.wait()).await {
+            Ok(status) => {
+                status?;
+            }
+            Err(_) => {
+                self.child.kill().await?;
+                bail!("misim up did not stop within 60 s of SIGTERM");
+            }
+        }
+        Ok(())
+    }
+
+    /// The values of its `misim.env`.
+    fn env(&self) -> anyhow::Result<Env> {
+        let text = std::fs::read_to_string(self.data_dir.join("misim.env"))?;
+        let get = |key: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+                .map(str::to_owned)
+                .with_context(|| format!("{key} missing from misim.env"))
+        };
+        Ok(Env {
+            arm_url: get("MISIM_ARM_URL")?,
+            entra_url: get("MISIM_ENTRA_URL")?,
+            ca_bundle: get("MISIM_CA_BUNDLE")?,
+            tenant_id: get("MISIM_TENANT_ID")?,
+            subscription_id: get("MISIM_SUBSCRIPTION_ID")?,
+            admin_client_id: get("MISIM_ADMIN_CLIENT_ID")?,
+            admin_client_secret: get("MISIM_ADMIN_CLIENT_SECRET")?,
+            imds_grpc_url: get("MISIM_IMDS_GRPC_URL")?,
+        })
+    }
+}
+
+/// What the bench reads from `misim.env`.
+struct Env {
+    arm_url: String,
+    entra_url: String,
+    ca_bundle: String,
+    tenant_id: String,
+    subscription_id: String,
+    admin_client_id: String,
+    admin_client_secret: String,
+    imds_grpc_url: String,
+}
+
+/// Clients of one running `misim up`.
+#[derive(Clone)]
+struct Clients {
+    https: reqwest::Client,
+    imds: reqwest::Client,
+    env: Arc<Env>,
+    arm_token: Arc<str>,
+    data_dir: PathBuf,
+}
+
+impl Clients {
+    async fn new(m: &Misim, pool: usize) -> anyhow::Result<Clients> {
+        let env = m.env()?;
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(&env.ca_bundle)?)?;
+        let https = reqwest::Client::builder()
+            .add_root_certificate(ca)
+            .no_proxy()
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(pool)
+            .timeout(Duration::from_secs(60))
+            .build()?;
+        let imds = reqwest::Client::builder()
+            .no_proxy()
+            .http1_only()
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(pool)
+            .build()?;
+        let mut c = Clients {
+            https,
+            imds,
+            env: Arc::new(env),
+            arm_token: "".into(),
+            data_dir: m.data_dir.clone(),
+        };
+        c.arm_token = c
+            .client_credentials("https://management.azure.com/.default")
+            .await?
+            .into();
+        Ok(c)
+    }
+
+    /// An admin token through Entra's HTTPS token endpoint.
+    async fn client_credentials(&self, scope: &str) -> anyhow::Result<String> {
+        let e = &self.env;
+        let r = self
+            .https
+            .post(format!("{}/{}/oauth2/v2.0/token", e.entra_url, e.tenant_id))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", e.admin_client_id.as_str()),
+                ("client_secret", e.admin_client_secret.as_str()),
+                ("scope", scope),
+            ])
+            .send()
+            .await?;
+        let status = r.status();
+        let v: Value = r.json().await?;
+        match v["access_token"].as_str() {
+            Some(t) if status.is_success() => Ok(t.to_owned()),
+            _ => bail!("admin token: {status} {v}"),
+        }
+    }
+
+    fn vm_id(&self, n: usize) -> String {
+        format!(
+            "/subscriptions/{}/resourceGroups/{RG}/providers/Microsoft.Compute/virtualMachines/scale-vm-{n}",
+            self.env.subscription_id
+        )
+    }
+
+    async fn put(&self, path: &str, body: &Value) -> anyhow::Result<()> {
+        let r = self
+            .https
+            .put(format!("{}{path}?api-version=2024-11-01", self.env.arm_url))
+            .bearer_auth(&*self.arm_token)
+            .json(body)
+            .send()
+            .await?;
+        let status = r.status();
+        let text = r.text().await?;
+        ensure!(status.is_success(), "PUT {path}: {status} {text}");
+        Ok(())
+    }
+
+    async fn put_vm(&self, n: usize) -> anyhow::Result<()> {
+        let name = format!("scale-vm-{n}");
+        let body = json!({"location": "eastus", "identity": {"type": "SystemAssigned"}, "properties": {
+            "hardwareProfile": {"vmSize": "Standard_B1s"},
+            "osProfile": {"computerName": name, "adminUsername": "azureuser"}}});
+        self.put(&self.vm_id(n), &body).await
+    }
+
+    /// The VM's IMDS token URL, from IMDS's control API (as `misim vm exec` finds it).
+    async fn imds_token_url(&self, n: usize) -> anyhow::Result<String> {
+        let channel = misim_sandbox::cli::admin_channel(&self.data_dir, &self.env.imds_grpc_url)?;
+        let vm = misim_proto::imds::v1::control_client::ControlClient::new(channel)
+            .get_vm(misim_proto::imds::v1::GetVmRequest {
+                resource_id: self.vm_id(n),
+            })
+            .await
+            .context("asking IMDS for the VM")?
+            .into_inner();
+        Ok(format!("{}{TOKEN_PATH}", vm.imds_endpoint))
+    }
+
+    /// One IMDS token; true on 200.
+    async fn imds_token(&self, url: &str) -> bool {
+        match self.imds.get(url).header("Metadata", "true").send().await {
+            Ok(r) => r.status() == reqwest::StatusCode::OK && r.bytes().await.is_ok(),
+            Err(_) => false,
+        }
+    }
+}
+
+/// Creates VMs `from..to` with `concurrency` PUTs in flight; returns the run.
+async fn fill(c: &Clients, from: usize, to: usize, concurrency: usize) -> anyhow::Result<Run> {
+    let next = Arc::new(AtomicU64::new(from as u64));
+    let t0 = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (c, next) = (c.clone(), next.clone());
+        tasks.spawn(async move {
+            let (mut lat, mut errors) = (Vec::new(), 0u64);
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed) as usize;
+                if n >= to {
+                    break;
+                }
+                if n > from && (n - from).is_multiple_of(10_000) {
+                    eprintln!("scale: {} VMs created", n - from);
+                }
+                let t = Instant::now();
+                match c.put_vm(n).await {
+                    Ok(()) => lat.push(t.elapsed().as_micros().min(u128::from(u32::MAX)) as u32),
+                    Err(e) => {
+                        errors += 1;
+                        if errors <= 3 {
+                            eprintln!("scale: VM {n}: {e:#}");
+                        }
+                    }
+                }
+            }
+            (lat, errors)
+        });
+    }
+    let (mut latencies_us, mut errors) = (Vec::new(), 0);
+    while let Some(r) = tasks.join_next().await {
+        let (l, e) = r?;
+        latencies_us.extend(l);
+        errors += e;
+    }
+    latencies_us.sort_unstable();
+    Ok(Run {
+        label: format!("VM PUT SystemAssigned, {concurrency} in flight, filling"),
+        ops: latencies_us.len() as u64,
+        errors,
+        elapsed: t0.elapsed(),
+        latencies_us,
+    })
+}
+
+/// The IMDS cached-token rate on `vm` and Entra's token rate, interleaved.
+async fn rates(c: &Clients, vm: usize, s: &Settings, tag: &str) -> anyhow::Result<(Run, Run)> {
+    let url = c.imds_token_url(vm).await?;
+    // Warm IMDS's cache: the first request for an identity goes to Entra.
+    let warm = Instant::now();
+    while !c.imds_token(&url).await {
+        ensure!(
+            warm.elapsed() < Duration::from_secs(30),
+            "no IMDS token from {url}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let r = s.round();
+    let (mut imds, mut entra) = (None, None);
+    for _ in 0..ROUNDS {
+        let (cc, u) = (c.clone(), url.clone());
+        let i = measure::in_flight(
+            format!("IMDS GET token (cache hit), {} conns, {tag}", s.concurrency),
+            s.concurrency,
+            r.warmup,
+            r.window,
+            move || {
+                let (cc, u) = (cc.clone(), u.clone());
+                async move { cc.imds_token(&u).await }
+            },
+        )
+        .await;
+        measure::accumulate(&mut imds, i);
+        let cc = c.clone();
+        let e = measure::in_flight(
+            format!(
+                "Entra client credentials, {} in flight, {tag}",
+                s.token_concurrency
+            ),
+            s.token_concurrency,
+            r.warmup,
+            r.window,
+            move || {
+                let cc = cc.clone();
+                async move {
+                    cc.client_credentials("https://vault.azure.net/.default")
+                        .await
+                        .is_ok()
+                }
+            },
+        )
+        .await;
+        measure::accumulate(&mut entra, e);
+    }
+    match (imds, entra) {
+        (Some(i), Some(e)) => Ok((i, e)),
+        _ => unreachable!("ROUNDS > 0"),
+    }
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.0} MiB", bytes as f64 / f64::from(1 << 20))
+}
+
+/// A rate with N VMs that should be the rate with one VM; only judged at full scale.
+fn kept_row(target: String, at_n: &Run, at_one: &Run, full: bool) -> TargetRow {
+    let ratio = at_n.rate() / at_one.rate().max(1e-9);
+    TargetRow {
+        target,
+        measured: format!(
+            "{:.0}/s, p99 {}",
+            at_n.rate(),
+            fmt_latency(at_n.quantile(0.99))
+        ),
+        baseline: format!("1 VM: {:.0}/s", at_one.rate()),
+        ratio,
+        pass: full && at_n.errors == 0 && ratio >= T5_RATE_KEPT,
+    }
+}
+
+/// Runs benchmark 4 with `vms` VMs; returns its target rows.
+pub(crate) async fn run(s: &Settings, vms: usize) -> anyhow::Result<Vec<TargetRow>> {
+    ensure!(vms >= 2, "--scale-vms must be at least 2");
+    let dir = tempfile::tempdir()?;
+    let data_dir = dir.path().join("data");
+    let pool = s
+        .concurrency
+        .max(s.provision_concurrency)
+        .max(s.token_concurrency);
+
+    let (misim, fresh) = Misim::start(&data_dir).await?;
+    let c = Clients::new(&misim, pool).await?;
+    c.put(
+        &format!(
+            "/subscriptions/{}/resourceGroups/{RG}",
+            c.env.subscription_id
+        ),
+        &json!({"location": "eastus"}),
+    )
+    .await?;
+    c.put_vm(0).await?;
+    let rss_one = misim.rss()?;
+    let (imds_one, entra_one) = rates(&c, 0, s, "1 VM").await?;
+
+    let filled = fill(&c, 1, vms, s.provision_concurrency).await?;
+    ensure!(
+        filled.errors == 0,
+        "{} VM PUTs failed while filling",
+        filled.errors
+    );
+    let rss_n = misim.rss()?;
+    misim.stop().await?;
+
+    let (misim, restart) = Misim::start(&data_dir).await?;
+    let rss_restarted = misim.rss()?;
+    let c = Clients::new(&misim, pool).await?;
+    let (imds_n, entra_n) = rates(&c, vms - 1, s, &format!("{vms} VMs"))
+        .await
+        .context("rates after the restart")?;
+    // The first VM's endpoint still serves it after the restart.
+    ensure!(
+        c.imds_token(&c.imds_token_url(0).await?).await,
+        "VM 0 has no token after the restart"
+    );
+    misim.stop().await?;
+
+    measure::report(
+        &format!("4a. filling one misim up with {vms} VMs (SystemAssigned) over HTTPS"),
+        &filled,
+        &[],
+    );
+    measure::report(
+        "4b. IMDS cached token: 1 VM vs N VMs (after a restart)",
+        &imds_one,
+        &[&imds_n],
+    );
+    measure::report(
+        "4c. Entra client-credentials tokens: 1 VM vs N VMs (after a restart)",
+        &entra_one,
+        &[&entra_n],
+    );
+    println!();
+    println!(
+        "## 4d. misim up: fresh start to ready {} ms; restart with {vms} VMs to ready {} ms; RSS {} (1 VM), {} ({vms} VMs), {} (after restart)",
+        fresh.as_millis(),
+        restart.as_millis(),
+        mib(rss_one),
+        mib(rss_n),
+        mib(rss_restarted)
+    );
+
+    let full = vms >= T5_VMS;
+    let at = |goal: &str| format!("5. {vms} VMs in one misim up: {goal}");
+    let peak = rss_n.max(rss_restarted);
+    Ok(vec![
+        TargetRow {
+            target: at("RSS < 1 GiB"),
+            measured: format!("{} (after restart {})", mib(rss_n), mib(rss_restarted)),
+            baseline: format!("1 VM: {}", mib(rss_one)),
+            ratio: rss_one as f64 / peak.max(1) as f64,
+            pass: full && peak < T5_RSS_BYTES,
+        },
+        TargetRow {
+            target: at("restart to ready < 3 s"),
+            measured: format!("{} ms", restart.as_millis()),
+            baseline: format!("fresh start {} ms", fresh.as_millis()),
+            ratio: fresh.as_secs_f64() / restart.as_secs_f64().max(1e-9),
+            pass: full && restart < T5_RESTART,
+        },
+        kept_row(
+            at("IMDS cached token rate unchanged"),
+            &imds_n,
+            &imds_one,
+            full,
+        ),
+        kept_row(at("Entra token rate unchanged"), &entra_n, &entra_one, full),
+    ])
+}
