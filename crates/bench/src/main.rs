@@ -10,7 +10,7 @@
 //!    user-assigned identity PUTs against resource-group PUTs, and a VM PUT's
 //!    acknowledgement to its first IMDS token.
 //!
-//! Every server listens on 127.0.0.1 and every request goes there.
+//! Every server listens on loopback (IMDS at each VM's own 127.64.x.y) and every request goes there.
 
 mod entra;
 mod imds;
