@@ -13,7 +13,7 @@
 //!    `--scale-vms` VMs: its memory, its restart time, and its token rates
 //!    against the same process with one VM.
 //!
-//! Every server listens on loopback and every request goes there.
+//! Every server listens on loopback (IMDS at each VM's own 127.64.x.y) and every request goes there.
 
 mod entra;
 mod imds;

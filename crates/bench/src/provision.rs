@@ -179,7 +179,7 @@ async fn first_token(
         .context("asking IMDS for the VM")?
         .into_inner()
         .imds_endpoint;
-    if !endpoint.starts_with("http://127.0.0.1:") {
+    if !endpoint.starts_with("http://127.") {
         bail!("unexpected IMDS endpoint {endpoint:?}");
     }
     let url = format!("{endpoint}{TOKEN_PATH}");

@@ -1,12 +1,13 @@
 //! IMDS configuration: plain data, read from the environment by the binary.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 
 use misim_types::EnvSource;
 
 /// gRPC (Control) listen address.
 pub const ENV_GRPC_ADDR: &str = "MISIM_IMDS_GRPC_ADDR";
-/// Shared HTTP listen address (source-address mode only).
+/// Shared HTTP listen address (source-address mode only; per-VM mode binds
+/// its own listener, see [`VmAddressing::PerVmAddress`]).
 pub const ENV_HTTP_ADDR: &str = "MISIM_IMDS_HTTP_ADDR";
 /// Data directory (the sled store lives in `<dir>/imds`).
 pub const ENV_DATA_DIR: &str = "MISIM_DATA_DIR";
@@ -34,17 +35,20 @@ pub const ENV_THROTTLE: &str = "MISIM_IMDS_THROTTLE";
 pub const ENV_IDENTITY_DELAY: &str = "MISIM_IDENTITY_DELAY";
 
 /// The real IMDS address. Only ever named, never contacted: misim serves
-/// loopback listeners instead.
+/// loopback addresses instead.
 pub const AZURE_IMDS_IP: &str = "169.254.169.254";
 
 /// How IMDS tells VMs apart.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VmAddressing {
-    /// One plain-HTTP listener per VM on `bind_ip` (the embedded sandbox): the
-    /// listener a request arrives on names the VM.
-    PerVmListener {
-        /// Address the per-VM listeners bind (port 0, or the VM's old port).
-        bind_ip: IpAddr,
+    /// Each VM has its own loopback address (`127.64.0.0/10`), all served on
+    /// one port by one listener bound to the loopback device (the embedded
+    /// sandbox): the address a connection is made to names the VM
+    /// (`crate::listener`, `crate::domain::addresses`).
+    PerVmAddress {
+        /// The listener's port; 0: the last run's when free, else one the
+        /// kernel picks.
+        port: u16,
     },
     /// One shared listener; the caller's source IP is the VM's `private_ip`
     /// (the compose sandbox, where each VM container has its own address).
@@ -213,13 +217,17 @@ impl BinConfig {
         let req = |k: &str| env.get(k).ok_or_else(|| format!("{k} is required"));
         let addr = |k: &str, v: String| v.parse::<SocketAddr>().map_err(|e| format!("{k}: {e}"));
         let addressing = match env.get(ENV_ADDRESSING).as_deref() {
-            None | Some("per-vm") => VmAddressing::PerVmListener {
-                bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            },
+            None | Some("per-vm") => VmAddressing::PerVmAddress { port: 0 },
             Some("source-address") => VmAddressing::SourceAddress,
             Some(other) => return Err(format!("{ENV_ADDRESSING}: unknown mode {other:?}")),
         };
         let http_addr = match env.get(ENV_HTTP_ADDR) {
+            Some(_) if addressing != VmAddressing::SourceAddress => {
+                return Err(format!(
+                    "{ENV_HTTP_ADDR} applies to source-address mode only: per-vm mode serves every VM \
+                     at its own loopback address on one port of its own"
+                ));
+            }
             Some(v) => Some(addr(ENV_HTTP_ADDR, v)?),
             None if addressing == VmAddressing::SourceAddress => {
                 return Err(format!(
@@ -284,10 +292,7 @@ mod tests {
             (ENV_ENTRA_GRPC_URL, "http://127.0.0.1:2"),
         ];
         let c = BinConfig::from_env(&MapEnv::from_pairs(base)).unwrap();
-        assert!(matches!(
-            c.config.addressing,
-            VmAddressing::PerVmListener { .. }
-        ));
+        assert_eq!(c.config.addressing, VmAddressing::PerVmAddress { port: 0 });
         assert_eq!(
             c.config.assertion_audience(),
             "https://localhost:1/t1/oauth2/v2.0/token"

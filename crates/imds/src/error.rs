@@ -15,9 +15,12 @@ pub enum ImdsError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] misim_store::StoreError),
-    /// A per-VM listener could not be bound.
-    #[error("cannot bind vm listener: {0}")]
+    /// The VMs' listener could not be bound.
+    #[error("cannot bind the imds vm listener: {0}")]
     Bind(#[from] std::io::Error),
+    /// Every loopback address of the VMs' range is in use.
+    #[error("no free loopback address for another vm")]
+    NoAddress,
     /// An identity's key or certificate is unusable.
     #[error("identity {client_id} has an unusable key: {reason}")]
     BadKey {
@@ -34,7 +37,7 @@ impl ImdsError {
         match self {
             ImdsError::Invalid(_) | ImdsError::BadKey { .. } => ErrorCode::InvalidArgument,
             ImdsError::VmNotFound(_) => ErrorCode::NotFound,
-            ImdsError::Store(_) | ImdsError::Bind(_) => ErrorCode::Internal,
+            ImdsError::Store(_) | ImdsError::Bind(_) | ImdsError::NoAddress => ErrorCode::Internal,
         }
     }
 }

@@ -66,11 +66,11 @@ fn meta_to(m: &VmMeta) -> pb::VmMetadata {
 
 /// The public view of a VM: never any private key.
 /// The certificate's SHA-1 thumbprint (upper-case hex), empty if unreadable.
-fn vm_to(vm: &LiveVm) -> pb::Vm {
+fn vm_to(imds: &Imds, vm: &LiveVm) -> pb::Vm {
     let r = &vm.record;
     pb::Vm {
         metadata: Some(meta_to(&r.meta)),
-        imds_endpoint: r.imds_endpoint.clone(),
+        imds_endpoint: imds.endpoint(r),
         identity_header: r.identity_header.clone(),
         identities: r
             .identities
@@ -99,7 +99,7 @@ impl Control for Imds {
             .ok_or_else(|| Status::invalid_argument("missing field metadata"))?;
         required("metadata.resource_id", &meta.resource_id)?;
         let vm = self.put_vm(meta_from(meta)).await?;
-        Ok(Response::new(vm_to(&vm)))
+        Ok(Response::new(vm_to(self, &vm)))
     }
 
     async fn get_vm(&self, req: Request<pb::GetVmRequest>) -> Result<Response<pb::Vm>, Status> {
@@ -108,7 +108,7 @@ impl Control for Imds {
         let vm = self
             .vm(&crate::service::vm_key(&id))
             .ok_or_else(|| Status::not_found(format!("vm {id} not found")))?;
-        Ok(Response::new(vm_to(&vm)))
+        Ok(Response::new(vm_to(self, &vm)))
     }
 
     async fn list_vms(
@@ -116,7 +116,7 @@ impl Control for Imds {
         _req: Request<pb::ListVmsRequest>,
     ) -> Result<Response<pb::ListVmsResponse>, Status> {
         Ok(Response::new(pb::ListVmsResponse {
-            vms: self.list().iter().map(|v| vm_to(v)).collect(),
+            vms: self.list().iter().map(|v| vm_to(self, v)).collect(),
         }))
     }
 

@@ -12,8 +12,11 @@
 //! result is cached per identity and resource under the policy of
 //! [`domain::cache::reuse_until`].
 //!
-//! VMs are told apart by the listener they call ([`VmAddressing::PerVmListener`])
-//! or by their source address ([`VmAddressing::SourceAddress`]).
+//! One listener serves every VM; it tells them apart by the loopback address
+//! a connection is made to, each VM having its own
+//! ([`VmAddressing::PerVmAddress`], the embedded sandbox), or by the
+//! connection's source address ([`VmAddressing::SourceAddress`], the compose
+//! sandbox).
 //!
 //! Layering: the edges (`http`, `grpc`) call the service's narrow API
 //! (`service`), which uses the pure `domain`, the store and Entra
@@ -26,6 +29,7 @@ mod entra;
 mod error;
 mod grpc;
 mod http;
+mod listener;
 mod peer;
 mod service;
 
@@ -38,15 +42,46 @@ pub use config::{Config, VmAddressing};
 pub use error::{ImdsError, IssueError};
 pub use service::{Deps, Imds};
 
+/// Connections the VMs' listener serves at once, all VMs together (per VM,
+/// IMDS's rate and concurrency limits apply). Over it, new connections wait
+/// in the kernel's backlog.
+const VM_LISTENER_CONNECTIONS: usize = 4096;
+
 impl Imds {
-    /// Opens IMDS on its store and, in per-VM mode, re-binds every persisted
-    /// VM's listener (its previous port when free).
+    /// Opens IMDS on its store and, in per-VM-address mode, binds the VMs'
+    /// listener on the loopback device (the last run's port when free) and
+    /// gives every VM its address; [`Imds::serve_vms`] serves it.
     pub async fn open(config: Config, deps: Deps) -> Result<Self, ImdsError> {
-        let routers = service::VmRouters {
-            vm: http::vm_router,
-            refusal: http::refusal_router,
+        Imds::build(config, deps).await
+    }
+
+    /// Per-VM-address mode: serves every VM's endpoint on the listener bound
+    /// at open until the process shuts down (`Deps::shutdown`). Only the
+    /// sandbox owner's processes are served (`peer`); a connection to an
+    /// address no VM holds gets "Identity not found" as an unknown source
+    /// address does in source-address mode.
+    pub async fn serve_vms(&self) -> anyhow::Result<()> {
+        let listener = self
+            .take_vm_listener()
+            .context("no imds vm listener to serve (source-address mode, or served already)")?;
+        let limits = misim_runtime::serve::ServeLimits {
+            max_connections: VM_LISTENER_CONNECTIONS,
+            admit: peer::owner_only().map(|check| misim_runtime::serve::Admit {
+                check,
+                refusal: http::refusal_router(),
+            }),
+            ..Default::default()
         };
-        Imds::build(config, deps, routers).await
+        let router = http::vm_router(self.clone(), http::By::LocalAddress);
+        misim_runtime::serve::serve_http_with(
+            listener,
+            router,
+            None,
+            self.shutdown().clone(),
+            limits,
+        )
+        .await
+        .context("imds vm listener")
     }
 
     /// The Control gRPC service with tonic-health and reflection; every
@@ -66,13 +101,14 @@ impl Imds {
     /// The shared HTTP router of source-address mode: the caller's IP
     /// (`PeerAddr`) must be some VM's `private_ip`.
     pub fn vm_router_for_source_address(&self) -> axum::Router {
-        http::source_address_router(self.clone())
+        http::vm_router(self.clone(), http::By::SourceAddress)
     }
 }
 
 /// Serves Control on `grpc` and, in source-address mode, the shared VM
-/// endpoint on `shared_http`, until `shutdown`. Per-VM listeners are already
-/// running (started by [`Imds::open`] and `PutVm`).
+/// endpoint on `shared_http`, until `shutdown`. In per-VM-address mode the
+/// VMs' listener is served by [`Imds::serve_vms`], with the process: stopping
+/// this (an outage of the control plane) leaves the VMs' endpoints up.
 pub async fn serve(
     imds: Imds,
     shared_http: Option<TcpListener>,

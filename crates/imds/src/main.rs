@@ -52,6 +52,10 @@ async fn main() -> anyhow::Result<()> {
         None => None,
     };
     tracing::info!(grpc = %grpc.local_addr()?, http = ?http.as_ref().and_then(|l| l.local_addr().ok()), "misim-imds listening");
+    let per_vm_address = matches!(
+        cfg.config.addressing,
+        misim_imds::VmAddressing::PerVmAddress { .. }
+    );
     let imds = Imds::open(cfg.config, deps).await.context("opening imds")?;
     imds.chaos().set_throttle(cfg.throttle);
     imds.set_identity_delay(cfg.identity_delay);
@@ -62,7 +66,17 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(misim_runtime::cancel_on_signal(shutdown.clone()));
     misim_runtime::spawn_grpc_at(clock_addr.as_deref(), clock_svc.router(&control), &shutdown)
         .await?;
-    let result = misim_imds::serve(imds, http, grpc, control, shutdown).await;
+    let vms = async {
+        match per_vm_address {
+            true => imds.serve_vms().await,
+            false => Ok(()),
+        }
+    };
+    let (result, vms) = tokio::join!(
+        misim_imds::serve(imds.clone(), http, grpc, control, shutdown),
+        vms
+    );
+    let result = result.and(vms);
     store.flush().await.context("flushing the imds store")?;
     result
 }

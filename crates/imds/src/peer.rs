@@ -1,17 +1,19 @@
-//! Which local user a loopback client is: per-VM listeners serve only the
+//! Which local user a loopback client is: the VMs' listener serves only the
 //! sandbox owner's processes.
 //!
-//! A per-VM listener is a loopback port any local user can find (in
-//! `/proc/net/tcp`) and call, and the token it hands out is the VM's. So in
-//! per-VM mode each connection is admitted only when the client's socket
-//! belongs to the uid IMDS runs as. The kernel lists every TCP socket of the
+//! The VMs' listener is a loopback port any local user can find (in
+//! `/proc/net/tcp`) and call at any VM's address, and the token it hands out
+//! is that VM's. So in per-VM-address mode each connection is admitted only
+//! when the client's socket belongs to the uid IMDS runs as. The kernel lists every TCP socket of the
 //! network namespace with its owner in `/proc/net/tcp` and `/proc/net/tcp6`;
 //! the client's socket is the entry whose local address is our peer and
-//! whose remote address is our listener. Read once per connection, at accept.
+//! whose remote address is the VM address the connection was made to (the
+//! accepted socket's local address, not the listener's `0.0.0.0`). Read once
+//! per connection, at accept.
 //!
 //! Without `/proc` (not Linux) there is no unsafe-free way to learn the
 //! peer's uid: the check is not installed and any local user can call the
-//! listeners (see [`owner_only`]). On Linux, a lookup that finds nothing
+//! listener (see [`owner_only`]). On Linux, a lookup that finds nothing
 //! (the table unreadable, the client already gone) refuses.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -79,7 +81,7 @@ fn peer_uid(peer: SocketAddr, local: SocketAddr) -> Option<u32> {
     socket_uid(&t, peer, local).or_else(|| socket_uid(&t, mapped(peer), mapped(local)))
 }
 
-/// The admission check of per-VM listeners: only the uid this process runs
+/// The admission check of the VMs' listener: only the uid this process runs
 /// as. `None` where it cannot be checked (no `/proc`).
 pub(crate) fn owner_only() -> Option<misim_runtime::serve::AdmitFn> {
     #[cfg(target_os = "linux")]
@@ -88,7 +90,7 @@ pub(crate) fn owner_only() -> Option<misim_runtime::serve::AdmitFn> {
         let me = match std::fs::metadata("/proc/self") {
             Ok(m) => m.uid(),
             Err(e) => {
-                tracing::warn!(error = %e, "no /proc: per-VM IMDS listeners admit every local user");
+                tracing::warn!(error = %e, "no /proc: the IMDS vm listener admits every local user");
                 return None;
             }
         };
@@ -103,7 +105,7 @@ pub(crate) fn owner_only() -> Option<misim_runtime::serve::AdmitFn> {
     #[cfg(not(target_os = "linux"))]
     {
         tracing::warn!(
-            "per-VM IMDS listeners admit every local user: peer uids are read from /proc"
+            "the IMDS vm listener admits every local user: peer uids are read from /proc"
         );
         None
     }
@@ -163,5 +165,24 @@ mod tests {
         assert_eq!(peer_uid(peer, local), Some(me));
         let admit = owner_only().unwrap();
         assert!(admit(peer, local));
+    }
+
+    /// On the VMs' listener (0.0.0.0 on the loopback device) the client's
+    /// socket is found by the VM address it called, which the accepted
+    /// socket's local address names; the listener's own address names none.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_connection_to_a_vm_address_is_found_with_our_uid() {
+        use std::os::unix::fs::MetadataExt;
+        let l = crate::listener::bind_loopback_device(0).unwrap();
+        let wildcard = l.local_addr().unwrap();
+        let to = SocketAddr::from((Ipv4Addr::new(127, 64, 0, 9), wildcard.port()));
+        let _client = tokio::net::TcpStream::connect(to).await.unwrap();
+        let (server, peer) = l.accept().await.unwrap();
+        let local = server.local_addr().unwrap();
+        assert_eq!(local, to);
+        let me = std::fs::metadata("/proc/self").unwrap().uid();
+        assert_eq!(peer_uid(peer, local), Some(me));
+        assert_eq!(peer_uid(peer, wildcard), None);
     }
 }

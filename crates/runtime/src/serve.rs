@@ -20,8 +20,9 @@ use crate::Shutdown;
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub SocketAddr);
 
-/// The local address a connection was accepted on, inserted as a request
-/// extension (IMDS tells VMs apart by the listener they call in per-VM mode).
+/// The local address a connection was made to (the accepted socket's, which
+/// on a wildcard listener is more specific than the listener's), inserted as
+/// a request extension (IMDS tells VMs apart by it in per-VM-address mode).
 #[derive(Debug, Clone, Copy)]
 pub struct LocalAddr(pub SocketAddr);
 
@@ -264,6 +265,9 @@ pub async fn serve_http_with(
             break;
         };
         let _ = stream.set_nodelay(true);
+        // The address the client connected to: on a listener bound to
+        // 0.0.0.0 (IMDS's, on the loopback device) it is not the listener's.
+        let local = stream.local_addr().unwrap_or(local);
         let (router, admitted) = admit(&limits, &router, peer, local);
         let activity = Activity::new();
         let busy = activity.clone();

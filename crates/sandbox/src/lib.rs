@@ -81,7 +81,8 @@ impl Ports {
 pub struct SandboxConfig {
     /// Where every service keeps its state (one sled directory each) and the CA.
     pub data_dir: PathBuf,
-    /// Loopback address to bind (VM IMDS listeners bind here too).
+    /// Loopback address the services bind (IMDS serves VMs at their own
+    /// addresses in 127.64.0.0/10, on the loopback device).
     pub bind_ip: IpAddr,
     /// Ports.
     pub ports: Ports,
@@ -329,7 +330,6 @@ impl Sandbox {
         let mut run = start::Running::new();
         let cx = start::Boot {
             data_dir: &data_dir,
-            bind_ip,
             clock,
             ids,
             tokens,

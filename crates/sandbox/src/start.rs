@@ -190,7 +190,6 @@ impl PeerClients {
 /// What every service is opened with (the boot context).
 pub(crate) struct Boot<'a> {
     pub(crate) data_dir: &'a Path,
-    pub(crate) bind_ip: IpAddr,
     pub(crate) clock: SharedClock,
     pub(crate) ids: SharedIds,
     pub(crate) tokens: misim_entra::TokenPolicy,
@@ -381,7 +380,8 @@ async fn register_admin_certificate(
     Ok(admin_cert_path)
 }
 
-/// IMDS: its control API on `grpc`, one listener per VM on the bind address.
+/// IMDS: its control API on `grpc`; every VM's endpoint (its own loopback
+/// address) on the one listener IMDS binds on the loopback device.
 async fn start_imds(
     cx: &Boot<'_>,
     grpc: TcpListener,
@@ -393,9 +393,7 @@ async fn start_imds(
         misim_imds::Config {
             tenant_id: cx.secrets.bootstrap.tenant_id.clone(),
             entra_authority: cx.urls.entra_url.clone(),
-            addressing: misim_imds::VmAddressing::PerVmListener {
-                bind_ip: cx.bind_ip,
-            },
+            addressing: misim_imds::VmAddressing::PerVmAddress { port: 0 },
         },
         misim_imds::Deps {
             store,
@@ -409,6 +407,10 @@ async fn start_imds(
     .context("opening imds")?;
     imds.chaos().set_throttle(cx.imds_throttle);
     imds.set_identity_delay(cx.identity_delay);
+    // The VMs' endpoints live with the process, not with IMDS's control API
+    // (`misim stop imds` is an outage of the control plane).
+    let vms = imds.clone();
+    run.tasks.spawn(async move { vms.serve_vms().await });
     let (want, ctl) = Control::new(Service::Imds);
     let addr = grpc.local_addr()?;
     let mut first = Some(grpc);

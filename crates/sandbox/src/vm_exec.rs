@@ -17,7 +17,7 @@
 //! host side connects only to misim's loopback listeners. The IMDS address exists only inside the
 //! namespace; the host never contacts it.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -95,9 +95,9 @@ fn dns_records() -> String {
         .join(",")
 }
 
-/// The loopback port of a misim URL (`https://localhost:8443`, `http://127.0.0.1:40123`): the
-/// host side relays only to loopback.
-fn loopback_port(url: &str) -> anyhow::Result<u16> {
+/// The loopback address of a misim URL (`https://localhost:8443`, a VM's IMDS endpoint
+/// `http://127.64.0.5:40123`): the host side relays only to loopback.
+fn loopback_addr(url: &str) -> anyhow::Result<SocketAddr> {
     let authority = url
         .split_once("://")
         .map_or(url, |(_, rest)| rest)
@@ -107,25 +107,30 @@ fn loopback_port(url: &str) -> anyhow::Result<u16> {
     let (host, port) = authority
         .rsplit_once(':')
         .with_context(|| format!("{url}: no port"))?;
-    anyhow::ensure!(
-        matches!(host, "localhost" | "127.0.0.1" | "[::1]"),
-        "{url} is not a loopback listener"
-    );
-    port.parse().with_context(|| format!("{url}: bad port"))
+    let ip: IpAddr = match host {
+        "localhost" => Ipv4Addr::LOCALHOST.into(),
+        h => h
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .with_context(|| format!("{url} is not a loopback listener"))?,
+    };
+    anyhow::ensure!(ip.is_loopback(), "{url} is not a loopback listener");
+    let port = port.parse().with_context(|| format!("{url}: bad port"))?;
+    Ok(SocketAddr::new(ip, port))
 }
 
-/// The host-side addresses, indexed by [`Target`].
+/// The host-side addresses, indexed by [`Target`]: the VM's IMDS at its own address and port.
 fn host_targets(env: &[String], imds_endpoint: &str) -> anyhow::Result<[SocketAddr; 4]> {
     let get = |key: &str| crate::cli::env_value(env, key);
     let kv_port: u16 = get("MISIM_KEYVAULT_PORT")?
         .parse()
         .context("MISIM_KEYVAULT_PORT")?;
-    let lo = |port| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     Ok([
-        lo(loopback_port(imds_endpoint)?),
-        lo(loopback_port(&get("MISIM_ARM_URL")?)?),
-        lo(loopback_port(&get("MISIM_ENTRA_URL")?)?),
-        lo(kv_port),
+        loopback_addr(imds_endpoint)?,
+        loopback_addr(&get("MISIM_ARM_URL")?)?,
+        loopback_addr(&get("MISIM_ENTRA_URL")?)?,
+        SocketAddr::from((Ipv4Addr::LOCALHOST, kv_port)),
     ])
 }
 
@@ -400,10 +405,23 @@ mod tests {
 
     #[test]
     fn relays_only_to_loopback_listeners() {
-        assert_eq!(loopback_port("https://localhost:8443").unwrap(), 8443);
-        assert_eq!(loopback_port("http://127.0.0.1:40123/").unwrap(), 40123);
-        assert!(loopback_port("https://management.azure.com:443").is_err());
-        assert!(loopback_port("http://10.0.0.1:80").is_err());
-        assert!(loopback_port("https://localhost").is_err());
+        let addr = |url| loopback_addr(url).unwrap();
+        assert_eq!(
+            addr("https://localhost:8443"),
+            "127.0.0.1:8443".parse().unwrap()
+        );
+        assert_eq!(
+            addr("http://127.0.0.1:40123/"),
+            "127.0.0.1:40123".parse().unwrap()
+        );
+        // A VM's IMDS endpoint: its own address, on IMDS's one port.
+        assert_eq!(
+            addr("http://127.64.0.5:40123"),
+            "127.64.0.5:40123".parse().unwrap()
+        );
+        assert_eq!(addr("http://[::1]:80"), "[::1]:80".parse().unwrap());
+        assert!(loopback_addr("https://management.azure.com:443").is_err());
+        assert!(loopback_addr("http://10.0.0.1:80").is_err());
+        assert!(loopback_addr("https://localhost").is_err());
     }
 }

@@ -1,9 +1,11 @@
 //! Pure IMDS logic: stored records, identity selection (docs/azure-protocol.md, IMDS: identity
 //! selection) and the token-reuse policy. No axum, no tonic, no IO.
 
+pub mod addresses;
 pub mod cache;
 
 use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use misim_token::CertSigner;
@@ -63,14 +65,16 @@ impl std::fmt::Debug for IdentityRecord {
     }
 }
 
-/// A VM as stored: metadata, endpoint, secret and identities.
+/// A VM as stored: metadata, endpoint address, secret and identities.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct VmRecord {
     pub meta: VmMeta,
-    /// `http://{ip}:{port}` in per-VM mode, empty otherwise.
-    pub imds_endpoint: String,
-    /// The last port of the VM's listener, reused on restart when free.
-    pub port: u16,
+    /// Per-VM-address mode: the VM's own loopback address ([`addresses`]),
+    /// allocated once. Its endpoint is `http://{address}:{IMDS's port}`.
+    /// Absent in source-address mode, and in records written before VMs had
+    /// addresses (they had a port each; the address is allocated at restore).
+    #[serde(default)]
+    pub address: Option<Ipv4Addr>,
     /// The App Service-style `X-IDENTITY-HEADER` secret.
     pub identity_header: String,
     pub identities: Vec<IdentityRecord>,

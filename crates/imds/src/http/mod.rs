@@ -13,37 +13,43 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, StatusCode, header};
-use misim_runtime::serve::PeerAddr;
+use misim_runtime::serve::{LocalAddr, PeerAddr};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::service::Imds;
+use crate::service::{Imds, LiveVm};
 
 mod metadata;
 mod token;
 
-#[derive(Clone)]
-struct Ctx {
-    imds: Imds,
-    /// The VM this listener belongs to; `None` on the shared listener.
-    vm: Option<Arc<str>>,
+/// How the one VM listener tells which VM a connection is from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum By {
+    /// The loopback address the connection was made to: each VM has its own
+    /// (per-VM-address mode, the embedded sandbox).
+    LocalAddress,
+    /// The address the connection comes from: each VM container has its own
+    /// (source-address mode, the compose sandbox).
+    SourceAddress,
 }
 
-/// The router of one VM's own listener: it only ever sees that VM.
-/// Fault rules and throttling see the VM through [`misim_chaos::VmKey`].
-pub(crate) fn vm_router(imds: Imds, vm_key: Arc<str>) -> Router {
+/// The VM a request is from, as [`tag_vm`] resolved it (absent: no VM).
+#[derive(Clone)]
+struct Caller(Arc<LiveVm>);
+
+/// The router of the VMs' listener: every request is bound to the VM its
+/// connection names ([`By`]), never to anything the caller sends. Fault
+/// rules and throttling see the VM through [`misim_chaos::VmKey`].
+pub(crate) fn vm_router(imds: Imds, by: By) -> Router {
     let chaos = imds.chaos().clone();
-    let router = Router::new().fallback(handle).with_state(Ctx {
-        imds,
-        vm: Some(vm_key.clone()),
-    });
+    let router = Router::new().fallback(handle).with_state(imds.clone());
     chaos
         .wrap(router)
-        .layer(axum::Extension(misim_chaos::VmKey(vm_key)))
+        .layer(axum::middleware::map_request_with_state((imds, by), tag_vm))
         .layer(misim_runtime::telemetry::http_trace_layer("imds"))
 }
 
-/// What a per-VM listener answers a connection from another local user
+/// What the VMs' listener answers a connection from another local user
 /// (refused at accept, see `crate::peer`): a 403 in IMDS's OAuth2 error
 /// shape rather than a reset, so the refused caller learns why.
 pub(crate) fn refusal_router() -> Router {
@@ -58,51 +64,45 @@ pub(crate) fn refusal_router() -> Router {
         .layer(misim_runtime::telemetry::http_trace_layer("imds"))
 }
 
-/// The shared router of source-address mode.
-pub(crate) fn source_address_router(imds: Imds) -> Router {
-    let chaos = imds.chaos().clone();
-    let router = Router::new().fallback(handle).with_state(Ctx {
-        imds: imds.clone(),
-        vm: None,
-    });
-    chaos
-        .wrap(router)
-        .layer(axum::middleware::map_request_with_state(imds, tag_vm))
-        .layer(misim_runtime::telemetry::http_trace_layer("imds"))
-}
-
-/// Tells the toolkit which VM a shared-listener request is from.
-async fn tag_vm(State(imds): State<Imds>, mut req: Request) -> Request {
-    let vm = req
-        .extensions()
-        .get::<PeerAddr>()
-        .and_then(|p| imds.vm_by_ip(p.0.ip()));
-    if let Some(vm) = vm {
-        let key: Arc<str> = crate::service::vm_key(&vm.record.meta.resource_id).into();
+/// Resolves the request's VM once, from its connection, for the toolkit
+/// ([`misim_chaos::VmKey`]) and the handlers ([`Caller`]).
+async fn tag_vm(State((imds, by)): State<(Imds, By)>, mut req: Request) -> Request {
+    let found = match by {
+        By::LocalAddress => req
+            .extensions()
+            .get::<LocalAddr>()
+            .and_then(|l| imds.vm_by_local_address(l.0.ip())),
+        By::SourceAddress => req
+            .extensions()
+            .get::<PeerAddr>()
+            .and_then(|p| imds.vm_by_ip(p.0.ip()))
+            .map(|vm| {
+                (
+                    crate::service::vm_key(&vm.record.meta.resource_id).into(),
+                    vm,
+                )
+            }),
+    };
+    if let Some((key, vm)) = found {
         req.extensions_mut().insert(misim_chaos::VmKey(key));
+        req.extensions_mut().insert(Caller(vm));
     }
     req
 }
 
-async fn handle(State(ctx): State<Ctx>, req: Request) -> Response {
-    let vm = match &ctx.vm {
-        Some(key) => ctx.imds.vm(key),
-        None => req
-            .extensions()
-            .get::<PeerAddr>()
-            .and_then(|p| ctx.imds.vm_by_ip(p.0.ip())),
-    };
+async fn handle(State(imds): State<Imds>, req: Request) -> Response {
+    let vm = req.extensions().get::<Caller>().map(|c| c.0.clone());
     let path = req.uri().path();
     let query = req.uri().query().unwrap_or("");
     match path {
         "/metadata/identity/oauth2/token" => {
-            token::identity_token(&ctx.imds, vm, req.method(), req.headers(), query).await
+            token::identity_token(&imds, vm, req.method(), req.headers(), query).await
         }
         "/msi/token" => {
-            token::app_service_token(&ctx.imds, vm, req.method(), req.headers(), query).await
+            token::app_service_token(&imds, vm, req.method(), req.headers(), query).await
         }
         "/metadata/identity/info" => {
-            metadata::identity_info(&ctx.imds, req.method(), req.headers(), query)
+            metadata::identity_info(&imds, req.method(), req.headers(), query)
         }
         "/metadata/versions" => metadata::versions(req.method(), req.headers()),
         p if p == "/metadata/instance" || p.starts_with("/metadata/instance/") => {

@@ -1,17 +1,17 @@
 //! The IMDS handle: VMs in memory (backed by the store), and the narrow API
 //! the HTTP and gRPC edges use. Layering: `http`/`grpc` -> `service` ->
 //! `domain`, the store and Entra (`crate::entra`); the service never names
-//! an edge module (the routers of per-VM listeners are handed in, see
-//! [`VmRouters`]).
+//! an edge module.
 //!
-//! `vms` holds the control-plane writes and per-VM listeners (step 3 of the
-//! flow), `token` the token path (step 6).
+//! `vms` holds the control-plane writes and the VMs' loopback addresses
+//! (step 3 of the flow), `token` the token path (step 6).
 
+mod addressing;
 mod token;
 mod vms;
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use misim_proto::auth::ControlChannel;
@@ -19,9 +19,12 @@ use misim_proto::entra::v1::directory_client::DirectoryClient;
 use misim_runtime::Shutdown;
 use misim_store::{Store, Table};
 use misim_types::{SharedClock, SharedIds};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
 
-use crate::config::{Config, VmAddresses};
+use crate::config::{Config, VmAddresses, VmAddressing};
+use crate::domain::addresses::AddressPool;
 use crate::domain::cache::TokenCache;
 use crate::domain::{LiveIdentity, VmRecord};
 use crate::entra::EntraClient;
@@ -38,19 +41,8 @@ pub struct Deps {
     pub ids: SharedIds,
     /// Entra's directory, for `IssueToken`.
     pub directory: DirectoryClient<ControlChannel>,
-    /// Process shutdown; per-VM listeners stop with it.
+    /// Process shutdown; the VMs' listener stops with it.
     pub shutdown: Shutdown,
-}
-
-/// The routers a per-VM listener serves, from the HTTP edge: the service
-/// starts listeners when ARM creates a VM, but must not depend on `http`
-/// (which depends on it). `lib.rs` wires them in.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct VmRouters {
-    /// The router of one VM's listener (the VM's key).
-    pub(crate) vm: fn(Imds, Arc<str>) -> axum::Router,
-    /// What a refused connection is answered (`crate::peer`).
-    pub(crate) refusal: fn() -> axum::Router,
 }
 
 /// A VM as served: its record and ready-to-sign identities.
@@ -58,8 +50,32 @@ pub(crate) struct VmRouters {
 pub(crate) struct LiveVm {
     pub(crate) record: VmRecord,
     pub(crate) identities: Vec<Arc<LiveIdentity>>,
-    /// Stops this VM's listener (a child of the process shutdown).
-    cancel: Option<Shutdown>,
+}
+
+/// What per-VM-address mode persists besides the VMs (table `vm_listener`).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+struct ListenerState {
+    /// The port of the VMs' listener, bound again at restart when free.
+    port: u16,
+    /// The addresses' high-water mark ([`AddressPool`]).
+    reserved: u32,
+}
+
+/// The key of the one [`ListenerState`].
+const LISTENER_STATE: &str = "state";
+
+/// Per-VM-address mode: the one listener and the VMs' addresses.
+struct VmListener {
+    /// Bound at open, taken by [`Imds::take_vm_listener`] to be served.
+    listener: Mutex<Option<TcpListener>>,
+    /// Its port, in every VM's endpoint.
+    port: u16,
+    /// Persists [`ListenerState`].
+    table: Table<ListenerState>,
+    /// Serialised by `Inner::write`.
+    pool: Mutex<AddressPool>,
+    /// The VM (its key) at each address.
+    vms: RwLock<HashMap<Ipv4Addr, Arc<str>>>,
 }
 
 struct Inner {
@@ -69,7 +85,8 @@ struct Inner {
     ids: SharedIds,
     entra: EntraClient,
     shutdown: Shutdown,
-    routers: VmRouters,
+    /// Per-VM-address mode's listener and addresses (`None`: source-address mode).
+    by_address: Option<VmListener>,
     /// VMs by lower-case resource id.
     vms: RwLock<HashMap<String, Arc<LiveVm>>>,
     cache: TokenCache,
@@ -79,8 +96,6 @@ struct Inner {
     /// The static address map of source-address mode (see
     /// [`Imds::set_static_addresses`]).
     static_addresses: RwLock<VmAddresses>,
-    /// Per-VM listeners admit only the owner's processes (`crate::peer`).
-    admit: Option<misim_runtime::serve::AdmitFn>,
     /// Fault rules, throttle and decision log (`misim fault`, `misim log`).
     chaos: misim_chaos::Chaos,
     /// New identities (by client id) still settling (`set_identity_delay`).
@@ -107,17 +122,17 @@ pub(crate) fn vm_key(resource_id: &str) -> String {
 }
 
 impl Imds {
-    /// Opens IMDS on its store and, in per-VM mode, re-binds every persisted
-    /// VM's listener (its previous port when free).
-    pub(crate) async fn build(
-        config: Config,
-        deps: Deps,
-        routers: VmRouters,
-    ) -> Result<Self, ImdsError> {
+    /// Opens IMDS on its store and, in per-VM-address mode, binds the VMs'
+    /// listener (its previous port when free) and gives every VM an address.
+    pub(crate) async fn build(config: Config, deps: Deps) -> Result<Self, ImdsError> {
         config.validate().map_err(ImdsError::Invalid)?;
         let table = deps.store.table::<VmRecord>("vms")?;
         let assertion_aud = config.assertion_audience();
         let chaos = misim_chaos::Chaos::new(misim_chaos::Service::Imds, deps.clock.clone());
+        let by_address = match config.addressing {
+            VmAddressing::PerVmAddress { port } => Some(VmListener::open(&deps.store, port).await?),
+            VmAddressing::SourceAddress => None,
+        };
         let imds = Imds {
             inner: Arc::new(Inner {
                 config,
@@ -126,13 +141,12 @@ impl Imds {
                 ids: deps.ids,
                 entra: EntraClient::new(deps.directory),
                 shutdown: deps.shutdown,
-                routers,
+                by_address,
                 vms: RwLock::new(HashMap::new()),
                 cache: TokenCache::default(),
                 write: tokio::sync::Mutex::new(()),
                 assertion_aud,
                 static_addresses: RwLock::new(VmAddresses::default()),
-                admit: crate::peer::owner_only(),
                 chaos,
                 settling: misim_chaos::Settling::default(),
             }),

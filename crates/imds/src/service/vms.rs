@@ -1,22 +1,12 @@
 //! VMs and identities as ARM configures them (step 3 of the flow): the
-//! control-plane writes, each persisted before it is served, and the per-VM
-//! listeners they start and stop.
+//! control-plane writes, each persisted before it is served, and the VMs'
+//! loopback addresses they assign (`addressing`).
 
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use misim_runtime::Shutdown;
-use tokio::net::TcpListener;
-
 use super::{Imds, LiveVm, vm_key};
-use crate::config::VmAddressing;
 use crate::domain::{IdentityRecord, Kind, LiveIdentity, VmMeta, VmRecord};
 use crate::error::ImdsError;
-
-/// Connections one VM's listener serves at once: a VM's processes need a
-/// few; a client that opens hundreds must not exhaust the process's
-/// descriptors for every other listener.
-const VM_LISTENER_CONNECTIONS: usize = 64;
 
 fn random_secret() -> String {
     let bytes: [u8; 24] = rand::random();
@@ -24,9 +14,12 @@ fn random_secret() -> String {
 }
 
 impl Imds {
-    /// Loads every persisted VM and, in per-VM mode, re-binds its listener.
+    /// Loads every persisted VM and, in per-VM-address mode, its address:
+    /// a VM keeps its address (so its endpoint) across restarts; a record
+    /// without one (written before VMs had addresses) gets one now.
     pub(super) async fn restore(&self) -> Result<(), ImdsError> {
-        for (key, mut record) in self.inner.table.all()? {
+        let mut unaddressed = Vec::new();
+        for (key, record) in self.inner.table.all()? {
             let identities = record
                 .identities
                 .iter()
@@ -38,73 +31,35 @@ impl Imds {
                     }
                 })
                 .collect();
-            let cancel = self.start_listener(&key, &mut record, true).await?;
+            if self.holds_address(&key, &record) {
+                self.map_address(&key, None, record.address);
+            } else {
+                unaddressed.push(key.clone());
+            }
+            self.inner
+                .vms
+                .write()
+                .insert(key, Arc::new(LiveVm { record, identities }));
+        }
+        self.resume_addresses()?;
+        for key in unaddressed {
+            let Some(old) = self.vm(&key) else { continue };
+            let mut record = old.record.clone();
+            if !self.assign_address(&key, &mut record).await? {
+                continue;
+            }
             self.inner.table.put(&key, &record).await?;
+            self.map_address(&key, None, record.address);
+            tracing::info!(vm = key, endpoint = %self.endpoint(&record), "vm given an imds address");
             self.inner.vms.write().insert(
                 key,
                 Arc::new(LiveVm {
                     record,
-                    identities,
-                    cancel,
+                    identities: old.identities.clone(),
                 }),
             );
         }
         Ok(())
-    }
-
-    /// In per-VM mode binds and serves the VM's listener, recording its port.
-    async fn start_listener(
-        &self,
-        key: &str,
-        record: &mut VmRecord,
-        reuse_port: bool,
-    ) -> Result<Option<Shutdown>, ImdsError> {
-        let VmAddressing::PerVmListener { bind_ip } = self.inner.config.addressing else {
-            record.imds_endpoint.clear();
-            return Ok(None);
-        };
-        let mut listener = None;
-        if reuse_port && record.port != 0 {
-            listener = TcpListener::bind(SocketAddr::new(bind_ip, record.port))
-                .await
-                .ok();
-        }
-        let listener = match listener {
-            Some(l) => l,
-            None => TcpListener::bind(SocketAddr::new(bind_ip, 0)).await?,
-        };
-        let local = listener.local_addr()?;
-        record.port = local.port();
-        record.imds_endpoint = match local.ip() {
-            IpAddr::V6(ip) => format!("http://[{ip}]:{}", local.port()),
-            IpAddr::V4(ip) => format!("http://{ip}:{}", local.port()),
-        };
-        let cancel = self.inner.shutdown.child_token();
-        let routers = self.inner.routers;
-        let router = (routers.vm)(self.clone(), Arc::from(key));
-        let stop = cancel.clone();
-        let vm = key.to_owned();
-        let limits = misim_runtime::serve::ServeLimits {
-            max_connections: VM_LISTENER_CONNECTIONS,
-            admit: self
-                .inner
-                .admit
-                .clone()
-                .map(|check| misim_runtime::serve::Admit {
-                    check,
-                    refusal: (routers.refusal)(),
-                }),
-            ..Default::default()
-        };
-        tokio::spawn(async move {
-            if let Err(e) =
-                misim_runtime::serve::serve_http_with(listener, router, None, stop, limits).await
-            {
-                tracing::error!(vm, error = %e, "vm listener failed");
-            }
-        });
-        tracing::info!(vm = key, endpoint = %record.imds_endpoint, "vm imds listener started");
-        Ok(Some(cancel))
     }
 
     /// Creates or updates a VM (idempotent).
@@ -125,28 +80,21 @@ impl Imds {
                 Arc::new(LiveVm {
                     record,
                     identities: old.identities.clone(),
-                    cancel: old.cancel.clone(),
                 })
             }
             None => {
                 let mut record = VmRecord {
                     meta,
-                    imds_endpoint: String::new(),
-                    port: 0,
+                    address: None,
                     identity_header: random_secret(),
                     identities: Vec::new(),
                 };
-                let cancel = self.start_listener(&key, &mut record, false).await?;
-                if let Err(e) = self.inner.table.put(&key, &record).await {
-                    if let Some(c) = cancel {
-                        c.cancel();
-                    }
-                    return Err(e.into());
-                }
+                self.assign_address(&key, &mut record).await?;
+                self.inner.table.put(&key, &record).await?;
+                self.map_address(&key, None, record.address);
                 Arc::new(LiveVm {
                     record,
                     identities: Vec::new(),
-                    cancel,
                 })
             }
         };
@@ -154,7 +102,7 @@ impl Imds {
         Ok(live)
     }
 
-    /// Deletes a VM, stops its listener, forgets its tokens.
+    /// Deletes a VM, stops serving its address, forgets its tokens.
     pub(crate) async fn delete_vm(&self, resource_id: &str) -> Result<bool, ImdsError> {
         let key = vm_key(resource_id);
         let _w = self.inner.write.lock().await;
@@ -162,9 +110,7 @@ impl Imds {
         let old = self.inner.vms.write().remove(&key);
         match old {
             Some(vm) => {
-                if let Some(c) = &vm.cancel {
-                    c.cancel();
-                }
+                self.map_address(&key, vm.record.address, None);
                 for i in &vm.identities {
                     self.inner.cache.purge(&i.record.client_id);
                 }
@@ -230,7 +176,6 @@ impl Imds {
             Arc::new(LiveVm {
                 record: vm,
                 identities,
-                cancel: old.cancel.clone(),
             }),
         );
         Ok(())
@@ -271,7 +216,6 @@ impl Imds {
             Arc::new(LiveVm {
                 record: vm,
                 identities,
-                cancel: old.cancel.clone(),
             }),
         );
         Ok(true)

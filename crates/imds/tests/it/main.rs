@@ -2,7 +2,6 @@
 //! fake Entra `Directory`, whose `IssueToken` here verifies every client assertion.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -21,6 +20,7 @@ use tokio::net::TcpListener;
 use tonic::service::Routes;
 use tonic::{Request, Status};
 
+mod addresses;
 mod concurrency;
 
 const TENANT: &str = "72f988bf-0000-4000-8000-000000000001";
@@ -184,9 +184,7 @@ async fn open(
     let config = Config {
         tenant_id: TENANT.into(),
         entra_authority: AUTHORITY.into(),
-        addressing: VmAddressing::PerVmListener {
-            bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        },
+        addressing: VmAddressing::PerVmAddress { port: 0 },
     };
     let deps = Deps {
         store,
@@ -199,6 +197,8 @@ async fn open(
         shutdown: shutdown.clone(),
     };
     let imds = Imds::open(config, deps).await.unwrap();
+    let vms = imds.clone();
+    tokio::spawn(async move { vms.serve_vms().await.unwrap() });
     Harness {
         imds,
         entra,
@@ -597,20 +597,10 @@ async fn removed_identities_and_deleted_vms_stop_serving_tokens() {
     .unwrap()
     .into_inner();
     assert!(del.existed);
-    // The VM's listener is gone (or answers nothing for it).
-    let gone = h
-        .http
-        .get(format!(
-            "{}/metadata/identity/oauth2/token?api-version=2018-02-01&resource={ARM}",
-            vm.imds_endpoint
-        ))
-        .header("Metadata", "true")
-        .send()
-        .await;
-    match gone {
-        Err(_) => {}
-        Ok(r) => assert_eq!(r.status().as_u16(), 400),
-    }
+    // The VM's address names no VM any more.
+    let (s, b) = h.token(&vm, "").await;
+    assert_eq!(s, 400, "{b}");
+    error_is(&b, "invalid_request", "Identity not found");
     let st = Control::get_vm(
         &h.imds,
         Request::new(pb::GetVmRequest {
@@ -888,7 +878,11 @@ async fn control_over_grpc_never_returns_private_keys() {
         .unwrap()
         .into_inner();
     assert_eq!(vm, again, "PutVm is idempotent");
-    assert!(vm.imds_endpoint.starts_with("http://127.0.0.1:"));
+    assert!(
+        vm.imds_endpoint.starts_with("http://127.64."),
+        "{}",
+        vm.imds_endpoint
+    );
     let id = identity(UAMI, "u1", 1);
     for _ in 0..2 {
         c.put_identity(pb::PutIdentityRequest {

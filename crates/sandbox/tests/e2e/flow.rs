@@ -239,9 +239,8 @@ async fn restart_keeps_identities_keys_and_tokens() {
     let (vm_id, principal) = w
         .vm_reading_vault(("rg1", "vm1", "kv1"), ("s", "kept"))
         .await;
-    let (s, before) = w
-        .imds_token(&w.imds_endpoint(&vm_id).await, VAULT_AUD, None)
-        .await;
+    let endpoint = w.imds_endpoint(&vm_id).await;
+    let (s, before) = w.imds_token(&endpoint, VAULT_AUD, None).await;
     assert_eq!(s, 200);
     let old_token = before["access_token"].as_str().unwrap().to_owned();
     let tenant = w.tid().to_owned();
@@ -256,9 +255,12 @@ async fn restart_keeps_identities_keys_and_tokens() {
     let (s, vmv) = w.admin("GET", &vm_id, None).await;
     assert_eq!(s, 200);
     assert_eq!(vmv["identity"]["principalId"], principal.as_str());
-    let (s, after) = w
-        .imds_token(&w.imds_endpoint(&vm_id).await, VAULT_AUD, None)
-        .await;
+    assert_eq!(
+        w.imds_endpoint(&vm_id).await,
+        endpoint,
+        "the VM keeps its IMDS endpoint (address and port)"
+    );
+    let (s, after) = w.imds_token(&endpoint, VAULT_AUD, None).await;
     assert_eq!(s, 200, "{after}");
     let (s, _) = w
         .get_secret("kv1", "s", after["access_token"].as_str().unwrap())

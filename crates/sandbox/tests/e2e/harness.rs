@@ -424,8 +424,10 @@ impl World {
             .await
             .unwrap()
             .into_inner();
+        // The VM's own loopback address (127.64.0.0/10), on IMDS's one port.
         assert!(
-            vm.imds_endpoint.starts_with("http://127.0.0.1:"),
+            vm.imds_endpoint.starts_with("http://127.")
+                && !vm.imds_endpoint.starts_with("http://127.0."),
             "{}",
             vm.imds_endpoint
         );

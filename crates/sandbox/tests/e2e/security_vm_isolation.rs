@@ -145,3 +145,41 @@ async fn imds_header_rules_hold_through_the_sandbox() {
     let (s, v) = get(&w, &url, &[("Metadata", "true")]).await;
     assert_eq!(s, 200, "{v}");
 }
+
+/// Every VM's endpoint is on IMDS's one port, at the VM's own loopback
+/// address: the address called names the VM, so each VM gets its own
+/// identity there, and an address no VM holds gets nobody's.
+#[tokio::test(flavor = "multi_thread")]
+async fn vms_share_one_port_and_the_address_called_names_the_vm() {
+    let w = start().await;
+    w.create_rg("rg1").await;
+    let mut principals = Vec::new();
+    let mut endpoints = Vec::new();
+    for vm in ["vm1", "vm2"] {
+        let v = w
+            .create_vm("rg1", vm, json!({"type": "SystemAssigned"}))
+            .await;
+        principals.push(v["identity"]["principalId"].as_str().unwrap().to_owned());
+        endpoints.push(w.imds_endpoint(&w.vm_id("rg1", vm)).await);
+    }
+    let addr =
+        |ep: &str| -> std::net::SocketAddr { ep.trim_start_matches("http://").parse().unwrap() };
+    let (a1, a2) = (addr(&endpoints[0]), addr(&endpoints[1]));
+    assert_eq!(a1.port(), a2.port(), "one port");
+    assert_ne!(a1.ip(), a2.ip(), "an address per VM");
+    for (ep, principal) in endpoints.iter().zip(&principals) {
+        let (s, v) = w.imds_token(ep, VAULT_AUD, None).await;
+        assert_eq!(s, 200, "{v}");
+        let claims = w
+            .verify_with_jwks(v["access_token"].as_str().unwrap(), VAULT_AUD)
+            .await;
+        assert_eq!(&claims.oid, principal, "{ep} serves its own VM's identity");
+    }
+    let stranger = format!("http://127.64.250.250:{}", a1.port());
+    let (s, v) = get(&w, &token_url(&stranger, ""), &[("Metadata", "true")]).await;
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(
+        v,
+        json!({"error": "invalid_request", "error_description": "Identity not found"})
+    );
+}
