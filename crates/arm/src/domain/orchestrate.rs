@@ -55,6 +55,11 @@ async fn clock_moved(moves: &mut Option<tokio::sync::watch::Receiver<i64>>) -> b
     }
 }
 
+/// The request id under which a VM operation creates the VM's system-assigned principal.
+pub(crate) fn sami_request_id(op: &OpRecord) -> String {
+    format!("{}-sami", op.id)
+}
+
 fn pending_key(target: &str, seq: u64) -> String {
     format!("{target}|{seq:020}")
 }
@@ -484,10 +489,12 @@ impl Core {
             let cred = match op.pending_cred.clone() {
                 Some(c) => c,
                 None => {
+                    // `put_vm` writes the request id with the intent; an
+                    // operation from before that writes it here.
                     let req = match &op.sami_request {
                         Some(r) => r.clone(),
                         None => {
-                            let r = format!("{}-sami", op.id);
+                            let r = sami_request_id(op);
                             op.sami_request = Some(r.clone());
                             self.ops.put(&op.id, op).await?;
                             r

@@ -235,7 +235,15 @@ impl Core {
         };
         // Intent first, then the record (one flush for both); the operation
         // converges Entra and IMDS.
-        let (op, intent) = self.new_op_deferred(&key, &id, OpKind::Vm)?;
+        let (mut op, mut intent) = self.new_op_deferred(&key, &id, OpKind::Vm)?;
+        if desired.system && rec.sami.is_none() {
+            // The request id of the principal the operation will create, part
+            // of the intent (rather than a write of its own before the call to
+            // Entra): whatever becomes of the operation, a principal made under
+            // it is found again and deleted unless the VM took it.
+            op.sami_request = Some(super::orchestrate::sami_request_id(&op));
+            intent = self.ops.put_deferred(&op.id, &op)?;
+        }
         rec.op = Some(op.id.clone());
         let recorded = self.vms.put_deferred(&key, &rec)?;
         intent.and(recorded).await?;
