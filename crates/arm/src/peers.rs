@@ -351,21 +351,24 @@ impl Peers {
     // -------------------------------------------------------------- IMDS
 
     /// Step 3, first: IMDS learns the VM (and gives it a listener) before
-    /// any identity is pushed.
+    /// any identity is pushed. Returns the client ids of the identities IMDS
+    /// serves on it.
     pub(crate) async fn put_vm(
         &self,
         v: &VmRecord,
         subscription_id: &str,
         private_ip: Option<String>,
-    ) -> Result<(), ArmError> {
-        self.imds
+    ) -> Result<Vec<String>, ArmError> {
+        let vm = self
+            .imds
             .clone()
             .put_vm(imds::PutVmRequest {
                 metadata: Some(vm_metadata(v, subscription_id, private_ip)),
             })
             .await
-            .map_err(|s| failed(IMDS, s))?;
-        Ok(())
+            .map_err(|s| failed(IMDS, s))?
+            .into_inner();
+        Ok(vm.identities.into_iter().map(|i| i.client_id).collect())
     }
 
     /// Step 3: pushes one identity's ids, certificate and key to a VM.
@@ -430,20 +433,6 @@ impl Peers {
             })
             .await?;
         Ok(())
-    }
-
-    /// The client ids of the identities IMDS serves on a VM.
-    pub(crate) async fn vm_client_ids(&self, vm_id: &str) -> Result<Vec<String>, ArmError> {
-        let vm = self
-            .imds
-            .clone()
-            .get_vm(imds::GetVmRequest {
-                resource_id: vm_id.to_owned(),
-            })
-            .await
-            .map_err(|s| failed(IMDS, s))?
-            .into_inner();
-        Ok(vm.identities.into_iter().map(|i| i.client_id).collect())
     }
 
     /// Removes an identity from a VM (done when either is gone).

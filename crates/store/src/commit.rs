@@ -86,9 +86,11 @@ impl Committer {
         Ok(Committer { shared, done })
     }
 
-    /// Returns once a flush that started after this call has ended: every write
-    /// completed before the call is then durable.
-    pub(crate) async fn durable(&self) -> Result<(), sled::Error> {
+    /// Asks for the next flush to begin and returns its number: a flush that
+    /// begins after this call, so it covers every write completed before it.
+    /// The flusher starts on it at once; [`Committer::wait`] for it later (a
+    /// writer may release its locks first, see [`crate::Durable`]).
+    pub(crate) fn ticket(&self) -> u64 {
         let need = {
             let mut st = self.shared.lock();
             let need = st.started + 1;
@@ -96,6 +98,11 @@ impl Committer {
             need
         };
         self.shared.wake.notify_one();
+        need
+    }
+
+    /// Returns once flush number `need` (or a later one) has ended.
+    pub(crate) async fn wait(&self, need: u64) -> Result<(), sled::Error> {
         let mut done = self.done.clone();
         let d = done
             .wait_for(|d| d.flush >= need)
@@ -106,6 +113,12 @@ impl Committer {
             None => Ok(()),
             Some(e) => Err(e),
         }
+    }
+
+    /// Returns once a flush that started after this call has ended: every write
+    /// completed before the call is then durable.
+    pub(crate) async fn durable(&self) -> Result<(), sled::Error> {
+        self.wait(self.ticket()).await
     }
 }
 
@@ -139,18 +152,15 @@ fn run(shared: &Shared, mut flusher: impl Flusher, done: &watch::Sender<Done>) {
     }
 }
 
+/// A flusher the tests hold in their hand (here and in the `Table` tests).
 #[cfg(test)]
-mod tests {
-    use std::future::Future;
-    use std::pin::pin;
+pub(crate) mod gated {
     use std::sync::mpsc;
-    use std::task::{Context, Poll, Waker};
-    use std::time::Duration;
 
     use super::*;
 
     /// A flusher that reports each flush it begins and ends it only when told to.
-    struct Gated {
+    pub(crate) struct Gated {
         began: mpsc::Sender<()>,
         release: mpsc::Receiver<Result<(), sled::Error>>,
     }
@@ -162,13 +172,14 @@ mod tests {
         }
     }
 
-    struct Harness {
-        committer: Committer,
-        began: mpsc::Receiver<()>,
-        release: mpsc::Sender<Result<(), sled::Error>>,
+    /// The test's end: `began` hears of each flush beginning, `release` ends it.
+    pub(crate) struct Harness {
+        pub(crate) committer: Committer,
+        pub(crate) began: mpsc::Receiver<()>,
+        pub(crate) release: mpsc::Sender<Result<(), sled::Error>>,
     }
 
-    fn harness() -> Harness {
+    pub(crate) fn harness() -> Harness {
         let (began_tx, began) = mpsc::channel();
         let (release, release_rx) = mpsc::channel();
         let committer = Committer::start(Gated {
@@ -182,6 +193,16 @@ mod tests {
             release,
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::{Context, Poll, Waker};
+    use std::time::Duration;
+
+    use super::gated::harness;
 
     /// Generous bound on waiting for the flusher thread; a pass never waits it out.
     const STUCK: Duration = Duration::from_secs(30);
@@ -236,6 +257,61 @@ mod tests {
             tokio::time::timeout(STUCK, w).await.unwrap().unwrap();
         }
         // Eight writers, one flush: no third flush was asked for.
+        assert!(h.began.try_recv().is_err(), "a third flush began");
+    }
+
+    #[tokio::test]
+    async fn a_ticket_resolves_only_after_a_flush_that_began_after_it_was_taken() {
+        let h = harness();
+        // Write A takes its ticket: flush 1 begins at once, though nobody waits yet.
+        let a = h.committer.ticket();
+        h.began.recv_timeout(STUCK).expect("flush 1 began");
+        // Write B, made while flush 1 runs, gets the next flush.
+        let b = h.committer.ticket();
+        assert_eq!((a, b), (1, 2));
+        // B is awaited first (its writer released its locks before A's did):
+        // flush 1 ending does not resolve it.
+        let mut wait_b = pin!(h.committer.wait(b));
+        assert!(poll_once(wait_b.as_mut()).is_pending());
+        h.release.send(Ok(())).unwrap();
+        tokio::time::timeout(STUCK, h.committer.wait(a))
+            .await
+            .expect("A resolved by flush 1")
+            .unwrap();
+        h.began.recv_timeout(STUCK).expect("flush 2 began");
+        assert!(
+            poll_once(wait_b.as_mut()).is_pending(),
+            "B before flush 2 ended"
+        );
+        h.release.send(Ok(())).unwrap();
+        tokio::time::timeout(STUCK, wait_b)
+            .await
+            .expect("B resolved by flush 2")
+            .unwrap();
+        // Awaited after its flush ended, a ticket resolves at once, costing no flush.
+        assert!(matches!(
+            poll_once(pin!(h.committer.wait(a))),
+            Poll::Ready(Ok(()))
+        ));
+        assert!(h.began.try_recv().is_err(), "a third flush began");
+    }
+
+    #[tokio::test]
+    async fn tickets_taken_during_one_flush_share_the_next() {
+        let h = harness();
+        let first = h.committer.ticket();
+        h.began.recv_timeout(STUCK).expect("flush 1 began");
+        let during: Vec<u64> = (0..8).map(|_| h.committer.ticket()).collect();
+        assert!(during.iter().all(|&t| t == first + 1), "{during:?}");
+        h.release.send(Ok(())).unwrap();
+        h.began.recv_timeout(STUCK).expect("flush 2 began");
+        h.release.send(Ok(())).unwrap();
+        for t in during {
+            tokio::time::timeout(STUCK, h.committer.wait(t))
+                .await
+                .unwrap()
+                .unwrap();
+        }
         assert!(h.began.try_recv().is_err(), "a third flush began");
     }
 

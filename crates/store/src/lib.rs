@@ -7,6 +7,19 @@
 //! to disk, so a reply that acknowledges a change never outlives the change.
 //! Concurrent writers share flushes (group commit, [`commit`]): each waits for
 //! the first flush that began after its write.
+//!
+//! Deferred acknowledgement: the `*_deferred` methods apply a write (readers
+//! see it at once) and return a [`Durable`] ticket instead of waiting, so a
+//! writer can release its locks before it waits for the disk and the next
+//! writer's change joins the same flush. The rule becomes: nothing is
+//! acknowledged before its ticket resolves, and an acknowledgement based on
+//! something read rather than written (an idempotent retry that finds its work
+//! done) awaits [`Table::visible`] first, since what it read may not be on disk
+//! yet. A later write in one store never survives a crash without the earlier
+//! ones: sled recovers its log up to the first torn message, and a write's log
+//! position is reserved when it is applied. So a writer that applies several
+//! writes in order under its lock and awaits only the last ticket leaves after
+//! a crash exactly the states that awaiting each write would have left.
 //! Values are stored as one version byte followed by JSON, so a record type can
 //! evolve with a migration instead of a wipe.
 
@@ -17,8 +30,10 @@ mod private;
 pub use cached::{CachedTable, Snapshot};
 pub use private::{PrivateDirError, private_dir};
 
+use std::future::{Future, IntoFuture};
 use std::marker::PhantomData;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use misim_types::ErrorCode;
@@ -153,6 +168,43 @@ impl Store {
     }
 }
 
+/// A write applied but perhaps not yet on disk: it resolves once a flush that
+/// began after the write has ended. Await it before acknowledging the write to
+/// anyone. A later ticket of the same [`Store`] covers every earlier one, so a
+/// writer that makes several writes awaits only the last ticket.
+#[derive(Debug)]
+#[must_use = "a write is not durable, and must not be acknowledged, until its ticket resolves"]
+pub struct Durable {
+    commit: Arc<commit::Committer>,
+    flush: u64,
+}
+
+impl Durable {
+    /// Waits until the write is durable; an error means nothing is known about it.
+    pub async fn wait(self) -> Result<()> {
+        self.commit.wait(self.flush).await?;
+        Ok(())
+    }
+
+    /// Whichever of two tickets of one store resolves later (covering both).
+    pub fn and(self, other: Durable) -> Durable {
+        if other.flush > self.flush {
+            other
+        } else {
+            self
+        }
+    }
+}
+
+impl IntoFuture for Durable {
+    type Output = Result<()>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Result<()>> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.wait())
+    }
+}
+
 /// A named table of `V` values under string keys.
 ///
 /// Keys are caller-built; resource ids should be lower-cased first (ARM ids are
@@ -207,11 +259,31 @@ impl<V: Serialize + DeserializeOwned> Table<V> {
         }
     }
 
+    fn ticket(&self) -> Durable {
+        Durable {
+            commit: Arc::clone(&self.commit),
+            flush: self.commit.ticket(),
+        }
+    }
+
     /// Writes one value and waits until it is durable.
     pub async fn put(&self, key: &str, value: &V) -> Result<()> {
+        self.put_deferred(key, value)?.await
+    }
+
+    /// Writes one value, visible to readers at once, and returns the ticket
+    /// to await before acknowledging it (see [`Durable`]).
+    pub fn put_deferred(&self, key: &str, value: &V) -> Result<Durable> {
         self.tree.insert(key.as_bytes(), Self::encode(value)?)?;
-        self.commit.durable().await?;
-        Ok(())
+        Ok(self.ticket())
+    }
+
+    /// A ticket for every write of this store visible now: await it before
+    /// acknowledging something read, not written (an idempotent retry that
+    /// finds its work done), since another writer may not have awaited its
+    /// own ticket yet.
+    pub fn visible(&self) -> Durable {
+        self.ticket()
     }
 
     /// Writes one value only if the key is absent; returns false (and writes
@@ -231,11 +303,19 @@ impl<V: Serialize + DeserializeOwned> Table<V> {
     /// Removes one value and waits until the removal is durable. Returns the
     /// old value.
     pub async fn remove(&self, key: &str) -> Result<Option<V>> {
+        let (old, durable) = self.remove_deferred(key)?;
+        durable.await?;
+        Ok(old)
+    }
+
+    /// Removes one value, at once for readers, and returns the old value and
+    /// the ticket to await before acknowledging the removal (see [`Durable`]).
+    pub fn remove_deferred(&self, key: &str) -> Result<(Option<V>, Durable)> {
         let old = self.tree.remove(key.as_bytes())?;
-        self.commit.durable().await?;
+        let durable = self.ticket();
         match old {
-            Some(b) => Ok(Some(self.decode(key.as_bytes(), &b)?)),
-            None => Ok(None),
+            Some(b) => Ok((Some(self.decode(key.as_bytes(), &b)?), durable)),
+            None => Ok((None, durable)),
         }
     }
 
@@ -426,6 +506,79 @@ mod tests {
         for h in handles {
             h.await.unwrap().unwrap();
         }
+    }
+
+    fn poll_once<F: std::future::Future>(f: Pin<&mut F>) -> std::task::Poll<F::Output> {
+        f.poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+    }
+
+    #[tokio::test]
+    async fn a_deferred_write_is_visible_at_once_and_durable_only_after_a_flush_begun_after_it() {
+        const STUCK: std::time::Duration = std::time::Duration::from_secs(30);
+        let commit::gated::Harness {
+            committer,
+            began,
+            release,
+        } = commit::gated::harness();
+        let store = Store {
+            db: sled::Config::new().temporary(true).open().unwrap(),
+            commit: Arc::new(committer),
+        };
+        let t = store.table::<Rec>("recs").unwrap();
+        // Another writer's flush (1) is under way when this write is applied.
+        let earlier = t.visible();
+        began.recv_timeout(STUCK).expect("flush 1 began");
+        let rec = Rec {
+            name: "x".into(),
+            n: 1,
+        };
+        let ticket = t.put_deferred("k", &rec).unwrap();
+        assert_eq!(t.get("k").unwrap().as_ref(), Some(&rec), "visible at once");
+        // A reader acknowledging what it saw waits as long as the writer.
+        let seen = t.visible();
+        let mut ticket = std::pin::pin!(ticket.into_future());
+        let mut seen = std::pin::pin!(seen.wait());
+        assert!(poll_once(ticket.as_mut()).is_pending());
+        release.send(Ok(())).unwrap();
+        tokio::time::timeout(STUCK, earlier.wait())
+            .await
+            .expect("flush 1 ended")
+            .unwrap();
+        began.recv_timeout(STUCK).expect("flush 2 began");
+        assert!(
+            poll_once(ticket.as_mut()).is_pending(),
+            "flush 1 began before the write: it does not cover it"
+        );
+        assert!(poll_once(seen.as_mut()).is_pending());
+        release.send(Ok(())).unwrap();
+        tokio::time::timeout(STUCK, ticket).await.unwrap().unwrap();
+        tokio::time::timeout(STUCK, seen).await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn deferred_writes_awaited_by_their_last_ticket_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            let a = s.table::<Rec>("a").unwrap();
+            let b = s.table::<Rec>("b").unwrap();
+            let rec = |n| Rec {
+                name: format!("r{n}"),
+                n,
+            };
+            a.put("gone", &rec(0)).await.unwrap();
+            let first = a.put_deferred("k", &rec(1)).unwrap();
+            let (old, second) = a.remove_deferred("gone").unwrap();
+            assert_eq!(old, Some(rec(0)));
+            let last = b.put_deferred("k", &rec(2)).unwrap();
+            first.and(second).and(last).await.unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        let a = s.table::<Rec>("a").unwrap();
+        assert_eq!(a.get("k").unwrap().map(|r| r.n), Some(1));
+        assert_eq!(a.get("gone").unwrap(), None);
+        let b = s.table::<Rec>("b").unwrap();
+        assert_eq!(b.get("k").unwrap().map(|r| r.n), Some(2));
     }
 
     #[test]

@@ -98,14 +98,15 @@ impl Core {
         // Intent first: if the principal is created but the record is not
         // written, the reconciler deletes it again.
         let request_id = self.ids.guid();
-        self.new_op(
-            &key,
-            &id,
-            OpKind::UamiCreate {
-                request_id: request_id.clone(),
-            },
-        )
-        .await?;
+        let mut op = self
+            .new_op(
+                &key,
+                &id,
+                OpKind::UamiCreate {
+                    request_id: request_id.clone(),
+                },
+            )
+            .await?;
         let credential = self.provision(name, &id, &request_id).await?;
         let rec = UamiRecord {
             id,
@@ -114,7 +115,10 @@ impl Core {
             tags,
             credential,
         };
-        self.uamis.put(&key, &rec).await?;
+        // The record owns the principal now, which is all the operation was
+        // to make sure of: it ends with the record, in the same flush.
+        let _recorded = self.uamis.put_deferred(&key, &rec)?;
+        self.finish_op(&mut op, OpStatus::Succeeded, None).await?;
         drop(guard);
         self.drive_inline(&key).await;
         tracing::info!(id = %rec.id, principal = %rec.credential.principal_id, "user-assigned identity created");

@@ -12,6 +12,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
+use misim_store::Durable;
+
 use super::Core;
 use super::deployment::rfc3339;
 use crate::error::ArmError;
@@ -53,6 +55,11 @@ async fn clock_moved(moves: &mut Option<tokio::sync::watch::Receiver<i64>>) -> b
     }
 }
 
+/// The request id under which a VM operation creates the VM's system-assigned principal.
+pub(crate) fn sami_request_id(op: &OpRecord) -> String {
+    format!("{}-sami", op.id)
+}
+
 fn pending_key(target: &str, seq: u64) -> String {
     format!("{target}|{seq:020}")
 }
@@ -71,6 +78,22 @@ impl Core {
         resource_id: &str,
         kind: OpKind,
     ) -> Result<OpRecord, ArmError> {
+        let (op, durable) = self.new_op_deferred(target, resource_id, kind)?;
+        durable.await?;
+        Ok(op)
+    }
+
+    /// Applies a new operation's intent and returns the ticket to await
+    /// before any peer call or acknowledgement that relies on it: a caller
+    /// that writes the resource's record next awaits only that later ticket
+    /// (a crash keeps a prefix of a store's writes, so never the record
+    /// without the intent).
+    pub(crate) fn new_op_deferred(
+        &self,
+        target: &str,
+        resource_id: &str,
+        kind: OpKind,
+    ) -> Result<(OpRecord, Durable), ArmError> {
         let now = self.clock.now();
         let nanos = now
             .duration_since(UNIX_EPOCH)
@@ -99,9 +122,11 @@ impl Core {
             pending_cred: None,
             failed: None,
         };
-        self.ops.put(&op.id, &op).await?;
-        self.pending.put(&pending_key(target, seq), &op.id).await?;
-        Ok(op)
+        let intent = self.ops.put_deferred(&op.id, &op)?;
+        let pending = self
+            .pending
+            .put_deferred(&pending_key(target, seq), &op.id)?;
+        Ok((op, intent.and(pending)))
     }
 
     /// Reads an operation (the async status URL).
@@ -228,6 +253,17 @@ impl Core {
         self.abort_sami_request(op).await
     }
 
+    /// Ends an operation the caller completed itself (see `finish`).
+    pub(crate) async fn finish_op(
+        &self,
+        op: &mut OpRecord,
+        status: OpStatus,
+        error: Option<String>,
+    ) -> Result<(), ArmError> {
+        let pk = pending_key(&op.target, op.seq);
+        self.finish(&pk, op, status, error).await
+    }
+
     async fn finish(
         &self,
         pk: &str,
@@ -240,8 +276,11 @@ impl Core {
         op.error = error;
         op.end_time = Some(rfc3339(now));
         op.ended_unix = Some(misim_types::unix_seconds(now));
-        self.ops.put(&op.id, op).await?;
-        self.pending.remove(pk).await?;
+        // One flush for both (and for a record write the operation left
+        // unawaited just before, `run_vm_op`'s last).
+        let done = self.ops.put_deferred(&op.id, op)?;
+        let (_, unlisted) = self.pending.remove_deferred(pk)?;
+        done.and(unlisted).await?;
         Ok(())
     }
 
@@ -441,7 +480,8 @@ impl Core {
         }
         // 1. IMDS learns the VM before any identity is pushed.
         let private_ip = self.vm_private_ip(&rec.properties);
-        self.peers
+        let served = self
+            .peers
             .put_vm(&rec, &self.config.subscription_id, private_ip)
             .await?;
         // 2. The system-assigned identity.
@@ -449,10 +489,12 @@ impl Core {
             let cred = match op.pending_cred.clone() {
                 Some(c) => c,
                 None => {
+                    // `put_vm` writes the request id with the intent; an
+                    // operation from before that writes it here.
                     let req = match &op.sami_request {
                         Some(r) => r.clone(),
                         None => {
-                            let r = format!("{}-sami", op.id);
+                            let r = sami_request_id(op);
                             op.sami_request = Some(r.clone());
                             self.ops.put(&op.id, op).await?;
                             r
@@ -470,10 +512,13 @@ impl Core {
             };
             self.peers.register_certificate(&cred).await?;
             rec.sami = Some(cred);
-            self.vms.put(&op.target, &rec).await?;
             op.pending_cred = None;
             op.sami_request = None;
-            self.ops.put(&op.id, op).await?;
+            // Record first, then the operation; one flush for both, before the
+            // credential is pushed to IMDS.
+            let recorded = self.vms.put_deferred(&op.target, &rec)?;
+            let moved_on = self.ops.put_deferred(&op.id, op)?;
+            recorded.and(moved_on).await?;
         }
         if !rec.wants_sami()
             && let Some(c) = rec.sami.take()
@@ -494,8 +539,11 @@ impl Core {
                 .await?;
             desired.insert(u.credential.client_id.clone());
         }
-        // 4. Remove what it no longer carries.
-        for client_id in self.peers.vm_client_ids(&rec.id).await? {
+        // 4. Remove what it no longer carries: what IMDS served before the
+        // pushes (only this operation, under the VM's lock, changes them; a
+        // system identity a push replaced is already gone, and removing it
+        // again is a no-op).
+        for client_id in served {
             if !desired.contains(&client_id) {
                 self.peers.remove_identity(&rec.id, &client_id).await?;
             }
@@ -505,7 +553,10 @@ impl Core {
         self.abort_sami_request(op).await?;
         rec.state = ProvState::Succeeded;
         rec.error = None;
-        self.vms.put(&op.target, &rec).await?;
+        // Awaited by `finish`, which `drive` calls next: the record's
+        // `Succeeded` and the operation's end share one flush. Until then no
+        // one is told (a reply that read it awaits `Table::visible`).
+        let _converged = self.vms.put_deferred(&op.target, &rec)?;
         tracing::info!(id = %rec.id, op = %op.id, "virtual machine converged");
         Ok(())
     }

@@ -233,16 +233,33 @@ impl Core {
             error: None,
             uami_principals: attached_principals(&attached),
         };
-        // Intent first, then the record; the operation converges Entra and IMDS.
-        let op = self.new_op(&key, &id, OpKind::Vm).await?;
+        // Intent first, then the record (one flush for both); the operation
+        // converges Entra and IMDS.
+        let (mut op, mut intent) = self.new_op_deferred(&key, &id, OpKind::Vm)?;
+        if desired.system && rec.sami.is_none() {
+            // The request id of the principal the operation will create, part
+            // of the intent (rather than a write of its own before the call to
+            // Entra): whatever becomes of the operation, a principal made under
+            // it is found again and deleted unless the VM took it.
+            op.sami_request = Some(super::orchestrate::sami_request_id(&op));
+            intent = self.ops.put_deferred(&op.id, &op)?;
+        }
         rec.op = Some(op.id.clone());
-        self.vms.put(&key, &rec).await?;
+        let recorded = self.vms.put_deferred(&key, &rec)?;
+        intent.and(recorded).await?;
         drop(guard);
-        self.drive_inline(&key).await;
+        let done = self.drive_inline(&key).await;
         let rec = self
             .vms
             .get(&key)?
             .ok_or_else(|| Self::not_found(Kind::Vm, rg, name))?;
+        // Every write of this operation was awaited when it completed inline.
+        // Otherwise what was read may not be durable yet (the operation cut
+        // short by the inline budget, or a later request's record): reply
+        // only once it is.
+        if !done || rec.op.as_deref() != Some(op.id.as_str()) {
+            self.vms.visible().await?;
+        }
         tracing::info!(id = %rec.id, identity = desired.kind().canonical(), state = rec.state.as_str(), "virtual machine written");
         Ok((rec, existing.is_none()))
     }

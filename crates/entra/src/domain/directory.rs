@@ -1,7 +1,7 @@
 //! The tenant's service principals in the store: principals by object id,
 //! plus the indexes app id → object id and request id → object id.
 
-use misim_store::{Store, Table};
+use misim_store::{Durable, Store, Table};
 use misim_types::{ResourceId, SharedClock, SharedIds};
 
 use super::application::Application;
@@ -130,12 +130,26 @@ impl Directory {
     }
 
     /// Creates a principal, or returns the one created earlier with the same request id.
+    ///
+    /// The writes are applied under the write lock and awaited after it is
+    /// released (misim_store's deferred acknowledgement), so concurrent
+    /// creates share one flush instead of queueing one flush each.
     pub(crate) async fn create(&self, new: NewPrincipal) -> Result<Principal, EntraError> {
-        let _w = self.write.lock().await;
+        let (p, durable) = {
+            let _w = self.write.lock().await;
+            self.create_locked(new)?
+        };
+        durable.await?;
+        Ok(p)
+    }
+
+    /// `create`'s work under the write lock: the principal and the ticket to
+    /// await before returning it (for a retry, one covering what it read).
+    fn create_locked(&self, new: NewPrincipal) -> Result<(Principal, Durable), EntraError> {
         if let Some(oid) = self.by_request.get(&key(&new.request_id))?
             && let Some(p) = self.get(&oid)?
         {
-            return Ok(p);
+            return Ok((p, self.principals.visible()));
         }
         let (alternative_names, mi_id) = match (new.kind, &new.managed_identity_resource_id) {
             (PrincipalKind::ManagedIdentity, Some(id)) => {
@@ -171,16 +185,19 @@ impl Directory {
             federated_credentials: Vec::new(),
         };
         // Principal first, indexes after: an index never points at nothing
-        // that a retry could not repair.
-        self.principals.put(&key(&p.object_id), &p).await?;
-        self.by_app.put(&key(&p.app_id), &key(&p.object_id)).await?;
-        self.by_request
-            .put(&key(&new.request_id), &key(&p.object_id))
-            .await?;
+        // that a retry could not repair. The last ticket covers all of them,
+        // and a crash keeps a prefix of them, as if each had been awaited.
+        let _ = self.principals.put_deferred(&key(&p.object_id), &p)?;
+        let _ = self
+            .by_app
+            .put_deferred(&key(&p.app_id), &key(&p.object_id))?;
+        let mut durable = self
+            .by_request
+            .put_deferred(&key(&new.request_id), &key(&p.object_id))?;
         if let Some(r) = pinned {
-            self.release(&r.resource_id).await?;
+            durable = self.release(&r.resource_id)?;
         }
-        Ok(p)
+        Ok((p, durable))
     }
 
     /// Creates or updates an application principal with fixed ids and a secret.
@@ -263,13 +280,27 @@ impl Directory {
     ) -> Result<KeyCredential, EntraError> {
         let info = misim_token::cert::parse_cert(der)
             .map_err(|e| EntraError::BadCertificate(e.to_string()))?;
-        let _w = self.write.lock().await;
+        let (k, durable) = {
+            let _w = self.write.lock().await;
+            self.add_key_credential_locked(object_id, der, info)?
+        };
+        // Awaited without the lock, as in `create`.
+        durable.await?;
+        Ok(k)
+    }
+
+    fn add_key_credential_locked(
+        &self,
+        object_id: &str,
+        der: &[u8],
+        info: misim_token::cert::CertInfo,
+    ) -> Result<(KeyCredential, Durable), EntraError> {
         let mut p = self
             .get(object_id)?
             .ok_or_else(|| EntraError::PrincipalNotFound(object_id.to_owned()))?;
         let sha1 = misim_token::hex_upper(&info.sha1);
         if let Some(k) = p.key_credentials.iter().find(|k| k.thumbprint_sha1 == sha1) {
-            return Ok(k.clone());
+            return Ok((k.clone(), self.principals.visible()));
         }
         let k = KeyCredential {
             key_id: self.ids.guid(),
@@ -282,8 +313,8 @@ impl Directory {
             display_name: None,
         };
         p.key_credentials.push(k.clone());
-        self.principals.put(&key(&p.object_id), &p).await?;
-        Ok(k)
+        let durable = self.principals.put_deferred(&key(&p.object_id), &p)?;
+        Ok((k, durable))
     }
 
     /// Removes a certificate by its SHA-1 thumbprint (any case); false when

@@ -104,10 +104,11 @@ impl Directory {
         Ok(Some(r))
     }
 
-    /// Drops a consumed reservation (after the principal and its indexes are written).
-    pub(super) async fn release(&self, resource_id: &str) -> Result<(), EntraError> {
-        self.reservations.remove(&key(resource_id)).await?;
-        Ok(())
+    /// Drops a consumed reservation (after the principal and its indexes are
+    /// written); the caller awaits the ticket.
+    pub(super) fn release(&self, resource_id: &str) -> Result<misim_store::Durable, EntraError> {
+        let (_, durable) = self.reservations.remove_deferred(&key(resource_id))?;
+        Ok(durable)
     }
 }
 

@@ -67,20 +67,25 @@ impl Imds {
         misim_types::ResourceId::parse(&meta.resource_id)
             .map_err(|e| ImdsError::Invalid(e.to_string()))?;
         let key = vm_key(&meta.resource_id);
-        let _w = self.inner.write.lock().await;
+        // Writes are applied under the lock and awaited after it (misim_store's
+        // deferred acknowledgement): concurrent writers share one flush.
+        let w = self.inner.write.lock().await;
         let existing = self.vm(&key);
-        let live = match existing {
+        let (live, durable) = match existing {
             Some(old) => {
                 let mut record = old.record.clone();
                 record.meta = meta;
                 if record == old.record {
+                    drop(w);
+                    self.inner.table.visible().await?;
                     return Ok(old);
                 }
-                self.inner.table.put(&key, &record).await?;
-                Arc::new(LiveVm {
+                let durable = self.inner.table.put_deferred(&key, &record)?;
+                let live = Arc::new(LiveVm {
                     record,
                     identities: old.identities.clone(),
-                })
+                });
+                (live, durable)
             }
             None => {
                 let mut record = VmRecord {
@@ -90,15 +95,18 @@ impl Imds {
                     identities: Vec::new(),
                 };
                 self.assign_address(&key, &mut record).await?;
-                self.inner.table.put(&key, &record).await?;
+                let durable = self.inner.table.put_deferred(&key, &record)?;
                 self.map_address(&key, None, record.address);
-                Arc::new(LiveVm {
+                let live = Arc::new(LiveVm {
                     record,
                     identities: Vec::new(),
-                })
+                });
+                (live, durable)
             }
         };
         self.inner.vms.write().insert(key, live.clone());
+        drop(w);
+        durable.await?;
         Ok(live)
     }
 
@@ -135,7 +143,7 @@ impl Imds {
             reason,
         })?;
         let key = vm_key(vm_resource_id);
-        let _w = self.inner.write.lock().await;
+        let w = self.inner.write.lock().await;
         let old = self
             .vm(&key)
             .ok_or_else(|| ImdsError::VmNotFound(vm_resource_id.to_owned()))?;
@@ -144,6 +152,8 @@ impl Imds {
                 || (record.kind == Kind::System && r.kind == Kind::System)
         };
         if old.record.identities.contains(&record) {
+            drop(w);
+            self.inner.table.visible().await?;
             return Ok(());
         }
         // A renewed credential of a served identity is not a new identity.
@@ -161,7 +171,7 @@ impl Imds {
         identities.retain(|i| !replaced(&i.record));
         vm.identities.push(record);
         identities.push(Arc::new(live));
-        self.inner.table.put(&key, &vm).await?;
+        let durable = self.inner.table.put_deferred(&key, &vm)?;
         self.inner
             .cache
             .purge(&vm.identities[vm.identities.len() - 1].client_id);
@@ -178,6 +188,8 @@ impl Imds {
                 identities,
             }),
         );
+        drop(w);
+        durable.await?;
         Ok(())
     }
 
@@ -188,18 +200,19 @@ impl Imds {
         client_id: &str,
     ) -> Result<bool, ImdsError> {
         let key = vm_key(vm_resource_id);
-        let _w = self.inner.write.lock().await;
-        let Some(old) = self.vm(&key) else {
+        let w = self.inner.write.lock().await;
+        let old = self.vm(&key).filter(|old| {
+            old.record
+                .identities
+                .iter()
+                .any(|r| r.client_id.eq_ignore_ascii_case(client_id))
+        });
+        let Some(old) = old else {
+            // "Not there" may rest on a removal not yet durable.
+            drop(w);
+            self.inner.table.visible().await?;
             return Ok(false);
         };
-        if !old
-            .record
-            .identities
-            .iter()
-            .any(|r| r.client_id.eq_ignore_ascii_case(client_id))
-        {
-            return Ok(false);
-        }
         let mut vm = old.record.clone();
         vm.identities
             .retain(|r| !r.client_id.eq_ignore_ascii_case(client_id));
@@ -209,7 +222,7 @@ impl Imds {
             .filter(|i| !i.record.client_id.eq_ignore_ascii_case(client_id))
             .cloned()
             .collect();
-        self.inner.table.put(&key, &vm).await?;
+        let durable = self.inner.table.put_deferred(&key, &vm)?;
         self.inner.cache.purge(client_id);
         self.inner.vms.write().insert(
             key,
@@ -218,6 +231,8 @@ impl Imds {
                 identities,
             }),
         );
+        drop(w);
+        durable.await?;
         Ok(true)
     }
 }

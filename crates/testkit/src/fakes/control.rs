@@ -35,15 +35,18 @@ impl Control for FakeControl {
     async fn put_vm(&self, r: Request<pb::PutVmRequest>) -> Result<Response<pb::Vm>, Status> {
         let md = r.into_inner().metadata.unwrap_or_default();
         let mut s = self.state.lock();
-        s.vms
+        let identities = s
+            .vms
             .entry(md.resource_id.to_ascii_lowercase())
-            .or_default();
+            .or_default()
+            .clone();
         s.calls.push(format!(
             "PutVm {} size={} os={} user={} pub={}",
             md.resource_id, md.vm_size, md.os_type, md.admin_username, md.publisher
         ));
         Ok(Response::new(pb::Vm {
             metadata: Some(md),
+            identities,
             ..Default::default()
         }))
     }
