@@ -486,10 +486,11 @@ until new_pod_token=$(pod_token) && [ "$new_pod_token" != "$old_pod_token" ]; do
   [ "$(date +%s)" -lt "$deadline" ] || break
   sleep 1
 done
+pod_logs=$(docker logs --tail 20 "$(dc ps -q pod1-token)" 2>&1)
 [ "$new_pod_token" != "$old_pod_token" ] && [ "$(claim iat <<<"$new_pod_token")" -gt $(( $(date +%s) + 24 * 3600 )) ] \
-  && docker logs "$(dc ps -q pod1-token)" 2>&1 | tail -n 20 | grep -q "token rewritten" \
+  && grep -q "token rewritten" <<<"$pod_logs" \
   && ok "pod1-token rewrote pod1's token by itself after the jump (iat 25h ahead; no restart)" \
-  || bad "pod1-token did not rewrite the token within 30 s: $(docker logs --tail 5 "$(dc ps -q pod1-token)" 2>&1)"
+  || bad "pod1-token did not rewrite the token within 30 s: $(tail -n 5 <<<"$pod_logs")"
 if got=$(dc exec -T pod1 python3 - <"$WORK/pod-app.py" 2>&1) && [ "$got" = "$(printf 's3cret\ns3cret')" ]; then
   ok "pod1 reads the secret after the jump with its re-projected token"
 else bad "pod1 after the clock jump: $got"; fi
@@ -595,7 +596,7 @@ out=$(ctl apply - <"$WORK/scenario.yaml" 2>&1) && grep -q "^0 changed," <<<"$out
 
 step "propagation delays (10m of sandbox time): a new role assignment, a new identity on vm2"
 # What existed before the restart is in effect (the flow above); what is new waits.
-arm PUT "$RG/providers/Microsoft.KeyVault/vaults/scenkv/providers/Microsoft.Authorization/roleAssignments/$(uuid)" \
+arm PUT "$SUB/resourceGroups/scen-rg/providers/Microsoft.KeyVault/vaults/scenkv/providers/Microsoft.Authorization/roleAssignments/$(uuid)" \
   '{"properties":{"principalId":"'"$S1"'","roleDefinitionId":"'"$SECRETS_USER"'"}}' >/dev/null \
   && ok "vm1's identity: Key Vault Secrets User on scenkv (new)" || bad "role assignment on scenkv"
 scen_read() { vm vm1 secret get --vault-url https://scenkv.vault.azure.net --name greeting 2>&1; }
