@@ -111,6 +111,10 @@ pub enum ArmError {
     /// Unknown role assignment.
     #[error("The role assignment '{0}' is not found.")]
     RoleAssignmentNotFound(String),
+    /// No managed identity has this client id, object id or resource id
+    /// (`misim identity renew`, over gRPC only).
+    #[error("No managed identity has the client id, object id or resource id '{0}'.")]
+    IdentityNotFound(String),
     /// The principal of a new assignment is unknown to the directory.
     #[error(
         "Principal {principal} does not exist in the directory {tenant}. Check that you have the correct principal ID. If you are creating this principal and then immediately assigning a role, this error might be related to a replication delay. In this case, set the role assignment principalType property to a value, such as ServicePrincipal, User, or Group.  See https://aka.ms/docs-principaltype"
@@ -260,6 +264,7 @@ impl ArmError {
             | E::ResourceNotFound { .. }
             | E::UnknownPath(_)
             | E::RoleAssignmentNotFound(_)
+            | E::IdentityNotFound(_)
             | E::RoleDefinitionNotFound(_)
             | E::InvalidResourceNamespace(_)
             | E::ImageNotFound => ErrorCode::NotFound,
@@ -312,7 +317,7 @@ impl ArmError {
             E::InvalidTemplateDeployment(_) => "InvalidTemplateDeployment",
             E::InvalidResourceReference { .. } => "InvalidResourceReference",
             E::InvalidResourceNamespace(_) => "InvalidResourceNamespace",
-            E::ImageNotFound => "NotFound",
+            E::ImageNotFound | E::IdentityNotFound(_) => "NotFound",
             E::BadRequest(_) => "BadRequest",
             E::ConcurrentFicWrites(_) => {
                 "ConcurrentFederatedIdentityCredentialsWritesForSingleManagedIdentity"

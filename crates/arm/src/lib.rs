@@ -117,6 +117,16 @@ impl Arm {
         self.core.renew_due_credentials().await
     }
 
+    /// Renews the chosen managed identities' certificates now, whatever their
+    /// age (`misim identity renew`, `Operations/RenewCredentials`); an unknown
+    /// name fails the call before anything is renewed.
+    pub async fn renew_credentials(
+        &self,
+        which: &domain::renew_now::RenewWhich,
+    ) -> Result<Vec<domain::renew_now::Renewed>, ArmError> {
+        self.core.renew_now(which).await
+    }
+
     /// ARM's fault rules and decision log (`misim fault`, `misim log`).
     pub fn chaos(&self) -> &misim_chaos::Chaos {
         &self.chaos

@@ -224,6 +224,11 @@ pub enum OpKind {
         /// The identity's principal when the roll was scheduled: a different one
         /// (the identity was replaced) is left alone.
         principal_id: String,
+        /// Renew whatever the certificate's age (`misim identity renew`); cleared,
+        /// in the same write that records the renewal done, so a resumed operation
+        /// does not renew twice. Absent in records from before it existed.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        force: bool,
     },
 }
 

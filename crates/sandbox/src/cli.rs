@@ -136,6 +136,12 @@ enum Command {
         #[command(subcommand)]
         command: crate::keys_cmd::KeysCommand,
     },
+    /// Managed identities: `renew` their certificates now (`--all`, or by client id,
+    /// object id or resource id) instead of 45 days into their 90.
+    Identity {
+        #[command(subcommand)]
+        command: crate::identity_cmd::IdentityCommand,
+    },
     /// Fault injection: make a service answer chosen requests as Azure does
     /// when it fails (429, 410, AADSTS errors, PrincipalNotFound...).
     Fault {
@@ -348,6 +354,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Clock { command } => crate::clock_cmd::run(command).await,
         Command::Keys { command } => crate::keys_cmd::run(command).await,
         Command::Fault { command } => crate::fault_cmd::run(command).await,
+        Command::Identity { command } => crate::identity_cmd::run(command).await,
         Command::Log(args) => crate::log_cmd::run(args).await,
         Command::Apply(args) => crate::scenario_cmd::run_apply(args).await,
         Command::Export(args) => crate::scenario_cmd::run_export(args).await,

@@ -9,6 +9,7 @@ mod bootstrap;
 pub mod cli;
 mod clock_cmd;
 mod fault_cmd;
+mod identity_cmd;
 mod keys_cmd;
 mod log_cmd;
 mod oidc_cmd;

@@ -297,6 +297,8 @@ async fn keep_fresh<M, MF, N, NF, W, WF>(
                 Ok(m.issued_at)
             }) {
                 Ok(iat) => {
+                    // What `docker logs` of the compose sandbox's pod1-token shows.
+                    tracing::info!(file = %file.display(), issued_at = iat, "projected service-account token rewritten");
                     issued_at = iat;
                     // Not straight back to the clock: were it another clock
                     // than the issuer's, far ahead, this would mint in a loop.

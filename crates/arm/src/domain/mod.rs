@@ -14,6 +14,7 @@ pub mod identity;
 pub mod model;
 pub mod network;
 pub mod orchestrate;
+pub mod renew_now;
 pub mod renewal;
 mod resources;
 pub mod roles;

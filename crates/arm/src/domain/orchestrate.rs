@@ -407,7 +407,7 @@ impl Core {
                 }
                 self.peers.delete_principal(&principal_id).await
             }
-            OpKind::CredentialRoll { principal_id } => {
+            OpKind::CredentialRoll { principal_id, .. } => {
                 self.run_credential_roll(op, &principal_id).await
             }
             OpKind::FicSync { client_id, name } => {

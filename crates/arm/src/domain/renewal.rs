@@ -109,13 +109,13 @@ pub(crate) fn due_at(c: &Credential) -> Option<i64> {
 }
 
 /// The resource that owns an identity's credential.
-enum Owner {
+pub(super) enum Owner {
     Vm(Box<VmRecord>),
     Uami(Box<UamiRecord>),
 }
 
 impl Owner {
-    fn credential(&self) -> Option<&Credential> {
+    pub(super) fn credential(&self) -> Option<&Credential> {
         match self {
             Owner::Vm(v) => v.sami.as_ref(),
             Owner::Uami(u) => Some(&u.credential),
@@ -222,6 +222,7 @@ impl Core {
                 &d.resource_id,
                 OpKind::CredentialRoll {
                     principal_id: d.principal_id,
+                    force: false,
                 },
             )
             .await?;
@@ -242,7 +243,7 @@ impl Core {
         Ok(false)
     }
 
-    fn owner(&self, target: &str) -> Result<Option<Owner>, ArmError> {
+    pub(super) fn owner(&self, target: &str) -> Result<Option<Owner>, ArmError> {
         if let Some(v) = self.vms.get(target)? {
             return Ok(Some(Owner::Vm(Box::new(v))));
         }
@@ -257,7 +258,7 @@ impl Core {
         .map_err(Into::into)
     }
 
-    /// The operation: renew if due (or resume a renewal), push the current credential to
+    /// The operation: renew if due or forced (or resume a renewal), push the current credential to
     /// IMDS, remove expired retired certificates from Entra. Runs under the target's lock.
     pub(crate) async fn run_credential_roll(
         &self,
@@ -276,7 +277,8 @@ impl Core {
             return Ok(());
         }
         let now = self.clock.unix();
-        if op.pending_cred.is_some() || renew_at(&cred).is_some_and(|t| t <= now) {
+        let forced = matches!(op.kind, OpKind::CredentialRoll { force: true, .. });
+        if op.pending_cred.is_some() || forced || renew_at(&cred).is_some_and(|t| t <= now) {
             cred = self.renew(op, &mut owner, cred).await?;
         }
         self.push_current(&owner, &cred).await?;
@@ -344,6 +346,10 @@ impl Core {
             cred
         };
         op.pending_cred = None;
+        // Done: a resumed (forced) operation must not renew again.
+        if let OpKind::CredentialRoll { force, .. } = &mut op.kind {
+            *force = false;
+        }
         self.ops.put(&op.id, op).await?;
         Ok(cred)
     }

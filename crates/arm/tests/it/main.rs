@@ -101,8 +101,8 @@ async fn harness_with(imds_url: Option<&str>) -> Harness {
     harness_full(imds_url, Faults::none()).await
 }
 
-/// ARM with its calls to Entra (not IMDS) behind `entra_faults`.
-async fn harness_full(imds_url: Option<&str>, entra_faults: Faults) -> Harness {
+/// ARM with its calls to Entra's directory and to IMDS behind `faults`.
+async fn harness_full(imds_url: Option<&str>, faults: Faults) -> Harness {
     let shared = shared_state();
     let federation = FakeFederation::new(shared.clone());
     let signer = signer();
@@ -129,9 +129,9 @@ async fn harness_full(imds_url: Option<&str>, entra_faults: Faults) -> Harness {
         keys: misim_proto::keys::EntraKeys::new(entra::directory_client::DirectoryClient::new(
             ch.clone(),
         )),
-        directory: entra::directory_client::DirectoryClient::new(entra_faults.wrap(ch.clone())),
+        directory: entra::directory_client::DirectoryClient::new(faults.clone().wrap(ch.clone())),
         federation: entra::federation_client::FederationClient::new(Faults::none().wrap(ch)),
-        imds: imds::control_client::ControlClient::new(Faults::none().wrap(imds_ch)),
+        imds: imds::control_client::ControlClient::new(faults.wrap(imds_ch)),
     };
     let arm = Arm::open(config, deps).await.unwrap();
     Harness {

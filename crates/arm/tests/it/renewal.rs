@@ -1,11 +1,14 @@
 //! Managed-identity certificate renewal against the fake Entra and IMDS: renewed after 45
 //! days of the (manual) clock, registered with Entra before IMDS gets it, the old certificate
 //! removed once expired; a user-assigned identity's reaches every VM carrying it; an Entra
-//! outage leaves the renewal pending and it completes afterwards.
+//! outage leaves the renewal pending and it completes afterwards; `renew_credentials` renews on
+//! demand (`misim identity renew`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use misim_arm::ArmError;
+use misim_arm::domain::renew_now::{RenewWhich, Renewed};
 use misim_proto::arm::v1::{DoctorRequest, operations_client::OperationsClient};
 use misim_proto::faults::{FaultHook, Faults};
 
@@ -183,26 +186,37 @@ async fn a_user_assigned_identity_is_renewed_on_every_vm_that_carries_it() {
     assert!(h.drifts().await.is_empty());
 }
 
-/// Fails every call to Entra's Directory while `down`, as an unreachable peer would.
+/// Fails every call to Entra's Directory (to IMDS's control plane) while `entra` (`imds`),
+/// as an unreachable peer would.
 #[derive(Debug, Default)]
-struct EntraDown(AtomicBool);
+struct PeersDown {
+    entra: AtomicBool,
+    imds: AtomicBool,
+}
 
-impl FaultHook for EntraDown {
+impl FaultHook for PeersDown {
     fn before_call(&self, service: &str, _method: &str) -> Option<tonic::Status> {
-        (self.0.load(Ordering::SeqCst) && service.ends_with("Directory"))
-            .then(|| tonic::Status::unavailable("entra is down"))
+        let down = if service.ends_with("Directory") {
+            &self.entra
+        } else if service.starts_with("misim.imds.") {
+            &self.imds
+        } else {
+            return None;
+        };
+        down.load(Ordering::SeqCst)
+            .then(|| tonic::Status::unavailable("peer is down"))
     }
 }
 
 #[tokio::test]
 async fn a_renewal_held_up_by_an_entra_outage_stays_pending_and_completes_after() {
-    let down = Arc::new(EntraDown::default());
+    let down = Arc::new(PeersDown::default());
     let h = harness_full(None, Faults::with(down.clone())).await;
     h.rg("rg1").await;
     let (vm_id, principal, client) = h.sami_vm("vm1").await;
     let first = h.imds_thumbprint(&vm_id, &client);
 
-    down.0.store(true, Ordering::SeqCst);
+    down.entra.store(true, Ordering::SeqCst);
     h.clock.advance(DAY * 46);
     assert_eq!(h.arm.renew_due_credentials().await.unwrap(), 1);
     // Nothing reached IMDS: it still signs with a certificate Entra accepts.
@@ -217,10 +231,97 @@ async fn a_renewal_held_up_by_an_entra_outage_stays_pending_and_completes_after(
         "a background renewal does not touch the VM's state"
     );
 
-    down.0.store(false, Ordering::SeqCst);
+    down.entra.store(false, Ordering::SeqCst);
     assert_eq!(h.arm.renew_due_credentials().await.unwrap(), 1);
     let renewed = h.imds_thumbprint(&vm_id, &client);
     assert_ne!(renewed, first);
     assert_eq!(h.entra_thumbprints(&principal).len(), 2);
+    assert!(h.drifts().await.is_empty());
+}
+
+async fn renew(h: &Harness, names: &[&str]) -> Result<Vec<Renewed>, ArmError> {
+    let names = names.iter().map(|n| (*n).to_owned()).collect();
+    h.arm
+        .renew_credentials(&RenewWhich::Identities(names))
+        .await
+}
+
+/// `Arm::renew_credentials` (`misim identity renew`) renews at once, whatever the
+/// certificate's age, Entra before IMDS; an identity is found by client id (any case),
+/// object id or resource id, and renewed once however many of its names are given; an
+/// unknown name renews nothing. One that IMDS's outage holds up says so and is completed by
+/// the VM's next operation, which only pushes it: a renewal already recorded is not redone.
+#[tokio::test]
+async fn renew_credentials_renews_now_by_any_name_and_once() {
+    let down = Arc::new(PeersDown::default());
+    let h = harness_full(None, Faults::with(down.clone())).await;
+    h.rg("rg1").await;
+    let (vm_id, principal, client) = h.sami_vm("vm1").await;
+    let first = h.imds_thumbprint(&vm_id, &client);
+
+    h.clear_calls();
+    let e = renew(&h, &[&client, "nope"]).await.unwrap_err();
+    assert!(
+        matches!(&e, ArmError::IdentityNotFound(n) if n == "nope"),
+        "{e}"
+    );
+    assert!(h.calls().is_empty(), "nothing renewed: {:?}", h.calls());
+
+    let r = renew(&h, &[&client.to_ascii_uppercase()]).await.unwrap();
+    let second = h.imds_thumbprint(&vm_id, &client);
+    assert_ne!(second, first, "renewed on day 0");
+    assert_eq!(
+        r,
+        vec![Renewed {
+            resource_id: vm_id.clone(),
+            principal_id: principal.clone(),
+            client_id: client.clone(),
+            previous_thumbprint: first.clone(),
+            thumbprint: second.clone(),
+            done: true,
+        }]
+    );
+    assert_eq!(
+        h.calls(),
+        vec![
+            format!("AddKeyCredential {principal}"),
+            format!("PutIdentity {vm_id} kind=1 client={client}"),
+        ]
+    );
+    let r = renew(&h, &[&vm_id, &principal]).await.unwrap();
+    assert_eq!(r.len(), 1, "one identity, named twice: {r:?}");
+    let third = h.imds_thumbprint(&vm_id, &client);
+    let held = h.entra_thumbprints(&principal);
+    assert!(
+        held.len() == 3 && [&first, &second, &third].iter().all(|t| held.contains(t)),
+        "each old certificate stays until it expires: {held:?}"
+    );
+
+    down.imds.store(true, Ordering::SeqCst);
+    let r = renew(&h, &[&principal]).await.unwrap();
+    assert!(!r[0].done && r[0].thumbprint != third, "{r:?}");
+    assert_eq!(
+        h.imds_thumbprint(&vm_id, &client),
+        third,
+        "IMDS keeps a certificate Entra accepts"
+    );
+    assert_eq!(h.entra_thumbprints(&principal).len(), 4);
+    down.imds.store(false, Ordering::SeqCst);
+    h.clear_calls();
+    let (s, v) = h
+        .call(
+            "PUT",
+            &vm_path("rg1", "vm1"),
+            Some(vm_body(json!({"type": "SystemAssigned"}))),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(
+        !h.calls().iter().any(|c| c.starts_with("AddKeyCredential")),
+        "resumed without renewing again: {:?}",
+        h.calls()
+    );
+    assert_eq!(h.imds_thumbprint(&vm_id, &client), r[0].thumbprint);
+    assert_eq!(h.entra_thumbprints(&principal).len(), 4);
     assert!(h.drifts().await.is_empty());
 }

@@ -73,6 +73,27 @@ fn assertion_naming(thumbprint: &str, client_id: &str, aud: &str) -> String {
     )
 }
 
+/// Entra holds the old and the new certificate (the overlap), and the VM's token from IMDS
+/// still reads kv1's secret `db`.
+async fn overlap_and_the_vm_reads(
+    w: &World,
+    endpoint: &str,
+    principal: &str,
+    (old, new): (&String, &String),
+) {
+    let both = entra_thumbprints(w, principal).await;
+    assert!(
+        both.len() == 2 && both.contains(old) && both.contains(new),
+        "Entra accepts old and new during the overlap: {both:?}"
+    );
+    let (s, t) = w.imds_token(endpoint, VAULT_AUD, None).await;
+    assert_eq!(s, 200, "{t}");
+    let (s, v) = w
+        .get_secret("kv1", "db", t["access_token"].as_str().unwrap())
+        .await;
+    assert_eq!((s, v["value"].as_str()), (200, Some("s3cret")), "{v}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn advancing_46d_renews_the_certificate_and_the_old_one_goes_once_expired() {
     let w = start().await;
@@ -95,17 +116,7 @@ async fn advancing_46d_renews_the_certificate_and_the_old_one_goes_once_expired(
         }
     })
     .await;
-    let both = entra_thumbprints(&w, &principal).await;
-    assert!(
-        both.len() == 2 && both.contains(&first) && both.contains(&renewed),
-        "Entra accepts old and new during the overlap: {both:?}"
-    );
-    let (s, t) = w.imds_token(&endpoint, VAULT_AUD, None).await;
-    assert_eq!(s, 200, "{t}");
-    let (s, v) = w
-        .get_secret("kv1", "db", t["access_token"].as_str().unwrap())
-        .await;
-    assert_eq!((s, v["value"].as_str()), (200, Some("s3cret")), "{v}");
+    overlap_and_the_vm_reads(&w, &endpoint, &principal, (&first, &renewed)).await;
 
     // Day 90 and 6 hours: the first certificate has expired and ARM removes it from Entra
     // (the renewed one, 44 days and 6 hours old, is not due yet).
@@ -236,6 +247,120 @@ async fn a_renewal_that_cannot_reach_entra_keeps_retrying_and_completes_after() 
     assert_eq!(entra_thumbprints(&w, &principal).await.len(), 2);
     let (s, t) = w.imds_token(&endpoint, VAULT_AUD, None).await;
     assert_eq!(s, 200, "{t}");
+    let report = settled(&w).await;
+    assert!(report.drifts.is_empty(), "{report:?}");
+    w.sb.shutdown().await.unwrap();
+}
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// `misim identity renew` (`Operations/RenewCredentials`, the owner's alone) renews a
+/// certificate now, whatever its age, as the 45-day renewal does: Entra holds the old and
+/// the new one, IMDS signs with the new one and the VM's tokens keep reading the vault. A
+/// name no identity has renews nothing, even next to a known one; the compose way (the ARM
+/// URL and the control key from the environment, no misim.env) renews every identity.
+#[tokio::test(flavor = "multi_thread")]
+async fn misim_identity_renew_renews_now_and_only_for_the_owner() {
+    let w = start().await;
+    let (vm_id, principal) = w
+        .vm_reading_vault(("rg1", "vm1", "kv1"), ("db", "s3cret"))
+        .await;
+    let endpoint = w.imds_endpoint(&vm_id).await;
+    let first = imds_thumbprint(&w, &vm_id).await;
+
+    for args in [
+        &["identity", "renew", "no-such-identity"][..],
+        &["identity", "renew", principal.as_str(), "no-such-identity"][..],
+    ] {
+        let o = misim(&w, args).await;
+        assert!(!o.status.success(), "{args:?}: {}", stdout(&o));
+        assert!(
+            stderr(&o).contains(
+                "No managed identity has the client id, object id or resource id 'no-such-identity'"
+            ),
+            "{}",
+            stderr(&o)
+        );
+    }
+    for args in [
+        &["identity", "renew"][..],
+        &["identity", "renew", "--all", "x"],
+    ] {
+        let o = misim(&w, args).await;
+        assert!(!o.status.success(), "{args:?} is refused by the CLI");
+    }
+    for caller in [Caller::Arm, Caller::Imds, Caller::Entra, Caller::KeyVault] {
+        let e = misim_proto::arm::v1::operations_client::OperationsClient::new(
+            w.sb.channel_as(caller, &w.sb.arm_grpc_url).unwrap(),
+        )
+        .renew_credentials(misim_proto::arm::v1::RenewCredentialsRequest {
+            all: true,
+            identities: vec![],
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(
+            (e.code(), e.message()),
+            (
+                tonic::Code::PermissionDenied,
+                format!("caller {caller} may not call misim.arm.v1.Operations/RenewCredentials")
+                    .as_str()
+            )
+        );
+    }
+    assert_eq!(imds_thumbprint(&w, &vm_id).await, first, "nothing renewed");
+    assert_eq!(entra_thumbprints(&w, &principal).await, vec![first.clone()]);
+
+    // By object id, with `misim up`'s misim.env.
+    let o = misim(&w, &["identity", "renew", &principal]).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let renewed = imds_thumbprint(&w, &vm_id).await;
+    assert_ne!(renewed, first);
+    assert!(
+        stdout(&o).contains(&format!("{first} -> {renewed}\trenewed")),
+        "{}",
+        stdout(&o)
+    );
+    overlap_and_the_vm_reads(&w, &endpoint, &principal, (&first, &renewed)).await;
+
+    // The compose way: no misim.env, the settings from the environment.
+    let bare = tempfile::tempdir().unwrap();
+    let o = tokio::process::Command::new(env!("CARGO_BIN_EXE_misim"))
+        .args(["identity", "renew", "--all", "--json", "--data-dir"])
+        .arg(bare.path())
+        .env("MISIM_ARM_GRPC_URL", &w.sb.arm_grpc_url)
+        .env(
+            misim_proto::auth::ENV_CONTROL_KEY_FILE,
+            w.dir.path().join(misim_proto::auth::CONTROL_KEY_FILE),
+        )
+        .output()
+        .await
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let third = imds_thumbprint(&w, &vm_id).await;
+    assert_eq!(lines.len(), 1, "vm1's is the only identity: {lines:?}");
+    assert_eq!(
+        (
+            lines[0]["principalId"].as_str(),
+            lines[0]["previousThumbprint"].as_str(),
+            lines[0]["thumbprint"].as_str(),
+            lines[0]["done"].as_bool()
+        ),
+        (
+            Some(principal.as_str()),
+            Some(renewed.as_str()),
+            Some(third.as_str()),
+            Some(true)
+        )
+    );
+    assert_ne!(third, renewed);
+    assert_eq!(entra_thumbprints(&w, &principal).await.len(), 3);
     let report = settled(&w).await;
     assert!(report.drifts.is_empty(), "{report:?}");
     w.sb.shutdown().await.unwrap();
