@@ -9,6 +9,8 @@
 //! 3. Provisioning over HTTPS (issue #11 targets 1 and 2): VM and
 //!    user-assigned identity PUTs against resource-group PUTs, and a VM PUT's
 //!    acknowledgement to its first IMDS token.
+//! 4. Start-up (issue #11 target 6): a fresh data directory until `misim.env`
+//!    is written, against a restart on that directory.
 //!
 //! Every server listens on 127.0.0.1 and every request goes there.
 
@@ -16,6 +18,7 @@ mod entra;
 mod imds;
 mod measure;
 mod provision;
+mod startup;
 mod targets;
 
 use std::time::Duration;
@@ -26,7 +29,7 @@ use serde_json::Value;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Which {
-    /// Both benchmarks.
+    /// Every benchmark.
     All,
     /// 1: Entra token issuance vs raw RSA signing.
     Entra,
@@ -34,6 +37,8 @@ enum Which {
     Imds,
     /// 3: VM / user-assigned identity PUTs vs resource-group PUTs, and a PUT to its first token.
     Provision,
+    /// 4: fresh start-up vs a restart.
+    Startup,
 }
 
 /// misim benchmarks, reported as subject/baseline ratios.
@@ -230,17 +235,27 @@ async fn main() -> anyhow::Result<()> {
         .max(settings.provision_concurrency);
     let world = World::start(pool).await?;
     let result = async {
+        let mut rows = Vec::new();
+        // First, while the world's sandbox is still idle and small.
+        if matches!(args.bench, Which::All | Which::Startup) {
+            rows.push(
+                startup::run(&settings, args.quick)
+                    .await
+                    .context("benchmark 4 (start-up)")?,
+            );
+        }
         if matches!(args.bench, Which::All | Which::Entra) {
-            entra::run(&settings, &world)
-                .await
-                .context("benchmark 1 (Entra)")?;
+            rows.extend(
+                entra::run(&settings, &world)
+                    .await
+                    .context("benchmark 1 (Entra)")?,
+            );
         }
         if matches!(args.bench, Which::All | Which::Imds) {
             imds::run(&settings, &world)
                 .await
                 .context("benchmark 2 (IMDS)")?;
         }
-        let mut rows = Vec::new();
         if matches!(args.bench, Which::All | Which::Provision) {
             rows.extend(
                 provision::run(&settings, &world)
