@@ -9,7 +9,9 @@
 //! 3. Provisioning over HTTPS (issue #11 targets 1 and 2): VM and
 //!    user-assigned identity PUTs against resource-group PUTs, and a VM PUT's
 //!    acknowledgement to its first IMDS token.
-//! 4. Scale (issue #11, target 5): one `misim up` child process filled with
+//! 4. Start-up (issue #11 target 6): a fresh data directory until `misim.env`
+//!    is written, against a restart on that directory.
+//! 5. Scale (issue #11, target 5): one `misim up` child process filled with
 //!    `--scale-vms` VMs: its memory, its restart time, and its token rates
 //!    against the same process with one VM.
 //!
@@ -20,6 +22,7 @@ mod imds;
 mod measure;
 mod provision;
 mod scale;
+mod startup;
 mod targets;
 
 use std::time::Duration;
@@ -38,7 +41,9 @@ enum Which {
     Imds,
     /// 3: VM / user-assigned identity PUTs vs resource-group PUTs, and a PUT to its first token.
     Provision,
-    /// 4: one `misim up` with `--scale-vms` VMs: memory, restart, token rates.
+    /// 4: fresh start-up vs a restart.
+    Startup,
+    /// 5: one `misim up` with `--scale-vms` VMs: memory, restart, token rates.
     Scale,
 }
 
@@ -239,17 +244,27 @@ async fn main() -> anyhow::Result<()> {
         .max(settings.provision_concurrency);
     let world = World::start(pool).await?;
     let result = async {
+        let mut rows = Vec::new();
+        // First, while the world's sandbox is still idle and small.
+        if matches!(args.bench, Which::All | Which::Startup) {
+            rows.push(
+                startup::run(&settings, args.quick)
+                    .await
+                    .context("benchmark 4 (start-up)")?,
+            );
+        }
         if matches!(args.bench, Which::All | Which::Entra) {
-            entra::run(&settings, &world)
-                .await
-                .context("benchmark 1 (Entra)")?;
+            rows.extend(
+                entra::run(&settings, &world)
+                    .await
+                    .context("benchmark 1 (Entra)")?,
+            );
         }
         if matches!(args.bench, Which::All | Which::Imds) {
             imds::run(&settings, &world)
                 .await
                 .context("benchmark 2 (IMDS)")?;
         }
-        let mut rows = Vec::new();
         if matches!(args.bench, Which::All | Which::Provision) {
             rows.extend(
                 provision::run(&settings, &world)
@@ -264,7 +279,7 @@ async fn main() -> anyhow::Result<()> {
             rows.extend(
                 scale::run(&settings, vms)
                     .await
-                    .context("benchmark 4 (scale)")?,
+                    .context("benchmark 5 (scale)")?,
             );
         }
         targets::print(&rows);

@@ -133,7 +133,9 @@ pub fn load_or_create(
         server_cert.der().to_vec(),
     )];
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(server_key.serialize_der().into());
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    // aws-lc-rs, explicitly: the build also has rustls's ring provider (reqwest's
+    // clients use it), so there is no single process default to fall back on.
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .context("tls versions")?

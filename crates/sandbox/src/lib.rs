@@ -321,10 +321,13 @@ impl Sandbox {
             role_assignment_delay,
             identity_delay,
         } = config;
+        let started = tokio::time::Instant::now();
         let secrets = start::prepare_data_dir(&data_dir, &clock, &ids)?;
+        start::phase(started, "data dir, control key and CA");
         let clock_svc = misim_proto::clock::ClockService::open(clock, &data_dir)
             .context("loading the sandbox clock")?;
         let clock = clock_svc.clock();
+        let admin_cert = start::spawn_admin_certificate(&data_dir, clock.now());
         let listeners = start::Listeners::bind(bind_ip, ports).await?;
         let urls = start::Urls::of(&listeners)?;
         let clients = start::PeerClients::new(&secrets.control, &urls, arm_peer_faults)?;
@@ -339,9 +342,12 @@ impl Sandbox {
             imds_throttle,
             role_assignment_delay,
             identity_delay,
+            started,
         };
+        cx.phase("listeners and peer channels");
         let admin_cert_path =
-            start::start_services(&cx, listeners, clients, &clock_svc, &mut run).await?;
+            start::start_services(&cx, (listeners, admin_cert), clients, &clock_svc, &mut run)
+                .await?;
         let start::Secrets {
             control_key_path,
             control,

@@ -62,6 +62,18 @@ pub(crate) fn prepare_data_dir(
     })
 }
 
+/// The administrator's certificate credential (path, DER), being loaded or made on a
+/// blocking thread while the rest of the start goes on.
+pub(crate) type AdminCert = tokio::task::JoinHandle<anyhow::Result<(PathBuf, Vec<u8>)>>;
+
+/// Starts loading (or, on first start, generating: an RSA-2048 keygen, most of a fresh
+/// start's time) the administrator's certificate, so that it overlaps with opening the
+/// stores and Entra's own key generation (docs/performance.md, finding 7).
+pub(crate) fn spawn_admin_certificate(data_dir: &Path, now: std::time::SystemTime) -> AdminCert {
+    let data_dir = data_dir.to_owned();
+    tokio::task::spawn_blocking(move || admin_certificate(&data_dir, now))
+}
+
 /// Every listener, bound before any service opens, so a taken port fails the start early.
 pub(crate) struct Listeners {
     entra_http: TcpListener,
@@ -198,6 +210,22 @@ pub(crate) struct Boot<'a> {
     pub(crate) imds_throttle: misim_chaos::ThrottleConfig,
     pub(crate) role_assignment_delay: std::time::Duration,
     pub(crate) identity_delay: std::time::Duration,
+    /// When the start began (the phases' timings are logged from it).
+    pub(crate) started: tokio::time::Instant,
+}
+
+impl Boot<'_> {
+    /// Logs how long the start has taken when `phase` ended ([`phase`]).
+    pub(crate) fn phase(&self, phase: &str) {
+        self::phase(self.started, phase);
+    }
+}
+
+/// Logs (at debug) how long the start begun at `started` has taken when `phase` ended:
+/// where start-up goes (`RUST_LOG=misim_sandbox=debug misim up`).
+pub(crate) fn phase(started: tokio::time::Instant, phase: &str) {
+    let ms = started.elapsed().as_secs_f64() * 1e3;
+    tracing::debug!(phase, elapsed_ms = format!("{ms:.1}"), "start-up");
 }
 
 /// The running services: their tasks, stores and stop/start controls, filled in as each starts.
@@ -231,7 +259,7 @@ impl Running {
 /// Opens and serves every service; returns the administrator's certificate path.
 pub(crate) async fn start_services(
     cx: &Boot<'_>,
-    listeners: Listeners,
+    (listeners, admin_cert): (Listeners, AdminCert),
     clients: PeerClients,
     clock: &misim_proto::clock::ClockService,
     run: &mut Running,
@@ -257,8 +285,11 @@ pub(crate) async fn start_services(
     run.tasks
         .spawn(async move { admin.await.context("admin grpc server") });
     start_oidc(cx, (oidc_http, oidc_grpc), run).await?;
-    let admin_cert_path = start_entra(cx, (entra_http, entra_grpc), run).await?;
+    cx.phase("oidc open");
+    let admin_cert_path = start_entra(cx, (entra_http, entra_grpc), admin_cert, run).await?;
+    cx.phase("entra open");
     start_imds(cx, imds_grpc, clients.imds_directory, run).await?;
+    cx.phase("imds open");
     let arm_clients = ArmClients {
         keys: clients.arm_keys,
         directory: clients.arm_directory,
@@ -273,6 +304,7 @@ pub(crate) async fn start_services(
         run,
     )
     .await?;
+    cx.phase("arm open");
     start_keyvault(
         cx,
         (kv_http, kv_grpc),
@@ -280,6 +312,7 @@ pub(crate) async fn start_services(
         run,
     )
     .await?;
+    cx.phase("key vault open");
     Ok(admin_cert_path)
 }
 
@@ -316,6 +349,7 @@ async fn start_oidc(
 async fn start_entra(
     cx: &Boot<'_>,
     listeners: (TcpListener, TcpListener),
+    admin_cert: AdminCert,
     run: &mut Running,
 ) -> anyhow::Result<PathBuf> {
     let b = &cx.secrets.bootstrap;
@@ -347,7 +381,7 @@ async fn start_entra(
     )
     .await
     .context("opening entra")?;
-    let admin_cert_path = register_admin_certificate(cx, &entra).await?;
+    let admin_cert_path = register_admin_certificate(cx, &entra, admin_cert).await?;
     let tls = Some(cx.secrets.tls.server_config.clone());
     let key = cx.secrets.control.clone();
     let ctl = spawn_http_grpc(
@@ -365,9 +399,11 @@ async fn start_entra(
 async fn register_admin_certificate(
     cx: &Boot<'_>,
     entra: &misim_entra::Entra,
+    admin_cert: AdminCert,
 ) -> anyhow::Result<PathBuf> {
     use misim_proto::entra::v1::directory_server::Directory as _;
-    let (admin_cert_path, admin_cert_der) = admin_certificate(cx.data_dir, cx.clock.now())?;
+    let (admin_cert_path, admin_cert_der) =
+        admin_cert.await.context("making the admin certificate")??;
     entra
         .add_key_credential(tonic::Request::new(
             misim_proto::entra::v1::AddKeyCredentialRequest {

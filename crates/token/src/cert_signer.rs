@@ -1,7 +1,7 @@
 //! `CertSigner`: signs client assertions with a certificate's key, RS256 for
 //! RSA keys and ES256 for P-256 keys (managed-identity certificates).
 
-use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
 use serde::Serialize;
 
 use crate::{RsaSigner, TokenError, b64url};
@@ -47,7 +47,7 @@ impl CertSigner {
 #[derive(Debug)]
 pub struct EcSigner {
     key: EcdsaKeyPair,
-    rng: ring::rand::SystemRandom,
+    rng: aws_lc_rs::rand::SystemRandom,
     kid: String,
     header_b64: String,
 }
@@ -56,8 +56,8 @@ impl EcSigner {
     /// Builds a signer from a PKCS#8 DER P-256 key and the DER certificate whose
     /// thumbprint identifies it.
     pub fn new(pkcs8_der: &[u8], certificate_der: &[u8]) -> Result<Self, TokenError> {
-        let rng = ring::rand::SystemRandom::new();
-        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8_der, &rng)
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8_der)
             .map_err(|e| TokenError::Key(e.to_string()))?;
         let kid = b64url(&crate::sha1(certificate_der));
         let header = serde_json::json!({"typ": "JWT", "alg": "ES256", "x5t": kid, "kid": kid});

@@ -82,14 +82,14 @@ pub fn b64_lenient(s: &str) -> Option<Vec<u8>> {
 
 /// SHA-1 of bytes (certificate thumbprints; SHA-1 is what `x5t` means).
 pub fn sha1(bytes: &[u8]) -> Vec<u8> {
-    ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, bytes)
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, bytes)
         .as_ref()
         .to_vec()
 }
 
 /// SHA-256 of bytes (`x5t#S256`).
 pub fn sha256(bytes: &[u8]) -> Vec<u8> {
-    ring::digest::digest(&ring::digest::SHA256, bytes)
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes)
         .as_ref()
         .to_vec()
 }

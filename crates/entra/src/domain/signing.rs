@@ -174,12 +174,13 @@ impl KeyRing {
             Some(r) => r,
             None => {
                 let legacy = store.table::<StoredKey>(TABLE)?.get(LEGACY_CURRENT)?;
-                let mut current = match legacy {
-                    Some(k) => k,
-                    None => generate(clock.as_ref()).await?,
+                let (mut current, next) = match legacy {
+                    Some(k) => (k, generate(clock.as_ref()).await?),
+                    // Both at once, one blocking thread each: an RSA keygen is most of
+                    // a fresh start's time (docs/performance.md, finding 7).
+                    None => tokio::try_join!(generate(clock.as_ref()), generate(clock.as_ref()))?,
                 };
                 current.active_from_unix.get_or_insert(current.created_unix);
-                let next = generate(clock.as_ref()).await?;
                 let ring = StoredRing {
                     keys: vec![current, next],
                 };
