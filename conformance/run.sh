@@ -27,7 +27,7 @@ set -a; . "$DATA/misim.env"; set +a
 export REQUESTS_CA_BUNDLE="$MISIM_CA_BUNDLE" SSL_CERT_FILE="$MISIM_CA_BUNDLE"
 # Safety net: anything a client tries to fetch from outside loopback goes to a
 # dead proxy and fails at once instead of leaving the machine.
-export HTTPS_PROXY=http://127.0.0.1:9 HTTP_PROXY=http://127.0.0.1:9 NO_PROXY=localhost,127.0.0.1,.localhost
+export HTTPS_PROXY=http://127.0.0.1:9 HTTP_PROXY=http://127.0.0.1:9 NO_PROXY=localhost,127.0.0.0/8,.localhost
 status=0
 .venv-sdk/bin/python -m pytest -p no:cacheprovider -q --junitxml="$DATA/junit.xml" conformance/python "$@" || status=$?
 # A full run (no pytest filters) must match the compatibility matrix row for row.
