@@ -151,26 +151,12 @@ impl World {
 
     async fn admin_token(&self, scope: &str) -> anyhow::Result<String> {
         let b = &self.sb.bootstrap;
-        let r = self
-            .https
-            .post(format!(
-                "{}/{}/oauth2/v2.0/token",
-                self.sb.entra_url, b.tenant_id
-            ))
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", b.admin_client_id.as_str()),
-                ("client_secret", b.admin_client_secret.as_str()),
-                ("scope", scope),
-            ])
-            .send()
-            .await?;
-        let status = r.status();
-        let v: Value = r.json().await?;
-        match v["access_token"].as_str() {
-            Some(t) if status.is_success() => Ok(t.to_owned()),
-            _ => bail!("admin token: {status} {v}"),
-        }
+        let admin = Secret {
+            tenant_id: &b.tenant_id,
+            client_id: &b.admin_client_id,
+            client_secret: &b.admin_client_secret,
+        };
+        client_credentials(&self.https, &self.sb.entra_url, admin, scope).await
     }
 
     /// `PUT {arm}{path}` as the administrator; fails unless 200/201.
@@ -189,6 +175,39 @@ impl World {
             bail!("PUT {path}: {status} {text}");
         }
         Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+}
+
+/// An application's client secret, as the token endpoint takes it.
+#[derive(Clone, Copy)]
+pub(crate) struct Secret<'a> {
+    pub tenant_id: &'a str,
+    pub client_id: &'a str,
+    pub client_secret: &'a str,
+}
+
+/// A client-credentials token for `scope` from Entra's HTTPS token endpoint at `entra_url`.
+pub(crate) async fn client_credentials(
+    https: &reqwest::Client,
+    entra_url: &str,
+    app: Secret<'_>,
+    scope: &str,
+) -> anyhow::Result<String> {
+    let r = https
+        .post(format!("{entra_url}/{}/oauth2/v2.0/token", app.tenant_id))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", app.client_id),
+            ("client_secret", app.client_secret),
+            ("scope", scope),
+        ])
+        .send()
+        .await?;
+    let status = r.status();
+    let v: Value = r.json().await?;
+    match v["access_token"].as_str() {
+        Some(t) if status.is_success() => Ok(t.to_owned()),
+        _ => bail!("token for {scope}: {status} {v}"),
     }
 }
 

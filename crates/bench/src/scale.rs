@@ -204,23 +204,12 @@ impl Clients {
     /// An admin token through Entra's HTTPS token endpoint.
     async fn client_credentials(&self, scope: &str) -> anyhow::Result<String> {
         let e = &self.env;
-        let r = self
-            .https
-            .post(format!("{}/{}/oauth2/v2.0/token", e.entra_url, e.tenant_id))
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", e.admin_client_id.as_str()),
-                ("client_secret", e.admin_client_secret.as_str()),
-                ("scope", scope),
-            ])
-            .send()
-            .await?;
-        let status = r.status();
-        let v: Value = r.json().await?;
-        match v["access_token"].as_str() {
-            Some(t) if status.is_success() => Ok(t.to_owned()),
-            _ => bail!("admin token: {status} {v}"),
-        }
+        let admin = crate::Secret {
+            tenant_id: &e.tenant_id,
+            client_id: &e.admin_client_id,
+            client_secret: &e.admin_client_secret,
+        };
+        crate::client_credentials(&self.https, &e.entra_url, admin, scope).await
     }
 
     fn vm_id(&self, n: usize) -> String {
