@@ -336,15 +336,19 @@ async fn an_imds_token_for_the_exchange_audience_is_an_apps_credential() {
     assert_eq!(v["error_codes"], json!([700213]), "{v}");
 }
 
-/// `misim pod project` (the compose sandbox's `pod1-token`): the pod's token, written to a
-/// file before anything else and kept there while the command runs, is one Entra trades
-/// for the identity's token.
-#[tokio::test]
-async fn pod_project_keeps_a_token_entra_accepts_in_a_file() {
+/// `misim pod project` for `payments/api` of cluster `aks1`, running, whose identity trusts it.
+struct Projector {
+    client_id: String,
+    principal_id: String,
+    file: std::path::PathBuf,
+    task: tokio::task::JoinHandle<anyhow::Result<std::process::ExitCode>>,
+    _out: tempfile::TempDir,
+}
+
+async fn projector(w: &World) -> Projector {
     use clap::Parser as _;
-    let w = start().await;
     let subject = "system:serviceaccount:payments:api";
-    let (client_id, principal_id) = identity_trusting(&w, "payments-api", "aks1", subject).await;
+    let (client_id, principal_id) = identity_trusting(w, "payments-api", "aks1", subject).await;
     w.sb.write_env_file().unwrap();
     let out = tempfile::tempdir().unwrap();
     let file = out.path().join("azure-identity-token");
@@ -366,7 +370,28 @@ async fn pod_project_keeps_a_token_entra_accepts_in_a_file() {
         &data_dir,
     ])
     .unwrap();
-    let task = tokio::spawn(misim_sandbox::cli::run(cli));
+    Projector {
+        client_id,
+        principal_id,
+        file,
+        task: tokio::spawn(misim_sandbox::cli::run(cli)),
+        _out: out,
+    }
+}
+
+/// `misim pod project` (the compose sandbox's `pod1-token`): the pod's token, written to a
+/// file before anything else and kept there while the command runs, is one Entra trades
+/// for the identity's token.
+#[tokio::test]
+async fn pod_project_keeps_a_token_entra_accepts_in_a_file() {
+    let w = start().await;
+    let Projector {
+        client_id,
+        principal_id,
+        file,
+        task,
+        _out,
+    } = projector(&w).await;
     let token = misim_testkit::eventually("the projected token", || {
         let file = file.clone();
         async move { std::fs::read_to_string(&file).map_err(|e| e.to_string()) }
@@ -396,32 +421,16 @@ fn iat_of(token: &str) -> i64 {
 /// that Entra accepts while it refuses the old one; no restart of the projector.
 #[tokio::test]
 async fn pod_project_rewrites_the_token_after_a_clock_advance() {
-    use clap::Parser as _;
     let w = start().await;
-    let subject = "system:serviceaccount:payments:api";
-    let (client_id, principal_id) = identity_trusting(&w, "payments-api", "aks1", subject).await;
-    w.sb.write_env_file().unwrap();
-    let out = tempfile::tempdir().unwrap();
-    let file = out.path().join("azure-identity-token");
-    let (data_dir, file_arg) = (
-        w.dir.path().display().to_string(),
-        file.display().to_string(),
-    );
-    let cli = misim_sandbox::cli::Cli::try_parse_from([
-        "misim",
-        "pod",
-        "project",
-        "--cluster",
-        "aks1",
-        "--service-account",
-        "payments/api",
-        "--out",
-        &file_arg,
-        "--data-dir",
-        &data_dir,
-    ])
-    .unwrap();
-    let task = tokio::spawn(misim_sandbox::cli::run(cli));
+    let Projector {
+        client_id,
+        principal_id,
+        file,
+        task,
+        _out,
+    } = projector(&w).await;
+    let data_dir = w.dir.path().display().to_string();
+    use clap::Parser as _;
     let read = || {
         let file = file.clone();
         async move { std::fs::read_to_string(&file).map_err(|e| e.to_string()) }
