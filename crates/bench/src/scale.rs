@@ -431,59 +431,107 @@ pub(crate) async fn run(s: &Settings, vms: usize) -> anyhow::Result<Vec<TargetRo
     );
     misim.stop().await?;
 
-    measure::report(
-        &format!("4a. filling one misim up with {vms} VMs (SystemAssigned) over HTTPS"),
-        &filled,
-        &[],
-    );
-    measure::report(
-        "4b. IMDS cached token: 1 VM vs N VMs (after a restart)",
-        &imds_one,
-        &[&imds_n],
-    );
-    measure::report(
-        "4c. Entra client-credentials tokens: 1 VM vs N VMs (after a restart)",
-        &entra_one,
-        &[&entra_n],
-    );
-    println!();
-    println!(
-        "## 4d. misim up: fresh start to ready {} ms; restart with {vms} VMs to ready {} ms; RSS {} (1 VM), {} ({vms} VMs), {} (after restart)",
-        fresh.as_millis(),
-        restart.as_millis(),
-        mib(rss_one),
-        mib(rss_n),
-        mib(rss_restarted)
-    );
+    Ok(Measured {
+        vms,
+        filled,
+        imds_one,
+        imds_n,
+        entra_one,
+        entra_n,
+        fresh,
+        restart,
+        rss_one,
+        rss_n,
+        rss_restarted,
+    }
+    .report())
+}
 
-    let full = vms >= T5_VMS;
-    // Below 100,000 VMs the rows are shown but not judged (pass is false).
-    let at = |goal: &str| {
-        let judged = if full { "" } else { " (judged at 100k)" };
-        format!("5. {vms} VMs{judged}: {goal}")
-    };
-    let peak = rss_n.max(rss_restarted);
-    Ok(vec![
-        TargetRow {
-            target: at("RSS < 1 GiB"),
-            measured: format!("{} (after restart {})", mib(rss_n), mib(rss_restarted)),
-            baseline: format!("1 VM: {}", mib(rss_one)),
-            ratio: rss_one as f64 / peak.max(1) as f64,
-            pass: full && peak < T5_RSS_BYTES,
-        },
-        TargetRow {
-            target: at("restart to ready < 3 s"),
-            measured: format!("{} ms", restart.as_millis()),
-            baseline: format!("fresh start {} ms", fresh.as_millis()),
-            ratio: fresh.as_secs_f64() / restart.as_secs_f64().max(1e-9),
-            pass: full && restart < T5_RESTART,
-        },
-        kept_row(
-            at("IMDS cached token rate unchanged"),
-            &imds_n,
+/// What one scale run measured.
+struct Measured {
+    vms: usize,
+    filled: Run,
+    imds_one: Run,
+    imds_n: Run,
+    entra_one: Run,
+    entra_n: Run,
+    fresh: Duration,
+    restart: Duration,
+    rss_one: u64,
+    rss_n: u64,
+    rss_restarted: u64,
+}
+
+impl Measured {
+    /// Prints the runs and returns the target rows.
+    fn report(self) -> Vec<TargetRow> {
+        let Measured {
+            vms,
+            filled,
+            imds_one,
+            imds_n,
+            entra_one,
+            entra_n,
+            fresh,
+            restart,
+            rss_one,
+            rss_n,
+            rss_restarted,
+        } = self;
+        measure::report(
+            &format!("4a. filling one misim up with {vms} VMs (SystemAssigned) over HTTPS"),
+            &filled,
+            &[],
+        );
+        measure::report(
+            "4b. IMDS cached token: 1 VM vs N VMs (after a restart)",
             &imds_one,
-            full,
-        ),
-        kept_row(at("Entra token rate unchanged"), &entra_n, &entra_one, full),
-    ])
+            &[&imds_n],
+        );
+        measure::report(
+            "4c. Entra client-credentials tokens: 1 VM vs N VMs (after a restart)",
+            &entra_one,
+            &[&entra_n],
+        );
+        println!();
+        println!(
+            "## 4d. misim up: fresh start to ready {} ms; restart with {vms} VMs to ready {} ms; RSS {} (1 VM), {} ({vms} VMs), {} (after restart)",
+            fresh.as_millis(),
+            restart.as_millis(),
+            mib(rss_one),
+            mib(rss_n),
+            mib(rss_restarted)
+        );
+
+        let full = vms >= T5_VMS;
+        // Below 100,000 VMs the rows are shown but not judged (pass is false).
+        let at = |goal: &str| {
+            let judged = if full { "" } else { " (judged at 100k)" };
+            format!("5. {vms} VMs{judged}: {goal}")
+        };
+        let peak = rss_n.max(rss_restarted);
+        vec![
+            TargetRow {
+                target: at("RSS < 1 GiB"),
+                measured: format!("{} (after restart {})", mib(rss_n), mib(rss_restarted)),
+                baseline: format!("1 VM: {}", mib(rss_one)),
+                ratio: rss_one as f64 / peak.max(1) as f64,
+                pass: full && peak < T5_RSS_BYTES,
+            },
+            TargetRow {
+                target: at("restart to ready < 3 s"),
+                measured: format!("{} ms", restart.as_millis()),
+                baseline: format!("fresh start {} ms", fresh.as_millis()),
+                ratio: fresh.as_secs_f64() / restart.as_secs_f64().max(1e-9),
+                pass: full && restart < T5_RESTART,
+            },
+            kept_row(
+                at("IMDS cached token rate unchanged"),
+                &imds_n,
+                &imds_one,
+                full,
+            ),
+            kept_row(at("Entra token rate unchanged"), &entra_n, &entra_one, full),
+        ]
+    }
 }
