@@ -69,6 +69,10 @@ struct Args {
     /// VMs in the scale benchmark (default 100000, or 200 with --quick).
     #[arg(long)]
     scale_vms: Option<usize>,
+    /// Keep the scale benchmark's filled data directory (its path is printed), to profile a
+    /// restart on it: `misim up --data-dir <path>`.
+    #[arg(long)]
+    scale_keep_data_dir: bool,
     /// Threads for the "all cores" runs (default: available parallelism).
     #[arg(long)]
     threads: Option<usize>,
@@ -296,7 +300,7 @@ async fn main() -> anyhow::Result<()> {
                 .scale_vms
                 .unwrap_or(if args.quick { 200 } else { 100_000 });
             rows.extend(
-                scale::run(&settings, vms)
+                scale::run(&settings, vms, args.scale_keep_data_dir)
                     .await
                     .context("benchmark 5 (scale)")?,
             );

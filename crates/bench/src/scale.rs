@@ -386,9 +386,16 @@ fn kept_row(target: String, at_n: &Run, at_one: &Run, full: bool) -> TargetRow {
 }
 
 /// Runs benchmark 4 with `vms` VMs; returns its target rows.
-pub(crate) async fn run(s: &Settings, vms: usize) -> anyhow::Result<Vec<TargetRow>> {
+pub(crate) async fn run(s: &Settings, vms: usize, keep: bool) -> anyhow::Result<Vec<TargetRow>> {
     ensure!(vms >= 2, "--scale-vms must be at least 2");
-    let dir = tempfile::tempdir()?;
+    let mut dir = tempfile::tempdir()?;
+    if keep {
+        dir.disable_cleanup(true);
+        println!(
+            "scale: data directory {} is kept",
+            dir.path().join("data").display()
+        );
+    }
     let data_dir = dir.path().join("data");
     let pool = s
         .concurrency

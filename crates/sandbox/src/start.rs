@@ -249,8 +249,13 @@ impl Running {
     /// Opens `<data dir>/<name>` and keeps it to flush at shutdown.
     fn open_store(&mut self, data_dir: &Path, name: &str) -> anyhow::Result<Store> {
         let dir = data_dir.join(name);
+        let t0 = tokio::time::Instant::now();
         let store = Store::open(&dir)
             .with_context(|| format!("opening {name} store in {}", dir.display()))?;
+        // sled recovers its log at open: with many records this is a large
+        // share of a restart (docs/performance.md finding 9).
+        let ms = t0.elapsed().as_secs_f64() * 1000.0;
+        tracing::debug!(store = name, elapsed_ms = format!("{ms:.1}"), "store open");
         self.stores.push(store.clone());
         Ok(store)
     }

@@ -88,6 +88,14 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(10);
 
+/// The most memory sled's page cache of one store may hold. sled's default
+/// (1 GiB a database) let a sandbox of 100,000 VMs keep every page it had
+/// written or scanned (four stores: well over a gigabyte; docs/performance.md
+/// finding 9). Pages beyond it are read again from the file (the kernel's
+/// page cache) when needed; the services keep what their hot paths read in
+/// their own memory.
+const CACHE_CAPACITY_BYTES: u64 = 64 << 20;
+
 /// sled reports a held directory lock only as an IO error whose text names
 /// the lock (it wraps `WouldBlock` from `flock` in a custom error).
 fn is_lock_contention(e: &sled::Error) -> bool {
@@ -119,6 +127,7 @@ impl Store {
             match sled::Config::new()
                 .path(dir)
                 .mode(sled::Mode::HighThroughput)
+                .cache_capacity(CACHE_CAPACITY_BYTES)
                 .open()
             {
                 Ok(db) => break db,
@@ -230,6 +239,10 @@ impl<V> Clone for Table<V> {
 
 impl<V: Serialize + DeserializeOwned> Table<V> {
     fn decode(&self, key: &[u8], bytes: &[u8]) -> Result<V> {
+        self.decode_as(key, bytes)
+    }
+
+    fn decode_as<W: DeserializeOwned>(&self, key: &[u8], bytes: &[u8]) -> Result<W> {
         let corrupt = |reason: String| StoreError::Corrupt {
             table: self.name.clone(),
             key: String::from_utf8_lossy(key).into_owned(),
@@ -334,6 +347,28 @@ impl<V: Serialize + DeserializeOwned> Table<V> {
     pub fn all(&self) -> Result<Vec<(String, V)>> {
         self.scan_prefix("")
     }
+
+    /// Every value, in key order, decoded as `W`: a read-only view of `V`
+    /// naming only the fields a scan needs (serde skips the others without
+    /// building them), for start-up scans over many large records.
+    pub fn all_as<W: DeserializeOwned>(&self) -> Result<Vec<(String, W)>> {
+        let mut out = Vec::new();
+        for kv in self.tree.iter() {
+            let (k, v) = kv?;
+            let value = self.decode_as(&k, &v)?;
+            out.push((String::from_utf8_lossy(&k).into_owned(), value));
+        }
+        Ok(out)
+    }
+
+    /// Every key, in order; values are not decoded.
+    pub fn keys(&self) -> Result<Vec<String>> {
+        self.tree
+            .iter()
+            .keys()
+            .map(|k| Ok(String::from_utf8_lossy(&k?).into_owned()))
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -398,6 +433,47 @@ mod tests {
             }
         }
         assert!(seen > 0, "sled wrote no files");
+    }
+
+    /// A start-up scan can read a few fields of every record, or only the keys.
+    #[tokio::test]
+    async fn scans_read_keys_alone_or_a_view_of_each_value() {
+        #[derive(Debug, PartialEq, serde::Deserialize)]
+        struct NameOnly {
+            name: String,
+        }
+        let s = Store::memory().unwrap();
+        let t = s.table::<Rec>("recs").unwrap();
+        for (k, name, n) in [("b", "y", 2), ("a", "x", 1)] {
+            t.put(
+                k,
+                &Rec {
+                    name: name.into(),
+                    n,
+                },
+            )
+            .await
+            .unwrap();
+        }
+        assert_eq!(t.keys().unwrap(), ["a", "b"]);
+        let view = t.all_as::<NameOnly>().unwrap();
+        assert_eq!(
+            view,
+            [
+                ("a".to_owned(), NameOnly { name: "x".into() }),
+                ("b".to_owned(), NameOnly { name: "y".into() })
+            ]
+        );
+        // A view that asks for a field the records lack is a corrupt record, not a default.
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Missing {
+            absent: String,
+        }
+        assert!(matches!(
+            t.all_as::<Missing>(),
+            Err(StoreError::Corrupt { .. })
+        ));
     }
 
     #[tokio::test]

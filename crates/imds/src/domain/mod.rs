@@ -6,7 +6,7 @@ pub mod cache;
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use misim_token::CertSigner;
 use serde::{Deserialize, Serialize};
@@ -80,10 +80,14 @@ pub struct VmRecord {
     pub identities: Vec<IdentityRecord>,
 }
 
-/// An identity ready to sign: the key is parsed once, here.
+/// An identity ready to sign. Its key is parsed once: when ARM configures
+/// it (so a bad key is refused then), or, for identities restored from disk,
+/// on its first token request, so a restart with many VMs does no
+/// elliptic-curve work per identity before it is ready (docs/performance.md
+/// finding 9).
 pub struct LiveIdentity {
     pub record: IdentityRecord,
-    pub signer: CertSigner,
+    signer: OnceLock<Result<CertSigner, String>>,
 }
 
 impl std::fmt::Debug for LiveIdentity {
@@ -93,14 +97,38 @@ impl std::fmt::Debug for LiveIdentity {
 }
 
 impl LiveIdentity {
-    /// Parses the identity's key and certificate into a signer.
+    /// Parses the identity's key and certificate into a signer now.
     pub fn new(record: IdentityRecord) -> Result<Self, String> {
+        let signer = Self::parse(&record)?;
+        Ok(Self {
+            record,
+            signer: OnceLock::from(Ok(signer)),
+        })
+    }
+
+    /// An identity read back from the store: its key was checked when it was
+    /// configured, and is parsed on first use.
+    pub fn restored(record: IdentityRecord) -> Self {
+        Self {
+            record,
+            signer: OnceLock::new(),
+        }
+    }
+
+    /// The identity's signer (parsed on the first call for a restored one).
+    pub fn signer(&self) -> Result<&CertSigner, &str> {
+        self.signer
+            .get_or_init(|| Self::parse(&self.record))
+            .as_ref()
+            .map_err(String::as_str)
+    }
+
+    fn parse(record: &IdentityRecord) -> Result<CertSigner, String> {
         let key = misim_token::cert::pem_to_der(&record.private_key_pem, "PRIVATE KEY")
             .map_err(|e| e.to_string())?;
         let cert = misim_token::cert::pem_to_der(&record.certificate_pem, "CERTIFICATE")
             .map_err(|e| e.to_string())?;
-        let signer = CertSigner::new(&key, &cert).map_err(|e| e.to_string())?;
-        Ok(Self { record, signer })
+        CertSigner::new(&key, &cert).map_err(|e| e.to_string())
     }
 }
 
@@ -212,6 +240,27 @@ mod tests {
             })
             .unwrap(),
         )
+    }
+
+    /// A restored identity parses its key on first use: a good key signs, a
+    /// damaged one fails that request (and the next) instead of the restart.
+    #[test]
+    fn restored_identities_parse_their_key_on_first_use() {
+        let good = id(Kind::System, "s").record.clone();
+        let restored = LiveIdentity::restored(good.clone());
+        assert!(restored.signer.get().is_none(), "parsed before use");
+        assert!(restored.signer().is_ok());
+        assert!(restored.signer.get().is_some());
+
+        let damaged = IdentityRecord {
+            private_key_pem: "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"
+                .into(),
+            ..good
+        };
+        assert!(LiveIdentity::new(damaged.clone()).is_err());
+        let restored = LiveIdentity::restored(damaged);
+        assert!(restored.signer().is_err());
+        assert!(restored.signer().is_err());
     }
 
     fn pick(ids: &[Arc<LiveIdentity>], sel: Selector<'_>) -> Result<String, SelectError> {

@@ -45,8 +45,12 @@ impl Imds {
             iat: now,
             exp: now + ASSERTION_LIFETIME,
         };
-        let assertion = identity
-            .signer
+        let signer = identity.signer().map_err(|e| {
+            IssueError::Internal(format!(
+                "the stored key of identity {client_id} is unusable: {e}"
+            ))
+        })?;
+        let assertion = signer
             .sign(&claims)
             .map_err(|e| IssueError::Internal(e.to_string()))?;
         self.inner

@@ -23,13 +23,7 @@ impl Imds {
             let identities = record
                 .identities
                 .iter()
-                .filter_map(|r| match LiveIdentity::new(r.clone()) {
-                    Ok(l) => Some(Arc::new(l)),
-                    Err(e) => {
-                        tracing::error!(client_id = %r.client_id, error = %e, "skipping identity with unusable key");
-                        None
-                    }
-                })
+                .map(|r| Arc::new(LiveIdentity::restored(r.clone())))
                 .collect();
             if self.holds_address(&key, &record) {
                 self.map_address(&key, None, record.address);
