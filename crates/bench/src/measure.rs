@@ -188,6 +188,69 @@ where
     }
 }
 
+/// Starts requests at a fixed `rate` (open loop) for `window`, after a
+/// `warmup` of the same, with at most `max_in_flight` at once. A request's
+/// latency runs from the moment it was due, so time spent waiting for a free
+/// slot counts against it (no coordinated omission): a server that cannot keep
+/// up shows it in the tail, not as a slower schedule.
+pub(crate) async fn paced<F, Fut>(
+    label: impl Into<String>,
+    rate: f64,
+    max_in_flight: usize,
+    warmup: Duration,
+    window: Duration,
+    request: F,
+) -> Run
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = bool> + Send + 'static,
+{
+    let request = Arc::new(request);
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_in_flight.max(1)));
+    let interval = Duration::from_secs_f64(1.0 / rate.max(1e-3));
+    let start = Instant::now();
+    let warm_end = start + warmup;
+    let end = warm_end + window;
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut due = start;
+    while due < end {
+        tokio::time::sleep_until(due).await;
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        let request = request.clone();
+        let measured = due >= warm_end;
+        tasks.spawn(async move {
+            let success = request().await;
+            drop(slot);
+            let us = due.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
+            (measured, success, us)
+        });
+        due += interval;
+    }
+    let (mut ops, mut errors, mut latencies_us) = (0, 0, Vec::new());
+    while let Some(r) = tasks.join_next().await {
+        match r {
+            Ok((false, _, _)) => {}
+            Ok((true, true, us)) => {
+                ops += 1;
+                latencies_us.push(us);
+            }
+            Ok((true, false, _)) => errors += 1,
+            Err(_) => errors += 1,
+        }
+    }
+    let elapsed = Instant::now().saturating_duration_since(warm_end);
+    latencies_us.sort_unstable();
+    Run {
+        label: label.into(),
+        ops,
+        errors,
+        elapsed,
+        latencies_us,
+    }
+}
+
 pub(crate) fn fmt_latency(d: Option<Duration>) -> String {
     match d {
         None => "-".into(),
