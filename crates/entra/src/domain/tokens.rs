@@ -130,6 +130,10 @@ pub(crate) struct Issuer {
     assertion_audiences: [String; 2],
     /// Normalised audiences of the Graph API Entra serves: its own URL and Microsoft Graph's.
     graph_audiences: [String; 2],
+    /// [`TOKEN_EXCHANGE_AUDIENCE`] normalised, and the `rh` claim: both fixed for the
+    /// tenant, so computed once rather than on every token.
+    exchange_audience: String,
+    rh: String,
     /// The signing keys (their public halves also verify Graph bearer tokens).
     pub(crate) keys: KeyRing,
     /// Lifetimes of the tokens it signs.
@@ -193,6 +197,8 @@ impl Issuer {
                 audiences::normalize(&config.public_url),
                 audiences::normalize(audiences::GRAPH),
             ],
+            exchange_audience: audiences::normalize(TOKEN_EXCHANGE_AUDIENCE),
+            rh: format!("0.A{}", misim_token::b64url(config.tenant_id.as_bytes())),
             keys,
             lifetimes: config.tokens,
             clock,
@@ -205,7 +211,7 @@ impl Issuer {
         let norm = audiences::normalize(resource);
         if !resource.is_empty()
             && (audiences::known(resource).is_some()
-                || norm == audiences::normalize(TOKEN_EXCHANGE_AUDIENCE)
+                || norm == self.exchange_audience
                 || self.extra_resources.contains(&norm)
                 || self.graph_audiences.contains(&norm))
         {
@@ -490,8 +496,7 @@ impl Issuer {
             PrincipalKind::Application => self.lifetimes.application_lifetime_secs,
         };
         let exp = iat + lifetime;
-        let exchange =
-            audiences::normalize(resource) == audiences::normalize(TOKEN_EXCHANGE_AUDIENCE);
+        let exchange = audiences::normalize(resource) == self.exchange_audience;
         let (iss, ver) = if exchange {
             (self.issuer_v2.as_str(), "2.0")
         } else {
@@ -500,7 +505,6 @@ impl Issuer {
         let opaque = |g: String| misim_token::b64url(g.as_bytes());
         let uti = opaque(self.ids.guid());
         let aio = opaque(self.ids.guid());
-        let rh = format!("0.A{}", opaque(self.tenant_id.clone()));
         let claims = AccessClaims {
             aud: resource,
             iss,
@@ -513,7 +517,7 @@ impl Issuer {
             idp: iss,
             idtyp: "app",
             oid: &p.object_id,
-            rh: &rh,
+            rh: &self.rh,
             sub: &p.object_id,
             tid: &self.tenant_id,
             uti: &uti,

@@ -7,6 +7,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use http::HeaderMap;
+use serde::Serialize;
 
 use super::error::oauth_error;
 use crate::domain::tokens::{ClientCredential, Issued};
@@ -145,6 +146,30 @@ async fn handle(
         .await
 }
 
+/// The v1 endpoint's answer (numbers as strings, as Entra's v1 endpoint sends
+/// them). Typed rather than a `serde_json::Value`, which cost a map and a copy
+/// of the token per response; the fields are in the alphabetical order the
+/// `Value` map serialised them in, so the bytes on the wire are unchanged.
+#[derive(Serialize)]
+struct V1Response<'a> {
+    access_token: &'a str,
+    expires_in: &'a str,
+    expires_on: &'a str,
+    ext_expires_in: &'a str,
+    not_before: &'a str,
+    resource: &'a str,
+    token_type: &'static str,
+}
+
+/// The v2 endpoint's answer; see [`V1Response`].
+#[derive(Serialize)]
+struct V2Response<'a> {
+    access_token: &'a str,
+    expires_in: i64,
+    ext_expires_in: i64,
+    token_type: &'static str,
+}
+
 async fn respond(
     entra: &Entra,
     headers: &HeaderMap,
@@ -155,28 +180,32 @@ async fn respond(
     match handle(entra, headers, tenant, body, version).await {
         Ok(t) => {
             let expires_in = t.exp - entra.inner.clock.unix();
-            let json = match version {
-                Version::V1 => serde_json::json!({
-                    "token_type": "Bearer",
-                    "expires_in": expires_in.to_string(),
-                    "ext_expires_in": expires_in.to_string(),
-                    "expires_on": t.exp.to_string(),
-                    "not_before": t.nbf.to_string(),
-                    "resource": t.resource,
-                    "access_token": t.access_token,
-                }),
-                Version::V2 => serde_json::json!({
-                    "token_type": "Bearer",
-                    "expires_in": expires_in,
-                    "ext_expires_in": expires_in,
-                    "access_token": t.access_token,
-                }),
-            };
-            (
-                [(http::header::CACHE_CONTROL, "no-store, no-cache")],
-                Json(json),
-            )
-                .into_response()
+            let no_store = [(http::header::CACHE_CONTROL, "no-store, no-cache")];
+            match version {
+                Version::V1 => {
+                    let (expires_in, exp, nbf) =
+                        (expires_in.to_string(), t.exp.to_string(), t.nbf.to_string());
+                    let body = V1Response {
+                        access_token: &t.access_token,
+                        expires_in: &expires_in,
+                        expires_on: &exp,
+                        ext_expires_in: &expires_in,
+                        not_before: &nbf,
+                        resource: &t.resource,
+                        token_type: "Bearer",
+                    };
+                    (no_store, Json(body)).into_response()
+                }
+                Version::V2 => {
+                    let body = V2Response {
+                        access_token: &t.access_token,
+                        expires_in,
+                        ext_expires_in: expires_in,
+                        token_type: "Bearer",
+                    };
+                    (no_store, Json(body)).into_response()
+                }
+            }
         }
         Err(e) => {
             // Refusals are the client's business, so INFO; the message never holds a secret.
@@ -207,6 +236,50 @@ pub(crate) async fn token_v2(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The typed answers serialise exactly as the `serde_json::json!` maps they
+    /// replaced (keys in alphabetical order).
+    #[test]
+    fn answers_serialise_as_the_maps_did() {
+        let v1 = V1Response {
+            access_token: "a.b.c",
+            expires_in: "86399",
+            expires_on: "1800086400",
+            ext_expires_in: "86399",
+            not_before: "1800000000",
+            resource: "https://vault.azure.net",
+            token_type: "Bearer",
+        };
+        let map = serde_json::json!({
+            "token_type": "Bearer",
+            "expires_in": "86399",
+            "ext_expires_in": "86399",
+            "expires_on": "1800086400",
+            "not_before": "1800000000",
+            "resource": "https://vault.azure.net",
+            "access_token": "a.b.c",
+        });
+        assert_eq!(
+            serde_json::to_string(&v1).unwrap(),
+            serde_json::to_string(&map).unwrap()
+        );
+        let v2 = V2Response {
+            access_token: "a.b.c",
+            expires_in: 3599,
+            ext_expires_in: 3599,
+            token_type: "Bearer",
+        };
+        let map = serde_json::json!({
+            "token_type": "Bearer",
+            "expires_in": 3599,
+            "ext_expires_in": 3599,
+            "access_token": "a.b.c",
+        });
+        assert_eq!(
+            serde_json::to_string(&v2).unwrap(),
+            serde_json::to_string(&map).unwrap()
+        );
+    }
 
     #[test]
     fn scopes() {
