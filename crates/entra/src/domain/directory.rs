@@ -39,7 +39,8 @@ pub(crate) struct EnsureApp<'a> {
 /// Principals and their indexes.
 #[derive(Debug)]
 pub(crate) struct Directory {
-    pub(super) principals: Table<Principal>,
+    /// Principals by object id, read through a cache (token requests read one each).
+    pub(super) principals: super::principal_cache::PrincipalTable,
     pub(super) by_app: Table<String>,
     by_request: Table<String>,
     /// Graph applications by object id.
@@ -82,7 +83,7 @@ impl Directory {
         ids: SharedIds,
     ) -> Result<Self, EntraError> {
         Ok(Self {
-            principals: store.table("principals")?,
+            principals: super::principal_cache::PrincipalTable::new(store.table("principals")?),
             by_app: store.table("principals_by_app_id")?,
             by_request: store.table("principals_by_request_id")?,
             applications: store.table("applications")?,

@@ -9,6 +9,7 @@ pub(crate) mod graph_permission;
 pub(crate) mod odata;
 pub(crate) mod pinned_ids;
 pub(crate) mod principal;
+pub(crate) mod principal_cache;
 pub(crate) mod signing;
 pub(crate) mod tokens;
 
