@@ -69,6 +69,11 @@ impl PrincipalTable {
         self.table.all()
     }
 
+    /// Every principal decoded as `W`, from the store (see [`Table::all_as`]).
+    pub(crate) fn all_as<W: serde::de::DeserializeOwned>(&self) -> Result<Vec<(String, W)>> {
+        self.table.all_as()
+    }
+
     /// See [`Table::visible`].
     pub(crate) fn visible(&self) -> Durable {
         self.table.visible()
