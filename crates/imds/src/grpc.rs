@@ -158,8 +158,8 @@ impl Control for Imds {
             object_id: i.object_id,
             resource_id: i.resource_id,
             tenant_id: i.tenant_id,
-            certificate_pem: i.certificate_pem,
-            private_key_pem: i.private_key_pem,
+            certificate_pem: i.certificate_pem.into(),
+            private_key_pem: i.private_key_pem.into(),
         };
         self.put_identity(&req.vm_resource_id, record).await?;
         Ok(Response::new(pb::PutIdentityResponse {}))

@@ -49,8 +49,28 @@ pub struct IdentityRecord {
     pub object_id: String,
     pub resource_id: String,
     pub tenant_id: String,
-    pub certificate_pem: String,
-    pub private_key_pem: String,
+    /// Shared (not copied) between a VM's record and its ready-to-sign
+    /// identity: the PEMs are most of what each VM costs IMDS in memory.
+    #[serde(with = "shared_str")]
+    pub certificate_pem: Arc<str>,
+    #[serde(with = "shared_str")]
+    pub private_key_pem: Arc<str>,
+}
+
+/// Serde for `Arc<str>` fields, as plain strings (serde's `rc` feature would
+/// do the same for the whole workspace).
+mod shared_str {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(v: &Arc<str>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(v)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<str>, D::Error> {
+        String::deserialize(d).map(Arc::from)
+    }
 }
 
 impl std::fmt::Debug for IdentityRecord {
@@ -235,8 +255,8 @@ mod tests {
                 object_id: format!("o-{n}"),
                 resource_id: format!("/subscriptions/s/resourceGroups/rg/providers/X/y/{n}"),
                 tenant_id: "t".into(),
-                certificate_pem: c.certificate_pem.clone(),
-                private_key_pem: c.private_key_pem.clone(),
+                certificate_pem: c.certificate_pem.as_str().into(),
+                private_key_pem: c.private_key_pem.as_str().into(),
             })
             .unwrap(),
         )

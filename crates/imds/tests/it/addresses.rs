@@ -193,8 +193,8 @@ async fn records_from_before_addresses_get_one_at_restore() {
             object_id: "object-old".into(),
             resource_id: VM1.into(),
             tenant_id: TENANT.into(),
-            certificate_pem: c.certificate_pem.clone(),
-            private_key_pem: c.private_key_pem.clone(),
+            certificate_pem: c.certificate_pem.as_str().into(),
+            private_key_pem: c.private_key_pem.as_str().into(),
         };
         register(&fake, "client-old", &c.certificate_der);
         let meta = misim_imds::domain::VmMeta {
