@@ -2,7 +2,7 @@
 //! asking, applies IMDS's limits and the fault rules before the service
 //! sees the request, and records every refusal the service answers.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::body::{Body, Bytes, HttpBody as _};
 use axum::extract::{Request, State};
@@ -57,17 +57,13 @@ fn from_query(q: &str, who: &mut Who) {
     }
 }
 
-/// A bearer token's claims, read without verifying the signature: only to
-/// say who the token claims to be.
-fn from_bearer(headers: &http::HeaderMap, who: &mut Who) {
-    let Some(token) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-    else {
+/// A bearer token's claims (from the `Authorization` header's value), read
+/// without verifying the signature: only to say who the token claims to be.
+fn from_bearer(authorization: Option<&http::HeaderValue>, who: &mut Who) {
+    let Some(token) = authorization.and_then(|v| v.to_str().ok()).and_then(|v| {
+        v.strip_prefix("Bearer ")
+            .or_else(|| v.strip_prefix("bearer "))
+    }) else {
         return;
     };
     let Some(payload) = token.split('.').nth(1) else {
@@ -102,7 +98,7 @@ fn is_small_form(req: &Request) -> bool {
 async fn identify(req: Request) -> (Request, Who) {
     let mut who = Who::default();
     from_query(req.uri().query().unwrap_or(""), &mut who);
-    from_bearer(req.headers(), &mut who);
+    from_bearer(req.headers().get(header::AUTHORIZATION), &mut who);
     if !is_small_form(&req) {
         return (req, who);
     }
@@ -123,23 +119,43 @@ async fn identify(req: Request) -> (Request, Who) {
 }
 
 /// What one request is, for rules and the log.
+///
+/// Built for every request, but read only when a rule fires or the answer is
+/// a refusal: so it keeps the request's URI and `Authorization` value (both
+/// reference-counted, cloned without copying) and works out [`Who`] from them
+/// on first use, rather than parsing the query on the hot path.
 struct Seen {
     service: &'static str,
-    method: String,
-    path: String,
+    method: http::Method,
+    uri: http::Uri,
     vm: Option<Arc<str>>,
-    who: Who,
+    authorization: Option<http::HeaderValue>,
+    /// Set up front when the body had to be read (Entra, identity rules).
+    who: OnceLock<Who>,
 }
 
 impl Seen {
+    fn path(&self) -> &str {
+        self.uri.path()
+    }
+
+    fn who(&self) -> &Who {
+        self.who.get_or_init(|| {
+            let mut who = Who::default();
+            from_query(self.uri.query().unwrap_or(""), &mut who);
+            from_bearer(self.authorization.as_ref(), &mut who);
+            who
+        })
+    }
+
     fn principal(&self) -> String {
-        if let Some(o) = &self.who.object_id {
+        if let Some(o) = &self.who().object_id {
             return o.clone();
         }
         if let Some(vm) = &self.vm {
             return vm.rsplit('/').next().unwrap_or(vm).to_owned();
         }
-        self.who.client_id.clone().unwrap_or_default()
+        self.who().client_id.clone().unwrap_or_default()
     }
 
     fn decision(&self, chaos: &Chaos, kind: Kind, status: u16) -> Decision {
@@ -148,11 +164,11 @@ impl Seen {
             time_unix_ms: chaos.now_ms(),
             service: self.service.to_owned(),
             kind,
-            method: self.method.clone(),
-            path: self.path.clone(),
+            method: self.method.as_str().to_owned(),
+            path: self.path().to_owned(),
             status,
             principal: self.principal(),
-            client_id: self.who.client_id.clone().unwrap_or_default(),
+            client_id: self.who().client_id.clone().unwrap_or_default(),
             code: String::new(),
             reason: String::new(),
             fault_id: String::new(),
@@ -173,8 +189,8 @@ fn cx<'a>(
     let secs = chaos.now_ms().div_euclid(1000);
     let dt = misim_types::time::UtcDateTime::from_unix(secs);
     Cx {
-        method: &seen.method,
-        path: &seen.path,
+        method: seen.method.as_str(),
+        path: seen.path(),
         principal,
         challenge,
         timestamp: format!(
@@ -187,28 +203,29 @@ fn cx<'a>(
 
 /// The middleware (see [`Chaos::wrap`]).
 pub(crate) async fn intercept(State(chaos): State<Chaos>, req: Request, next: Next) -> Response {
-    let path = req.uri().path().to_owned();
+    let uri = req.uri().clone();
     let service = match chaos.service() {
-        Service::Entra if shapes::is_graph(&path) => "graph",
+        Service::Entra if shapes::is_graph(uri.path()) => "graph",
         s => s.as_str(),
     };
     let vm = req.extensions().get::<VmKey>().map(|v| v.0.clone());
-    let method = req.method().as_str().to_owned();
+    let method = req.method().clone();
     // Entra's token requests carry the client id in the body; elsewhere the
-    // query and the bearer token say all there is.
-    let (req, who) = if chaos.service() == Service::Entra || chaos.needs_identity() {
-        identify(req).await
+    // query and the bearer token say all there is, read when needed.
+    let who = OnceLock::new();
+    let req = if chaos.service() == Service::Entra || chaos.needs_identity() {
+        let (req, found) = identify(req).await;
+        let _ = who.set(found);
+        req
     } else {
-        let mut who = Who::default();
-        from_query(req.uri().query().unwrap_or(""), &mut who);
-        from_bearer(req.headers(), &mut who);
-        (req, who)
+        req
     };
     let seen = Seen {
         service,
         method,
-        path,
+        uri,
         vm,
+        authorization: req.headers().get(header::AUTHORIZATION).cloned(),
         who,
     };
     if let Some(res) = throttled(&chaos, &seen) {
@@ -237,7 +254,7 @@ pub(crate) async fn intercept(State(chaos): State<Chaos>, req: Request, next: Ne
 }
 
 fn is_throttled_endpoint(chaos: &Chaos, seen: &Seen) -> bool {
-    chaos.service() == Service::Imds && is_identity_endpoint(&seen.path)
+    chaos.service() == Service::Imds && is_identity_endpoint(seen.path())
 }
 
 fn throttled(chaos: &Chaos, seen: &Seen) -> Option<Response> {
@@ -280,9 +297,9 @@ fn too_many(chaos: &Chaos, seen: &Seen, reason: String) -> Response {
 
 async fn fault(chaos: &Chaos, seen: &Seen) -> Option<Response> {
     let facts = Facts {
-        path: seen.path.clone(),
+        path: seen.path().to_owned(),
         vm: seen.vm.as_deref().map(str::to_owned),
-        identities: seen.who.ids(),
+        identities: seen.who().ids(),
     };
     let firing = chaos.fire(&facts)?;
     if !firing.latency.is_zero() {
@@ -296,11 +313,8 @@ async fn fault(chaos: &Chaos, seen: &Seen) -> Option<Response> {
         return None;
     };
     let challenge = chaos.inner.challenge.read().clone();
-    let principal = seen
-        .who
-        .object_id
-        .as_deref()
-        .or(seen.who.client_id.as_deref());
+    let who = seen.who();
+    let principal = who.object_id.as_deref().or(who.client_id.as_deref());
     let c = cx(chaos, seen, principal, challenge.as_deref());
     let ans = shapes::answer(
         chaos.service(),
@@ -393,7 +407,7 @@ mod tests {
             header::AUTHORIZATION,
             format!("Bearer x.{claims}.y").parse().unwrap(),
         );
-        from_bearer(&h, &mut who);
+        from_bearer(h.get(header::AUTHORIZATION), &mut who);
         assert_eq!(who.ids(), vec!["O1", "A1", "/r"]);
     }
 }

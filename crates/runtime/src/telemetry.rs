@@ -27,8 +27,9 @@ pub fn http_trace_layer(
                 .get("x-ms-client-request-id")
                 .or_else(|| req.headers().get("client-request-id"))
                 .and_then(|v| v.to_str().ok())
-                .unwrap_or("-")
-                .to_owned();
+                // Borrowed: the span records it only when enabled, and an
+                // owned copy would cost an allocation on every request.
+                .unwrap_or("-");
             tracing::info_span!(
                 "request",
                 service,

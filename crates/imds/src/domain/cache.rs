@@ -35,6 +35,10 @@ pub fn reuse_until(issued_at: i64, expires_on: i64) -> i64 {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CachedToken {
     pub access_token: String,
+    /// `access_token` as a JSON string (quoted, escaped), made once at issue:
+    /// every cache hit copies it into the answer instead of escaping a
+    /// kilobyte-long token again.
+    pub access_token_json: String,
     pub issued_at: i64,
     pub not_before: i64,
     pub expires_on: i64,
@@ -46,6 +50,7 @@ impl CachedToken {
     /// Builds a cache entry, computing the reuse deadline.
     pub fn new(access_token: String, issued_at: i64, not_before: i64, expires_on: i64) -> Self {
         Self {
+            access_token_json: serde_json::Value::String(access_token.clone()).to_string(),
             access_token,
             issued_at,
             not_before,

@@ -10,12 +10,12 @@
 
 use std::sync::Arc;
 
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, Method, StatusCode};
 use serde::Serialize;
 use serde_json::json;
 
-use super::{Query, api_version_ok, has_metadata, json_response, oauth_error};
+use super::{Query, api_version_ok, has_metadata, json_bytes, json_response, oauth_error};
 use crate::domain::cache::CachedToken;
 use crate::domain::{LiveIdentity, SelectError, Selector, select};
 use crate::error::IssueError;
@@ -64,7 +64,7 @@ trait Flavour {
         h: &HeaderMap,
     ) -> Result<Option<Arc<LiveVm>>, Refusal>;
     /// The api-version, resource and identity selector from the query.
-    fn read(q: &Query) -> Result<Wanted<'_>, Refusal>;
+    fn read<'a>(q: &'a Query<'_>) -> Result<Wanted<'a>, Refusal>;
     /// The 200 answer.
     fn render(
         imds: &Imds,
@@ -134,6 +134,9 @@ async fn serve<F: Flavour>(
 
 struct ImdsEndpoint;
 
+/// The IMDS answer's shape, which [`ImdsEndpoint::render`] writes by hand
+/// (the unit test holds the two byte for byte).
+#[cfg(test)]
 #[derive(Serialize)]
 struct ImdsToken<'a> {
     access_token: &'a str,
@@ -171,7 +174,7 @@ impl Flavour for ImdsEndpoint {
         Ok(vm)
     }
 
-    fn read(q: &Query) -> Result<Wanted<'_>, Refusal> {
+    fn read<'a>(q: &'a Query<'_>) -> Result<Wanted<'a>, Refusal> {
         let bad = |d: &str| Err(Refusal::BadRequest(d.to_owned()));
         if !api_version_ok(q.get("api-version"), MIN_IDENTITY_API) {
             return bad(
@@ -210,22 +213,11 @@ impl Flavour for ImdsEndpoint {
         identity: &LiveIdentity,
         t: &CachedToken,
     ) -> Response {
-        let remaining = (t.expires_on - imds.now()).max(0).to_string();
-        json_response(
-            StatusCode::OK,
-            &ImdsToken {
-                access_token: &t.access_token,
-                client_id: &identity.record.client_id,
-                expires_in: remaining.clone(),
-                expires_on: t.expires_on.to_string(),
-                ext_expires_in: remaining,
-                not_before: t.not_before.to_string(),
-                resource: wanted.resource,
-                token_type: "Bearer",
-                object_id: wanted.object_id,
-                msi_res_id: wanted.msi_res_id,
-            },
-        )
+        let remaining = (t.expires_on - imds.now()).max(0);
+        match imds_token_json(wanted, &identity.record.client_id, t, remaining) {
+            Ok(body) => json_bytes(StatusCode::OK, body),
+            Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        }
     }
 
     /// The identity endpoint's OAuth2 shape (docs/azure-protocol.md, IMDS: errors).
@@ -259,6 +251,41 @@ impl Flavour for ImdsEndpoint {
             ),
         }
     }
+}
+
+/// The IMDS token answer, as serde would write [`ImdsToken`] (same fields,
+/// same order), but with the access token copied already escaped from the
+/// cache: this is the answer of every cache hit, the hot path.
+fn imds_token_json(
+    wanted: &Wanted<'_>,
+    client_id: &str,
+    t: &CachedToken,
+    remaining: i64,
+) -> Result<Vec<u8>, std::io::Error> {
+    use std::io::Write as _;
+    let string = |b: &mut Vec<u8>, name: &str, v: &str| -> Result<(), std::io::Error> {
+        write!(b, ",\"{name}\":")?;
+        serde_json::to_writer(&mut *b, v).map_err(std::io::Error::other)
+    };
+    let mut b = Vec::with_capacity(t.access_token_json.len() + 320);
+    b.extend_from_slice(b"{\"access_token\":");
+    b.extend_from_slice(t.access_token_json.as_bytes());
+    string(&mut b, "client_id", client_id)?;
+    write!(
+        b,
+        ",\"expires_in\":\"{remaining}\",\"expires_on\":\"{}\",\"ext_expires_in\":\"{remaining}\",\"not_before\":\"{}\"",
+        t.expires_on, t.not_before
+    )?;
+    string(&mut b, "resource", wanted.resource)?;
+    b.extend_from_slice(b",\"token_type\":\"Bearer\"");
+    if let Some(o) = wanted.object_id {
+        string(&mut b, "object_id", o)?;
+    }
+    if let Some(r) = wanted.msi_res_id {
+        string(&mut b, "msi_res_id", r)?;
+    }
+    b.push(b'}');
+    Ok(b)
 }
 
 struct AppServiceEndpoint;
@@ -301,7 +328,7 @@ impl Flavour for AppServiceEndpoint {
         }
     }
 
-    fn read(q: &Query) -> Result<Wanted<'_>, Refusal> {
+    fn read<'a>(q: &'a Query<'_>) -> Result<Wanted<'a>, Refusal> {
         let bad = |d: &str| Err(Refusal::BadRequest(d.to_owned()));
         if !api_version_ok(q.get("api-version"), MIN_APP_SERVICE_API) {
             return bad("api-version is invalid or was not specified; use 2019-08-01");
@@ -378,5 +405,49 @@ impl Flavour for AppServiceEndpoint {
             status,
             &json!({"statusCode": status.as_u16(), "message": message, "correlationId": imds.correlation_id()}),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hand-written answer is what serde writes for [`ImdsToken`], byte
+    /// for byte, with and without the echoed selectors and with strings that
+    /// need escaping.
+    #[test]
+    fn the_imds_answer_is_byte_for_byte_serdes() {
+        let t = CachedToken::new("eyJ0.a\"b\\c\u{1}é".into(), 100, 90, 86_500);
+        for (object_id, msi_res_id) in [
+            (None, None),
+            (Some("o-1"), None),
+            (None, Some("/subscriptions/s/x\"y")),
+        ] {
+            let wanted = Wanted {
+                resource: "https://vault.azure.net/\u{7f}\n",
+                selector: Selector::None,
+                object_id,
+                msi_res_id,
+            };
+            let remaining = 3_600;
+            let ours = imds_token_json(&wanted, "client\"1", &t, remaining).unwrap();
+            let serde = serde_json::to_vec(&ImdsToken {
+                access_token: &t.access_token,
+                client_id: "client\"1",
+                expires_in: remaining.to_string(),
+                expires_on: t.expires_on.to_string(),
+                ext_expires_in: remaining.to_string(),
+                not_before: t.not_before.to_string(),
+                resource: wanted.resource,
+                token_type: "Bearer",
+                object_id,
+                msi_res_id,
+            })
+            .unwrap();
+            assert_eq!(
+                String::from_utf8(ours).unwrap(),
+                String::from_utf8(serde).unwrap()
+            );
+        }
     }
 }

@@ -22,6 +22,7 @@ use tonic::{Request, Status};
 
 mod addresses;
 mod concurrency;
+mod hot_path;
 
 const TENANT: &str = "72f988bf-0000-4000-8000-000000000001";
 const AUTHORITY: &str = "https://localhost:9443";
