@@ -240,6 +240,17 @@ pub fn verify_client_assertion(
     now: i64,
     accept_aud: impl Fn(&str) -> bool,
 ) -> Result<(), TokenError> {
+    let claims = verify_assertion_signature(token, header, public_key)?;
+    check_assertion_claims(&claims, client_id, now, accept_aud)
+}
+
+/// The signature half of [`verify_client_assertion`]: the assertion's claims
+/// once its signature is verified with `public_key`.
+pub fn verify_assertion_signature(
+    token: &str,
+    header: &AssertionHeader,
+    public_key: &[u8],
+) -> Result<serde_json::Value, TokenError> {
     // The key's kind, not the header, picks the verifier: an assertion cannot
     // ask for an RSA key to be read as an EC one or the other way round.
     let key = match (KeyAlg::of_public_key(public_key), header.alg) {
@@ -265,7 +276,28 @@ pub fn verify_client_assertion(
             }
             _ => TokenError::Malformed(e.to_string()),
         })?;
-    let c = data.claims;
+    Ok(data.claims)
+}
+
+/// The claims of a compact JWT whose signature was verified before (the same
+/// text: [`verify_assertion_signature`] accepted it), without verifying again.
+pub fn verified_assertion_claims(token: &str) -> Result<serde_json::Value, TokenError> {
+    let payload = token
+        .split('.')
+        .nth(1)
+        .and_then(crate::b64_lenient)
+        .ok_or_else(|| TokenError::Malformed("the assertion has no payload".into()))?;
+    serde_json::from_slice(&payload).map_err(|e| TokenError::Malformed(e.to_string()))
+}
+
+/// The claims half of [`verify_client_assertion`]: `iss == sub == client_id`,
+/// an accepted `aud`, and the lifetime at `now`.
+pub fn check_assertion_claims(
+    c: &serde_json::Value,
+    client_id: &str,
+    now: i64,
+    accept_aud: impl Fn(&str) -> bool,
+) -> Result<(), TokenError> {
     let s = |name: &'static str| c.get(name).and_then(|v| v.as_str());
     // NumericDates may be floats (MSAL); `as` saturates out-of-range values,
     // and NaN becomes 0, so hostile numbers cannot overflow the checks below.

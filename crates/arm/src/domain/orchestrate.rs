@@ -324,12 +324,21 @@ impl Core {
     pub async fn prune_ops(&self) -> Result<usize, ArmError> {
         let now = misim_types::unix_seconds(self.clock.now());
         let keep = OP_RETENTION.as_secs() as i64;
+        /// What pruning reads of an operation (a view: the rest of each record, its
+        /// certificate and key among it, is skipped without being built; every record is
+        /// read each [`PRUNE_EVERY`]: docs/performance.md finding 9).
+        #[derive(serde::Deserialize)]
+        struct Ended {
+            status: OpStatus,
+            #[serde(default)]
+            ended_unix: Option<i64>,
+        }
         let mut pruned = 0;
-        for (k, mut op) in self.ops.all()? {
-            if op.status == OpStatus::InProgress {
+        for (k, view) in self.ops.all_as::<Ended>()? {
+            if view.status == OpStatus::InProgress {
                 continue;
             }
-            match op.ended_unix {
+            match view.ended_unix {
                 Some(t) if now - t >= keep => {
                     self.ops.remove(&k).await?;
                     pruned += 1;
@@ -339,8 +348,11 @@ impl Core {
                 }
                 Some(_) => {}
                 None => {
-                    op.ended_unix = Some(now);
-                    self.ops.put(&k, &op).await?;
+                    // Rare (records from before end stamps): read it whole to stamp it.
+                    if let Some(mut op) = self.ops.get(&k)? {
+                        op.ended_unix = Some(now);
+                        self.ops.put(&k, &op).await?;
+                    }
                 }
             }
         }

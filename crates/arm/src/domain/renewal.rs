@@ -15,6 +15,7 @@
 //! the clock is moved; due identities are scheduled [`SCHEDULE_BATCH`] at a time, so a large
 //! data directory never holds the reconciler (or any request) for long.
 
+use serde::Deserialize;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
@@ -79,26 +80,82 @@ impl Renewal {
     }
 }
 
+/// What renewal reads of a credential: its dates, and the certificate to read them from in
+/// records written before they were kept. A full [`Credential`] and the scan's
+/// [`CredentialDates`] view both have it.
+pub(crate) trait CertDates {
+    fn recorded_validity(&self) -> Option<(i64, i64)>;
+    fn certificate_pem(&self) -> &str;
+    fn retired(&self) -> &[RetiredCert];
+}
+
+/// Both types name the fields alike.
+macro_rules! cert_dates_from_fields {
+    ($($t:ty),*) => {$(
+        impl CertDates for $t {
+            fn recorded_validity(&self) -> Option<(i64, i64)> {
+                self.validity
+            }
+            fn certificate_pem(&self) -> &str {
+                &self.certificate_pem
+            }
+            fn retired(&self) -> &[RetiredCert] {
+                &self.retired
+            }
+        }
+    )*};
+}
+cert_dates_from_fields!(Credential, CredentialDates);
+
+/// The fields of a [`Credential`] the renewal scan reads (a read-only view: the scan
+/// decodes every VM and identity record, and the private key and the rest of a record are
+/// skipped without being built; docs/performance.md finding 9).
+#[derive(Deserialize)]
+struct CredentialDates {
+    principal_id: String,
+    certificate_pem: String,
+    #[serde(default)]
+    validity: Option<(i64, i64)>,
+    #[serde(default)]
+    retired: Vec<RetiredCert>,
+}
+
+/// What the renewal scan reads of a VM record.
+#[derive(Deserialize)]
+struct VmDates {
+    id: String,
+    sami: Option<CredentialDates>,
+    #[serde(default)]
+    state: ProvState,
+}
+
+/// What the renewal scan reads of a user-assigned identity's record.
+#[derive(Deserialize)]
+struct UamiDates {
+    id: String,
+    credential: CredentialDates,
+}
+
 /// A certificate's validity: as recorded, else (records from before renewal) read from the
 /// certificate itself, whose notBefore is when ARM made it. `None` when neither is readable.
-pub(crate) fn validity(c: &Credential) -> Option<(i64, i64)> {
-    c.validity.or_else(|| {
-        let der = misim_token::cert::pem_to_der(&c.certificate_pem, "CERTIFICATE").ok()?;
+pub(crate) fn validity(c: &impl CertDates) -> Option<(i64, i64)> {
+    c.recorded_validity().or_else(|| {
+        let der = misim_token::cert::pem_to_der(c.certificate_pem(), "CERTIFICATE").ok()?;
         let info = misim_token::cert::parse_cert(&der).ok()?;
         Some((info.not_before, info.not_after))
     })
 }
 
 /// When the certificate is due for renewal.
-fn renew_at(c: &Credential) -> Option<i64> {
+fn renew_at(c: &impl CertDates) -> Option<i64> {
     validity(c).map(|(nb, _)| nb.saturating_add(RENEW_AFTER.as_secs() as i64))
 }
 
 /// The earliest time anything is to be done for `c`: its renewal, or removing a retired
 /// certificate once it has expired (Entra accepts a key until its notAfter included).
-pub(crate) fn due_at(c: &Credential) -> Option<i64> {
+pub(crate) fn due_at(c: &impl CertDates) -> Option<i64> {
     let cleanup = c
-        .retired
+        .retired()
         .iter()
         .map(|r| r.not_after.saturating_add(1))
         .min();
@@ -172,7 +229,8 @@ impl Core {
             .store(now + RESCAN_AT_LEAST_EVERY, Ordering::SeqCst);
         let mut due = Vec::new();
         let mut next = i64::MAX;
-        let mut consider = |target: String, resource_id: &str, c: &Credential| match due_at(c) {
+        let mut consider = |target: String, resource_id: &str, c: &CredentialDates| match due_at(c)
+        {
             Some(t) if t <= now => due.push(Due {
                 target,
                 resource_id: resource_id.to_owned(),
@@ -184,12 +242,12 @@ impl Core {
                 "managed-identity certificate unreadable; not renewed"
             ),
         };
-        for (k, vm) in self.vms.all()? {
+        for (k, vm) in self.vms.all_as::<VmDates>()? {
             if let (Some(c), false) = (&vm.sami, vm.state == ProvState::Deleting) {
                 consider(k, &vm.id, c);
             }
         }
-        for (k, u) in self.uamis.all()? {
+        for (k, u) in self.uamis.all_as::<UamiDates>()? {
             consider(k, &u.id, &u.credential);
         }
         if !due.is_empty() {

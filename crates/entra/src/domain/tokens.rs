@@ -1,9 +1,12 @@
 //! Token issuance: client authentication (secret or certificate assertion), resource check and the
 //! v1 access-token claims (docs/azure-protocol.md, Entra: managed-identity access tokens).
 
+use std::collections::HashMap;
+
 use misim_token::TokenError;
 use misim_token::verify::{
-    AccessClaims as VerifiedClaims, assertion_header, verify_access_token, verify_client_assertion,
+    AccessClaims as VerifiedClaims, assertion_header, check_assertion_claims,
+    verified_assertion_claims, verify_access_token, verify_assertion_signature,
 };
 use misim_types::{SharedClock, SharedIds, audiences};
 use serde::Serialize;
@@ -117,6 +120,39 @@ struct AccessClaims<'a> {
     xms_mirid: Option<String>,
 }
 
+/// Client assertions whose signature has been verified, each with the
+/// SHA-256 thumbprint of the certificate that verified it: a signature check
+/// is a pure function of the assertion's bytes and the key, so a client that
+/// sends the same assertion again (MSAL reuses one for minutes) pays for it
+/// once. Bounded: emptied when full. Claims (lifetime, audience, client) are
+/// checked on every use.
+#[derive(Default)]
+struct VerifiedAssertions(parking_lot::Mutex<HashMap<String, String>>);
+
+/// Entries kept before [`VerifiedAssertions`] starts over.
+const VERIFIED_ASSERTIONS_MAX: usize = 1024;
+
+impl VerifiedAssertions {
+    fn contains(&self, assertion: &str, thumbprint_sha256: &str) -> bool {
+        self.0.lock().get(assertion).map(String::as_str) == Some(thumbprint_sha256)
+    }
+
+    fn insert(&self, assertion: &str, thumbprint_sha256: &str) {
+        let mut m = self.0.lock();
+        if m.len() >= VERIFIED_ASSERTIONS_MAX {
+            m.clear();
+        }
+        m.insert(assertion.to_owned(), thumbprint_sha256.to_owned());
+    }
+}
+
+impl std::fmt::Debug for VerifiedAssertions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The assertions are credentials: count them, never print them.
+        write!(f, "VerifiedAssertions({})", self.0.lock().len())
+    }
+}
+
 /// Issues tokens for one tenant.
 #[derive(Debug)]
 pub(crate) struct Issuer {
@@ -138,6 +174,8 @@ pub(crate) struct Issuer {
     pub(crate) keys: KeyRing,
     /// Lifetimes of the tokens it signs.
     lifetimes: crate::TokenPolicy,
+    /// Client assertions whose signature verified, with the certificate that verified each.
+    verified: VerifiedAssertions,
     clock: SharedClock,
     ids: SharedIds,
 }
@@ -201,6 +239,7 @@ impl Issuer {
             rh: format!("0.A{}", misim_token::b64url(config.tenant_id.as_bytes())),
             keys,
             lifetimes: config.tokens,
+            verified: VerifiedAssertions::default(),
             clock,
             ids,
         }
@@ -458,26 +497,33 @@ impl Issuer {
                 ),
             });
         }
-        verify_client_assertion(
-            assertion,
-            &header,
-            &cred.rsa_public_key,
-            client_id,
-            now,
-            |aud| self.assertion_aud_ok(aud),
-        )
-        .map_err(|e| match e {
-            TokenError::Lifetime(r) => EntraError::AssertionExpired { reason: r },
-            TokenError::Claim {
-                claim: "iss" | "sub",
-                ..
-            } => EntraError::AssertionClientMismatch,
-            TokenError::Claim { claim: "aud", .. } => EntraError::AssertionAudience,
-            TokenError::Signature(r) => invalid(r),
-            other => EntraError::MalformedAssertion {
-                reason: other.to_string(),
-            },
-        })
+        // The signature of these exact bytes under this certificate was
+        // checked before (clients reuse an assertion: MSAL for minutes, see
+        // misim_token's verify_client_assertion): only its claims are checked
+        // again, at `now`.
+        let claims = if self.verified.contains(assertion, &cred.thumbprint_sha256) {
+            verified_assertion_claims(assertion)
+        } else {
+            verify_assertion_signature(assertion, &header, &cred.rsa_public_key).inspect(|_| {
+                self.verified.insert(assertion, &cred.thumbprint_sha256);
+            })
+        };
+        claims
+            .and_then(|c| {
+                check_assertion_claims(&c, client_id, now, |aud| self.assertion_aud_ok(aud))
+            })
+            .map_err(|e| match e {
+                TokenError::Lifetime(r) => EntraError::AssertionExpired { reason: r },
+                TokenError::Claim {
+                    claim: "iss" | "sub",
+                    ..
+                } => EntraError::AssertionClientMismatch,
+                TokenError::Claim { claim: "aud", .. } => EntraError::AssertionAudience,
+                TokenError::Signature(r) => invalid(r),
+                other => EntraError::MalformedAssertion {
+                    reason: other.to_string(),
+                },
+            })
     }
 
     /// Signs a v1 access token for `p`. A token for

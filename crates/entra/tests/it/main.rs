@@ -459,12 +459,10 @@ async fn managed_identity_token_via_grpc_certificate_assertion() {
     );
 }
 
-/// Managed identities' certificates are P-256 (ARM makes them): Entra takes
-/// their ES256 assertions, and only with the registered key.
-#[tokio::test]
-async fn managed_identity_with_p256_certificate_gets_tokens_by_es256_assertion() {
-    let env = env().await;
-    let sp = create_mi(&env.entra, "op-ec", VM_ID).await.sp;
+/// A managed identity with a registered P-256 certificate (as ARM makes them), valid from a
+/// minute before `NOW` for a day, and a signer for its assertions.
+async fn p256_mi(env: &Env, request_id: &str) -> (pb::ServicePrincipal, misim_token::CertSigner) {
+    let sp = create_mi(&env.entra, request_id, VM_ID).await.sp;
     let nb = UNIX_EPOCH + Duration::from_secs(NOW - 60);
     let cert = misim_token::cert::generate_ec_cert(&sp.app_id, nb, nb + Duration::from_secs(86400))
         .unwrap();
@@ -477,6 +475,16 @@ async fn managed_identity_with_p256_certificate_gets_tokens_by_es256_assertion()
         .unwrap();
     let signer =
         misim_token::CertSigner::new(&cert.private_key_der, &cert.certificate_der).unwrap();
+    (sp, signer)
+}
+
+/// Managed identities' certificates are P-256 (ARM makes them): Entra takes
+/// their ES256 assertions, and only with the registered key.
+#[tokio::test]
+async fn managed_identity_with_p256_certificate_gets_tokens_by_es256_assertion() {
+    let env = env().await;
+    let (sp, signer) = p256_mi(&env, "op-ec").await;
+    let nb = UNIX_EPOCH + Duration::from_secs(NOW - 60);
     let claims = json!({"aud": v2_aud(), "iss": sp.app_id, "sub": sp.app_id, "jti": "j-1",
         "nbf": NOW, "iat": NOW, "exp": NOW + 600});
     let a = signer.sign(&claims).unwrap();
@@ -499,6 +507,46 @@ async fn managed_identity_with_p256_certificate_gets_tokens_by_es256_assertion()
             .await
             .is_err()
     );
+}
+
+/// A client may send one assertion more than once (MSAL reuses one for minutes): Entra
+/// accepts it again, checks its claims each time (lifetime at the current time), and a
+/// verified signature does not carry over to other bytes or another certificate.
+#[tokio::test]
+async fn a_reused_assertion_is_accepted_again_until_it_expires() {
+    let env = env().await;
+    let (sp, signer) = p256_mi(&env, "op-reuse").await;
+    let nb = UNIX_EPOCH + Duration::from_secs(NOW - 60);
+    let claims = json!({"aud": v2_aud(), "iss": sp.app_id, "sub": sp.app_id, "jti": "j-reuse",
+        "nbf": NOW, "iat": NOW, "exp": NOW + 600});
+    let a = signer.sign(&claims).unwrap();
+    for _ in 0..3 {
+        let t = issue(&env.entra, &sp.app_id, a.clone(), audiences::ARM).await;
+        assert!(t.is_ok(), "{t:?}");
+    }
+    // After a verified use, the same header and claims with another signature are refused.
+    let mut parts: Vec<String> = a.split('.').map(str::to_owned).collect();
+    let other =
+        misim_token::cert::generate_ec_cert(&sp.app_id, nb, nb + Duration::from_secs(86400))
+            .unwrap();
+    let other_signer =
+        misim_token::EcSigner::new(&other.private_key_der, &other.certificate_der).unwrap();
+    parts[2] = other_signer
+        .sign(&claims)
+        .unwrap()
+        .rsplit('.')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(
+        issue(&env.entra, &sp.app_id, parts.join("."), audiences::ARM)
+            .await
+            .is_err()
+    );
+    // Its lifetime is checked at every use.
+    env.clock.advance(Duration::from_secs(3600));
+    let late = issue(&env.entra, &sp.app_id, a, audiences::ARM).await;
+    assert!(late.is_err(), "an expired assertion was accepted again");
 }
 
 fn raw_header(token: &str) -> Value {
