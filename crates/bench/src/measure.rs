@@ -32,6 +32,25 @@ impl Run {
         self.ops as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 
+    /// A window measured from `warm_end` until now: it closes when the last
+    /// request started in it completes.
+    fn closed_at(
+        label: String,
+        ops: u64,
+        errors: u64,
+        warm_end: Instant,
+        mut latencies_us: Vec<u32>,
+    ) -> Run {
+        latencies_us.sort_unstable();
+        Run {
+            label,
+            ops,
+            errors,
+            elapsed: Instant::now().saturating_duration_since(warm_end),
+            latencies_us,
+        }
+    }
+
     /// Adds another window of the same measurement (interleaved rounds).
     pub(crate) fn merge(mut self, other: Run) -> Run {
         self.ops += other.ops;
@@ -176,16 +195,7 @@ where
             Err(_) => errors += 1,
         }
     }
-    // The window closes when the last request started in it completes.
-    let elapsed = Instant::now().saturating_duration_since(warm_end);
-    latencies_us.sort_unstable();
-    Run {
-        label: label.into(),
-        ops,
-        errors,
-        elapsed,
-        latencies_us,
-    }
+    Run::closed_at(label.into(), ops, errors, warm_end, latencies_us)
 }
 
 /// Starts requests at a fixed `rate` (open loop) for `window`, after a
@@ -240,15 +250,7 @@ where
             Err(_) => errors += 1,
         }
     }
-    let elapsed = Instant::now().saturating_duration_since(warm_end);
-    latencies_us.sort_unstable();
-    Run {
-        label: label.into(),
-        ops,
-        errors,
-        elapsed,
-        latencies_us,
-    }
+    Run::closed_at(label.into(), ops, errors, warm_end, latencies_us)
 }
 
 pub(crate) fn fmt_latency(d: Option<Duration>) -> String {

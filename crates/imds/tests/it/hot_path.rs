@@ -8,6 +8,17 @@ use tower::ServiceExt;
 
 use super::*;
 
+/// A cached-token request from `peer` (source-address mode names the VM by it).
+fn token_request(peer: std::net::SocketAddr) -> http::Request<axum::body::Body> {
+    http::Request::get(
+        "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https%3A%2F%2Fvault.azure.net",
+    )
+    .header("Metadata", "true")
+    .extension(misim_runtime::serve::PeerAddr(peer))
+    .body(axum::body::Body::empty())
+    .unwrap()
+}
+
 /// Sends `n` token requests from `peer`, checking each answer against `first`.
 #[inline(never)]
 async fn hot_path_requests(
@@ -18,14 +29,7 @@ async fn hot_path_requests(
 ) {
     use http_body_util::BodyExt;
     for _ in 0..n {
-        let req = http::Request::get(
-            "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https%3A%2F%2Fvault.azure.net",
-        )
-        .header("Metadata", "true")
-        .extension(misim_runtime::serve::PeerAddr(peer))
-        .body(axum::body::Body::empty())
-        .unwrap();
-        let res = router.clone().oneshot(req).await.unwrap();
+        let res = router.clone().oneshot(token_request(peer)).await.unwrap();
         assert_eq!(res.status(), 200);
         let body = res.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(&body[..], first);
@@ -36,26 +40,7 @@ async fn hot_path_requests(
 async fn cached_token_answers_are_identical_and_stay_cached() {
     let clock = Arc::new(ManualClock::at_unix(NOW));
     let (entra, url) = fake_entra(&clock).await;
-    let shutdown = misim_runtime::Shutdown::new();
-    let imds = Imds::open(
-        Config {
-            tenant_id: TENANT.into(),
-            entra_authority: AUTHORITY.into(),
-            addressing: VmAddressing::SourceAddress,
-        },
-        Deps {
-            store: misim_store::Store::memory().unwrap(),
-            clock: clock.clone(),
-            ids: Arc::new(misim_types::SeqIds::new(3)),
-            directory: misim_proto::entra::v1::directory_client::DirectoryClient::new(channel_as(
-                Caller::Imds,
-                &url,
-            )),
-            shutdown: shutdown.clone(),
-        },
-    )
-    .await
-    .unwrap();
+    let (imds, shutdown) = open_source_address_mode(clock.clone(), &url, 3).await;
     Control::put_vm(
         &imds,
         Request::new(pb::PutVmRequest {
@@ -79,14 +64,7 @@ async fn cached_token_answers_are_identical_and_stay_cached() {
     let peer: std::net::SocketAddr = "10.1.0.4:50000".parse().unwrap();
     let first = {
         use http_body_util::BodyExt;
-        let req = http::Request::get(
-            "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https%3A%2F%2Fvault.azure.net",
-        )
-        .header("Metadata", "true")
-        .extension(misim_runtime::serve::PeerAddr(peer))
-        .body(axum::body::Body::empty())
-        .unwrap();
-        let res = router.clone().oneshot(req).await.unwrap();
+        let res = router.clone().oneshot(token_request(peer)).await.unwrap();
         assert_eq!(res.status(), 200);
         assert_eq!(
             res.headers()[http::header::CONTENT_TYPE],

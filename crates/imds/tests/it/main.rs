@@ -950,11 +950,13 @@ async fn control_over_grpc_never_returns_private_keys() {
     );
 }
 
-#[tokio::test]
-async fn source_address_mode_identifies_vms_by_peer_ip() {
-    use tower::ServiceExt;
-    let clock = Arc::new(ManualClock::at_unix(NOW));
-    let (entra, url) = fake_entra(&clock).await;
+/// IMDS in source-address mode (the compose sandbox's) over an in-memory
+/// store, asking the fake Entra at `entra_url`; its ids carry `id_prefix`.
+async fn open_source_address_mode(
+    clock: Arc<ManualClock>,
+    entra_url: &str,
+    id_prefix: u16,
+) -> (Imds, misim_runtime::Shutdown) {
     let shutdown = misim_runtime::Shutdown::new();
     let imds = Imds::open(
         Config {
@@ -965,16 +967,25 @@ async fn source_address_mode_identifies_vms_by_peer_ip() {
         Deps {
             store: misim_store::Store::memory().unwrap(),
             clock,
-            ids: Arc::new(misim_types::SeqIds::new(2)),
+            ids: Arc::new(misim_types::SeqIds::new(id_prefix)),
             directory: misim_proto::entra::v1::directory_client::DirectoryClient::new(channel_as(
                 Caller::Imds,
-                &url,
+                entra_url,
             )),
             shutdown: shutdown.clone(),
         },
     )
     .await
     .unwrap();
+    (imds, shutdown)
+}
+
+#[tokio::test]
+async fn source_address_mode_identifies_vms_by_peer_ip() {
+    use tower::ServiceExt;
+    let clock = Arc::new(ManualClock::at_unix(NOW));
+    let (entra, url) = fake_entra(&clock).await;
+    let (imds, shutdown) = open_source_address_mode(clock, &url, 2).await;
     let vm = Control::put_vm(
         &imds,
         Request::new(pb::PutVmRequest {
