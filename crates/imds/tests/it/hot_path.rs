@@ -41,25 +41,7 @@ async fn cached_token_answers_are_identical_and_stay_cached() {
     let clock = Arc::new(ManualClock::at_unix(NOW));
     let (entra, url) = fake_entra(&clock).await;
     let (imds, shutdown) = open_source_address_mode(clock.clone(), &url, 3).await;
-    Control::put_vm(
-        &imds,
-        Request::new(pb::PutVmRequest {
-            metadata: Some(meta(VM1, "10.1.0.4")),
-        }),
-    )
-    .await
-    .unwrap();
-    let i = identity(SAMI, "vm1", 0);
-    register(&entra, &i.client_id, &certs()[0].certificate_der);
-    Control::put_identity(
-        &imds,
-        Request::new(pb::PutIdentityRequest {
-            vm_resource_id: VM1.into(),
-            identity: Some(i),
-        }),
-    )
-    .await
-    .unwrap();
+    put_vm_with_sami(&imds, &entra, (VM1, "10.1.0.4"), ("vm1", 0)).await;
     let router = imds.vm_router_for_source_address();
     let peer: std::net::SocketAddr = "10.1.0.4:50000".parse().unwrap();
     let first = {

@@ -950,6 +950,35 @@ async fn control_over_grpc_never_returns_private_keys() {
     );
 }
 
+/// Puts VM `vm` (id, private IP) with a system-assigned identity (`identity`'s
+/// name and certificate number) registered with the fake Entra.
+async fn put_vm_with_sami(
+    imds: &Imds,
+    entra: &SharedState,
+    (vm, ip): (&str, &str),
+    (name, n): (&str, usize),
+) {
+    Control::put_vm(
+        imds,
+        Request::new(pb::PutVmRequest {
+            metadata: Some(meta(vm, ip)),
+        }),
+    )
+    .await
+    .unwrap();
+    let i = identity(SAMI, name, n);
+    register(entra, &i.client_id, &certs()[n].certificate_der);
+    Control::put_identity(
+        imds,
+        Request::new(pb::PutIdentityRequest {
+            vm_resource_id: vm.into(),
+            identity: Some(i),
+        }),
+    )
+    .await
+    .unwrap();
+}
+
 /// IMDS in source-address mode (the compose sandbox's) over an in-memory
 /// store, asking the fake Entra at `entra_url`; its ids carry `id_prefix`.
 async fn open_source_address_mode(
@@ -1047,25 +1076,7 @@ async fn source_address_mode_identifies_vms_by_peer_ip() {
 
     // A VM that ARM gave no private_ip is found through the static addresses
     // (MISIM_IMDS_VM_ADDRESSES); a VM with a private_ip keeps it.
-    Control::put_vm(
-        &imds,
-        Request::new(pb::PutVmRequest {
-            metadata: Some(meta(VM2, "")),
-        }),
-    )
-    .await
-    .unwrap();
-    let i2 = identity(SAMI, "vm2", 1);
-    register(&entra, &i2.client_id, &certs()[1].certificate_der);
-    Control::put_identity(
-        &imds,
-        Request::new(pb::PutIdentityRequest {
-            vm_resource_id: VM2.into(),
-            identity: Some(i2),
-        }),
-    )
-    .await
-    .unwrap();
+    put_vm_with_sami(&imds, &entra, (VM2, ""), ("vm2", 1)).await;
     imds.set_static_addresses(
         VmAddresses::new([
             (VM2, "10.1.0.6".parse().unwrap()),
