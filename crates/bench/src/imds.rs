@@ -19,7 +19,12 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 use crate::measure;
+use crate::targets::TargetRow;
 use crate::{ROUNDS, Settings, World};
+
+/// Target 4's goals.
+const T4_RATIO: f64 = 0.8;
+const T4_P99_SLACK: std::time::Duration = std::time::Duration::from_millis(1);
 
 const TOKEN_PATH: &str =
     "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https%3A%2F%2Fvault.azure.net";
@@ -93,7 +98,7 @@ async fn provision_vm(world: &World) -> anyhow::Result<String> {
 }
 
 /// Runs benchmark 2 against `world`'s sandbox.
-pub(crate) async fn run(s: &Settings, world: &World) -> anyhow::Result<()> {
+pub(crate) async fn run(s: &Settings, world: &World) -> anyhow::Result<Vec<TargetRow>> {
     let endpoint = provision_vm(world).await?;
     let client = reqwest::Client::builder()
         .no_proxy()
@@ -180,5 +185,26 @@ pub(crate) async fn run(s: &Settings, world: &World) -> anyhow::Result<()> {
         &baseline,
         &[&subject],
     );
-    Ok(())
+    Ok(vec![t4_row(&subject, &baseline)])
+}
+
+/// Target 4: at least [`T4_RATIO`] of the bare server's rate, p99 within [`T4_P99_SLACK`] of its p99.
+fn t4_row(subject: &measure::Run, baseline: &measure::Run) -> TargetRow {
+    let ratio = subject.rate() / baseline.rate().max(1e-9);
+    let (p99, base_p99) = (subject.quantile(0.99), baseline.quantile(0.99));
+    let p99_ok = match (p99, base_p99) {
+        (Some(p), Some(b)) => p <= b + T4_P99_SLACK,
+        _ => false,
+    };
+    TargetRow {
+        target: "4. IMDS cached token: ≥0.8x bare hyper, p99 within 1ms".into(),
+        measured: format!("{:.0}/s, p99 {}", subject.rate(), measure::fmt_latency(p99)),
+        baseline: format!(
+            "bare hyper {:.0}/s, p99 {}",
+            baseline.rate(),
+            measure::fmt_latency(base_p99)
+        ),
+        ratio,
+        pass: subject.errors == 0 && ratio >= T4_RATIO && p99_ok,
+    }
 }

@@ -284,9 +284,11 @@ async fn main() -> anyhow::Result<()> {
             );
         }
         if matches!(args.bench, Which::All | Which::Imds) {
-            imds::run(&settings, &world)
-                .await
-                .context("benchmark 2 (IMDS)")?;
+            rows.extend(
+                imds::run(&settings, &world)
+                    .await
+                    .context("benchmark 2 (IMDS)")?,
+            );
         }
         if matches!(args.bench, Which::All | Which::Provision) {
             rows.extend(
