@@ -19,6 +19,8 @@ const DEFAULT_SECRET_LIFETIME_SECS: i64 = 2 * 365 * 86400;
 const SECRET_LEN: usize = 40;
 const SECRET_ALPHABET: &[u8] =
     b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789~._-";
+/// The letters and digits at the front of [`SECRET_ALPHABET`].
+const SECRET_ALPHANUMERIC: usize = 62;
 
 /// An application registration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -112,7 +114,17 @@ fn generate_secret() -> Result<String, EntraError> {
         .map_err(|_| EntraError::Signing(misim_token::TokenError::Key("no randomness".into())))?;
     Ok(bytes
         .iter()
-        .map(|b| char::from(SECRET_ALPHABET[usize::from(*b) % SECRET_ALPHABET.len()]))
+        .enumerate()
+        .map(|(i, b)| {
+            // Never a leading '-': the Azure CLI reads `-p -abc...` as another option and
+            // refuses the login (Azure's own secrets start with letters and digits too).
+            let alphabet = if i == 0 {
+                &SECRET_ALPHABET[..SECRET_ALPHANUMERIC]
+            } else {
+                SECRET_ALPHABET
+            };
+            char::from(alphabet[usize::from(*b) % alphabet.len()])
+        })
         .collect())
 }
 
@@ -489,5 +501,19 @@ mod tests {
         assert_eq!(s.len(), SECRET_LEN);
         assert!(s.bytes().all(|b| SECRET_ALPHABET.contains(&b)));
         assert_ne!(s, generate_secret().unwrap());
+    }
+
+    /// A secret starting with '-' breaks `az login ... -p <secret>` (1 in 66 did).
+    #[test]
+    fn secrets_start_with_a_letter_or_a_digit() {
+        assert!(
+            SECRET_ALPHABET[..SECRET_ALPHANUMERIC]
+                .iter()
+                .all(u8::is_ascii_alphanumeric)
+        );
+        for _ in 0..2000 {
+            let s = generate_secret().unwrap();
+            assert!(s.as_bytes()[0].is_ascii_alphanumeric(), "{s}");
+        }
     }
 }
