@@ -471,43 +471,31 @@ struct Measured {
 
 impl Measured {
     /// Prints the runs and returns the target rows.
-    fn report(self) -> Vec<TargetRow> {
-        let Measured {
-            vms,
-            filled,
-            imds_one,
-            imds_n,
-            entra_one,
-            entra_n,
-            fresh,
-            restart,
-            rss_one,
-            rss_n,
-            rss_restarted,
-        } = self;
+    fn report(&self) -> Vec<TargetRow> {
+        let vms = self.vms;
         measure::report(
             &format!("4a. filling one misim up with {vms} VMs (SystemAssigned) over HTTPS"),
-            &filled,
+            &self.filled,
             &[],
         );
         measure::report(
             "4b. IMDS cached token: 1 VM vs N VMs (after a restart)",
-            &imds_one,
-            &[&imds_n],
+            &self.imds_one,
+            &[&self.imds_n],
         );
         measure::report(
             "4c. Entra client-credentials tokens: 1 VM vs N VMs (after a restart)",
-            &entra_one,
-            &[&entra_n],
+            &self.entra_one,
+            &[&self.entra_n],
         );
         println!();
         println!(
             "## 4d. misim up: fresh start to ready {} ms; restart with {vms} VMs to ready {} ms; RSS {} (1 VM), {} ({vms} VMs), {} (after restart)",
-            fresh.as_millis(),
-            restart.as_millis(),
-            mib(rss_one),
-            mib(rss_n),
-            mib(rss_restarted)
+            self.fresh.as_millis(),
+            self.restart.as_millis(),
+            mib(self.rss_one),
+            mib(self.rss_n),
+            mib(self.rss_restarted)
         );
 
         let full = vms >= T5_VMS;
@@ -516,29 +504,38 @@ impl Measured {
             let judged = if full { "" } else { " (judged at 100k)" };
             format!("5. {vms} VMs{judged}: {goal}")
         };
-        let peak = rss_n.max(rss_restarted);
+        let peak = self.rss_n.max(self.rss_restarted);
         vec![
             TargetRow {
                 target: at("RSS < 1 GiB"),
-                measured: format!("{} (after restart {})", mib(rss_n), mib(rss_restarted)),
-                baseline: format!("1 VM: {}", mib(rss_one)),
-                ratio: rss_one as f64 / peak.max(1) as f64,
+                measured: format!(
+                    "{} (after restart {})",
+                    mib(self.rss_n),
+                    mib(self.rss_restarted)
+                ),
+                baseline: format!("1 VM: {}", mib(self.rss_one)),
+                ratio: self.rss_one as f64 / peak.max(1) as f64,
                 pass: full && peak < T5_RSS_BYTES,
             },
             TargetRow {
                 target: at("restart to ready < 3 s"),
-                measured: format!("{} ms", restart.as_millis()),
-                baseline: format!("fresh start {} ms", fresh.as_millis()),
-                ratio: fresh.as_secs_f64() / restart.as_secs_f64().max(1e-9),
-                pass: full && restart < T5_RESTART,
+                measured: format!("{} ms", self.restart.as_millis()),
+                baseline: format!("fresh start {} ms", self.fresh.as_millis()),
+                ratio: self.fresh.as_secs_f64() / self.restart.as_secs_f64().max(1e-9),
+                pass: full && self.restart < T5_RESTART,
             },
             kept_row(
                 at("IMDS cached token rate unchanged"),
-                &imds_n,
-                &imds_one,
+                &self.imds_n,
+                &self.imds_one,
                 full,
             ),
-            kept_row(at("Entra token rate unchanged"), &entra_n, &entra_one, full),
+            kept_row(
+                at("Entra token rate unchanged"),
+                &self.entra_n,
+                &self.entra_one,
+                full,
+            ),
         ]
     }
 }
