@@ -218,6 +218,10 @@ pub(crate) async fn client_credentials(
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // Quiet unless asked: logging on the hot paths would be measured too.
+    if std::env::var_os("RUST_LOG").is_some() {
+        misim_runtime::telemetry::init();
+    }
     let window = match (args.duration_secs, args.quick) {
         (Some(d), _) if d.is_finite() && d > 0.0 => Duration::from_secs_f64(d),
         (Some(d), _) => bail!("--duration-secs must be positive, got {d}"),

@@ -66,10 +66,15 @@ impl VmListener {
                 self.pool.lock().reserved(mark);
             }
             let vms = self.vms.read();
-            if let Some(a) = self.pool.lock().take(|a| vms.contains_key(&a)) {
+            let mut pool = self.pool.lock();
+            if let Some(a) = pool.take(|a| vms.contains_key(&a)) {
                 return Ok(a);
             }
-            if needed.is_none() {
+            // Asked again, not `needed`: a take that skipped the block's last
+            // index (always a `.255`) used the block up without handing out
+            // an address; that is a reason to reserve the next block, not an
+            // exhausted range.
+            if pool.reservation_needed().is_none() {
                 return Err(ImdsError::NoAddress);
             }
         }

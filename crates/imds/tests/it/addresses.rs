@@ -228,3 +228,22 @@ async fn records_from_before_addresses_get_one_at_restore() {
         "kept"
     );
 }
+
+/// A reservation block of 1,024 indexes ends on a `.255`, which is skipped: the VM that
+/// comes after the block's last address must get the next block's first one, not an
+/// error (it used to fail with "no free loopback address" once per 1,024 VMs).
+#[tokio::test]
+async fn vms_past_the_first_reservation_block_get_addresses() {
+    let h = harness().await;
+    let mut seen = std::collections::HashSet::new();
+    for n in 0..1100 {
+        let id = format!(
+            "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm-{n}"
+        );
+        let vm = h.put_vm(&id).await;
+        assert!(
+            seen.insert(addr_of(&vm.imds_endpoint)),
+            "{n}: address reused"
+        );
+    }
+}
