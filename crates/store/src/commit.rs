@@ -45,6 +45,10 @@ struct State {
     wanted: u64,
     /// The store is gone: the flusher stops once nobody waits.
     closing: bool,
+    /// The flusher is waiting on the condvar (not flushing): only then does a
+    /// writer need to wake it. A busy flusher looks at `wanted` again before
+    /// it waits, and a notify costs a futex syscall even with nobody waiting.
+    idle: bool,
 }
 
 #[derive(Debug)]
@@ -91,13 +95,15 @@ impl Committer {
     /// The flusher starts on it at once; [`Committer::wait`] for it later (a
     /// writer may release its locks first, see [`crate::Durable`]).
     pub(crate) fn ticket(&self) -> u64 {
-        let need = {
+        let (need, idle) = {
             let mut st = self.shared.lock();
             let need = st.started + 1;
             st.wanted = st.wanted.max(need);
-            need
+            (need, st.idle)
         };
-        self.shared.wake.notify_one();
+        if idle {
+            self.shared.wake.notify_one();
+        }
         need
     }
 
@@ -139,7 +145,9 @@ fn run(shared: &Shared, mut flusher: impl Flusher, done: &watch::Sender<Done>) {
         let flush = {
             let mut st = shared.lock();
             while st.wanted <= st.started && !st.closing {
+                st.idle = true;
                 st = shared.wake.wait(st).unwrap_or_else(|p| p.into_inner());
+                st.idle = false;
             }
             if st.wanted <= st.started {
                 return;
