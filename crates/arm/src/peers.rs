@@ -564,14 +564,12 @@ impl Peers {
 
     /// Every VM IMDS serves, with its identities.
     pub(crate) async fn imds_vms(&self) -> Result<Vec<ImdsVm>, ArmError> {
-        let vms = self
-            .imds
-            .clone()
-            .list_vms(imds::ListVmsRequest {})
-            .await
-            .map_err(|s| failed(IMDS, s))?
-            .into_inner()
-            .vms;
+        let vms = misim_proto::imds::all_vms(|page| {
+            let mut c = self.imds.clone();
+            async move { c.list_vms(page).await.map(tonic::Response::into_inner) }
+        })
+        .await
+        .map_err(|s| failed(IMDS, s))?;
         Ok(vms
             .into_iter()
             .map(|v| ImdsVm {

@@ -10,6 +10,9 @@ use tonic::{Request, Response, Status};
 use crate::domain::{IdentityRecord, Kind, VmMeta};
 use crate::service::{Imds, LiveVm};
 
+/// Most VMs one `ListVms` response carries (see `ListVmsRequest.page_size`).
+const LIST_PAGE_MAX: usize = 1000;
+
 /// Who may call each `Control` method, besides the sandbox owner (`admin`,
 /// who may call everything, e.g. `misim vm list`): ARM alone configures VMs
 /// and pushes identities (their private keys) into IMDS.
@@ -113,10 +116,18 @@ impl Control for Imds {
 
     async fn list_vms(
         &self,
-        _req: Request<pb::ListVmsRequest>,
+        req: Request<pb::ListVmsRequest>,
     ) -> Result<Response<pb::ListVmsResponse>, Status> {
+        let req = req.into_inner();
+        let size = match req.page_size {
+            n if n < 0 => return Err(Status::invalid_argument("page_size must not be negative")),
+            0 => LIST_PAGE_MAX,
+            n => (n as usize).min(LIST_PAGE_MAX),
+        };
+        let (vms, next) = self.list_page(&req.page_token, size);
         Ok(Response::new(pb::ListVmsResponse {
-            vms: self.list().iter().map(|v| vm_to(self, v)).collect(),
+            vms: vms.iter().map(|v| vm_to(self, v)).collect(),
+            next_page_token: next.unwrap_or_default(),
         }))
     }
 

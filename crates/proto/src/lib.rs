@@ -18,6 +18,29 @@ pub mod imds {
         #![allow(clippy::all, missing_docs, rust_2018_idioms)]
         tonic::include_proto!("misim.imds.v1");
     }
+
+    /// Every VM, read page by page with `fetch` (a `Control.ListVms` call):
+    /// one response holds at most 1,000 VMs.
+    pub async fn all_vms<F, Fut>(mut fetch: F) -> Result<Vec<v1::Vm>, tonic::Status>
+    where
+        F: FnMut(v1::ListVmsRequest) -> Fut,
+        Fut: std::future::Future<Output = Result<v1::ListVmsResponse, tonic::Status>>,
+    {
+        let mut vms = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let page = fetch(v1::ListVmsRequest {
+                page_size: 0,
+                page_token: std::mem::take(&mut page_token),
+            })
+            .await?;
+            vms.extend(page.vms);
+            if page.next_page_token.is_empty() {
+                return Ok(vms);
+            }
+            page_token = page.next_page_token;
+        }
+    }
 }
 
 pub mod arm {

@@ -494,20 +494,25 @@ pub(crate) fn env_value(lines: &[String], key: &str) -> anyhow::Result<String> {
         .with_context(|| format!("{key} missing from misim.env"))
 }
 
+/// Every VM the sandbox's IMDS serves, page by page.
+async fn imds_vms(data_dir: &Path, url: &str) -> anyhow::Result<Vec<misim_proto::imds::v1::Vm>> {
+    let control =
+        misim_proto::imds::v1::control_client::ControlClient::new(admin_channel(data_dir, url)?);
+    misim_proto::imds::all_vms(|page| {
+        let mut c = control.clone();
+        async move { c.list_vms(page).await.map(tonic::Response::into_inner) }
+    })
+    .await
+    .context("asking IMDS for its VMs (is `misim up` running?)")
+}
+
 async fn find_vm(
     data_dir: &Path,
     vm: &str,
 ) -> anyhow::Result<(Vec<String>, misim_proto::imds::v1::Vm)> {
     let env = read_env_file(data_dir)?;
     let url = env_value(&env, "MISIM_IMDS_GRPC_URL")?;
-    let mut control =
-        misim_proto::imds::v1::control_client::ControlClient::new(admin_channel(data_dir, &url)?);
-    let vms = control
-        .list_vms(misim_proto::imds::v1::ListVmsRequest {})
-        .await
-        .context("asking IMDS for its VMs (is `misim up` running?)")?
-        .into_inner()
-        .vms;
+    let vms = imds_vms(data_dir, &url).await?;
     let mut matches: Vec<_> = vms
         .into_iter()
         .filter(|v| {
@@ -646,14 +651,7 @@ async fn doctor(data_dir: &Path, url: Option<String>, wait: u64) -> anyhow::Resu
 async fn vm_list(data_dir: &Path) -> anyhow::Result<ExitCode> {
     let env = read_env_file(data_dir)?;
     let url = env_value(&env, "MISIM_IMDS_GRPC_URL")?;
-    let mut control =
-        misim_proto::imds::v1::control_client::ControlClient::new(admin_channel(data_dir, &url)?);
-    let vms = control
-        .list_vms(misim_proto::imds::v1::ListVmsRequest {})
-        .await
-        .context("asking IMDS for its VMs (is `misim up` running?)")?
-        .into_inner()
-        .vms;
+    let vms = imds_vms(data_dir, &url).await?;
     for vm in vms {
         let m = vm.metadata.unwrap_or_default();
         println!("{}\t{}\t{}", m.name, vm.imds_endpoint, m.resource_id);

@@ -207,17 +207,28 @@ impl Imds {
         }))
     }
 
-    /// All VMs, ordered by resource id.
-    pub(crate) fn list(&self) -> Vec<Arc<LiveVm>> {
-        let mut v: Vec<(String, Arc<LiveVm>)> = self
-            .inner
-            .vms
-            .read()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
-        v.into_iter().map(|(_, v)| v).collect()
+    /// At most `limit` VMs whose keys sort after `after`, in key order, and
+    /// the key of the last one when more follow (the next page's `after`).
+    /// Linear in the number of VMs, not `n log n`: only the page is sorted.
+    pub(crate) fn list_page(
+        &self,
+        after: &str,
+        limit: usize,
+    ) -> (Vec<Arc<LiveVm>>, Option<String>) {
+        let limit = limit.max(1);
+        let vms = self.inner.vms.read();
+        let mut page: Vec<(&String, &Arc<LiveVm>)> =
+            vms.iter().filter(|(k, _)| k.as_str() > after).collect();
+        let more = page.len() > limit;
+        if more {
+            page.select_nth_unstable_by(limit - 1, |a, b| a.0.cmp(b.0));
+            page.truncate(limit);
+        }
+        page.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let next = more
+            .then(|| page.last().map(|(k, _)| (*k).clone()))
+            .flatten();
+        (page.into_iter().map(|(_, v)| v.clone()).collect(), next)
     }
 
     /// The current time, Unix seconds (the injected clock).

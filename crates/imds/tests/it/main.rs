@@ -834,7 +834,7 @@ async fn reopen_restores_vms_and_their_listeners() {
     })
     .await;
     let h = open(store, &url, fake.clone(), clock).await;
-    let vms = Control::list_vms(&h.imds, Request::new(pb::ListVmsRequest {}))
+    let vms = Control::list_vms(&h.imds, Request::new(pb::ListVmsRequest::default()))
         .await
         .unwrap()
         .into_inner()
@@ -1358,4 +1358,59 @@ fn random_token_queries_answer_in_imds_shape() {
         })
         .unwrap();
     println!("random_token_queries_answer_in_imds_shape: {CASES} cases");
+}
+
+/// `ListVms` pages: at most `page_size` VMs (1,000 at most and by default) in resource-id
+/// order, and a token for the rest that `misim_proto::imds::all_vms` follows to the end.
+#[tokio::test]
+async fn list_vms_pages_through_every_vm_in_order() {
+    let h = harness().await;
+    let id = |n: usize| {
+        format!(
+            "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm-{n:04}"
+        )
+    };
+    for n in (0..1001).rev() {
+        h.put_vm(&id(n)).await;
+    }
+    let list = |page_size: i32, page_token: &str| {
+        let req = pb::ListVmsRequest {
+            page_size,
+            page_token: page_token.to_owned(),
+        };
+        let imds = h.imds.clone();
+        async move {
+            Control::list_vms(&imds, Request::new(req))
+                .await
+                .map(|r| r.into_inner())
+        }
+    };
+    let ids = |vms: &[pb::Vm]| -> Vec<String> {
+        vms.iter()
+            .map(|v| v.metadata.as_ref().unwrap().resource_id.clone())
+            .collect()
+    };
+    let first = list(2, "").await.unwrap();
+    assert_eq!(ids(&first.vms), [id(0), id(1)]);
+    let second = list(2, &first.next_page_token).await.unwrap();
+    assert_eq!(ids(&second.vms), [id(2), id(3)]);
+    let default = list(0, "").await.unwrap();
+    assert_eq!(default.vms.len(), 1000, "the default and largest page");
+    assert_eq!(list(5000, "").await.unwrap().vms.len(), 1000);
+    let last = list(0, &default.next_page_token).await.unwrap();
+    assert_eq!(ids(&last.vms), [id(1000)]);
+    assert!(last.next_page_token.is_empty(), "the last page says so");
+    let all = misim_proto::imds::all_vms(|r| {
+        let imds = h.imds.clone();
+        async move {
+            Control::list_vms(&imds, Request::new(r))
+                .await
+                .map(|r| r.into_inner())
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(ids(&all), (0..1001).map(id).collect::<Vec<_>>());
+    let bad = list(-1, "").await.unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
 }

@@ -238,11 +238,11 @@ async fn imds_configuration_is_arms_alone() {
             })
             .await;
         assert_denied(r, caller, "misim.imds.v1.Control/PutIdentity");
-        let r = c.list_vms(ListVmsRequest {}).await;
+        let r = c.list_vms(ListVmsRequest::default()).await;
         assert_denied(r, caller, "misim.imds.v1.Control/ListVms");
     }
     let vms = imds_as(&w, Caller::Admin)
-        .list_vms(ListVmsRequest {})
+        .list_vms(ListVmsRequest::default())
         .await
         .unwrap()
         .into_inner()

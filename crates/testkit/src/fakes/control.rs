@@ -82,7 +82,11 @@ impl Control for FakeControl {
             })
             .collect();
         vms.sort_by_key(|v| v.metadata.as_ref().map(|m| m.resource_id.clone()));
-        Ok(Response::new(pb::ListVmsResponse { vms }))
+        // One page: the fakes hold a handful of VMs.
+        Ok(Response::new(pb::ListVmsResponse {
+            vms,
+            next_page_token: String::new(),
+        }))
     }
 
     async fn delete_vm(
