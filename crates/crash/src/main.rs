@@ -491,16 +491,13 @@ async fn renew_through_kills(
     }
     drop(p);
     converge(&at.arm_grpc, control, deadline).await?;
-    let mut dir = misim_proto::entra::v1::directory_client::DirectoryClient::new(
+    let dir = misim_proto::entra::v1::directory_client::DirectoryClient::new(
         control
             .credential(misim_proto::auth::Caller::Admin)
             .wrap(misim_runtime::lazy_channel(&at.entra_grpc)?),
     );
-    let mi: Vec<_> = dir
-        .list_service_principals(misim_proto::entra::v1::ListServicePrincipalsRequest {})
+    let mi: Vec<_> = all_principals(&dir)
         .await?
-        .into_inner()
-        .service_principals
         .into_iter()
         .filter(|s| !s.managed_identity_resource_id.is_empty())
         .collect();
@@ -514,6 +511,28 @@ async fn renew_through_kills(
     Ok(())
 }
 
+/// Every principal of the tenant, page by page.
+async fn all_principals(
+    dir: &misim_proto::entra::v1::directory_client::DirectoryClient<
+        misim_proto::auth::ControlChannel,
+    >,
+) -> anyhow::Result<Vec<misim_proto::entra::v1::ServicePrincipal>> {
+    Ok(misim_proto::all_pages(|page_token| {
+        let mut dir = dir.clone();
+        async move {
+            let r = dir
+                .list_service_principals(misim_proto::entra::v1::ListServicePrincipalsRequest {
+                    page_size: 0,
+                    page_token,
+                })
+                .await?
+                .into_inner();
+            Ok((r.service_principals, r.next_page_token))
+        }
+    })
+    .await?)
+}
+
 /// Every acknowledged effect present, per worker, and every principal owned.
 async fn verify_effects(
     api: &Api,
@@ -521,16 +540,12 @@ async fn verify_effects(
     control: &misim_proto::auth::ControlKey,
     finished: &[Worker],
 ) -> anyhow::Result<()> {
-    let mut dir = misim_proto::entra::v1::directory_client::DirectoryClient::new(
+    let dir = misim_proto::entra::v1::directory_client::DirectoryClient::new(
         control
             .credential(misim_proto::auth::Caller::Admin)
             .wrap(misim_runtime::lazy_channel(entra_grpc)?),
     );
-    let sps = dir
-        .list_service_principals(misim_proto::entra::v1::ListServicePrincipalsRequest {})
-        .await?
-        .into_inner()
-        .service_principals;
+    let sps = all_principals(&dir).await?;
     let mut checked = 0;
     for w in finished {
         checked += w.verify(api, &sps).await?;

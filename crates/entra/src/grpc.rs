@@ -182,14 +182,17 @@ impl pb::directory_server::Directory for Entra {
 
     async fn list_service_principals(
         &self,
-        _: Request<pb::ListServicePrincipalsRequest>,
+        request: Request<pb::ListServicePrincipalsRequest>,
     ) -> Result<Response<pb::ListServicePrincipalsResponse>, Status> {
-        let all = self
+        let r = request.into_inner();
+        let size = misim_proto::page_size(r.page_size)?;
+        let (page, next) = self
             .directory()
-            .list()
+            .list_page(&r.page_token, size)
             .map_err(|e| status("ListServicePrincipals", e))?;
         Ok(Response::new(pb::ListServicePrincipalsResponse {
-            service_principals: all.iter().map(principal_to_pb).collect(),
+            service_principals: page.iter().map(principal_to_pb).collect(),
+            next_page_token: next.unwrap_or_default(),
         }))
     }
 

@@ -10,9 +10,6 @@ use tonic::{Request, Response, Status};
 use crate::domain::{IdentityRecord, Kind, VmMeta};
 use crate::service::{Imds, LiveVm};
 
-/// Most VMs one `ListVms` response carries (see `ListVmsRequest.page_size`).
-const LIST_PAGE_MAX: usize = 1000;
-
 /// Who may call each `Control` method, besides the sandbox owner (`admin`,
 /// who may call everything, e.g. `misim vm list`): ARM alone configures VMs
 /// and pushes identities (their private keys) into IMDS.
@@ -119,11 +116,7 @@ impl Control for Imds {
         req: Request<pb::ListVmsRequest>,
     ) -> Result<Response<pb::ListVmsResponse>, Status> {
         let req = req.into_inner();
-        let size = match req.page_size {
-            n if n < 0 => return Err(Status::invalid_argument("page_size must not be negative")),
-            0 => LIST_PAGE_MAX,
-            n => (n as usize).min(LIST_PAGE_MAX),
-        };
+        let size = misim_proto::page_size(req.page_size)?;
         let (vms, next) = self.list_page(&req.page_token, size);
         Ok(Response::new(pb::ListVmsResponse {
             vms: vms.iter().map(|v| vm_to(self, v)).collect(),

@@ -18,29 +18,6 @@ pub mod imds {
         #![allow(clippy::all, missing_docs, rust_2018_idioms)]
         tonic::include_proto!("misim.imds.v1");
     }
-
-    /// Every VM, read page by page with `fetch` (a `Control.ListVms` call):
-    /// one response holds at most 1,000 VMs.
-    pub async fn all_vms<F, Fut>(mut fetch: F) -> Result<Vec<v1::Vm>, tonic::Status>
-    where
-        F: FnMut(v1::ListVmsRequest) -> Fut,
-        Fut: std::future::Future<Output = Result<v1::ListVmsResponse, tonic::Status>>,
-    {
-        let mut vms = Vec::new();
-        let mut page_token = String::new();
-        loop {
-            let page = fetch(v1::ListVmsRequest {
-                page_size: 0,
-                page_token: std::mem::take(&mut page_token),
-            })
-            .await?;
-            vms.extend(page.vms);
-            if page.next_page_token.is_empty() {
-                return Ok(vms);
-            }
-            page_token = page.next_page_token;
-        }
-    }
 }
 
 pub mod arm {
@@ -79,3 +56,38 @@ pub mod clock;
 pub mod faults;
 pub mod keys;
 pub mod server;
+
+/// Every item of a paged list call (`ListVms`, `ListServicePrincipals`):
+/// `fetch` gets each page's token (empty for the first) and returns the
+/// page's items and its `next_page_token`, empty on the last page.
+pub async fn all_pages<T, F, Fut>(mut fetch: F) -> Result<Vec<T>, tonic::Status>
+where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = Result<(Vec<T>, String), tonic::Status>>,
+{
+    let mut all = Vec::new();
+    let mut token = String::new();
+    loop {
+        let (items, next) = fetch(token).await?;
+        all.extend(items);
+        if next.is_empty() {
+            return Ok(all);
+        }
+        token = next;
+    }
+}
+
+/// Most items one page of a paged list call carries.
+pub const PAGE_MAX: usize = 1000;
+
+/// A list request's `page_size` as a count: 0 means [`PAGE_MAX`], and more
+/// than [`PAGE_MAX`] counts as [`PAGE_MAX`]; a negative size is refused.
+pub fn page_size(requested: i32) -> Result<usize, tonic::Status> {
+    match usize::try_from(requested) {
+        Err(_) => Err(tonic::Status::invalid_argument(
+            "page_size must not be negative",
+        )),
+        Ok(0) => Ok(PAGE_MAX),
+        Ok(n) => Ok(n.min(PAGE_MAX)),
+    }
+}

@@ -343,6 +343,25 @@ impl<V: Serialize + DeserializeOwned> Table<V> {
         Ok(out)
     }
 
+    /// At most `limit` values whose keys sort after `after`, in key order,
+    /// and whether more follow (one page of a paged list call).
+    pub fn page_after(&self, after: &str, limit: usize) -> Result<(Vec<(String, V)>, bool)> {
+        use std::ops::Bound;
+        let mut out = Vec::new();
+        let range = self
+            .tree
+            .range::<&[u8], _>((Bound::Excluded(after.as_bytes()), Bound::Unbounded));
+        for kv in range {
+            let (k, v) = kv?;
+            if out.len() >= limit {
+                return Ok((out, true));
+            }
+            let value = self.decode(&k, &v)?;
+            out.push((String::from_utf8_lossy(&k).into_owned(), value));
+        }
+        Ok((out, false))
+    }
+
     /// Every value, in key order.
     pub fn all(&self) -> Result<Vec<(String, V)>> {
         self.scan_prefix("")

@@ -147,6 +147,18 @@ impl Directory {
         Ok(self.principals.all()?.into_iter().map(|(_, p)| p).collect())
     }
 
+    /// At most `limit` principals whose keys sort after `after`, in key
+    /// order, and the last one's key when more follow (the next page's `after`).
+    pub(crate) fn list_page(
+        &self,
+        after: &str,
+        limit: usize,
+    ) -> Result<(Vec<Principal>, Option<String>), EntraError> {
+        let (page, more) = self.principals.page_after(after, limit.max(1))?;
+        let next = more.then(|| page.last().map(|(k, _)| k.clone())).flatten();
+        Ok((page.into_iter().map(|(_, p)| p).collect(), next))
+    }
+
     /// Creates a principal, or returns the one created earlier with the same request id.
     ///
     /// The writes are applied under the write lock and awaited after it is

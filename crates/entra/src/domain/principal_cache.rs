@@ -69,6 +69,15 @@ impl PrincipalTable {
         self.table.all()
     }
 
+    /// One page of principals, from the store (see [`Table::page_after`]).
+    pub(crate) fn page_after(
+        &self,
+        after: &str,
+        limit: usize,
+    ) -> Result<(Vec<(String, Principal)>, bool)> {
+        self.table.page_after(after, limit)
+    }
+
     /// Every principal decoded as `W`, from the store (see [`Table::all_as`]).
     pub(crate) fn all_as<W: serde::de::DeserializeOwned>(&self) -> Result<Vec<(String, W)>> {
         self.table.all_as()

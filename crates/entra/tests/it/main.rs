@@ -823,7 +823,9 @@ async fn create_is_idempotent_on_request_id_and_delete_revokes() {
 
     let list = env
         .entra
-        .list_service_principals(tonic::Request::new(pb::ListServicePrincipalsRequest {}))
+        .list_service_principals(tonic::Request::new(
+            pb::ListServicePrincipalsRequest::default(),
+        ))
         .await
         .unwrap();
     assert_eq!(
@@ -831,6 +833,28 @@ async fn create_is_idempotent_on_request_id_and_delete_revokes() {
         2,
         "admin + identity"
     );
+    // The same two, a page of one at a time, in object-id order.
+    let page = |page_size: i32, page_token: String| {
+        let entra = env.entra.clone();
+        async move {
+            entra
+                .list_service_principals(tonic::Request::new(pb::ListServicePrincipalsRequest {
+                    page_size,
+                    page_token,
+                }))
+                .await
+                .map(tonic::Response::into_inner)
+        }
+    };
+    let first = page(1, String::new()).await.unwrap();
+    assert_eq!(first.service_principals.len(), 1);
+    assert!(!first.next_page_token.is_empty(), "one more follows");
+    let second = page(1, first.next_page_token).await.unwrap();
+    assert_eq!(second.service_principals.len(), 1);
+    assert!(second.next_page_token.is_empty(), "the last page says so");
+    assert!(first.service_principals[0].object_id < second.service_principals[0].object_id);
+    let negative = page(-1, String::new()).await.unwrap_err();
+    assert_eq!(negative.code(), tonic::Code::InvalidArgument);
     let by_app = env
         .entra
         .get_service_principal(tonic::Request::new(pb::GetServicePrincipalRequest {

@@ -1361,7 +1361,7 @@ fn random_token_queries_answer_in_imds_shape() {
 }
 
 /// `ListVms` pages: at most `page_size` VMs (1,000 at most and by default) in resource-id
-/// order, and a token for the rest that `misim_proto::imds::all_vms` follows to the end.
+/// order, and a token for the rest that `misim_proto::all_pages` follows to the end.
 #[tokio::test]
 async fn list_vms_pages_through_every_vm_in_order() {
     let h = harness().await;
@@ -1400,13 +1400,9 @@ async fn list_vms_pages_through_every_vm_in_order() {
     let last = list(0, &default.next_page_token).await.unwrap();
     assert_eq!(ids(&last.vms), [id(1000)]);
     assert!(last.next_page_token.is_empty(), "the last page says so");
-    let all = misim_proto::imds::all_vms(|r| {
-        let imds = h.imds.clone();
-        async move {
-            Control::list_vms(&imds, Request::new(r))
-                .await
-                .map(|r| r.into_inner())
-        }
+    let all = misim_proto::all_pages(|token| {
+        let page = list(0, &token);
+        async move { page.await.map(|r| (r.vms, r.next_page_token)) }
     })
     .await
     .unwrap();

@@ -654,7 +654,7 @@ async fn deleting_a_resource_group_while_imds_is_down_is_accepted_and_polled() {
 async fn principals_of(w: &World, resource_id: &str) -> Vec<String> {
     w.sb.directory()
         .unwrap()
-        .list_service_principals(ListServicePrincipalsRequest {})
+        .list_service_principals(ListServicePrincipalsRequest::default())
         .await
         .unwrap()
         .into_inner()

@@ -35,7 +35,7 @@ fn imds_as(w: &World, caller: Caller) -> ControlClient<ControlChannel> {
 /// Service principals named `name` in Entra (asked as the owner).
 async fn principals_named(w: &World, name: &str) -> usize {
     directory_as(w, Caller::Admin)
-        .list_service_principals(ListServicePrincipalsRequest {})
+        .list_service_principals(ListServicePrincipalsRequest::default())
         .await
         .unwrap()
         .into_inner()

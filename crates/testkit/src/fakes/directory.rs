@@ -193,8 +193,10 @@ impl Directory for FakeDirectory {
             .cloned()
             .collect();
         service_principals.sort_by(|a, b| a.object_id.cmp(&b.object_id));
+        // One page: the fakes hold a handful of principals.
         Ok(Response::new(pb::ListServicePrincipalsResponse {
             service_principals,
+            next_page_token: String::new(),
         }))
     }
 
