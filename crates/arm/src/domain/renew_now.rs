@@ -83,6 +83,31 @@ impl Core {
         Ok(out)
     }
 
+    /// Marks a renewal of `c` that is already pending (the 45-day one, held up
+    /// by a peer's outage) to renew whatever the certificate's age, so that the
+    /// request renews once rather than queueing a second renewal behind it.
+    /// False when none is pending. Under the owner's lock: the reconciler may
+    /// be running that operation.
+    async fn force_pending_roll(&self, c: &Candidate) -> Result<bool, ArmError> {
+        let lock = self.locks.get(&c.target);
+        let _g = lock.lock().await;
+        for (_, op_id) in self.pending.scan_prefix(&format!("{}|", c.target))? {
+            let Some(mut op) = self.ops.get(&op_id)? else {
+                continue;
+            };
+            let ours = matches!(&op.kind, OpKind::CredentialRoll { principal_id, .. }
+                if principal_id.eq_ignore_ascii_case(&c.cred.principal_id));
+            if ours && op.status == OpStatus::InProgress && op.failed.is_none() {
+                if let OpKind::CredentialRoll { force, .. } = &mut op.kind {
+                    *force = true;
+                }
+                self.ops.put(&op.id, &op).await?;
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Renews the chosen identities' certificates now, one after the other, each as the
     /// 45-day renewal does it (Entra first, then IMDS; the old certificate stays registered
     /// until it expires). Every name is resolved before anything is renewed: an unknown one
@@ -107,11 +132,13 @@ impl Core {
         };
         let mut out = Vec::with_capacity(chosen.len());
         for c in chosen {
-            let kind = OpKind::CredentialRoll {
-                principal_id: c.cred.principal_id.clone(),
-                force: true,
-            };
-            self.new_op(&c.target, &c.resource_id, kind).await?;
+            if !self.force_pending_roll(c).await? {
+                let kind = OpKind::CredentialRoll {
+                    principal_id: c.cred.principal_id.clone(),
+                    force: true,
+                };
+                self.new_op(&c.target, &c.resource_id, kind).await?;
+            }
             let done = self.drive_inline(&c.target).await;
             let now = self
                 .owner(&c.target)?

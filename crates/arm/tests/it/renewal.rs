@@ -325,3 +325,30 @@ async fn renew_credentials_renews_now_by_any_name_and_once() {
     assert_eq!(h.entra_thumbprints(&principal).len(), 4);
     assert!(h.drifts().await.is_empty());
 }
+
+/// A renewal requested while the 45-day one is pending (held up by an Entra outage) renews
+/// once: the pending operation is told to renew, not followed by a second one.
+#[tokio::test]
+async fn renew_credentials_with_a_renewal_pending_renews_once() {
+    let down = Arc::new(PeersDown::default());
+    let h = harness_full(None, Faults::with(down.clone())).await;
+    h.rg("rg1").await;
+    let (vm_id, principal, client) = h.sami_vm("vm1").await;
+    let first = h.imds_thumbprint(&vm_id, &client);
+    down.entra.store(true, Ordering::SeqCst);
+    h.clock.advance(DAY * 46);
+    assert_eq!(h.arm.renew_due_credentials().await.unwrap(), 1);
+    down.entra.store(false, Ordering::SeqCst);
+    h.clear_calls();
+    let r = renew(&h, &[&client]).await.unwrap();
+    assert!(r[0].done, "{r:?}");
+    let added: Vec<String> = h
+        .calls()
+        .into_iter()
+        .filter(|c| c.starts_with("AddKeyCredential"))
+        .collect();
+    assert_eq!(added.len(), 1, "renewed once: {:?}", h.calls());
+    assert_ne!(h.imds_thumbprint(&vm_id, &client), first);
+    assert_eq!(h.entra_thumbprints(&principal).len(), 2);
+    assert!(h.drifts().await.is_empty());
+}
