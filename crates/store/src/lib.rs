@@ -380,6 +380,18 @@ impl<V: Serialize + DeserializeOwned> Table<V> {
         Ok(out)
     }
 
+    /// Every value, in key order, decoded as `W` (see [`Table::all_as`]) and
+    /// handed to `f` one at a time: nothing is collected, so a scan over
+    /// 100,000 records holds one of them at a time, not all.
+    pub fn for_each_as<W: DeserializeOwned>(&self, mut f: impl FnMut(String, W)) -> Result<()> {
+        for kv in self.tree.iter() {
+            let (k, v) = kv?;
+            let value = self.decode_as(&k, &v)?;
+            f(String::from_utf8_lossy(&k).into_owned(), value);
+        }
+        Ok(())
+    }
+
     /// Every key, in order; values are not decoded.
     pub fn keys(&self) -> Result<Vec<String>> {
         self.tree

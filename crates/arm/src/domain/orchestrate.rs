@@ -333,27 +333,28 @@ impl Core {
             #[serde(default)]
             ended_unix: Option<i64>,
         }
-        let mut pruned = 0;
-        for (k, view) in self.ops.all_as::<Ended>()? {
-            if view.status == OpStatus::InProgress {
-                continue;
-            }
-            match view.ended_unix {
+        // Streamed: only the keys to act on are kept, not a view of every record.
+        let (mut expired, mut unstamped) = (Vec::new(), Vec::new());
+        self.ops
+            .for_each_as::<Ended>(|k, view| match view.ended_unix {
+                _ if view.status == OpStatus::InProgress => {}
                 Some(t) if now - t >= keep => {
-                    self.ops.remove(&k).await?;
-                    pruned += 1;
-                    if pruned == PRUNE_BATCH {
-                        break;
+                    if expired.len() < PRUNE_BATCH {
+                        expired.push(k);
                     }
                 }
                 Some(_) => {}
-                None => {
-                    // Rare (records from before end stamps): read it whole to stamp it.
-                    if let Some(mut op) = self.ops.get(&k)? {
-                        op.ended_unix = Some(now);
-                        self.ops.put(&k, &op).await?;
-                    }
-                }
+                None => unstamped.push(k),
+            })?;
+        let pruned = expired.len();
+        for k in expired {
+            self.ops.remove(&k).await?;
+        }
+        for k in unstamped {
+            // Rare (records from before end stamps): read it whole to stamp it.
+            if let Some(mut op) = self.ops.get(&k)? {
+                op.ended_unix = Some(now);
+                self.ops.put(&k, &op).await?;
             }
         }
         if pruned > 0 {
