@@ -135,12 +135,12 @@ impl Misim {
         while t0.elapsed() < SETTLE_DEADLINE {
             tokio::time::sleep(SETTLE_STEP).await;
             let now = self.cpu()?;
-            if (now - before).as_secs_f64() < SETTLED_CPU * SETTLE_STEP.as_secs_f64() {
+            if now.saturating_sub(before).as_secs_f64() < SETTLED_CPU * SETTLE_STEP.as_secs_f64() {
                 return Ok(t0.elapsed());
             }
             before = now;
         }
-        eprintln!("scale: misim up still busy {SETTLE_DEADLINE:?} after the restart");
+        eprintln!("scale: misim up still busy after {SETTLE_DEADLINE:?}; measuring anyway");
         Ok(t0.elapsed())
     }
 
@@ -394,7 +394,7 @@ async fn rates(
         .await;
         measure::accumulate(&mut imds, i);
         let cpu1 = m.cpu()?;
-        imds_cpu += cpu1 - cpu0;
+        imds_cpu += cpu1.saturating_sub(cpu0);
         let cc = c.clone();
         let e = measure::in_flight(
             format!(
@@ -415,7 +415,7 @@ async fn rates(
         )
         .await;
         measure::accumulate(&mut entra, e);
-        entra_cpu += m.cpu()? - cpu1;
+        entra_cpu += m.cpu()?.saturating_sub(cpu1);
     }
     // The CPU time covers the warm-ups too, which the runs do not count:
     // spread it over the requests of window and warm-up alike.
