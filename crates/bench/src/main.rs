@@ -73,6 +73,11 @@ struct Args {
     /// restart on it: `misim up --data-dir <path>`.
     #[arg(long)]
     scale_keep_data_dir: bool,
+    /// Restart on this data directory, filled by an earlier `--scale-keep-data-dir` run with the
+    /// same `--scale-vms`, instead of filling a new one (the 1-VM baseline is still measured in a
+    /// fresh directory). The directory is used in place: restarts change its files.
+    #[arg(long)]
+    scale_data_dir: Option<std::path::PathBuf>,
     /// Threads for the "all cores" runs (default: available parallelism).
     #[arg(long)]
     threads: Option<usize>,
@@ -306,9 +311,14 @@ async fn main() -> anyhow::Result<()> {
                 .scale_vms
                 .unwrap_or(if args.quick { 200 } else { 100_000 });
             rows.extend(
-                scale::run(&settings, vms, args.scale_keep_data_dir)
-                    .await
-                    .context("benchmark 5 (scale)")?,
+                scale::run(
+                    &settings,
+                    vms,
+                    args.scale_keep_data_dir,
+                    args.scale_data_dir.as_deref(),
+                )
+                .await
+                .context("benchmark 5 (scale)")?,
             );
         }
         targets::print(&rows);

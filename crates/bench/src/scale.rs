@@ -8,7 +8,10 @@
 //! - restart on the filled data directory until `misim.env` is written (it is
 //!   written only once every service answers), against the fresh start;
 //! - the IMDS cached-token rate and Entra's client-credentials token rate
-//!   with N VMs after the restart, against the same rates with one VM.
+//!   with N VMs after the restart, against the same rates with one VM, twice:
+//!   right after the restart, and again once the process has settled (its own
+//!   CPU use idle), so a restart's catch-up work (ARM's first scans of every
+//!   record) is told apart from a per-request cost that grows with N.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -34,6 +37,11 @@ const T5_RESTART: Duration = Duration::from_secs(3);
 const T5_RATE_KEPT: f64 = 0.9;
 /// How long a start may take before the bench gives up on it.
 const START_DEADLINE: Duration = Duration::from_secs(120);
+/// "Settled": the idle process uses less than this share of one core over a step
+/// (its timers and the reconciler's 100 ms ticks use about 1%).
+const SETTLED_CPU: f64 = 0.05;
+const SETTLE_STEP: Duration = Duration::from_millis(500);
+const SETTLE_DEADLINE: Duration = Duration::from_secs(60);
 const RG: &str = "misim-bench-scale";
 const TOKEN_PATH: &str =
     "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https%3A%2F%2Fvault.azure.net";
@@ -96,6 +104,44 @@ impl Misim {
 
     fn pid(&self) -> anyhow::Result<u32> {
         self.child.id().context("misim up has exited")
+    }
+
+    /// CPU time the process has used (user and system), from `/proc/<pid>/stat`.
+    fn cpu(&self) -> anyhow::Result<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()?))?;
+        // The command name (field 2) may hold spaces: count fields after its ')'.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let ticks = |i: usize| -> anyhow::Result<u64> {
+            Ok(fields
+                .get(i)
+                .context("short /proc/<pid>/stat")?
+                .parse::<u64>()?)
+        };
+        // utime and stime are fields 14 and 15; the kernel reports them in USER_HZ,
+        // which is 100 on every Linux ABI.
+        Ok(Duration::from_millis((ticks(11)? + ticks(12)?) * 10))
+    }
+
+    /// Waits until the process's own CPU use, with no requests sent, is below
+    /// [`SETTLED_CPU`] of one core over [`SETTLE_STEP`] (its background work after
+    /// a start is done), or [`SETTLE_DEADLINE`] has passed; returns how long it waited.
+    /// Measured on the process itself, so other load on the machine does not count.
+    async fn settle(&self) -> anyhow::Result<Duration> {
+        let t0 = Instant::now();
+        let mut before = self.cpu()?;
+        while t0.elapsed() < SETTLE_DEADLINE {
+            tokio::time::sleep(SETTLE_STEP).await;
+            let now = self.cpu()?;
+            if now.saturating_sub(before).as_secs_f64() < SETTLED_CPU * SETTLE_STEP.as_secs_f64() {
+                return Ok(t0.elapsed());
+            }
+            before = now;
+        }
+        eprintln!("scale: misim up still busy after {SETTLE_DEADLINE:?}; measuring anyway");
+        Ok(t0.elapsed())
     }
 
     /// Resident memory of the process, bytes.
@@ -310,8 +356,15 @@ async fn fill(c: &Clients, from: usize, to: usize, concurrency: usize) -> anyhow
     })
 }
 
-/// The IMDS cached-token rate on `vm` and Entra's token rate, interleaved.
-async fn rates(c: &Clients, vm: usize, s: &Settings, tag: &str) -> anyhow::Result<(Run, Run)> {
+/// The IMDS cached-token rate on `vm` and Entra's token rate, interleaved, with
+/// the CPU time `m` used per request during each (see [`Rates`]).
+async fn rates(
+    m: &Misim,
+    c: &Clients,
+    vm: usize,
+    s: &Settings,
+    tag: &str,
+) -> anyhow::Result<Rates> {
     let url = c.imds_token_url(vm).await?;
     // Warm IMDS's cache: the first request for an identity goes to Entra.
     let warm = Instant::now();
@@ -324,7 +377,9 @@ async fn rates(c: &Clients, vm: usize, s: &Settings, tag: &str) -> anyhow::Resul
     }
     let r = s.round();
     let (mut imds, mut entra) = (None, None);
+    let (mut imds_cpu, mut entra_cpu) = (Duration::ZERO, Duration::ZERO);
     for _ in 0..ROUNDS {
+        let cpu0 = m.cpu()?;
         let (cc, u) = (c.clone(), url.clone());
         let i = measure::in_flight(
             format!("IMDS GET token (cache hit), {} conns, {tag}", s.concurrency),
@@ -338,6 +393,8 @@ async fn rates(c: &Clients, vm: usize, s: &Settings, tag: &str) -> anyhow::Resul
         )
         .await;
         measure::accumulate(&mut imds, i);
+        let cpu1 = m.cpu()?;
+        imds_cpu += cpu1.saturating_sub(cpu0);
         let cc = c.clone();
         let e = measure::in_flight(
             format!(
@@ -358,11 +415,34 @@ async fn rates(c: &Clients, vm: usize, s: &Settings, tag: &str) -> anyhow::Resul
         )
         .await;
         measure::accumulate(&mut entra, e);
+        entra_cpu += m.cpu()?.saturating_sub(cpu1);
     }
+    // The CPU time covers the warm-ups too, which the runs do not count:
+    // spread it over the requests of window and warm-up alike.
+    let per = |cpu: Duration, run: &Run| {
+        let requests = run.rate() * (s.window + s.warmup).as_secs_f64();
+        Duration::from_secs_f64(cpu.as_secs_f64() / requests.max(1.0))
+    };
     match (imds, entra) {
-        (Some(i), Some(e)) => Ok((i, e)),
+        (Some(imds), Some(entra)) => Ok(Rates {
+            imds_cpu: per(imds_cpu, &imds),
+            entra_cpu: per(entra_cpu, &entra),
+            imds,
+            entra,
+        }),
         _ => unreachable!("ROUNDS > 0"),
     }
+}
+
+/// One interleaved measurement of both token rates.
+struct Rates {
+    imds: Run,
+    entra: Run,
+    /// The `misim up` process's CPU time (user and system, every thread) per
+    /// request: unlike the rates, not shared with the client or with other load
+    /// on the machine, so a per-request cost that grows with N shows here.
+    imds_cpu: Duration,
+    entra_cpu: Duration,
 }
 
 fn mib(bytes: u64) -> String {
@@ -385,24 +465,32 @@ fn kept_row(target: String, at_n: &Run, at_one: &Run, full: bool) -> TargetRow {
     }
 }
 
-/// Runs benchmark 4 with `vms` VMs; returns its target rows.
-pub(crate) async fn run(s: &Settings, vms: usize, keep: bool) -> anyhow::Result<Vec<TargetRow>> {
+/// Runs benchmark 4 with `vms` VMs; returns its target rows. With `reuse`, the
+/// restart is on that directory (filled earlier with `vms` VMs) instead of one
+/// filled now.
+pub(crate) async fn run(
+    s: &Settings,
+    vms: usize,
+    keep: bool,
+    reuse: Option<&Path>,
+) -> anyhow::Result<Vec<TargetRow>> {
     ensure!(vms >= 2, "--scale-vms must be at least 2");
     let mut dir = tempfile::tempdir()?;
-    if keep {
+    if keep && reuse.is_none() {
         dir.disable_cleanup(true);
         println!(
             "scale: data directory {} is kept",
             dir.path().join("data").display()
         );
     }
-    let data_dir = dir.path().join("data");
+    let base_dir = dir.path().join("data");
+    let data_dir = reuse.map_or_else(|| base_dir.clone(), Path::to_owned);
     let pool = s
         .concurrency
         .max(s.provision_concurrency)
         .max(s.token_concurrency);
 
-    let (misim, fresh) = Misim::start(&data_dir).await?;
+    let (misim, fresh) = Misim::start(&base_dir).await?;
     let c = Clients::new(&misim, pool).await?;
     c.put(
         &format!(
@@ -414,23 +502,36 @@ pub(crate) async fn run(s: &Settings, vms: usize, keep: bool) -> anyhow::Result<
     .await?;
     c.put_vm(0).await?;
     let rss_one = misim.rss()?;
-    let (imds_one, entra_one) = rates(&c, 0, s, "1 VM").await?;
+    // The baseline is a settled process too (a fresh start's key generation
+    // may still be running).
+    misim.settle().await?;
+    let one = rates(&misim, &c, 0, s, "1 VM").await?;
 
-    let filled = fill(&c, 1, vms, s.provision_concurrency).await?;
-    ensure!(
-        filled.errors == 0,
-        "{} VM PUTs failed while filling",
-        filled.errors
-    );
-    let rss_n = misim.rss()?;
+    let (filled, rss_n) = if reuse.is_none() {
+        let filled = fill(&c, 1, vms, s.provision_concurrency).await?;
+        ensure!(
+            filled.errors == 0,
+            "{} VM PUTs failed while filling",
+            filled.errors
+        );
+        (Some(filled), Some(misim.rss()?))
+    } else {
+        (None, None)
+    };
     misim.stop().await?;
 
     let (misim, restart) = Misim::start(&data_dir).await?;
+    eprintln!("scale: restarted misim up has pid {}", misim.pid()?);
     let rss_restarted = misim.rss()?;
     let c = Clients::new(&misim, pool).await?;
-    let (imds_n, entra_n) = rates(&c, vms - 1, s, &format!("{vms} VMs"))
+    let restarted = rates(&misim, &c, vms - 1, s, &format!("{vms} VMs, restarted"))
         .await
         .context("rates after the restart")?;
+    let settle = misim.settle().await?;
+    let rss_settled = misim.rss()?;
+    let settled = rates(&misim, &c, vms - 1, s, &format!("{vms} VMs, settled"))
+        .await
+        .context("rates once settled")?;
     // The first VM's endpoint still serves it after the restart.
     ensure!(
         c.imds_token(&c.imds_token_url(0).await?).await,
@@ -441,15 +542,16 @@ pub(crate) async fn run(s: &Settings, vms: usize, keep: bool) -> anyhow::Result<
     Ok(Measured {
         vms,
         filled,
-        imds_one,
-        imds_n,
-        entra_one,
-        entra_n,
+        one,
+        restarted,
+        settled,
         fresh,
         restart,
+        settle,
         rss_one,
         rss_n,
         rss_restarted,
+        rss_settled,
     }
     .report())
 }
@@ -457,45 +559,69 @@ pub(crate) async fn run(s: &Settings, vms: usize, keep: bool) -> anyhow::Result<
 /// What one scale run measured.
 struct Measured {
     vms: usize,
-    filled: Run,
-    imds_one: Run,
-    imds_n: Run,
-    entra_one: Run,
-    entra_n: Run,
+    /// None when the run restarted on a directory filled earlier.
+    filled: Option<Run>,
+    /// One VM, before the fill.
+    one: Rates,
+    /// N VMs, right after the restart.
+    restarted: Rates,
+    /// N VMs, once the restarted process settled.
+    settled: Rates,
     fresh: Duration,
     restart: Duration,
+    /// How long the process took to settle after the first windows.
+    settle: Duration,
     rss_one: u64,
-    rss_n: u64,
+    /// None when the run restarted on a directory filled earlier.
+    rss_n: Option<u64>,
     rss_restarted: u64,
+    rss_settled: u64,
 }
 
 impl Measured {
     /// Prints the runs and returns the target rows.
     fn report(&self) -> Vec<TargetRow> {
         let vms = self.vms;
+        if let Some(filled) = &self.filled {
+            measure::report(
+                &format!("4a. filling one misim up with {vms} VMs (SystemAssigned) over HTTPS"),
+                filled,
+                &[],
+            );
+        }
         measure::report(
-            &format!("4a. filling one misim up with {vms} VMs (SystemAssigned) over HTTPS"),
-            &self.filled,
-            &[],
+            "4b. IMDS cached token: 1 VM vs N VMs (right after a restart, and settled)",
+            &self.one.imds,
+            &[&self.restarted.imds, &self.settled.imds],
         );
         measure::report(
-            "4b. IMDS cached token: 1 VM vs N VMs (after a restart)",
-            &self.imds_one,
-            &[&self.imds_n],
+            "4c. Entra client-credentials tokens: 1 VM vs N VMs (right after a restart, and settled)",
+            &self.one.entra,
+            &[&self.restarted.entra, &self.settled.entra],
         );
-        measure::report(
-            "4c. Entra client-credentials tokens: 1 VM vs N VMs (after a restart)",
-            &self.entra_one,
-            &[&self.entra_n],
-        );
+        let filled_rss = self
+            .rss_n
+            .map_or_else(|| "not filled in this run".to_owned(), mib);
         println!();
         println!(
-            "## 4d. misim up: fresh start to ready {} ms; restart with {vms} VMs to ready {} ms; RSS {} (1 VM), {} ({vms} VMs), {} (after restart)",
+            "## 4d. misim up: fresh start to ready {} ms; restart with {vms} VMs to ready {} ms, settled {} ms after the first windows; RSS {} (1 VM), {filled_rss} ({vms} VMs), {} (restarted), {} (settled)",
             self.fresh.as_millis(),
             self.restart.as_millis(),
+            self.settle.as_millis(),
             mib(self.rss_one),
-            mib(self.rss_n),
-            mib(self.rss_restarted)
+            mib(self.rss_restarted),
+            mib(self.rss_settled)
+        );
+
+        let us = |d: Duration| format!("{:.0} µs", d.as_secs_f64() * 1e6);
+        println!(
+            "## 4e. misim up CPU per request (every thread): IMDS {} (1 VM), {} (restarted), {} (settled); Entra {} (1 VM), {} (restarted), {} (settled)",
+            us(self.one.imds_cpu),
+            us(self.restarted.imds_cpu),
+            us(self.settled.imds_cpu),
+            us(self.one.entra_cpu),
+            us(self.restarted.entra_cpu),
+            us(self.settled.entra_cpu),
         );
 
         let full = vms >= T5_VMS;
@@ -504,14 +630,18 @@ impl Measured {
             let judged = if full { "" } else { " (judged at 100k)" };
             format!("5. {vms} VMs{judged}: {goal}")
         };
-        let peak = self.rss_n.max(self.rss_restarted);
+        let peak = self
+            .rss_n
+            .unwrap_or(0)
+            .max(self.rss_restarted)
+            .max(self.rss_settled);
         vec![
             TargetRow {
                 target: at("RSS < 1 GiB"),
                 measured: format!(
-                    "{} (after restart {})",
-                    mib(self.rss_n),
-                    mib(self.rss_restarted)
+                    "{filled_rss} (restarted {}, settled {})",
+                    mib(self.rss_restarted),
+                    mib(self.rss_settled)
                 ),
                 baseline: format!("1 VM: {}", mib(self.rss_one)),
                 ratio: self.rss_one as f64 / peak.max(1) as f64,
@@ -525,15 +655,27 @@ impl Measured {
                 pass: full && self.restart < T5_RESTART,
             },
             kept_row(
-                at("IMDS cached token rate unchanged"),
-                &self.imds_n,
-                &self.imds_one,
+                at("IMDS cached token rate unchanged, restarted"),
+                &self.restarted.imds,
+                &self.one.imds,
                 full,
             ),
             kept_row(
-                at("Entra token rate unchanged"),
-                &self.entra_n,
-                &self.entra_one,
+                at("IMDS cached token rate unchanged, settled"),
+                &self.settled.imds,
+                &self.one.imds,
+                full,
+            ),
+            kept_row(
+                at("Entra token rate unchanged, restarted"),
+                &self.restarted.entra,
+                &self.one.entra,
+                full,
+            ),
+            kept_row(
+                at("Entra token rate unchanged, settled"),
+                &self.settled.entra,
+                &self.one.entra,
                 full,
             ),
         ]
