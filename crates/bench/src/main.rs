@@ -220,13 +220,8 @@ pub(crate) async fn client_credentials(
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    // Quiet unless asked: logging on the hot paths would be measured too.
-    if std::env::var_os("RUST_LOG").is_some() {
-        misim_runtime::telemetry::init();
-    }
+/// The run's settings from the command line (validated), announced on stdout.
+fn settings(args: &Args) -> anyhow::Result<Settings> {
     let window = match (args.duration_secs, args.quick) {
         (Some(d), _) if d.is_finite() && d > 0.0 => Duration::from_secs_f64(d),
         (Some(d), _) => bail!("--duration-secs must be positive, got {d}"),
@@ -269,6 +264,17 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "Ratios compare a subject with a baseline measured in this process, alternating in {ROUNDS} rounds; clients and servers share the machine."
     );
+    Ok(settings)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    // Quiet unless asked: logging on the hot paths would be measured too.
+    if std::env::var_os("RUST_LOG").is_some() {
+        misim_runtime::telemetry::init();
+    }
+    let settings = settings(&args)?;
 
     let pool = settings
         .token_concurrency
