@@ -9,7 +9,9 @@
 //!
 //! `mi` posts a managed identity's ES256 client assertion (the same one every time, as MSAL
 //! reuses one), `secret` an application's client secret; the number is how many tokens. Each
-//! function's inclusive count divided by that number is its cost per token.
+//! function's inclusive count divided by that number is its cost per token. A third argument,
+//! `log`, installs the log subscriber `misim up` installs (`RUST_LOG`, default `info`), whose
+//! per-request span the bench, which runs the sandbox without one, does not pay.
 
 use std::time::Duration;
 
@@ -41,6 +43,9 @@ async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let mode = args.next().unwrap_or_else(|| "mi".into());
     let n: usize = args.next().unwrap_or_else(|| "100".into()).parse()?;
+    if args.next().as_deref() == Some("log") {
+        misim_runtime::telemetry::init();
+    }
     let dir = tempfile::tempdir()?;
     let entra = misim_entra::Entra::open(
         misim_entra::Config {
