@@ -7,6 +7,8 @@
 //! (aws-lc-rs); the tables show how close, and how far that library is from
 //! `openssl speed rsa2048`, the machine's limit.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -163,6 +165,11 @@ fn issue_request(f: &Fixture) -> pb::IssueTokenRequest {
 
 /// Raw RSA-2048 PKCS#1 SHA-256 signatures with aws-lc-rs, what misim signs tokens with.
 fn sign_run(f: &Fixture, threads: usize, s: &Settings) -> Run {
+    sign_run_counted(f, threads, s, &AtomicU64::new(0))
+}
+
+/// [`sign_run`], counting every signature (warm-up included) in `done`.
+fn sign_run_counted(f: &Fixture, threads: usize, s: &Settings, done: &AtomicU64) -> Run {
     use aws_lc_rs::signature::RSA_PKCS1_SHA256;
     let msg = vec![b'e'; SIGNING_INPUT_LEN];
     measure::on_threads(
@@ -174,9 +181,56 @@ fn sign_run(f: &Fixture, threads: usize, s: &Settings) -> Run {
             let rng = aws_lc_rs::rand::SystemRandom::new();
             let mut sig = vec![0u8; f.key.public_modulus_len()];
             let (key, msg) = (&f.key, &msg);
-            move || key.sign(&RSA_PKCS1_SHA256, &rng, msg, &mut sig).is_ok()
+            move || {
+                let ok = key.sign(&RSA_PKCS1_SHA256, &rng, msg, &mut sig).is_ok();
+                done.fetch_add(u64::from(ok), Ordering::Relaxed);
+                ok
+            }
         },
     )
+}
+
+/// The CPU time (user and system, every thread of this process) spent per
+/// operation over some windows. A rate also counts the time other processes take
+/// the cores from this one; CPU time per operation is less sensitive to that, so it
+/// compares the HTTPS path with raw signing on a shared machine too (not exactly:
+/// caches are shared). Warm-ups are counted on both sides (operations and time).
+#[derive(Default, Clone, Copy)]
+struct CpuCost {
+    cpu: Duration,
+    ops: u64,
+}
+
+impl CpuCost {
+    /// Runs `f`, adding the CPU time it takes and the operations it counts in `done`.
+    async fn measure<T>(&mut self, f: impl Future<Output = T>, done: &AtomicU64) -> T {
+        let before = (process_cpu(), done.load(Ordering::Relaxed));
+        let out = f.await;
+        if let (Some(b), Some(a)) = (before.0, process_cpu()) {
+            self.cpu += a.saturating_sub(b);
+            self.ops += done.load(Ordering::Relaxed) - before.1;
+        }
+        out
+    }
+
+    /// CPU microseconds per operation (NaN without `/proc`).
+    fn us_per_op(&self) -> f64 {
+        self.cpu.as_secs_f64() * 1e6 / self.ops as f64
+    }
+}
+
+/// This process's CPU time so far (user + system), from `/proc/self/stat`
+/// (`None` where there is none).
+fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name may hold spaces; the fields after it are fixed.
+    let (_, rest) = stat.rsplit_once(')')?;
+    let mut fields = rest.split_whitespace();
+    // Fields 14 and 15 of proc(5) (the first after the name is field 3).
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    // In USER_HZ, 100 on every Linux that misim runs on.
+    Some(Duration::from_millis((utime + stime) * 10))
 }
 
 /// The same signatures with ring (the library misim signed with before).
@@ -305,11 +359,37 @@ fn in_process(f: &Fixture, r: &Settings) -> InProcess {
     }
 }
 
-/// 1d's measurements: all-core signing and the two HTTPS token flows.
+/// 1d's measurements: all-core signing and the two HTTPS token flows, each over
+/// HTTP/1.1 keep-alive connections (what the target is read from) and over one
+/// HTTP/2 connection.
 struct OverHttps {
     sign: Run,
     secret: Run,
     assertion: Run,
+    secret_h2: Run,
+    assertion_h2: Run,
+    /// CPU per operation of each, in the order above.
+    cpu: [CpuCost; 5],
+}
+
+/// The client the target is measured with: HTTP/1.1 over `token_concurrency`
+/// keep-alive TLS connections, one request in flight on each. That is how the
+/// Azure CLI and the Python SDKs (MSAL Python and azure-identity, through
+/// `requests`/urllib3, which speak HTTP/1.1 only) call Entra: a pool of
+/// keep-alive connections, one request at a time on each. (`World::https`
+/// negotiates HTTP/2 by ALPN, as Go's `net/http` and reqwest do, and then
+/// multiplexes every request over one connection, one task per side: measured
+/// too, as the h2 rows.)
+fn http1_client(world: &World, connections: usize) -> anyhow::Result<reqwest::Client> {
+    let ca = reqwest::Certificate::from_pem(world.sb.ca_pem.as_bytes())?;
+    Ok(reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .no_proxy()
+        .tcp_nodelay(true)
+        .http1_only()
+        .pool_max_idle_per_host(connections)
+        .timeout(Duration::from_secs(30))
+        .build()?)
 }
 
 /// Measures 1d: all-core signing and the HTTPS token endpoint with a client
@@ -324,29 +404,65 @@ async fn over_https(f: &Fixture, r: &Settings, world: &World) -> anyhow::Result<
         ("client_assertion", mi.assertion.as_str()),
         ("scope", "https://vault.azure.net/.default"),
     ])?;
-    let (mut sign, mut by_secret, mut by_assertion) = (None, None, None);
+    let h1 = Client {
+        http: http1_client(world, r.token_concurrency)?,
+        what: "HTTP/1.1",
+    };
+    let h2 = Client {
+        http: world.https.clone(),
+        what: "h2",
+    };
+    let mut acc: [Option<Run>; 5] = Default::default();
+    let mut cpu = [CpuCost::default(); 5];
+    let done: [Arc<AtomicU64>; 5] = Default::default();
     for _ in 0..ROUNDS {
-        let b = tokio::task::block_in_place(|| sign_run(f, r.threads, r));
-        measure::accumulate(&mut sign, b);
-        let label = "client secret";
-        measure::accumulate(
-            &mut by_secret,
-            https_token_run(r, world, label, &secret).await?,
-        );
-        let label = "managed identity's ES256 assertion";
-        measure::accumulate(
-            &mut by_assertion,
-            https_token_run(r, world, label, &assertion).await?,
-        );
+        let b = cpu[0]
+            .measure(
+                async {
+                    tokio::task::block_in_place(|| sign_run_counted(f, r.threads, r, &done[0]))
+                },
+                &done[0],
+            )
+            .await;
+        measure::accumulate(&mut acc[0], b);
+        let runs = [
+            (&h1, "client secret", &secret),
+            (&h1, "MI assertion", &assertion),
+            (&h2, "client secret", &secret),
+            (&h2, "MI assertion", &assertion),
+        ];
+        for (i, (client, what, form)) in runs.into_iter().enumerate() {
+            let d = &done[i + 1];
+            let run = cpu[i + 1]
+                .measure(https_token_run(r, world, client, what, form, d.clone()), d)
+                .await?;
+            measure::accumulate(&mut acc[i + 1], run);
+        }
     }
-    let (Some(sign), Some(secret), Some(assertion)) = (sign, by_secret, by_assertion) else {
+    let [
+        Some(sign),
+        Some(secret),
+        Some(assertion),
+        Some(secret_h2),
+        Some(assertion_h2),
+    ] = acc
+    else {
         unreachable!("ROUNDS > 0")
     };
     Ok(OverHttps {
         sign,
         secret,
         assertion,
+        secret_h2,
+        assertion_h2,
+        cpu,
     })
+}
+
+/// An HTTPS client and the protocol it speaks, for the labels.
+struct Client {
+    http: reqwest::Client,
+    what: &'static str,
 }
 
 /// The administrator's client-credentials form (client secret).
@@ -443,7 +559,32 @@ pub(crate) async fn run(s: &Settings, world: &World) -> anyhow::Result<Vec<Targe
             s.token_concurrency
         ),
         &h.sign,
-        &[&h.secret, &h.assertion],
+        &[&h.secret, &h.assertion, &h.secret_h2, &h.assertion_h2],
+    );
+    let runs = [
+        &h.sign,
+        &h.secret,
+        &h.assertion,
+        &h.secret_h2,
+        &h.assertion_h2,
+    ];
+    println!(
+        "CPU time of this process per operation (clients, servers and kernel; warm-ups included):"
+    );
+    for (run, cost) in runs.iter().zip(&h.cpu) {
+        println!(
+            "  {:<52} {:>8.1} µs ({} ops), raw signing's share {:.3}",
+            run.label,
+            cost.us_per_op(),
+            cost.ops,
+            h.cpu[0].us_per_op() / cost.us_per_op()
+        );
+    }
+    println!(
+        "The target is read from the HTTP/1.1 rows ({} keep-alive connections, one request in flight \
+         on each: how the Azure CLI and the Python SDKs call Entra); the h2 rows \
+         multiplex the same requests over one connection.",
+        s.token_concurrency
     );
     let vs_openssl = |r: &Run| match openssl {
         Some(o) => format!("{:.3}", r.rate() / o),
@@ -469,8 +610,8 @@ pub(crate) async fn run(s: &Settings, world: &World) -> anyhow::Result<Vec<Targe
         }
     };
     Ok(vec![
-        row("client secret", &h.secret),
-        row("MI assertion", &h.assertion),
+        row("client secret, HTTP/1.1", &h.secret),
+        row("MI assertion, HTTP/1.1", &h.assertion),
     ])
 }
 
@@ -521,8 +662,10 @@ fn split_jwt(jwt: &str) -> (&str, Vec<u8>) {
 async fn https_token_run(
     s: &Settings,
     world: &World,
+    client: &Client,
     what: &str,
     form: &str,
+    done: Arc<AtomicU64>,
 ) -> anyhow::Result<Run> {
     let sb = &world.sb;
     let url = format!(
@@ -530,7 +673,7 @@ async fn https_token_run(
         sb.entra_url, sb.bootstrap.tenant_id
     );
     let body = form.to_owned();
-    let http = world.https.clone();
+    let http = client.http.clone();
     let probe = http
         .post(&url)
         .header(
@@ -548,7 +691,10 @@ async fn https_token_run(
         );
     }
     Ok(measure::in_flight(
-        format!("HTTPS token, {what}, {} in flight", s.token_concurrency),
+        format!(
+            "HTTPS token, {what}, {}, {} in flight",
+            client.what, s.token_concurrency
+        ),
         s.token_concurrency,
         s.warmup,
         s.window,
@@ -560,11 +706,14 @@ async fn https_token_run(
                     "application/x-www-form-urlencoded",
                 )
                 .body(body.clone());
+            let done = done.clone();
             async move {
-                match req.send().await {
+                let ok = match req.send().await {
                     Ok(r) => r.status() == reqwest::StatusCode::OK && r.bytes().await.is_ok(),
                     Err(_) => false,
-                }
+                };
+                done.fetch_add(u64::from(ok), Ordering::Relaxed);
+                ok
             }
         },
     )
