@@ -105,10 +105,12 @@ async fn identify(req: Request) -> (Request, Who) {
     let (parts, body) = req.into_parts();
     match axum::body::to_bytes(body, usize::try_from(MAX_PEEK).unwrap_or(usize::MAX)).await {
         Ok(bytes) => {
-            if let Ok(form) = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&bytes)
-                && let Some((_, id)) = form.iter().find(|(k, _)| k == "client_id")
-            {
-                who.client_id = Some(id.clone());
+            // Borrowed pairs: only the client id is copied, not the rest of
+            // the form (a client assertion is a kilobyte; decoding the whole
+            // form into owned pairs was a quarter of Entra's cost per token
+            // beside signing).
+            if let Some((_, id)) = form_urlencoded::parse(&bytes).find(|(k, _)| k == "client_id") {
+                who.client_id = Some(id.into_owned());
             }
             (Request::from_parts(parts, Body::from(bytes)), who)
         }
