@@ -415,21 +415,9 @@ impl Peers {
     pub(crate) async fn managed_identity_principals(
         &self,
     ) -> Result<Vec<ListedPrincipal>, ArmError> {
-        let sps = misim_proto::all_pages(|page_token| {
-            let mut c = self.directory.clone();
-            async move {
-                let r = c
-                    .list_service_principals(entra::ListServicePrincipalsRequest {
-                        page_size: 0,
-                        page_token,
-                    })
-                    .await?
-                    .into_inner();
-                Ok((r.service_principals, r.next_page_token))
-            }
-        })
-        .await
-        .map_err(|s| failed(ENTRA, s))?;
+        let sps = misim_proto::all_principals(&self.directory)
+            .await
+            .map_err(|s| failed(ENTRA, s))?;
         Ok(sps
             .into_iter()
             .filter(|s| !s.managed_identity_resource_id.is_empty())
@@ -571,21 +559,9 @@ impl Peers {
 
     /// Every VM IMDS serves, with its identities.
     pub(crate) async fn imds_vms(&self) -> Result<Vec<ImdsVm>, ArmError> {
-        let vms = misim_proto::all_pages(|page_token| {
-            let mut c = self.imds.clone();
-            async move {
-                let r = c
-                    .list_vms(imds::ListVmsRequest {
-                        page_size: 0,
-                        page_token,
-                    })
-                    .await?
-                    .into_inner();
-                Ok((r.vms, r.next_page_token))
-            }
-        })
-        .await
-        .map_err(|s| failed(IMDS, s))?;
+        let vms = misim_proto::all_vms(&self.imds)
+            .await
+            .map_err(|s| failed(IMDS, s))?;
         Ok(vms
             .into_iter()
             .map(|v| ImdsVm {

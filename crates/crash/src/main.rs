@@ -496,7 +496,7 @@ async fn renew_through_kills(
             .credential(misim_proto::auth::Caller::Admin)
             .wrap(misim_runtime::lazy_channel(&at.entra_grpc)?),
     );
-    let mi: Vec<_> = all_principals(&dir)
+    let mi: Vec<_> = misim_proto::all_principals(&dir)
         .await?
         .into_iter()
         .filter(|s| !s.managed_identity_resource_id.is_empty())
@@ -511,28 +511,6 @@ async fn renew_through_kills(
     Ok(())
 }
 
-/// Every principal of the tenant, page by page.
-async fn all_principals(
-    dir: &misim_proto::entra::v1::directory_client::DirectoryClient<
-        misim_proto::auth::ControlChannel,
-    >,
-) -> anyhow::Result<Vec<misim_proto::entra::v1::ServicePrincipal>> {
-    Ok(misim_proto::all_pages(|page_token| {
-        let mut dir = dir.clone();
-        async move {
-            let r = dir
-                .list_service_principals(misim_proto::entra::v1::ListServicePrincipalsRequest {
-                    page_size: 0,
-                    page_token,
-                })
-                .await?
-                .into_inner();
-            Ok((r.service_principals, r.next_page_token))
-        }
-    })
-    .await?)
-}
-
 /// Every acknowledged effect present, per worker, and every principal owned.
 async fn verify_effects(
     api: &Api,
@@ -545,7 +523,7 @@ async fn verify_effects(
             .credential(misim_proto::auth::Caller::Admin)
             .wrap(misim_runtime::lazy_channel(entra_grpc)?),
     );
-    let sps = all_principals(&dir).await?;
+    let sps = misim_proto::all_principals(&dir).await?;
     let mut checked = 0;
     for w in finished {
         checked += w.verify(api, &sps).await?;

@@ -57,6 +57,81 @@ pub mod faults;
 pub mod keys;
 pub mod server;
 
+/// Every VM IMDS serves, page by page (`Control.ListVms`).
+pub async fn all_vms<C>(
+    client: &imds::v1::control_client::ControlClient<C>,
+) -> Result<Vec<imds::v1::Vm>, tonic::Status>
+where
+    C: GrpcChannel,
+{
+    all_pages(|page_token| {
+        let mut c = client.clone();
+        async move {
+            let r = c
+                .list_vms(imds::v1::ListVmsRequest {
+                    page_size: 0,
+                    page_token,
+                })
+                .await?
+                .into_inner();
+            Ok((r.vms, r.next_page_token))
+        }
+    })
+    .await
+}
+
+/// Every principal of the tenant, page by page (`Directory.ListServicePrincipals`).
+pub async fn all_principals<C>(
+    client: &entra::v1::directory_client::DirectoryClient<C>,
+) -> Result<Vec<entra::v1::ServicePrincipal>, tonic::Status>
+where
+    C: GrpcChannel,
+{
+    all_pages(|page_token| {
+        let mut c = client.clone();
+        async move {
+            let r = c
+                .list_service_principals(entra::v1::ListServicePrincipalsRequest {
+                    page_size: 0,
+                    page_token,
+                })
+                .await?
+                .into_inner();
+            Ok((r.service_principals, r.next_page_token))
+        }
+    })
+    .await
+}
+
+/// What a generated client needs of its channel (tonic's own bounds), and
+/// `Clone`: [`ControlChannel`](auth::ControlChannel) and
+/// [`PeerChannel`](faults::PeerChannel) both are.
+pub trait GrpcChannel:
+    tonic::client::GrpcService<
+        tonic::body::Body,
+        Error: Into<tonic::codegen::StdError>,
+        ResponseBody: tonic::codegen::Body<
+            Data = tonic::codegen::Bytes,
+            Error: Into<tonic::codegen::StdError> + Send,
+        > + Send
+                          + 'static,
+    > + Clone
+{
+}
+
+impl<C> GrpcChannel for C where
+    C: tonic::client::GrpcService<
+            tonic::body::Body,
+            Error: Into<tonic::codegen::StdError>,
+            ResponseBody: tonic::codegen::Body<
+                Data = tonic::codegen::Bytes,
+                Error: Into<tonic::codegen::StdError> + Send,
+            > + Send
+                              + 'static,
+        > + Clone
+{
+}
+
 /// Every item of a paged list call (`ListVms`, `ListServicePrincipals`):
 /// `fetch` gets each page's token (empty for the first) and returns the
 /// page's items and its `next_page_token`, empty on the last page.

@@ -498,21 +498,9 @@ pub(crate) fn env_value(lines: &[String], key: &str) -> anyhow::Result<String> {
 async fn imds_vms(data_dir: &Path, url: &str) -> anyhow::Result<Vec<misim_proto::imds::v1::Vm>> {
     let control =
         misim_proto::imds::v1::control_client::ControlClient::new(admin_channel(data_dir, url)?);
-    misim_proto::all_pages(|page_token| {
-        let mut c = control.clone();
-        async move {
-            let r = c
-                .list_vms(misim_proto::imds::v1::ListVmsRequest {
-                    page_size: 0,
-                    page_token,
-                })
-                .await?
-                .into_inner();
-            Ok((r.vms, r.next_page_token))
-        }
-    })
-    .await
-    .context("asking IMDS for its VMs (is `misim up` running?)")
+    misim_proto::all_vms(&control)
+        .await
+        .context("asking IMDS for its VMs (is `misim up` running?)")
 }
 
 async fn find_vm(

@@ -208,17 +208,24 @@ impl FaultHook for PeersDown {
     }
 }
 
-#[tokio::test]
-async fn a_renewal_held_up_by_an_entra_outage_stays_pending_and_completes_after() {
+/// A system-assigned VM whose 45-day renewal is pending because Entra is down (still down on
+/// return): the peers' switches, the harness, the VM's id, principal and client ids, and the
+/// thumbprint IMDS signs with.
+async fn renewal_held_by_entra() -> (Arc<PeersDown>, Harness, String, String, String, String) {
     let down = Arc::new(PeersDown::default());
     let h = harness_full(None, Faults::with(down.clone())).await;
     h.rg("rg1").await;
     let (vm_id, principal, client) = h.sami_vm("vm1").await;
     let first = h.imds_thumbprint(&vm_id, &client);
-
     down.entra.store(true, Ordering::SeqCst);
     h.clock.advance(DAY * 46);
     assert_eq!(h.arm.renew_due_credentials().await.unwrap(), 1);
+    (down, h, vm_id, principal, client, first)
+}
+
+#[tokio::test]
+async fn a_renewal_held_up_by_an_entra_outage_stays_pending_and_completes_after() {
+    let (down, h, vm_id, principal, client, first) = renewal_held_by_entra().await;
     // Nothing reached IMDS: it still signs with a certificate Entra accepts.
     assert_eq!(h.imds_thumbprint(&vm_id, &client), first);
     assert_eq!(h.entra_thumbprints(&principal), vec![first.clone()]);
@@ -330,14 +337,7 @@ async fn renew_credentials_renews_now_by_any_name_and_once() {
 /// once: the pending operation is told to renew, not followed by a second one.
 #[tokio::test]
 async fn renew_credentials_with_a_renewal_pending_renews_once() {
-    let down = Arc::new(PeersDown::default());
-    let h = harness_full(None, Faults::with(down.clone())).await;
-    h.rg("rg1").await;
-    let (vm_id, principal, client) = h.sami_vm("vm1").await;
-    let first = h.imds_thumbprint(&vm_id, &client);
-    down.entra.store(true, Ordering::SeqCst);
-    h.clock.advance(DAY * 46);
-    assert_eq!(h.arm.renew_due_credentials().await.unwrap(), 1);
+    let (down, h, vm_id, principal, client, first) = renewal_held_by_entra().await;
     down.entra.store(false, Ordering::SeqCst);
     h.clear_calls();
     let r = renew(&h, &[&client]).await.unwrap();
