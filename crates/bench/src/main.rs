@@ -27,6 +27,10 @@ mod targets;
 
 use std::time::Duration;
 
+/// The allocator the `misim` binary runs with, so in-process rows measure the same code.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
 use serde_json::Value;

@@ -43,7 +43,7 @@ impl Core {
         let not_before = misim_types::unix_seconds(now);
         let validity = (not_before, misim_types::unix_seconds(now + CERT_VALIDITY));
         self.renewal
-            .note_due(not_before + super::renewal::RENEW_AFTER.as_secs() as i64);
+            .note_due(not_before + super::renewal::RENEW_AFTER.as_secs() as i64)?;
         Ok(Credential {
             principal_id: sp.object_id.clone(),
             client_id: sp.app_id.clone(),

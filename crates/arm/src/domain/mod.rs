@@ -63,6 +63,9 @@ pub struct Core {
     pub(crate) propagation: misim_chaos::Settling,
     /// When managed-identity certificates are next due for renewal.
     pub(crate) renewal: renewal::Renewal,
+    /// When the background scans (renewal, operation pruning) are next due, so that a
+    /// restart does not read every record to find nothing to do.
+    schedule: Table<i64>,
 }
 /// A PUT's outcome: the record and whether it was created.
 pub type Put<T> = (T, bool);
@@ -116,6 +119,7 @@ impl Core {
         ids: SharedIds,
         peers: Peers,
     ) -> Result<Self, ArmError> {
+        let schedule = renewal::Renewal::table(store)?;
         Ok(Self {
             config,
             clock,
@@ -137,7 +141,8 @@ impl Core {
             locks: orchestrate::Locks::default(),
             op_seq: std::sync::Mutex::new(0),
             propagation: misim_chaos::Settling::default(),
-            renewal: renewal::Renewal::default(),
+            renewal: renewal::Renewal::open(schedule.clone())?,
+            schedule,
         })
     }
 

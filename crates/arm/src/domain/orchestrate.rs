@@ -29,11 +29,16 @@ const INLINE_BUDGET: Duration = Duration::from_secs(10);
 /// after the request (`az ... --no-wait`, an SDK poller resumed from a saved
 /// token); a day covers any such poller while keeping the table bounded.
 pub(crate) const OP_RETENTION: Duration = Duration::from_secs(24 * 3600);
-/// Most expired operations deleted per pass (each delete is a flush), so a
+/// Most expired operations deleted per pass (one flush for all of them), so a
 /// backlog after a long downtime does not hold up resuming pending work.
-const PRUNE_BATCH: usize = 64;
-/// How often (by the injected clock) the reconciler looks for expired operations.
+const PRUNE_BATCH: usize = 1024;
+/// How often (by the injected clock) the reconciler looks for expired operations
+/// at most.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// The key under which the next pruning pass's time is stored, in ARM's schedule
+/// table: a restart prunes only once something has expired (each pass reads
+/// every operation record; docs/performance.md finding 13).
+const NEXT_PRUNE_KEY: &str = "operations.next_prune";
 
 /// Per-resource locks.
 #[derive(Debug, Default)]
@@ -320,13 +325,16 @@ impl Core {
     /// (by the injected clock). Pending operations are never touched. A
     /// finished record without an end stamp (written before stamps existed)
     /// is stamped now, so it too is kept a full retention window. Returns
-    /// how many were deleted (at most [`PRUNE_BATCH`]; the rest go next time).
+    /// how many were deleted (at most [`PRUNE_BATCH`]; the rest go next time),
+    /// and stores when the next pass is due: when the oldest operation kept
+    /// expires, or a retention window from now for operations that end later,
+    /// but not before [`PRUNE_EVERY`] from now.
     pub async fn prune_ops(&self) -> Result<usize, ArmError> {
         let now = misim_types::unix_seconds(self.clock.now());
         let keep = OP_RETENTION.as_secs() as i64;
         /// What pruning reads of an operation (a view: the rest of each record, its
         /// certificate and key among it, is skipped without being built; every record is
-        /// read each [`PRUNE_EVERY`]: docs/performance.md finding 9).
+        /// read each pass: docs/performance.md finding 9).
         #[derive(serde::Deserialize)]
         struct Ended {
             status: OpStatus,
@@ -335,32 +343,43 @@ impl Core {
         }
         // Streamed: only the keys to act on are kept, not a view of every record.
         let (mut expired, mut unstamped) = (Vec::new(), Vec::new());
+        let mut next = now.saturating_add(keep);
         self.ops
             .for_each_as::<Ended>(|k, view| match view.ended_unix {
                 _ if view.status == OpStatus::InProgress => {}
-                Some(t) if now - t >= keep => {
-                    if expired.len() < PRUNE_BATCH {
-                        expired.push(k);
-                    }
-                }
-                Some(_) => {}
+                Some(t) if now - t >= keep && expired.len() < PRUNE_BATCH => expired.push(k),
+                Some(t) => next = next.min(t.saturating_add(keep)),
                 None => unstamped.push(k),
             })?;
         let pruned = expired.len();
+        let mut durable = self.schedule.visible();
         for k in expired {
-            self.ops.remove(&k).await?;
+            durable = durable.and(self.ops.remove_deferred(&k)?.1);
         }
         for k in unstamped {
             // Rare (records from before end stamps): read it whole to stamp it.
             if let Some(mut op) = self.ops.get(&k)? {
                 op.ended_unix = Some(now);
-                self.ops.put(&k, &op).await?;
+                durable = durable.and(self.ops.put_deferred(&k, &op)?);
             }
         }
+        let next = next.max(now.saturating_add(PRUNE_EVERY.as_secs() as i64));
+        durable
+            .and(self.schedule.put_deferred(NEXT_PRUNE_KEY, &next)?)
+            .await?;
         if pruned > 0 {
             tracing::info!(pruned, "expired operation records deleted");
         }
         Ok(pruned)
+    }
+
+    /// When the next pruning pass is due (sandbox time): as stored by the last
+    /// pass, or now for a directory that has none.
+    fn next_prune(&self) -> Result<std::time::SystemTime, ArmError> {
+        Ok(match self.schedule.get(NEXT_PRUNE_KEY)? {
+            Some(t) => UNIX_EPOCH + Duration::from_secs(t.max(0) as u64),
+            None => self.clock.now(),
+        })
     }
 
     /// The reconciler: resumes pending operations until `shutdown`, prunes
@@ -368,7 +387,10 @@ impl Core {
     /// sandbox clock makes them due (at once when the clock is moved).
     pub async fn reconcile(self: Arc<Self>, shutdown: misim_runtime::Shutdown) {
         let mut backoff = HashMap::new();
-        let mut next_prune = self.clock.now();
+        let mut next_prune = self.next_prune().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read when operations are next pruned");
+            self.clock.now()
+        });
         // A copy: a reconciler started again (ARM stopped and started in process) follows too.
         let mut moves = self
             .renewal
@@ -378,10 +400,13 @@ impl Core {
             .clone();
         loop {
             if self.clock.now() >= next_prune {
-                if let Err(e) = self.prune_ops().await {
-                    tracing::warn!(error = %e, "cannot prune operation records");
-                }
-                next_prune = self.clock.now() + PRUNE_EVERY;
+                next_prune = match self.prune_ops().await.and_then(|_| self.next_prune()) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot prune operation records");
+                        self.clock.now() + PRUNE_EVERY
+                    }
+                };
             }
             self.renewal_tick().await;
             self.reconcile_once(&mut backoff).await;
@@ -584,9 +609,13 @@ mod tests {
 
     /// A core whose peers are never called (pruning is local).
     fn core(clock: Arc<ManualClock>) -> Core {
+        core_over(&misim_store::Store::memory().unwrap(), clock)
+    }
+
+    fn core_over(store: &misim_store::Store, clock: Arc<ManualClock>) -> Core {
         Core::new(
             crate::Config::default(),
-            &misim_store::Store::memory().unwrap(),
+            store,
             clock,
             Arc::new(SeqIds::new(1)),
             crate::peers::Peers::unreachable(),
@@ -602,6 +631,38 @@ mod tests {
             core.finish(&pk, &mut op, st, None).await.unwrap();
         }
         op.id
+    }
+
+    #[tokio::test]
+    async fn the_next_pruning_pass_is_stored_for_a_restart() {
+        let store = misim_store::Store::memory().unwrap();
+        let clock = Arc::new(ManualClock::at_unix(T0));
+        let at = |secs: u64| UNIX_EPOCH + Duration::from_secs(secs);
+        let first = core_over(&store, clock.clone());
+        assert_eq!(
+            first.next_prune().unwrap(),
+            at(T0),
+            "none stored: prune at once"
+        );
+        let keep = OP_RETENTION.as_secs();
+        // Nothing finished: whatever ends from now on expires a window from now.
+        first.prune_ops().await.unwrap();
+        assert_eq!(first.next_prune().unwrap(), at(T0 + keep));
+        op(&first, "a", Some(OpStatus::Succeeded)).await;
+        clock.advance(Duration::from_secs(3600));
+        first.prune_ops().await.unwrap();
+        assert_eq!(first.next_prune().unwrap(), at(T0 + keep), "when a expires");
+        // A restart reads the stored time (not every operation record).
+        let same = core_over(&store, clock.clone());
+        assert_eq!(same.next_prune().unwrap(), at(T0 + keep));
+        // At that time a goes; with nothing left, the next pass is a window later.
+        clock.set(at(T0 + keep));
+        assert_eq!(same.prune_ops().await.unwrap(), 1);
+        assert_eq!(
+            same.next_prune().unwrap(),
+            at(T0 + keep + keep),
+            "nothing left: a window from now"
+        );
     }
 
     #[tokio::test]

@@ -4,6 +4,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// jemalloc, not glibc's malloc: with 100,000 VMs glibc's arenas kept the memory of a
+/// restart's first scans and took 2-3 times the CPU catching up (docs/performance.md
+/// finding 13).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     misim_runtime::telemetry::init();
