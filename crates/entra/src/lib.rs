@@ -106,7 +106,12 @@ impl Entra {
         )
         .await?;
         let directory = Directory::open(&deps.store, deps.clock.clone(), deps.ids.clone())?;
-        directory.repair_indexes().await?;
+        // A directory the last process closed clean has every index entry;
+        // the repair reads every principal (about 1 s at 100,000 identities,
+        // docs/performance.md finding 13).
+        if !deps.store.take_closed_clean() {
+            directory.repair_indexes().await?;
+        }
         if let Some(admin) = &config.admin {
             directory
                 .ensure_application(EnsureApp {

@@ -530,7 +530,13 @@ impl Sandbox {
             }
         }
         for s in &self.stores {
-            s.flush().await?;
+            // Every service has stopped: the next start may trust the
+            // directory without crash repairs, unless one of them failed.
+            if first_err.is_none() {
+                s.close_clean().await?;
+            } else {
+                s.flush().await?;
+            }
         }
         first_err.map_or(Ok(()), Err)
     }

@@ -102,11 +102,17 @@ fn is_lock_contention(e: &sled::Error) -> bool {
     matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
 }
 
+/// The mark a clean close leaves, in sled's default tree (no [`Table`] uses it).
+const CLEAN_CLOSE_MARK: &[u8] = b"misim.closed_clean";
+
 /// An open database: one per service process.
 #[derive(Clone, Debug)]
 pub struct Store {
     db: sled::Db,
     commit: Arc<commit::Committer>,
+    /// Whether the last process to use the directory closed it with
+    /// [`Store::close_clean`]; taken once ([`Store::take_closed_clean`]).
+    closed_clean: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Store {
@@ -142,21 +148,48 @@ impl Store {
             }
         };
         private_dir(dir)?;
-        Self::with_committer(db)
+        // The mark goes, on disk, before anything else is written: a crash of
+        // this process must not pass for a clean close.
+        let closed_clean = db.remove(CLEAN_CLOSE_MARK)?.is_some();
+        if closed_clean {
+            db.flush()?;
+        }
+        Self::with_committer(db, closed_clean)
     }
 
-    fn with_committer(db: sled::Db) -> Result<Self> {
+    fn with_committer(db: sled::Db, closed_clean: bool) -> Result<Self> {
         let commit = commit::Committer::start(db.clone()).map_err(sled::Error::Io)?;
         Ok(Self {
             db,
             commit: Arc::new(commit),
+            closed_clean: Arc::new(closed_clean.into()),
         })
+    }
+
+    /// True, once, when the process that used the directory last closed it
+    /// with [`Store::close_clean`]: every write it made was complete, so a
+    /// service may skip the checks that repair what a crash between two
+    /// related writes leaves (an index entry without its record). Any later
+    /// call is false, so a service reopened on the same store in-process (its
+    /// tasks aborted, perhaps between two writes) repairs as after a crash.
+    pub fn take_closed_clean(&self) -> bool {
+        self.closed_clean
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Flushes everything and marks the directory closed clean. Call it only
+    /// once every task that writes to the store has ended.
+    pub async fn close_clean(&self) -> Result<()> {
+        self.db.flush_async().await?;
+        self.db.insert(CLEAN_CLOSE_MARK, &[])?;
+        self.db.flush_async().await?;
+        Ok(())
     }
 
     /// A database that lives in memory and vanishes on drop (component tests).
     pub fn memory() -> Result<Self> {
         let db = sled::Config::new().temporary(true).open()?;
-        Self::with_committer(db)
+        Self::with_committer(db, false)
     }
 
     /// Opens the named table, creating it if new. Every handle to one name shares the data, so
@@ -412,6 +445,22 @@ mod tests {
         n: u32,
     }
 
+    #[tokio::test]
+    async fn only_a_clean_close_is_reported_and_only_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let reopen = || Store::open(tmp.path()).unwrap();
+        let s = reopen();
+        assert!(!s.take_closed_clean(), "a new directory");
+        s.close_clean().await.unwrap();
+        drop(s);
+        let s = reopen();
+        assert!(s.take_closed_clean());
+        assert!(!s.take_closed_clean(), "taken once");
+        // This run ends without a clean close (a crash): the mark is gone.
+        drop(s);
+        assert!(!reopen().take_closed_clean());
+    }
+
     #[test]
     fn a_held_directory_is_refused_as_in_use() {
         let tmp = tempfile::tempdir().unwrap();
@@ -630,6 +679,7 @@ mod tests {
         let store = Store {
             db: sled::Config::new().temporary(true).open().unwrap(),
             commit: Arc::new(committer),
+            closed_clean: Default::default(),
         };
         let t = store.table::<Rec>("recs").unwrap();
         // Another writer's flush (1) is under way when this write is applied.
