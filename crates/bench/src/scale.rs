@@ -265,6 +265,14 @@ impl Clients {
         )
     }
 
+    /// The resource group every VM of the run is in.
+    fn rg_path(&self) -> String {
+        format!(
+            "/subscriptions/{}/resourceGroups/{RG}",
+            self.env.subscription_id
+        )
+    }
+
     async fn put(&self, path: &str, body: &Value) -> anyhow::Result<()> {
         let r = self
             .https
@@ -356,33 +364,51 @@ async fn fill(c: &Clients, from: usize, to: usize, concurrency: usize) -> anyhow
     })
 }
 
-/// The IMDS cached-token rate on `vm` and Entra's token rate, interleaved, with
-/// the CPU time `m` used per request during each (see [`Rates`]).
-async fn rates(
-    m: &Misim,
-    c: &Clients,
-    vm: usize,
-    s: &Settings,
-    tag: &str,
-) -> anyhow::Result<Rates> {
-    let url = c.imds_token_url(vm).await?;
-    // Warm IMDS's cache: the first request for an identity goes to Entra.
-    let warm = Instant::now();
-    while !c.imds_token(&url).await {
-        ensure!(
-            warm.elapsed() < Duration::from_secs(30),
-            "no IMDS token from {url}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
+/// One process measured by [`paired_rates`]: its IMDS token URL (cache warm) and a label.
+struct Measured1<'a> {
+    m: &'a Misim,
+    c: &'a Clients,
+    url: String,
+    tag: String,
+}
+
+impl<'a> Measured1<'a> {
+    /// Warms IMDS's cache for VM `vm` of `m` (the first request for an identity goes to Entra).
+    async fn warm(m: &'a Misim, c: &'a Clients, vm: usize, tag: String) -> anyhow::Result<Self> {
+        let url = c.imds_token_url(vm).await?;
+        let warm = Instant::now();
+        while !c.imds_token(&url).await {
+            ensure!(
+                warm.elapsed() < Duration::from_secs(30),
+                "no IMDS token from {url}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(Self { m, c, url, tag })
     }
-    let r = s.round();
-    let (mut imds, mut entra) = (None, None);
-    let (mut imds_cpu, mut entra_cpu) = (Duration::ZERO, Duration::ZERO);
-    for _ in 0..ROUNDS {
-        let cpu0 = m.cpu()?;
-        let (cc, u) = (c.clone(), url.clone());
+}
+
+/// What [`paired_rates`] accumulates for one process.
+#[derive(Default)]
+struct Acc {
+    imds: Option<Run>,
+    entra: Option<Run>,
+    imds_cpu: Duration,
+    entra_cpu: Duration,
+}
+
+impl Acc {
+    /// One round: the IMDS cached-token rate, then Entra's token rate, with the CPU time the
+    /// process used during each.
+    async fn round(&mut self, t: &Measured1<'_>, s: &Settings) -> anyhow::Result<()> {
+        let r = s.round();
+        let cpu0 = t.m.cpu()?;
+        let (cc, u) = (t.c.clone(), t.url.clone());
         let i = measure::in_flight(
-            format!("IMDS GET token (cache hit), {} conns, {tag}", s.concurrency),
+            format!(
+                "IMDS GET token (cache hit), {} conns, {}",
+                s.concurrency, t.tag
+            ),
             s.concurrency,
             r.warmup,
             r.window,
@@ -392,14 +418,14 @@ async fn rates(
             },
         )
         .await;
-        measure::accumulate(&mut imds, i);
-        let cpu1 = m.cpu()?;
-        imds_cpu += cpu1.saturating_sub(cpu0);
-        let cc = c.clone();
+        measure::accumulate(&mut self.imds, i);
+        let cpu1 = t.m.cpu()?;
+        self.imds_cpu += cpu1.saturating_sub(cpu0);
+        let cc = t.c.clone();
         let e = measure::in_flight(
             format!(
-                "Entra client credentials, {} in flight, {tag}",
-                s.token_concurrency
+                "Entra client credentials, {} in flight, {}",
+                s.token_concurrency, t.tag
             ),
             s.token_concurrency,
             r.warmup,
@@ -414,24 +440,44 @@ async fn rates(
             },
         )
         .await;
-        measure::accumulate(&mut entra, e);
-        entra_cpu += m.cpu()?.saturating_sub(cpu1);
+        measure::accumulate(&mut self.entra, e);
+        self.entra_cpu += t.m.cpu()?.saturating_sub(cpu1);
+        Ok(())
     }
-    // The CPU time covers the warm-ups too, which the runs do not count:
-    // spread it over the requests of window and warm-up alike.
-    let per = |cpu: Duration, run: &Run| {
-        let requests = run.rate() * (s.window + s.warmup).as_secs_f64();
-        Duration::from_secs_f64(cpu.as_secs_f64() / requests.max(1.0))
-    };
-    match (imds, entra) {
-        (Some(imds), Some(entra)) => Ok(Rates {
-            imds_cpu: per(imds_cpu, &imds),
-            entra_cpu: per(entra_cpu, &entra),
-            imds,
-            entra,
-        }),
-        _ => unreachable!("ROUNDS > 0"),
+
+    fn rates(self, s: &Settings) -> Rates {
+        // The CPU time covers the warm-ups too, which the runs do not count:
+        // spread it over the requests of window and warm-up alike.
+        let per = |cpu: Duration, run: &Run| {
+            let requests = run.rate() * (s.window + s.warmup).as_secs_f64();
+            Duration::from_secs_f64(cpu.as_secs_f64() / requests.max(1.0))
+        };
+        match (self.imds, self.entra) {
+            (Some(imds), Some(entra)) => Rates {
+                imds_cpu: per(self.imds_cpu, &imds),
+                entra_cpu: per(self.entra_cpu, &entra),
+                imds,
+                entra,
+            },
+            _ => unreachable!("ROUNDS > 0"),
+        }
     }
+}
+
+/// Both token rates of `subject` (N VMs) and of `one` (a process with one VM), in
+/// alternating rounds: this machine's speed moves by half within minutes, so a baseline
+/// measured before a fill of several minutes is no baseline for the rates after it.
+async fn paired_rates(
+    subject: &Measured1<'_>,
+    one: &Measured1<'_>,
+    s: &Settings,
+) -> anyhow::Result<(Rates, Rates)> {
+    let (mut a, mut b) = (Acc::default(), Acc::default());
+    for _ in 0..ROUNDS {
+        a.round(subject, s).await?;
+        b.round(one, s).await?;
+    }
+    Ok((a.rates(s), b.rates(s)))
 }
 
 /// One interleaved measurement of both token rates.
@@ -492,20 +538,9 @@ pub(crate) async fn run(
 
     let (misim, fresh) = Misim::start(&base_dir).await?;
     let c = Clients::new(&misim, pool).await?;
-    c.put(
-        &format!(
-            "/subscriptions/{}/resourceGroups/{RG}",
-            c.env.subscription_id
-        ),
-        &json!({"location": "eastus"}),
-    )
-    .await?;
+    c.put(&c.rg_path(), &json!({"location": "eastus"})).await?;
     c.put_vm(0).await?;
     let rss_one = misim.rss()?;
-    // The baseline is a settled process too (a fresh start's key generation
-    // may still be running).
-    misim.settle().await?;
-    let one = rates(&misim, &c, 0, s, "1 VM").await?;
 
     let (filled, rss_n) = if reuse.is_none() {
         let filled = fill(&c, 1, vms, s.provision_concurrency).await?;
@@ -520,16 +555,32 @@ pub(crate) async fn run(
     };
     misim.stop().await?;
 
+    // The baseline: another `misim up` with one VM, settled before the restart
+    // so that the restarted process is measured from its first seconds.
+    let (one, _) = Misim::start(&dir.path().join("one")).await?;
+    let one_c = Clients::new(&one, pool).await?;
+    one_c
+        .put(&one_c.rg_path(), &json!({"location": "eastus"}))
+        .await?;
+    one_c.put_vm(0).await?;
+    one.settle().await?;
+    let one_t = Measured1::warm(&one, &one_c, 0, "1 VM".into()).await?;
+
     let (misim, restart) = Misim::start(&data_dir).await?;
     eprintln!("scale: restarted misim up has pid {}", misim.pid()?);
     let rss_restarted = misim.rss()?;
     let c = Clients::new(&misim, pool).await?;
-    let restarted = rates(&misim, &c, vms - 1, s, &format!("{vms} VMs, restarted"))
+    let n_t = Measured1::warm(&misim, &c, vms - 1, format!("{vms} VMs, restarted")).await?;
+    let (restarted, one_restarted) = paired_rates(&n_t, &one_t, s)
         .await
         .context("rates after the restart")?;
     let settle = misim.settle().await?;
     let rss_settled = misim.rss()?;
-    let settled = rates(&misim, &c, vms - 1, s, &format!("{vms} VMs, settled"))
+    let n_t = Measured1 {
+        tag: format!("{vms} VMs, settled"),
+        ..n_t
+    };
+    let (settled, one_settled) = paired_rates(&n_t, &one_t, s)
         .await
         .context("rates once settled")?;
     // The first VM's endpoint still serves it after the restart.
@@ -538,12 +589,14 @@ pub(crate) async fn run(
         "VM 0 has no token after the restart"
     );
     misim.stop().await?;
+    one.stop().await?;
 
     Ok(Measured {
         vms,
         filled,
-        one,
+        one_restarted,
         restarted,
+        one_settled,
         settled,
         fresh,
         restart,
@@ -561,12 +614,12 @@ struct Measured {
     vms: usize,
     /// None when the run restarted on a directory filled earlier.
     filled: Option<Run>,
-    /// One VM, before the fill.
-    one: Rates,
-    /// N VMs, right after the restart.
+    /// N VMs, right after the restart, and one VM in the same minutes.
     restarted: Rates,
-    /// N VMs, once the restarted process settled.
+    one_restarted: Rates,
+    /// N VMs, once the restarted process settled, and one VM in the same minutes.
     settled: Rates,
+    one_settled: Rates,
     fresh: Duration,
     restart: Duration,
     /// How long the process took to settle after the first windows.
@@ -579,6 +632,35 @@ struct Measured {
 }
 
 impl Measured {
+    /// Tables 4b and 4c: each rate with N VMs beside the one-VM process's in the same rounds.
+    fn print_rates(&self) {
+        let tables = [
+            (
+                "4b. IMDS cached token: N VMs right after a restart vs 1 VM (another misim up), alternating",
+                &self.one_restarted.imds,
+                &self.restarted.imds,
+            ),
+            (
+                "4b'. the same once the restarted process settled",
+                &self.one_settled.imds,
+                &self.settled.imds,
+            ),
+            (
+                "4c. Entra client-credentials tokens: N VMs right after a restart vs 1 VM, alternating",
+                &self.one_restarted.entra,
+                &self.restarted.entra,
+            ),
+            (
+                "4c'. the same once the restarted process settled",
+                &self.one_settled.entra,
+                &self.settled.entra,
+            ),
+        ];
+        for (title, one, n) in tables {
+            measure::report(title, one, &[n]);
+        }
+    }
+
     /// Prints the runs and returns the target rows.
     fn report(&self) -> Vec<TargetRow> {
         let vms = self.vms;
@@ -589,16 +671,7 @@ impl Measured {
                 &[],
             );
         }
-        measure::report(
-            "4b. IMDS cached token: 1 VM vs N VMs (right after a restart, and settled)",
-            &self.one.imds,
-            &[&self.restarted.imds, &self.settled.imds],
-        );
-        measure::report(
-            "4c. Entra client-credentials tokens: 1 VM vs N VMs (right after a restart, and settled)",
-            &self.one.entra,
-            &[&self.restarted.entra, &self.settled.entra],
-        );
+        self.print_rates();
         let filled_rss = self
             .rss_n
             .map_or_else(|| "not filled in this run".to_owned(), mib);
@@ -615,13 +688,15 @@ impl Measured {
 
         let us = |d: Duration| format!("{:.0} µs", d.as_secs_f64() * 1e6);
         println!(
-            "## 4e. misim up CPU per request (every thread): IMDS {} (1 VM), {} (restarted), {} (settled); Entra {} (1 VM), {} (restarted), {} (settled)",
-            us(self.one.imds_cpu),
+            "## 4e. misim up CPU per request (every thread), N VMs vs 1 VM beside it: IMDS {} vs {} (restarted), {} vs {} (settled); Entra {} vs {} (restarted), {} vs {} (settled)",
             us(self.restarted.imds_cpu),
+            us(self.one_restarted.imds_cpu),
             us(self.settled.imds_cpu),
-            us(self.one.entra_cpu),
+            us(self.one_settled.imds_cpu),
             us(self.restarted.entra_cpu),
+            us(self.one_restarted.entra_cpu),
             us(self.settled.entra_cpu),
+            us(self.one_settled.entra_cpu),
         );
 
         let full = vms >= T5_VMS;
@@ -657,25 +732,25 @@ impl Measured {
             kept_row(
                 at("IMDS cached token rate unchanged, restarted"),
                 &self.restarted.imds,
-                &self.one.imds,
+                &self.one_restarted.imds,
                 full,
             ),
             kept_row(
                 at("IMDS cached token rate unchanged, settled"),
                 &self.settled.imds,
-                &self.one.imds,
+                &self.one_settled.imds,
                 full,
             ),
             kept_row(
                 at("Entra token rate unchanged, restarted"),
                 &self.restarted.entra,
-                &self.one.entra,
+                &self.one_restarted.entra,
                 full,
             ),
             kept_row(
                 at("Entra token rate unchanged, settled"),
                 &self.settled.entra,
-                &self.one.entra,
+                &self.one_settled.entra,
                 full,
             ),
         ]

@@ -359,6 +359,7 @@ impl Sandbox {
             tasks,
             stores,
             controls,
+            ..
         } = run;
         Ok(Sandbox {
             bootstrap,

@@ -2,6 +2,7 @@
 //! its secrets, bind every listener, build each service's peer clients, then open and serve the
 //! services in dependency order (Entra first: the others verify tokens against its keys).
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
@@ -234,7 +235,12 @@ pub(crate) struct Running {
     pub(crate) tasks: JoinSet<anyhow::Result<()>>,
     pub(crate) stores: Vec<Store>,
     pub(crate) controls: Vec<Control>,
+    /// Stores being opened on the blocking pool ([`Running::begin_opening`]).
+    opening: HashMap<&'static str, tokio::task::JoinHandle<anyhow::Result<Store>>>,
 }
+
+/// Every service's store directory under the data dir, in start order.
+const STORES: [&str; 5] = ["oidc", "entra", "imds", "arm", "keyvault"];
 
 impl Running {
     pub(crate) fn new() -> Self {
@@ -243,19 +249,40 @@ impl Running {
             tasks: JoinSet::new(),
             stores: Vec::new(),
             controls: Vec::new(),
+            opening: HashMap::new(),
         }
     }
 
-    /// Opens `<data dir>/<name>` and keeps it to flush at shutdown.
-    fn open_store(&mut self, data_dir: &Path, name: &str) -> anyhow::Result<Store> {
-        let dir = data_dir.join(name);
-        let t0 = tokio::time::Instant::now();
-        let store = Store::open(&dir)
-            .with_context(|| format!("opening {name} store in {}", dir.display()))?;
-        // sled recovers its log at open: with many records this is a large
-        // share of a restart (docs/performance.md finding 9).
-        let ms = t0.elapsed().as_secs_f64() * 1000.0;
-        tracing::debug!(store = name, elapsed_ms = format!("{ms:.1}"), "store open");
+    /// Starts opening every service's store at once, each on the blocking
+    /// pool: sled replays its log at open (after a long run, about a second
+    /// for ARM's at 100,000 VMs), and one store's replay overlaps another's
+    /// and the services that start before it (docs/performance.md finding 13).
+    fn begin_opening(&mut self, data_dir: &Path) {
+        for name in STORES {
+            let dir = data_dir.join(name);
+            let open = tokio::task::spawn_blocking(move || {
+                let t0 = tokio::time::Instant::now();
+                let store = Store::open(&dir)
+                    .with_context(|| format!("opening {name} store in {}", dir.display()))?;
+                let ms = t0.elapsed().as_secs_f64() * 1000.0;
+                tracing::debug!(store = name, elapsed_ms = format!("{ms:.1}"), "store open");
+                Ok(store)
+            });
+            self.opening.insert(name, open);
+        }
+    }
+
+    /// `<data dir>/<name>`, opened (see [`Running::begin_opening`]), kept to
+    /// flush at shutdown.
+    async fn open_store(&mut self, data_dir: &Path, name: &'static str) -> anyhow::Result<Store> {
+        if !self.opening.contains_key(name) {
+            self.begin_opening(data_dir);
+        }
+        let opening = self
+            .opening
+            .remove(name)
+            .with_context(|| format!("no store named {name}"))?;
+        let store = opening.await.context("opening a store")??;
         self.stores.push(store.clone());
         Ok(store)
     }
@@ -289,6 +316,7 @@ pub(crate) async fn start_services(
     );
     run.tasks
         .spawn(async move { admin.await.context("admin grpc server") });
+    run.begin_opening(cx.data_dir);
     start_oidc(cx, (oidc_http, oidc_grpc), run).await?;
     cx.phase("oidc open");
     let admin_cert_path = start_entra(cx, (entra_http, entra_grpc), admin_cert, run).await?;
@@ -328,7 +356,7 @@ async fn start_oidc(
     (http, grpc): (TcpListener, TcpListener),
     run: &mut Running,
 ) -> anyhow::Result<()> {
-    let store = run.open_store(cx.data_dir, "oidc")?;
+    let store = run.open_store(cx.data_dir, "oidc").await?;
     let oidc = misim_oidc::Oidc::open(
         misim_oidc::Config {
             public_base: cx.urls.oidc_url.clone(),
@@ -358,7 +386,7 @@ async fn start_entra(
     run: &mut Running,
 ) -> anyhow::Result<PathBuf> {
     let b = &cx.secrets.bootstrap;
-    let store = run.open_store(cx.data_dir, "entra")?;
+    let store = run.open_store(cx.data_dir, "entra").await?;
     let entra = misim_entra::Entra::open_with(
         misim_entra::Config {
             tenant_id: b.tenant_id.clone(),
@@ -429,7 +457,7 @@ async fn start_imds(
     directory: DirectoryClient<ControlChannel>,
     run: &mut Running,
 ) -> anyhow::Result<()> {
-    let store = run.open_store(cx.data_dir, "imds")?;
+    let store = run.open_store(cx.data_dir, "imds").await?;
     let imds = misim_imds::Imds::open(
         misim_imds::Config {
             tenant_id: cx.secrets.bootstrap.tenant_id.clone(),
@@ -499,7 +527,7 @@ async fn start_arm(
     run: &mut Running,
 ) -> anyhow::Result<()> {
     let b = &cx.secrets.bootstrap;
-    let store = run.open_store(cx.data_dir, "arm")?;
+    let store = run.open_store(cx.data_dir, "arm").await?;
     let arm = misim_arm::Arm::open(
         misim_arm::Config {
             subscription_id: b.subscription_id.clone(),
@@ -552,7 +580,7 @@ async fn start_keyvault(
     (keys, authz): (EntraKeys, AuthorizationClient<ControlChannel>),
     run: &mut Running,
 ) -> anyhow::Result<()> {
-    let store = run.open_store(cx.data_dir, "keyvault")?;
+    let store = run.open_store(cx.data_dir, "keyvault").await?;
     let kv = misim_keyvault::KeyVault::open(
         misim_keyvault::Config {
             tenant_id: cx.secrets.bootstrap.tenant_id.clone(),
