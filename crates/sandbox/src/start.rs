@@ -259,33 +259,37 @@ impl Running {
     /// and the services that start before it (docs/performance.md finding 13).
     fn begin_opening(&mut self, data_dir: &Path) {
         for name in STORES {
-            let dir = data_dir.join(name);
-            let open = tokio::task::spawn_blocking(move || {
-                let t0 = tokio::time::Instant::now();
-                let store = Store::open(&dir)
-                    .with_context(|| format!("opening {name} store in {}", dir.display()))?;
-                let ms = t0.elapsed().as_secs_f64() * 1000.0;
-                tracing::debug!(store = name, elapsed_ms = format!("{ms:.1}"), "store open");
-                Ok(store)
-            });
-            self.opening.insert(name, open);
+            self.opening.insert(name, spawn_open(data_dir, name));
         }
     }
 
-    /// `<data dir>/<name>`, opened (see [`Running::begin_opening`]), kept to
-    /// flush at shutdown.
+    /// `<data dir>/<name>`, opened (see [`Running::begin_opening`]; opened now
+    /// if it was not begun), kept to flush at shutdown.
     async fn open_store(&mut self, data_dir: &Path, name: &'static str) -> anyhow::Result<Store> {
-        if !self.opening.contains_key(name) {
-            self.begin_opening(data_dir);
-        }
         let opening = self
             .opening
             .remove(name)
-            .with_context(|| format!("no store named {name}"))?;
+            .unwrap_or_else(|| spawn_open(data_dir, name));
         let store = opening.await.context("opening a store")??;
         self.stores.push(store.clone());
         Ok(store)
     }
+}
+
+/// Opens `<data dir>/<name>` on the blocking pool.
+fn spawn_open(
+    data_dir: &Path,
+    name: &'static str,
+) -> tokio::task::JoinHandle<anyhow::Result<Store>> {
+    let dir = data_dir.join(name);
+    tokio::task::spawn_blocking(move || {
+        let t0 = tokio::time::Instant::now();
+        let store = Store::open(&dir)
+            .with_context(|| format!("opening {name} store in {}", dir.display()))?;
+        let ms = t0.elapsed().as_secs_f64() * 1000.0;
+        tracing::debug!(store = name, elapsed_ms = format!("{ms:.1}"), "store open");
+        Ok(store)
+    })
 }
 
 /// Opens and serves every service; returns the administrator's certificate path.

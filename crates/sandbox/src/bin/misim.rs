@@ -4,9 +4,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// jemalloc, not glibc's malloc: with 100,000 VMs glibc's arenas kept the memory of a
-/// restart's first scans and took 2-3 times the CPU catching up (docs/performance.md
-/// finding 13).
+/// jemalloc, not glibc's malloc: at 100,000 VMs glibc cost more CPU per request and 2-3
+/// times the CPU of a restart's catch-up (docs/performance.md findings 12 and 13).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
