@@ -69,6 +69,16 @@ pub(crate) enum IdentityKind {
     User,
 }
 
+/// An identity a VM carries, as pushed to IMDS with the VM (`put_vm`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct VmIdentity<'a> {
+    pub kind: IdentityKind,
+    /// The identity's resource id: the VM's own for a system-assigned one.
+    pub resource_id: &'a str,
+    pub tenant_id: &'a str,
+    pub credential: &'a Credential,
+}
+
 /// Most bearer tokens [`Verified`] remembers; when full it starts over.
 const VERIFIED_CAPACITY: usize = 1024;
 
@@ -273,27 +283,59 @@ impl Peers {
         display_name: &str,
         resource_id: &str,
     ) -> Result<Principal, ArmError> {
-        let display = if display_name.is_empty() {
-            resource_id.rsplit('/').next().unwrap_or(resource_id)
-        } else {
-            display_name
+        let req = principal_request(request_id, display_name, resource_id);
+        let (sp, _) = self.create_service_principal(req, None).await?;
+        Ok(sp)
+    }
+
+    /// Step 2 in one call: creates the principal (idempotent by `request_id`)
+    /// with the ids `c` was made for and registers `c`'s certificate in the
+    /// same write. True when the certificate is registered on the returned
+    /// principal; false when a reservation gave it other ids (or an Entra that
+    /// predates the fold ignored the ids and the certificate), so the caller
+    /// registers a credential made for the returned ids itself.
+    pub(crate) async fn create_principal_with(
+        &self,
+        request_id: &str,
+        display_name: &str,
+        resource_id: &str,
+        c: &Credential,
+    ) -> Result<(Principal, bool), ArmError> {
+        let der = misim_token::cert::pem_to_der(&c.certificate_pem, "CERTIFICATE")
+            .map_err(|e| ArmError::Internal(e.to_string()))?;
+        let thumbprint = misim_token::hex_upper(&misim_token::sha1(&der));
+        let req = entra::CreateServicePrincipalRequest {
+            app_id: c.client_id.clone(),
+            object_id: c.principal_id.clone(),
+            certificate_der: der,
+            ..principal_request(request_id, display_name, resource_id)
         };
+        self.create_service_principal(req, Some(&thumbprint)).await
+    }
+
+    /// The call itself; whether the principal has the certificate `thumbprint`.
+    async fn create_service_principal(
+        &self,
+        req: entra::CreateServicePrincipalRequest,
+        thumbprint: Option<&str>,
+    ) -> Result<(Principal, bool), ArmError> {
         let sp = self
             .directory
             .clone()
-            .create_service_principal(entra::CreateServicePrincipalRequest {
-                request_id: request_id.to_owned(),
-                display_name: display.to_owned(),
-                r#type: entra::ServicePrincipalType::ManagedIdentity as i32,
-                managed_identity_resource_id: resource_id.to_owned(),
-            })
+            .create_service_principal(req)
             .await
             .map_err(|s| failed(ENTRA, s))?
             .into_inner();
-        Ok(Principal {
+        let registered = thumbprint.is_some_and(|t| {
+            sp.key_credentials
+                .iter()
+                .any(|k| k.thumbprint_sha1.eq_ignore_ascii_case(t))
+        });
+        let p = Principal {
             object_id: sp.object_id,
             app_id: sp.app_id,
-        })
+        };
+        Ok((p, registered))
     }
 
     /// Step 2: registers a credential's certificate (idempotent by thumbprint).
@@ -435,39 +477,28 @@ impl Peers {
 
     // -------------------------------------------------------------- IMDS
 
-    /// Step 3, first: IMDS learns the VM (and gives it a listener) before
-    /// any identity is pushed. Returns the client ids of the identities IMDS
-    /// serves on it.
+    /// Step 3 in one call: IMDS learns the VM (and gives it an address) and
+    /// configures `identities` on it in the same write (each as `PutIdentity`
+    /// would; identities not named stay). Returns the client ids of the
+    /// identities IMDS serves on the VM after that write.
     pub(crate) async fn put_vm(
         &self,
         v: &VmRecord,
         subscription_id: &str,
         private_ip: Option<String>,
+        identities: &[VmIdentity<'_>],
     ) -> Result<Vec<String>, ArmError> {
         let vm = self
             .imds
             .clone()
             .put_vm(imds::PutVmRequest {
                 metadata: Some(vm_metadata(v, subscription_id, private_ip)),
+                identities: identities.iter().map(managed_identity).collect(),
             })
             .await
             .map_err(|s| failed(IMDS, s))?
             .into_inner();
         Ok(vm.identities.into_iter().map(|i| i.client_id).collect())
-    }
-
-    /// Step 3: pushes one identity's ids, certificate and key to a VM.
-    pub(crate) async fn push_identity(
-        &self,
-        vm_id: &str,
-        kind: IdentityKind,
-        resource_id: &str,
-        tenant_id: &str,
-        c: &Credential,
-    ) -> Result<(), ArmError> {
-        self.put_identity(vm_id, kind, resource_id, tenant_id, c)
-            .await
-            .map_err(|s| failed(IMDS, s))
     }
 
     /// Pushes a renewed credential to a VM; false when IMDS does not know the VM (yet:
@@ -498,23 +529,17 @@ impl Peers {
         tenant_id: &str,
         c: &Credential,
     ) -> Result<(), Status> {
-        let kind = match kind {
-            IdentityKind::System => imds::IdentityKind::SystemAssigned,
-            IdentityKind::User => imds::IdentityKind::UserAssigned,
+        let identity = VmIdentity {
+            kind,
+            resource_id,
+            tenant_id,
+            credential: c,
         };
         self.imds
             .clone()
             .put_identity(imds::PutIdentityRequest {
                 vm_resource_id: vm_id.to_owned(),
-                identity: Some(imds::ManagedIdentity {
-                    kind: kind as i32,
-                    client_id: c.client_id.clone(),
-                    object_id: c.principal_id.clone(),
-                    resource_id: resource_id.to_owned(),
-                    tenant_id: tenant_id.to_owned(),
-                    certificate_pem: c.certificate_pem.clone(),
-                    private_key_pem: c.private_key_pem.clone(),
-                }),
+                identity: Some(managed_identity(&identity)),
             })
             .await?;
         Ok(())
@@ -577,6 +602,44 @@ impl Peers {
                     .collect(),
             })
             .collect())
+    }
+}
+
+/// A managed-identity principal's create request, without ids or certificate.
+fn principal_request(
+    request_id: &str,
+    display_name: &str,
+    resource_id: &str,
+) -> entra::CreateServicePrincipalRequest {
+    let display = if display_name.is_empty() {
+        resource_id.rsplit('/').next().unwrap_or(resource_id)
+    } else {
+        display_name
+    };
+    entra::CreateServicePrincipalRequest {
+        request_id: request_id.to_owned(),
+        display_name: display.to_owned(),
+        r#type: entra::ServicePrincipalType::ManagedIdentity as i32,
+        managed_identity_resource_id: resource_id.to_owned(),
+        ..Default::default()
+    }
+}
+
+/// One identity of a VM as IMDS is given it: ids, certificate and key.
+fn managed_identity(i: &VmIdentity<'_>) -> imds::ManagedIdentity {
+    let kind = match i.kind {
+        IdentityKind::System => imds::IdentityKind::SystemAssigned,
+        IdentityKind::User => imds::IdentityKind::UserAssigned,
+    };
+    let c = i.credential;
+    imds::ManagedIdentity {
+        kind: kind as i32,
+        client_id: c.client_id.clone(),
+        object_id: c.principal_id.clone(),
+        resource_id: i.resource_id.to_owned(),
+        tenant_id: i.tenant_id.to_owned(),
+        certificate_pem: c.certificate_pem.clone(),
+        private_key_pem: c.private_key_pem.clone(),
     }
 }
 

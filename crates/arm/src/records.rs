@@ -307,7 +307,10 @@ pub struct OpRecord {
     pub retire: Vec<String>,
     /// The request id of a SAMI principal being created.
     pub sami_request: Option<String>,
-    /// The SAMI credential being registered (persisted before `AddKeyCredential`).
+    /// The credential being registered: a VM operation's SAMI credential (ids ARM chose and a
+    /// certificate for them, written with the intent, sent with `CreateServicePrincipal`; or,
+    /// where a reservation gave the principal other ids, one for those, persisted before
+    /// `AddKeyCredential`), or a renewal's new certificate.
     pub pending_cred: Option<Credential>,
     /// Set when the operation has failed for good but still has cleanup to
     /// do (principals to retire, an abandoned SAMI request): the error it

@@ -135,6 +135,7 @@ async fn fixture() -> anyhow::Result<Fixture> {
                 display_name: "bench-mi".into(),
                 r#type: pb::ServicePrincipalType::ManagedIdentity as i32,
                 managed_identity_resource_id: BENCH_MI.into(),
+                ..Default::default()
             }))
             .await?
             .into_inner();
@@ -495,6 +496,7 @@ async fn sandbox_identity(world: &World) -> anyhow::Result<Identity> {
                     "/subscriptions/{}/resourceGroups/bench/providers/Microsoft.ManagedIdentity/userAssignedIdentities/bench-https",
                     sb.bootstrap.subscription_id
                 ),
+                ..Default::default()
             })
             .await?
             .into_inner();

@@ -127,6 +127,7 @@ async fn managed_identity(
             display_name: "token-cost-mi".into(),
             r#type: pb::ServicePrincipalType::ManagedIdentity as i32,
             managed_identity_resource_id: "/subscriptions/00000000-0000-4000-8000-00000000c054/resourceGroups/cost/providers/Microsoft.ManagedIdentity/userAssignedIdentities/cost".into(),
+            ..Default::default()
         }))
         .await
         .context("creating the identity")?

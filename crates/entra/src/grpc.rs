@@ -7,7 +7,7 @@ use misim_types::ResourceId;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
-use crate::domain::directory::{EnsureApp, NewPrincipal, hash_secret};
+use crate::domain::directory::{ChosenIds, EnsureApp, NewPrincipal, hash_secret};
 use crate::domain::federation::{CredentialInput, FederatedCredential, Owner};
 use crate::domain::principal::{KeyCredential, Principal, PrincipalKind};
 use crate::domain::tokens::ClientCredential;
@@ -36,6 +36,17 @@ fn principal_to_pb(p: &Principal) -> pb::ServicePrincipal {
         key_credentials: p.key_credentials.iter().map(key_to_pb).collect(),
         created_unix: p.created_unix,
         managed_identity_resource_id: p.managed_identity_resource_id.clone().unwrap_or_default(),
+    }
+}
+
+/// A GUID field of a request, lower-cased; INVALID_ARGUMENT otherwise.
+fn guid(field: &str, v: &str) -> Result<String, Status> {
+    if crate::config::is_guid(v) {
+        Ok(v.to_ascii_lowercase())
+    } else {
+        Err(Status::invalid_argument(format!(
+            "{field} {v:?} is not a GUID"
+        )))
     }
 }
 
@@ -144,6 +155,30 @@ impl pb::directory_server::Directory for Entra {
             }
             PrincipalKind::Application => None,
         };
+        let ids = match (r.app_id.is_empty(), r.object_id.is_empty()) {
+            (true, true) => None,
+            (false, false) => Some(ChosenIds {
+                app_id: guid("app_id", &r.app_id)?,
+                object_id: guid("object_id", &r.object_id)?,
+            }),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "app_id and object_id are set together or not at all",
+                ));
+            }
+        };
+        // Parsed before the write lock, as `AddKeyCredential` does.
+        let certificate = if r.certificate_der.is_empty() {
+            None
+        } else {
+            let info = misim_token::cert::parse_cert(&r.certificate_der).map_err(|e| {
+                status(
+                    "CreateServicePrincipal",
+                    EntraError::BadCertificate(e.to_string()),
+                )
+            })?;
+            Some((r.certificate_der, info))
+        };
         let p = self
             .directory()
             .create(NewPrincipal {
@@ -151,6 +186,8 @@ impl pb::directory_server::Directory for Entra {
                 display_name: r.display_name,
                 kind,
                 managed_identity_resource_id: mi_id,
+                ids,
+                certificate,
             })
             .await
             .map_err(|e| status("CreateServicePrincipal", e))?;
@@ -352,15 +389,6 @@ impl pb::directory_server::Directory for Entra {
             &r.managed_identity_resource_id,
         )?;
         let rid = ResourceId::parse(raw).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let guid = |field: &str, v: &str| {
-            if crate::config::is_guid(v) {
-                Ok(v.to_ascii_lowercase())
-            } else {
-                Err(Status::invalid_argument(format!(
-                    "{field} {v:?} is not a GUID"
-                )))
-            }
-        };
         let reservation = crate::domain::pinned_ids::Reservation {
             resource_id: rid.as_str().to_owned(),
             app_id: guid("app_id", &r.app_id)?,

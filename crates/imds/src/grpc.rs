@@ -90,15 +90,60 @@ fn vm_to(imds: &Imds, vm: &LiveVm) -> pb::Vm {
     }
 }
 
+/// An identity as ARM sends it (`field` names it in errors: `identity` of
+/// `PutIdentity`, `identities` of `PutVm`).
+fn identity_from(i: pb::ManagedIdentity, field: &str) -> Result<IdentityRecord, Status> {
+    let kind = match pb::IdentityKind::try_from(i.kind) {
+        Ok(pb::IdentityKind::SystemAssigned) => Kind::System,
+        Ok(pb::IdentityKind::UserAssigned) => Kind::User,
+        _ => {
+            return Err(Status::invalid_argument(format!(
+                "invalid value {} for field {field}.kind",
+                i.kind
+            )));
+        }
+    };
+    let [client_id, certificate_pem, private_key_pem] = if field == "identity" {
+        [
+            "identity.client_id",
+            "identity.certificate_pem",
+            "identity.private_key_pem",
+        ]
+    } else {
+        [
+            "identities.client_id",
+            "identities.certificate_pem",
+            "identities.private_key_pem",
+        ]
+    };
+    required(client_id, &i.client_id)?;
+    required(certificate_pem, &i.certificate_pem)?;
+    required(private_key_pem, &i.private_key_pem)?;
+    Ok(IdentityRecord {
+        kind,
+        client_id: i.client_id,
+        object_id: i.object_id,
+        resource_id: i.resource_id,
+        tenant_id: i.tenant_id,
+        certificate_pem: i.certificate_pem.into(),
+        private_key_pem: i.private_key_pem.into(),
+    })
+}
+
 #[tonic::async_trait]
 impl Control for Imds {
     async fn put_vm(&self, req: Request<pb::PutVmRequest>) -> Result<Response<pb::Vm>, Status> {
+        let req = req.into_inner();
         let meta = req
-            .into_inner()
             .metadata
             .ok_or_else(|| Status::invalid_argument("missing field metadata"))?;
         required("metadata.resource_id", &meta.resource_id)?;
-        let vm = self.put_vm(meta_from(meta)).await?;
+        let identities = req
+            .identities
+            .into_iter()
+            .map(|i| identity_from(i, "identities"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let vm = self.put_vm(meta_from(meta), identities).await?;
         Ok(Response::new(vm_to(self, &vm)))
     }
 
@@ -143,28 +188,7 @@ impl Control for Imds {
         let i = req
             .identity
             .ok_or_else(|| Status::invalid_argument("missing field identity"))?;
-        let kind = match pb::IdentityKind::try_from(i.kind) {
-            Ok(pb::IdentityKind::SystemAssigned) => Kind::System,
-            Ok(pb::IdentityKind::UserAssigned) => Kind::User,
-            _ => {
-                return Err(Status::invalid_argument(format!(
-                    "invalid value {} for field identity.kind",
-                    i.kind
-                )));
-            }
-        };
-        required("identity.client_id", &i.client_id)?;
-        required("identity.certificate_pem", &i.certificate_pem)?;
-        required("identity.private_key_pem", &i.private_key_pem)?;
-        let record = IdentityRecord {
-            kind,
-            client_id: i.client_id,
-            object_id: i.object_id,
-            resource_id: i.resource_id,
-            tenant_id: i.tenant_id,
-            certificate_pem: i.certificate_pem.into(),
-            private_key_pem: i.private_key_pem.into(),
-        };
+        let record = identity_from(i, "identity")?;
         self.put_identity(&req.vm_resource_id, record).await?;
         Ok(Response::new(pb::PutIdentityResponse {}))
     }

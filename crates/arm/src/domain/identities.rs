@@ -8,26 +8,55 @@ use serde_json::Value;
 use super::renewal::CERT_VALIDITY;
 use super::{Core, Put, location_of, res_key, tags_of};
 use crate::error::ArmError;
-use crate::peers::{IdentityKind, Principal};
+use crate::peers::Principal;
 use crate::records::*;
 use crate::resource::Kind;
 
+/// Whether a principal has the ids a credential was made for.
+pub(crate) fn same_ids(sp: &Principal, c: &Credential) -> bool {
+    sp.object_id.eq_ignore_ascii_case(&c.principal_id)
+        && sp.app_id.eq_ignore_ascii_case(&c.client_id)
+}
+
 impl Core {
     /// Creates a managed-identity service principal (idempotent by
-    /// `request_id`) with a fresh certificate.
+    /// `request_id`) with a fresh certificate: one call to Entra, which
+    /// creates the principal with the ids ARM chose and registers the
+    /// certificate made for them in the same write. Nothing needs persisting
+    /// first: a user-assigned identity's create is not resumed, its operation
+    /// only deletes a principal that no record took.
     pub(crate) async fn provision(
         &self,
         display_name: &str,
         resource_id: &str,
         request_id: &str,
     ) -> Result<Credential, ArmError> {
-        let sp = self
+        let proposed = self.proposed_credential().await?;
+        let (sp, registered) = self
             .peers
-            .create_principal(request_id, display_name, resource_id)
+            .create_principal_with(request_id, display_name, resource_id, &proposed)
             .await?;
-        let c = self.new_credential(&sp).await?;
+        if registered {
+            return Ok(proposed);
+        }
+        let c = if same_ids(&sp, &proposed) {
+            proposed
+        } else {
+            self.new_credential(&sp).await?
+        };
         self.peers.register_certificate(&c).await?;
         Ok(c)
+    }
+
+    /// A key and certificate for a principal not created yet, under ids ARM
+    /// picks (fresh GUIDs); Entra gives the principal these ids unless a
+    /// reservation (`misim apply`) pins others for the identity.
+    pub(crate) async fn proposed_credential(&self) -> Result<Credential, ArmError> {
+        self.new_credential(&Principal {
+            object_id: self.ids.guid(),
+            app_id: self.ids.guid(),
+        })
+        .await
     }
 
     /// A new key and certificate for a principal (not yet registered).
@@ -52,19 +81,6 @@ impl Core {
             validity: Some(validity),
             retired: Vec::new(),
         })
-    }
-
-    /// Step 3: pushes one identity of a VM to IMDS.
-    pub(crate) async fn push_identity(
-        &self,
-        vm_id: &str,
-        kind: IdentityKind,
-        resource_id: &str,
-        c: &Credential,
-    ) -> Result<(), ArmError> {
-        self.peers
-            .push_identity(vm_id, kind, resource_id, &self.config.tenant_id, c)
-            .await
     }
 
     // ------------------------------------------------------------- UAMIs

@@ -17,7 +17,7 @@ use misim_store::Durable;
 use super::Core;
 use super::deployment::rfc3339;
 use crate::error::ArmError;
-use crate::peers::IdentityKind;
+use crate::peers::{IdentityKind, VmIdentity};
 use crate::records::*;
 
 /// Attempts after which an operation failing with a non-transient error fails for good.
@@ -255,7 +255,40 @@ impl Core {
     /// SAMI, and a principal created for a SAMI that no record took.
     async fn clean_up(&self, op: &mut OpRecord) -> Result<(), ArmError> {
         self.retire(op).await?;
-        self.abort_sami_request(op).await
+        self.abort_sami_request(op).await?;
+        self.imds_learns_failed_vm(op).await
+    }
+
+    /// A VM whose operation failed for good is still served by IMDS (its
+    /// metadata, and the identities IMDS already served for it), as when IMDS
+    /// learned every VM first: the VM operation now puts the VM in IMDS only
+    /// after its identity exists. Only the metadata is put, so a failure that
+    /// came from IMDS refusing an identity does not fail the cleanup; a
+    /// refusal of the VM itself is logged and left (cleanup never fails for
+    /// good), an unreachable IMDS retried.
+    async fn imds_learns_failed_vm(&self, op: &OpRecord) -> Result<(), ArmError> {
+        if !matches!(op.kind, OpKind::Vm) {
+            return Ok(());
+        }
+        let Some(rec) = self.vms.get(&op.target)? else {
+            return Ok(());
+        };
+        if rec.state == ProvState::Deleting {
+            return Ok(());
+        }
+        let private_ip = self.vm_private_ip(&rec.properties);
+        match self
+            .peers
+            .put_vm(&rec, &self.config.subscription_id, private_ip, &[])
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if transient(&e) => Err(e),
+            Err(e) => {
+                tracing::warn!(op = %op.id, id = %rec.id, error = %e, "IMDS refused a failed VM's metadata");
+                Ok(())
+            }
+        }
     }
 
     /// Ends an operation the caller completed itself (see `finish`).
@@ -500,6 +533,53 @@ impl Core {
         Ok(())
     }
 
+    /// Step 2 of a VM operation: the system-assigned identity's principal,
+    /// created with its certificate in one call to Entra, idempotent by the
+    /// operation's SAMI request id. The credential (ids ARM chose and a
+    /// certificate for them) is persisted in the operation before the call
+    /// (with the intent, by `put_vm`), so a retry sends the same ids and
+    /// certificate. Returns the registered credential.
+    async fn create_sami(&self, op: &mut OpRecord, rec: &VmRecord) -> Result<Credential, ArmError> {
+        let proposed = match (&op.sami_request, &op.pending_cred) {
+            (Some(_), Some(c)) => c.clone(),
+            // An operation written before the credential was part of the
+            // intent (or before the request id was): both persisted here.
+            _ => {
+                let c = self.proposed_credential().await?;
+                if op.sami_request.is_none() {
+                    op.sami_request = Some(sami_request_id(op));
+                }
+                op.pending_cred = Some(c.clone());
+                self.ops.put(&op.id, op).await?;
+                c
+            }
+        };
+        let req = op
+            .sami_request
+            .clone()
+            .unwrap_or_else(|| sami_request_id(op));
+        let (sp, registered) = self
+            .peers
+            .create_principal_with(&req, &rec.name, &rec.id, &proposed)
+            .await?;
+        if registered {
+            return Ok(proposed);
+        }
+        // A reservation gave the principal other ids (or an Entra from before
+        // the fold ignored them): a credential for the principal's own ids,
+        // persisted before it is registered on its own, as before the fold.
+        let cred = if super::identities::same_ids(&sp, &proposed) {
+            proposed
+        } else {
+            let c = self.new_credential(&sp).await?;
+            op.pending_cred = Some(c.clone());
+            self.ops.put(&op.id, op).await?;
+            c
+        };
+        self.peers.register_certificate(&cred).await?;
+        Ok(cred)
+    }
+
     async fn run_vm_op(&self, op: &mut OpRecord) -> Result<(), ArmError> {
         let Some(mut rec) = self.vms.get(&op.target)? else {
             self.retire(op).await?;
@@ -516,39 +596,17 @@ impl Core {
             tracing::info!(id = %rec.id, "virtual machine deleted");
             return Ok(());
         }
-        // 1. IMDS learns the VM before any identity is pushed.
-        let private_ip = self.vm_private_ip(&rec.properties);
-        let served = self
-            .peers
-            .put_vm(&rec, &self.config.subscription_id, private_ip)
-            .await?;
-        // 2. The system-assigned identity.
+        // 1-2. The system-assigned identity: its principal and certificate
+        // in Entra (one call), then recorded, before IMDS is given it: Entra
+        // accepts every credential IMDS holds. IMDS learns the VM only in
+        // step 3, after the principal exists; nothing needs the VM in IMDS
+        // earlier (a renewal of this identity is an operation on the same
+        // VM, queued behind this one; a user-assigned identity's renewal
+        // pushes only to VMs IMDS knows and this operation pushes the
+        // current credential anyway). A VM operation that fails for good
+        // still puts the VM in IMDS (`imds_learns_failed_vm`).
         if rec.wants_sami() && rec.sami.is_none() {
-            let cred = match op.pending_cred.clone() {
-                Some(c) => c,
-                None => {
-                    // `put_vm` writes the request id with the intent; an
-                    // operation from before that writes it here.
-                    let req = match &op.sami_request {
-                        Some(r) => r.clone(),
-                        None => {
-                            let r = sami_request_id(op);
-                            op.sami_request = Some(r.clone());
-                            self.ops.put(&op.id, op).await?;
-                            r
-                        }
-                    };
-                    let sp = self
-                        .peers
-                        .create_principal(&req, &rec.name, &rec.id)
-                        .await?;
-                    let c = self.new_credential(&sp).await?;
-                    op.pending_cred = Some(c.clone());
-                    self.ops.put(&op.id, op).await?;
-                    c
-                }
-            };
-            self.peers.register_certificate(&cred).await?;
+            let cred = self.create_sami(op, &rec).await?;
             rec.sami = Some(cred);
             op.pending_cred = None;
             op.sami_request = None;
@@ -565,22 +623,42 @@ impl Core {
             self.ops.put(&op.id, op).await?;
             self.vms.put(&op.target, &rec).await?;
         }
-        // 3. Push what the VM carries.
-        let mut desired = BTreeSet::new();
+        // 3. IMDS learns the VM with every identity it carries, in one call
+        // (one durable write on IMDS).
+        let uamis = self.live_uamis(&rec)?;
+        let tenant = self.config.tenant_id.as_str();
+        let mut carried = Vec::with_capacity(uamis.len() + 1);
         if let Some(c) = &rec.sami {
-            self.push_identity(&rec.id, IdentityKind::System, &rec.id, c)
-                .await?;
-            desired.insert(c.client_id.clone());
+            carried.push(VmIdentity {
+                kind: IdentityKind::System,
+                resource_id: &rec.id,
+                tenant_id: tenant,
+                credential: c,
+            });
         }
-        for u in self.live_uamis(&rec)? {
-            self.push_identity(&rec.id, IdentityKind::User, &u.id, &u.credential)
-                .await?;
-            desired.insert(u.credential.client_id.clone());
+        for u in &uamis {
+            carried.push(VmIdentity {
+                kind: IdentityKind::User,
+                resource_id: &u.id,
+                tenant_id: tenant,
+                credential: &u.credential,
+            });
         }
-        // 4. Remove what it no longer carries: what IMDS served before the
-        // pushes (only this operation, under the VM's lock, changes them; a
-        // system identity a push replaced is already gone, and removing it
-        // again is a no-op).
+        let desired: BTreeSet<String> = carried
+            .iter()
+            .map(|i| i.credential.client_id.clone())
+            .collect();
+        let private_ip = self.vm_private_ip(&rec.properties);
+        let served = self
+            .peers
+            .put_vm(&rec, &self.config.subscription_id, private_ip, &carried)
+            .await?;
+        // 4. Remove what it no longer carries: what IMDS serves after that
+        // write and the VM does not carry (only this operation, under the
+        // VM's lock, changes a VM's identities, besides a renewal's push of a
+        // carried identity's new certificate; a system identity the write
+        // replaced is already gone). The write only adds or replaces what
+        // `desired` names, so this is what IMDS served before it less `desired`.
         for client_id in served {
             if !desired.contains(&client_id) {
                 self.peers.remove_identity(&rec.id, &client_id).await?;

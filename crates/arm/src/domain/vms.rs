@@ -233,15 +233,26 @@ impl Core {
             error: None,
             uami_principals: attached_principals(&attached),
         };
+        // The system-assigned identity's credential, made before the intent
+        // is written (see below).
+        let proposed = if desired.system && rec.sami.is_none() {
+            Some(self.proposed_credential().await?)
+        } else {
+            None
+        };
         // Intent first, then the record (one flush for both); the operation
         // converges Entra and IMDS.
         let (mut op, mut intent) = self.new_op_deferred(&key, &id, OpKind::Vm)?;
-        if desired.system && rec.sami.is_none() {
-            // The request id of the principal the operation will create, part
-            // of the intent (rather than a write of its own before the call to
-            // Entra): whatever becomes of the operation, a principal made under
-            // it is found again and deleted unless the VM took it.
+        if let Some(cred) = proposed {
+            // The request id of the principal the operation will create and
+            // the credential it will be created with (the ids ARM chose, and
+            // a certificate for them), part of the intent rather than writes
+            // of their own before the call to Entra: whatever becomes of the
+            // operation, a principal made under it is found again and deleted
+            // unless the VM took it, and a retried create sends the same ids
+            // and certificate (so Entra never holds a second one).
             op.sami_request = Some(super::orchestrate::sami_request_id(&op));
+            op.pending_cred = Some(cred);
             intent = self.ops.put_deferred(&op.id, &op)?;
         }
         rec.op = Some(op.id.clone());

@@ -39,6 +39,7 @@ mod custom_roles;
 mod deployments;
 mod federated;
 mod operation_status;
+mod provisioning;
 mod renewal;
 
 // ---------------------------------------------------------------- harness
@@ -625,7 +626,7 @@ async fn uami_create_provisions_a_principal_with_a_certificate() {
 }
 
 #[tokio::test]
-async fn vm_with_system_identity_pushes_vm_then_identity() {
+async fn vm_with_system_identity_is_one_call_to_entra_then_one_to_imds() {
     let h = harness().await;
     h.rg("rg1").await;
     h.clear_calls();
@@ -650,16 +651,28 @@ async fn vm_with_system_identity_pushes_vm_then_identity() {
         "secrets never echo"
     );
     let principal = v["identity"]["principalId"].as_str().unwrap();
-    let client = h.shared.lock().service_principals[principal].app_id.clone();
+    let sp = h.shared.lock().service_principals[principal].clone();
+    assert_eq!(v["identity"]["principalId"], sp.object_id);
+    // The principal was created with its certificate (no AddKeyCredential),
+    // then IMDS was given the VM and its identity in one PutVm.
+    assert_eq!(sp.key_credentials.len(), 1, "{sp:?}");
     let calls = h.calls();
     assert_eq!(
         calls,
         vec![
-            format!("PutVm {vm_id} size=Standard_B1s os=Linux user=azureuser pub=Canonical"),
             format!("CreateServicePrincipal {vm_id}"),
-            format!("AddKeyCredential {principal}"),
-            format!("PutIdentity {vm_id} kind=1 client={client}"),
+            format!(
+                "PutVm {vm_id} size=Standard_B1s os=Linux user=azureuser pub=Canonical + kind=1 client={}",
+                sp.app_id
+            ),
         ]
+    );
+    // IMDS signs with the certificate Entra holds.
+    let imds = h.shared.lock().vms[&vm_id.to_ascii_lowercase()].clone();
+    assert_eq!(imds.len(), 1);
+    assert_eq!(
+        imds[0].certificate_thumbprint,
+        sp.key_credentials[0].thumbprint_sha1
     );
     // instanceView on request.
     let (s, v) = h
@@ -1247,8 +1260,11 @@ async fn imds_down_accepts_the_vm_and_leaves_it_updating() {
     let (s, v) = h.call("GET", &vm_path("rg1", "vm1"), None).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["properties"]["provisioningState"], "Updating");
-    assert!(
-        h.shared.lock().service_principals.is_empty(),
-        "nothing created before IMDS knows the VM"
-    );
+    // The system identity's principal comes first now (created with its
+    // certificate, so Entra accepts what IMDS will hold); IMDS gets the VM
+    // and that identity in one call once it is back.
+    let sps = h.shared.lock().service_principals.clone();
+    assert_eq!(sps.len(), 1, "{sps:?}");
+    let sp = sps.values().next().unwrap();
+    assert_eq!(sp.key_credentials.len(), 1, "{sp:?}");
 }

@@ -18,7 +18,7 @@ const DAY: Duration = Duration::from_secs(86400);
 
 impl Harness {
     /// The thumbprints Entra holds for a principal.
-    fn entra_thumbprints(&self, principal: &str) -> Vec<String> {
+    pub(super) fn entra_thumbprints(&self, principal: &str) -> Vec<String> {
         self.shared.lock().service_principals[principal]
             .key_credentials
             .iter()
@@ -27,7 +27,7 @@ impl Harness {
     }
 
     /// The thumbprint IMDS signs with for `client` on `vm_id`.
-    fn imds_thumbprint(&self, vm_id: &str, client: &str) -> String {
+    pub(super) fn imds_thumbprint(&self, vm_id: &str, client: &str) -> String {
         self.shared.lock().vms[&vm_id.to_ascii_lowercase()]
             .iter()
             .find(|i| i.client_id == client)
@@ -51,7 +51,7 @@ impl Harness {
         (v["id"].as_str().unwrap().to_owned(), principal, client)
     }
 
-    async fn drifts(&self) -> Vec<String> {
+    pub(super) async fn drifts(&self) -> Vec<String> {
         let url = serve_arm_grpc(&self.arm).await;
         let report = OperationsClient::new(channel_as(Caller::Admin, &url))
             .doctor(DoctorRequest {})
@@ -189,9 +189,9 @@ async fn a_user_assigned_identity_is_renewed_on_every_vm_that_carries_it() {
 /// Fails every call to Entra's Directory (to IMDS's control plane) while `entra` (`imds`),
 /// as an unreachable peer would.
 #[derive(Debug, Default)]
-struct PeersDown {
-    entra: AtomicBool,
-    imds: AtomicBool,
+pub(super) struct PeersDown {
+    pub(super) entra: AtomicBool,
+    pub(super) imds: AtomicBool,
 }
 
 impl FaultHook for PeersDown {

@@ -21,6 +21,21 @@ pub(crate) struct NewPrincipal {
     pub kind: PrincipalKind,
     /// Required for managed identities.
     pub managed_identity_resource_id: Option<ResourceId>,
+    /// The ids the caller chose for a new principal (lower-case GUIDs), if
+    /// any; a reservation for the identity wins over them.
+    pub ids: Option<ChosenIds>,
+    /// A certificate to register in the same write (DER, parsed), if any.
+    pub certificate: Option<(Vec<u8>, misim_token::cert::CertInfo)>,
+}
+
+/// The ids a caller of `create` chose (ARM picks them so that it can make the
+/// certificate, whose subject is the app id, before the call).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ChosenIds {
+    /// App (client) id, lower case.
+    pub app_id: String,
+    /// Object id, lower case.
+    pub object_id: String,
 }
 
 /// An application with a known id and secret (bootstrap).
@@ -175,10 +190,33 @@ impl Directory {
 
     /// `create`'s work under the write lock: the principal and the ticket to
     /// await before returning it (for a retry, one covering what it read).
+    ///
+    /// The request's certificate is registered (in the principal's own write)
+    /// only on a principal whose app id is the one the request chose, or when
+    /// it chose none: the certificate's subject names the app id the caller
+    /// chose, so when a reservation replaced the ids the caller gets the
+    /// principal without it and registers one made for the reserved id.
     fn create_locked(&self, new: NewPrincipal) -> Result<(Principal, Durable), EntraError> {
+        let takes_cert = |p: &Principal| {
+            new.ids
+                .as_ref()
+                .is_none_or(|ids| p.app_id.eq_ignore_ascii_case(&ids.app_id))
+        };
         if let Some(oid) = self.by_request.get(&key(&new.request_id))?
-            && let Some(p) = self.get(&oid)?
+            && let Some(mut p) = self.get(&oid)?
         {
+            // A retry: the principal of the first call, with the certificate
+            // registered if the first call's write did not (a caller that
+            // resumes with the same request id and certificate, or an older
+            // caller's principal that the certificate is now sent with).
+            if let Some((der, info)) = &new.certificate
+                && takes_cert(&p)
+                && !p.has_certificate(&info.sha1)
+            {
+                p.key_credentials.push(self.key_credential(der, info));
+                let durable = self.principals.put_deferred(&key(&p.object_id), &p)?;
+                return Ok((p, durable));
+            }
             return Ok((p, self.principals.visible()));
         }
         let (alternative_names, mi_id) = match (new.kind, &new.managed_identity_resource_id) {
@@ -196,11 +234,16 @@ impl Directory {
             Some(id) => self.reserved_for(id)?,
             None => None,
         };
-        let (object_id, app_id) = match &pinned {
-            Some(r) => (r.object_id.clone(), r.app_id.clone()),
-            None => (self.ids.guid(), self.ids.guid()),
+        let (object_id, app_id) = match (&pinned, &new.ids) {
+            (Some(r), _) => (r.object_id.clone(), r.app_id.clone()),
+            (None, Some(ids)) => {
+                self.check_ids_free(&ids.app_id, &ids.object_id)?;
+                self.check_ids_unreserved(&ids.app_id, &ids.object_id)?;
+                (ids.object_id.clone(), ids.app_id.clone())
+            }
+            (None, None) => (self.ids.guid(), self.ids.guid()),
         };
-        let p = Principal {
+        let mut p = Principal {
             object_id,
             app_id,
             display_name: new.display_name,
@@ -214,6 +257,11 @@ impl Directory {
             application_object_id: None,
             federated_credentials: Vec::new(),
         };
+        if let Some((der, info)) = &new.certificate
+            && takes_cert(&p)
+        {
+            p.key_credentials.push(self.key_credential(der, info));
+        }
         // Principal first, indexes after: an index never points at nothing
         // that a retry could not repair. The last ticket covers all of them,
         // and a crash keeps a prefix of them, as if each had been awaited.
@@ -332,19 +380,24 @@ impl Directory {
         if let Some(k) = p.key_credentials.iter().find(|k| k.thumbprint_sha1 == sha1) {
             return Ok((k.clone(), self.principals.visible()));
         }
-        let k = KeyCredential {
+        let k = self.key_credential(der, &info);
+        p.key_credentials.push(k.clone());
+        let durable = self.principals.put_deferred(&key(&p.object_id), &p)?;
+        Ok((k, durable))
+    }
+
+    /// A new key credential for a parsed certificate.
+    fn key_credential(&self, der: &[u8], info: &misim_token::cert::CertInfo) -> KeyCredential {
+        KeyCredential {
             key_id: self.ids.guid(),
             certificate_der: der.to_vec(),
-            rsa_public_key: info.public_key,
-            thumbprint_sha1: sha1,
+            rsa_public_key: info.public_key.clone(),
+            thumbprint_sha1: misim_token::hex_upper(&info.sha1),
             thumbprint_sha256: misim_token::hex_upper(&info.sha256),
             start_unix: info.not_before,
             end_unix: info.not_after,
             display_name: None,
-        };
-        p.key_credentials.push(k.clone());
-        let durable = self.principals.put_deferred(&key(&p.object_id), &p)?;
-        Ok((k, durable))
+        }
     }
 
     /// Removes a certificate by its SHA-1 thumbprint (any case); false when
@@ -386,6 +439,8 @@ mod tests {
                 )
                 .unwrap(),
             ),
+            ids: None,
+            certificate: None,
         }
     }
 

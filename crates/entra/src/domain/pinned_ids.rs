@@ -92,6 +92,26 @@ impl Directory {
         Ok(())
     }
 
+    /// Refuses ids that a reservation holds (ids a caller of `create` chose
+    /// for an identity that has no reservation of its own).
+    pub(super) fn check_ids_unreserved(
+        &self,
+        app_id: &str,
+        object_id: &str,
+    ) -> Result<(), EntraError> {
+        for (_, other) in self.reservations.all()? {
+            if other.app_id.eq_ignore_ascii_case(app_id)
+                || other.object_id.eq_ignore_ascii_case(object_id)
+            {
+                return Err(EntraError::Conflict(format!(
+                    "client id {app_id} or object id {object_id} is reserved for {}",
+                    other.resource_id
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// The ids reserved for the identity `resource_id`, if any, checked free again.
     pub(super) fn reserved_for(
         &self,
@@ -148,6 +168,8 @@ mod tests {
             display_name: "id1".into(),
             kind: PrincipalKind::ManagedIdentity,
             managed_identity_resource_id: Some(misim_types::ResourceId::parse(rid).unwrap()),
+            ids: None,
+            certificate: None,
         }
     }
 

@@ -78,6 +78,14 @@ impl Principal {
     pub(crate) fn xms_mirid(&self) -> Option<String> {
         self.managed_identity_resource_id.as_deref().map(xms_mirid)
     }
+
+    /// Whether a certificate with this SHA-1 (raw bytes) is registered.
+    pub(crate) fn has_certificate(&self, sha1: &[u8]) -> bool {
+        let hex = misim_token::hex_upper(sha1);
+        self.key_credentials
+            .iter()
+            .any(|k| k.thumbprint_sha1.eq_ignore_ascii_case(&hex))
+    }
 }
 
 /// Lower-cases the `resourceGroups` segment name of a resource id.

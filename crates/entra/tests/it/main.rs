@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 mod assertion_props;
+mod create_with_certificate;
 mod federation;
 mod graph;
 mod lifecycle;
@@ -178,6 +179,7 @@ async fn create_mi(entra: &Entra, request_id: &str, resource_id: &str) -> Identi
             display_name: "vm1".into(),
             r#type: pb::ServicePrincipalType::ManagedIdentity as i32,
             managed_identity_resource_id: resource_id.into(),
+            ..Default::default()
         }))
         .await
         .unwrap()
@@ -793,6 +795,7 @@ async fn create_is_idempotent_on_request_id_and_delete_revokes() {
             display_name: "ignored".into(),
             r#type: pb::ServicePrincipalType::ManagedIdentity as i32,
             managed_identity_resource_id: VM_ID.into(),
+            ..Default::default()
         }))
         .await
         .unwrap()
@@ -919,6 +922,7 @@ async fn grpc_validates_requests() {
             display_name: "x".into(),
             r#type: pb::ServicePrincipalType::ManagedIdentity as i32,
             managed_identity_resource_id: String::new(),
+            ..Default::default()
         }))
         .await
         .unwrap_err();
@@ -1270,6 +1274,7 @@ async fn reserved_ids_become_the_managed_identitys_ids() {
             display_name: "id1".into(),
             r#type: pb::ServicePrincipalType::ManagedIdentity as i32,
             managed_identity_resource_id: UAMI_ID.into(),
+            ..Default::default()
         }))
         .await
         .unwrap()

@@ -8,6 +8,19 @@ use super::{Imds, LiveVm, vm_key};
 use crate::domain::{IdentityRecord, Kind, LiveIdentity, VmMeta, VmRecord};
 use crate::error::ImdsError;
 
+/// An identity ARM configures, checked before any write: a client id, and a
+/// key that parses (a bad key is refused now, not at its first token).
+fn checked_identity(record: IdentityRecord) -> Result<(IdentityRecord, LiveIdentity), ImdsError> {
+    if record.client_id.is_empty() {
+        return Err(ImdsError::Invalid("identity.client_id is required".into()));
+    }
+    let live = LiveIdentity::new(record.clone()).map_err(|reason| ImdsError::BadKey {
+        client_id: record.client_id.clone(),
+        reason,
+    })?;
+    Ok((record, live))
+}
+
 fn random_secret() -> String {
     let bytes: [u8; 24] = rand::random();
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -58,48 +71,64 @@ impl Imds {
         Ok(())
     }
 
-    /// Creates or updates a VM (idempotent).
-    pub(crate) async fn put_vm(&self, meta: VmMeta) -> Result<Arc<LiveVm>, ImdsError> {
+    /// Creates or updates a VM (idempotent) and configures `identities` on
+    /// it, each as [`put_identity`](Self::put_identity) would, in one durable
+    /// write: ARM's VM operation puts a VM with every identity it carries in
+    /// one call. Every identity is checked (its key parsed) before anything
+    /// is written, so a bad one refuses the whole request.
+    pub(crate) async fn put_vm(
+        &self,
+        meta: VmMeta,
+        identities: Vec<IdentityRecord>,
+    ) -> Result<Arc<LiveVm>, ImdsError> {
         misim_types::ResourceId::parse(&meta.resource_id)
             .map_err(|e| ImdsError::Invalid(e.to_string()))?;
+        let checked = identities
+            .into_iter()
+            .map(checked_identity)
+            .collect::<Result<Vec<_>, _>>()?;
         let key = vm_key(&meta.resource_id);
         // Writes are applied under the lock and awaited after it (misim_store's
         // deferred acknowledgement): concurrent writers share one flush.
         let w = self.inner.write.lock().await;
-        let existing = self.vm(&key);
-        let (live, durable) = match existing {
+        let old = self.vm(&key);
+        let (mut record, mut live_ids) = match &old {
             Some(old) => {
                 let mut record = old.record.clone();
                 record.meta = meta;
-                if record == old.record {
-                    drop(w);
-                    self.inner.table.visible().await?;
-                    return Ok(old);
-                }
-                let durable = self.inner.table.put_deferred(&key, &record)?;
-                let live = Arc::new(LiveVm {
-                    record,
-                    identities: old.identities.clone(),
-                });
-                (live, durable)
+                (record, old.identities.clone())
             }
             None => {
-                let mut record = VmRecord {
+                let record = VmRecord {
                     meta,
                     address: None,
                     identity_header: random_secret(),
                     identities: Vec::new(),
                 };
-                self.assign_address(&key, &mut record).await?;
-                let durable = self.inner.table.put_deferred(&key, &record)?;
-                self.map_address(&key, None, record.address);
-                let live = Arc::new(LiveVm {
-                    record,
-                    identities: Vec::new(),
-                });
-                (live, durable)
+                (record, Vec::new())
             }
         };
+        for (identity, live) in checked {
+            self.apply_identity(&mut record, &mut live_ids, identity, live);
+        }
+        if let Some(old) = old.as_ref().filter(|old| old.record == record) {
+            // Nothing new: acknowledged once what was read is durable.
+            drop(w);
+            self.inner.table.visible().await?;
+            return Ok(old.clone());
+        }
+        let created = old.is_none();
+        if created {
+            self.assign_address(&key, &mut record).await?;
+        }
+        let durable = self.inner.table.put_deferred(&key, &record)?;
+        if created {
+            self.map_address(&key, None, record.address);
+        }
+        let live = Arc::new(LiveVm {
+            record,
+            identities: live_ids,
+        });
         self.inner.vms.write().insert(key, live.clone());
         drop(w);
         durable.await?;
@@ -131,52 +160,20 @@ impl Imds {
         vm_resource_id: &str,
         record: IdentityRecord,
     ) -> Result<(), ImdsError> {
-        if record.client_id.is_empty() {
-            return Err(ImdsError::Invalid("identity.client_id is required".into()));
-        }
-        let live = LiveIdentity::new(record.clone()).map_err(|reason| ImdsError::BadKey {
-            client_id: record.client_id.clone(),
-            reason,
-        })?;
+        let (record, live) = checked_identity(record)?;
         let key = vm_key(vm_resource_id);
         let w = self.inner.write.lock().await;
         let old = self
             .vm(&key)
             .ok_or_else(|| ImdsError::VmNotFound(vm_resource_id.to_owned()))?;
-        let replaced = |r: &IdentityRecord| {
-            r.client_id.eq_ignore_ascii_case(&record.client_id)
-                || (record.kind == Kind::System && r.kind == Kind::System)
-        };
-        if old.record.identities.contains(&record) {
+        let mut vm = old.record.clone();
+        let mut identities = old.identities.clone();
+        if !self.apply_identity(&mut vm, &mut identities, record, live) {
             drop(w);
             self.inner.table.visible().await?;
             return Ok(());
         }
-        // A renewed credential of a served identity is not a new identity.
-        let is_new = !old
-            .record
-            .identities
-            .iter()
-            .any(|r| r.client_id.eq_ignore_ascii_case(&record.client_id));
-        let mut vm = old.record.clone();
-        let mut identities = old.identities.clone();
-        for r in vm.identities.iter().filter(|r| replaced(r)) {
-            self.inner.cache.purge(&r.client_id);
-        }
-        vm.identities.retain(|r| !replaced(r));
-        identities.retain(|i| !replaced(&i.record));
-        vm.identities.push(record);
-        identities.push(Arc::new(live));
         let durable = self.inner.table.put_deferred(&key, &vm)?;
-        self.inner
-            .cache
-            .purge(&vm.identities[vm.identities.len() - 1].client_id);
-        if is_new {
-            let client_id = &vm.identities[vm.identities.len() - 1].client_id;
-            self.inner
-                .settling
-                .created(client_id, self.inner.clock.unix());
-        }
         self.inner.vms.write().insert(
             key,
             Arc::new(LiveVm {
@@ -187,6 +184,46 @@ impl Imds {
         drop(w);
         durable.await?;
         Ok(())
+    }
+
+    /// Puts one identity into a VM's record and live identities (under the
+    /// write lock; the caller writes the record): a served identity of the
+    /// same client id, or any system-assigned one for a system-assigned
+    /// identity, is replaced and its cached tokens purged. False when the VM
+    /// already serves exactly this identity (nothing changed).
+    fn apply_identity(
+        &self,
+        vm: &mut VmRecord,
+        identities: &mut Vec<Arc<LiveIdentity>>,
+        record: IdentityRecord,
+        live: LiveIdentity,
+    ) -> bool {
+        if vm.identities.contains(&record) {
+            return false;
+        }
+        let replaced = |r: &IdentityRecord| {
+            r.client_id.eq_ignore_ascii_case(&record.client_id)
+                || (record.kind == Kind::System && r.kind == Kind::System)
+        };
+        // A renewed credential of a served identity is not a new identity.
+        let is_new = !vm
+            .identities
+            .iter()
+            .any(|r| r.client_id.eq_ignore_ascii_case(&record.client_id));
+        for r in vm.identities.iter().filter(|r| replaced(r)) {
+            self.inner.cache.purge(&r.client_id);
+        }
+        vm.identities.retain(|r| !replaced(r));
+        identities.retain(|i| !replaced(&i.record));
+        self.inner.cache.purge(&record.client_id);
+        if is_new {
+            self.inner
+                .settling
+                .created(&record.client_id, self.inner.clock.unix());
+        }
+        vm.identities.push(record);
+        identities.push(Arc::new(live));
+        true
     }
 
     /// Removes an identity from a VM; false when it was not there.

@@ -23,6 +23,7 @@ use tonic::{Request, Status};
 mod addresses;
 mod concurrency;
 mod hot_path;
+mod put_vm_identities;
 
 const TENANT: &str = "72f988bf-0000-4000-8000-000000000001";
 const AUTHORITY: &str = "https://localhost:9443";
@@ -270,6 +271,7 @@ impl Harness {
             &self.imds,
             Request::new(pb::PutVmRequest {
                 metadata: Some(meta(id, "")),
+                ..Default::default()
             }),
         )
         .await
@@ -867,6 +869,7 @@ async fn control_over_grpc_never_returns_private_keys() {
     let vm = c
         .put_vm(pb::PutVmRequest {
             metadata: Some(meta(VM1, "")),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -874,6 +877,7 @@ async fn control_over_grpc_never_returns_private_keys() {
     let again = c
         .put_vm(pb::PutVmRequest {
             metadata: Some(meta(VM1, "")),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -940,6 +944,7 @@ async fn control_over_grpc_never_returns_private_keys() {
     let refused = kv
         .put_vm(pb::PutVmRequest {
             metadata: Some(meta(VM2, "")),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -962,6 +967,7 @@ async fn put_vm_with_sami(
         imds,
         Request::new(pb::PutVmRequest {
             metadata: Some(meta(vm, ip)),
+            ..Default::default()
         }),
     )
     .await
@@ -1019,6 +1025,7 @@ async fn source_address_mode_identifies_vms_by_peer_ip() {
         &imds,
         Request::new(pb::PutVmRequest {
             metadata: Some(meta(VM1, "10.1.0.4")),
+            ..Default::default()
         }),
     )
     .await
@@ -1170,6 +1177,7 @@ impl SourceImds {
             &self.imds,
             Request::new(pb::PutVmRequest {
                 metadata: Some(meta(id, ip)),
+                ..Default::default()
             }),
         )
         .await

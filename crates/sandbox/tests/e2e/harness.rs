@@ -35,8 +35,9 @@ pub(crate) struct PeerFaults {
 
 #[derive(Debug, Default)]
 struct FaultState {
-    /// `service/method` suffix → the status such calls fail with.
-    fail: BTreeMap<String, (tonic::Code, String)>,
+    /// `service/method` suffix → the status such calls fail with, and how
+    /// many more calls fail (`None`: every one).
+    fail: BTreeMap<String, (tonic::Code, String, Option<u64>)>,
     calls: BTreeMap<String, u64>,
 }
 
@@ -59,7 +60,14 @@ impl PeerFaults {
     pub(crate) fn fail(&self, method: &str, code: tonic::Code, message: &str) {
         self.state()
             .fail
-            .insert(method.to_owned(), (code, message.to_owned()));
+            .insert(method.to_owned(), (code, message.to_owned(), None));
+    }
+
+    /// As [`fail`](Self::fail), for the next `n` such calls only.
+    pub(crate) fn fail_times(&self, method: &str, code: tonic::Code, message: &str, n: u64) {
+        self.state()
+            .fail
+            .insert(method.to_owned(), (code, message.to_owned(), Some(n)));
     }
 
     /// No call fails any more.
@@ -100,9 +108,14 @@ impl FaultHook for PeerFaults {
             let mut st = self.state();
             *st.calls.entry(key.clone()).or_default() += 1;
             st.fail
-                .iter()
-                .find(|(m, _)| key.ends_with(m.as_str()))
-                .map(|(_, (code, msg))| tonic::Status::new(*code, msg.clone()))
+                .iter_mut()
+                .find(|(m, (_, _, left))| key.ends_with(m.as_str()) && *left != Some(0))
+                .map(|(_, (code, msg, left))| {
+                    if let Some(n) = left {
+                        *n -= 1;
+                    }
+                    tonic::Status::new(*code, msg.clone())
+                })
         };
         self.seen.send_modify(|n| *n += 1);
         failure

@@ -683,22 +683,25 @@ async fn poll_finished(w: &World, url: &str) -> Value {
 
 #[tokio::test]
 async fn a_step_that_keeps_failing_fails_the_operation_and_a_retry_succeeds() {
-    const ADD_KEY: &str = "misim.entra.v1.Directory/AddKeyCredential";
     let w = start().await;
     w.create_rg("rg1").await;
     settle(&w).await;
 
-    // Entra rejects every certificate ARM registers: a non-transient error.
-    w.faults.fail(
-        ADD_KEY,
+    // Entra rejects the principal ARM creates with its certificate, as often
+    // as the orchestrator tries (10, its limit of non-transient failures): a
+    // non-transient error. The cleanup's own call (finding whatever its
+    // request id made, to delete it) is let through.
+    w.faults.fail_times(
+        CREATE_SP,
         tonic::Code::InvalidArgument,
         "the certificate was rejected (injected fault)",
+        10,
     );
     let vm_id = w.vm_id("rg1", "vm1");
     let status_url = create_vm_left_updating(&w, &vm_id).await;
 
     // The orchestrator gives up after its limit of non-transient failures (10).
-    w.faults.wait_calls(ADD_KEY, 10).await;
+    w.faults.wait_calls(CREATE_SP, 10).await;
     let op = poll_finished(&w, &status_url).await;
     assert_eq!(op["status"], "Failed", "{op}");
     assert_eq!(op["error"]["code"], "FailedIdentityOperation", "{op}");
@@ -734,8 +737,13 @@ async fn a_step_that_keeps_failing_fails_the_operation_and_a_retry_succeeds() {
     assert_eq!(r.failed_operations, 1, "{r:?}");
     assert_eq!(r.service_principals, 0, "{r:?}");
     assert!(principals_of(&w, &vm_id).await.is_empty());
+    // IMDS knows the failed VM, without identities (`imds_learns_failed_vm`).
     assert_eq!(imds_clients(&w, &vm_id).await, Some(vec![]));
-    assert_eq!(w.faults.calls(ADD_KEY), 10, "no attempt after giving up");
+    assert_eq!(
+        w.faults.calls(CREATE_SP),
+        11,
+        "no attempt after giving up: ten, and the cleanup's"
+    );
 
     // The fault goes; the user PUTs the VM again and it succeeds.
     w.faults.clear();

@@ -228,6 +228,7 @@ async fn imds_configuration_is_arms_alone() {
                     name: "evil".into(),
                     ..Default::default()
                 }),
+                ..Default::default()
             })
             .await;
         assert_denied(r, caller, "misim.imds.v1.Control/PutVm");

@@ -30,20 +30,50 @@ impl FakeControl {
     }
 }
 
+impl FakeControl {
+    /// Configures one identity on a VM's list (replacing one of its client
+    /// id), asserting it carries what ARM must send.
+    fn put_one(&self, list: &mut Vec<pb::IdentityInfo>, i: pb::ManagedIdentity) {
+        assert!(i.private_key_pem.contains("PRIVATE KEY"));
+        assert!(i.certificate_pem.contains("CERTIFICATE"));
+        assert_eq!(i.tenant_id, self.tenant_id);
+        let thumbprint =
+            misim_token::cert::pem_thumbprint_sha1(&i.certificate_pem).unwrap_or_default();
+        list.retain(|x| x.client_id != i.client_id);
+        list.push(pb::IdentityInfo {
+            kind: i.kind,
+            client_id: i.client_id,
+            object_id: i.object_id,
+            resource_id: i.resource_id,
+            certificate_thumbprint: thumbprint,
+        });
+    }
+}
+
 #[tonic::async_trait]
 impl Control for FakeControl {
     async fn put_vm(&self, r: Request<pb::PutVmRequest>) -> Result<Response<pb::Vm>, Status> {
-        let md = r.into_inner().metadata.unwrap_or_default();
+        let r = r.into_inner();
+        let md = r.metadata.unwrap_or_default();
         let mut s = self.state.lock();
-        let identities = s
-            .vms
-            .entry(md.resource_id.to_ascii_lowercase())
-            .or_default()
-            .clone();
-        s.calls.push(format!(
+        // The identities the call carries, logged after the VM as they are
+        // applied (`PutIdentity`'s line, in `PutVm`'s call).
+        let mut line = format!(
             "PutVm {} size={} os={} user={} pub={}",
             md.resource_id, md.vm_size, md.os_type, md.admin_username, md.publisher
-        ));
+        );
+        for i in &r.identities {
+            line.push_str(&format!(" + kind={} client={}", i.kind, i.client_id));
+        }
+        s.calls.push(line);
+        let list = s
+            .vms
+            .entry(md.resource_id.to_ascii_lowercase())
+            .or_default();
+        for i in r.identities {
+            self.put_one(list, i);
+        }
+        let identities = list.clone();
         Ok(Response::new(pb::Vm {
             metadata: Some(md),
             identities,
@@ -106,11 +136,6 @@ impl Control for FakeControl {
     ) -> Result<Response<pb::PutIdentityResponse>, Status> {
         let r = r.into_inner();
         let i = r.identity.unwrap_or_default();
-        assert!(i.private_key_pem.contains("PRIVATE KEY"));
-        assert!(i.certificate_pem.contains("CERTIFICATE"));
-        assert_eq!(i.tenant_id, self.tenant_id);
-        let thumbprint =
-            misim_token::cert::pem_thumbprint_sha1(&i.certificate_pem).unwrap_or_default();
         let mut s = self.state.lock();
         s.calls.push(format!(
             "PutIdentity {} kind={} client={}",
@@ -120,14 +145,7 @@ impl Control for FakeControl {
             .vms
             .entry(r.vm_resource_id.to_ascii_lowercase())
             .or_default();
-        list.retain(|x| x.client_id != i.client_id);
-        list.push(pb::IdentityInfo {
-            kind: i.kind,
-            client_id: i.client_id,
-            object_id: i.object_id,
-            resource_id: i.resource_id,
-            certificate_thumbprint: thumbprint,
-        });
+        self.put_one(list, i);
         Ok(Response::new(pb::PutIdentityResponse {}))
     }
 

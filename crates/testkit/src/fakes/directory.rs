@@ -151,14 +151,35 @@ impl Directory for FakeDirectory {
         let mut s = self.state.lock();
         s.next_principal += 1;
         let n = s.next_principal;
-        let sp = pb::ServicePrincipal {
-            object_id: format!("00000000-0000-4000-9000-{n:012}"),
-            app_id: format!("00000000-0000-4000-a000-{n:012}"),
+        // The caller's ids when it chose them, as Entra honours them.
+        let (object_id, app_id) = if r.app_id.is_empty() {
+            (
+                format!("00000000-0000-4000-9000-{n:012}"),
+                format!("00000000-0000-4000-a000-{n:012}"),
+            )
+        } else {
+            (r.object_id.clone(), r.app_id.clone())
+        };
+        let mut sp = pb::ServicePrincipal {
+            object_id,
+            app_id,
             display_name: r.display_name,
             r#type: r.r#type,
             managed_identity_resource_id: r.managed_identity_resource_id.clone(),
             ..Default::default()
         };
+        // A certificate sent with the create is registered in the same call.
+        if !r.certificate_der.is_empty() {
+            let info = misim_token::cert::parse_cert(&r.certificate_der)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            sp.key_credentials.push(pb::KeyCredential {
+                key_id: "k".into(),
+                certificate_der: r.certificate_der,
+                thumbprint_sha1: misim_token::hex_upper(&info.sha1),
+                start_unix: info.not_before,
+                end_unix: info.not_after,
+            });
+        }
         s.calls.push(format!(
             "CreateServicePrincipal {}",
             r.managed_identity_resource_id

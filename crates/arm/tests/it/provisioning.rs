@@ -1,0 +1,145 @@
+//! Provisioning's calls to the peers (misim issue #11, target 1): a managed identity's
+//! principal is created with its certificate in one call to Entra, and a VM operation gives
+//! IMDS the VM with every identity it carries in one `PutVm`.
+
+use std::sync::atomic::Ordering;
+
+use misim_proto::faults::Faults;
+
+use super::renewal::PeersDown;
+use super::*;
+
+/// A user-assigned identity PUT is one call to Entra: the principal comes back
+/// with ARM's ids and its certificate registered.
+#[tokio::test]
+async fn a_uami_put_is_one_call_to_entra_that_registers_its_certificate() {
+    let h = harness().await;
+    h.rg("rg1").await;
+    h.clear_calls();
+    let v = h.uami("rg1", "id1").await;
+    let principal = v["properties"]["principalId"].as_str().unwrap();
+    let sp = h.shared.lock().service_principals[principal].clone();
+    assert_eq!(v["properties"]["clientId"], sp.app_id);
+    assert_eq!(h.entra_thumbprints(principal).len(), 1, "{sp:?}");
+    let calls = h.calls();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert!(calls[0].starts_with("CreateServicePrincipal "), "{calls:?}");
+}
+
+/// A VM with both kinds of identity: one `CreateServicePrincipal` (its system
+/// identity, with the certificate) and one `PutVm` carrying both identities;
+/// detaching the user-assigned one is a `PutVm` with the system identity and a
+/// `RemoveIdentity`.
+#[tokio::test]
+async fn a_vm_operation_puts_the_vm_with_every_identity_it_carries_in_one_call() {
+    let h = harness().await;
+    h.rg("rg1").await;
+    let u = h.uami("rg1", "id1").await;
+    let (uid, uclient) = (
+        u["id"].as_str().unwrap().to_owned(),
+        u["properties"]["clientId"].as_str().unwrap().to_owned(),
+    );
+    h.clear_calls();
+    let (s, v) = h
+        .call(
+            "PUT",
+            &vm_path("rg1", "vm1"),
+            Some(vm_body(json!({
+                "type": "SystemAssigned, UserAssigned",
+                "userAssignedIdentities": {&uid: {}}
+            }))),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let vm_id = v["id"].as_str().unwrap().to_owned();
+    let principal = v["identity"]["principalId"].as_str().unwrap();
+    let client = h.shared.lock().service_principals[principal].app_id.clone();
+    assert_eq!(
+        h.calls(),
+        vec![
+            format!("CreateServicePrincipal {vm_id}"),
+            format!(
+                "PutVm {vm_id} size=Standard_B1s os=Linux user=azureuser pub=Canonical \
+                 + kind=1 client={client} + kind=2 client={uclient}"
+            ),
+        ]
+    );
+    // IMDS signs with the certificates Entra holds.
+    assert_eq!(
+        vec![h.imds_thumbprint(&vm_id, &client)],
+        h.entra_thumbprints(principal)
+    );
+    assert!(h.drifts().await.is_empty());
+
+    h.clear_calls();
+    let (s, v) = h
+        .call(
+            "PATCH",
+            &vm_path("rg1", "vm1"),
+            Some(json!({"identity": {"type": "SystemAssigned"}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        h.calls(),
+        vec![
+            format!(
+                "PutVm {vm_id} size=Standard_B1s os=Linux user=azureuser pub=Canonical \
+                 + kind=1 client={client}"
+            ),
+            format!("RemoveIdentity {vm_id} client={uclient}"),
+        ]
+    );
+    assert!(h.drifts().await.is_empty());
+}
+
+/// Entra down when the VM is created: the VM is left updating, IMDS has not
+/// heard of it, and the operation's next run (here, before the VM's
+/// next write) creates the principal with the credential the intent recorded:
+/// one principal, one certificate, Entra and IMDS in agreement.
+#[tokio::test]
+async fn a_create_held_by_an_entra_outage_completes_with_one_principal_and_certificate() {
+    let down = Arc::new(PeersDown::default());
+    let h = harness_full(None, Faults::with(down.clone())).await;
+    h.rg("rg1").await;
+    down.entra.store(true, Ordering::SeqCst);
+    let (s, v) = h
+        .call(
+            "PUT",
+            &vm_path("rg1", "vm1"),
+            Some(vm_body(json!({"type": "SystemAssigned"}))),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["properties"]["provisioningState"], "Updating", "{v}");
+    let vm_id = v["id"].as_str().unwrap().to_owned();
+    assert!(
+        h.shared.lock().service_principals.len() <= 1,
+        "the admin's at most"
+    );
+    assert!(
+        !h.shared
+            .lock()
+            .vms
+            .contains_key(&vm_id.to_ascii_lowercase())
+    );
+
+    down.entra.store(false, Ordering::SeqCst);
+    // The user PUTs it again: the pending operation runs first, then this one.
+    let (s, v) = h
+        .call(
+            "PUT",
+            &vm_path("rg1", "vm1"),
+            Some(vm_body(json!({"type": "SystemAssigned"}))),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["properties"]["provisioningState"], "Succeeded", "{v}");
+    let principal = v["identity"]["principalId"]
+        .as_str()
+        .expect("a system identity");
+    let sps = h.shared.lock().service_principals.clone();
+    assert_eq!(sps.keys().collect::<Vec<_>>(), [principal], "one principal");
+    assert_eq!(h.entra_thumbprints(principal).len(), 1);
+    assert!(h.drifts().await.is_empty());
+}
