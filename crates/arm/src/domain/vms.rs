@@ -86,7 +86,10 @@ fn identities(
 ) -> Result<(IdentityState, IdentityState), ArmError> {
     let current = existing
         .map(|v| IdentityState {
-            system: v.sami.is_some(),
+            // What the VM is to have, not what exists yet: while the system
+            // identity's creation is pending it has no principal, and a PATCH
+            // naming no identity must not drop it.
+            system: v.wants_sami(),
             uamis: v.uamis.clone(),
         })
         .unwrap_or_default();

@@ -143,3 +143,38 @@ async fn a_create_held_by_an_entra_outage_completes_with_one_principal_and_certi
     assert_eq!(h.entra_thumbprints(principal).len(), 1);
     assert!(h.drifts().await.is_empty());
 }
+
+/// A PATCH that names no identity keeps the one the VM is to have, even while
+/// its creation is still pending (it once read "has no principal yet" as "has
+/// no system identity" and dropped it).
+#[tokio::test]
+async fn a_patch_while_the_system_identity_is_pending_keeps_it() {
+    let down = Arc::new(PeersDown::default());
+    let h = harness_full(None, Faults::with(down.clone())).await;
+    h.rg("rg1").await;
+    down.entra.store(true, Ordering::SeqCst);
+    let (s, v) = h
+        .call(
+            "PUT",
+            &vm_path("rg1", "vm1"),
+            Some(vm_body(json!({"type": "SystemAssigned"}))),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["properties"]["provisioningState"], "Updating", "{v}");
+
+    let tags = json!({"tags": {"team": "a"}});
+    let (s, v) = h.call("PATCH", &vm_path("rg1", "vm1"), Some(tags)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["identity"]["type"], "SystemAssigned", "{v}");
+
+    down.entra.store(false, Ordering::SeqCst);
+    let tags = json!({"tags": {"team": "b"}});
+    let (s, v) = h.call("PATCH", &vm_path("rg1", "vm1"), Some(tags)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["properties"]["provisioningState"], "Succeeded", "{v}");
+    assert_eq!(v["identity"]["type"], "SystemAssigned", "{v}");
+    let principal = v["identity"]["principalId"].as_str().expect("a principal");
+    assert_eq!(h.entra_thumbprints(principal).len(), 1);
+    assert!(h.drifts().await.is_empty());
+}
