@@ -54,6 +54,11 @@ pub struct Config {
     pub keyvault_port: Option<u16>,
     /// (principal id, role definition GUID) granted at the subscription scope on open.
     pub bootstrap_assignments: Vec<(String, String)>,
+    /// How long a write waits for the operation it started (a VM's or an
+    /// identity's provisioning) before it answers with the operation still
+    /// running, for the client to poll (`Azure-AsyncOperation`); zero
+    /// answers every such write at once. The operation runs on either way.
+    pub inline_budget: std::time::Duration,
 }
 
 impl Default for Config {
@@ -67,6 +72,7 @@ impl Default for Config {
             keyvault_dns_suffix: "vault.localhost".into(),
             keyvault_port: None,
             bootstrap_assignments: Vec::new(),
+            inline_budget: std::time::Duration::from_secs(10),
         }
     }
 }

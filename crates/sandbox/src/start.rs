@@ -548,6 +548,7 @@ async fn start_arm(
                     ROLE_KEY_VAULT_SECRETS_OFFICER.into(),
                 ),
             ],
+            ..misim_arm::Config::default()
         },
         misim_arm::Deps {
             store,

@@ -16,6 +16,7 @@
 //! one [`Budget`] per deployment (nesting, value size, work); a template over
 //! it is `InvalidTemplate` too, found before anything is deployed.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde_json::{Value, json};
@@ -87,7 +88,7 @@ impl Core {
     // long: one linear pipeline (validate, plan, preflight, deploy
     // in order, record) over one evaluator and budget; the steps share them.
     pub async fn put_deployment(
-        &self,
+        self: &Arc<Self>,
         principal: &str,
         sub: &str,
         rg: &str,
@@ -262,7 +263,7 @@ impl Core {
     }
 
     async fn deploy_resource(
-        &self,
+        self: &Arc<Self>,
         principal: &str,
         p: &Planned,
         body: &Value,

@@ -26,7 +26,8 @@ pub struct Drift {
 pub struct Report {
     /// Every disagreement found.
     pub drifts: Vec<Drift>,
-    /// Operations not finished yet.
+    /// Operations not finished yet, and certificate renewals due but not yet
+    /// written as operations.
     pub pending_operations: u32,
     /// Operations that failed for good.
     pub failed_operations: u32,
@@ -114,7 +115,13 @@ fn entra_drifts(
 impl Core {
     /// Compares the three services' states.
     pub async fn doctor(&self) -> Result<Report, ArmError> {
+        // Renewals already due count as pending work even before the
+        // reconciler has written their operations (right after a restart,
+        // or a clock moved forward): "converged" must not be reported while
+        // a certificate that is due has not been renewed.
+        self.scan_if_due()?;
         let (pending, failed) = self.op_counts()?;
+        let pending = pending + self.renewal.queued() as u32;
         let sps = self.peers.managed_identity_principals().await?;
         let imds_vms = self.peers.imds_vms().await?;
         let uamis: Vec<UamiRecord> = self.uamis.all()?.into_iter().map(|(_, u)| u).collect();

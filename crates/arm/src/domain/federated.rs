@@ -6,6 +6,7 @@
 //! record changes), so an acknowledged write reaches Entra even across a crash.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::sync::Mutex;
 
 use serde_json::Value;
@@ -226,7 +227,7 @@ impl Core {
     /// Entra. Acknowledged means Entra has it, or the persisted operation
     /// that puts it there is pending (the reconciler finishes it).
     pub async fn put_fic(
-        &self,
+        self: &Arc<Self>,
         sub: &str,
         rg: &str,
         identity: &str,
@@ -340,7 +341,7 @@ impl Core {
     /// Deletes a federated identity credential here and (durably) in Entra.
     /// False when it did not exist.
     pub async fn delete_fic(
-        &self,
+        self: &Arc<Self>,
         sub: &str,
         rg: &str,
         identity: &str,

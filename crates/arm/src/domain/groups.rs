@@ -2,6 +2,7 @@
 
 use misim_types::ResourceId;
 use serde_json::Value;
+use std::sync::Arc;
 
 use super::resources::{Deleted, Pending};
 use super::{Core, Put, location_of, rg_key, tags_of};
@@ -60,7 +61,7 @@ impl Core {
 
     /// Deletes a resource group and everything in it.
     /// Returns the VM deletions still in progress (operation ids).
-    pub async fn delete_rg(&self, sub: &str, rg: &str) -> Result<Vec<String>, ArmError> {
+    pub async fn delete_rg(self: &Arc<Self>, sub: &str, rg: &str) -> Result<Vec<String>, ArmError> {
         let rec = self.require_rg(sub, rg)?;
         let prefix = rg_key(sub, rg);
         let mut pending = Vec::new();

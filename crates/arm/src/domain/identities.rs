@@ -2,6 +2,8 @@
 //! managed-identity resource provider (step 2: a principal in Entra, a
 //! P-256 key and self-signed certificate registered with it; renewed by `renewal`).
 
+use std::sync::Arc;
+
 use misim_types::ResourceId;
 use serde_json::Value;
 
@@ -87,7 +89,7 @@ impl Core {
 
     /// Creates (provisioning its principal) or updates a user-assigned identity.
     pub async fn put_uami(
-        &self,
+        self: &Arc<Self>,
         sub: &str,
         rg: &str,
         name: &str,
@@ -168,7 +170,12 @@ impl Core {
     /// Deletes a user-assigned identity: its record at once, then (durably)
     /// its principal and its IMDS entries on every VM that carries it. The
     /// VMs keep listing it with its old ids, as in Azure. Returns false when it did not exist.
-    pub async fn delete_uami(&self, sub: &str, rg: &str, name: &str) -> Result<bool, ArmError> {
+    pub async fn delete_uami(
+        self: &Arc<Self>,
+        sub: &str,
+        rg: &str,
+        name: &str,
+    ) -> Result<bool, ArmError> {
         self.require_rg(sub, rg)?;
         let key = res_key(sub, rg, Kind::Uami, name);
         let lock = self.locks.get(&key);

@@ -22,8 +22,6 @@ use crate::records::*;
 
 /// Attempts after which an operation failing with a non-transient error fails for good.
 const MAX_HARD_FAILURES: u32 = 10;
-/// How long the request path waits for an operation before answering "in progress".
-const INLINE_BUDGET: Duration = Duration::from_secs(10);
 /// How long a finished operation stays readable at its status URL. Azure keeps
 /// an operation's status for a while after it ends, since clients may poll long
 /// after the request (`az ... --no-wait`, an SDK poller resumed from a saved
@@ -154,12 +152,29 @@ impl Core {
         Ok((pending, failed))
     }
 
-    /// Runs the pending operations of `target` inline (bounded); true when none is left.
-    pub(crate) async fn drive_inline(&self, target: &str) -> bool {
-        match tokio::time::timeout(INLINE_BUDGET, self.drive(target)).await {
-            Ok(Ok(done)) => done,
-            Ok(Err(e)) => {
+    /// Runs the pending operations of `target` while the caller waits (at
+    /// most `Config::inline_budget`); true when none is left.
+    ///
+    /// The run is a task of its own, so a caller that stops waiting (the
+    /// budget ran out, or the request's client went away and its handler
+    /// was dropped) never cuts an operation short between two peer calls: a
+    /// call already sent would still reach the peer, possibly after the calls
+    /// of the operation's next run (a delete landing after the create that
+    /// found its principal again), an order no idempotency key repairs. The
+    /// task keeps the resource's lock until the run ends; the reconciler's
+    /// next run of `target` waits for it.
+    pub(crate) async fn drive_inline(self: &Arc<Self>, target: &str) -> bool {
+        let core = Arc::clone(self);
+        let owned = target.to_owned();
+        let run = tokio::spawn(async move { core.drive(&owned).await });
+        match tokio::time::timeout(self.config.inline_budget, run).await {
+            Ok(Ok(Ok(done))) => done,
+            Ok(Ok(Err(e))) => {
                 tracing::warn!(target, error = %e, "operation left to the reconciler");
+                false
+            }
+            Ok(Err(e)) => {
+                tracing::error!(target, error = %e, "operation run panicked; left to the reconciler");
                 false
             }
             Err(_) => false,
@@ -542,12 +557,16 @@ impl Core {
     async fn create_sami(&self, op: &mut OpRecord, rec: &VmRecord) -> Result<Credential, ArmError> {
         let proposed = match (&op.sami_request, &op.pending_cred) {
             (Some(_), Some(c)) => c.clone(),
-            // An operation written before the credential was part of the
-            // intent (or before the request id was): both persisted here.
+            // A second system identity in one operation (the first was
+            // disabled and enabled again by later writes while it was being
+            // retried), or an operation written before the credential was
+            // part of the intent: both persisted here. The request id is a
+            // new one: the first identity's would find its principal again,
+            // which the operation is about to retire.
             _ => {
                 let c = self.proposed_credential().await?;
                 if op.sami_request.is_none() {
-                    op.sami_request = Some(sami_request_id(op));
+                    op.sami_request = Some(format!("{}-{}", sami_request_id(op), self.ids.guid()));
                 }
                 op.pending_cred = Some(c.clone());
                 self.ops.put(&op.id, op).await?;

@@ -4,6 +4,8 @@
 //! age, and run inline. A tester uses it to see a client ride out a certificate
 //! change without moving the clock 45 days.
 
+use std::sync::Arc;
+
 use super::Core;
 use crate::error::ArmError;
 use crate::records::*;
@@ -112,7 +114,7 @@ impl Core {
     /// 45-day renewal does it (Entra first, then IMDS; the old certificate stays registered
     /// until it expires). Every name is resolved before anything is renewed: an unknown one
     /// fails the call with [`ArmError::IdentityNotFound`] and changes nothing.
-    pub async fn renew_now(&self, which: &RenewWhich) -> Result<Vec<Renewed>, ArmError> {
+    pub async fn renew_now(self: &Arc<Self>, which: &RenewWhich) -> Result<Vec<Renewed>, ArmError> {
         let all = self.renewable()?;
         let chosen: Vec<&Candidate> = match which {
             RenewWhich::All => all.iter().collect(),

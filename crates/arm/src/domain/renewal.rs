@@ -26,6 +26,7 @@
 
 use serde::Deserialize;
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
@@ -129,6 +130,11 @@ impl Renewal {
 
     fn stored_lock(&self) -> std::sync::MutexGuard<'_, i64> {
         self.stored.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Identities found due and not yet scheduled.
+    pub(crate) fn queued(&self) -> usize {
+        self.queue().len()
     }
 
     fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<Due>> {
@@ -262,7 +268,7 @@ impl Core {
     /// Scans, schedules and runs every renewal due now, inline (resuming one already
     /// pending); how many identities were due. Renewals a peer's outage holds up stay
     /// pending for the reconciler.
-    pub async fn renew_due_credentials(&self) -> Result<usize, ArmError> {
+    pub async fn renew_due_credentials(self: &Arc<Self>) -> Result<usize, ArmError> {
         self.renewal.wake();
         self.scan_if_due()?;
         let mut targets = Vec::new();
@@ -280,7 +286,7 @@ impl Core {
         Ok(targets.len())
     }
 
-    fn scan_if_due(&self) -> Result<(), ArmError> {
+    pub(crate) fn scan_if_due(&self) -> Result<(), ArmError> {
         let now = self.clock.unix();
         if !self.renewal.queue().is_empty() || now < self.renewal.next_scan.load(Ordering::SeqCst) {
             return Ok(());

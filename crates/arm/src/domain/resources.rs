@@ -5,6 +5,7 @@
 //! group's deletion deletes through [`Core::delete_resource`].
 
 use serde_json::Value;
+use std::sync::Arc;
 
 use super::{Core, model};
 use crate::error::ArmError;
@@ -60,7 +61,7 @@ impl Core {
     /// other write is [`Core::write_resource`].
     #[allow(clippy::too_many_arguments)]
     pub async fn put_resource(
-        &self,
+        self: &Arc<Self>,
         principal: &str,
         sub: &str,
         rg: &str,
@@ -89,7 +90,7 @@ impl Core {
     /// template resources (which cannot be deployments).
     #[allow(clippy::too_many_arguments)]
     pub async fn write_resource(
-        &self,
+        self: &Arc<Self>,
         principal: &str,
         sub: &str,
         rg: &str,
@@ -265,7 +266,7 @@ impl Core {
     /// Deletes a resource of `kind` (no RBAC check). A VM's deletion is a
     /// persisted operation that may still be running when this returns.
     pub async fn delete_resource(
-        &self,
+        self: &Arc<Self>,
         sub: &str,
         rg: &str,
         kind: Kind,

@@ -3,6 +3,7 @@
 //! Entra and IMDS), reads with the UAMIs a VM shows, deletion.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
@@ -178,7 +179,7 @@ impl Core {
     /// Creates, replaces (PUT) or updates (PATCH) a VM, reconciling its identities.
     /// Checks `userAssignedIdentities/assign/action` for each newly attached UAMI.
     pub async fn put_vm(
-        &self,
+        self: &Arc<Self>,
         principal: &str,
         sub: &str,
         rg: &str,
@@ -392,7 +393,7 @@ impl Core {
     /// operation. `None` when it did not exist, else whether the deletion
     /// completed and the operation id.
     pub async fn delete_vm(
-        &self,
+        self: &Arc<Self>,
         sub: &str,
         rg: &str,
         name: &str,

@@ -53,7 +53,7 @@ async fn handle(
 
 /// An authenticated request, as the route handlers see it.
 struct Req<'a> {
-    core: &'a Core,
+    core: &'a Arc<Core>,
     /// The caller's object id.
     principal: String,
     method: Method,
@@ -144,7 +144,7 @@ fn retry_after(resp: &mut Response) {
 
 // long: the route table, one arm per route, each a call into its family's handler.
 async fn dispatch(
-    core: &Core,
+    core: &Arc<Core>,
     method: Method,
     uri: &Uri,
     headers: &HeaderMap,

@@ -323,3 +323,53 @@ async fn credentials_go_with_their_identity() {
     let (s, _) = h.call("GET", &fic_path("rg1", "ide", "fic1"), None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
+
+/// A write whose operation outlasts the time its request waits (here none:
+/// the budget is zero) answers at once, and the operation runs on to its end
+/// by itself while a later write on the identity waits for it: Entra sees
+/// the push, then the delete, never the reverse.
+#[tokio::test]
+async fn an_operation_runs_on_after_its_request_stopped_waiting() {
+    let h = harness_tuned(None, Faults::none(), |c| {
+        c.inline_budget = std::time::Duration::ZERO;
+    })
+    .await;
+    h.rg("rg1").await;
+    h.uami("rg1", "ide").await;
+    let path = fic_path("rg1", "ide", "fic1");
+    let held = Arc::new(tokio::sync::Semaphore::new(0));
+    h.federation.gate_puts(Some(held.clone()));
+    let (s, v) = h.call("PUT", &path, Some(cli_body("s1"))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    // Answered while the push is held in flight. A delete sent now waits
+    // for the identity's running operation (later pushes would pass).
+    h.federation.put_arrived().await;
+    h.federation.gate_puts(None);
+    let req = Request::builder()
+        .method("DELETE")
+        .uri(format!("{path}?api-version=2023-01-31"))
+        .header("authorization", format!("Bearer {}", h.token(ADMIN)))
+        .body(Body::empty())
+        .unwrap();
+    let delete = tokio::spawn(h.router.clone().oneshot(req));
+
+    held.add_permits(1);
+    assert_eq!(delete.await.unwrap().unwrap().status(), StatusCode::OK);
+    h.federation.writes_applied(2).await;
+    let s = h.shared.lock();
+    let writes: Vec<&str> = s
+        .calls
+        .iter()
+        .filter(|c| c.contains("FederatedCredential"))
+        .map(|c| c.split(' ').next().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        writes,
+        ["PutFederatedCredential", "DeleteFederatedCredential"]
+    );
+    assert!(
+        s.federated_credentials.values().all(Vec::is_empty),
+        "{:?}",
+        s.federated_credentials
+    );
+}

@@ -104,6 +104,11 @@ async fn harness_with(imds_url: Option<&str>) -> Harness {
 
 /// ARM with its calls to Entra's directory and to IMDS behind `faults`.
 async fn harness_full(imds_url: Option<&str>, faults: Faults) -> Harness {
+    harness_tuned(imds_url, faults, |_| {}).await
+}
+
+/// As [`harness_full`], with `tune` applied to ARM's configuration.
+async fn harness_tuned(imds_url: Option<&str>, faults: Faults, tune: fn(&mut Config)) -> Harness {
     let shared = shared_state();
     let federation = FakeFederation::new(shared.clone());
     let signer = signer();
@@ -123,6 +128,8 @@ async fn harness_full(imds_url: Option<&str>, faults: Faults) -> Harness {
         ],
         ..Config::default()
     };
+    let mut config = config;
+    tune(&mut config);
     let deps = Deps {
         store: misim_store::Store::memory().unwrap(),
         clock: clock.clone(),

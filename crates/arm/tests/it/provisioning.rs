@@ -178,3 +178,49 @@ async fn a_patch_while_the_system_identity_is_pending_keeps_it() {
     assert_eq!(h.entra_thumbprints(principal).len(), 1);
     assert!(h.drifts().await.is_empty());
 }
+
+/// One operation that creates a system identity twice: IMDS is down, so the
+/// VM's first operation is retried with each later write, and those writes
+/// disable the identity and then enable it again before it ends. The second
+/// identity is a new principal: under the first one's request id Entra would
+/// answer with the principal the operation is retiring, and the VM would be
+/// left pointing at a deleted one.
+#[tokio::test]
+async fn an_identity_disabled_and_enabled_again_within_one_operation_is_a_new_principal() {
+    let down = Arc::new(PeersDown::default());
+    let h = harness_full(None, Faults::with(down.clone())).await;
+    h.rg("rg1").await;
+    down.imds.store(true, Ordering::SeqCst);
+    for kind in ["SystemAssigned", "None", "SystemAssigned"] {
+        let (s, v) = h
+            .call(
+                "PUT",
+                &vm_path("rg1", "vm1"),
+                Some(vm_body(json!({ "type": kind }))),
+            )
+            .await;
+        assert!(s.is_success(), "{v}");
+        assert_eq!(v["properties"]["provisioningState"], "Updating", "{v}");
+    }
+
+    down.imds.store(false, Ordering::SeqCst);
+    let (s, v) = h
+        .call(
+            "PUT",
+            &vm_path("rg1", "vm1"),
+            Some(vm_body(json!({"type": "SystemAssigned"}))),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["properties"]["provisioningState"], "Succeeded", "{v}");
+    let principal = v["identity"]["principalId"].as_str().expect("a principal");
+    let sps = h.shared.lock().service_principals.clone();
+    let managed: Vec<&String> = sps
+        .iter()
+        .filter(|(_, p)| !p.managed_identity_resource_id.is_empty())
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(managed, [principal], "the VM's principal, and only it");
+    assert_eq!(h.entra_thumbprints(principal).len(), 1);
+    assert!(h.drifts().await.is_empty());
+}

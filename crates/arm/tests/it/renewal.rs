@@ -352,3 +352,30 @@ async fn renew_credentials_with_a_renewal_pending_renews_once() {
     assert_eq!(h.entra_thumbprints(&principal).len(), 2);
     assert!(h.drifts().await.is_empty());
 }
+
+/// The doctor counts a renewal that is due as pending work before any
+/// operation for it is written (right after a restart, the reconciler has
+/// not looked yet): "converged" is never reported while a due certificate
+/// has not been renewed.
+#[tokio::test]
+async fn a_renewal_due_and_not_yet_scheduled_is_pending_for_the_doctor() {
+    let h = harness().await;
+    h.rg("rg1").await;
+    h.sami_vm("vm1").await;
+    let url = serve_arm_grpc(&h.arm).await;
+    let doctor = || async {
+        OperationsClient::new(channel_as(Caller::Admin, &url))
+            .doctor(DoctorRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+    };
+    assert_eq!(doctor().await.pending_operations, 0);
+    h.clock.advance(DAY * 46);
+    let report = doctor().await;
+    assert_eq!(report.pending_operations, 1, "{report:?}");
+    assert!(report.drifts.is_empty(), "{report:?}");
+
+    assert_eq!(h.arm.renew_due_credentials().await.unwrap(), 1);
+    assert_eq!(doctor().await.pending_operations, 0);
+}

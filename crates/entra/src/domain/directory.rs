@@ -341,12 +341,17 @@ impl Directory {
     /// Removes `p` and its indexes; the caller holds the write lock.
     pub(super) async fn remove_principal(&self, p: &Principal) -> Result<(), EntraError> {
         // Indexes first, so a crash midway leaves an unreachable record rather
-        // than a reachable half-deleted one.
-        self.by_app.remove(&key(&p.app_id)).await?;
+        // than a reachable half-deleted one. All three are applied before the
+        // first await (the last ticket covers them): a caller that goes away
+        // (its gRPC stream reset) drops this future, and must not leave the
+        // principal without its indexes until the next restart repairs them;
+        // a create by the same request id would then not find it.
+        let _ = self.by_app.remove_deferred(&key(&p.app_id))?;
         if let Some(r) = &p.request_id {
-            self.by_request.remove(&key(r)).await?;
+            let _ = self.by_request.remove_deferred(&key(r))?;
         }
-        self.principals.remove(&key(&p.object_id)).await?;
+        let (_, durable) = self.principals.remove_deferred(&key(&p.object_id))?;
+        durable.await?;
         Ok(())
     }
 

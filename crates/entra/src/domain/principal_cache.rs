@@ -104,13 +104,12 @@ impl PrincipalTable {
         written
     }
 
-    /// Removes a principal and waits until the removal is durable (see [`Table::remove`]).
-    pub(crate) async fn remove(&self, key: &str) -> Result<Option<Principal>> {
+    /// Removes a principal, at once for readers (see [`Table::remove_deferred`]).
+    pub(crate) fn remove_deferred(&self, key: &str) -> Result<(Option<Principal>, Durable)> {
         let removed = self.table.remove_deferred(key);
+        // As in `put_deferred`, after the store write and also on error.
         self.invalidate(key);
-        let (old, durable) = removed?;
-        durable.await?;
-        Ok(old)
+        removed
     }
 
     fn invalidate(&self, key: &str) {
@@ -164,7 +163,10 @@ mod tests {
         durable.await.unwrap();
         t.put("o1", &principal("third")).await.unwrap();
         assert_eq!(name(&t), Some("third".into()));
-        assert_eq!(t.remove("o1").await.unwrap().unwrap().display_name, "third");
+        let (old, durable) = t.remove_deferred("o1").unwrap();
+        assert_eq!(old.unwrap().display_name, "third");
+        assert_eq!(name(&t), None, "gone before it is durable");
+        durable.await.unwrap();
         assert_eq!(name(&t), None);
     }
 

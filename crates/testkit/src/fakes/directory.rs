@@ -149,6 +149,18 @@ impl Directory for FakeDirectory {
     ) -> Result<Response<pb::ServicePrincipal>, Status> {
         let r = r.into_inner();
         let mut s = self.state.lock();
+        if let Some(sp) = s
+            .by_request
+            .get(&r.request_id)
+            .and_then(|oid| s.service_principals.get(oid))
+            .cloned()
+        {
+            s.calls.push(format!(
+                "CreateServicePrincipal {} (again)",
+                r.managed_identity_resource_id
+            ));
+            return Ok(Response::new(sp));
+        }
         s.next_principal += 1;
         let n = s.next_principal;
         // The caller's ids when it chose them, as Entra honours them.
@@ -184,6 +196,8 @@ impl Directory for FakeDirectory {
             "CreateServicePrincipal {}",
             r.managed_identity_resource_id
         ));
+        s.by_request
+            .insert(r.request_id.clone(), sp.object_id.clone());
         s.service_principals
             .insert(sp.object_id.clone(), sp.clone());
         Ok(Response::new(sp))

@@ -22,6 +22,8 @@ pub struct FakeFederation {
     gate: Arc<Mutex<Option<Arc<Semaphore>>>>,
     /// Notified as each `PutFederatedCredential` arrives, before the gate.
     arrived: Arc<Notify>,
+    /// How many writes (puts and deletes) have taken effect.
+    applied: Arc<tokio::sync::watch::Sender<usize>>,
 }
 
 impl FakeFederation {
@@ -31,6 +33,7 @@ impl FakeFederation {
             state,
             gate: Arc::default(),
             arrived: Arc::default(),
+            applied: Arc::new(tokio::sync::watch::Sender::new(0)),
         }
     }
 
@@ -45,6 +48,14 @@ impl FakeFederation {
     /// last call), so a test knows a write is in flight.
     pub async fn put_arrived(&self) {
         self.arrived.notified().await;
+    }
+
+    /// Returns once `n` writes (`PutFederatedCredential` or `DeleteFederatedCredential`)
+    /// have taken effect since this fake was made.
+    pub async fn writes_applied(&self, n: usize) {
+        let mut seen = self.applied.subscribe();
+        // The sender lives as long as `self`: the wait ends only by the count.
+        let _ = seen.wait_for(|c| *c >= n).await;
     }
 
     /// The tonic service to [`serve`](crate::serve).
@@ -76,6 +87,7 @@ impl Federation for FakeFederation {
         let list = s.federated_credentials.entry(r.app_id).or_default();
         list.retain(|x| !x.name.eq_ignore_ascii_case(&c.name));
         list.push(c.clone());
+        self.applied.send_modify(|c| *c += 1);
         Ok(Response::new(c))
     }
 
@@ -90,6 +102,7 @@ impl Federation for FakeFederation {
         let list = s.federated_credentials.entry(r.app_id).or_default();
         let before = list.len();
         list.retain(|x| !x.name.eq_ignore_ascii_case(&r.name));
+        self.applied.send_modify(|c| *c += 1);
         Ok(Response::new(pb::DeleteFederatedCredentialResponse {
             existed: list.len() != before,
         }))

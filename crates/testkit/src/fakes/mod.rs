@@ -37,6 +37,10 @@ pub struct FakeState {
     pub federated_credentials: HashMap<String, Vec<FederatedCredential>>,
     /// Numbers the principals the fake Entra creates.
     next_principal: u32,
+    /// The principal each `CreateServicePrincipal` request id created, as
+    /// Entra keeps it: a call with a known request id whose principal still
+    /// exists returns that principal.
+    by_request: HashMap<String, String>,
 }
 
 /// The state one test's fakes share.
