@@ -205,6 +205,16 @@ fn cx<'a>(
 
 /// The middleware (see [`Chaos::wrap`]).
 pub(crate) async fn intercept(State(chaos): State<Chaos>, req: Request, next: Next) -> Response {
+    around(&chaos, req, |req| next.run(req)).await
+}
+
+/// [`intercept`]'s work around `inner`, the service's own handling (for a
+/// service that calls it from its handler rather than as a layer).
+pub(crate) async fn around<F, Fut>(chaos: &Chaos, req: Request, inner: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: std::future::Future<Output = Response>,
+{
     let uri = req.uri().clone();
     let service = match chaos.service() {
         Service::Entra if shapes::is_graph(uri.path()) => "graph",
@@ -230,27 +240,27 @@ pub(crate) async fn intercept(State(chaos): State<Chaos>, req: Request, next: Ne
         authorization: req.headers().get(header::AUTHORIZATION).cloned(),
         who,
     };
-    if let Some(res) = throttled(&chaos, &seen) {
+    if let Some(res) = throttled(chaos, &seen) {
         return res;
     }
     // Held until the answer is ready: an injected latency counts as time in
     // flight, as a slow IMDS would on Azure.
-    let _slot = match admitted(&chaos, &seen) {
+    let _slot = match admitted(chaos, &seen) {
         Ok(slot) => slot,
         Err(limit) => {
             let why =
                 format!("over IMDS's limit of {limit} concurrent identity requests for this VM");
-            return too_many(&chaos, &seen, why);
+            return too_many(chaos, &seen, why);
         }
     };
     if chaos.armed()
-        && let Some(res) = fault(&chaos, &seen).await
+        && let Some(res) = fault(chaos, &seen).await
     {
         return res;
     }
-    let res = next.run(req).await;
+    let res = inner(req).await;
     if res.status().as_u16() >= 400 {
-        return record_refusal(&chaos, &seen, res).await;
+        return record_refusal(chaos, &seen, res).await;
     }
     res
 }

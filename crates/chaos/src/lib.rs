@@ -227,6 +227,22 @@ impl Chaos {
         ))
     }
 
+    /// What [`wrap`](Self::wrap)'s layer does, around `inner` (the service's
+    /// own handling of `req`), for a service that calls it from its one
+    /// handler: IMDS's VM listener, whose every layer costs a clone and a
+    /// boxed future per request (docs/performance.md finding 14).
+    pub async fn around<F, Fut>(
+        &self,
+        req: axum::extract::Request,
+        inner: F,
+    ) -> axum::response::Response
+    where
+        F: FnOnce(axum::extract::Request) -> Fut,
+        Fut: std::future::Future<Output = axum::response::Response>,
+    {
+        layer::around(self, req, inner).await
+    }
+
     /// `router` with the admin-only `Faults` and `Log` services added.
     pub fn add_grpc(
         &self,

@@ -274,17 +274,12 @@ pub async fn serve_http_with(
         let body_timeout = limits.body_frame_timeout;
         let service =
             hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                let mut router = router.clone();
                 let guard = busy.start();
+                let mut router = router.clone();
+                let req = request(req, body_timeout, peer, local);
                 async move {
                     use tower::Service;
-                    let req = req.map(|b| {
-                        axum::body::Body::new(tower_http::timeout::TimeoutBody::new(
-                            body_timeout,
-                            b,
-                        ))
-                    });
-                    let response = router.call(collapse_slashes(req)).await;
+                    let response = router.call(req).await;
                     drop(guard);
                     response
                 }
@@ -388,9 +383,27 @@ async fn accept_next(
     }
 }
 
+/// A request as the router gets it: its body under the frame timeout, its
+/// path's slashes collapsed, the connection's addresses in its extensions
+/// (inserted here rather than by `Extension` layers on the router: a layer
+/// wraps every route, and each request would be cloned through and polled
+/// through two more services; docs/performance.md finding 14).
+fn request(
+    req: http::Request<hyper::body::Incoming>,
+    body_timeout: Duration,
+    peer: SocketAddr,
+    local: SocketAddr,
+) -> axum::extract::Request {
+    let mut req =
+        req.map(|b| axum::body::Body::new(tower_http::timeout::TimeoutBody::new(body_timeout, b)));
+    req.extensions_mut().insert(PeerAddr(peer));
+    req.extensions_mut().insert(LocalAddr(local));
+    collapse_slashes(req)
+}
+
 /// The router one connection is served with and whether it was admitted: the
-/// listener's own, or the admission check's refusal; either way with the
-/// [`PeerAddr`] and [`LocalAddr`] extensions.
+/// listener's own, or the admission check's refusal (either way its requests
+/// carry the [`PeerAddr`] and [`LocalAddr`] extensions).
 fn admit(
     limits: &ServeLimits,
     router: &Router,
@@ -404,9 +417,7 @@ fn admit(
             a.refusal.clone()
         }
         _ => router.clone(),
-    }
-    .layer(axum::Extension(PeerAddr(peer)))
-    .layer(axum::Extension(LocalAddr(local)));
+    };
     (router, admitted)
 }
 

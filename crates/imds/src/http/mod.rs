@@ -41,13 +41,31 @@ struct Caller(Arc<LiveVm>);
 /// The router of the VMs' listener: every request is bound to the VM its
 /// connection names ([`By`]), never to anything the caller sends. Fault
 /// rules and throttling see the VM through [`misim_chaos::VmKey`].
+///
+/// One handler does the VM binding, the toolkit's checks (what
+/// `Chaos::wrap` adds as a layer elsewhere) and the dispatch: this is the
+/// hottest path misim serves, and each router layer costs a clone of the
+/// layered service and a boxed future per request (docs/performance.md
+/// finding 14).
 pub(crate) fn vm_router(imds: Imds, by: By) -> Router {
-    let chaos = imds.chaos().clone();
-    let router = Router::new().fallback(handle).with_state(imds.clone());
-    chaos
-        .wrap(router)
-        .layer(axum::middleware::map_request_with_state((imds, by), tag_vm))
-        .layer(misim_runtime::telemetry::http_trace_layer("imds"))
+    Router::new().fallback(serve_vm).with_state((imds, by))
+}
+
+/// A request on the VMs' listener: in its span (as `http_trace_layer` would
+/// open it), bound to its VM, through the toolkit, answered.
+async fn serve_vm(State((imds, by)): State<(Imds, By)>, req: Request) -> Response {
+    use misim_runtime::telemetry;
+    use tracing::Instrument as _;
+    let span = telemetry::request_span("imds", &req);
+    let started = tokio::time::Instant::now();
+    async move {
+        let req = tag_vm(&imds, by, req);
+        let res = imds.chaos().around(req, |req| handle(&imds, req)).await;
+        telemetry::log_response(res.status(), started.elapsed());
+        res
+    }
+    .instrument(span)
+    .await
 }
 
 /// What the VMs' listener answers a connection from another local user
@@ -67,7 +85,7 @@ pub(crate) fn refusal_router() -> Router {
 
 /// Resolves the request's VM once, from its connection, for the toolkit
 /// ([`misim_chaos::VmKey`]) and the handlers ([`Caller`]).
-async fn tag_vm(State((imds, by)): State<(Imds, By)>, mut req: Request) -> Request {
+fn tag_vm(imds: &Imds, by: By, mut req: Request) -> Request {
     let found = match by {
         By::LocalAddress => req
             .extensions()
@@ -91,19 +109,19 @@ async fn tag_vm(State((imds, by)): State<(Imds, By)>, mut req: Request) -> Reque
     req
 }
 
-async fn handle(State(imds): State<Imds>, req: Request) -> Response {
+async fn handle(imds: &Imds, req: Request) -> Response {
     let vm = req.extensions().get::<Caller>().map(|c| c.0.clone());
     let path = req.uri().path();
     let query = req.uri().query().unwrap_or("");
     match path {
         "/metadata/identity/oauth2/token" => {
-            token::identity_token(&imds, vm, req.method(), req.headers(), query).await
+            token::identity_token(imds, vm, req.method(), req.headers(), query).await
         }
         "/msi/token" => {
-            token::app_service_token(&imds, vm, req.method(), req.headers(), query).await
+            token::app_service_token(imds, vm, req.method(), req.headers(), query).await
         }
         "/metadata/identity/info" => {
-            metadata::identity_info(&imds, req.method(), req.headers(), query)
+            metadata::identity_info(imds, req.method(), req.headers(), query)
         }
         "/metadata/versions" => metadata::versions(req.method(), req.headers()),
         p if p == "/metadata/instance" || p.starts_with("/metadata/instance/") => {
