@@ -93,12 +93,10 @@ async fn a_vm_operation_puts_the_vm_with_every_identity_it_carries_in_one_call()
     assert!(h.drifts().await.is_empty());
 }
 
-/// Entra down when the VM is created: the VM is left updating, IMDS has not
-/// heard of it, and the operation's next run (here, before the VM's
-/// next write) creates the principal with the credential the intent recorded:
-/// one principal, one certificate, Entra and IMDS in agreement.
-#[tokio::test]
-async fn a_create_held_by_an_entra_outage_completes_with_one_principal_and_certificate() {
+/// A harness whose Entra is down (still down on return) and rg1/vm1, PUT
+/// with a system-assigned identity meanwhile: accepted, left updating. The
+/// peers' switches, the harness and the PUT's answer.
+async fn created_while_entra_is_down() -> (Arc<PeersDown>, Harness, Value) {
     let down = Arc::new(PeersDown::default());
     let h = harness_full(None, Faults::with(down.clone())).await;
     h.rg("rg1").await;
@@ -112,6 +110,16 @@ async fn a_create_held_by_an_entra_outage_completes_with_one_principal_and_certi
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     assert_eq!(v["properties"]["provisioningState"], "Updating", "{v}");
+    (down, h, v)
+}
+
+/// Entra down when the VM is created: the VM is left updating, IMDS has not
+/// heard of it, and the operation's next run (here, before the VM's
+/// next write) creates the principal with the credential the intent recorded:
+/// one principal, one certificate, Entra and IMDS in agreement.
+#[tokio::test]
+async fn a_create_held_by_an_entra_outage_completes_with_one_principal_and_certificate() {
+    let (down, h, v) = created_while_entra_is_down().await;
     let vm_id = v["id"].as_str().unwrap().to_owned();
     assert!(
         h.shared.lock().service_principals.len() <= 1,
@@ -149,19 +157,7 @@ async fn a_create_held_by_an_entra_outage_completes_with_one_principal_and_certi
 /// no system identity" and dropped it).
 #[tokio::test]
 async fn a_patch_while_the_system_identity_is_pending_keeps_it() {
-    let down = Arc::new(PeersDown::default());
-    let h = harness_full(None, Faults::with(down.clone())).await;
-    h.rg("rg1").await;
-    down.entra.store(true, Ordering::SeqCst);
-    let (s, v) = h
-        .call(
-            "PUT",
-            &vm_path("rg1", "vm1"),
-            Some(vm_body(json!({"type": "SystemAssigned"}))),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    assert_eq!(v["properties"]["provisioningState"], "Updating", "{v}");
+    let (down, h, _) = created_while_entra_is_down().await;
 
     let tags = json!({"tags": {"team": "a"}});
     let (s, v) = h.call("PATCH", &vm_path("rg1", "vm1"), Some(tags)).await;
