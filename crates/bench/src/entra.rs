@@ -11,6 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use anyhow::{Context, bail};
 use aws_lc_rs::encoding::AsDer as _;
 use misim_proto::entra::v1 as pb;
@@ -18,6 +20,7 @@ use misim_proto::entra::v1::directory_server::Directory as _;
 use misim_types::Clock;
 use serde::Serialize;
 
+use crate::h1_tls;
 use crate::measure::{self, Run};
 use crate::targets::TargetRow;
 use crate::{ROUNDS, Settings, World};
@@ -377,20 +380,15 @@ struct OverHttps {
 /// keep-alive TLS connections, one request in flight on each. That is how the
 /// Azure CLI and the Python SDKs (MSAL Python and azure-identity, through
 /// `requests`/urllib3, which speak HTTP/1.1 only) call Entra: a pool of
-/// keep-alive connections, one request at a time on each. (`World::https`
-/// negotiates HTTP/2 by ALPN, as Go's `net/http` and reqwest do, and then
-/// multiplexes every request over one connection, one task per side: measured
-/// too, as the h2 rows.)
-fn http1_client(world: &World, connections: usize) -> anyhow::Result<reqwest::Client> {
-    let ca = reqwest::Certificate::from_pem(world.sb.ca_pem.as_bytes())?;
-    Ok(reqwest::Client::builder()
-        .add_root_certificate(ca)
-        .no_proxy()
-        .tcp_nodelay(true)
-        .http1_only()
-        .pool_max_idle_per_host(connections)
-        .timeout(Duration::from_secs(30))
-        .build()?)
+/// keep-alive connections, one request at a time on each. The load generator
+/// itself is lean ([`h1_tls`]), since its CPU is taken from the server's.
+/// (`World::https` negotiates HTTP/2 by ALPN, as Go's `net/http` and reqwest
+/// do, and then multiplexes every request over one connection, one task per
+/// side: measured too, as the h2 rows, through reqwest.)
+async fn http1_client(world: &World, connections: usize) -> anyhow::Result<Client> {
+    Ok(Client::Http1(
+        h1_tls::connect(&world.sb.entra_url, &world.sb.ca_pem, connections).await?,
+    ))
 }
 
 /// Measures 1d: all-core signing and the HTTPS token endpoint with a client
@@ -405,14 +403,8 @@ async fn over_https(f: &Fixture, r: &Settings, world: &World) -> anyhow::Result<
         ("client_assertion", mi.assertion.as_str()),
         ("scope", "https://vault.azure.net/.default"),
     ])?;
-    let h1 = Client {
-        http: http1_client(world, r.token_concurrency)?,
-        what: "HTTP/1.1",
-    };
-    let h2 = Client {
-        http: world.https.clone(),
-        what: "h2",
-    };
+    let h1 = http1_client(world, r.token_concurrency).await?;
+    let h2 = Client::H2(world.https.clone());
     let mut acc: [Option<Run>; 5] = Default::default();
     let mut cpu = [CpuCost::default(); 5];
     let done: [Arc<AtomicU64>; 5] = Default::default();
@@ -460,10 +452,48 @@ async fn over_https(f: &Fixture, r: &Settings, world: &World) -> anyhow::Result<
     })
 }
 
-/// An HTTPS client and the protocol it speaks, for the labels.
-struct Client {
-    http: reqwest::Client,
-    what: &'static str,
+/// An HTTPS client: the lean HTTP/1.1 load generator, or reqwest speaking h2.
+enum Client {
+    Http1(Arc<h1_tls::Pool>),
+    H2(reqwest::Client),
+}
+
+impl Client {
+    /// The protocol, for the labels.
+    fn what(&self) -> &'static str {
+        match self {
+            Client::Http1(_) => "HTTP/1.1",
+            Client::H2(_) => "h2",
+        }
+    }
+
+    /// POSTs `form` to `url` (whose path is `path`); the status and the body on failure.
+    async fn post_form(&self, url: &str, path: &str, form: &str) -> anyhow::Result<()> {
+        let (status, body) = match self {
+            Client::Http1(pool) => {
+                if pool.post_form(path, Bytes::from(form.to_owned())).await {
+                    return Ok(());
+                }
+                (None, String::new())
+            }
+            Client::H2(http) => {
+                let r = http
+                    .post(url)
+                    .header(
+                        http::header::CONTENT_TYPE,
+                        "application/x-www-form-urlencoded",
+                    )
+                    .body(form.to_owned())
+                    .send()
+                    .await?;
+                if r.status() == reqwest::StatusCode::OK {
+                    return Ok(());
+                }
+                (Some(r.status()), r.text().await.unwrap_or_default())
+            }
+        };
+        bail!("token endpoint answered {status:?}: {body}")
+    }
 }
 
 /// The administrator's client-credentials form (client secret).
@@ -675,56 +705,56 @@ async fn https_token_run(
     done: Arc<AtomicU64>,
 ) -> anyhow::Result<Run> {
     let sb = &world.sb;
-    let url = format!(
-        "{}/{}/oauth2/v2.0/token",
-        sb.entra_url, sb.bootstrap.tenant_id
+    let path = format!("/{}/oauth2/v2.0/token", sb.bootstrap.tenant_id);
+    let url = format!("{}{path}", sb.entra_url);
+    client
+        .post_form(&url, &path, form)
+        .await
+        .with_context(|| format!("the {what} probe"))?;
+    let label = format!(
+        "HTTPS token, {what}, {}, {} in flight",
+        client.what(),
+        s.token_concurrency
     );
-    let body = form.to_owned();
-    let http = client.http.clone();
-    let probe = http
-        .post(&url)
-        .header(
-            http::header::CONTENT_TYPE,
-            "application/x-www-form-urlencoded",
-        )
-        .body(body.clone())
-        .send()
-        .await?;
-    if probe.status() != reqwest::StatusCode::OK {
-        bail!(
-            "token endpoint answered {} to the {what}: {}",
-            probe.status(),
-            probe.text().await.unwrap_or_default()
-        );
-    }
-    Ok(measure::in_flight(
-        format!(
-            "HTTPS token, {what}, {}, {} in flight",
-            client.what, s.token_concurrency
-        ),
-        s.token_concurrency,
-        s.warmup,
-        s.window,
-        move || {
-            let req = http
-                .post(&url)
-                .header(
-                    http::header::CONTENT_TYPE,
-                    "application/x-www-form-urlencoded",
-                )
-                .body(body.clone());
-            let done = done.clone();
-            async move {
-                let ok = match req.send().await {
-                    Ok(r) => r.status() == reqwest::StatusCode::OK && r.bytes().await.is_ok(),
-                    Err(_) => false,
-                };
-                done.fetch_add(u64::from(ok), Ordering::Relaxed);
-                ok
-            }
-        },
-    )
-    .await)
+    let (n, warmup, window) = (s.token_concurrency, s.warmup, s.window);
+    let body = Bytes::from(form.to_owned());
+    Ok(match client {
+        Client::Http1(pool) => {
+            let (pool, path) = (pool.clone(), Arc::new(path));
+            measure::in_flight(label, n, warmup, window, move || {
+                let (pool, path, body, done) =
+                    (pool.clone(), path.clone(), body.clone(), done.clone());
+                async move {
+                    let ok = pool.post_form(&path, body).await;
+                    done.fetch_add(u64::from(ok), Ordering::Relaxed);
+                    ok
+                }
+            })
+            .await
+        }
+        Client::H2(http) => {
+            let http = http.clone();
+            measure::in_flight(label, n, warmup, window, move || {
+                let req = http
+                    .post(&url)
+                    .header(
+                        http::header::CONTENT_TYPE,
+                        "application/x-www-form-urlencoded",
+                    )
+                    .body(body.clone());
+                let done = done.clone();
+                async move {
+                    let ok = match req.send().await {
+                        Ok(r) => r.status() == reqwest::StatusCode::OK && r.bytes().await.is_ok(),
+                        Err(_) => false,
+                    };
+                    done.fetch_add(u64::from(ok), Ordering::Relaxed);
+                    ok
+                }
+            })
+            .await
+        }
+    })
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@
 //! Every server listens on loopback (IMDS at each VM's own 127.64.x.y) and every request goes there.
 
 mod entra;
+mod h1_tls;
 mod imds;
 mod measure;
 mod provision;

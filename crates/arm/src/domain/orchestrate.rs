@@ -125,11 +125,14 @@ impl Core {
             pending_cred: None,
             failed: None,
         };
-        let intent = self.ops.put_deferred(&op.id, &op)?;
+        // The queue entry first: a crash keeps a prefix of the writes, and a
+        // queue entry without its record is dropped by the next `drive`,
+        // while a record without its entry would say `InProgress` forever.
         let pending = self
             .pending
             .put_deferred(&pending_key(target, seq), &op.id)?;
-        Ok((op, intent.and(pending)))
+        let intent = self.ops.put_deferred(&op.id, &op)?;
+        Ok((op, pending.and(intent)))
     }
 
     /// Reads an operation (the async status URL).
@@ -728,6 +731,23 @@ mod tests {
             core.finish(&pk, &mut op, st, None).await.unwrap();
         }
         op.id
+    }
+
+    /// A crash between an operation's two intent writes keeps the queue entry
+    /// (written first) without the record: the next run drops the entry, and
+    /// no record is left saying `InProgress` with nothing to run it.
+    #[tokio::test]
+    async fn a_queued_operation_whose_record_a_crash_lost_is_dropped() {
+        let core = core(Arc::new(ManualClock::at_unix(T0)));
+        let target = "sub/rg/microsoft.compute/virtualmachines/lost";
+        core.pending
+            .put(&pending_key(target, 1), &"never-written".to_owned())
+            .await
+            .unwrap();
+        assert_eq!(core.op_counts().unwrap(), (1, 0));
+        assert!(core.drive(target).await.unwrap(), "nothing left to run");
+        assert_eq!(core.op_counts().unwrap(), (0, 0));
+        assert!(core.get_op("never-written").unwrap().is_none());
     }
 
     #[tokio::test]

@@ -1,7 +1,7 @@
 //! The tenant's service principals in the store: principals by object id,
 //! plus the indexes app id → object id and request id → object id.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use misim_store::{Durable, Store, Table};
 use misim_types::{ResourceId, SharedClock, SharedIds};
@@ -57,6 +57,9 @@ pub(crate) struct Directory {
     /// Principals by object id, read through a cache (token requests read one each).
     pub(super) principals: super::principal_cache::PrincipalTable,
     pub(super) by_app: Table<String>,
+    /// What `by_app` answered before, app id → object id (both lower-cased),
+    /// checked against the principal on every use (see [`Directory::get_by_app`]).
+    app_ids: parking_lot::RwLock<HashMap<String, String>>,
     by_request: Table<String>,
     /// Graph applications by object id.
     pub(super) applications: Table<Application>,
@@ -72,6 +75,10 @@ pub(crate) struct Directory {
     pub(super) clock: SharedClock,
     pub(super) ids: SharedIds,
 }
+
+/// App ids [`Directory::get_by_app`] remembers at most (as many as the
+/// principal cache holds); past it, it starts over.
+const APP_IDS_MAX: usize = 4096;
 
 pub(super) fn key(id: &str) -> String {
     id.to_ascii_lowercase()
@@ -100,6 +107,7 @@ impl Directory {
         Ok(Self {
             principals: super::principal_cache::PrincipalTable::new(store.table("principals")?),
             by_app: store.table("principals_by_app_id")?,
+            app_ids: parking_lot::RwLock::default(),
             by_request: store.table("principals_by_request_id")?,
             applications: store.table("applications")?,
             apps_by_app_id: store.table("applications_by_app_id")?,
@@ -151,11 +159,32 @@ impl Directory {
         Ok(self.principals.get(&key(object_id))?)
     }
 
+    ///
+    /// Every token request asks this. The app id's object id is remembered, and
+    /// trusted only while the principal it names exists with this app id: an
+    /// app id belongs to one principal for the principal's whole life, so the
+    /// answer is what the index would say, without its store read.
     pub(crate) fn get_by_app(&self, app_id: &str) -> Result<Option<Principal>, EntraError> {
-        match self.by_app.get(&key(app_id))? {
-            Some(oid) => self.get(&oid),
-            None => Ok(None),
+        let app_key = key(app_id);
+        let remembered = self.app_ids.read().get(&app_key).cloned();
+        if let Some(oid) = remembered
+            && let Some(p) = self.get(&oid)?
+            && p.app_id.eq_ignore_ascii_case(app_id)
+        {
+            return Ok(Some(p));
         }
+        let Some(oid) = self.by_app.get(&app_key)? else {
+            return Ok(None);
+        };
+        let found = self.get(&oid)?;
+        if found.is_some() {
+            let mut ids = self.app_ids.write();
+            if ids.len() >= APP_IDS_MAX {
+                ids.clear();
+            }
+            ids.insert(app_key, oid);
+        }
+        Ok(found)
     }
 
     pub(crate) fn list(&self) -> Result<Vec<Principal>, EntraError> {
@@ -447,6 +476,54 @@ mod tests {
             ids: None,
             certificate: None,
         }
+    }
+
+    /// `get_by_app` remembers an app id's object id; once that principal is
+    /// deleted, its object id given to a principal with another app id, and its
+    /// app id to a principal with another object id (ids the caller chose), each
+    /// app id finds its own principal.
+    #[tokio::test]
+    async fn a_remembered_app_id_follows_ids_given_again() {
+        let d = Directory::open(
+            &Store::memory().unwrap(),
+            Arc::new(misim_types::ManualClock::at_unix(1_700_000_000)),
+            Arc::new(misim_types::SeqIds::new(1)),
+        )
+        .unwrap();
+        let (app_a, app_b) = (
+            "aaaaaaaa-0000-4000-8000-000000000001",
+            "bbbbbbbb-0000-4000-8000-000000000002",
+        );
+        let (oid_1, oid_2) = (
+            "00000000-0000-4000-8000-0000000000a1",
+            "00000000-0000-4000-8000-0000000000a2",
+        );
+        let with_ids = |request_id: &str, app_id: &str, object_id: &str| NewPrincipal {
+            ids: Some(ChosenIds {
+                app_id: app_id.into(),
+                object_id: object_id.into(),
+            }),
+            ..mi(request_id)
+        };
+        let found =
+            |d: &Directory, app_id: &str| d.get_by_app(app_id).unwrap().map(|p| p.object_id);
+        d.create(with_ids("r1", &app_a.to_uppercase(), oid_1))
+            .await
+            .unwrap();
+        assert_eq!(found(&d, app_a).as_deref(), Some(oid_1));
+        assert!(d.delete(oid_1).await.unwrap());
+        assert_eq!(found(&d, app_a), None, "a deleted principal is not found");
+
+        d.create(with_ids("r2", app_b, oid_1)).await.unwrap();
+        assert_eq!(
+            found(&d, app_a),
+            None,
+            "its object id now has another app id"
+        );
+        assert_eq!(found(&d, app_b).as_deref(), Some(oid_1));
+
+        d.create(with_ids("r3", app_a, oid_2)).await.unwrap();
+        assert_eq!(found(&d, app_a).as_deref(), Some(oid_2));
     }
 
     /// A crash between writing a principal and its indexes must not let the
