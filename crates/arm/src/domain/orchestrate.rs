@@ -81,7 +81,7 @@ impl Core {
         resource_id: &str,
         kind: OpKind,
     ) -> Result<OpRecord, ArmError> {
-        let (op, durable) = self.new_op_deferred(target, resource_id, kind)?;
+        let (op, durable) = self.new_op_deferred(target, resource_id, kind, |_| {})?;
         durable.await?;
         Ok(op)
     }
@@ -90,12 +90,15 @@ impl Core {
     /// before any peer call or acknowledgement that relies on it: a caller
     /// that writes the resource's record next awaits only that later ticket
     /// (a crash keeps a prefix of a store's writes, so never the record
-    /// without the intent).
+    /// without the intent). `prepare` completes the record before it is
+    /// written (it is written once: a VM operation's record carries a
+    /// certificate and its key).
     pub(crate) fn new_op_deferred(
         &self,
         target: &str,
         resource_id: &str,
         kind: OpKind,
+        prepare: impl FnOnce(&mut OpRecord),
     ) -> Result<(OpRecord, Durable), ArmError> {
         let now = self.clock.now();
         let nanos = now
@@ -107,7 +110,7 @@ impl Core {
             *last = (*last + 1).max(nanos);
             *last
         };
-        let op = OpRecord {
+        let mut op = OpRecord {
             id: self.ids.guid(),
             seq,
             target: target.to_owned(),
@@ -125,6 +128,7 @@ impl Core {
             pending_cred: None,
             failed: None,
         };
+        prepare(&mut op);
         // The queue entry first: a crash keeps a prefix of the writes, and a
         // queue entry without its record is dropped by the next `drive`,
         // while a record without its entry would say `InProgress` forever.

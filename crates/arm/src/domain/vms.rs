@@ -238,7 +238,7 @@ impl Core {
             uami_principals: attached_principals(&attached),
         };
         // The system-assigned identity's credential, made before the intent
-        // is written (see below).
+        // is written (`sami_intent`).
         let proposed = if desired.system && rec.sami.is_none() {
             Some(self.proposed_credential().await?)
         } else {
@@ -246,19 +246,7 @@ impl Core {
         };
         // Intent first, then the record (one flush for both); the operation
         // converges Entra and IMDS.
-        let (mut op, mut intent) = self.new_op_deferred(&key, &id, OpKind::Vm)?;
-        if let Some(cred) = proposed {
-            // The request id of the principal the operation will create and
-            // the credential it will be created with (the ids ARM chose, and
-            // a certificate for them), part of the intent rather than writes
-            // of their own before the call to Entra: whatever becomes of the
-            // operation, a principal made under it is found again and deleted
-            // unless the VM took it, and a retried create sends the same ids
-            // and certificate (so Entra never holds a second one).
-            op.sami_request = Some(super::orchestrate::sami_request_id(&op));
-            op.pending_cred = Some(cred);
-            intent = self.ops.put_deferred(&op.id, &op)?;
-        }
+        let (op, intent) = self.new_op_deferred(&key, &id, OpKind::Vm, sami_intent(proposed))?;
         rec.op = Some(op.id.clone());
         let recorded = self.vms.put_deferred(&key, &rec)?;
         intent.and(recorded).await?;
@@ -418,5 +406,21 @@ impl Core {
         drop(guard);
         let done = self.drive_inline(&key).await;
         Ok(Some((done, op_id)))
+    }
+}
+
+/// Puts in a VM operation's intent the request id of the principal the
+/// operation will create and the credential it will be created with (the ids
+/// ARM chose, and a certificate for them), when it is to create one: part of
+/// the intent rather than writes of their own before the call to Entra, so
+/// that whatever becomes of the operation, a principal made under it is found
+/// again and deleted unless the VM took it, and a retried create sends the
+/// same ids and certificate (Entra never holds a second one).
+fn sami_intent(proposed: Option<Credential>) -> impl FnOnce(&mut OpRecord) {
+    move |op| {
+        if let Some(cred) = proposed {
+            op.sami_request = Some(super::orchestrate::sami_request_id(op));
+            op.pending_cred = Some(cred);
+        }
     }
 }
