@@ -11,10 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
-
 use anyhow::{Context, bail};
 use aws_lc_rs::encoding::AsDer as _;
+use bytes::Bytes;
 use misim_proto::entra::v1 as pb;
 use misim_proto::entra::v1::directory_server::Directory as _;
 use misim_types::Clock;
@@ -467,14 +466,12 @@ impl Client {
         }
     }
 
-    /// POSTs `form` to `url` (whose path is `path`); the status and the body on failure.
+    /// POSTs `form` to `url` (whose path is `path`); fails with the answer unless it is 200.
     async fn post_form(&self, url: &str, path: &str, form: &str) -> anyhow::Result<()> {
         let (status, body) = match self {
             Client::Http1(pool) => {
-                if pool.post_form(path, Bytes::from(form.to_owned())).await {
-                    return Ok(());
-                }
-                (None, String::new())
+                let (status, body) = pool.post_form(path, Bytes::from(form.to_owned())).await?;
+                (status, String::from_utf8_lossy(&body).into_owned())
             }
             Client::H2(http) => {
                 let r = http
@@ -486,13 +483,13 @@ impl Client {
                     .body(form.to_owned())
                     .send()
                     .await?;
-                if r.status() == reqwest::StatusCode::OK {
-                    return Ok(());
-                }
-                (Some(r.status()), r.text().await.unwrap_or_default())
+                (r.status(), r.text().await.unwrap_or_default())
             }
         };
-        bail!("token endpoint answered {status:?}: {body}")
+        if status == http::StatusCode::OK {
+            return Ok(());
+        }
+        bail!("token endpoint answered {status}: {body}")
     }
 }
 
@@ -725,7 +722,10 @@ async fn https_token_run(
                 let (pool, path, body, done) =
                     (pool.clone(), path.clone(), body.clone(), done.clone());
                 async move {
-                    let ok = pool.post_form(&path, body).await;
+                    let ok = matches!(
+                        pool.post_form(&path, body).await,
+                        Ok((status, _)) if status == http::StatusCode::OK
+                    );
                     done.fetch_add(u64::from(ok), Ordering::Relaxed);
                     ok
                 }

@@ -67,24 +67,26 @@ pub(crate) async fn connect(
 }
 
 impl Pool {
-    /// POSTs `body` as a form to `path` on an idle connection; true when the
-    /// answer is 200 and its body arrived. A connection that failed is dropped.
-    pub(crate) async fn post_form(&self, path: &str, body: Bytes) -> bool {
-        let Some(mut sender) = self.take() else {
-            return false;
-        };
-        let ok = self.send(&mut sender, path, body).await.is_ok_and(|ok| ok);
-        if ok {
-            self.idle
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(sender);
-        }
-        ok
-    }
-
-    fn take(&self) -> Option<SendRequest<Full<Bytes>>> {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()
+    /// POSTs `body` as a form to `path` on an idle connection: the answer's
+    /// status and body. A connection whose exchange failed is dropped; one
+    /// that answered, whatever the status, is kept.
+    pub(crate) async fn post_form(
+        &self,
+        path: &str,
+        body: Bytes,
+    ) -> anyhow::Result<(http::StatusCode, Bytes)> {
+        let mut sender = self
+            .idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .context("no open connection left")?;
+        let answer = self.send(&mut sender, path, body).await?;
+        self.idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(sender);
+        Ok(answer)
     }
 
     async fn send(
@@ -92,7 +94,7 @@ impl Pool {
         sender: &mut SendRequest<Full<Bytes>>,
         path: &str,
         body: Bytes,
-    ) -> anyhow::Result<bool> {
+    ) -> anyhow::Result<(http::StatusCode, Bytes)> {
         sender.ready().await?;
         let req = http::Request::post(path)
             .header(http::header::HOST, &self.authority)
@@ -103,8 +105,7 @@ impl Pool {
             .body(Full::new(body))
             .map_err(|e| anyhow!("building the request: {e}"))?;
         let res = sender.send_request(req).await?;
-        let ok = res.status() == http::StatusCode::OK;
-        res.into_body().collect().await?;
-        Ok(ok)
+        let status = res.status();
+        Ok((status, res.into_body().collect().await?.to_bytes()))
     }
 }
