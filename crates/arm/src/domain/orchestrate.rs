@@ -139,6 +139,25 @@ impl Core {
         Ok((op, pending.and(intent)))
     }
 
+    /// Whether a pending operation of `target` is to create its system-assigned
+    /// principal (its intent carries the request id and credential): a later
+    /// write that wants that identity leaves the creation to it. Should that
+    /// operation fail for good, its cleanup aborts the request and the next
+    /// operation that finds the identity missing creates one
+    /// (`create_sami`'s fallback).
+    pub(crate) fn sami_pending(&self, target: &str) -> Result<bool, ArmError> {
+        for (_, op_id) in self.pending.scan_prefix(&format!("{target}|"))? {
+            if self.ops.get(&op_id)?.is_some_and(|op| {
+                op.status == OpStatus::InProgress
+                    && op.failed.is_none()
+                    && op.sami_request.is_some()
+            }) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Reads an operation (the async status URL).
     pub fn get_op(&self, id: &str) -> Result<Option<OpRecord>, ArmError> {
         Ok(self

@@ -238,8 +238,12 @@ impl Core {
             uami_principals: attached_principals(&attached),
         };
         // The system-assigned identity's credential, made before the intent
-        // is written (`sami_intent`).
-        let proposed = if desired.system && rec.sami.is_none() {
+        // is written (`sami_intent`), unless an operation still pending is
+        // to create the identity (only an existing VM can have one).
+        let proposed = if desired.system
+            && rec.sami.is_none()
+            && !(existing.is_some() && self.sami_pending(&key)?)
+        {
             Some(self.proposed_credential().await?)
         } else {
             None

@@ -149,6 +149,20 @@ async fn a_create_held_by_an_entra_outage_completes_with_one_principal_and_certi
     let sps = h.shared.lock().service_principals.clone();
     assert_eq!(sps.keys().collect::<Vec<_>>(), [principal], "one principal");
     assert_eq!(h.entra_thumbprints(principal).len(), 1);
+    // The second PUT left the creation to the pending operation: no principal
+    // of its own, made and deleted again.
+    let calls = h.calls();
+    let created: Vec<_> = calls
+        .iter()
+        .filter(|c| c.starts_with("CreateServicePrincipal") && !c.ends_with("(again)"))
+        .collect();
+    assert_eq!(created.len(), 1, "{calls:?}");
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c.starts_with("DeleteServicePrincipal")),
+        "{calls:?}"
+    );
     assert!(h.drifts().await.is_empty());
 }
 
@@ -217,6 +231,80 @@ async fn an_identity_disabled_and_enabled_again_within_one_operation_is_a_new_pr
         .map(|(k, _)| k)
         .collect();
     assert_eq!(managed, [principal], "the VM's principal, and only it");
+    assert_eq!(h.entra_thumbprints(principal).len(), 1);
+    assert!(h.drifts().await.is_empty());
+}
+
+/// Entra down (every Directory call unavailable) or refusing the principal's
+/// creation (a refusal the operation counts against itself).
+#[derive(Debug, Default)]
+struct EntraRefuses {
+    down: std::sync::atomic::AtomicBool,
+    refuses: std::sync::atomic::AtomicBool,
+}
+
+impl misim_proto::faults::FaultHook for EntraRefuses {
+    fn before_call(&self, service: &str, method: &str) -> Option<tonic::Status> {
+        if !service.ends_with("Directory") {
+            None
+        } else if self.down.load(Ordering::SeqCst) {
+            Some(tonic::Status::unavailable("peer is down"))
+        } else if self.refuses.load(Ordering::SeqCst) && method == "CreateServicePrincipal" {
+            Some(tonic::Status::invalid_argument("refused"))
+        } else {
+            None
+        }
+    }
+}
+
+/// A second PUT that wants the system identity while the first one's
+/// operation is still to create it leaves the creation to that operation.
+/// Should that operation then fail for good, the VM still gets its identity:
+/// the next operation that finds it missing creates it, one principal with one
+/// certificate.
+#[tokio::test]
+async fn a_system_identity_left_to_an_operation_that_fails_for_good_is_created_by_the_next() {
+    let entra = Arc::new(EntraRefuses::default());
+    let h = harness_full(None, Faults::with(entra.clone())).await;
+    h.rg("rg1").await;
+    entra.down.store(true, Ordering::SeqCst);
+    let path = vm_path("rg1", "vm1");
+    let put = || {
+        h.call(
+            "PUT",
+            &path,
+            Some(vm_body(json!({"type": "SystemAssigned"}))),
+        )
+    };
+    for expected in [StatusCode::CREATED, StatusCode::OK] {
+        let (s, v) = put().await;
+        assert_eq!(s, expected, "{v}");
+        assert_eq!(v["properties"]["provisioningState"], "Updating", "{v}");
+    }
+
+    // The first operation's creation is refused on each of its runs (one per
+    // write to the VM) until it fails for good.
+    entra.down.store(false, Ordering::SeqCst);
+    entra.refuses.store(true, Ordering::SeqCst);
+    let mut failed = false;
+    for team in 0..12 {
+        let tags = json!({"tags": {"team": team.to_string()}});
+        let (s, v) = h.call("PATCH", &vm_path("rg1", "vm1"), Some(tags)).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        if v["properties"]["provisioningState"] == "Failed" {
+            failed = true;
+            break;
+        }
+    }
+    assert!(failed, "the first operation fails for good");
+
+    entra.refuses.store(false, Ordering::SeqCst);
+    let (s, v) = put().await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["properties"]["provisioningState"], "Succeeded", "{v}");
+    let principal = v["identity"]["principalId"].as_str().expect("a principal");
+    let sps = h.shared.lock().service_principals.clone();
+    assert_eq!(sps.keys().collect::<Vec<_>>(), [principal], "one principal");
     assert_eq!(h.entra_thumbprints(principal).len(), 1);
     assert!(h.drifts().await.is_empty());
 }
