@@ -93,6 +93,16 @@ async fn a_vm_operation_puts_the_vm_with_every_identity_it_carries_in_one_call()
     assert!(h.drifts().await.is_empty());
 }
 
+/// PUTs rg1/vm1 with a system-assigned identity.
+async fn put_system_assigned(h: &Harness) -> (StatusCode, Value) {
+    h.call(
+        "PUT",
+        &vm_path("rg1", "vm1"),
+        Some(vm_body(json!({"type": "SystemAssigned"}))),
+    )
+    .await
+}
+
 /// A harness whose Entra is down (still down on return) and rg1/vm1, PUT
 /// with a system-assigned identity meanwhile: accepted, left updating. The
 /// peers' switches, the harness and the PUT's answer.
@@ -101,13 +111,7 @@ async fn created_while_entra_is_down() -> (Arc<PeersDown>, Harness, Value) {
     let h = harness_full(None, Faults::with(down.clone())).await;
     h.rg("rg1").await;
     down.entra.store(true, Ordering::SeqCst);
-    let (s, v) = h
-        .call(
-            "PUT",
-            &vm_path("rg1", "vm1"),
-            Some(vm_body(json!({"type": "SystemAssigned"}))),
-        )
-        .await;
+    let (s, v) = put_system_assigned(&h).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     assert_eq!(v["properties"]["provisioningState"], "Updating", "{v}");
     (down, h, v)
@@ -134,13 +138,7 @@ async fn a_create_held_by_an_entra_outage_completes_with_one_principal_and_certi
 
     down.entra.store(false, Ordering::SeqCst);
     // The user PUTs it again: the pending operation runs first, then this one.
-    let (s, v) = h
-        .call(
-            "PUT",
-            &vm_path("rg1", "vm1"),
-            Some(vm_body(json!({"type": "SystemAssigned"}))),
-        )
-        .await;
+    let (s, v) = put_system_assigned(&h).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["properties"]["provisioningState"], "Succeeded", "{v}");
     let principal = v["identity"]["principalId"]
@@ -214,13 +212,7 @@ async fn an_identity_disabled_and_enabled_again_within_one_operation_is_a_new_pr
     }
 
     down.imds.store(false, Ordering::SeqCst);
-    let (s, v) = h
-        .call(
-            "PUT",
-            &vm_path("rg1", "vm1"),
-            Some(vm_body(json!({"type": "SystemAssigned"}))),
-        )
-        .await;
+    let (s, v) = put_system_assigned(&h).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["properties"]["provisioningState"], "Succeeded", "{v}");
     let principal = v["identity"]["principalId"].as_str().expect("a principal");
@@ -268,16 +260,8 @@ async fn a_system_identity_left_to_an_operation_that_fails_for_good_is_created_b
     let h = harness_full(None, Faults::with(entra.clone())).await;
     h.rg("rg1").await;
     entra.down.store(true, Ordering::SeqCst);
-    let path = vm_path("rg1", "vm1");
-    let put = || {
-        h.call(
-            "PUT",
-            &path,
-            Some(vm_body(json!({"type": "SystemAssigned"}))),
-        )
-    };
     for expected in [StatusCode::CREATED, StatusCode::OK] {
-        let (s, v) = put().await;
+        let (s, v) = put_system_assigned(&h).await;
         assert_eq!(s, expected, "{v}");
         assert_eq!(v["properties"]["provisioningState"], "Updating", "{v}");
     }
@@ -299,7 +283,7 @@ async fn a_system_identity_left_to_an_operation_that_fails_for_good_is_created_b
     assert!(failed, "the first operation fails for good");
 
     entra.refuses.store(false, Ordering::SeqCst);
-    let (s, v) = put().await;
+    let (s, v) = put_system_assigned(&h).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["properties"]["provisioningState"], "Succeeded", "{v}");
     let principal = v["identity"]["principalId"].as_str().expect("a principal");

@@ -159,6 +159,7 @@ impl Directory {
         Ok(self.principals.get(&key(object_id))?)
     }
 
+    /// The principal with this app (client) id.
     ///
     /// Every token request asks this. The app id's object id is remembered, and
     /// trusted only while the principal it names exists with this app id: an
